@@ -1,0 +1,164 @@
+//! Self-service endpoints: register, login, and who-am-I.
+
+use super::AppState;
+use crate::{password, store};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot};
+use platform::http::{ApiError, ApiJson, Authenticated};
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+        .route("/me", get(me))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterRequest {
+    email: String,
+    password: String,
+    first_name: String,
+    last_name: String,
+    role: String,
+    phone_number: Option<String>,
+}
+
+/// The validated parts shared by self-registration and admin creation.
+pub(super) struct Profile {
+    pub email: Email,
+    pub first_name: PersonName,
+    pub last_name: PersonName,
+    pub role: Role,
+    pub phone_number: Option<PhoneNumber>,
+}
+
+impl Profile {
+    pub fn parse(
+        email: &str,
+        first_name: &str,
+        last_name: &str,
+        role: &str,
+        phone_number: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            email: Email::parse(email)?,
+            first_name: PersonName::parse("firstName", first_name)?,
+            last_name: PersonName::parse("lastName", last_name)?,
+            role: role.parse()?,
+            phone_number: phone_number
+                .filter(|p| !p.trim().is_empty())
+                .map(PhoneNumber::parse)
+                .transpose()?,
+        })
+    }
+
+    pub fn into_new_user(
+        self,
+        password_hash: String,
+        is_active: bool,
+        must_change_password: bool,
+    ) -> store::NewUser {
+        store::NewUser {
+            email: self.email,
+            password_hash,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            role: self.role,
+            phone_number: self.phone_number,
+            is_active,
+            must_change_password,
+        }
+    }
+}
+
+/// Creates an inactive account; an admin activates it. Nobody can register as admin.
+async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserSnapshot>), ApiError> {
+    let profile = Profile::parse(
+        &req.email,
+        &req.first_name,
+        &req.last_name,
+        &req.role,
+        req.phone_number.as_deref(),
+    )?;
+    if profile.role == Role::Admin {
+        return Err(ApiError::forbidden(
+            "the admin role cannot be self-registered",
+        ));
+    }
+    password::check_policy("password", &req.password)?;
+    let hash = password::hash(req.password)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await?;
+    let user = store::create_user(&mut tx, profile.into_new_user(hash, false, false)).await?;
+    tx.commit().await?;
+    tracing::info!(email = %user.email, role = %user.role, "user registered");
+    Ok((StatusCode::CREATED, Json(user.snapshot()?)))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    user: UserSnapshot,
+}
+
+/// Wrong password, unknown email and inactive account get the same answer, so the endpoint does
+/// not tell an attacker which accounts exist or are disabled.
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let refused = || ApiError::unauthorized("invalid email or password");
+    let user = match Email::parse(&req.email) {
+        Ok(email) => store::find_by_email(&state.db, &email).await?,
+        Err(_) => None,
+    };
+    let stored_hash = user.as_ref().map_or_else(
+        || state.dummy_hash.as_str().to_owned(),
+        |u| u.password_hash.clone(),
+    );
+    let matches = password::verify(req.password, stored_hash)
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match user {
+        Some(u) if matches && u.is_active => u,
+        _ => return Err(refused()),
+    };
+    let token = state
+        .signer
+        .sign(user.id, &user.email, user.role()?)
+        .map_err(ApiError::internal)?;
+    Ok(Json(LoginResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: state.signer.ttl_seconds(),
+        user: user.snapshot()?,
+    }))
+}
+
+async fn me(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    let user = store::find_by_id(&state.db, claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
+    Ok(Json(user.snapshot()?))
+}

@@ -1,0 +1,60 @@
+//! The auth-service's HTTP API. Each submodule owns its routes; this one holds the shared state
+//! and the mapping of store errors to answers.
+
+mod admin;
+mod auth;
+mod health;
+
+use crate::store::StoreError;
+use axum::extract::FromRef;
+use axum::Router;
+use platform::http::ApiError;
+use platform::jwt::{JwtSigner, JwtVerifier};
+use sqlx::PgPool;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
+
+/// Everything a handler needs, cloned per request (all fields are cheap handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub signer: Arc<JwtSigner>,
+    pub verifier: Arc<JwtVerifier>,
+    /// A real argon2 hash checked when the email is unknown, so login takes as long for a
+    /// missing account as for a wrong password and does not reveal which emails exist.
+    pub dummy_hash: Arc<String>,
+    /// Set by the relay while it holds a broker connection; `None` when no relay runs here.
+    pub broker_up: Option<Arc<AtomicBool>>,
+}
+
+impl FromRef<AppState> for Arc<JwtVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1/auth", auth::router().merge(admin::router()))
+        .merge(health::router())
+        .fallback(platform::http::fallback_not_found)
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(15),
+        ))
+        .with_state(state)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DuplicateEmail => {
+                ApiError::conflict("a user with this email already exists")
+            }
+            StoreError::Db(e) => e.into(),
+            StoreError::Corrupt(detail) => ApiError::internal(detail),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The auth-service: registration, login (EdDSA JWTs) and admin user management over `auth_db`,
+//! and the outbox relay that publishes every user change to RabbitMQ.
+//!
+//! Layout:
+//! - [`store`]: users and outbox rows; every user write takes the open transaction and appends
+//!   its event, so a change and its event commit together.
+//! - [`http`]: the API (`/api/v1/auth/*`) and health endpoints.
+//! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms.
+//! - [`password`]: argon2id hashing on the blocking pool.
+//! - [`seed`]: the demo staff, written through [`store`].
+//!
+//! [`Application::build`] binds and migrates; [`Application::run_until_stopped`] serves (and
+//! relays) until the token is cancelled. `portal up`, `portal auth-service` and the tests all
+//! start the service this way.
+
+pub mod http;
+pub mod password;
+pub mod relay;
+pub mod seed;
+pub mod store;
+
+use anyhow::Context;
+use platform::jwt::{JwtSigner, JwtVerifier, KeyDir};
+use relay::{Relay, RelayConfig};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything the auth-service is configured with; the CLI fills it from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the HTTP API listens (port 0 picks a free port, for tests).
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub amqp_url: String,
+    /// Holds the Ed25519 key pair; created on first start.
+    pub key_dir: KeyDir,
+    pub token_ttl_seconds: i64,
+    /// Run the outbox relay inside this process (off when relays run as their own processes).
+    pub run_relay: bool,
+    pub relay: RelayConfig,
+}
+
+/// Creates `auth_db` if absent, opens a pool and applies the migrations.
+pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    platform::db::ensure_database(url).await?;
+    let pool = platform::db::lazy_pool(url, max_connections)?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .context("cannot migrate auth_db")?;
+    Ok(pool)
+}
+
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: http::AppState,
+    relay: Option<Relay>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = prepare_database(&config.database_url, 16).await?;
+        let signer = JwtSigner::from_key_dir(&config.key_dir, config.token_ttl_seconds)?;
+        let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
+        let dummy_hash = password::hash(password::temporary()).await?;
+        let relay = config
+            .run_relay
+            .then(|| Relay::new(db.clone(), config.amqp_url.clone(), config.relay.clone()));
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let state = http::AppState {
+            db,
+            signer: Arc::new(signer),
+            verifier: Arc::new(verifier),
+            dummy_hash: Arc::new(dummy_hash),
+            broker_up: relay.as_ref().map(Relay::broker_up),
+        };
+        Ok(Self {
+            listener,
+            state,
+            relay,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.state.db
+    }
+
+    /// Serves until `shutdown`; then stops taking requests, lets in-flight ones and the relay's
+    /// current batch finish, and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        tracing::info!("auth-service listening on http://{addr}");
+        let served = platform::http::serve(
+            self.listener,
+            http::router(self.state.clone()),
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        if let Some(relay) = relay {
+            relay.await.ok();
+        }
+        self.state.db.close().await;
+        served.context("auth-service HTTP server failed")
+    }
+}

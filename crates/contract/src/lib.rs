@@ -1,0 +1,20 @@
+//! The wire contract between the auth-service (producer) and every consumer of user events.
+//!
+//! Layout:
+//! - [`domain`]: value types that can only hold valid values (`Email`, `Role`, `UserId`, ...).
+//! - [`time`]: the timestamp format of the contract (ISO-8601 UTC, milliseconds, `Z`).
+//! - [`event`]: the envelope, the user snapshot payload, the event types, and decoding of
+//!   untrusted bytes into a validated event (with a dead-letter reason when that fails).
+//! - [`topology`]: exchange, queue and routing names, which other teams' programs rely on.
+//!
+//! Version policy: `1.x` only adds optional fields; readers ignore unknown fields; a new major
+//! version is published beside the old one; a reader dead-letters a major version it does not know.
+
+pub mod domain;
+pub mod event;
+pub mod time;
+pub mod topology;
+
+pub use domain::{Email, PersonName, PhoneNumber, Role, UserId, ValidationError};
+pub use event::{DecodeError, Envelope, EventType, UserSnapshot, MAX_EVENT_BYTES};
+pub use time::Timestamp;

@@ -1,0 +1,70 @@
+//! PostgreSQL helpers: database creation and pools that fail fast instead of hanging.
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a request waits for a pooled connection before it is answered 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The database name in a connection URL.
+pub fn database_name(url: &str) -> anyhow::Result<String> {
+    let opts =
+        PgConnectOptions::from_str(url).with_context(|| format!("bad database URL {url}"))?;
+    opts.get_database()
+        .map(str::to_owned)
+        .with_context(|| format!("database URL {url} names no database"))
+}
+
+/// Creates the database named in `url` when it does not exist yet (connecting to `postgres` on
+/// the same server). Safe to call concurrently.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let name = database_name(url)?;
+    let admin = PgConnectOptions::from_str(url)?
+        .database("postgres")
+        .disable_statement_logging();
+    let mut conn = sqlx::PgConnection::connect_with(&admin)
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL for {url}"))?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&create).execute(&mut conn).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create database {name}")),
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// A pool for `url` whose acquire times out, so callers get an error rather than a hang when the
+/// database is down. Connecting is lazy: the service starts even when the database is not up yet.
+pub fn lazy_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let opts = PgConnectOptions::from_str(url)
+        .with_context(|| format!("bad database URL {url}"))?
+        .disable_statement_logging();
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(opts))
+}
+
+/// True when the error means the database could not be reached (as opposed to a bad query).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}

@@ -1,0 +1,19 @@
+//! Plumbing the services share, so each service's code is only about its own job.
+//!
+//! Layout:
+//! - [`db`]: create a database if absent, open a pool with timeouts.
+//! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
+//! - [`jwt`]: the Ed25519 key pair, signing (auth-service only) and verification (everyone).
+//! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
+//!   health answers and serving until shutdown.
+//! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
+//! - [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
+//! - [`telemetry`]: tracing set-up.
+
+pub mod amqp;
+pub mod backoff;
+pub mod db;
+pub mod http;
+pub mod jwt;
+pub mod shutdown;
+pub mod telemetry;

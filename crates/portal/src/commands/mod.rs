@@ -1,0 +1,26 @@
+//! One module per `portal` command.
+
+pub mod seed;
+pub mod serve;
+pub mod up;
+pub mod verify;
+
+/// A failure with the exit code scripts should see: 1 for "it ran and said no", 2 for "a
+/// dependency could not be reached".
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn unreachable(error: anyhow::Error) -> Self {
+        Self { code: 2, error }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self { code: 1, error }
+    }
+}

@@ -1,0 +1,92 @@
+//! `portal auth-service | user-service | gateway | relay`: each part alone, in the foreground,
+//! until SIGTERM or Ctrl-C. Also builds the service configurations `portal up` uses.
+
+use super::Failure;
+use crate::cli::Settings;
+use auth_service::relay::{Relay, RelayConfig};
+use platform::jwt::KeyDir;
+use std::time::Duration;
+use user_service::consumer::ConsumerConfig;
+
+pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
+    auth_service::Config {
+        http_addr: s.auth_addr,
+        database_url: s.auth_database_url.clone(),
+        amqp_url: s.amqp_url.clone(),
+        key_dir: KeyDir(s.jwt_key_dir.clone()),
+        token_ttl_seconds: s.token_ttl_seconds,
+        run_relay,
+        relay: relay_config(s),
+    }
+}
+
+pub fn relay_config(s: &Settings) -> RelayConfig {
+    RelayConfig {
+        batch_size: s.relay_batch_size,
+        ..RelayConfig::default()
+    }
+}
+
+pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
+    user_service::Config {
+        http_addr: s.user_addr,
+        database_url: s.user_database_url.clone(),
+        amqp_url: s.amqp_url.clone(),
+        key_dir: KeyDir(s.jwt_key_dir.clone()),
+        run_consumer,
+        consumer: ConsumerConfig {
+            prefetch: s.consumer_prefetch,
+            ..ConsumerConfig::default()
+        },
+    }
+}
+
+pub fn gateway_config(s: &Settings) -> gateway::Config {
+    gateway::Config {
+        http_addr: s.gateway_addr,
+        auth_url: s
+            .auth_service_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", s.auth_addr)),
+        users_url: s
+            .user_service_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", s.user_addr)),
+        upstream_timeout: Duration::from_secs(30),
+    }
+}
+
+pub async fn auth_service(s: &Settings, run_relay: bool) -> Result<(), Failure> {
+    let app = auth_service::Application::build(auth_config(s, run_relay))
+        .await
+        .map_err(Failure::unreachable)?;
+    app.run_until_stopped(platform::shutdown::on_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn user_service(s: &Settings, run_consumer: bool) -> Result<(), Failure> {
+    let app = user_service::Application::build(user_config(s, run_consumer))
+        .await
+        .map_err(Failure::unreachable)?;
+    app.run_until_stopped(platform::shutdown::on_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn gateway(s: &Settings) -> Result<(), Failure> {
+    let app = gateway::Application::build(gateway_config(s)).await?;
+    app.run_until_stopped(platform::shutdown::on_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn relay(s: &Settings) -> Result<(), Failure> {
+    let pool = auth_service::prepare_database(&s.auth_database_url, 4)
+        .await
+        .map_err(Failure::unreachable)?;
+    Relay::new(pool, s.amqp_url.clone(), relay_config(s))
+        .run(platform::shutdown::on_signal())
+        .await;
+    Ok(())
+}

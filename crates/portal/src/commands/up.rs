@@ -1,0 +1,76 @@
+//! `portal up`: the whole system in one foreground process.
+
+use super::serve::{auth_config, gateway_config, user_config};
+use super::Failure;
+use crate::cli::Settings;
+use anyhow::Context;
+use contract::topology;
+
+pub async fn run(s: &Settings) -> Result<(), Failure> {
+    let seed_options = super::seed::options(s)?;
+    // The user-service reads the public key, so the auth-service (which creates the key pair)
+    // is built first.
+    let auth = auth_service::Application::build(auth_config(s, true))
+        .await
+        .map_err(Failure::unreachable)?;
+    let users = user_service::Application::build(user_config(s, true))
+        .await
+        .map_err(Failure::unreachable)?;
+    let gateway = gateway::Application::build(gateway_config(s)).await?;
+
+    // Declaring here means the queues exist before anything is published. If RabbitMQ is down
+    // the relay and consumer declare it when they connect, so starting anyway loses nothing.
+    if let Err(e) = platform::amqp::ensure_topology(&s.amqp_url, &[topology::USER_SERVICE]).await {
+        tracing::warn!("RabbitMQ not reachable yet ({e}); events wait in the outbox until it is");
+    }
+
+    let seeded = if auth_service::store::count_users(auth.pool())
+        .await
+        .context("counting users")?
+        == 0
+    {
+        let report = auth_service::seed::seed(auth.pool(), &seed_options).await?;
+        super::seed::print_report(&report);
+        Some(report)
+    } else {
+        None
+    };
+
+    let shutdown = platform::shutdown::on_signal();
+    println!();
+    println!(
+        "gateway       http://{}",
+        gateway.local_addr().context("gateway address")?
+    );
+    println!(
+        "auth-service  http://{}",
+        auth.local_addr().context("auth-service address")?
+    );
+    println!(
+        "user-service  http://{}",
+        users.local_addr().context("user-service address")?
+    );
+    let password = match (
+        &s.seed_admin_password,
+        seeded
+            .as_ref()
+            .and_then(|r| r.generated_admin_password.as_ref()),
+    ) {
+        (Some(_), _) => "the password in SEED_ADMIN_PASSWORD".to_owned(),
+        (None, Some(generated)) => format!("{generated} (generated, shown only now)"),
+        (None, None) => "the password printed when auth_db was first seeded".to_owned(),
+    };
+    println!("admin login   {} with {password}", s.seed_admin_email);
+    println!("stop with Ctrl-C");
+
+    let (a, u, g) = tokio::join!(
+        auth.run_until_stopped(shutdown.clone()),
+        users.run_until_stopped(shutdown.clone()),
+        gateway.run_until_stopped(shutdown.clone()),
+    );
+    a?;
+    u?;
+    g?;
+    println!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The `portal` command line: runs the services (together or alone), seeds, and verifies that
+//! `user_db` matches `auth_db`.
+//!
+//! Layout:
+//! - [`cli`]: the commands and their environment-backed settings (defaults shown in `--help`).
+//! - [`commands`]: one module per command.
+//! - [`verify`]: the streaming comparison of `auth_db` and `user_db`, also used by the tests.
+//!   Like `reconcile` later, it is an operator's tool and the one place that reads both
+//!   services' databases.
+
+pub mod cli;
+pub mod commands;
+pub mod verify;

@@ -1,0 +1,104 @@
+//! The user-service: keeps `user_db` in step with user events and serves the user directory.
+//!
+//! Layout:
+//! - [`consumer`]: RabbitMQ → `user_db` in batches, dead letters, acks after commit.
+//! - [`store`]: the conditional upsert (the ordering rule) and the directory queries.
+//! - [`http`]: `/api/v1/users` (bearer token from the auth-service) and health endpoints.
+
+pub mod consumer;
+pub mod http;
+pub mod store;
+
+use anyhow::Context;
+use consumer::{Consumer, ConsumerConfig, SyncStats};
+use platform::jwt::{JwtVerifier, KeyDir};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub amqp_url: String,
+    /// Where the auth-service's public key is (`jwt-ed25519.pub`).
+    pub key_dir: KeyDir,
+    /// Run the event consumer inside this process.
+    pub run_consumer: bool,
+    pub consumer: ConsumerConfig,
+}
+
+/// Creates `user_db` if absent, opens a pool and applies the migrations.
+pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    platform::db::ensure_database(url).await?;
+    let pool = platform::db::lazy_pool(url, max_connections)?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .context("cannot migrate user_db")?;
+    Ok(pool)
+}
+
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: http::AppState,
+    consumer: Option<Consumer>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = prepare_database(&config.database_url, 16).await?;
+        let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
+        let stats = Arc::new(SyncStats::default());
+        let consumer = config.run_consumer.then(|| {
+            Consumer::new(
+                db.clone(),
+                config.amqp_url.clone(),
+                config.consumer.clone(),
+                stats.clone(),
+            )
+        });
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let state = http::AppState {
+            db,
+            verifier: Arc::new(verifier),
+            stats: consumer.is_some().then_some(stats),
+        };
+        Ok(Self {
+            listener,
+            state,
+            consumer,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The consumer's counters (`None` when no consumer runs here).
+    pub fn stats(&self) -> Option<Arc<SyncStats>> {
+        self.state.stats.clone()
+    }
+
+    /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
+        tracing::info!("user-service listening on http://{addr}");
+        let served = platform::http::serve(
+            self.listener,
+            http::router(self.state.clone()),
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        if let Some(consumer) = consumer {
+            consumer.await.ok();
+        }
+        self.state.db.close().await;
+        served.context("user-service HTTP server failed")
+    }
+}

@@ -1,0 +1,263 @@
+//! `user_db` access: the conditional multi-row upsert that applies snapshots, and the directory
+//! queries.
+
+use chrono::{DateTime, Utc};
+use contract::{Email, Envelope, Role, Timestamp, UserId, UserSnapshot};
+use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Orders two snapshots of one user under the contract's rule: a versioned snapshot beats an
+/// unversioned one, higher versions beat lower, and unversioned ones are ordered by timestamp.
+fn newness(e: &Envelope) -> (bool, i64, Timestamp) {
+    (
+        e.payload.user_version.is_some(),
+        e.payload.user_version.unwrap_or(0),
+        e.timestamp,
+    )
+}
+
+/// Keeps only the newest event per user, so one statement never touches a row twice.
+/// Returns the survivors and how many were dropped as older duplicates.
+pub fn newest_per_user(events: Vec<Envelope>) -> (Vec<Envelope>, usize) {
+    let total = events.len();
+    let mut newest: HashMap<UserId, Envelope> = HashMap::with_capacity(total);
+    for e in events {
+        match newest.get(&e.payload.user_id) {
+            Some(kept) if newness(kept) >= newness(&e) => {}
+            _ => {
+                newest.insert(e.payload.user_id, e);
+            }
+        }
+    }
+    let kept: Vec<Envelope> = newest.into_values().collect();
+    let dropped = total - kept.len();
+    (kept, dropped)
+}
+
+/// A user applied by [`apply`].
+#[derive(Debug, sqlx::FromRow)]
+pub struct Applied {
+    pub id: Uuid,
+    pub email: String,
+}
+
+/// Applies each snapshot whose version is newer than the stored one, in one statement; returns
+/// the users that changed. `events` must hold at most one event per user ([`newest_per_user`]).
+pub async fn apply(
+    conn: &mut PgConnection,
+    events: &[Envelope],
+) -> Result<Vec<Applied>, sqlx::Error> {
+    let n = events.len();
+    let mut id = Vec::with_capacity(n);
+    let mut email = Vec::with_capacity(n);
+    let mut first_name = Vec::with_capacity(n);
+    let mut last_name = Vec::with_capacity(n);
+    let mut role = Vec::with_capacity(n);
+    let mut phone = Vec::with_capacity(n);
+    let mut active = Vec::with_capacity(n);
+    let mut must_change = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut updated = Vec::with_capacity(n);
+    let mut version = Vec::with_capacity(n);
+    let mut stamp = Vec::with_capacity(n);
+    for e in events {
+        let p = &e.payload;
+        id.push(p.user_id.0);
+        email.push(p.email.as_str());
+        first_name.push(p.first_name.as_str());
+        last_name.push(p.last_name.as_str());
+        role.push(p.role.as_str());
+        phone.push(p.phone_number.as_deref());
+        active.push(p.is_active);
+        must_change.push(p.must_change_password);
+        created.push(p.created_at.as_datetime());
+        updated.push(p.updated_at.map(Timestamp::as_datetime));
+        version.push(p.user_version);
+        stamp.push(e.timestamp.as_datetime());
+    }
+    sqlx::query_as(
+        "INSERT INTO users AS u (id, email, first_name, last_name, role, phone_number, is_active, \
+             must_change_password, created_at, updated_at, user_version, event_timestamp) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::bool[], $8::bool[], $9::timestamptz[], $10::timestamptz[], \
+             $11::int8[], $12::timestamptz[]) \
+         ON CONFLICT (id) DO UPDATE SET \
+             email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
+             last_name = EXCLUDED.last_name, role = EXCLUDED.role, \
+             phone_number = EXCLUDED.phone_number, is_active = EXCLUDED.is_active, \
+             must_change_password = EXCLUDED.must_change_password, \
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+             user_version = EXCLUDED.user_version, event_timestamp = EXCLUDED.event_timestamp, \
+             synced_at = now() \
+         WHERE (EXCLUDED.user_version IS NOT NULL \
+                AND (u.user_version IS NULL OR EXCLUDED.user_version > u.user_version)) \
+            OR (EXCLUDED.user_version IS NULL AND u.user_version IS NULL \
+                AND EXCLUDED.event_timestamp > u.event_timestamp) \
+         RETURNING id, email",
+    )
+    .bind(&id)
+    .bind(&email)
+    .bind(&first_name)
+    .bind(&last_name)
+    .bind(&role)
+    .bind(&phone)
+    .bind(&active)
+    .bind(&must_change)
+    .bind(&created)
+    .bind(&updated)
+    .bind(&version)
+    .bind(&stamp)
+    .fetch_all(conn)
+    .await
+}
+
+/// A directory entry as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: String,
+    pub phone_number: Option<String>,
+    pub is_active: bool,
+    pub must_change_password: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub user_version: Option<i64>,
+}
+
+const COLUMNS: &str = "id, email, first_name, last_name, role, phone_number, is_active, \
+     must_change_password, created_at, updated_at, user_version";
+
+impl UserRow {
+    /// The API's user JSON: the same fields and names as the event payload.
+    pub fn snapshot(&self) -> Result<UserSnapshot, String> {
+        Ok(UserSnapshot {
+            user_id: UserId(self.id),
+            email: Email::parse(&self.email).map_err(|e| format!("user {}: {e}", self.id))?,
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            role: self
+                .role
+                .parse::<Role>()
+                .map_err(|e| format!("user {}: {e}", self.id))?,
+            phone_number: self.phone_number.clone(),
+            is_active: self.is_active,
+            must_change_password: self.must_change_password,
+            created_at: self.created_at.into(),
+            updated_at: self.updated_at.map(Into::into),
+            user_version: self.user_version,
+            previous_role: None,
+            changed_fields: None,
+        })
+    }
+}
+
+/// Directory filters; `None` means "any".
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+    /// Case-insensitive substring of first name, last name, full name or email.
+    pub q: Option<String>,
+}
+
+const WHERE: &str = "WHERE ($1::text IS NULL OR role = $1) \
+       AND ($2::bool IS NULL OR is_active = $2) \
+       AND ($3::text IS NULL OR email ILIKE $3 OR first_name ILIKE $3 OR last_name ILIKE $3 \
+            OR (first_name || ' ' || last_name) ILIKE $3)";
+
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// One page of the directory, sorted by last name then first name, and the total matching.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &Filter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
+    let role = filter.role.map(Role::as_str);
+    let q = filter.q.as_deref().map(like_pattern);
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE}"))
+        .bind(role)
+        .bind(filter.is_active)
+        .bind(q.as_deref())
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users {WHERE} ORDER BY last_name, first_name, id LIMIT $4 OFFSET $5"
+    ))
+    .bind(role)
+    .bind(filter.is_active)
+    .bind(q.as_deref())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows, total))
+}
+
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contract::EventType;
+
+    fn event(user: UserId, version: Option<i64>, email: &str) -> Envelope {
+        Envelope::new(
+            EventType::Updated,
+            UserSnapshot {
+                user_id: user,
+                email: Email::parse(email).unwrap(),
+                first_name: "A".into(),
+                last_name: "B".into(),
+                role: Role::Doctor,
+                phone_number: None,
+                is_active: true,
+                must_change_password: false,
+                created_at: Timestamp::now(),
+                updated_at: None,
+                user_version: version,
+                previous_role: None,
+                changed_fields: None,
+            },
+        )
+    }
+
+    #[test]
+    fn only_the_newest_event_per_user_survives_a_batch() {
+        let (a, b) = (UserId::new(), UserId::new());
+        let events = vec![
+            event(a, Some(3), "a3@x.co"),
+            event(a, Some(5), "a5@x.co"),
+            event(a, Some(4), "a4@x.co"),
+            event(b, None, "b-legacy@x.co"),
+            event(b, Some(1), "b1@x.co"),
+            event(a, Some(5), "a5@x.co"),
+        ];
+        let (kept, dropped) = newest_per_user(events);
+        assert_eq!(dropped, 4);
+        let mut emails: Vec<_> = kept.iter().map(|e| e.payload.email.to_string()).collect();
+        emails.sort();
+        assert_eq!(emails, ["a5@x.co", "b1@x.co"]);
+    }
+
+    #[test]
+    fn search_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("50%_a\\"), "%50\\%\\_a\\\\%");
+    }
+}
