@@ -39,6 +39,8 @@ pub struct Config {
     pub token_ttl_seconds: i64,
     /// Run the outbox relay inside this process (off when relays run as their own processes).
     pub run_relay: bool,
+    /// Largest number of database connections this process opens.
+    pub max_db_connections: u32,
     pub relay: RelayConfig,
 }
 
@@ -61,7 +63,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = prepare_database(&config.database_url, 16).await?;
+        let db = prepare_database(&config.database_url, config.max_db_connections).await?;
         let signer = JwtSigner::from_key_dir(&config.key_dir, config.token_ttl_seconds)?;
         let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
         let dummy_hash = password::hash(password::temporary()).await?;

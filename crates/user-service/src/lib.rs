@@ -26,6 +26,8 @@ pub struct Config {
     pub key_dir: KeyDir,
     /// Run the event consumer inside this process.
     pub run_consumer: bool,
+    /// Largest number of database connections this process opens.
+    pub max_db_connections: u32,
     pub consumer: ConsumerConfig,
 }
 
@@ -48,7 +50,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = prepare_database(&config.database_url, 16).await?;
+        let db = prepare_database(&config.database_url, config.max_db_connections).await?;
         let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
         let stats = Arc::new(SyncStats::default());
         let consumer = config.run_consumer.then(|| {

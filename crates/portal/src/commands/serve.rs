@@ -16,6 +16,7 @@ pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
         key_dir: KeyDir(s.jwt_key_dir.clone()),
         token_ttl_seconds: s.token_ttl_seconds,
         run_relay,
+        max_db_connections: 16,
         relay: relay_config(s),
     }
 }
@@ -34,6 +35,7 @@ pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
         amqp_url: s.amqp_url.clone(),
         key_dir: KeyDir(s.jwt_key_dir.clone()),
         run_consumer,
+        max_db_connections: 16,
         consumer: ConsumerConfig {
             prefetch: s.consumer_prefetch,
             ..ConsumerConfig::default()

@@ -1,0 +1,153 @@
+//! The `portal` binary as operators and scripts use it: exit codes and output of seed and
+//! verify, and a user-service process killed with SIGKILL catching up after restart.
+
+use crate::{count, SETTLE};
+use contract::Role;
+use std::process::Output;
+use test_support::{poll_until, wait_for_user_version, TestEnv};
+use tokio::process::Command;
+
+fn portal(env: &TestEnv) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portal"));
+    cmd.env("AUTH_DATABASE_URL", &env.auth_db_url)
+        .env("USER_DATABASE_URL", &env.user_db_url)
+        .env("AMQP_URL", &env.amqp_url)
+        .env("JWT_KEY_DIR", &env.key_dir.0)
+        .env("AUTH_ADDR", "127.0.0.1:0")
+        .env("USER_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(cmd: &mut Command) -> (i32, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().await.unwrap();
+    let out = String::from_utf8_lossy(&stdout).into_owned() + &String::from_utf8_lossy(&stderr);
+    (status.code().unwrap_or(-1), out)
+}
+
+#[tokio::test]
+async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apart() {
+    let env = TestEnv::new().await;
+    let _auth = env.start_auth().await;
+    let _users = env.start_users().await;
+    let (auth, users) = (env.auth_pool().await, env.user_pool().await);
+
+    let (code, out) = run(portal(&env)
+        .arg("seed")
+        .env("SEED_ADMIN_PASSWORD", "a-long-admin-pw"))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("seed: 10 created, 0 already present"), "{out}");
+    let (code, out) = run(portal(&env).arg("seed")).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("seed: 0 created, 10 already present"), "{out}");
+    assert_eq!(
+        count(&auth, "SELECT count(*) FROM outbox").await,
+        10,
+        "a second seed writes no event"
+    );
+    assert_eq!(
+        count(&auth, "SELECT count(*) FROM users WHERE role = 'doctor'").await,
+        6
+    );
+
+    poll_until(SETTLE, "10 users in user_db", || async {
+        (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
+    })
+    .await;
+    let (code, out) = run(portal(&env).arg("verify")).await;
+    assert_eq!((code, out.trim()), (0, "in sync: 10 users"));
+
+    sqlx::query("DELETE FROM users WHERE email = 'farai.ncube@clinic.co.zw'")
+        .execute(&users)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET role = 'nurse' WHERE email = 'tendai.moyo@clinic.co.zw'")
+        .execute(&users)
+        .await
+        .unwrap();
+    let (code, out) = run(portal(&env).arg("verify")).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("missing") && out.contains("farai.ncube@clinic.co.zw"),
+        "{out}"
+    );
+    assert!(out.contains("mismatch") && out.contains("role"), "{out}");
+    assert!(out.contains("2 differences among 10 users"), "{out}");
+
+    let (code, out) = run(portal(&env).arg("verify").env(
+        "USER_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/user_db",
+    ))
+    .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot reach user_db"), "{out}");
+}
+
+#[tokio::test]
+async fn a_user_service_killed_with_sigkill_catches_up_after_restart() {
+    let env = TestEnv::new().await;
+    let _auth = env.start_auth().await;
+    let (auth, users) = (env.auth_pool().await, env.user_pool().await);
+
+    let mut child = portal(&env).arg("user-service").spawn().unwrap();
+    let first = env
+        .create_user(&auth, "first@clinic.test", Role::Doctor)
+        .await;
+    wait_for_user_version(&users, first, 1, SETTLE).await;
+
+    child.kill().await.unwrap(); // SIGKILL: no clean shutdown
+    let during = env
+        .create_user(&auth, "while-dead@clinic.test", Role::Doctor)
+        .await;
+    poll_until(
+        SETTLE,
+        "the event published while the consumer is dead",
+        || async {
+            (count(
+                &auth,
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    let _restarted = portal(&env).arg("user-service").spawn().unwrap();
+    wait_for_user_version(&users, during, 1, SETTLE).await;
+    let report = portal::verify::compare(&auth, &users, 10).await.unwrap();
+    assert!(report.is_in_sync(), "{}", report.summary());
+}
+
+#[tokio::test]
+async fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["up", "--help"],
+        vec!["verify", "--help"],
+        vec!["seed", "--help"],
+        vec!["relay", "--help"],
+        vec!["user-service", "--help"],
+        vec!["auth-service", "--help"],
+        vec!["gateway", "--help"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portal"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("AUTH_DATABASE_URL"),
+            "{args:?} lists the environment: {text}"
+        );
+    }
+}
