@@ -74,6 +74,10 @@ pub struct NewUser {
 pub enum StoreError {
     #[error("a user with this email already exists")]
     DuplicateEmail,
+    #[error("no such user")]
+    NotFound,
+    #[error("this is the last active admin: activate or appoint another admin first")]
+    LastActiveAdmin,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -112,6 +116,194 @@ pub async fn create_user(tx: &mut PgConnection, new: NewUser) -> Result<UserRow,
     let event = Envelope::new(EventType::Created, row.snapshot()?);
     append_events(&mut *tx, &[event]).await?;
     Ok(row)
+}
+
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub email: Option<Email>,
+    pub first_name: Option<PersonName>,
+    pub last_name: Option<PersonName>,
+    /// `Some(None)` clears the phone number.
+    pub phone_number: Option<Option<PhoneNumber>>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+    pub password_hash: Option<String>,
+    pub must_change_password: Option<bool>,
+}
+
+impl UserChange {
+    /// True when the change could leave the portal without an active admin.
+    fn may_remove_an_admin(&self) -> bool {
+        self.role.is_some_and(|r| r != Role::Admin) || self.is_active == Some(false)
+    }
+}
+
+/// What [`change_user`] did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Written as the next version, with its event.
+    Changed(UserRow),
+    /// Nothing differed: no write, no event.
+    Unchanged(UserRow),
+}
+
+impl Outcome {
+    pub fn user(&self) -> &UserRow {
+        match self {
+            Outcome::Changed(u) | Outcome::Unchanged(u) => u,
+        }
+    }
+}
+
+/// Key of the advisory lock that serialises changes which could remove an active admin, so two
+/// admins demoting each other at once cannot both succeed.
+const ADMIN_GUARD_LOCK: i64 = 0x706f_7274_616c_0001;
+
+/// Applies `change` to user `id` in the caller's transaction. The user row is locked first, so
+/// concurrent changes to one user queue up: each sees the previous one's result, versions go up by
+/// exactly one, and every committed change has exactly one event (of `event_type`; `user.updated`
+/// lists `changedFields`, `user.role.changed` adds `previousRole`). A change that alters nothing
+/// writes nothing.
+pub async fn change_user(
+    tx: &mut PgConnection,
+    id: Uuid,
+    event_type: EventType,
+    change: UserChange,
+) -> Result<Outcome, StoreError> {
+    if change.may_remove_an_admin() {
+        // Taken before the row lock, always in this order, so it cannot deadlock.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(ADMIN_GUARD_LOCK)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let before: UserRow = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+
+    let mut after = before.clone();
+    let mut changed: Vec<&'static str> = Vec::new();
+    let mut set = |field: &'static str, slot: &mut String, value: Option<&str>| {
+        if let Some(v) = value.filter(|v| *v != slot.as_str()) {
+            *slot = v.to_owned();
+            changed.push(field);
+        }
+    };
+    set(
+        "email",
+        &mut after.email,
+        change.email.as_ref().map(Email::as_str),
+    );
+    set(
+        "firstName",
+        &mut after.first_name,
+        change.first_name.as_ref().map(PersonName::as_str),
+    );
+    set(
+        "lastName",
+        &mut after.last_name,
+        change.last_name.as_ref().map(PersonName::as_str),
+    );
+    set("role", &mut after.role, change.role.map(Role::as_str));
+    if let Some(phone) = &change.phone_number {
+        let phone = phone.as_ref().map(|p| p.as_str().to_owned());
+        if phone != after.phone_number {
+            after.phone_number = phone;
+            changed.push("phoneNumber");
+        }
+    }
+    if let Some(active) = change.is_active.filter(|a| *a != after.is_active) {
+        after.is_active = active;
+        changed.push("isActive");
+    }
+    if let Some(must) = change
+        .must_change_password
+        .filter(|m| *m != after.must_change_password)
+    {
+        after.must_change_password = must;
+        changed.push("mustChangePassword");
+    }
+    // A new password is a write even though no synced field changes: it still gets its version
+    // and event, so the event store stays a complete history of the row.
+    if let Some(hash) = &change.password_hash {
+        after.password_hash = hash.clone();
+    }
+    if changed.is_empty() && change.password_hash.is_none() {
+        return Ok(Outcome::Unchanged(before));
+    }
+
+    let was_active_admin = before.is_active && before.role == Role::Admin.as_str();
+    let is_active_admin = after.is_active && after.role == Role::Admin.as_str();
+    if was_active_admin && !is_active_admin {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE role = 'admin' AND is_active AND id <> $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if others == 0 {
+            return Err(StoreError::LastActiveAdmin);
+        }
+    }
+
+    let row: UserRow = sqlx::query_as(&format!(
+        "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5,              phone_number = $6, is_active = $7, must_change_password = $8, password_hash = $9,              user_version = user_version + 1, updated_at = $10          WHERE id = $1 RETURNING {USER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&after.email)
+    .bind(&after.first_name)
+    .bind(&after.last_name)
+    .bind(&after.role)
+    .bind(&after.phone_number)
+    .bind(after.is_active)
+    .bind(after.must_change_password)
+    .bind(&after.password_hash)
+    .bind(Timestamp::now().as_datetime())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(map_unique)?;
+
+    let mut snapshot = row.snapshot()?;
+    match event_type {
+        EventType::Updated => {
+            snapshot.changed_fields = Some(changed.iter().map(|f| f.to_string()).collect())
+        }
+        EventType::RoleChanged => snapshot.previous_role = Some(before.role()?),
+        _ => {}
+    }
+    append_events(&mut *tx, &[Envelope::new(event_type, snapshot)]).await?;
+    Ok(Outcome::Changed(row))
+}
+
+/// One page of users matching `query` (the admin list), and the total matching.
+pub async fn list_users(
+    conn: &mut PgConnection,
+    query: &platform::directory::ListQuery,
+) -> Result<(Vec<UserRow>, i64), StoreError> {
+    use platform::directory::{ORDER_SQL, WHERE_SQL};
+    let (role, is_active, pattern) = query.binds();
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE_SQL}"))
+        .bind(role)
+        .bind(is_active)
+        .bind(pattern.as_deref())
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
+    ))
+    .bind(role)
+    .bind(is_active)
+    .bind(pattern.as_deref())
+    .bind(query.limit)
+    .bind(query.offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows, total))
 }
 
 /// Appends events to the outbox in one statement (the caller's transaction decides when they

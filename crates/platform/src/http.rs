@@ -185,3 +185,21 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
+
+/// The validated query string of a user list (`role`, `isActive`, `q`, `limit`, `offset`);
+/// every bad value is a 422 naming it.
+pub struct ListParams(pub crate::directory::ListQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for ListParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(raw) =
+            axum::extract::Query::<crate::directory::RawListQuery>::from_request_parts(
+                parts, state,
+            )
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        Ok(Self(crate::directory::ListQuery::parse(&raw)?))
+    }
+}

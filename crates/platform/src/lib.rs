@@ -4,6 +4,7 @@
 //! - [`db`]: create a database if absent, open a pool with timeouts.
 //! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
 //! - [`jwt`]: the Ed25519 key pair, signing (auth-service only) and verification (everyone).
+//! - [`directory`]: the user-list query (filters, paging, SQL) both directories share.
 //! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
 //!   health answers and serving until shutdown.
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
@@ -13,6 +14,7 @@
 pub mod amqp;
 pub mod backoff;
 pub mod db;
+pub mod directory;
 pub mod http;
 pub mod jwt;
 pub mod shutdown;

@@ -47,6 +47,9 @@ pub enum Command {
     Relay,
     /// Create the 10 demo users through the auth-service's write path (idempotent).
     Seed,
+    /// Manage users through the admin API (a thin client for scripts and operators).
+    #[command(subcommand)]
+    Users(Box<UsersCommand>),
     /// Compare every user of auth_db and user_db; exit 0 in sync, 1 on differences, 2 when a
     /// database cannot be reached.
     Verify {
@@ -58,6 +61,7 @@ pub enum Command {
 
 /// Settings shared by all commands.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
 pub struct Settings {
     /// auth-service database.
     #[arg(
@@ -155,4 +159,114 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub seed_staff_password: Option<String>,
+}
+
+/// How `portal users` reaches and authenticates to the admin API.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "API client")]
+pub struct ApiClientArgs {
+    /// Base URL of the API (the gateway).
+    #[arg(
+        long,
+        global = true,
+        env = "PORTAL_URL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    pub url: String,
+    /// Bearer token to use; when unset, logs in with PORTAL_EMAIL / PORTAL_PASSWORD.
+    #[arg(long, env = "PORTAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Admin email to log in with.
+    #[arg(long, env = "PORTAL_EMAIL")]
+    pub login_email: Option<String>,
+    /// Admin password to log in with.
+    #[arg(long, env = "PORTAL_PASSWORD", hide_env_values = true)]
+    pub login_password: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// A user named by id or by email.
+pub type UserRef = String;
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// List users, sorted by last name (filters combine).
+    List {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        /// Only this role (admin, doctor, nurse, pharmacist, consultant).
+        #[arg(long)]
+        role: Option<String>,
+        /// Only active (true) or inactive (false) users.
+        #[arg(long)]
+        active: Option<bool>,
+        /// Name or email contains this (case-insensitive).
+        #[arg(long)]
+        q: Option<String>,
+        /// Page size (1-500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Users to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+    },
+    /// Show one user (by id or email).
+    Show {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        user: UserRef,
+    },
+    /// Create an active user with a temporary password (printed once).
+    Create {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    /// Change profile fields of a user.
+    Update {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        user: UserRef,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        first_name: Option<String>,
+        #[arg(long)]
+        last_name: Option<String>,
+        #[arg(long, conflicts_with = "clear_phone")]
+        phone: Option<String>,
+        /// Remove the phone number.
+        #[arg(long)]
+        clear_phone: bool,
+    },
+    /// Activate a user.
+    Activate {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        user: UserRef,
+    },
+    /// Deactivate a user (refused for the last active admin).
+    Deactivate {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        user: UserRef,
+    },
+    /// Give a user another role.
+    SetRole {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        user: UserRef,
+        role: String,
+    },
 }

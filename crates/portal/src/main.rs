@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
         Command::Gateway => commands::serve::gateway(s).await,
         Command::Relay => commands::serve::relay(s).await,
         Command::Seed => commands::seed::run(s).await,
+        Command::Users(command) => commands::users::run(*command).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
     };
     match result {

@@ -245,6 +245,39 @@ impl TestEnv {
         Ok(q.message_count())
     }
 
+    /// Publishes `bodies`, in this order, straight to the user-service's queue (bypassing the
+    /// exchange), with confirms; used to deliver events duplicated, reordered or malformed.
+    pub async fn publish_to_user_service_queue(&self, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let conn = platform::amqp::connect(&self.amqp_url, "test publisher").await?;
+        let ch = conn.create_channel().await?;
+        platform::amqp::declare_topology(&ch, &[contract::topology::USER_SERVICE]).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let queue =
+            contract::topology::ConsumerQueues::for_consumer(contract::topology::USER_SERVICE).main;
+        let mut confirms = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let props = lapin::BasicProperties::default().with_delivery_mode(2);
+            confirms.push(
+                ch.basic_publish("", &queue, BasicPublishOptions::default(), body, props)
+                    .await?,
+            );
+        }
+        for c in confirms {
+            c.await?;
+        }
+        conn.close(200, "done").await.ok();
+        Ok(())
+    }
+
+    /// The outbox bodies in sequence order, as the relay would publish them.
+    pub async fn outbox_bodies(&self, pool: &PgPool) -> anyhow::Result<Vec<Vec<u8>>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT body::text FROM outbox ORDER BY seq")
+            .fetch_all(pool)
+            .await?;
+        Ok(rows.into_iter().map(String::into_bytes).collect())
+    }
+
     /// Removes the databases, the vhost and the keys. Runs on drop too; calling it is optional.
     fn cleanup(&self) {
         let (id, vhost, server) = (self.id.clone(), self.vhost.clone(), pg_server());

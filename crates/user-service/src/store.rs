@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use contract::{Email, Envelope, Role, Timestamp, UserId, UserSnapshot};
+use platform::directory::{ListQuery, ORDER_SQL, WHERE_SQL};
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -155,51 +156,26 @@ impl UserRow {
     }
 }
 
-/// Directory filters; `None` means "any".
-#[derive(Debug, Default, Clone)]
-pub struct Filter {
-    pub role: Option<Role>,
-    pub is_active: Option<bool>,
-    /// Case-insensitive substring of first name, last name, full name or email.
-    pub q: Option<String>,
-}
-
-const WHERE: &str = "WHERE ($1::text IS NULL OR role = $1) \
-       AND ($2::bool IS NULL OR is_active = $2) \
-       AND ($3::text IS NULL OR email ILIKE $3 OR first_name ILIKE $3 OR last_name ILIKE $3 \
-            OR (first_name || ' ' || last_name) ILIKE $3)";
-
-fn like_pattern(q: &str) -> String {
-    let escaped = q
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
-/// One page of the directory, sorted by last name then first name, and the total matching.
+/// One page of the directory and the total matching.
 pub async fn list(
     conn: &mut PgConnection,
-    filter: &Filter,
-    limit: i64,
-    offset: i64,
+    query: &ListQuery,
 ) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
-    let role = filter.role.map(Role::as_str);
-    let q = filter.q.as_deref().map(like_pattern);
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE}"))
+    let (role, is_active, pattern) = query.binds();
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE_SQL}"))
         .bind(role)
-        .bind(filter.is_active)
-        .bind(q.as_deref())
+        .bind(is_active)
+        .bind(pattern.as_deref())
         .fetch_one(&mut *conn)
         .await?;
     let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users {WHERE} ORDER BY last_name, first_name, id LIMIT $4 OFFSET $5"
+        "SELECT {COLUMNS} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
     ))
     .bind(role)
-    .bind(filter.is_active)
-    .bind(q.as_deref())
-    .bind(limit)
-    .bind(offset)
+    .bind(is_active)
+    .bind(pattern.as_deref())
+    .bind(query.limit)
+    .bind(query.offset)
     .fetch_all(&mut *conn)
     .await?;
     Ok((rows, total))
@@ -254,10 +230,5 @@ mod tests {
         let mut emails: Vec<_> = kept.iter().map(|e| e.payload.email.to_string()).collect();
         emails.sort();
         assert_eq!(emails, ["a5@x.co", "b1@x.co"]);
-    }
-
-    #[test]
-    fn search_patterns_escape_wildcards() {
-        assert_eq!(like_pattern("50%_a\\"), "%50\\%\\_a\\\\%");
     }
 }

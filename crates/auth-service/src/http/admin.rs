@@ -1,18 +1,195 @@
-//! Admin user management (admin bearer token required).
+//! Admin user management (admin bearer token required). Every change runs in one transaction
+//! that locks the user, bumps `userVersion` and writes its event (see `store::change_user`).
 
 use super::auth::Profile;
 use super::AppState;
-use crate::{password, store};
-use axum::extract::State;
+use crate::password;
+use crate::store::{self, Outcome, UserChange};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use contract::UserSnapshot;
-use platform::http::{ApiError, ApiJson, Authenticated};
-use serde::{Deserialize, Serialize};
+use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
+use platform::http::{ApiError, ApiJson, Authenticated, ListParams};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/users", post(create_user))
+    Router::new()
+        .route("/admin/users", post(create_user).get(list_users))
+        .route("/admin/users/{id}", get(show_user).patch(update_user))
+        .route("/admin/users/{id}/activate", post(activate))
+        .route("/admin/users/{id}/deactivate", post(deactivate))
+        .route("/admin/users/{id}/role", put(set_role))
+}
+
+/// The caller must hold an admin token AND still be an active admin now: a token outlives a
+/// deactivation or demotion by up to its lifetime, and admin powers should not.
+async fn require_current_admin(state: &AppState, caller: &Authenticated) -> Result<(), ApiError> {
+    caller.require_admin()?;
+    let still_admin: Option<bool> =
+        sqlx::query_scalar("SELECT is_active AND role = 'admin' FROM users WHERE id = $1")
+            .bind(caller.0.sub)
+            .fetch_optional(&state.db)
+            .await?;
+    match still_admin {
+        Some(true) => Ok(()),
+        _ => Err(ApiError::forbidden(
+            "this account is no longer an active admin",
+        )),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ValidationError::new("id", "must be a UUID").into())
+}
+
+/// Runs one change in its own transaction and answers the user as it now is.
+async fn apply(
+    state: &AppState,
+    caller: &Authenticated,
+    id: &str,
+    event_type: EventType,
+    change: UserChange,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    require_current_admin(state, caller).await?;
+    let id = parse_id(id)?;
+    let mut tx = state.db.begin().await?;
+    let outcome = store::change_user(&mut tx, id, event_type, change).await?;
+    tx.commit().await?;
+    if let Outcome::Changed(user) = &outcome {
+        tracing::info!(
+            email = %user.email, version = user.user_version, event = event_type.as_str(),
+            by = %caller.0.email, "user changed by admin"
+        );
+    }
+    Ok(Json(outcome.user().snapshot()?))
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<UserSnapshot>,
+    total: i64,
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    ListParams(query): ListParams,
+) -> Result<Json<Page>, ApiError> {
+    require_current_admin(&state, &caller).await?;
+    let mut conn = state.db.acquire().await?;
+    let (rows, total) = store::list_users(&mut conn, &query).await?;
+    let items = rows
+        .iter()
+        .map(store::UserRow::snapshot)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Page { items, total }))
+}
+
+async fn show_user(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    require_current_admin(&state, &caller).await?;
+    let user = store::find_by_id(&state.db, parse_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
+    Ok(Json(user.snapshot()?))
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Profile fields an admin may edit; role and status have their own endpoints, so anything
+/// else is refused rather than silently ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateRequest {
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    /// `null` or `""` clears it.
+    #[serde(default, deserialize_with = "present")]
+    phone_number: Option<Option<String>>,
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateRequest>,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    let change = UserChange {
+        email: req.email.as_deref().map(Email::parse).transpose()?,
+        first_name: req
+            .first_name
+            .as_deref()
+            .map(|n| PersonName::parse("firstName", n))
+            .transpose()?,
+        last_name: req
+            .last_name
+            .as_deref()
+            .map(|n| PersonName::parse("lastName", n))
+            .transpose()?,
+        phone_number: req
+            .phone_number
+            .map(|p| {
+                p.filter(|p| !p.trim().is_empty())
+                    .as_deref()
+                    .map(PhoneNumber::parse)
+                    .transpose()
+            })
+            .transpose()?,
+        ..UserChange::default()
+    };
+    apply(&state, &caller, &id, EventType::Updated, change).await
+}
+
+async fn activate(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    let change = UserChange {
+        is_active: Some(true),
+        ..UserChange::default()
+    };
+    apply(&state, &caller, &id, EventType::Activated, change).await
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    let change = UserChange {
+        is_active: Some(false),
+        ..UserChange::default()
+    };
+    apply(&state, &caller, &id, EventType::Deactivated, change).await
+}
+
+#[derive(Deserialize)]
+struct RoleRequest {
+    role: String,
+}
+
+async fn set_role(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RoleRequest>,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    let change = UserChange {
+        role: Some(req.role.parse::<Role>()?),
+        ..UserChange::default()
+    };
+    apply(&state, &caller, &id, EventType::RoleChanged, change).await
 }
 
 #[derive(Deserialize)]
@@ -39,7 +216,7 @@ async fn create_user(
     caller: Authenticated,
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<CreateUserResponse>), ApiError> {
-    caller.require_admin()?;
+    require_current_admin(&state, &caller).await?;
     let profile = Profile::parse(
         &req.email,
         &req.first_name,

@@ -1,12 +1,13 @@
 //! Self-service endpoints: register, login, and who-am-I.
 
 use super::AppState;
-use crate::{password, store};
+use crate::password;
+use crate::store::{self, UserChange};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot};
+use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, Authenticated};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,7 @@ pub fn router() -> Router<AppState> {
         .route("/register", post(register))
         .route("/login", post(login))
         .route("/me", get(me))
+        .route("/change-password", post(change_password))
 }
 
 #[derive(Deserialize)]
@@ -161,4 +163,47 @@ async fn me(
         .await?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
     Ok(Json(user.snapshot()?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// The caller changes their own password; this clears `mustChangePassword` and, like every
+/// write of a user, bumps its version and emits `user.updated`.
+async fn change_password(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<Json<UserSnapshot>, ApiError> {
+    password::check_policy("newPassword", &req.new_password)?;
+    if req.new_password == req.current_password {
+        return Err(
+            ValidationError::new("newPassword", "must differ from the current password").into(),
+        );
+    }
+    let user = store::find_by_id(&state.db, claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
+    let matches = password::verify(req.current_password, user.password_hash)
+        .await
+        .map_err(ApiError::internal)?;
+    if !matches {
+        return Err(ValidationError::new("currentPassword", "is not the current password").into());
+    }
+    let hash = password::hash(req.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let change = UserChange {
+        password_hash: Some(hash),
+        must_change_password: Some(false),
+        ..UserChange::default()
+    };
+    let mut tx = state.db.begin().await?;
+    let outcome = store::change_user(&mut tx, claims.sub, EventType::Updated, change).await?;
+    tx.commit().await?;
+    Ok(Json(outcome.user().snapshot()?))
 }

@@ -53,6 +53,8 @@ impl From<StoreError> for ApiError {
             StoreError::DuplicateEmail => {
                 ApiError::conflict("a user with this email already exists")
             }
+            StoreError::NotFound => ApiError::not_found("no such user"),
+            e @ StoreError::LastActiveAdmin => ApiError::conflict(e.to_string()),
             StoreError::Db(e) => e.into(),
             StoreError::Corrupt(detail) => ApiError::internal(detail),
         }

@@ -3,6 +3,7 @@
 pub mod seed;
 pub mod serve;
 pub mod up;
+pub mod users;
 pub mod verify;
 
 /// A failure with the exit code scripts should see: 1 for "it ran and said no", 2 for "a

@@ -151,3 +151,97 @@ async fn every_command_has_help() {
         );
     }
 }
+
+#[tokio::test]
+async fn portal_users_manages_users_through_the_admin_api() {
+    let env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let auth = env.auth_pool().await;
+    env.create_user(&auth, "ops-admin@clinic.test", Role::Admin)
+        .await;
+    let users = |args: &[&str]| {
+        let mut cmd = portal(&env);
+        cmd.arg("users")
+            .args(args)
+            .env("PORTAL_URL", sys.gateway.url())
+            .env("PORTAL_EMAIL", "ops-admin@clinic.test")
+            .env("PORTAL_PASSWORD", test_support::TEST_PASSWORD);
+        cmd
+    };
+
+    let (code, out) = run(&mut users(&[
+        "create",
+        "--email",
+        "cli.doc@clinic.test",
+        "--first-name",
+        "Cli",
+        "--last-name",
+        "Doctor",
+        "--role",
+        "doctor",
+        "--phone",
+        "+263 77 555 0000",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("temporary password"), "{out}");
+    let (code, out) = run(&mut users(&["list", "--role", "doctor"])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cli.doc@clinic.test") && out.contains("1 of 1 users"),
+        "{out}"
+    );
+    let (code, out) = run(&mut users(&[
+        "update",
+        "cli.doc@clinic.test",
+        "--last-name",
+        "Doctorate",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&mut users(&[
+        "set-role",
+        "cli.doc@clinic.test",
+        "consultant",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&mut users(&["deactivate", "cli.doc@clinic.test"])).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&mut users(&["show", "cli.doc@clinic.test", "--json"])).await;
+    assert_eq!(code, 0, "{out}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            shown["lastName"].as_str(),
+            shown["role"].as_str(),
+            shown["isActive"].as_bool(),
+            shown["userVersion"].as_i64()
+        ),
+        (Some("Doctorate"), Some("consultant"), Some(false), Some(4))
+    );
+    let (code, out) = run(&mut users(&["activate", "cli.doc@clinic.test"])).await;
+    assert_eq!(code, 0, "{out}");
+
+    // Refusals exit 1 with the API's message; an unreachable API exits 2.
+    let (code, out) = run(&mut users(&["deactivate", "ops-admin@clinic.test"])).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("last active admin") && out.contains("HTTP 409"),
+        "{out}"
+    );
+    let (code, out) = run(&mut users(&["show", "nobody@clinic.test"])).await;
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = run(users(&["list"]).env("PORTAL_URL", "http://127.0.0.1:1")).await;
+    assert_eq!(code, 2, "{out}");
+
+    let user_db = env.user_pool().await;
+    poll_until(SETTLE, "user_db to follow the CLI's changes", || async {
+        portal::verify::compare(&auth, &user_db, 5)
+            .await
+            .ok()?
+            .is_in_sync()
+            .then_some(())
+    })
+    .await;
+}

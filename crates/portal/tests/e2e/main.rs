@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod convergence;
 mod http_api;
+mod lifecycle;
 mod ordering;
 mod pipeline;
 

@@ -1,0 +1,267 @@
+//! Convergence under any delivery order: duplicated and shuffled events, competing consumers,
+//! and a late event that must not undo a newer one. Every scenario ends with the comparison
+//! `portal verify` uses reporting no difference.
+
+use crate::SETTLE;
+use auth_service::store::{self, UserChange};
+use contract::{Email, EventType, PersonName, Role};
+use proptest::prelude::*;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use sqlx::PgPool;
+use std::time::Duration;
+use test_support::{poll_until, TestEnv};
+use uuid::Uuid;
+
+/// One admin operation of the generated histories.
+#[derive(Debug, Clone)]
+enum Op {
+    Rename(u8),
+    Email(u8),
+    Phone(Option<u8>),
+    Activate,
+    Deactivate,
+    SetRole(Role),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        any::<u8>().prop_map(Op::Rename),
+        (0u8..40).prop_map(Op::Email),
+        proptest::option::of(any::<u8>()).prop_map(Op::Phone),
+        Just(Op::Activate),
+        Just(Op::Deactivate),
+        proptest::sample::select(Role::ALL.to_vec()).prop_map(Op::SetRole),
+    ]
+}
+
+/// Performs `op` on `user` through the auth-service's store, like the admin API does. Refusals
+/// (an email taken by another user, the last admin) are part of the history too.
+async fn perform(pool: &PgPool, user: Uuid, op: &Op) {
+    let (event_type, change) = match op {
+        Op::Rename(n) => (
+            EventType::Updated,
+            UserChange {
+                first_name: Some(PersonName::parse("firstName", &format!("Name{n}")).unwrap()),
+                ..Default::default()
+            },
+        ),
+        Op::Email(n) => (
+            EventType::Updated,
+            UserChange {
+                email: Some(Email::parse(&format!("person{n}@clinic.test")).unwrap()),
+                ..Default::default()
+            },
+        ),
+        Op::Phone(p) => (
+            EventType::Updated,
+            UserChange {
+                phone_number: Some(p.map(|p| {
+                    contract::PhoneNumber::parse(&format!("+263 77 000 {p:04}")).unwrap()
+                })),
+                ..Default::default()
+            },
+        ),
+        Op::Activate => (
+            EventType::Activated,
+            UserChange {
+                is_active: Some(true),
+                ..Default::default()
+            },
+        ),
+        Op::Deactivate => (
+            EventType::Deactivated,
+            UserChange {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        ),
+        Op::SetRole(r) => (
+            EventType::RoleChanged,
+            UserChange {
+                role: Some(*r),
+                ..Default::default()
+            },
+        ),
+    };
+    let mut tx = pool.begin().await.unwrap();
+    match store::change_user(&mut tx, user, event_type, change).await {
+        Ok(_) => tx.commit().await.unwrap(),
+        Err(store::StoreError::DuplicateEmail | store::StoreError::LastActiveAdmin) => {}
+        Err(e) => panic!("unexpected store error: {e}"),
+    }
+}
+
+async fn assert_converges(auth: &PgPool, users: &PgPool, timeout: Duration) {
+    poll_until(timeout, "user_db to equal auth_db", || async {
+        let report = portal::verify::compare(auth, users, 5).await.ok()?;
+        report.is_in_sync().then_some(())
+    })
+    .await;
+}
+
+/// Runs one generated history: `users` users, `ops` changes, delivered duplicated and shuffled.
+async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u64) {
+    let env = TestEnv::new().await;
+    let mut config = env.auth_config();
+    config.run_relay = false; // the test is the only publisher, in its own order
+    let _auth = env.start_auth_with(config).await;
+    let _user_service = env.start_users().await;
+    let (auth, user_db) = (env.auth_pool().await, env.user_pool().await);
+
+    let mut ids = Vec::new();
+    for i in 0..users {
+        let role = Role::ALL[i % Role::ALL.len()];
+        ids.push(
+            env.create_user(&auth, &format!("user{i}@clinic.test"), role)
+                .await,
+        );
+    }
+    for (who, op) in &ops {
+        perform(&auth, ids[who % ids.len()], op).await;
+    }
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(delivery_seed);
+    let mut deliveries = Vec::new();
+    for body in env.outbox_bodies(&auth).await.unwrap() {
+        let copies = rng.gen_range(1..=3);
+        deliveries.extend(std::iter::repeat_n(body, copies));
+    }
+    deliveries.shuffle(&mut rng);
+    env.publish_to_user_service_queue(&deliveries)
+        .await
+        .unwrap();
+
+    assert_converges(&auth, &user_db, SETTLE).await;
+    let report = portal::verify::compare(&auth, &user_db, 5).await.unwrap();
+    assert_eq!(report.checked, users as u64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_history_delivered_duplicated_and_shuffled_ends_with_user_db_equal_to_auth_db(
+        users in 5usize..=36,
+        ops in proptest::collection::vec((0usize..36, op()), 20..160),
+        delivery_seed in any::<u64>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(history_converges(users, ops, delivery_seed));
+    }
+}
+
+#[tokio::test]
+async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
+    let env = TestEnv::new().await;
+    let mut config = env.auth_config();
+    config.run_relay = false;
+    let _auth = env.start_auth_with(config).await;
+    let _users = env.start_users().await;
+    let (auth, user_db) = (env.auth_pool().await, env.user_pool().await);
+    let id = env
+        .create_user(&auth, "late@clinic.test", Role::Doctor)
+        .await;
+    perform(&auth, id, &Op::SetRole(Role::Consultant)).await; // v2
+    perform(&auth, id, &Op::SetRole(Role::Nurse)).await; // v3
+    perform(&auth, id, &Op::Deactivate).await; // v4
+    let bodies = env.outbox_bodies(&auth).await.unwrap();
+    assert_eq!(bodies.len(), 4);
+
+    // created, deactivated, then the two role changes late.
+    let late = [
+        bodies[0].clone(),
+        bodies[3].clone(),
+        bodies[1].clone(),
+        bodies[2].clone(),
+    ];
+    env.publish_to_user_service_queue(&late).await.unwrap();
+    let marker = Uuid::new_v4();
+    let marker_event = serde_json::json!({
+        "eventId": Uuid::new_v4(), "eventType": "user.created", "timestamp": "2026-02-07T10:00:00.000Z",
+        "source": "auth-service", "version": "1.0",
+        "payload": {"userId": marker, "email": "marker@clinic.test", "firstName": "M", "lastName": "K",
+                    "role": "nurse", "isActive": true, "createdAt": "2026-02-07T10:00:00.000Z", "userVersion": 1}});
+    env.publish_to_user_service_queue(&[serde_json::to_vec(&marker_event).unwrap()])
+        .await
+        .unwrap();
+    test_support::wait_for_user_version(&user_db, marker, 1, SETTLE).await;
+
+    let (role, active, version): (String, bool, i64) =
+        sqlx::query_as("SELECT role, is_active, user_version FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&user_db)
+            .await
+            .unwrap();
+    assert_eq!((role.as_str(), active, version), ("nurse", false, 4));
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(marker)
+        .execute(&user_db)
+        .await
+        .unwrap();
+    let report = portal::verify::compare(&auth, &user_db, 5).await.unwrap();
+    assert!(report.is_in_sync(), "{}", report.summary());
+}
+
+#[tokio::test]
+async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
+    let env = TestEnv::new().await;
+    let _auth = env.start_auth().await;
+    let mut config = env.user_config();
+    config.consumer.prefetch = 20; // small windows so the broker spreads the burst over both
+    let one = env.start_users_with(config.clone()).await;
+    let two = env.start_users_with(config).await;
+    for instance in [&one, &two] {
+        poll_until(SETTLE, "both consumers connected", || async {
+            let (s, _) = crate::get(&format!("{}/health/ready", instance.url()), None).await;
+            (s == 200).then_some(())
+        })
+        .await;
+    }
+    let (auth, user_db) = (env.auth_pool().await, env.user_pool().await);
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(
+            env.create_user(&auth, &format!("burst{i}@clinic.test"), Role::Doctor)
+                .await,
+        );
+    }
+    let ops = [
+        Op::SetRole(Role::Nurse),
+        Op::Rename(1),
+        Op::Deactivate,
+        Op::Phone(Some(7)),
+        Op::Activate,
+        Op::SetRole(Role::Consultant),
+        Op::Rename(2),
+        Op::Deactivate,
+    ];
+    let tasks = ids.iter().map(|&id| {
+        let auth = auth.clone();
+        let ops = ops.clone();
+        tokio::spawn(async move {
+            for op in &ops {
+                perform(&auth, id, op).await;
+            }
+        })
+    });
+    for t in futures::future::join_all(tasks).await {
+        t.unwrap();
+    }
+    assert_eq!(
+        crate::count(&auth, "SELECT count(*) FROM outbox").await,
+        40 * 9
+    );
+    assert_converges(&auth, &user_db, SETTLE).await;
+
+    let mut received = Vec::new();
+    for instance in [&one, &two] {
+        let (_, ready) = crate::get(&format!("{}/health/ready", instance.url()), None).await;
+        let sync = &ready["sync"];
+        received.push(sync["applied"].as_u64().unwrap() + sync["ignoredStale"].as_u64().unwrap());
+    }
+    assert!(
+        received.iter().all(|&n| n > 0),
+        "both instances consumed part of the burst: {received:?}"
+    );
+}

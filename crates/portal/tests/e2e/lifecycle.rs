@@ -1,0 +1,423 @@
+//! The whole user lifecycle through the gateway: each admin change commits with exactly one
+//! event of its type, and the directory follows within a second.
+
+use crate::{count, get, http, post};
+use contract::Role;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::time::Duration;
+use test_support::{poll_until, TestEnv};
+
+async fn send(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http().request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The events of one user, oldest first: (type, userVersion, payload).
+async fn events(pool: &PgPool, user: &str) -> Vec<(String, i64, Value)> {
+    let rows: Vec<(String, i64, sqlx::types::Json<Value>)> = sqlx::query_as(
+        "SELECT event_type, user_version, body::jsonb FROM outbox WHERE user_id = $1::uuid ORDER BY seq",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(t, v, b)| (t, v, b.0["payload"].clone()))
+        .collect()
+}
+
+/// Waits (at most a second) until the directory's copy of `id` satisfies `check`.
+async fn directory_shows(
+    gw: &str,
+    token: &str,
+    query: &str,
+    id: &str,
+    check: impl Fn(Option<&Value>) -> bool,
+) {
+    poll_until(
+        Duration::from_secs(1),
+        &format!("directory ?{query} to reflect the change of {id}"),
+        || async {
+            let (_, page) = get(&format!("{gw}/api/v1/users?{query}"), Some(token)).await;
+            let found = page["items"].as_array()?.iter().find(|u| u["userId"] == id);
+            check(found).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_directory_follows() {
+    let env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let gw = sys.gateway.url();
+    let token = env.admin_token(&gw).await;
+    let auth = env.auth_pool().await;
+    let admin = format!("{gw}/api/v1/auth/admin/users");
+    let doctors = "role=doctor&isActive=true";
+
+    let (s, created) = post(
+        &admin,
+        Some(&token),
+        &json!({"email": "farai@clinic.test", "firstName": "Farai",
+        "lastName": "Ncube", "role": "doctor", "phoneNumber": "+263 77 111 1111"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["user"]["userId"].as_str().unwrap().to_owned();
+    directory_shows(&gw, &token, doctors, &id, |u| u.is_some()).await;
+
+    // The admin list finds the doctor by name.
+    let (s, page) = get(&format!("{admin}?role=doctor&q=ncub"), Some(&token)).await;
+    assert_eq!((s, page["total"].clone()), (200, json!(1)), "{page}");
+
+    // Edit: user.updated with changedFields.
+    let (s, u) = send(
+        reqwest::Method::PATCH,
+        &format!("{admin}/{id}"),
+        &token,
+        Some(json!({"phoneNumber": "+263 77 222 2222", "lastName": "Ncube-Moyo"})),
+    )
+    .await;
+    assert_eq!((s, u["userVersion"].clone()), (200, json!(2)), "{u}");
+    directory_shows(&gw, &token, doctors, &id, |u| {
+        u.is_some_and(|u| u["lastName"] == "Ncube-Moyo" && u["phoneNumber"] == "+263 77 222 2222")
+    })
+    .await;
+    // Clearing the phone with null.
+    let (s, u) = send(
+        reqwest::Method::PATCH,
+        &format!("{admin}/{id}"),
+        &token,
+        Some(json!({"phoneNumber": null})),
+    )
+    .await;
+    assert_eq!(
+        (s, u["phoneNumber"].clone(), u["userVersion"].clone()),
+        (200, Value::Null, json!(3))
+    );
+
+    // Deactivate: drops out of the active doctors.
+    let (s, u) = post(
+        &format!("{admin}/{id}/deactivate"),
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!((s, u["isActive"].clone()), (200, json!(false)));
+    directory_shows(&gw, &token, doctors, &id, |u| u.is_none()).await;
+    // Deactivating again changes nothing and writes no event.
+    let (s, u) = post(
+        &format!("{admin}/{id}/deactivate"),
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!((s, u["userVersion"].clone()), (200, json!(4)));
+
+    // Re-activate.
+    let (s, _) = post(&format!("{admin}/{id}/activate"), Some(&token), &json!({})).await;
+    assert_eq!(s, 200);
+    directory_shows(&gw, &token, doctors, &id, |u| u.is_some()).await;
+
+    // Re-role: user.role.changed with previousRole; no-op for the same role.
+    let (s, u) = send(
+        reqwest::Method::PUT,
+        &format!("{admin}/{id}/role"),
+        &token,
+        Some(json!({"role": "consultant"})),
+    )
+    .await;
+    assert_eq!((s, u["role"].clone()), (200, json!("consultant")));
+    directory_shows(&gw, &token, doctors, &id, |u| u.is_none()).await;
+    directory_shows(&gw, &token, "role=consultant", &id, |u| {
+        u.is_some_and(|u| u["userVersion"] == 6)
+    })
+    .await;
+    let (s, u) = send(
+        reqwest::Method::PUT,
+        &format!("{admin}/{id}/role"),
+        &token,
+        Some(json!({"role": "consultant"})),
+    )
+    .await;
+    assert_eq!((s, u["userVersion"].clone()), (200, json!(6)));
+
+    let history = events(&auth, &id).await;
+    let kinds: Vec<(&str, i64)> = history.iter().map(|(t, v, _)| (t.as_str(), *v)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("user.created", 1),
+            ("user.updated", 2),
+            ("user.updated", 3),
+            ("user.deactivated", 4),
+            ("user.activated", 5),
+            ("user.role.changed", 6)
+        ]
+    );
+    let mut changed: Vec<String> =
+        serde_json::from_value(history[1].2["changedFields"].clone()).unwrap();
+    changed.sort();
+    assert_eq!(changed, ["lastName", "phoneNumber"]);
+    assert_eq!(history[5].2["previousRole"], "doctor");
+    assert_eq!(history[5].2["role"], "consultant");
+    assert!(history[3].2.get("changedFields").is_none());
+
+    let users = env.user_pool().await;
+    let report = portal::verify::compare(&auth, &users, 10).await.unwrap();
+    assert!(report.is_in_sync(), "{}", report.summary());
+}
+
+#[tokio::test]
+async fn admin_changes_answer_401_403_404_409_and_422_in_json() {
+    let env = TestEnv::new().await;
+    let auth_svc = env.start_auth().await;
+    let base = auth_svc.url();
+    let token = env.admin_token(&base).await;
+    let pool = env.auth_pool().await;
+    let nurse = env
+        .create_user(&pool, "nurse@clinic.test", Role::Nurse)
+        .await;
+    env.create_user(&pool, "taken@clinic.test", Role::Nurse)
+        .await;
+    let nurse_token = env
+        .login(&base, "nurse@clinic.test", test_support::TEST_PASSWORD)
+        .await;
+    let user = format!("{base}/api/v1/auth/admin/users/{nurse}");
+    let events_before = count(&pool, "SELECT count(*) FROM outbox").await;
+
+    let (s, _) = post(&format!("{user}/deactivate"), None, &json!({})).await;
+    assert_eq!(s, 401);
+    let (s, _) = post(
+        &format!("{user}/deactivate"),
+        Some(&nurse_token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, b) = post(
+        &format!(
+            "{base}/api/v1/auth/admin/users/{}/activate",
+            uuid::Uuid::new_v4()
+        ),
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!((s, b["error"].clone()), (404, json!("not_found")));
+    let (s, b) = send(
+        reqwest::Method::PATCH,
+        &user,
+        &token,
+        Some(json!({"email": "TAKEN@clinic.test"})),
+    )
+    .await;
+    assert_eq!((s, b["error"].clone()), (409, json!("conflict")), "{b}");
+    let (s, b) = send(
+        reqwest::Method::PATCH,
+        &user,
+        &token,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(s, 422, "role is not editable by PATCH: {b}");
+    let (s, b) = send(
+        reqwest::Method::PATCH,
+        &user,
+        &token,
+        Some(json!({"email": "nope"})),
+    )
+    .await;
+    assert_eq!((s, b["field"].clone()), (422, json!("email")));
+    let (s, b) = send(
+        reqwest::Method::PUT,
+        &format!("{user}/role"),
+        &token,
+        Some(json!({"role": "surgeon"})),
+    )
+    .await;
+    assert_eq!((s, b["field"].clone()), (422, json!("role")));
+    let (s, b) = get(
+        &format!("{base}/api/v1/auth/admin/users?isActive=maybe"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!((s, b["field"].clone()), (422, json!("isActive")));
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM outbox").await,
+        events_before,
+        "refused changes write no event"
+    );
+}
+
+#[tokio::test]
+async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
+    let env = TestEnv::new().await;
+    let auth_svc = env.start_auth().await;
+    let base = auth_svc.url();
+    let pool = env.auth_pool().await;
+    let only = env
+        .create_user(&pool, "only-admin@clinic.test", Role::Admin)
+        .await;
+    let token = env
+        .login(&base, "only-admin@clinic.test", test_support::TEST_PASSWORD)
+        .await;
+    let me = format!("{base}/api/v1/auth/admin/users/{only}");
+
+    let (s, b) = post(&format!("{me}/deactivate"), Some(&token), &json!({})).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("last active admin"),
+        "{b}"
+    );
+    let (s, _) = send(
+        reqwest::Method::PUT,
+        &format!("{me}/role"),
+        &token,
+        Some(json!({"role": "doctor"})),
+    )
+    .await;
+    assert_eq!(s, 409);
+
+    // With a second active admin, the first may step down, and then its token loses its powers.
+    env.create_user(&pool, "second-admin@clinic.test", Role::Admin)
+        .await;
+    let (s, u) = send(
+        reqwest::Method::PUT,
+        &format!("{me}/role"),
+        &token,
+        Some(json!({"role": "doctor"})),
+    )
+    .await;
+    assert_eq!((s, u["role"].clone()), (200, json!("doctor")));
+    let (s, _) = get(&format!("{base}/api/v1/auth/admin/users"), Some(&token)).await;
+    assert_eq!(
+        s, 403,
+        "a demoted admin's token no longer grants admin powers"
+    );
+}
+
+#[tokio::test]
+async fn changing_a_password_clears_must_change_password_and_emits_user_updated() {
+    let env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let gw = sys.gateway.url();
+    let token = env.admin_token(&gw).await;
+    let (_, created) = post(&format!("{gw}/api/v1/auth/admin/users"), Some(&token),
+        &json!({"email": "temp@clinic.test", "firstName": "Temp", "lastName": "Orary", "role": "pharmacist"})).await;
+    let temporary = created["temporaryPassword"].as_str().unwrap().to_owned();
+    let id = created["user"]["userId"].as_str().unwrap().to_owned();
+    let user_token = env.login(&gw, "temp@clinic.test", &temporary).await;
+    let url = format!("{gw}/api/v1/auth/change-password");
+
+    let (s, b) = post(
+        &url,
+        Some(&user_token),
+        &json!({"currentPassword": "wrong-one-here", "newPassword": "a-brand-new-pass"}),
+    )
+    .await;
+    assert_eq!((s, b["field"].clone()), (422, json!("currentPassword")));
+    let (s, b) = post(
+        &url,
+        Some(&user_token),
+        &json!({"currentPassword": temporary, "newPassword": "short"}),
+    )
+    .await;
+    assert_eq!((s, b["field"].clone()), (422, json!("newPassword")));
+    let (s, u) = post(
+        &url,
+        Some(&user_token),
+        &json!({"currentPassword": temporary, "newPassword": "a-brand-new-pass"}),
+    )
+    .await;
+    assert_eq!(
+        (s, u["mustChangePassword"].clone(), u["userVersion"].clone()),
+        (200, json!(false), json!(2))
+    );
+    env.login(&gw, "temp@clinic.test", "a-brand-new-pass").await;
+
+    let history = events(&env.auth_pool().await, &id).await;
+    assert_eq!(
+        history
+            .last()
+            .map(|(t, v, p)| (t.as_str(), *v, p["changedFields"].clone())),
+        Some(("user.updated", 2, json!(["mustChangePassword"])))
+    );
+    directory_shows(&gw, &token, "role=pharmacist", &id, |u| {
+        u.is_some_and(|u| u["mustChangePassword"] == false)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
+    let env = TestEnv::new().await;
+    let sys = env.start_system().await;
+    let base = sys.auth.url();
+    let token = env.admin_token(&base).await;
+    let auth = env.auth_pool().await;
+    let id = env
+        .create_user(&auth, "busy@clinic.test", Role::Doctor)
+        .await;
+    let roles = ["nurse", "pharmacist", "consultant", "doctor"];
+    let url = format!("{base}/api/v1/auth/admin/users/{id}/role");
+    let requests = (0..50).map(|i| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::spawn(async move {
+            send(
+                reqwest::Method::PUT,
+                &url,
+                &token,
+                Some(json!({"role": roles[i % roles.len()]})),
+            )
+            .await
+            .0
+        })
+    });
+    for r in futures::future::join_all(requests).await {
+        assert_eq!(r.unwrap(), 200);
+    }
+
+    // Requests that found the role already set wrote nothing; every other one wrote exactly
+    // one version, so the versions are 2..=1+n with no gap and no repeat.
+    let history = events(&auth, &id.to_string()).await;
+    let versions: Vec<i64> = history.iter().skip(1).map(|(_, v, _)| *v).collect();
+    let n = versions.len() as i64;
+    assert!(n >= 10, "most concurrent requests changed the role: {n}");
+    assert_eq!(versions, (2..=1 + n).collect::<Vec<_>>());
+    let (final_role, final_version): (String, i64) =
+        sqlx::query_as("SELECT role, user_version FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&auth)
+            .await
+            .unwrap();
+    assert_eq!(final_version, 1 + n);
+    let last = history.last().unwrap();
+    assert_eq!(
+        last.2["role"],
+        final_role.as_str(),
+        "final role is the last committed one"
+    );
+    for pair in history.windows(2).skip(1) {
+        assert_eq!(
+            pair[1].2["previousRole"], pair[0].2["role"],
+            "each change saw the one before"
+        );
+    }
+    let users = env.user_pool().await;
+    test_support::wait_for_user_version(&users, id, final_version, crate::SETTLE).await;
+    let report = portal::verify::compare(&auth, &users, 10).await.unwrap();
+    assert!(report.is_in_sync(), "{}", report.summary());
+}
