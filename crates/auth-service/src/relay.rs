@@ -145,7 +145,13 @@ async fn open_channel(url: &str) -> Result<(Connection, Channel), lapin::Error> 
     let channel = conn.create_channel().await?;
     // The relay declares the topology too, so the consumer's queue exists before the first
     // publish even if the user-service has never run.
-    platform::amqp::declare_topology(&channel, &[topology::USER_SERVICE]).await?;
+    platform::amqp::declare_topology(
+        &channel,
+        &[topology::ConsumerQueues::for_consumer(
+            topology::USER_SERVICE,
+        )],
+    )
+    .await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;

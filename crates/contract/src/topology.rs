@@ -1,6 +1,8 @@
 //! Names of the RabbitMQ topology. They are part of the contract: other teams bind their own
 //! queues to the exchange and operators look for these names in the management UI.
 
+use std::time::Duration;
+
 /// The durable topic exchange every user event is published to; routing key = `eventType`.
 pub const EXCHANGE: &str = "user.events";
 /// The fanout exchange set as `user.events`' alternate exchange: it catches what no queue binds.
@@ -12,6 +14,24 @@ pub const ALL_USER_EVENTS: &str = "user.#";
 /// The consumer name of the user-service.
 pub const USER_SERVICE: &str = "user-service";
 
+/// How long a message that failed for a reason of its own waits before each new attempt; after
+/// the last one it goes to the dead-letter queue.
+pub const RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
+
+/// A delay queue: messages wait there `delay` (message TTL), then dead-letter back to the
+/// consumer's main queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryQueue {
+    pub name: String,
+    pub delay: Duration,
+}
+
 /// The queues that belong to one consumer service, named after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerQueues {
@@ -19,14 +39,42 @@ pub struct ConsumerQueues {
     pub main: String,
     /// `<name>.user-events.dlq`: messages that can never succeed, with the reason in headers.
     pub dead_letter: String,
+    /// `<name>.user-events.retry.<delay>`, shortest first.
+    pub retries: Vec<RetryQueue>,
 }
 
 impl ConsumerQueues {
+    /// The queues of `name` with the standard retry delays.
     pub fn for_consumer(name: &str) -> Self {
+        Self::with_retry_delays(name, &RETRY_DELAYS)
+    }
+
+    pub fn with_retry_delays(name: &str, delays: &[Duration]) -> Self {
+        let main = format!("{name}.user-events");
         Self {
-            main: format!("{name}.user-events"),
-            dead_letter: format!("{name}.user-events.dlq"),
+            dead_letter: format!("{main}.dlq"),
+            retries: delays
+                .iter()
+                .map(|&delay| RetryQueue {
+                    name: format!("{main}.retry.{}", delay_label(delay)),
+                    delay,
+                })
+                .collect(),
+            main,
         }
+    }
+}
+
+/// `1s`, `2m`, `250ms`: the delay in the queue's name, so changing a delay makes a new queue
+/// instead of clashing with the old one's fixed arguments.
+fn delay_label(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 
@@ -39,5 +87,18 @@ mod tests {
         let q = ConsumerQueues::for_consumer(USER_SERVICE);
         assert_eq!(q.main, "user-service.user-events");
         assert_eq!(q.dead_letter, "user-service.user-events.dlq");
+        let retries: Vec<&str> = q.retries.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            retries,
+            [
+                "user-service.user-events.retry.1s",
+                "user-service.user-events.retry.5s",
+                "user-service.user-events.retry.30s",
+                "user-service.user-events.retry.2m",
+                "user-service.user-events.retry.10m"
+            ]
+        );
+        let fast = ConsumerQueues::with_retry_delays("t", &[Duration::from_millis(250)]);
+        assert_eq!(fast.retries[0].name, "t.user-events.retry.250ms");
     }
 }

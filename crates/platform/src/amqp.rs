@@ -4,7 +4,7 @@
 //! so the user-service's queue exists before the first event is published even if the
 //! user-service has never run.
 
-use contract::topology::{self, ConsumerQueues};
+use contract::topology::{self, ConsumerQueues, RetryQueue};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -43,9 +43,12 @@ pub async fn declare_quorum_queue(ch: &Channel, name: &str) -> Result<(), lapin:
         .map(|_| ())
 }
 
-/// Declares the exchange, its alternate exchange with the unrouted queue, and for each named
-/// consumer its main queue (bound with `user.#`) and dead-letter queue.
-pub async fn declare_topology(ch: &Channel, consumers: &[&str]) -> Result<(), lapin::Error> {
+/// Declares the exchange, its alternate exchange with the unrouted queue, and for each consumer
+/// its main queue (bound with `user.#`), its retry queues and its dead-letter queue.
+pub async fn declare_topology(
+    ch: &Channel,
+    consumers: &[ConsumerQueues],
+) -> Result<(), lapin::Error> {
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -73,9 +76,11 @@ pub async fn declare_topology(ch: &Channel, consumers: &[&str]) -> Result<(), la
         args(&[("alternate-exchange", topology::UNROUTED_EXCHANGE)]),
     )
     .await?;
-    for consumer in consumers {
-        let queues = ConsumerQueues::for_consumer(consumer);
+    for queues in consumers {
         declare_quorum_queue(ch, &queues.main).await?;
+        for retry in &queues.retries {
+            declare_retry_queue(ch, retry, &queues.main).await?;
+        }
         declare_quorum_queue(ch, &queues.dead_letter).await?;
         ch.queue_bind(
             &queues.main,
@@ -89,8 +94,30 @@ pub async fn declare_topology(ch: &Channel, consumers: &[&str]) -> Result<(), la
     Ok(())
 }
 
+/// A classic durable queue that holds each message `retry.delay`, then dead-letters it to
+/// `main` through the default exchange. Nobody consumes it: the TTL is the timer.
+async fn declare_retry_queue(
+    ch: &Channel,
+    retry: &RetryQueue,
+    main: &str,
+) -> Result<(), lapin::Error> {
+    let mut table = args(&[
+        ("x-queue-type", "classic"),
+        ("x-dead-letter-exchange", ""),
+        ("x-dead-letter-routing-key", main),
+    ]);
+    let ttl = i64::try_from(retry.delay.as_millis()).unwrap_or(i64::MAX);
+    table.insert(
+        ShortString::from("x-message-ttl"),
+        AMQPValue::LongLongInt(ttl),
+    );
+    ch.queue_declare(&retry.name, durable(), table)
+        .await
+        .map(|_| ())
+}
+
 /// Connects, declares the topology for `consumers`, and closes: used by `portal up`.
-pub async fn ensure_topology(url: &str, consumers: &[&str]) -> Result<(), lapin::Error> {
+pub async fn ensure_topology(url: &str, consumers: &[ConsumerQueues]) -> Result<(), lapin::Error> {
     let conn = connect(url, "portal-topology").await?;
     let ch = conn.create_channel().await?;
     declare_topology(&ch, consumers).await?;

@@ -50,6 +50,8 @@ pub enum Command {
     /// Manage users through the admin API (a thin client for scripts and operators).
     #[command(subcommand)]
     Users(Box<UsersCommand>),
+    /// Inspect and recover dead-lettered (or unrouted) messages.
+    Dlq(DlqArgs),
     /// Compare every user of auth_db and user_db; exit 0 in sync, 1 on differences, 2 when a
     /// database cannot be reached.
     Verify {
@@ -268,5 +270,45 @@ pub enum UsersCommand {
         api: ApiClientArgs,
         user: UserRef,
         role: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DlqArgs {
+    /// The queue to work on: a consumer's dead-letter queue, or `user.events.unrouted`.
+    #[arg(long, default_value = "user-service.user-events.dlq")]
+    pub queue: String,
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqAction {
+    /// List the messages (position, reason, routing key, first failure) and the count.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one message whole: headers, reason and body.
+    Show {
+        /// Its position in `list` (1 = oldest).
+        n: usize,
+    },
+    /// Send messages back: a dead letter to its consumer's main queue (where it is applied if it
+    /// is now valid, with a fresh retry budget), an unrouted event to the exchange.
+    Requeue {
+        /// Position in `list`; omit with --all.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        n: Option<usize>,
+        /// Every message in the queue.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Drop every message in the queue.
+    Purge {
+        /// Really drop them (without it, only the count is shown).
+        #[arg(long)]
+        yes: bool,
     },
 }

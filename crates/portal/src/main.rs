@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         Command::Relay => commands::serve::relay(s).await,
         Command::Seed => commands::seed::run(s).await,
         Command::Users(command) => commands::users::run(*command).await,
+        Command::Dlq(args) => commands::dlq::run(s, args).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
     };
     match result {

@@ -251,7 +251,13 @@ impl TestEnv {
         use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
         let conn = platform::amqp::connect(&self.amqp_url, "test publisher").await?;
         let ch = conn.create_channel().await?;
-        platform::amqp::declare_topology(&ch, &[contract::topology::USER_SERVICE]).await?;
+        platform::amqp::declare_topology(
+            &ch,
+            &[contract::topology::ConsumerQueues::for_consumer(
+                contract::topology::USER_SERVICE,
+            )],
+        )
+        .await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         let queue =
             contract::topology::ConsumerQueues::for_consumer(contract::topology::USER_SERVICE).main;

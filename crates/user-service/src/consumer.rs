@@ -35,6 +35,9 @@ pub struct ConsumerConfig {
     pub name: String,
     /// Messages in flight per consumer, and the largest batch applied in one transaction.
     pub prefetch: u16,
+    /// Waits before each new attempt of a message that failed for a reason of its own (not
+    /// because `user_db` is down); after the last, it is dead-lettered.
+    pub retry_delays: Vec<Duration>,
 }
 
 impl Default for ConsumerConfig {
@@ -42,6 +45,7 @@ impl Default for ConsumerConfig {
         Self {
             name: topology::USER_SERVICE.to_owned(),
             prefetch: 500,
+            retry_delays: topology::RETRY_DELAYS.to_vec(),
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct SyncStats {
     pub ignored_stale: AtomicU64,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: AtomicU64,
+    /// Messages sent to a retry queue to be tried again later.
+    pub retried: AtomicU64,
     /// True while the consumer holds a broker connection.
     pub broker_up: AtomicBool,
 }
@@ -65,8 +71,8 @@ enum ConsumeError {
     Broker(#[from] lapin::Error),
     #[error("delivery stream ended")]
     StreamEnded,
-    #[error("the broker refused a dead-letter copy")]
-    DeadLetterRefused,
+    #[error("the broker refused to take a copy for the retry or dead-letter queue")]
+    RepublishRefused,
 }
 
 pub struct Consumer {
@@ -84,7 +90,7 @@ impl Consumer {
         config: ConsumerConfig,
         stats: Arc<SyncStats>,
     ) -> Self {
-        let queues = ConsumerQueues::for_consumer(&config.name);
+        let queues = ConsumerQueues::with_retry_delays(&config.name, &config.retry_delays);
         Self {
             pool,
             amqp_url,
@@ -100,7 +106,7 @@ impl Consumer {
         let mut broker = OutageLog::new("consumer: RabbitMQ");
         let mut backoff = Backoff::reconnect();
         while !shutdown.is_cancelled() {
-            let (conn, channel, dead_letters) = match self.open().await {
+            let (conn, channel, side) = match self.open().await {
                 Ok(opened) => opened,
                 Err(e) => {
                     broker.failed(&e);
@@ -112,7 +118,7 @@ impl Consumer {
             backoff.reset();
             self.stats.broker_up.store(true, Ordering::Relaxed);
             tracing::info!(queue = %self.queues.main, prefetch = self.config.prefetch, "consumer connected");
-            let result = self.consume(&channel, &dead_letters, &shutdown).await;
+            let result = self.consume(&channel, &side, &shutdown).await;
             self.stats.broker_up.store(false, Ordering::Relaxed);
             conn.close(200, "consumer stopping").await.ok();
             if let Err(e) = result {
@@ -128,23 +134,22 @@ impl Consumer {
             platform::amqp::connect(&self.amqp_url, &format!("{} consumer", self.config.name))
                 .await?;
         let channel = conn.create_channel().await?;
-        platform::amqp::declare_topology(&channel, &[&self.config.name]).await?;
+        platform::amqp::declare_topology(&channel, std::slice::from_ref(&self.queues)).await?;
         channel
             .basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;
-        // Dead letters go out on their own channel with confirms, so the message is acked only
-        // once the broker holds its dead-letter copy.
-        let dead_letters = conn.create_channel().await?;
-        dead_letters
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok((conn, channel, dead_letters))
+        // Retry and dead-letter copies go out on their own channel with confirms, so a message
+        // is acked only once the broker holds its copy.
+
+        let side = conn.create_channel().await?;
+        side.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok((conn, channel, side))
     }
 
     async fn consume(
         &self,
         channel: &Channel,
-        dead_letters: &Channel,
+        side: &Channel,
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError> {
         let mut deliveries = channel
@@ -170,7 +175,7 @@ impl Consumer {
                     None => break,
                 }
             }
-            if !self.handle_batch(batch, dead_letters, shutdown).await? {
+            if !self.handle_batch(batch, side, shutdown).await? {
                 return Ok(()); // shut down while user_db was unreachable; broker redelivers
             }
         }
@@ -181,21 +186,36 @@ impl Consumer {
     async fn handle_batch(
         &self,
         batch: Vec<Delivery>,
-        dead_letters: &Channel,
+        side: &Channel,
         shutdown: &CancellationToken,
     ) -> Result<bool, ConsumeError> {
-        let mut events = Vec::with_capacity(batch.len());
-        for delivery in &batch {
+        let mut decoded = Vec::with_capacity(batch.len());
+        for (i, delivery) in batch.iter().enumerate() {
             match event::decode(&delivery.data) {
-                Ok(envelope) => events.push(envelope),
-                Err(reason) => {
-                    self.dead_letter(dead_letters, delivery, reason.reason(), &reason.to_string())
-                        .await?;
+                Ok(envelope) => decoded.push((i, envelope)),
+                Err(why) => {
+                    self.dead_letter(side, delivery, why.reason(), &why.to_string())
+                        .await?
                 }
             }
         }
-        if !events.is_empty() && !self.apply_with_retry(events, shutdown).await {
-            return Ok(false);
+        if !decoded.is_empty() {
+            let events = decoded.iter().map(|(_, e)| e.clone()).collect();
+            match self.apply_with_retry(events, shutdown).await {
+                Applied::Done => {}
+                Applied::Cancelled => return Ok(false),
+                // The batch as a whole failed for a reason of its own data: apply one by one
+                // to find the message(s) at fault, and send only those to a retry queue.
+                Applied::Rejected(_) => {
+                    for (i, envelope) in decoded {
+                        match self.apply_with_retry(vec![envelope], shutdown).await {
+                            Applied::Done => {}
+                            Applied::Cancelled => return Ok(false),
+                            Applied::Rejected(e) => self.retry_later(side, &batch[i], &e).await?,
+                        }
+                    }
+                }
+            }
         }
         if let Some(last) = batch.last() {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
@@ -203,8 +223,14 @@ impl Consumer {
         Ok(true)
     }
 
-    /// Applies in one transaction, retrying with backoff while `user_db` is unreachable.
-    async fn apply_with_retry(&self, events: Vec<Envelope>, shutdown: &CancellationToken) -> bool {
+    /// Applies in one transaction. While `user_db` is unreachable it waits and tries again with
+    /// backoff, without limit and without spending any message's retry budget: the outage is the
+    /// database's, not the message's. Any other error is the data's, and is returned.
+    async fn apply_with_retry(
+        &self,
+        events: Vec<Envelope>,
+        shutdown: &CancellationToken,
+    ) -> Applied {
         let (events, duplicates) = store::newest_per_user(events);
         let mut outage = OutageLog::new("consumer: user_db");
         let mut backoff = Backoff::reconnect();
@@ -225,14 +251,18 @@ impl Consumer {
                     if stale > 0 {
                         tracing::debug!(stale, "ignored events older than user_db's copy");
                     }
-                    return true;
+                    return Applied::Done;
                 }
-                Err(e) => {
+                Err(e) if platform::db::is_unavailable(&e) => {
                     outage.failed(&e);
                     if shutdown.is_cancelled() {
-                        return false;
+                        return Applied::Cancelled;
                     }
                     sleep_unless_cancelled(backoff.next_delay(), shutdown).await;
+                }
+                Err(e) => {
+                    outage.recovered();
+                    return Applied::Rejected(e);
                 }
             }
         }
@@ -245,44 +275,75 @@ impl Consumer {
         Ok(applied)
     }
 
-    /// Publishes a copy of `delivery` to the dead-letter queue with why it failed, and waits for
-    /// the broker's confirm (the caller acks the original afterwards).
+    /// Sends a message that failed for a reason of its own to the next retry queue, or to the
+    /// dead-letter queue once every retry delay has been spent.
+    async fn retry_later(
+        &self,
+        side: &Channel,
+        delivery: &Delivery,
+        error: &sqlx::Error,
+    ) -> Result<(), ConsumeError> {
+        let attempts = header_int(delivery, RETRY_COUNT_HEADER).unwrap_or(0);
+        let next = usize::try_from(attempts)
+            .ok()
+            .and_then(|a| self.queues.retries.get(a));
+        let Some(retry) = next else {
+            let detail = format!("failed {} times, last: {error}", attempts + 1);
+            return self
+                .dead_letter(side, delivery, "retries-exhausted", &detail)
+                .await;
+        };
+        tracing::warn!(
+            attempt = attempts + 1, delay = ?retry.delay, error = %error,
+            "event could not be applied; retrying later"
+        );
+        let mut headers = failure_headers(delivery, &error.to_string());
+        headers.insert(
+            RETRY_COUNT_HEADER.into(),
+            AMQPValue::LongLongInt(attempts + 1),
+        );
+        self.republish(side, delivery, &retry.name, headers).await?;
+        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes a copy of `delivery` to the dead-letter queue with why it failed.
     async fn dead_letter(
         &self,
-        channel: &Channel,
+        side: &Channel,
         delivery: &Delivery,
         reason: &str,
         detail: &str,
     ) -> Result<(), ConsumeError> {
-        tracing::warn!(reason, detail, routing_key = %delivery.routing_key, "dead-lettering message");
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        let text = |s: &str| AMQPValue::LongString(LongString::from(s.to_owned()));
-        let first_failure = headers
-            .inner()
-            .get("x-first-failure-time")
-            .cloned()
-            .unwrap_or_else(|| text(&Timestamp::now().to_string()));
+        tracing::warn!(reason, detail, "dead-lettering message");
+        let mut headers = failure_headers(delivery, detail);
         headers.insert("x-error-reason".into(), text(reason));
         headers.insert("x-error-detail".into(), text(detail));
-        headers.insert(
-            "x-original-exchange".into(),
-            text(delivery.exchange.as_str()),
-        );
-        headers.insert(
-            "x-original-routing-key".into(),
-            text(delivery.routing_key.as_str()),
-        );
-        headers.insert("x-first-failure-time".into(), first_failure);
         headers.insert("x-consumer".into(), text(&self.config.name));
+        self.republish(side, delivery, &self.queues.dead_letter, headers)
+            .await?;
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes a persistent copy of `delivery` with `headers` to `queue` and waits for the
+    /// broker's confirm; the caller acks the original afterwards, so the copy exists first.
+    async fn republish(
+        &self,
+        side: &Channel,
+        delivery: &Delivery,
+        queue: &str,
+        headers: FieldTable,
+    ) -> Result<(), ConsumeError> {
         let properties = delivery
             .properties
             .clone()
             .with_headers(headers)
             .with_delivery_mode(2);
-        let confirm = channel
+        let confirm = side
             .basic_publish(
                 "",
-                &self.queues.dead_letter,
+                queue,
                 BasicPublishOptions::default(),
                 &delivery.data,
                 properties,
@@ -290,13 +351,62 @@ impl Consumer {
             .await?
             .await?;
         match confirm {
-            Confirmation::Ack(_) => {
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            _ => Err(ConsumeError::DeadLetterRefused),
+            Confirmation::Ack(_) => Ok(()),
+            _ => Err(ConsumeError::RepublishRefused),
         }
     }
+}
+
+/// Counts the attempts of a message that went through the retry queues.
+pub const RETRY_COUNT_HEADER: &str = "x-retry-count";
+
+/// The outcome of [`Consumer::apply_with_retry`].
+enum Applied {
+    Done,
+    /// Shutdown came while `user_db` was unreachable.
+    Cancelled,
+    /// `user_db` refused the data (not an outage).
+    Rejected(sqlx::Error),
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.to_owned()))
+}
+
+fn header_int(delivery: &Delivery, key: &str) -> Option<i64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(key)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// The message's headers plus where it first came from and when it first failed; values set by
+/// an earlier failure are kept, so a message retried five times still names its first failure.
+fn failure_headers(delivery: &Delivery, last_error: &str) -> FieldTable {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let existing = headers.inner().clone();
+    let keep_or = |key: &str, value: AMQPValue| existing.get(key).cloned().unwrap_or(value);
+    headers.insert(
+        "x-original-exchange".into(),
+        keep_or("x-original-exchange", text(delivery.exchange.as_str())),
+    );
+    headers.insert(
+        "x-original-routing-key".into(),
+        keep_or(
+            "x-original-routing-key",
+            text(delivery.routing_key.as_str()),
+        ),
+    );
+    headers.insert(
+        "x-first-failure-time".into(),
+        keep_or("x-first-failure-time", text(&Timestamp::now().to_string())),
+    );
+    headers.insert("x-last-error".into(), text(last_error));
+    headers
 }
 
 async fn sleep_unless_cancelled(delay: Duration, shutdown: &CancellationToken) {

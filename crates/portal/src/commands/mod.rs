@@ -1,5 +1,6 @@
 //! One module per `portal` command.
 
+pub mod dlq;
 pub mod seed;
 pub mod serve;
 pub mod up;

@@ -20,7 +20,14 @@ pub async fn run(s: &Settings) -> Result<(), Failure> {
 
     // Declaring here means the queues exist before anything is published. If RabbitMQ is down
     // the relay and consumer declare it when they connect, so starting anyway loses nothing.
-    if let Err(e) = platform::amqp::ensure_topology(&s.amqp_url, &[topology::USER_SERVICE]).await {
+    if let Err(e) = platform::amqp::ensure_topology(
+        &s.amqp_url,
+        &[topology::ConsumerQueues::for_consumer(
+            topology::USER_SERVICE,
+        )],
+    )
+    .await
+    {
         tracing::warn!("RabbitMQ not reachable yet ({e}); events wait in the outbox until it is");
     }
 

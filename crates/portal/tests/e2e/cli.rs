@@ -21,6 +21,11 @@ fn portal(env: &TestEnv) -> Command {
     cmd
 }
 
+/// Runs `portal <args>` against `env`; exit code and stdout+stderr.
+pub async fn portal_output(env: &TestEnv, args: &[&str]) -> (i32, String) {
+    run(portal(env).args(args)).await
+}
+
 async fn run(cmd: &mut Command) -> (i32, String) {
     let Output {
         status,
@@ -244,4 +249,64 @@ async fn portal_users_manages_users_through_the_admin_api() {
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let env = TestEnv::new().await;
+    let mut child = portal(&env)
+        .arg("up")
+        .env("SEED_ADMIN_PASSWORD", "a-long-admin-pw")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Reads its output line by line until it says it is up (a deadline, not a sleep).
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while !seen.last().is_some_and(|l| l.contains("stop with Ctrl-C")) {
+        match tokio::time::timeout_at(deadline, lines.next_line()).await {
+            Ok(Ok(Some(line))) => seen.push(line),
+            other => panic!("portal up did not come up: {other:?}; printed {seen:?}"),
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("seed: 10 created")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("admin login") && l.contains("SEED_ADMIN_PASSWORD")),
+        "{seen:?}"
+    );
+    // The system works before it is stopped.
+    let (auth, users) = (env.auth_pool().await, env.user_pool().await);
+    poll_until(SETTLE, "the seed synced", || async {
+        (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
+    })
+    .await;
+
+    let pid = child.id().unwrap().to_string();
+    let stopping = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("exited within 10 s")
+        .unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest += &line;
+    }
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains("stopped cleanly"), "{rest}");
+    println!(
+        "portal up stopped {} ms after SIGTERM",
+        stopping.elapsed().as_millis()
+    );
+    let report = portal::verify::compare(&auth, &users, 5).await.unwrap();
+    assert!(report.is_in_sync(), "{}", report.summary());
 }

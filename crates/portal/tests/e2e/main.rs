@@ -4,6 +4,7 @@
 
 mod cli;
 mod convergence;
+mod faults;
 mod http_api;
 mod lifecycle;
 mod ordering;

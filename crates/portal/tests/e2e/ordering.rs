@@ -31,9 +31,14 @@ async fn channel(env: &TestEnv) -> (lapin::Connection, Channel) {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    platform::amqp::declare_topology(&ch, &["user-service"])
-        .await
-        .unwrap();
+    platform::amqp::declare_topology(
+        &ch,
+        &[contract::topology::ConsumerQueues::for_consumer(
+            "user-service",
+        )],
+    )
+    .await
+    .unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();

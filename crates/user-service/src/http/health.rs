@@ -44,6 +44,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "applied": s.applied.load(Ordering::Relaxed),
             "ignoredStale": s.ignored_stale.load(Ordering::Relaxed),
             "deadLettered": s.dead_lettered.load(Ordering::Relaxed),
+            "retried": s.retried.load(Ordering::Relaxed),
         })
     });
     (

@@ -1,0 +1,266 @@
+//! `portal dlq`: inspect, requeue and purge a dead-letter queue (or `user.events.unrouted`).
+//!
+//! Messages are read with `basic.get` without acking; closing the channel puts back every
+//! message not explicitly acked, so looking at a queue never loses or reorders what stays in it.
+
+use super::Failure;
+use crate::cli::{DlqAction, DlqArgs, Settings};
+use anyhow::{anyhow, Context};
+use contract::topology;
+use lapin::message::BasicGetMessage;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueuePurgeOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection};
+
+/// Headers the consumer adds when a message fails; dropped on requeue so the message starts
+/// over with a fresh retry budget.
+const FAILURE_HEADERS: [&str; 4] = [
+    "x-error-reason",
+    "x-error-detail",
+    "x-retry-count",
+    "x-last-error",
+];
+
+/// Where a requeued message goes.
+enum Target {
+    /// A consumer's main queue, through the default exchange.
+    Queue(String),
+    /// The `user.events` exchange with the message's own routing key.
+    Exchange,
+}
+
+fn target_for(queue: &str) -> Result<Target, Failure> {
+    if queue == topology::UNROUTED_QUEUE {
+        return Ok(Target::Exchange);
+    }
+    queue
+        .strip_suffix(".dlq")
+        .map(|main| Target::Queue(main.to_owned()))
+        .ok_or_else(|| {
+            anyhow!(
+                "{queue} is neither a dead-letter queue (*.dlq) nor {}",
+                topology::UNROUTED_QUEUE
+            )
+            .into()
+        })
+}
+
+async fn open(s: &Settings, queue: &str) -> Result<(Connection, Channel, u32), Failure> {
+    let conn = platform::amqp::connect(&s.amqp_url, "portal dlq")
+        .await
+        .map_err(|e| {
+            Failure::unreachable(anyhow!("cannot reach RabbitMQ at {}: {e}", s.amqp_url))
+        })?;
+    let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
+    let declared = ch
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| anyhow!("no queue {queue}: {e}"))?;
+    // The passive declare failing closes the channel; a fresh one for the work.
+    let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok((conn, ch, declared.message_count()))
+}
+
+/// Takes up to `n` messages off the queue, unacked (they return when the channel closes).
+async fn peek(ch: &Channel, queue: &str, n: usize) -> anyhow::Result<Vec<BasicGetMessage>> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match ch
+            .basic_get(queue, BasicGetOptions { no_ack: false })
+            .await?
+        {
+            Some(m) => out.push(m),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn header(m: &BasicGetMessage, key: &str) -> String {
+    let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+    headers
+        .inner()
+        .get(key)
+        .map_or_else(|| "-".to_owned(), show_value)
+}
+
+fn show_value(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn routing_key(m: &BasicGetMessage) -> String {
+    match header(m, "x-original-routing-key").as_str() {
+        "-" => m.delivery.routing_key.to_string(),
+        key => key.to_owned(),
+    }
+}
+
+async fn republish(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow::Result<()> {
+    let mut headers = m.delivery.properties.headers().clone().unwrap_or_default();
+    let kept: FieldTable = {
+        let mut t = FieldTable::default();
+        for (k, v) in headers.inner() {
+            if !FAILURE_HEADERS.contains(&k.as_str()) {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+        t
+    };
+    headers = kept;
+    let props = m
+        .delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    let (exchange, key) = match target {
+        Target::Queue(q) => ("", q.clone()),
+        Target::Exchange => (topology::EXCHANGE, routing_key(m)),
+    };
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    match ch
+        .basic_publish(exchange, &key, options, &m.delivery.data, props)
+        .await?
+        .await?
+    {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(anyhow!("no queue took the message (routing key {key})")),
+        _ => Err(anyhow!("the broker refused the message")),
+    }
+}
+
+pub async fn run(s: &Settings, args: DlqArgs) -> Result<(), Failure> {
+    let queue = args.queue.as_str();
+    let (conn, ch, count) = open(s, queue).await?;
+    let result = act(&ch, queue, count, args.action).await;
+    conn.close(200, "portal dlq done").await.ok();
+    result
+}
+
+async fn act(ch: &Channel, queue: &str, count: u32, action: DlqAction) -> Result<(), Failure> {
+    match action {
+        DlqAction::List { limit } => {
+            let messages = peek(ch, queue, limit).await?;
+            if !messages.is_empty() {
+                println!(
+                    "{:>4}  {:<20} {:<18} {:<24} {:>6}  DETAIL",
+                    "#", "REASON", "ROUTING KEY", "FIRST FAILURE", "BYTES"
+                );
+            }
+            for (i, m) in messages.iter().enumerate() {
+                let mut detail = header(m, "x-error-detail");
+                if detail.chars().count() > 60 {
+                    detail = detail.chars().take(57).collect::<String>() + "...";
+                }
+                println!(
+                    "{:>4}  {:<20} {:<18} {:<24} {:>6}  {detail}",
+                    i + 1,
+                    header(m, "x-error-reason"),
+                    routing_key(m),
+                    header(m, "x-first-failure-time"),
+                    m.delivery.data.len(),
+                );
+            }
+            println!("{count} messages in {queue}");
+        }
+        DlqAction::Show { n } => {
+            let m = nth(ch, queue, n, count).await?;
+            println!("position      {n} of {count} in {queue}");
+            println!("routing key   {}", routing_key(&m));
+            let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+            for (k, v) in headers.inner() {
+                println!("{:<13} {}", k.as_str(), show_value(v));
+            }
+            let body = match serde_json::from_slice::<serde_json::Value>(&m.delivery.data) {
+                Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_default(),
+                Err(_) => String::from_utf8_lossy(&m.delivery.data).into_owned(),
+            };
+            println!("body:\n{body}");
+        }
+        DlqAction::Requeue { n, all } => {
+            let target = target_for(queue)?;
+            if all {
+                // Bounded by the count seen at the start, so a message that comes straight back
+                // (still invalid) is not requeued again and again.
+                let mut moved = 0;
+                for _ in 0..count {
+                    let Some(m) = ch
+                        .basic_get(queue, BasicGetOptions { no_ack: false })
+                        .await
+                        .map_err(|e| anyhow!(e))?
+                    else {
+                        break;
+                    };
+                    republish(ch, &m, &target).await?;
+                    m.delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(|e| anyhow!(e))?;
+                    moved += 1;
+                }
+                println!("requeued {moved} of {count} messages from {queue}");
+            } else {
+                let n = n.ok_or_else(|| anyhow!("give a position or --all"))?;
+                let m = nth(ch, queue, n, count).await?;
+                republish(ch, &m, &target).await?;
+                m.delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| anyhow!(e))?;
+                println!(
+                    "requeued message {n} from {queue}; {} left",
+                    count.saturating_sub(1)
+                );
+            }
+        }
+        DlqAction::Purge { yes } => {
+            if !yes {
+                println!("{count} messages in {queue}; add --yes to drop them");
+                return Err(anyhow!("not purged without --yes").into());
+            }
+            let purged = ch
+                .queue_purge(queue, QueuePurgeOptions::default())
+                .await
+                .context("purge")?;
+            println!("purged {purged} messages from {queue}");
+        }
+    }
+    Ok(())
+}
+
+/// The message at 1-based position `n` (the ones before it return to the queue on close).
+async fn nth(ch: &Channel, queue: &str, n: usize, count: u32) -> Result<BasicGetMessage, Failure> {
+    if n == 0 {
+        return Err(anyhow!("positions start at 1").into());
+    }
+    let mut messages = peek(ch, queue, n).await?;
+    if messages.len() < n {
+        return Err(anyhow!("no message {n}: {queue} holds {count}").into());
+    }
+    Ok(messages.swap_remove(n - 1))
+}
