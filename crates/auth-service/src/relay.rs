@@ -30,6 +30,8 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Fallback poll interval for when a notification was missed (listener reconnecting).
     pub poll_interval: Duration,
+    /// Keep published events this long in the event store; `None` keeps everything.
+    pub retention: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -37,6 +39,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
+            retention: None,
         }
     }
 }
@@ -77,6 +80,7 @@ impl Relay {
         let mut broker = OutageLog::new("relay: RabbitMQ");
         let mut database = OutageLog::new("relay: auth_db");
         let mut backoff = Backoff::reconnect();
+        let mut last_prune: Option<std::time::Instant> = None;
         'connect: while !shutdown.is_cancelled() {
             let (conn, channel) = match open_channel(&self.amqp_url).await {
                 Ok(pair) => pair,
@@ -123,6 +127,12 @@ impl Relay {
                         continue;
                     }
                 }
+                if let Some(retention) = self.config.retention {
+                    if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                        last_prune = Some(std::time::Instant::now());
+                        self.prune(retention).await;
+                    }
+                }
                 if !conn.status().connected() {
                     broker.failed(&"connection closed");
                     self.broker_up.store(false, Ordering::Relaxed);
@@ -138,6 +148,35 @@ impl Relay {
         self.broker_up.store(false, Ordering::Relaxed);
         tracing::info!("relay stopped");
     }
+}
+
+/// How often the retention policy runs (it is cheap; once an hour keeps the store bounded).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+impl Relay {
+    async fn prune(&self, retention: Duration) {
+        let Ok(age) = chrono::Duration::from_std(retention) else {
+            return;
+        };
+        match crate::event_store::prune(&self.pool, chrono::Utc::now() - age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "event store: pruned published events past retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "event store: pruning failed; will try again"),
+        }
+    }
+}
+
+/// The AMQP properties every user event is published with (by the relay and by replays).
+pub fn event_properties(event_id: &str, event_type: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(event_id.to_owned()))
+        .with_type(ShortString::from(event_type.to_owned()))
+        .with_app_id(ShortString::from("auth-service"))
 }
 
 async fn open_channel(url: &str) -> Result<(Connection, Channel), lapin::Error> {
@@ -211,12 +250,7 @@ pub async fn publish_batch(
     let mut pending = Vec::with_capacity(rows.len());
     let mut failure: Option<lapin::Error> = None;
     for row in &rows {
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(row.event_id.to_string()))
-            .with_type(ShortString::from(row.event_type.clone()))
-            .with_app_id(ShortString::from("auth-service"));
+        let properties = event_properties(&row.event_id.to_string(), &row.event_type);
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()

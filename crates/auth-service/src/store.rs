@@ -356,6 +356,18 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User
     )
 }
 
+pub async fn find_by_ids(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<UserRow>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1) ORDER BY id"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn count_users(db: impl PgExecutor<'_>) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM users")
         .fetch_one(db)

@@ -1,6 +1,9 @@
 //! Domain value types shared by producer and consumer. Each `parse` is the only way to build
 //! one, so a value of these types is valid by construction.
 
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{InstanceType, Metadata, Schema, SchemaObject, StringValidation};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -38,6 +41,21 @@ impl UserId {
 impl Default for UserId {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+// By hand: `UserId` is a transparent `Uuid` on the wire; the schema names what it means.
+impl JsonSchema for UserId {
+    fn schema_name() -> String {
+        "UserId".to_owned()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "uuid",
+            "The user's id (a UUID), assigned by the auth-service and kept by every copy.",
+            StringValidation::default(),
+        )
     }
 }
 
@@ -82,6 +100,45 @@ impl<'de> Deserialize<'de> for Email {
         let raw = String::deserialize(d)?;
         Email::parse(&raw).map_err(serde::de::Error::custom)
     }
+}
+
+// By hand: the custom `Deserialize` accepts any case and surrounding blanks, which a derived
+// schema could not say.
+impl JsonSchema for Email {
+    fn schema_name() -> String {
+        "Email".to_owned()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "email",
+            "An email address. The producer writes it trimmed and lower-cased; readers normalise \
+             the same way, so uniqueness is case-insensitive everywhere.",
+            StringValidation {
+                max_length: Some(254),
+                ..StringValidation::default()
+            },
+        )
+    }
+}
+
+/// A `type: string` schema with a `format`, for the value types whose serde is written by hand.
+pub(crate) fn string_schema(
+    format: &str,
+    description: &str,
+    validation: StringValidation,
+) -> Schema {
+    SchemaObject {
+        metadata: Some(Box::new(Metadata {
+            description: Some(description.to_owned()),
+            ..Metadata::default()
+        })),
+        instance_type: Some(InstanceType::String.into()),
+        format: Some(format.to_owned()),
+        string: Some(Box::new(validation)),
+        ..SchemaObject::default()
+    }
+    .into()
 }
 
 impl fmt::Display for Email {
@@ -149,7 +206,7 @@ impl PhoneNumber {
 }
 
 /// The roles of the portal. Their lower-case names are part of the wire contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,

@@ -5,6 +5,9 @@
 
 use crate::domain::{Email, Role, UserId};
 use crate::time::Timestamp;
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{InstanceType, Metadata, Schema, SchemaObject};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,6 +19,18 @@ pub const VERSION: &str = "1.0";
 pub const SUPPORTED_MAJOR: &str = "1";
 /// Bodies above this size are dead-lettered unread (a user snapshot is well under 2 KiB).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Every value a consumer may put in the `x-error-reason` header of a dead letter: the
+/// [`DecodeError::reason`]s plus `retries-exhausted` (a valid event that kept failing to apply).
+/// Published in the AsyncAPI document, so operators' tools can rely on the list.
+pub const DEAD_LETTER_REASONS: [&str; 7] = [
+    "not-utf8",
+    "not-json",
+    "unknown-event-type",
+    "unsupported-version",
+    "invalid-payload",
+    "too-large",
+    "retries-exhausted",
+];
 
 /// The kinds of user event; the wire name is also the routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,15 +45,21 @@ pub enum EventType {
     Deactivated,
     #[serde(rename = "user.role.changed")]
     RoleChanged,
+    /// A repair: the user's current state, published by `portal reconcile` for a copy found
+    /// missing or different. Applied when its version is greater than OR EQUAL to the stored one,
+    /// so a row altered behind the system's back at the same version is put right.
+    #[serde(rename = "user.snapshot")]
+    Snapshot,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::Created,
         EventType::Updated,
         EventType::Activated,
         EventType::Deactivated,
         EventType::RoleChanged,
+        EventType::Snapshot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,23 +69,61 @@ impl EventType {
             EventType::Activated => "user.activated",
             EventType::Deactivated => "user.deactivated",
             EventType::RoleChanged => "user.role.changed",
+            EventType::Snapshot => "user.snapshot",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
+
+    /// True for repair snapshots, which also apply at an equal version.
+    pub fn is_repair(self) -> bool {
+        self == EventType::Snapshot
+    }
 }
 
-/// The envelope of every user event, field names as on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// By hand, from `ALL` and `as_str`: one plain enum of wire names, which are also routing keys.
+impl JsonSchema for EventType {
+    fn schema_name() -> String {
+        "EventType".to_owned()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        SchemaObject {
+            metadata: Some(Box::new(Metadata {
+                description: Some(
+                    "What happened; also the routing key. A 1.x minor version may add types: a \
+                     consumer dead-letters a type it does not know (unknown-event-type)."
+                        .to_owned(),
+                ),
+                ..Metadata::default()
+            })),
+            instance_type: Some(InstanceType::String.into()),
+            enum_values: Some(EventType::ALL.map(|t| t.as_str().into()).to_vec()),
+            ..SchemaObject::default()
+        }
+        .into()
+    }
+}
+
+/// The envelope of every user event, field names as on the wire. Readers ignore fields they do
+/// not know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {
+    /// Unique per event; also the AMQP `message-id`.
     pub event_id: Uuid,
     pub event_type: EventType,
+    /// When the change happened. Orders the events that carry no `userVersion`.
     pub timestamp: Timestamp,
+    /// The producing service (`auth-service`).
     pub source: String,
+    /// The contract version, `major.minor`. `1.x` only adds optional fields; a reader
+    /// dead-letters a major version it does not know (unsupported-version).
+    #[schemars(regex(pattern = r"^1\.[0-9]+$"))]
     pub version: String,
+    /// The user's full state after the change.
     pub payload: UserSnapshot,
 }
 
@@ -84,7 +143,7 @@ impl Envelope {
 
 /// The user's full state after the change. Optional fields were added after 1.0 or belong to one
 /// event type; readers must not require them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserSnapshot {
     pub user_id: UserId,
@@ -92,21 +151,28 @@ pub struct UserSnapshot {
     pub first_name: String,
     pub last_name: String,
     pub role: Role,
+    /// Null or absent when the user gave none.
     #[serde(default)]
     pub phone_number: Option<String>,
     pub is_active: bool,
     #[serde(default)]
     pub must_change_password: bool,
     pub created_at: Timestamp,
+    /// When the user last changed. Every event of this producer carries it; optional for readers
+    /// because older producers omit it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
-    /// Per-user counter incremented with every change; absent from older producers' events.
+    /// Per-user counter incremented with every change: a reader applies a snapshot only if this
+    /// is greater than the version it holds (greater or equal for `user.snapshot`). Every event of
+    /// this producer carries it; optional for readers because older producers omit it (their
+    /// events are ordered by `timestamp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_version: Option<i64>,
-    /// `user.role.changed` only: the role before the change.
+    /// `user.role.changed` only (required there): the role before the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_role: Option<Role>,
-    /// `user.updated` only: the payload fields this change altered.
+    /// `user.updated` only (required there): the payload fields this change altered, by wire
+    /// name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_fields: Option<Vec<String>>,
 }
@@ -270,6 +336,36 @@ mod tests {
         let err = decode_value(&v).unwrap_err();
         assert_eq!(err.reason(), "invalid-payload");
         assert!(err.to_string().contains("userId"), "{err}");
+    }
+
+    #[test]
+    fn every_decode_error_reason_is_a_published_dead_letter_reason() {
+        let one_of_each = [
+            DecodeError::TooLarge { size: 1, limit: 0 },
+            DecodeError::NotUtf8(String::new()),
+            DecodeError::NotJson(String::new()),
+            DecodeError::UnknownEventType(String::new()),
+            DecodeError::UnsupportedVersion(String::new()),
+            DecodeError::InvalidPayload(String::new()),
+        ];
+        for e in &one_of_each {
+            // No wildcard: a new variant stops this compiling until it is added above.
+            match e {
+                DecodeError::TooLarge { .. }
+                | DecodeError::NotUtf8(_)
+                | DecodeError::NotJson(_)
+                | DecodeError::UnknownEventType(_)
+                | DecodeError::UnsupportedVersion(_)
+                | DecodeError::InvalidPayload(_) => {}
+            }
+            assert!(DEAD_LETTER_REASONS.contains(&e.reason()), "{}", e.reason());
+        }
+        let mut reasons: Vec<&str> = one_of_each.iter().map(DecodeError::reason).collect();
+        reasons.push("retries-exhausted");
+        reasons.sort_unstable();
+        let mut published = DEAD_LETTER_REASONS.to_vec();
+        published.sort_unstable();
+        assert_eq!(reasons, published, "no stale or duplicate reasons");
     }
 
     #[test]

@@ -6,15 +6,20 @@
 //! - [`event`]: the envelope, the user snapshot payload, the event types, and decoding of
 //!   untrusted bytes into a validated event (with a dead-letter reason when that fails).
 //! - [`topology`]: exchange, queue and routing names, which other teams' programs rely on.
+//! - [`schema`]: the JSON Schemas and the AsyncAPI document generated from the above, checked in
+//!   under `contracts/` for teams that do not read Rust.
 //!
 //! Version policy: `1.x` only adds optional fields; readers ignore unknown fields; a new major
 //! version is published beside the old one; a reader dead-letters a major version it does not know.
 
 pub mod domain;
 pub mod event;
+pub mod schema;
 pub mod time;
 pub mod topology;
 
 pub use domain::{Email, PersonName, PhoneNumber, Role, UserId, ValidationError};
-pub use event::{DecodeError, Envelope, EventType, UserSnapshot, MAX_EVENT_BYTES};
+pub use event::{
+    DecodeError, Envelope, EventType, UserSnapshot, DEAD_LETTER_REASONS, MAX_EVENT_BYTES,
+};
 pub use time::Timestamp;

@@ -1,7 +1,11 @@
 //! The contract's timestamp: ISO-8601 in UTC with exactly three fractional digits and `Z`
 //! (`2026-02-07T10:00:00.000Z`), the format the portal's JavaScript producers emit.
 
+use crate::domain::string_schema;
 use chrono::{DateTime, SubsecRound, Utc};
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{Schema, StringValidation};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -45,6 +49,32 @@ impl<'de> Deserialize<'de> for Timestamp {
         DateTime::parse_from_rfc3339(&raw)
             .map(|t| Self::from(t.with_timezone(&Utc)))
             .map_err(|e| serde::de::Error::custom(format!("not an ISO-8601 timestamp: {e}")))
+    }
+}
+
+/// What this crate writes: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub const OUTPUT_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$";
+
+// By hand: serde is custom (strict on output, lenient on input), so the schema states the output
+// format and says in words what readers accept.
+impl JsonSchema for Timestamp {
+    fn schema_name() -> String {
+        "Timestamp".to_owned()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "date-time",
+            "An instant in UTC. Producers write it as YYYY-MM-DDTHH:MM:SS.mmmZ (exactly three \
+             fractional digits and Z), which the pattern checks. Readers accept any RFC 3339 \
+             instant (another offset, more or fewer fractional digits) and truncate it to \
+             milliseconds.",
+            StringValidation {
+                pattern: Some(OUTPUT_PATTERN.to_owned()),
+                ..StringValidation::default()
+            },
+        )
     }
 }
 

@@ -52,6 +52,26 @@ pub enum Command {
     Users(Box<UsersCommand>),
     /// Inspect and recover dead-lettered (or unrouted) messages.
     Dlq(DlqArgs),
+    /// Find users that differ between auth_db and user_db and repair them by publishing
+    /// `user.snapshot` events through the normal pipeline.
+    Reconcile {
+        /// Only report what differs.
+        #[arg(long, conflicts_with = "yes")]
+        dry_run: bool,
+        /// Repair without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Also delete users that exist only in user_db.
+        #[arg(long)]
+        delete_extra: bool,
+    },
+    /// Publish stored events to ONE consumer's queue (not to every subscriber), with confirms.
+    Replay(ReplayArgs),
+    /// Manage consumer services of the user events.
+    #[command(subcommand)]
+    Consumer(ConsumerCommand),
+    /// Show one user's audit trail (its stored events), oldest first.
+    Events(EventsArgs),
     /// Compare every user of auth_db and user_db; exit 0 in sync, 1 on differences, 2 when a
     /// database cannot be reached.
     Verify {
@@ -137,6 +157,12 @@ pub struct Settings {
     /// Messages the consumer holds unacked and applies per transaction (1 = naive).
     #[arg(long, global = true, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_prefetch: u16,
+    /// Keep published events this many days in the event store [default: keep everything].
+    #[arg(long, global = true, env = "EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<u32>,
+    /// Run `reconcile` inside the user-service every so often, e.g. 15m or 1h [default: off].
+    #[arg(long, global = true, env = "RECONCILE_INTERVAL", value_parser = parse_interval)]
+    pub reconcile_interval: Option<std::time::Duration>,
     /// Seeded admin's email.
     #[arg(
         long,
@@ -311,4 +337,74 @@ pub enum DlqAction {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `90s`, `15m`, `2h` or plain seconds.
+fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    let (digits, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration such as 15m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{raw:?}: unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("the interval must be positive".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Which stored events a replay sends.
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The consumer queue to fill, e.g. user-service.user-events.
+    #[arg(long)]
+    pub to: String,
+    /// Only events with this global sequence number or later.
+    #[arg(long)]
+    pub from_seq: Option<i64>,
+    /// Only events stored at or after this time (ISO-8601).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events stored before this time (ISO-8601).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this user's events (id or email).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events of this type, e.g. user.role.changed.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Count what would be sent, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsumerCommand {
+    /// Create and bind `<name>.user-events` (with its retry and dead-letter queues) and backfill
+    /// it with the whole stored history; live events follow.
+    Add {
+        /// Lower-case letters, digits and dashes.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub api: ApiClientArgs,
+    /// The user (id or email).
+    #[arg(long)]
+    pub user: String,
+    /// Only events at or after this time (ISO-8601).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events of this type.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
 }

@@ -48,6 +48,17 @@ pub enum Difference {
     },
 }
 
+impl Difference {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Difference::Missing { id, .. }
+            | Difference::Extra { id, .. }
+            | Difference::Stale { id, .. }
+            | Difference::Mismatch { id, .. } => *id,
+        }
+    }
+}
+
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = |v: &Option<i64>| v.map_or("none".to_owned(), |v| v.to_string());
@@ -116,7 +127,7 @@ impl Report {
         )
     }
 
-    fn record(&mut self, d: Difference, max_listed: usize) {
+    pub fn record(&mut self, d: Difference, max_listed: usize) {
         match d {
             Difference::Missing { .. } => self.missing += 1,
             Difference::Extra { .. } => self.extra += 1,
@@ -205,6 +216,19 @@ pub async fn compare(
     users: &PgPool,
     max_listed: usize,
 ) -> Result<Report, VerifyError> {
+    let mut report = Report::default();
+    let checked = compare_each(auth, users, |d| report.record(d, max_listed)).await?;
+    report.checked = checked;
+    Ok(report)
+}
+
+/// Streams both databases in id order and calls `on_difference` for each difference; returns
+/// how many users `auth_db` holds. Memory stays flat: only the current row of each side is held.
+pub async fn compare_each(
+    auth: &PgPool,
+    users: &PgPool,
+    mut on_difference: impl FnMut(Difference),
+) -> Result<u64, VerifyError> {
     // Reach both first, so "cannot connect" is told apart from a failure mid-stream.
     sqlx::query("SELECT 1")
         .execute(auth)
@@ -216,45 +240,39 @@ pub async fn compare(
         .map_err(classify("user_db"))?;
     let mut a: BoxStream<'_, Result<SyncedUser, sqlx::Error>> = sqlx::query_as(QUERY).fetch(auth);
     let mut u: BoxStream<'_, Result<SyncedUser, sqlx::Error>> = sqlx::query_as(QUERY).fetch(users);
-    let mut report = Report::default();
+    let mut checked = 0;
     let mut next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
     let mut next_u = u.next().await.transpose().map_err(classify("user_db"))?;
     loop {
         match (&next_a, &next_u) {
             (None, None) => break,
             (Some(x), Some(y)) if x.id == y.id => {
-                report.checked += 1;
+                checked += 1;
                 if let Some(d) = compare_pair(x, y) {
-                    report.record(d, max_listed);
+                    on_difference(d);
                 }
                 next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
                 next_u = u.next().await.transpose().map_err(classify("user_db"))?;
             }
             (Some(x), y) if y.as_ref().is_none_or(|y| x.id < y.id) => {
-                report.checked += 1;
-                report.record(
-                    Difference::Missing {
-                        id: x.id,
-                        email: x.email.clone(),
-                    },
-                    max_listed,
-                );
+                checked += 1;
+                on_difference(Difference::Missing {
+                    id: x.id,
+                    email: x.email.clone(),
+                });
                 next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
             }
             (_, Some(y)) => {
-                report.record(
-                    Difference::Extra {
-                        id: y.id,
-                        email: y.email.clone(),
-                    },
-                    max_listed,
-                );
+                on_difference(Difference::Extra {
+                    id: y.id,
+                    email: y.email.clone(),
+                });
                 next_u = u.next().await.transpose().map_err(classify("user_db"))?;
             }
             (Some(_), None) => unreachable!("covered by the arm above"),
         }
     }
-    Ok(report)
+    Ok(checked)
 }
 
 #[cfg(test)]

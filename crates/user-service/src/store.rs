@@ -9,11 +9,14 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Orders two snapshots of one user under the contract's rule: a versioned snapshot beats an
-/// unversioned one, higher versions beat lower, and unversioned ones are ordered by timestamp.
-fn newness(e: &Envelope) -> (bool, i64, Timestamp) {
+/// unversioned one, higher versions beat lower, a repair beats a change at the same version
+/// (it must apply even where that change would be ignored), and unversioned ones are ordered by
+/// timestamp.
+fn newness(e: &Envelope) -> (bool, i64, bool, Timestamp) {
     (
         e.payload.user_version.is_some(),
         e.payload.user_version.unwrap_or(0),
+        e.event_type.is_repair(),
         e.timestamp,
     )
 }
@@ -43,12 +46,30 @@ pub struct Applied {
     pub email: String,
 }
 
-/// Applies each snapshot whose version is newer than the stored one, in one statement; returns
-/// the users that changed. `events` must hold at most one event per user ([`newest_per_user`]).
+/// Applies each snapshot whose version is newer than the stored one (repairs: newer or equal);
+/// returns the users that changed. `events` must hold at most one event per user
+/// ([`newest_per_user`]).
 pub async fn apply(
     conn: &mut PgConnection,
     events: &[Envelope],
 ) -> Result<Vec<Applied>, sqlx::Error> {
+    let (repairs, changes): (Vec<&Envelope>, Vec<&Envelope>) =
+        events.iter().partition(|e| e.event_type.is_repair());
+    let mut applied = upsert(&mut *conn, &changes, ">").await?;
+    applied.extend(upsert(&mut *conn, &repairs, ">=").await?);
+    Ok(applied)
+}
+
+/// One conditional multi-row upsert; `newer` is the version comparison that lets a snapshot
+/// replace the stored row (`>` for changes, `>=` for repairs).
+async fn upsert(
+    conn: &mut PgConnection,
+    events: &[&Envelope],
+    newer: &str,
+) -> Result<Vec<Applied>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let n = events.len();
     let mut id = Vec::with_capacity(n);
     let mut email = Vec::with_capacity(n);
@@ -77,7 +98,7 @@ pub async fn apply(
         version.push(p.user_version);
         stamp.push(e.timestamp.as_datetime());
     }
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "INSERT INTO users AS u (id, email, first_name, last_name, role, phone_number, is_active, \
              must_change_password, created_at, updated_at, user_version, event_timestamp) \
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
@@ -92,11 +113,11 @@ pub async fn apply(
              user_version = EXCLUDED.user_version, event_timestamp = EXCLUDED.event_timestamp, \
              synced_at = now() \
          WHERE (EXCLUDED.user_version IS NOT NULL \
-                AND (u.user_version IS NULL OR EXCLUDED.user_version > u.user_version)) \
+                AND (u.user_version IS NULL OR EXCLUDED.user_version {newer} u.user_version)) \
             OR (EXCLUDED.user_version IS NULL AND u.user_version IS NULL \
                 AND EXCLUDED.event_timestamp > u.event_timestamp) \
-         RETURNING id, email",
-    )
+         RETURNING id, email"
+    ))
     .bind(&id)
     .bind(&email)
     .bind(&first_name)

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{id}/activate", post(activate))
         .route("/admin/users/{id}/deactivate", post(deactivate))
         .route("/admin/users/{id}/role", put(set_role))
+        .route("/admin/users/{id}/events", get(user_events))
 }
 
 /// The caller must hold an admin token AND still be an active admin now: a token outlives a
@@ -238,5 +239,74 @@ async fn create_user(
             user: user.snapshot()?,
             temporary_password,
         }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    since: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+}
+
+/// One stored event as the audit trail shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditEntry {
+    seq: i64,
+    event_id: Uuid,
+    event_type: String,
+    user_version: Option<i64>,
+    created_at: contract::Timestamp,
+    published_at: Option<contract::Timestamp>,
+    event: serde_json::Value,
+}
+
+/// `GET /admin/users/{id}/events?since=&type=`: the user's audit trail, oldest first.
+async fn user_events(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_current_admin(&state, &caller).await?;
+    let id = parse_id(&id)?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| ValidationError::new("since", "must be an ISO-8601 timestamp"))
+        })
+        .transpose()?;
+    if let Some(t) = q.event_type.as_deref() {
+        if EventType::parse(t).is_none() {
+            return Err(ValidationError::new(
+                "type",
+                "must be a user event type such as user.updated",
+            )
+            .into());
+        }
+    }
+    if store::find_by_id(&state.db, id).await?.is_none() {
+        return Err(ApiError::not_found("no such user"));
+    }
+    let events =
+        crate::event_store::user_history(&state.db, id, since, q.event_type.as_deref()).await?;
+    let items = events
+        .into_iter()
+        .map(|e| AuditEntry {
+            seq: e.seq,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            user_version: e.user_version,
+            created_at: e.created_at.into(),
+            published_at: e.published_at.map(Into::into),
+            event: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(
+        serde_json::json!({ "items": items, "total": items.len() }),
     ))
 }

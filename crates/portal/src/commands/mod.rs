@@ -1,6 +1,8 @@
 //! One module per `portal` command.
 
 pub mod dlq;
+pub mod reconcile;
+pub mod replay;
 pub mod seed;
 pub mod serve;
 pub mod up;

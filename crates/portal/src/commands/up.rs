@@ -70,11 +70,15 @@ pub async fn run(s: &Settings) -> Result<(), Failure> {
     println!("admin login   {} with {password}", s.seed_admin_email);
     println!("stop with Ctrl-C");
 
+    let scheduled = super::reconcile::spawn_schedule(s, shutdown.clone());
     let (a, u, g) = tokio::join!(
         auth.run_until_stopped(shutdown.clone()),
         users.run_until_stopped(shutdown.clone()),
         gateway.run_until_stopped(shutdown.clone()),
     );
+    if let Some(task) = scheduled {
+        task.await.ok();
+    }
     a?;
     u?;
     g?;

@@ -310,3 +310,64 @@ async fn status_change(api: &ApiClientArgs, user: &str, action: &str) -> Result<
     output(api.json, &u, print_user);
     Ok(())
 }
+
+/// `portal events --user <id|email> [--since] [--type]`: the user's audit trail.
+pub async fn events(args: crate::cli::EventsArgs) -> Result<(), Failure> {
+    let client = Client::connect(&args.api).await?;
+    let id = client.resolve(&args.user).await?;
+    let mut query = Vec::new();
+    if let Some(since) = &args.since {
+        query.push(format!("since={}", urlencode(since)));
+    }
+    if let Some(t) = &args.event_type {
+        query.push(format!("type={}", urlencode(t)));
+    }
+    let path = format!("/api/v1/auth/admin/users/{id}/events?{}", query.join("&"));
+    let trail = client.call(Method::GET, &path, None).await?;
+    if args.api.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&trail).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let items = trail["items"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:>8}  {:<24} {:<18} {:>3}  {:<9} CHANGE",
+        "SEQ", "STORED", "TYPE", "VER", "PUBLISHED"
+    );
+    for e in &items {
+        let payload = &e["event"]["payload"];
+        let change = match e["eventType"].as_str() {
+            Some("user.role.changed") => format!(
+                "role {} -> {}",
+                payload["previousRole"].as_str().unwrap_or("?"),
+                payload["role"].as_str().unwrap_or("?")
+            ),
+            Some("user.updated") => format!("changed {}", payload["changedFields"]),
+            Some("user.activated") | Some("user.deactivated") => {
+                format!("active = {}", payload["isActive"])
+            }
+            Some("user.created") => format!(
+                "{} as {}",
+                payload["email"].as_str().unwrap_or("?"),
+                payload["role"].as_str().unwrap_or("?")
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "{:>8}  {:<24} {:<18} {:>3}  {:<9} {change}",
+            e["seq"],
+            e["createdAt"].as_str().unwrap_or(""),
+            e["eventType"].as_str().unwrap_or(""),
+            e["userVersion"],
+            if e["publishedAt"].is_null() {
+                "no"
+            } else {
+                "yes"
+            },
+        );
+    }
+    println!("{} events", items.len());
+    Ok(())
+}

@@ -26,6 +26,21 @@ pub async fn portal_output(env: &TestEnv, args: &[&str]) -> (i32, String) {
     run(portal(env).args(args)).await
 }
 
+/// Runs `portal <args>` as an API client logged in as `admin_email` (password TEST_PASSWORD).
+pub async fn portal_cli(
+    env: &TestEnv,
+    args: &[&str],
+    url: &str,
+    admin_email: &str,
+) -> (i32, String) {
+    run(portal(env)
+        .args(args)
+        .env("PORTAL_URL", url)
+        .env("PORTAL_EMAIL", admin_email)
+        .env("PORTAL_PASSWORD", test_support::TEST_PASSWORD))
+    .await
+}
+
 async fn run(cmd: &mut Command) -> (i32, String) {
     let Output {
         status,

@@ -9,12 +9,13 @@ mod http_api;
 mod lifecycle;
 mod ordering;
 mod pipeline;
+mod recovery;
 
 use serde_json::Value;
 use std::time::Duration;
 
 /// Generous deadline for things that normally take milliseconds.
-pub const SETTLE: Duration = Duration::from_secs(15);
+pub const SETTLE: Duration = Duration::from_secs(30);
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()

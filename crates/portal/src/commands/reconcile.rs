@@ -1,0 +1,107 @@
+//! `portal reconcile`, and the same on a schedule inside the user-service process
+//! (`RECONCILE_INTERVAL`).
+
+use super::Failure;
+use crate::cli::Settings;
+use crate::reconcile::{self, Options, ReconcileError};
+use crate::verify::VerifyError;
+use anyhow::anyhow;
+use std::io::{BufRead, IsTerminal, Write};
+use tokio_util::sync::CancellationToken;
+
+fn failure(e: ReconcileError) -> Failure {
+    match e {
+        ReconcileError::Compare(VerifyError::Unreachable { .. }) => Failure::unreachable(e.into()),
+        other => Failure::from(anyhow::Error::from(other)),
+    }
+}
+
+pub async fn run(
+    s: &Settings,
+    dry_run: bool,
+    yes: bool,
+    delete_extra: bool,
+) -> Result<(), Failure> {
+    let auth = platform::db::lazy_pool(&s.auth_database_url, 2)?;
+    let users = platform::db::lazy_pool(&s.user_database_url, 2)?;
+    // Without --yes a person is asked, after seeing what would change; a script must say --yes.
+    let first = reconcile::reconcile(
+        &auth,
+        &users,
+        Options {
+            dry_run: dry_run || !yes,
+            delete_extra,
+        },
+    )
+    .await
+    .map_err(failure)?;
+    if dry_run || yes {
+        println!("{first}");
+        if first.repaired > 0 {
+            println!("repair events written to the outbox; the relay publishes them and `portal verify` confirms");
+        }
+        return Ok(());
+    }
+    println!("{first}");
+    let to_fix =
+        first.missing + first.stale + first.mismatched + if delete_extra { first.extra } else { 0 };
+    if to_fix == 0 {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(
+            anyhow!("not repaired: add --yes to repair, or --dry-run to only report").into(),
+        );
+    }
+    print!("repair {to_fix} users? [y/N] ");
+    std::io::stdout().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).ok();
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(anyhow!("not repaired").into());
+    }
+    let done = reconcile::reconcile(
+        &auth,
+        &users,
+        Options {
+            dry_run: false,
+            delete_extra,
+        },
+    )
+    .await
+    .map_err(failure)?;
+    println!("{done}");
+    Ok(())
+}
+
+/// Starts the periodic reconcile when `RECONCILE_INTERVAL` is set; it stops with `shutdown`.
+pub fn spawn_schedule(
+    s: &Settings,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = s.reconcile_interval?;
+    let (auth_url, user_url) = (s.auth_database_url.clone(), s.user_database_url.clone());
+    Some(tokio::spawn(async move {
+        let (Ok(auth), Ok(users)) = (
+            platform::db::lazy_pool(&auth_url, 2),
+            platform::db::lazy_pool(&user_url, 2),
+        ) else {
+            tracing::error!("scheduled reconcile: bad database URL; not running");
+            return;
+        };
+        tracing::info!(every = ?interval, "scheduled reconcile on");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match reconcile::reconcile(&auth, &users, Options::default()).await {
+                Ok(summary) if summary.repaired > 0 => {
+                    tracing::warn!("scheduled reconcile repaired drift: {summary}")
+                }
+                Ok(summary) => tracing::info!("scheduled reconcile: {summary}"),
+                Err(e) => tracing::warn!("scheduled reconcile failed: {e}"),
+            }
+        }
+    }))
+}

@@ -1,0 +1,118 @@
+//! `portal reconcile`: finds drift between `auth_db` and `user_db` with the same streaming
+//! comparison as `verify`, and repairs it through the normal pipeline. For each user missing,
+//! stale or different in `user_db` it writes a `user.snapshot` event of the user's current state
+//! to the auth-service's outbox (so the repair is also in the event store); the relay publishes
+//! it and every consumer applies it when its version is greater than or equal to the stored one.
+//! Users found only in `user_db` are reported, and deleted only when asked.
+//!
+//! Memory grows with the drift (the ids to repair), never with the number of users.
+
+use crate::verify::{compare_each, Difference, VerifyError};
+use auth_service::store;
+use contract::{Envelope, EventType};
+use sqlx::PgPool;
+use std::fmt;
+use uuid::Uuid;
+
+/// Users repaired per transaction.
+const REPAIR_CHUNK: usize = 500;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Only report.
+    pub dry_run: bool,
+    /// Delete users found only in `user_db`.
+    pub delete_extra: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub checked: u64,
+    pub missing: u64,
+    pub stale: u64,
+    pub mismatched: u64,
+    pub extra: u64,
+    /// Snapshot events written.
+    pub repaired: u64,
+    /// Extra users deleted from `user_db`.
+    pub removed: u64,
+    pub dry_run: bool,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}checked {}, missing {}, stale {}, mismatched {}, extra {}, repaired {}",
+            if self.dry_run { "dry run: " } else { "" },
+            self.checked,
+            self.missing,
+            self.stale,
+            self.mismatched,
+            self.extra,
+            self.repaired
+        )?;
+        if self.removed > 0 {
+            write!(f, ", removed {}", self.removed)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Compare(#[from] VerifyError),
+    #[error("writing repair events to auth_db: {0}")]
+    Repair(#[from] store::StoreError),
+    #[error("deleting extra users from user_db: {0}")]
+    Delete(#[from] sqlx::Error),
+}
+
+pub async fn reconcile(
+    auth: &PgPool,
+    users: &PgPool,
+    options: Options,
+) -> Result<Summary, ReconcileError> {
+    let mut summary = Summary {
+        dry_run: options.dry_run,
+        ..Summary::default()
+    };
+    let mut to_repair: Vec<Uuid> = Vec::new();
+    let mut extra: Vec<Uuid> = Vec::new();
+    summary.checked = compare_each(auth, users, |d| {
+        match &d {
+            Difference::Missing { .. } => summary.missing += 1,
+            Difference::Stale { .. } => summary.stale += 1,
+            Difference::Mismatch { .. } => summary.mismatched += 1,
+            Difference::Extra { .. } => summary.extra += 1,
+        }
+        match d {
+            Difference::Extra { id, .. } => extra.push(id),
+            other => to_repair.push(other.id()),
+        }
+    })
+    .await?;
+    if options.dry_run {
+        return Ok(summary);
+    }
+    for chunk in to_repair.chunks(REPAIR_CHUNK) {
+        let mut tx = auth.begin().await.map_err(store::StoreError::from)?;
+        let rows = store::find_by_ids(&mut *tx, chunk).await?;
+        let events = rows
+            .iter()
+            .map(|row| Ok(Envelope::new(EventType::Snapshot, row.snapshot()?)))
+            .collect::<Result<Vec<_>, store::StoreError>>()?;
+        store::append_events(&mut tx, &events).await?;
+        tx.commit().await.map_err(store::StoreError::from)?;
+        summary.repaired += events.len() as u64;
+    }
+    if options.delete_extra && !extra.is_empty() {
+        let done = sqlx::query("DELETE FROM users WHERE id = ANY($1)")
+            .bind(&extra)
+            .execute(users)
+            .await?;
+        summary.removed = done.rows_affected();
+    }
+    Ok(summary)
+}
