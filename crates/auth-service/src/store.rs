@@ -285,25 +285,7 @@ pub async fn list_users(
     conn: &mut PgConnection,
     query: &platform::directory::ListQuery,
 ) -> Result<(Vec<UserRow>, i64), StoreError> {
-    use platform::directory::{ORDER_SQL, WHERE_SQL};
-    let (role, is_active, pattern) = query.binds();
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE_SQL}"))
-        .bind(role)
-        .bind(is_active)
-        .bind(pattern.as_deref())
-        .fetch_one(&mut *conn)
-        .await?;
-    let rows = sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
-    ))
-    .bind(role)
-    .bind(is_active)
-    .bind(pattern.as_deref())
-    .bind(query.limit)
-    .bind(query.offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok((rows, total))
+    Ok(platform::directory::page(conn, USER_COLUMNS, query).await?)
 }
 
 /// Appends events to the outbox in one statement (the caller's transaction decides when they

@@ -111,13 +111,43 @@ impl ListQuery {
 }
 
 /// The filter over `users`, with the parameters of [`ListQuery::binds`] as `$1..$3`.
-pub const WHERE_SQL: &str = "WHERE ($1::text IS NULL OR role = $1) \
+const WHERE_SQL: &str = "WHERE ($1::text IS NULL OR role = $1) \
        AND ($2::bool IS NULL OR is_active = $2) \
        AND ($3::text IS NULL OR email ILIKE $3 OR first_name ILIKE $3 OR last_name ILIKE $3 \
             OR (first_name || ' ' || last_name) ILIKE $3)";
 
 /// The directory's order: last name, first name, then id so pages are stable.
-pub const ORDER_SQL: &str = "ORDER BY last_name, first_name, id";
+const ORDER_SQL: &str = "ORDER BY last_name, first_name, id";
+
+/// One page of `users` matching `query` (the selected `columns` read into `T`, in directory
+/// order) and the total matching; both directories run exactly this.
+pub async fn page<T>(
+    conn: &mut sqlx::PgConnection,
+    columns: &str,
+    query: &ListQuery,
+) -> Result<(Vec<T>, i64), sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let (role, is_active, pattern) = query.binds();
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE_SQL}"))
+        .bind(role)
+        .bind(is_active)
+        .bind(pattern.as_deref())
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {columns} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
+    ))
+    .bind(role)
+    .bind(is_active)
+    .bind(pattern.as_deref())
+    .bind(query.limit)
+    .bind(query.offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows, total))
+}
 
 fn like_pattern(q: &str) -> String {
     let escaped = q

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use contract::{Email, Envelope, Role, Timestamp, UserId, UserSnapshot};
-use platform::directory::{ListQuery, ORDER_SQL, WHERE_SQL};
+use platform::directory::ListQuery;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -182,24 +182,7 @@ pub async fn list(
     conn: &mut PgConnection,
     query: &ListQuery,
 ) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
-    let (role, is_active, pattern) = query.binds();
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE_SQL}"))
-        .bind(role)
-        .bind(is_active)
-        .bind(pattern.as_deref())
-        .fetch_one(&mut *conn)
-        .await?;
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
-    ))
-    .bind(role)
-    .bind(is_active)
-    .bind(pattern.as_deref())
-    .bind(query.limit)
-    .bind(query.offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok((rows, total))
+    platform::directory::page(conn, COLUMNS, query).await
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
