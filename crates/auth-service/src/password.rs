@@ -1,9 +1,11 @@
-//! Password hashing with argon2id, always on the blocking pool: a hash takes tens of
+//! Password hashing with argon2id, always off the async runtime: a hash takes tens of
 //! milliseconds of CPU and would otherwise stall every request sharing the runtime thread.
 //!
-//! At most one hash per core runs at a time. Each needs a 19 MiB block; without a bound, 32
-//! concurrent logins ran 32 blocking threads whose freed blocks glibc kept, and the benchmark
-//! saw the auth-service reach 6 GiB. More hashes in parallel than cores would not be faster.
+//! Hashes run on a small pool of dedicated threads, one per core. Each hash needs a 19 MiB
+//! block; on tokio's blocking pool, 32 concurrent logins ran on many threads whose freed blocks
+//! glibc kept per thread arena, and the auth-service reached gigabytes (seen in the benchmark
+//! and the chaos run). On a few long-lived threads the same blocks are reused, so memory stays
+//! at a few blocks; more hashes in parallel than cores would not be faster anyway.
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -11,23 +13,54 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use contract::ValidationError;
 use rand::Rng;
-use std::sync::OnceLock;
-use tokio::sync::Semaphore;
+use std::sync::{mpsc, Mutex, OnceLock};
 
-/// The permits for concurrent hashes: one per core.
-fn hashing_slots() -> &'static Semaphore {
-    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
-    SLOTS.get_or_init(|| {
-        Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads' queue, started on first use.
+fn hashing_pool() -> &'static Mutex<mpsc::Sender<Job>> {
+    static POOL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only to take the next job, not while hashing.
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        Mutex::new(tx)
     })
 }
 
-/// Runs one argon2 job on the blocking pool once a core is free for it.
-async fn on_a_free_core<T: Send + 'static>(
+/// Runs one argon2 job on the hashing threads and waits for it without blocking the runtime.
+async fn on_hashing_thread<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
 ) -> anyhow::Result<T> {
-    let _slot = hashing_slots().acquire().await?;
-    Ok(tokio::task::spawn_blocking(job).await?)
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = done.send(job());
+    });
+    hashing_pool()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("password hashing pool poisoned"))?
+        .send(job)
+        .map_err(|_| anyhow::anyhow!("password hashing threads are gone"))?;
+    Ok(result.await?)
 }
 
 pub const MIN_LENGTH: usize = 8;
@@ -53,7 +86,7 @@ pub fn check_policy(field: &'static str, password: &str) -> Result<(), Validatio
 
 /// Hashes `password` (argon2id, default parameters, random salt) off the async runtime.
 pub async fn hash(password: String) -> anyhow::Result<String> {
-    on_a_free_core(move || {
+    on_hashing_thread(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -65,7 +98,7 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 
 /// True when `password` matches `stored_hash`; checked off the async runtime.
 pub async fn verify(password: String, stored_hash: String) -> anyhow::Result<bool> {
-    on_a_free_core(move || {
+    on_hashing_thread(move || {
         let parsed = PasswordHash::new(&stored_hash)
             .map_err(|e| anyhow::anyhow!("stored password hash is unreadable: {e}"))?;
         Ok(Argon2::default()
