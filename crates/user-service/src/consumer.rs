@@ -189,13 +189,19 @@ impl Consumer {
         side: &Channel,
         shutdown: &CancellationToken,
     ) -> Result<bool, ConsumeError> {
+        // A message copied to the retry or dead-letter queue is acked at once, on its own: were
+        // it left for the batch's ack, a redelivery (connection lost while `user_db` is down)
+        // would copy it a second time.
+        let mut acked = vec![false; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
         for (i, delivery) in batch.iter().enumerate() {
             match event::decode(&delivery.data) {
                 Ok(envelope) => decoded.push((i, envelope)),
                 Err(why) => {
                     self.dead_letter(side, delivery, why.reason(), &why.to_string())
-                        .await?
+                        .await?;
+                    delivery.acker.ack(BasicAckOptions::default()).await?;
+                    acked[i] = true;
                 }
             }
         }
@@ -211,13 +217,19 @@ impl Consumer {
                         match self.apply_with_retry(vec![envelope], shutdown).await {
                             Applied::Done => {}
                             Applied::Cancelled => return Ok(false),
-                            Applied::Rejected(e) => self.retry_later(side, &batch[i], &e).await?,
+                            Applied::Rejected(e) => {
+                                self.retry_later(side, &batch[i], &e).await?;
+                                batch[i].acker.ack(BasicAckOptions::default()).await?;
+                                acked[i] = true;
+                            }
                         }
                     }
                 }
             }
         }
-        if let Some(last) = batch.last() {
+        // One ack for the rest: everything up to the last delivery not acked on its own.
+        let last_open = batch.iter().zip(&acked).rev().find(|(_, done)| !**done);
+        if let Some((last, _)) = last_open {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
         Ok(true)

@@ -6,6 +6,7 @@ use crate::cli::Settings;
 use crate::reconcile::{self, Options, ReconcileError};
 use crate::verify::VerifyError;
 use anyhow::anyhow;
+use contract::topology::{self, ConsumerQueues};
 use std::io::{BufRead, IsTerminal, Write};
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +25,14 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let auth = platform::db::lazy_pool(&s.auth_database_url, 2)?;
     let users = platform::db::lazy_pool(&s.user_database_url, 2)?;
+    if yes && !dry_run {
+        // Repairs travel through the exchange: make sure the user-service's queue exists (it may
+        // be the very thing that was deleted) so they are not parked in user.events.unrouted.
+        let queues = ConsumerQueues::for_consumer(topology::USER_SERVICE);
+        if let Err(e) = platform::amqp::ensure_topology(&s.amqp_url, &[queues]).await {
+            tracing::warn!("cannot declare the topology ({e}); repairs wait in the outbox until RabbitMQ is back");
+        }
+    }
     // Without --yes a person is asked, after seeing what would change; a script must say --yes.
     let first = reconcile::reconcile(
         &auth,

@@ -346,7 +346,16 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
 
     // The user-service re-declares its queue on start; `portal dlq requeue` re-publishes the
     // kept event to the exchange, and the directory ends complete.
-    let _users = env.start_users().await;
+    let users_svc = env.start_users().await;
+    poll_until(
+        SETTLE,
+        "the user-service connected (its queue re-declared)",
+        || async {
+            let (s, _) = get(&format!("{}/health/ready", users_svc.url()), None).await;
+            (s == 200).then_some(())
+        },
+    )
+    .await;
     let out = crate::cli::portal_output(
         &env,
         &["dlq", "--queue", "user.events.unrouted", "requeue", "--all"],

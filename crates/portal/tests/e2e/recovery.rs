@@ -38,6 +38,16 @@ async fn in_sync(auth: &PgPool, users: &PgPool) {
     .await;
 }
 
+/// Starts a user-service and waits until its consumer is connected (its queue declared).
+async fn start_ready_users(env: &TestEnv) -> test_support::Running {
+    let users = env.start_users().await;
+    poll_until(SETTLE, "the user-service ready", || async {
+        (get(&format!("{}/health/ready", users.url()), None).await.0 == 200).then_some(())
+    })
+    .await;
+    users
+}
+
 async fn verify_exit(env: &TestEnv) -> (i32, String) {
     portal_output(env, &["verify"]).await
 }
@@ -126,7 +136,7 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
     ch.queue_purge("user-service.user-events", Default::default())
         .await
         .unwrap();
-    users_svc = Some(env.start_users().await);
+    users_svc = Some(start_ready_users(&env).await);
     let (code, out) = verify_exit(&env).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("stale"), "{out}");
@@ -155,7 +165,7 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
         },
     )
     .await;
-    let _users_svc = env.start_users().await; // re-creates its queue
+    let _users_svc = start_ready_users(&env).await; // re-creates its queue
     assert_eq!(verify_exit(&env).await.0, 1);
     reconcile_and_resync(&env, &auth, &users, "stale 3").await;
 
