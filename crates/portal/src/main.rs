@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
         Command::Seed => commands::seed::run(s).await,
         Command::Users(command) => commands::users::run(*command).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
+        Command::Chaos(args) => portal::chaos::run(s, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
