@@ -12,6 +12,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 struct Run {
     code: i32,
     stdout: String,
+    stderr: String,
 }
 
 impl Run {
@@ -42,12 +43,14 @@ fn chaos(args: &[&str]) -> Run {
         .output()
         .expect("run portal chaos");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // The run's own log (one line per fault) shows in the test output.
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stderr}");
     println!("{stdout}");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout,
+        stderr,
     }
 }
 
@@ -90,4 +93,12 @@ fn a_row_deleted_behind_the_systems_back_fails_the_run() {
         "the missing user is listed:\n{}",
         run.stdout
     );
+    // A failed run keeps the services' logs for inspection; this failure was the point.
+    if let Some(dir) = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("chaos: service logs kept in "))
+    {
+        std::fs::remove_dir_all(dir.trim()).ok();
+    }
 }
