@@ -335,8 +335,8 @@ async fn inject_drift(user_pool: &PgPool, progress: &Progress) -> anyhow::Result
     Ok(what)
 }
 
-/// Waits until no outbox row is unpublished and the user-service's queue holds nothing, ready
-/// or unacked, for [`QUIET_FOR`]; restarts a service that died meanwhile (recorded as
+/// Waits until no outbox row is unpublished, the user-service's queue holds nothing (ready or
+/// unacked) and its consumer's counters stand still, for [`QUIET_FOR`]; restarts a service that died meanwhile (recorded as
 /// unexpected). Returns how long it took.
 async fn wait_for_quiescence(
     auth_pool: &PgPool,
@@ -348,6 +348,7 @@ async fn wait_for_quiescence(
     let queue = ConsumerQueues::for_consumer(USER_SERVICE).main;
     let start = Instant::now();
     let mut quiet_since: Option<Instant> = None;
+    let mut last_counters: Option<SyncCounters> = None;
     loop {
         for exit in fleet.restart_exited().await? {
             progress.log(format_args!("UNEXPECTED: {exit}; restarted"));
@@ -365,7 +366,12 @@ async fn wait_for_quiescence(
             .await
             .ok()
             .flatten();
-        let quiet = unpublished == 0 && ready == Some(0) && total == Some(0);
+        // The consumer's counters must stand still too: a batch it finishes during the window
+        // was in flight, whatever the sampled statistics said.
+        let counters = fleet.user_counters().await;
+        let consumer_idle = counters.is_some() && counters == last_counters;
+        last_counters = counters;
+        let quiet = unpublished == 0 && ready == Some(0) && total == Some(0) && consumer_idle;
         if quiet {
             if quiet_since.get_or_insert_with(Instant::now).elapsed() >= QUIET_FOR {
                 return Ok(start.elapsed());
