@@ -79,6 +79,9 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         max_listed: usize,
     },
+    /// Chaos run: a mixed user load while services are killed, broker connections cut and
+    /// user_db backends terminated; passes when verify then finds 0 differences.
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 /// Settings shared by all commands.

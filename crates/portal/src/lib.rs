@@ -4,11 +4,13 @@
 //! Layout:
 //! - [`cli`]: the commands and their environment-backed settings (defaults shown in `--help`).
 //! - [`commands`]: one module per command.
+//! - [`chaos`]: the chaos run (`portal chaos`), faults injected under load, then verify.
 //! - [`reconcile`]: finds drift the same way and repairs it with `user.snapshot` events.
 //! - [`verify`]: the streaming comparison of `auth_db` and `user_db`, also used by the tests.
 //!   Like `reconcile` later, it is an operator's tool and the one place that reads both
 //!   services' databases.
 
+pub mod chaos;
 pub mod cli;
 pub mod commands;
 pub mod reconcile;

@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
         Command::Consumer(command) => commands::replay::consumer(s, command).await,
         Command::Events(args) => commands::users::events(args).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
+        Command::Chaos(args) => portal::chaos::run(s, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
