@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`store`]: users and outbox rows; every user write takes the open transaction and appends
 //!   its event, so a change and its event commit together.
+//! - [`bulk`]: many users and their events in two statements (imports, the benchmark).
 //! - [`http`]: the API (`/api/v1/auth/*`) and health endpoints.
 //! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms.
 //! - [`password`]: argon2id hashing on the blocking pool.
@@ -13,6 +14,7 @@
 //! relays) until the token is cancelled. `portal up`, `portal auth-service` and the tests all
 //! start the service this way.
 
+pub mod bulk;
 pub mod http;
 pub mod password;
 pub mod relay;

@@ -54,6 +54,10 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         max_listed: usize,
     },
+    /// Measure the pipeline in its own databases and RabbitMQ vhost: broker ceiling, sync
+    /// throughput (batched and naive), latency, backlog drain, verify, memory and HTTP; print a
+    /// table and write JSON. Exit 1 when a step fails or the copies end out of sync.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Settings shared by all commands.

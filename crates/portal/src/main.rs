@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         Command::Relay => commands::serve::relay(s).await,
         Command::Seed => commands::seed::run(s).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
+        Command::Bench(args) => portal::bench::run(s, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,149 @@
+//! Row 4: end-to-end latency at a fixed offered rate. Changes are offered open-loop on a fixed
+//! schedule (`rate` per second for `seconds`), each its own transaction through the single-user
+//! store path (`store::create_user`, as an HTTP request writes), so a slow pipeline cannot slow
+//! the offered load down and hide its own latency.
+//!
+//! Latency of one change = `user_db.users.synced_at` − `auth_db.outbox.created_at`: both are
+//! `now()` of PostgreSQL, i.e. the start of the transaction that wrote the event and of the one
+//! that applied it, read from the same server clock. That is commit-to-commit up to the
+//! difference of the two transactions' own durations (each one short statement or two and a
+//! commit, about a millisecond), and needs no clock in the benchmark at all.
+
+use super::env::BenchEnv;
+use super::report::LatencyRun;
+use super::sync::{self, Setting};
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// Writer connections: enough for the highest rate's commits to overlap (group commit).
+const WRITERS: u32 = 12;
+/// Changes offered but not yet committed, at most; past it the schedule slips (and says so).
+const MAX_IN_FLIGHT: usize = 2_000;
+
+pub async fn fixed_rate(
+    env: &BenchEnv,
+    setting: Setting,
+    rate: u32,
+    seconds: u64,
+) -> anyhow::Result<LatencyRun> {
+    if rate == 0 {
+        bail!("a latency rate must be above 0");
+    }
+    let label = format!("row 4: latency at {rate}/s");
+    let (auth, user) = env.fresh_databases(WRITERS).await?;
+    let mut relay = env.spawn_relay(setting.relay_batch_size)?;
+    let mut users = env.spawn_user_service(setting.prefetch)?;
+    let spin = super::spinner(format!("{label}: starting relay and user-service"));
+    sync::probe(env, &auth, &user, &mut [&mut relay, &mut users]).await?;
+    spin.finish_and_clear();
+    let seq0 = sync::max_seq(&auth).await?;
+
+    let total = u64::from(rate) * seconds;
+    let bar = super::bar(total, format!("{label}: committed in auth_db"));
+    let committed = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let started = tokio::time::Instant::now();
+    let mut worst_slip = Duration::ZERO;
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        worst_slip = worst_slip.max(tokio::time::Instant::now() - due);
+        let new = sync::new_user("l", i, &env.password_hash)?;
+        let (auth, committed, bar) = (auth.clone(), committed.clone(), bar.clone());
+        tasks.spawn(async move {
+            let mut tx = auth.begin().await?;
+            auth_service::store::create_user(&mut tx, new).await?;
+            tx.commit().await?;
+            drop(permit);
+            committed.fetch_add(1, Ordering::Relaxed);
+            bar.inc(1);
+            anyhow::Ok(Instant::now())
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done.context("writer task panicked")??;
+        }
+    }
+    let mut last_commit = Instant::now();
+    while let Some(done) = tasks.join_next().await {
+        last_commit = done.context("writer task panicked")??;
+    }
+    let offered_seconds = (last_commit - started.into_std()).as_secs_f64();
+    bar.finish_and_clear();
+
+    let bar = super::bar(total, format!("{label}: applied in user_db"));
+    sync::wait_applied(
+        &user,
+        total as i64 + 1,
+        None,
+        &bar,
+        1,
+        &mut [&mut relay, &mut users],
+    )
+    .await?;
+
+    let written: HashMap<Uuid, DateTime<Utc>> = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
+        "SELECT user_id, created_at FROM outbox WHERE seq > $1",
+    )
+    .bind(seq0)
+    .fetch(&auth)
+    .try_collect::<Vec<_>>()
+    .await?
+    .into_iter()
+    .collect();
+    let mut micros: Vec<i64> = Vec::with_capacity(written.len());
+    let mut rows =
+        sqlx::query_as::<_, (Uuid, DateTime<Utc>)>("SELECT id, synced_at FROM users").fetch(&user);
+    while let Some((id, synced_at)) = rows.try_next().await? {
+        if let Some(created) = written.get(&id) {
+            micros.push(
+                (synced_at - *created)
+                    .num_microseconds()
+                    .unwrap_or(i64::MAX),
+            );
+        }
+    }
+    drop(rows);
+    if micros.len() as u64 != total {
+        bail!(
+            "{} of {total} changes found in both databases",
+            micros.len()
+        );
+    }
+    micros.sort_unstable();
+    let ms = |q: f64| {
+        let i = ((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1;
+        micros[i] as f64 / 1000.0
+    };
+    let run = LatencyRun {
+        offered_rate: rate,
+        seconds,
+        changes: total,
+        achieved_rate: total as f64 / offered_seconds,
+        worst_schedule_slip_ms: worst_slip.as_secs_f64() * 1000.0,
+        p50_ms: ms(0.50),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        max_ms: ms(1.0),
+    };
+    bar.finish_with_message(format!(
+        "{label}: p50 {:.1} ms, p99 {:.1} ms",
+        run.p50_ms, run.p99_ms
+    ));
+    relay.stop().await?;
+    users.stop().await?;
+    sync::verify_in_sync(&auth, &user).await?;
+    auth.close().await;
+    user.close().await;
+    Ok(run)
+}
