@@ -5,7 +5,8 @@
 //! with bodies the size of a real event, so the sync rows can be read as a fraction of it.
 
 use super::env::BenchEnv;
-use crate::bench::report::Throughput;
+use super::report::Throughput;
+use super::sync::Setting;
 use anyhow::{bail, Context};
 use contract::{Email, Envelope, EventType, PersonName, Role, Timestamp, UserId, UserSnapshot};
 use futures::{FutureExt, StreamExt};
@@ -46,12 +47,8 @@ pub fn sample_body() -> anyhow::Result<Vec<u8>> {
     ))?)
 }
 
-pub async fn ceiling(
-    env: &BenchEnv,
-    events: u64,
-    batch: i64,
-    prefetch: u16,
-) -> anyhow::Result<Throughput> {
+pub async fn ceiling(env: &BenchEnv, events: u64, setting: Setting) -> anyhow::Result<Throughput> {
+    let (batch, prefetch) = (setting.relay_batch_size, setting.prefetch);
     let bar = super::bar(events, "row 1: broker ceiling");
     let body = sample_body()?;
     let publisher = platform::amqp::connect(&env.amqp_url, "bench ceiling publisher").await?;

@@ -10,7 +10,7 @@
 //! commit, about a millisecond), and needs no clock in the benchmark at all.
 
 use super::env::BenchEnv;
-use super::report::LatencyRun;
+use super::report::{LatencyRun, Percentiles};
 use super::sync::{self, Setting};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -92,49 +92,54 @@ pub async fn fixed_rate(
     )
     .await?;
 
-    let written: HashMap<Uuid, DateTime<Utc>> = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
-        "SELECT user_id, created_at FROM outbox WHERE seq > $1",
-    )
-    .bind(seq0)
-    .fetch(&auth)
-    .try_collect::<Vec<_>>()
-    .await?
-    .into_iter()
-    .collect();
-    let mut micros: Vec<i64> = Vec::with_capacity(written.len());
+    // outbox.published_at is the relay's now(): the start of the transaction that claimed the
+    // row, which splits each latency into "waiting for the relay" and "relay to applied".
+    let written: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
+        sqlx::query_as::<_, (Uuid, DateTime<Utc>, Option<DateTime<Utc>>)>(
+            "SELECT user_id, created_at, published_at FROM outbox WHERE seq > $1",
+        )
+        .bind(seq0)
+        .fetch(&auth)
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .map(|(id, created, published)| (id, (created, published)))
+        .collect();
+    let micros = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX);
+    let (mut total_us, mut claim_us, mut rest_us) = (Vec::new(), Vec::new(), Vec::new());
     let mut rows =
         sqlx::query_as::<_, (Uuid, DateTime<Utc>)>("SELECT id, synced_at FROM users").fetch(&user);
     while let Some((id, synced_at)) = rows.try_next().await? {
-        if let Some(created) = written.get(&id) {
-            micros.push(
-                (synced_at - *created)
-                    .num_microseconds()
-                    .unwrap_or(i64::MAX),
-            );
+        if let Some((created, published)) = written.get(&id) {
+            total_us.push(micros(synced_at - *created));
+            if let Some(published) = published {
+                claim_us.push(micros(*published - *created));
+                rest_us.push(micros(synced_at - *published));
+            }
         }
     }
     drop(rows);
-    if micros.len() as u64 != total {
+    if total_us.len() as u64 != total {
         bail!(
             "{} of {total} changes found in both databases",
-            micros.len()
+            total_us.len()
         );
     }
-    micros.sort_unstable();
-    let ms = |q: f64| {
-        let i = ((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1;
-        micros[i] as f64 / 1000.0
-    };
+    let total_ms = Percentiles::of(total_us);
+    let claim_ms = Percentiles::of(claim_us);
+    let rest_ms = Percentiles::of(rest_us);
     let run = LatencyRun {
         offered_rate: rate,
         seconds,
         changes: total,
         achieved_rate: total as f64 / offered_seconds,
         worst_schedule_slip_ms: worst_slip.as_secs_f64() * 1000.0,
-        p50_ms: ms(0.50),
-        p95_ms: ms(0.95),
-        p99_ms: ms(0.99),
-        max_ms: ms(1.0),
+        p50_ms: total_ms.p50,
+        p95_ms: total_ms.p95,
+        p99_ms: total_ms.p99,
+        max_ms: total_ms.max,
+        until_claimed_ms: claim_ms,
+        claimed_to_applied_ms: rest_ms,
     };
     bar.finish_with_message(format!(
         "{label}: p50 {:.1} ms, p99 {:.1} ms",

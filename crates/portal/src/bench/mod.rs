@@ -44,7 +44,7 @@ const QUICK: Sizes = Sizes {
     events: 5_000,
     naive_events: 500,
     broker_events: 5_000,
-    latency_seconds: 2,
+    latency_seconds: 1,
     backlog: 5_000,
     verify_users: 5_000,
     http_seconds: 2,
@@ -81,7 +81,7 @@ pub struct BenchArgs {
     /// Messages for the broker ceiling (1) [default: 200000; quick 5000].
     #[arg(long)]
     pub broker_events: Option<u64>,
-    /// Seconds of each fixed-rate latency run (4) [default: 30; quick 2].
+    /// Seconds of each fixed-rate latency run (4) [default: 30; quick 1].
     #[arg(long)]
     pub latency_seconds: Option<u64>,
     /// Offered rates of the latency runs, changes per second.
@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// Users per transaction when the benchmark writes in bulk.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
     pub write_batch: u64,
+    /// Run only these rows (e.g. `--only 4` or `--only 1,2,7`), to investigate one of them;
+    /// rows 2 and 7, and 5 and 6, always run together.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub only: Vec<u8>,
     /// Names the databases (<ID>_auth, <ID>_user) and the vhost (<ID>, `_` → `-`).
     #[arg(long, default_value = "bench", value_parser = parse_id)]
     pub id: String,
@@ -189,65 +193,54 @@ async fn run_rows(
     sizes: Sizes,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let wanted = |row: u8| args.only.is_empty() || args.only.contains(&row);
     let batched = sync::Setting {
         relay_batch_size: args.relay_batch_size,
         prefetch: args.prefetch,
     };
-    report.broker = Some(
-        broker::ceiling(
-            env,
-            sizes.broker_events,
-            args.relay_batch_size,
-            args.prefetch,
-        )
-        .await
-        .context("row 1, broker ceiling")?,
-    );
-    report.sync = Some(
-        sync::throughput(
-            env,
-            batched,
-            sizes.events,
-            args.write_batch,
-            "row 2, batched",
-        )
-        .await
-        .context("row 2, sustained sync throughput")?,
-    );
-    report.naive = Some(
-        sync::throughput(
+    if wanted(1) {
+        let ceiling = broker::ceiling(env, sizes.broker_events, batched);
+        report.broker = Some(ceiling.await.context("row 1, broker ceiling")?);
+    }
+    if wanted(2) || wanted(7) {
+        let run = sync::throughput(env, batched, sizes.events, args.write_batch, "row 2");
+        report.sync = Some(run.await.context("row 2, sustained sync throughput")?);
+    }
+    if wanted(3) {
+        let run = sync::throughput(
             env,
             sync::Setting::NAIVE,
             sizes.naive_events,
             args.write_batch,
             "row 3, naive",
-        )
-        .await
-        .context("row 3, naive sync throughput")?,
-    );
-    for &rate in &args.latency_rates {
-        report.latency.push(
-            latency::fixed_rate(env, batched, rate, sizes.latency_seconds)
-                .await
-                .with_context(|| format!("row 4, latency at {rate}/s"))?,
         );
+        report.naive = Some(run.await.context("row 3, naive sync throughput")?);
     }
-    let (backlog, verify) = sync::backlog_then_verify(
-        env,
-        batched,
-        sizes.backlog,
-        sizes.verify_users,
-        args.write_batch,
-    )
-    .await
-    .context("rows 5 and 6, backlog and verify")?;
-    report.backlog = Some(backlog);
-    report.verify = Some(verify);
-    report.http = Some(
-        http::through_gateway(env, batched, args.http_clients, sizes.http_seconds)
-            .await
-            .context("row 8, HTTP through the gateway")?,
-    );
+    if wanted(4) {
+        for &rate in &args.latency_rates {
+            let run = latency::fixed_rate(env, batched, rate, sizes.latency_seconds);
+            let run = run
+                .await
+                .with_context(|| format!("row 4, latency at {rate}/s"))?;
+            report.latency.push(run);
+        }
+    }
+    if wanted(5) || wanted(6) {
+        let run = sync::backlog_then_verify(
+            env,
+            batched,
+            sizes.backlog,
+            sizes.verify_users,
+            args.write_batch,
+        );
+        let (backlog, verify) = run.await.context("rows 5 and 6, backlog and verify")?;
+        report.backlog = Some(backlog);
+        report.verify = Some(verify);
+    }
+    if wanted(8) {
+        let run = http::through_gateway(env, batched, args.http_clients, sizes.http_seconds);
+        report.http = Some(run.await.context("row 8, HTTP through the gateway")?);
+    }
     Ok(())
 }
 

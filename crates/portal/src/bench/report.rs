@@ -52,6 +52,39 @@ pub struct LatencyRun {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Commit in auth_db → the relay's claiming transaction (`outbox.published_at`).
+    pub until_claimed_ms: Percentiles,
+    /// The relay's claiming transaction → the applying transaction in user_db.
+    pub claimed_to_applied_ms: Percentiles,
+}
+
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// From durations in microseconds (nearest-rank percentiles).
+    pub fn of(mut micros: Vec<i64>) -> Self {
+        if micros.is_empty() {
+            return Self::default();
+        }
+        micros.sort_unstable();
+        let at = |q: f64| {
+            let i = ((micros.len() as f64 * q).ceil() as usize).clamp(1, micros.len()) - 1;
+            micros[i] as f64 / 1000.0
+        };
+        Self {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -334,6 +367,17 @@ impl Report {
                 format!(
                     "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
                     l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
+                ),
+            );
+            row(
+                "",
+                "  of which: commit -> relay claims (p50/p99)".into(),
+                format!(
+                    "{:.1} / {:.1} ms; claimed -> applied {:.1} / {:.1} ms",
+                    l.until_claimed_ms.p50,
+                    l.until_claimed_ms.p99,
+                    l.claimed_to_applied_ms.p50,
+                    l.claimed_to_applied_ms.p99
                 ),
             );
         }
