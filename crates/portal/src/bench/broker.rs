@@ -5,7 +5,7 @@
 //! with bodies the size of a real event, so the sync rows can be read as a fraction of it.
 
 use super::env::BenchEnv;
-use super::report::Throughput;
+use super::report::{Percentiles, Throughput};
 use super::sync::Setting;
 use anyhow::{bail, Context};
 use contract::{Email, Envelope, EventType, PersonName, Role, Timestamp, UserId, UserSnapshot};
@@ -21,6 +21,8 @@ use std::time::Instant;
 
 const EXCHANGE: &str = "bench.ceiling";
 const QUEUE: &str = "bench.ceiling";
+/// Single publish-and-confirm round trips timed after the ceiling.
+const CONFIRM_SAMPLES: usize = 200;
 
 /// A realistic event body (a `user.created` snapshot), so message sizes match the pipeline's.
 pub fn sample_body() -> anyhow::Result<Vec<u8>> {
@@ -47,7 +49,7 @@ pub fn sample_body() -> anyhow::Result<Vec<u8>> {
     ))?)
 }
 
-pub async fn ceiling(env: &BenchEnv, events: u64, setting: Setting) -> anyhow::Result<Throughput> {
+pub async fn ceiling(env: &BenchEnv, events: u64, setting: Setting) -> anyhow::Result<(Throughput, Percentiles)> {
     let (batch, prefetch) = (setting.relay_batch_size, setting.prefetch);
     let bar = super::bar(events, "row 1: broker ceiling");
     let body = sample_body()?;
@@ -86,15 +88,19 @@ pub async fn ceiling(env: &BenchEnv, events: u64, setting: Setting) -> anyhow::R
         )
         .await?;
 
+    // The consumer reports the instant it has every ceiling message, then keeps consuming the
+    // round-trip samples that follow.
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
     let consume_bar = bar.clone();
-    let consume = async move {
+    let expected = events + CONFIRM_SAMPLES as u64;
+    let consumer = tokio::spawn(async move {
+        let mut reached = Some(reached_tx);
         let mut received = 0u64;
-        while received < events {
-            let first = deliveries.next().await.context("delivery stream ended")??;
-            let mut last = first;
+        while received < expected {
+            let mut last = deliveries.next().await.context("delivery stream ended")??;
             received += 1;
             // Like the consumer: take what the window holds now, ack it with one frame.
-            while received < events {
+            while received < expected {
                 match deliveries.next().now_or_never() {
                     Some(Some(d)) => {
                         last = d?;
@@ -105,50 +111,80 @@ pub async fn ceiling(env: &BenchEnv, events: u64, setting: Setting) -> anyhow::R
                 }
             }
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
-            consume_bar.set_position(received);
-        }
-        anyhow::Ok(Instant::now())
-    };
-
-    let started = Instant::now();
-    let publish = async {
-        let mut sent = 0u64;
-        while sent < events {
-            let n = (events - sent).min(batch.max(1) as u64);
-            let mut confirms = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let properties = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type(ShortString::from("application/json"))
-                    .with_type(ShortString::from("user.created"));
-                confirms.push(
-                    pch.basic_publish(
-                        EXCHANGE,
-                        "user.created",
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &body,
-                        properties,
-                    )
-                    .await?,
-                );
-            }
-            for confirm in confirms {
-                match confirm.await? {
-                    Confirmation::Ack(None) => {}
-                    other => bail!("broker did not accept a ceiling message: {other:?}"),
+            consume_bar.set_position(received.min(events));
+            if received >= events {
+                if let Some(tx) = reached.take() {
+                    let _ = tx.send(Instant::now());
                 }
             }
-            sent += n;
         }
         anyhow::Ok(())
+    });
+
+    let started = Instant::now();
+    let publish_options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
     };
-    let (published, consumed) = tokio::join!(publish, consume);
-    published?;
-    let finished = consumed?;
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_type(ShortString::from("user.created"));
+    let mut sent = 0u64;
+    while sent < events {
+        let n = (events - sent).min(batch.max(1) as u64);
+        let mut confirms = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            confirms.push(
+                pch.basic_publish(
+                    EXCHANGE,
+                    "user.created",
+                    publish_options,
+                    &body,
+                    properties.clone(),
+                )
+                .await?,
+            );
+        }
+        for confirm in confirms {
+            match confirm.await? {
+                Confirmation::Ack(None) => {}
+                other => bail!("broker did not accept a ceiling message: {other:?}"),
+            }
+        }
+        sent += n;
+    }
+    let finished = match reached_rx.await {
+        Ok(at) => at,
+        Err(_) => {
+            consumer.await.context("ceiling consumer panicked")??;
+            bail!("the ceiling consumer stopped early");
+        }
+    };
     let seconds = (finished - started).as_secs_f64();
+
+    // The floor under every end-to-end latency: one persistent message published and its
+    // confirm awaited, one at a time, on the now empty (and still consumed) queue.
+    let mut round_trips = Vec::with_capacity(CONFIRM_SAMPLES);
+    for _ in 0..CONFIRM_SAMPLES {
+        let sent = Instant::now();
+        let confirm = pch
+            .basic_publish(
+                EXCHANGE,
+                "user.created",
+                publish_options,
+                &body,
+                properties.clone(),
+            )
+            .await?
+            .await?;
+        if !matches!(confirm, Confirmation::Ack(None)) {
+            bail!("broker did not accept a ceiling message: {confirm:?}");
+        }
+        round_trips.push(sent.elapsed().as_micros() as i64);
+    }
+    consumer.await.context("ceiling consumer panicked")??;
+    let confirm_ms = Percentiles::of(round_trips);
     bar.finish_with_message(format!(
         "row 1: broker ceiling {:.0} msg/s",
         events as f64 / seconds
@@ -159,5 +195,5 @@ pub async fn ceiling(env: &BenchEnv, events: u64, setting: Setting) -> anyhow::R
         .await
         .ok();
     publisher.close(200, "done").await.ok();
-    Ok(Throughput::new(events, seconds))
+    Ok((Throughput::new(events, seconds), confirm_ms))
 }

@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 /// Writer connections: enough for the highest rate's commits to overlap (group commit).
 const WRITERS: u32 = 12;
-/// Changes offered but not yet committed, at most; past it the schedule slips (and says so).
+/// Changes offered but not yet committed, at most; past it the schedule slips (and says so),
+/// and changes not started by the end of the run are not offered at all.
 const MAX_IN_FLIGHT: usize = 2_000;
 
 pub async fn fixed_rate(
@@ -46,21 +47,33 @@ pub async fn fixed_rate(
     spin.finish_and_clear();
     let seq0 = sync::max_seq(&auth).await?;
 
-    let total = u64::from(rate) * seconds;
-    let bar = super::bar(total, format!("{label}: committed in auth_db"));
+    let scheduled = u64::from(rate) * seconds;
+    let bar = super::bar(scheduled, format!("{label}: committed in auth_db"));
     let committed = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let started = tokio::time::Instant::now();
+    let end = started + Duration::from_secs(seconds);
     let mut worst_slip = Duration::ZERO;
-    for i in 0..total {
+    let mut total = 0u64;
+    // The run lasts `seconds` whatever happens: when the writers cannot keep up, the changes
+    // still due at the end are not offered, and the reached rate says so.
+    for i in 0..scheduled {
         let due = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due).await;
-        let permit = in_flight.clone().acquire_owned().await?;
-        worst_slip = worst_slip.max(tokio::time::Instant::now() - due);
+        let permit = tokio::select! {
+            permit = in_flight.clone().acquire_owned() => permit?,
+            _ = tokio::time::sleep_until(end) => break,
+        };
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            break;
+        }
+        worst_slip = worst_slip.max(now - due);
         let new = sync::new_user("l", i, &env.password_hash)?;
         let (auth, committed, bar) = (auth.clone(), committed.clone(), bar.clone());
+        total += 1;
         tasks.spawn(async move {
             let mut tx = auth.begin().await?;
             auth_service::store::create_user(&mut tx, new).await?;
@@ -76,7 +89,7 @@ pub async fn fixed_rate(
     }
     let mut last_commit = Instant::now();
     while let Some(done) = tasks.join_next().await {
-        last_commit = done.context("writer task panicked")??;
+        last_commit = last_commit.max(done.context("writer task panicked")??);
     }
     let offered_seconds = (last_commit - started.into_std()).as_secs_f64();
     bar.finish_and_clear();

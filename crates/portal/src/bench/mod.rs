@@ -200,7 +200,9 @@ async fn run_rows(
     };
     if wanted(1) {
         let ceiling = broker::ceiling(env, sizes.broker_events, batched);
-        report.broker = Some(ceiling.await.context("row 1, broker ceiling")?);
+        let (throughput, confirm_ms) = ceiling.await.context("row 1, broker ceiling")?;
+        report.broker = Some(throughput);
+        report.broker_confirm_ms = Some(confirm_ms);
     }
     if wanted(2) || wanted(7) {
         let run = sync::throughput(env, batched, sizes.events, args.write_batch, "row 2");
@@ -248,7 +250,7 @@ async fn run_rows(
 pub(crate) fn bar(len: u64, message: impl Into<String>) -> ProgressBar {
     let bar = ProgressBar::new(len).with_message(message.into());
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {msg:<38} [{bar:30}] {human_pos}/{human_len} {per_sec:>12} {elapsed}",
+        "{spinner} {msg:<38} [{bar:30}] {human_pos}/{human_len} {per_sec:0} {elapsed}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }

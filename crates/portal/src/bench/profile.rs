@@ -2,8 +2,9 @@
 //! relay, the user-service, this load generator, everything else), read from `/proc` before and
 //! after, as a share of the machine's capacity. On a 2-core machine shared by all of them this
 //! is the first-order profile: it says which process a faster run would have to relieve.
-//! PostgreSQL backends that exit during the run are not counted (the benchmark's and the
-//! services' connections are pooled, so they live through it).
+//! Processes that exit during the run (a compiler someone else runs, short-lived connections)
+//! are no longer in `/proc`: their share shows as "exited processes", the machine's busy time
+//! that no living process accounts for.
 
 use super::env::Service;
 use serde::Serialize;
@@ -138,9 +139,21 @@ pub fn since(before: &Snapshot, services: &[&Service]) -> CpuProfile {
             }
         })
         .collect();
-    groups.sort_by(|a, b| b.cpu_seconds.total_cmp(&a.cpu_seconds));
     let busy = after.machine.0.saturating_sub(before.machine.0) as f64;
     let all = after.machine.1.saturating_sub(before.machine.1) as f64;
+    // Busy time no living process accounts for: processes that ended during the run, such as
+    // a compiler someone else ran on the machine. Large values mean the run was disturbed.
+    let attributed: f64 = groups.iter().map(|g| g.cpu_seconds).sum();
+    let busy_seconds = busy / TICKS_PER_SECOND;
+    if busy_seconds > attributed {
+        let cpu_seconds = busy_seconds - attributed;
+        groups.push(GroupCpu {
+            group: "exited processes".to_owned(),
+            cpu_seconds,
+            percent_of_machine: 100.0 * cpu_seconds / (wall * cores),
+        });
+    }
+    groups.sort_by(|a, b| b.cpu_seconds.total_cmp(&a.cpu_seconds));
     CpuProfile {
         wall_seconds: wall,
         machine_busy_percent: if all > 0.0 { 100.0 * busy / all } else { 0.0 },

@@ -142,6 +142,8 @@ pub struct Report {
     pub sizes: Sizes,
     pub batched_setting: Setting,
     pub broker: Option<Throughput>,
+    /// One publish and its confirm, awaited one at a time (the broker's share of any latency).
+    pub broker_confirm_ms: Option<Percentiles>,
     pub sync: Option<SyncRun>,
     pub naive: Option<SyncRun>,
     pub latency: Vec<LatencyRun>,
@@ -178,6 +180,7 @@ impl Report {
                 prefetch: args.prefetch,
             },
             broker: None,
+            broker_confirm_ms: None,
             sync: None,
             naive: None,
             latency: Vec::new(),
@@ -305,6 +308,13 @@ impl Report {
                     thousands(b.events as f64)
                 ),
                 format!("{} events/s", thousands(b.events_per_s)),
+            );
+        }
+        if let Some(c) = &self.broker_confirm_ms {
+            row(
+                "",
+                "  one publish -> confirm, awaited (p50/p99)".into(),
+                format!("{:.1} / {:.1} ms", c.p50, c.p99),
             );
         }
         if let Some(sync) = &self.sync {
