@@ -49,7 +49,11 @@ pub fn sample_body() -> anyhow::Result<Vec<u8>> {
     ))?)
 }
 
-pub async fn ceiling(env: &BenchEnv, events: u64, setting: Setting) -> anyhow::Result<(Throughput, Percentiles)> {
+pub async fn ceiling(
+    env: &BenchEnv,
+    events: u64,
+    setting: Setting,
+) -> anyhow::Result<(Throughput, Percentiles)> {
     let (batch, prefetch) = (setting.relay_batch_size, setting.prefetch);
     let bar = super::bar(events, "row 1: broker ceiling");
     let body = sample_body()?;

@@ -436,6 +436,16 @@ impl Report {
                     h.requests_per_s, h.p50_ms, h.p99_ms, h.pending_at_end, h.lag_seconds
                 ),
             );
+            row(
+                "",
+                "  peak RSS during (8)".into(),
+                format!(
+                    "auth-service {:.0} MiB, user-service {:.0} MiB, gateway {:.0} MiB",
+                    h.auth_service_peak_rss_mib,
+                    h.user_service_peak_rss_mib,
+                    h.gateway_peak_rss_mib
+                ),
+            );
         }
         if let Some(sync) = &self.sync {
             let _ = writeln!(out, "cpu during (2): {}", sync.cpu.summary());
