@@ -5,6 +5,7 @@
 //! with bodies the size of a real event, so the sync rows can be read as a fraction of it.
 
 use super::env::BenchEnv;
+use super::profile::{self, CpuProfile};
 use super::report::{Percentiles, Throughput};
 use super::sync::Setting;
 use anyhow::{bail, Context};
@@ -53,7 +54,7 @@ pub async fn ceiling(
     env: &BenchEnv,
     events: u64,
     setting: Setting,
-) -> anyhow::Result<(Throughput, Percentiles)> {
+) -> anyhow::Result<(Throughput, Percentiles, CpuProfile)> {
     let (batch, prefetch) = (setting.relay_batch_size, setting.prefetch);
     let bar = super::bar(events, "row 1: broker ceiling");
     let body = sample_body()?;
@@ -125,6 +126,7 @@ pub async fn ceiling(
         anyhow::Ok(())
     });
 
+    let cpu_before = profile::snapshot(&[]);
     let started = Instant::now();
     let publish_options = BasicPublishOptions {
         mandatory: true,
@@ -166,6 +168,7 @@ pub async fn ceiling(
         }
     };
     let seconds = (finished - started).as_secs_f64();
+    let cpu = profile::since(&cpu_before, &[]);
 
     // The floor under every end-to-end latency: one persistent message published and its
     // confirm awaited, one at a time, on the now empty (and still consumed) queue.
@@ -199,5 +202,5 @@ pub async fn ceiling(
         .await
         .ok();
     publisher.close(200, "done").await.ok();
-    Ok((Throughput::new(events, seconds), confirm_ms))
+    Ok((Throughput::new(events, seconds), confirm_ms, cpu))
 }

@@ -200,8 +200,9 @@ async fn run_rows(
     };
     if wanted(1) {
         let ceiling = broker::ceiling(env, sizes.broker_events, batched);
-        let (throughput, confirm_ms) = ceiling.await.context("row 1, broker ceiling")?;
+        let (throughput, confirm_ms, cpu) = ceiling.await.context("row 1, broker ceiling")?;
         report.broker = Some(throughput);
+        report.broker_cpu = Some(cpu);
         report.broker_confirm_ms = Some(confirm_ms);
     }
     if wanted(2) || wanted(7) {
