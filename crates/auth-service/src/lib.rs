@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`store`]: users and outbox rows; every user write takes the open transaction and appends
 //!   its event, so a change and its event commit together.
+//! - [`bulk`]: many users and their events in two statements (imports, the benchmark).
 //! - [`event_store`]: the outbox read as history: audit trails, replay pages, retention.
 //! - [`http`]: the API (`/api/v1/auth/*`) and health endpoints.
 //! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms.
@@ -14,6 +15,7 @@
 //! relays) until the token is cancelled. `portal up`, `portal auth-service` and the tests all
 //! start the service this way.
 
+pub mod bulk;
 pub mod event_store;
 pub mod http;
 pub mod password;

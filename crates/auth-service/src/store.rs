@@ -26,7 +26,8 @@ pub struct UserRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, first_name, last_name, role, phone_number, \
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, password_hash, first_name, last_name, role, phone_number, \
      is_active, must_change_password, user_version, created_at, updated_at";
 
 impl UserRow {
@@ -84,7 +85,7 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
 }
 
-fn map_unique(e: sqlx::Error) -> StoreError {
+pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.constraint() == Some("users_email_unique") => {
             StoreError::DuplicateEmail

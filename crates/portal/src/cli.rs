@@ -82,6 +82,10 @@ pub enum Command {
     /// Chaos run: a mixed user load while services are killed, broker connections cut and
     /// user_db backends terminated; passes when verify then finds 0 differences.
     Chaos(crate::chaos::ChaosArgs),
+    /// Measure the pipeline in its own databases and RabbitMQ vhost: broker ceiling, sync
+    /// throughput (batched and naive), latency, backlog drain, verify, memory and HTTP; print a
+    /// table and write JSON. Exit 1 when a step fails or the copies end out of sync.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Settings shared by all commands.

@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
         Command::Events(args) => commands::users::events(args).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
         Command::Chaos(args) => portal::chaos::run(s, args).await,
+        Command::Bench(args) => portal::bench::run(s, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,300 @@
+//! Row 8: writes over HTTP through the gateway. The auth-service (with its relay), the
+//! user-service and the gateway run as child processes on free ports; `clients` concurrent
+//! clients send the write request of [`write_request`] back to back for `seconds`. Reported:
+//! requests per second, latency percentiles, and the sync lag when the load stops (changes
+//! committed in `auth_db` but not yet in `user_db`, and how long until they were).
+
+use super::env::{BenchEnv, Service, PASSWORD};
+use super::report::HttpRun;
+use super::sync::{self, Setting};
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use contract::{Email, PersonName, Role};
+use std::time::{Duration, Instant};
+
+/// How many users the clients update, as in DESIGN.md's measurement of the original design (32
+/// clients updating 10 users): many concurrent changes to the same rows.
+const TARGETS: usize = 10;
+
+/// The request each client sends, numbered `n` (unique per run): an admin's profile update of
+/// one of the target users, with a phone number no other request uses, so every request is a
+/// real change with its own version and event.
+fn write_request(
+    http: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    targets: &[uuid::Uuid],
+    n: u64,
+) -> reqwest::RequestBuilder {
+    let target = targets[(n % targets.len() as u64) as usize];
+    http.patch(format!("{gateway}/api/v1/auth/admin/users/{target}"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "phoneNumber": format!("+263 7{:08}", n % 100_000_000) }))
+}
+
+/// Changes committed in `auth_db` to the target users but not yet applied in `user_db`
+/// (the difference of their versions).
+async fn versions_behind(
+    auth: &sqlx::PgPool,
+    user: &sqlx::PgPool,
+    targets: &[uuid::Uuid],
+) -> anyhow::Result<i64> {
+    let sum =
+        "SELECT coalesce(sum(coalesce(user_version, 0)), 0)::int8 FROM users WHERE id = ANY($1)";
+    let a: i64 = sqlx::query_scalar(sum)
+        .bind(targets)
+        .fetch_one(auth)
+        .await?;
+    let u: i64 = sqlx::query_scalar(sum)
+        .bind(targets)
+        .fetch_one(user)
+        .await?;
+    Ok(a - u)
+}
+
+/// A free port on 127.0.0.1 (the listener is closed again, so a service can take it).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+pub async fn through_gateway(
+    env: &BenchEnv,
+    setting: Setting,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<HttpRun> {
+    let label = "row 8: HTTP through the gateway";
+    let (auth, user) = env.fresh_databases(2).await?;
+    let (auth_port, user_port, gateway_port) = (free_port()?, free_port()?, free_port()?);
+    let auth_addr = format!("127.0.0.1:{auth_port}");
+    let user_addr = format!("127.0.0.1:{user_port}");
+    let gateway_addr = format!("127.0.0.1:{gateway_port}");
+    let addresses = [
+        ("AUTH_ADDR", auth_addr.clone()),
+        ("USER_ADDR", user_addr.clone()),
+        ("GATEWAY_ADDR", gateway_addr.clone()),
+        ("AUTH_SERVICE_URL", format!("http://{auth_addr}")),
+        ("USER_SERVICE_URL", format!("http://{user_addr}")),
+    ];
+    let with = |extra: (&'static str, String)| {
+        let mut all = addresses.to_vec();
+        all.push(extra);
+        all
+    };
+    let mut auth_service = env.spawn(
+        "auth-service",
+        "auth-service",
+        &with(("RELAY_BATCH_SIZE", setting.relay_batch_size.to_string())),
+    )?;
+    let mut user_service = env.spawn(
+        "user-service",
+        "user-service",
+        &with(("CONSUMER_PREFETCH", setting.prefetch.to_string())),
+    )?;
+    let mut gateway = env.spawn("gateway", "gateway", &addresses)?;
+    let gateway_url = format!("http://{gateway_addr}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(clients)
+        .build()?;
+
+    let spin = super::spinner(format!("{label}: starting services"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for s in [&mut auth_service, &mut user_service, &mut gateway] {
+            s.check_alive()?;
+        }
+        let ready = http
+            .get(format!("{gateway_url}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway was not ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The admin is written through the store with the precomputed hash of PASSWORD; being
+    // synced to user_db it is also the probe that the relay and consumer are up.
+    let admin_email = Email::parse("bench.admin@bench.example")?;
+    let mut tx = auth.begin().await?;
+    let admin = auth_service::store::create_user(
+        &mut tx,
+        auth_service::store::NewUser {
+            email: admin_email.clone(),
+            password_hash: env.password_hash.clone(),
+            first_name: PersonName::parse("firstName", "Bench")?,
+            last_name: PersonName::parse("lastName", "Admin")?,
+            role: Role::Admin,
+            phone_number: None,
+            is_active: true,
+            must_change_password: false,
+        },
+    )
+    .await?;
+    let mut targets = Vec::with_capacity(TARGETS);
+    for i in 0..TARGETS {
+        let row = auth_service::store::create_user(
+            &mut tx,
+            auth_service::store::NewUser {
+                email: Email::parse(&format!("target{i}@bench.example"))?,
+                password_hash: env.password_hash.clone(),
+                first_name: PersonName::parse("firstName", "Tendai")?,
+                last_name: PersonName::parse("lastName", &format!("Target{i}"))?,
+                role: Role::Doctor,
+                phone_number: None,
+                is_active: true,
+                must_change_password: false,
+            },
+        )
+        .await?;
+        targets.push(row.id);
+    }
+    tx.commit().await?;
+    let targets = std::sync::Arc::new(targets);
+    let login: serde_json::Value = http
+        .post(format!("{gateway_url}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": admin_email.as_str(), "password": PASSWORD}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("admin login through the gateway")?
+        .json()
+        .await?;
+    let token = login["accessToken"]
+        .as_str()
+        .context("no accessToken in the login answer")?
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sqlx::query_scalar::<_, i32>("SELECT 1 FROM users WHERE id = $1")
+        .bind(admin.id)
+        .fetch_optional(&user)
+        .await?
+        .is_none()
+    {
+        for s in [&mut auth_service, &mut user_service] {
+            s.check_alive()?;
+        }
+        if Instant::now() > deadline {
+            bail!("the admin did not reach user_db within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    spin.finish_and_clear();
+
+    let bar = super::bar(seconds, format!("{label}: seconds of load"));
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (http, gateway_url, token) = (http.clone(), gateway_url.clone(), token.clone());
+        let targets = targets.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let mut n = c as u64;
+            while Instant::now() < stop_at {
+                let sent = Instant::now();
+                let ok = write_request(&http, &gateway_url, &token, &targets, n)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                } else {
+                    failures += 1;
+                }
+                n += clients as u64;
+            }
+            (latencies, failures)
+        });
+    }
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                bar.set_position(started.elapsed().as_secs());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (l, f) = done.context("HTTP client task panicked")?;
+        latencies.extend(l);
+        failures += f;
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    ticker.abort();
+    let load_end: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&user)
+        .await?;
+    let pending_at_end = versions_behind(&auth, &user, &targets).await?;
+    let spin = super::spinner(format!("{label}: waiting for user_db"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while versions_behind(&auth, &user, &targets).await? > 0 {
+        for s in [&mut auth_service, &mut user_service] {
+            s.check_alive()?;
+        }
+        if Instant::now() > deadline {
+            bail!("user_db did not catch up with the updates within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // On the server clock: from the end of the load to the last apply, none if nothing waited.
+    let last_apply: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT max(synced_at) FROM users")
+        .fetch_one(&user)
+        .await?;
+    let lag_seconds = last_apply.map_or(0.0, |t| {
+        ((t - load_end).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0)
+    });
+    spin.finish_and_clear();
+    if latencies.is_empty() {
+        bail!("no HTTP request succeeded ({failures} failed)");
+    }
+    latencies.sort_unstable();
+    let ms = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i] as f64 / 1000.0
+    };
+    let run = HttpRun {
+        request: format!("PATCH /api/v1/auth/admin/users/{{id}} ({TARGETS} users)"),
+        clients,
+        seconds: load_seconds,
+        requests: latencies.len() as u64,
+        failures,
+        requests_per_s: latencies.len() as f64 / load_seconds,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        max_ms: ms(1.0),
+        pending_at_end,
+        lag_seconds,
+        auth_service_peak_rss_mib: auth_service.peak_rss_kib()? as f64 / 1024.0,
+        user_service_peak_rss_mib: user_service.peak_rss_kib()? as f64 / 1024.0,
+        gateway_peak_rss_mib: gateway.peak_rss_kib()? as f64 / 1024.0,
+    };
+    bar.finish_with_message(format!(
+        "{label}: {:.0} req/s, p99 {:.0} ms",
+        run.requests_per_s, run.p99_ms
+    ));
+    stop_all([gateway, auth_service, user_service]).await?;
+    sync::verify_in_sync(&auth, &user).await?;
+    auth.close().await;
+    user.close().await;
+    if failures > 0 {
+        bail!("{failures} HTTP requests failed");
+    }
+    Ok(run)
+}
+
+async fn stop_all(services: [Service; 3]) -> anyhow::Result<()> {
+    for s in services {
+        s.stop().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `portal bench` in miniature, as CI runs it: every row at tiny sizes, in its own databases and
+//! vhost (named with a random suffix, so it runs beside other tests), ending in sync, writing its
+//! JSON and leaving nothing behind. It checks that the benchmark works, not how fast anything is.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Instant;
+
+#[test]
+fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let id = format!("pt_{suffix}");
+    let out = std::env::temp_dir().join(format!("bench-smoke-{suffix}.json"));
+    let server = test_support::pg_server();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_portal"))
+        .args([
+            "bench",
+            "--quick",
+            "--id",
+            &id,
+            "--latency-rates",
+            "200,500",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("AUTH_DATABASE_URL", format!("{server}/postgres"))
+        .env(
+            "AMQP_URL",
+            format!("amqp://guest:guest@{}/%2f", test_support::amqp_host()),
+        )
+        .env("RABBITMQ_MANAGEMENT_URL", test_support::management_url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run portal bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "portal bench failed ({:?})\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("every step ended with portal verify: in sync"),
+        "{stdout}"
+    );
+    for row in ["1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 "] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(row)),
+            "row {row}missing from the table:\n{stdout}"
+        );
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("results file"))
+            .expect("results are JSON");
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(json["error"], serde_json::Value::Null);
+    assert_eq!(json["sync"]["throughput"]["events"], 5000);
+    assert!(json["broker"]["events_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        json["naive"]["throughput"]["events_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(json["latency"].as_array().unwrap().len(), 2);
+    assert_eq!(json["verify"]["in_sync"], true);
+    assert_eq!(json["verify"]["users"], 5000);
+    assert!(json["sync"]["relay_peak_rss_mib"].as_f64().unwrap() > 0.0);
+    assert!(json["http"]["requests"].as_u64().unwrap() > 0);
+
+    // Nothing left behind: the databases and the vhost are gone.
+    let leftovers = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let pool = sqlx::PgPool::connect(&format!("{server}/postgres"))
+                .await
+                .unwrap();
+            let dbs: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+                    .bind(format!("{id}\\_%"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            let vhost = reqwest::Client::new()
+                .get(format!(
+                    "{}/api/vhosts/{}",
+                    test_support::management_url(),
+                    id.replace('_', "-")
+                ))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (dbs, vhost)
+        });
+    assert_eq!(leftovers.0, 0, "bench databases left behind");
+    assert_eq!(
+        leftovers.1,
+        reqwest::StatusCode::NOT_FOUND,
+        "bench vhost left behind"
+    );
+    println!("quick bench took {:.1} s", started.elapsed().as_secs_f64());
+}
