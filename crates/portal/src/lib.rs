@@ -15,5 +15,6 @@ pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod commands;
+pub mod rabbit_admin;
 pub mod reconcile;
 pub mod verify;

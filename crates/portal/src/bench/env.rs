@@ -5,6 +5,7 @@
 
 use super::BenchArgs;
 use crate::cli::Settings;
+use crate::rabbit_admin::Management;
 use anyhow::{bail, Context};
 use platform::jwt::KeyDir;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -33,22 +34,6 @@ pub struct BenchEnv {
     pub work_dir: PathBuf,
     exe: PathBuf,
     pub password_hash: String,
-}
-
-struct Management {
-    base: String,
-    user: String,
-    password: String,
-    http: reqwest::Client,
-}
-
-impl Management {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base.trim_end_matches('/')))
-            .basic_auth(&self.user, Some(&self.password))
-            .timeout(Duration::from_secs(30))
-    }
 }
 
 /// Splits `scheme://authority/path?query` into (`scheme://authority`, query with its `?`).
@@ -84,12 +69,7 @@ impl BenchEnv {
         let (amqp_base, amqp_query) = split_url(&settings.amqp_url)?;
         let (user, password) =
             credentials(&settings.amqp_url).unwrap_or_else(|| ("guest".into(), "guest".into()));
-        let management = Management {
-            base: args.management_url.clone(),
-            user,
-            password,
-            http: reqwest::Client::new(),
-        };
+        let management = Management::new(&args.management_url, &user, &password)?;
         let work_dir = std::env::temp_dir().join(format!("portal-bench-{id}"));
         // A previous run may have been killed: start from nothing.
         if work_dir.exists() {
@@ -114,45 +94,10 @@ impl BenchEnv {
             exe: std::env::current_exe().context("cannot find the portal executable")?,
             password_hash,
         };
-        env.delete_vhost().await?;
-        env.management
-            .request(reqwest::Method::PUT, &format!("/api/vhosts/{}", env.vhost))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .with_context(|| {
-                format!(
-                    "cannot create RabbitMQ vhost {} through {} (is the management plugin on?)",
-                    env.vhost, env.management.base
-                )
-            })?;
-        env.management
-            .request(
-                reqwest::Method::PUT,
-                &format!("/api/permissions/{}/{}", env.vhost, env.management.user),
-            )
-            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("cannot grant permissions on the bench vhost")?;
+        // A previous run may have been killed: start from an empty vhost.
+        env.management.delete_vhost(&env.vhost).await?;
+        env.management.create_vhost(&env.vhost).await?;
         Ok(env)
-    }
-
-    async fn delete_vhost(&self) -> anyhow::Result<()> {
-        let resp = self
-            .management
-            .request(
-                reqwest::Method::DELETE,
-                &format!("/api/vhosts/{}", self.vhost),
-            )
-            .send()
-            .await
-            .context("RabbitMQ management API unreachable")?;
-        if !(resp.status().is_success() || resp.status() == reqwest::StatusCode::NOT_FOUND) {
-            bail!("cannot delete vhost {}: {}", self.vhost, resp.status());
-        }
-        Ok(())
     }
 
     async fn admin_pool(&self) -> anyhow::Result<PgPool> {
@@ -216,7 +161,7 @@ impl BenchEnv {
         if let Err(e) = self.drop_databases(false).await {
             eprintln!("bench cleanup: {e:#}");
         }
-        if let Err(e) = self.delete_vhost().await {
+        if let Err(e) = self.management.delete_vhost(&self.vhost).await {
             eprintln!("bench cleanup: {e:#}");
         }
         let _ = std::fs::remove_dir_all(&self.work_dir);
@@ -305,19 +250,7 @@ impl BenchEnv {
             }
             Err(_) => None,
         };
-        let rabbit = match self
-            .management
-            .request(reqwest::Method::GET, "/api/overview")
-            .send()
-            .await
-        {
-            Ok(r) => r
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v["rabbitmq_version"].as_str().map(str::to_owned)),
-            Err(_) => None,
-        };
+        let rabbit = self.management.rabbitmq_version().await.ok().flatten();
         serde_json::json!({
             "cpu": cpu,
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -5,8 +5,8 @@
 //! the services' logs. [`ChaosEnv::cleanup`] removes it all; dropping an uncleaned one (a panic)
 //! does the same on a helper thread.
 
-use super::broker::Management;
 use crate::cli::Settings;
+use crate::rabbit_admin::Management;
 use anyhow::{anyhow, Context};
 use platform::jwt::KeyDir;
 use reqwest::Url;

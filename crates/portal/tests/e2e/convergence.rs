@@ -9,7 +9,6 @@ use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
-use std::time::Duration;
 use test_support::{poll_until, TestEnv};
 use uuid::Uuid;
 
@@ -92,14 +91,6 @@ async fn perform(pool: &PgPool, user: Uuid, op: &Op) {
     }
 }
 
-async fn assert_converges(auth: &PgPool, users: &PgPool, timeout: Duration) {
-    poll_until(timeout, "user_db to equal auth_db", || async {
-        let report = portal::verify::compare(auth, users, 5).await.ok()?;
-        report.is_in_sync().then_some(())
-    })
-    .await;
-}
-
 /// Runs one generated history: `users` users, `ops` changes, delivered duplicated and shuffled.
 async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u64) {
     let env = TestEnv::new().await;
@@ -132,7 +123,7 @@ async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u
         .await
         .unwrap();
 
-    assert_converges(&auth, &user_db, SETTLE).await;
+    crate::eventually_in_sync(&auth, &user_db).await;
     let report = portal::verify::compare(&auth, &user_db, 5).await.unwrap();
     assert_eq!(report.checked, users as u64);
 }
@@ -252,7 +243,7 @@ async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
         crate::count(&auth, "SELECT count(*) FROM outbox").await,
         40 * 9
     );
-    assert_converges(&auth, &user_db, SETTLE).await;
+    crate::eventually_in_sync(&auth, &user_db).await;
 
     let mut received = Vec::new();
     for instance in [&one, &two] {

@@ -34,15 +34,7 @@ async fn sync_counters(users: &test_support::Running) -> serde_json::Value {
 }
 
 async fn assert_in_sync(env: &TestEnv) {
-    let (auth, users) = (env.auth_pool().await, env.user_pool().await);
-    poll_until(SETTLE, "user_db to equal auth_db", || async {
-        portal::verify::compare(&auth, &users, 5)
-            .await
-            .ok()?
-            .is_in_sync()
-            .then_some(())
-    })
-    .await;
+    crate::eventually_in_sync(&env.auth_pool().await, &env.user_pool().await).await;
 }
 
 #[tokio::test]

@@ -46,3 +46,15 @@ pub async fn post(url: &str, token: Option<&str>, body: &Value) -> (u16, Value) 
 pub async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
+
+/// Waits until `user_db` equals `auth_db` by the comparison `portal verify` uses.
+pub async fn eventually_in_sync(auth: &sqlx::PgPool, users: &sqlx::PgPool) {
+    test_support::poll_until(SETTLE, "user_db to equal auth_db", || async {
+        portal::verify::compare(auth, users, 5)
+            .await
+            .ok()?
+            .is_in_sync()
+            .then_some(())
+    })
+    .await;
+}

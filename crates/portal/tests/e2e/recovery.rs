@@ -27,17 +27,6 @@ async fn change_role(pool: &PgPool, id: Uuid, role: Role) {
     tx.commit().await.unwrap();
 }
 
-async fn in_sync(auth: &PgPool, users: &PgPool) {
-    poll_until(SETTLE, "user_db to equal auth_db", || async {
-        portal::verify::compare(auth, users, 5)
-            .await
-            .ok()?
-            .is_in_sync()
-            .then_some(())
-    })
-    .await;
-}
-
 /// Starts a user-service and waits until its consumer is connected (its queue declared).
 async fn start_ready_users(env: &TestEnv) -> test_support::Running {
     let users = env.start_users().await;
@@ -56,7 +45,7 @@ async fn reconcile_and_resync(env: &TestEnv, auth: &PgPool, users: &PgPool, expe
     let (code, out) = portal_output(env, &["reconcile", "--yes"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(expect), "expected {expect:?} in: {out}");
-    in_sync(auth, users).await;
+    crate::eventually_in_sync(auth, users).await;
     assert_eq!(verify_exit(env).await.0, 0);
 }
 
@@ -73,7 +62,7 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
                 .await,
         );
     }
-    in_sync(&auth, &users).await;
+    crate::eventually_in_sync(&auth, &users).await;
 
     // 1. Rows deleted from user_db behind the system's back.
     sqlx::query("DELETE FROM users WHERE id = ANY($1)")
@@ -201,7 +190,7 @@ async fn a_fresh_empty_user_db_rebuilt_by_replay_equals_auth_db() {
             change_role(&auth, id, Role::Doctor).await;
         }
     }
-    in_sync(&auth, &env.user_pool().await).await;
+    crate::eventually_in_sync(&auth, &env.user_pool().await).await;
 
     users_svc.stop().await.unwrap();
     let db = env.user_db_url.rsplit('/').next().unwrap().to_owned();
@@ -228,7 +217,7 @@ async fn a_fresh_empty_user_db_rebuilt_by_replay_equals_auth_db() {
     let (code, out) = portal_output(&env, &["replay", "--to", "user-service.user-events"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("sent 20 events"), "{out}");
-    in_sync(&auth, &users).await;
+    crate::eventually_in_sync(&auth, &users).await;
     // Twice is harmless.
     let (code, _) = portal_output(
         &env,
@@ -244,7 +233,7 @@ async fn a_fresh_empty_user_db_rebuilt_by_replay_equals_auth_db() {
     assert_eq!(code, 0);
     let (code, out) = portal_output(&env, &["replay", "--to", "no-such.user-events"]).await;
     assert!(code == 1 && out.contains("no queue"), "{out}");
-    in_sync(&auth, &users).await;
+    crate::eventually_in_sync(&auth, &users).await;
 }
 
 #[tokio::test]

@@ -1,0 +1,165 @@
+//! A client of the RabbitMQ management API, shared by the operator's tools that need more than
+//! AMQP: vhosts of their own (`portal bench`, `portal chaos`), cutting every connection of a vhost,
+//! a queue's total including unacked messages.
+
+use anyhow::{anyhow, Context};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A client of the RabbitMQ management API.
+pub struct Management {
+    http: reqwest::Client,
+    base: Url,
+    user: String,
+    password: String,
+}
+
+impl Management {
+    pub fn new(base: &str, user: &str, password: &str) -> anyhow::Result<Self> {
+        let base = Url::parse(base).with_context(|| format!("bad management URL {base}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30)) // deleting a vhost that holds a large backlog takes a while
+            .build()
+            .context("HTTP client")?;
+        Ok(Self {
+            http,
+            base,
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+
+    /// The same API with a client of its own: a client's pooled connections belong to the
+    /// runtime that opened them, and cleanup on drop runs on another one.
+    pub fn fresh(&self) -> anyhow::Result<Self> {
+        Self::new(self.base.as_str(), &self.user, &self.password)
+    }
+
+    /// `<base>/api/<segments…>`, each segment percent-encoded (vhost and connection names hold
+    /// characters such as `/`, spaces and `>`).
+    fn api(&self, segments: &[&str]) -> anyhow::Result<Url> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| anyhow!("{} cannot be a base URL", self.base))?
+            .pop_if_empty()
+            .push("api")
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn send(&self, req: RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
+        req.basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .with_context(|| format!("RabbitMQ management API: {what}"))
+    }
+
+    async fn send_ok(&self, req: RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
+        self.send(req, what)
+            .await?
+            .error_for_status()
+            .with_context(|| format!("RabbitMQ management API: {what}"))
+    }
+
+    /// Creates `vhost` and gives this user every permission on it.
+    pub async fn create_vhost(&self, vhost: &str) -> anyhow::Result<()> {
+        let what = format!("create vhost {vhost} (is the management plugin enabled?)");
+        self.send_ok(self.http.put(self.api(&["vhosts", vhost])?), &what)
+            .await?;
+        let grant = json!({"configure": ".*", "write": ".*", "read": ".*"});
+        self.send_ok(
+            self.http
+                .put(self.api(&["permissions", vhost, &self.user])?)
+                .json(&grant),
+            &format!("grant {} on vhost {vhost}", self.user),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes `vhost` with everything in it; an absent vhost is fine.
+    pub async fn delete_vhost(&self, vhost: &str) -> anyhow::Result<()> {
+        let resp = self
+            .send(
+                self.http.delete(self.api(&["vhosts", vhost])?),
+                &format!("delete vhost {vhost}"),
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        resp.error_for_status()
+            .with_context(|| format!("delete vhost {vhost}"))?;
+        Ok(())
+    }
+
+    /// Force-closes every client connection of `vhost` (what `rabbitmqctl close_all_connections
+    /// --vhost` does, without needing root on the broker's host); returns how many it closed.
+    pub async fn close_connections(&self, vhost: &str, reason: &str) -> anyhow::Result<usize> {
+        let list: Value = self
+            .send_ok(
+                self.http.get(self.api(&["vhosts", vhost, "connections"])?),
+                "list connections",
+            )
+            .await?
+            .json()
+            .await
+            .context("connections JSON")?;
+        let names: Vec<String> = list
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut closed = 0;
+        for name in names {
+            let resp = self
+                .send(
+                    self.http
+                        .delete(self.api(&["connections", &name])?)
+                        .header("X-Reason", reason),
+                    "close connection",
+                )
+                .await?;
+            // Gone already (its owner was just killed or reconnected): nothing to cut.
+            if resp.status() == StatusCode::NOT_FOUND {
+                continue;
+            }
+            resp.error_for_status()
+                .with_context(|| format!("close connection {name}"))?;
+            closed += 1;
+        }
+        Ok(closed)
+    }
+
+    /// The queue's `messages` (ready plus unacked) as the management API last sampled it;
+    /// `None` until the first sample exists. Sampled every `collect_statistics_interval`
+    /// (5 s by default), so a 0 is only trusted once it has held for longer than that.
+    pub async fn queue_messages(&self, vhost: &str, queue: &str) -> anyhow::Result<Option<u64>> {
+        let q: Value = self
+            .send_ok(
+                self.http.get(self.api(&["queues", vhost, queue])?),
+                &format!("queue {queue}"),
+            )
+            .await?
+            .json()
+            .await
+            .context("queue JSON")?;
+        Ok(q["messages"].as_u64())
+    }
+
+    /// The broker's version (`GET /api/overview`), for reports.
+    pub async fn rabbitmq_version(&self) -> anyhow::Result<Option<String>> {
+        let overview: Value = self
+            .send_ok(self.http.get(self.api(&["overview"])?), "overview")
+            .await?
+            .json()
+            .await
+            .context("overview JSON")?;
+        Ok(overview["rabbitmq_version"].as_str().map(str::to_owned))
+    }
+}
