@@ -6,13 +6,14 @@
 
 use crate::store::{self, NewUser, StoreError, UserRow, USER_COLUMNS};
 use contract::{Envelope, EventType, PhoneNumber, Timestamp, UserId};
-use sqlx::PgConnection;
+use platform::users::UserRecord;
+use sqlx::{Postgres, Transaction};
 
 /// Inserts `users` as version 1 and appends one `user.created` event per user (in input order),
 /// in the caller's transaction; returns the rows in input order. A duplicate email fails the
 /// whole call with [`StoreError::DuplicateEmail`] (the caller then rolls back).
 pub async fn create_users(
-    tx: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     users: Vec<NewUser>,
 ) -> Result<Vec<UserRow>, StoreError> {
     if users.is_empty() {
@@ -24,21 +25,23 @@ pub async fn create_users(
     let rows: Vec<UserRow> = users
         .into_iter()
         .map(|u| UserRow {
-            id: UserId::new().0,
-            email: u.email.as_str().to_owned(),
+            user: UserRecord {
+                id: UserId::new().0,
+                email: u.email.as_str().to_owned(),
+                first_name: u.first_name.as_str().to_owned(),
+                last_name: u.last_name.as_str().to_owned(),
+                role: u.role.as_str().to_owned(),
+                phone_number: u
+                    .phone_number
+                    .as_ref()
+                    .map(|p| PhoneNumber::as_str(p).to_owned()),
+                is_active: u.is_active,
+                must_change_password: u.must_change_password,
+                user_version: Some(1),
+                created_at: now,
+                updated_at: Some(now),
+            },
             password_hash: u.password_hash,
-            first_name: u.first_name.as_str().to_owned(),
-            last_name: u.last_name.as_str().to_owned(),
-            role: u.role.as_str().to_owned(),
-            phone_number: u
-                .phone_number
-                .as_ref()
-                .map(|p| PhoneNumber::as_str(p).to_owned()),
-            is_active: u.is_active,
-            must_change_password: u.must_change_password,
-            user_version: 1,
-            created_at: now,
-            updated_at: now,
         })
         .collect();
     let column = |f: fn(&UserRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
@@ -69,13 +72,13 @@ pub async fn create_users(
             .collect::<Vec<_>>(),
     )
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(store::map_unique)?;
     let events = rows
         .iter()
         .map(|row| Ok(Envelope::new(EventType::Created, row.snapshot()?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
-    store::append_events(&mut *tx, &events).await?;
+    store::append_events(tx, &events).await?;
     Ok(rows)
 }

@@ -9,11 +9,11 @@
 //! relay used as the benchmark baseline.
 
 use contract::topology;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
-use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection};
+use platform::amqp::{self, Answer, Outgoing};
 use platform::backoff::{Backoff, OutageLog};
+use platform::shutdown::sleep_unless_cancelled;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,22 +169,14 @@ impl Relay {
     }
 }
 
-/// The AMQP properties every user event is published with (by the relay and by replays).
-pub fn event_properties(event_id: &str, event_type: &str) -> BasicProperties {
-    BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
-        .with_message_id(ShortString::from(event_id.to_owned()))
-        .with_type(ShortString::from(event_type.to_owned()))
-        .with_app_id(ShortString::from("auth-service"))
-}
-
-async fn open_channel(url: &str) -> Result<(Connection, Channel), lapin::Error> {
-    let conn = platform::amqp::connect(url, "auth-service relay").await?;
+/// A connection and a channel in confirm mode, with the topology declared: what
+/// [`publish_batch`] needs (public so tests can run the relay one step at a time).
+pub async fn open_channel(url: &str) -> Result<(Connection, Channel), lapin::Error> {
+    let conn = amqp::connect(url, "auth-service relay").await?;
     let channel = conn.create_channel().await?;
     // The relay declares the topology too, so the consumer's queue exists before the first
     // publish even if the user-service has never run.
-    platform::amqp::declare_topology(
+    amqp::declare_topology(
         &channel,
         &[topology::ConsumerQueues::for_consumer(
             topology::USER_SERVICE,
@@ -208,13 +200,6 @@ async fn wait_for_notification(listener: &mut Option<PgListener>) -> bool {
     match listener {
         Some(l) => l.recv().await.is_ok(),
         None => std::future::pending().await,
-    }
-}
-
-async fn sleep_unless_cancelled(delay: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(delay) => {}
     }
 }
 
@@ -247,52 +232,26 @@ pub async fn publish_batch(
         return Ok(0);
     }
 
-    let mut pending = Vec::with_capacity(rows.len());
-    let mut failure: Option<lapin::Error> = None;
-    for row in &rows {
-        let properties = event_properties(&row.event_id.to_string(), &row.event_type);
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        match channel
-            .basic_publish(
-                topology::EXCHANGE,
-                &row.event_type,
-                options,
-                row.body.as_bytes(),
-                properties,
-            )
-            .await
-        {
-            Ok(confirm) => pending.push((row.seq, confirm)),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-
-    let mut confirmed = Vec::with_capacity(pending.len());
-    for (seq, confirm) in pending {
-        match confirm.await {
-            Ok(Confirmation::Ack(None)) => confirmed.push(seq),
-            Ok(Confirmation::Ack(Some(returned))) => tracing::warn!(
-                seq,
-                reply = %returned.reply_text,
+    let messages: Vec<Outgoing> = rows
+        .iter()
+        .map(|row| Outgoing {
+            exchange: topology::EXCHANGE,
+            routing_key: &row.event_type,
+            body: row.body.as_bytes(),
+            properties: amqp::event_properties(&row.event_id.to_string(), &row.event_type),
+        })
+        .collect();
+    let published = amqp::publish_confirmed(channel, messages).await;
+    let mut confirmed = Vec::with_capacity(published.answers.len());
+    for (row, answer) in rows.iter().zip(&published.answers) {
+        match answer {
+            Answer::Confirmed => confirmed.push(row.seq),
+            Answer::Returned(reply) => tracing::warn!(
+                seq = row.seq,
+                %reply,
                 "event returned unroutable (is the alternate exchange missing?); will retry"
             ),
-            Ok(Confirmation::Nack(_)) => tracing::warn!(seq, "broker refused event; will retry"),
-            Ok(Confirmation::NotRequested) => {
-                tracing::error!(
-                    seq,
-                    "publisher confirms are off on the relay channel; will retry"
-                )
-            }
-            Err(e) => {
-                failure.get_or_insert(e);
-                break;
-            }
+            Answer::Refused => tracing::warn!(seq = row.seq, "broker refused event; will retry"),
         }
     }
 
@@ -303,7 +262,7 @@ pub async fn publish_batch(
             .await?;
     }
     tx.commit().await?;
-    match failure {
+    match published.error {
         Some(e) => Err(e.into()),
         None => Ok(rows.len()),
     }

@@ -1,29 +1,30 @@
 //! The auth-service's data access. Every function that writes a user takes the open transaction
-//! and writes the user's event to the outbox in it, so a change and its event commit together or
-//! not at all: there is no way to write one without the other.
+//! (`&mut Transaction`, never a bare connection) and writes the user's event to the outbox in it,
+//! so a change and its event commit together or not at all: there is no way to write one without
+//! the other. What changed decides the event's type ([`UserChange::event_type`]).
 
-use chrono::{DateTime, Utc};
 use contract::{
     Email, Envelope, EventType, PersonName, PhoneNumber, Role, Timestamp, UserId, UserSnapshot,
 };
-use sqlx::{PgConnection, PgExecutor};
+use platform::users::UserRecord;
+use sqlx::{PgConnection, PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
-/// A user as stored in `auth_db`.
+/// A user as stored in `auth_db`: the record every copy holds, plus the password hash. Reads
+/// of the record's fields go through to it (`row.email`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
-    pub id: Uuid,
-    pub email: String,
+    #[sqlx(flatten)]
+    pub user: UserRecord,
     pub password_hash: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub role: String,
-    pub phone_number: Option<String>,
-    pub is_active: bool,
-    pub must_change_password: bool,
-    pub user_version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+}
+
+impl std::ops::Deref for UserRow {
+    type Target = UserRecord;
+
+    fn deref(&self) -> &UserRecord {
+        &self.user
+    }
 }
 
 pub(crate) const USER_COLUMNS: &str =
@@ -32,29 +33,24 @@ pub(crate) const USER_COLUMNS: &str =
 
 impl UserRow {
     pub fn role(&self) -> Result<Role, StoreError> {
-        self.role.parse().map_err(|_| {
-            StoreError::Corrupt(format!("user {} has unknown role {:?}", self.id, self.role))
+        self.user.role.parse().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "user {} has unknown role {:?}",
+                self.id, self.user.role
+            ))
         })
+    }
+
+    /// The version of this row; every `auth_db` row has one (the column is `NOT NULL`).
+    pub fn version(&self) -> i64 {
+        self.user.user_version.unwrap_or_default()
     }
 
     /// The user's current state as the contract's snapshot, which is also the API's user JSON.
     pub fn snapshot(&self) -> Result<UserSnapshot, StoreError> {
-        Ok(UserSnapshot {
-            user_id: UserId(self.id),
-            email: Email::parse(&self.email)
-                .map_err(|e| StoreError::Corrupt(format!("user {}: {e}", self.id)))?,
-            first_name: self.first_name.clone(),
-            last_name: self.last_name.clone(),
-            role: self.role()?,
-            phone_number: self.phone_number.clone(),
-            is_active: self.is_active,
-            must_change_password: self.must_change_password,
-            created_at: Timestamp::from(self.created_at),
-            updated_at: Some(Timestamp::from(self.updated_at)),
-            user_version: Some(self.user_version),
-            previous_role: None,
-            changed_fields: None,
-        })
+        self.user
+            .snapshot()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }
 
@@ -95,7 +91,10 @@ pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
 }
 
 /// Inserts `new` as version 1 and its `user.created` event, in the caller's transaction.
-pub async fn create_user(tx: &mut PgConnection, new: NewUser) -> Result<UserRow, StoreError> {
+pub async fn create_user(
+    tx: &mut Transaction<'_, Postgres>,
+    new: NewUser,
+) -> Result<UserRow, StoreError> {
     let now = Timestamp::now().as_datetime();
     let row: UserRow = sqlx::query_as(&format!(
         "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
@@ -111,32 +110,120 @@ pub async fn create_user(tx: &mut PgConnection, new: NewUser) -> Result<UserRow,
     .bind(new.is_active)
     .bind(new.must_change_password)
     .bind(now)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(map_unique)?;
     let event = Envelope::new(EventType::Created, row.snapshot()?);
-    append_events(&mut *tx, &[event]).await?;
+    append_events(tx, &[event]).await?;
     Ok(row)
 }
 
-/// A change to a user; `None` leaves a field as it is.
+/// New values for profile fields; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
-pub struct UserChange {
+pub struct ProfileChange {
     pub email: Option<Email>,
     pub first_name: Option<PersonName>,
     pub last_name: Option<PersonName>,
     /// `Some(None)` clears the phone number.
     pub phone_number: Option<Option<PhoneNumber>>,
-    pub role: Option<Role>,
-    pub is_active: Option<bool>,
-    pub password_hash: Option<String>,
-    pub must_change_password: Option<bool>,
+}
+
+/// A change to one user. Each kind has exactly one event type ([`UserChange::event_type`]), so
+/// a change and the event that announces it cannot disagree.
+#[derive(Debug, Clone)]
+pub enum UserChange {
+    /// Profile fields: `user.updated`, with `changedFields`.
+    Profile(ProfileChange),
+    /// `user.activated`.
+    Activate,
+    /// `user.deactivated`.
+    Deactivate,
+    /// `user.role.changed`, with `previousRole`.
+    SetRole(Role),
+    /// A new password hash, and whether it must be changed at the next login: `user.updated`
+    /// (the hash is not in the snapshot; `changedFields` lists `mustChangePassword` when that
+    /// flips).
+    Password {
+        hash: String,
+        must_change_password: bool,
+    },
 }
 
 impl UserChange {
+    /// The event this change is announced with.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            UserChange::Profile(_) | UserChange::Password { .. } => EventType::Updated,
+            UserChange::Activate => EventType::Activated,
+            UserChange::Deactivate => EventType::Deactivated,
+            UserChange::SetRole(_) => EventType::RoleChanged,
+        }
+    }
+
     /// True when the change could leave the portal without an active admin.
     fn may_remove_an_admin(&self) -> bool {
-        self.role.is_some_and(|r| r != Role::Admin) || self.is_active == Some(false)
+        match self {
+            UserChange::SetRole(role) => *role != Role::Admin,
+            UserChange::Deactivate => true,
+            _ => false,
+        }
+    }
+
+    /// `before` with this change applied, and the wire names of the snapshot fields it altered.
+    fn apply_to(&self, before: &UserRow) -> (UserRow, Vec<&'static str>) {
+        let mut after = before.clone();
+        let mut changed: Vec<&'static str> = Vec::new();
+        let mut set = |field: &'static str, slot: &mut String, value: Option<&str>| {
+            if let Some(v) = value.filter(|v| *v != slot.as_str()) {
+                *slot = v.to_owned();
+                changed.push(field);
+            }
+        };
+        match self {
+            UserChange::Profile(p) => {
+                set(
+                    "email",
+                    &mut after.user.email,
+                    p.email.as_ref().map(Email::as_str),
+                );
+                set(
+                    "firstName",
+                    &mut after.user.first_name,
+                    p.first_name.as_ref().map(PersonName::as_str),
+                );
+                set(
+                    "lastName",
+                    &mut after.user.last_name,
+                    p.last_name.as_ref().map(PersonName::as_str),
+                );
+                if let Some(phone) = &p.phone_number {
+                    let phone = phone.as_ref().map(|p| p.as_str().to_owned());
+                    if phone != after.user.phone_number {
+                        after.user.phone_number = phone;
+                        changed.push("phoneNumber");
+                    }
+                }
+            }
+            UserChange::SetRole(role) => set("role", &mut after.user.role, Some(role.as_str())),
+            UserChange::Activate | UserChange::Deactivate => {
+                let active = matches!(self, UserChange::Activate);
+                if active != after.user.is_active {
+                    after.user.is_active = active;
+                    changed.push("isActive");
+                }
+            }
+            UserChange::Password {
+                hash,
+                must_change_password,
+            } => {
+                if *must_change_password != after.user.must_change_password {
+                    after.user.must_change_password = *must_change_password;
+                    changed.push("mustChangePassword");
+                }
+                after.password_hash = hash.clone();
+            }
+        }
+        (after, changed)
     }
 }
 
@@ -163,89 +250,44 @@ const ADMIN_GUARD_LOCK: i64 = 0x706f_7274_616c_0001;
 
 /// Applies `change` to user `id` in the caller's transaction. The user row is locked first, so
 /// concurrent changes to one user queue up: each sees the previous one's result, versions go up by
-/// exactly one, and every committed change has exactly one event (of `event_type`; `user.updated`
-/// lists `changedFields`, `user.role.changed` adds `previousRole`). A change that alters nothing
-/// writes nothing.
+/// exactly one, and every committed change has exactly one event (of `change.event_type()`;
+/// `user.updated` lists `changedFields`, `user.role.changed` adds `previousRole`). A change that
+/// alters nothing writes nothing.
 pub async fn change_user(
-    tx: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
-    event_type: EventType,
     change: UserChange,
 ) -> Result<Outcome, StoreError> {
     if change.may_remove_an_admin() {
         // Taken before the row lock, always in this order, so it cannot deadlock.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(ADMIN_GUARD_LOCK)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
     let before: UserRow = sqlx::query_as(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
     ))
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(StoreError::NotFound)?;
 
-    let mut after = before.clone();
-    let mut changed: Vec<&'static str> = Vec::new();
-    let mut set = |field: &'static str, slot: &mut String, value: Option<&str>| {
-        if let Some(v) = value.filter(|v| *v != slot.as_str()) {
-            *slot = v.to_owned();
-            changed.push(field);
-        }
-    };
-    set(
-        "email",
-        &mut after.email,
-        change.email.as_ref().map(Email::as_str),
-    );
-    set(
-        "firstName",
-        &mut after.first_name,
-        change.first_name.as_ref().map(PersonName::as_str),
-    );
-    set(
-        "lastName",
-        &mut after.last_name,
-        change.last_name.as_ref().map(PersonName::as_str),
-    );
-    set("role", &mut after.role, change.role.map(Role::as_str));
-    if let Some(phone) = &change.phone_number {
-        let phone = phone.as_ref().map(|p| p.as_str().to_owned());
-        if phone != after.phone_number {
-            after.phone_number = phone;
-            changed.push("phoneNumber");
-        }
-    }
-    if let Some(active) = change.is_active.filter(|a| *a != after.is_active) {
-        after.is_active = active;
-        changed.push("isActive");
-    }
-    if let Some(must) = change
-        .must_change_password
-        .filter(|m| *m != after.must_change_password)
-    {
-        after.must_change_password = must;
-        changed.push("mustChangePassword");
-    }
     // A new password is a write even though no synced field changes: it still gets its version
     // and event, so the event store stays a complete history of the row.
-    if let Some(hash) = &change.password_hash {
-        after.password_hash = hash.clone();
-    }
-    if changed.is_empty() && change.password_hash.is_none() {
+    let (after, changed) = change.apply_to(&before);
+    if changed.is_empty() && !matches!(change, UserChange::Password { .. }) {
         return Ok(Outcome::Unchanged(before));
     }
 
-    let was_active_admin = before.is_active && before.role == Role::Admin.as_str();
-    let is_active_admin = after.is_active && after.role == Role::Admin.as_str();
+    let was_active_admin = before.is_active && before.user.role == Role::Admin.as_str();
+    let is_active_admin = after.is_active && after.user.role == Role::Admin.as_str();
     if was_active_admin && !is_active_admin {
         let others: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM users WHERE role = 'admin' AND is_active AND id <> $1",
         )
         .bind(id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         if others == 0 {
             return Err(StoreError::LastActiveAdmin);
@@ -253,7 +295,10 @@ pub async fn change_user(
     }
 
     let row: UserRow = sqlx::query_as(&format!(
-        "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5,              phone_number = $6, is_active = $7, must_change_password = $8, password_hash = $9,              user_version = user_version + 1, updated_at = $10          WHERE id = $1 RETURNING {USER_COLUMNS}"
+        "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
+             phone_number = $6, is_active = $7, must_change_password = $8, password_hash = $9, \
+             user_version = user_version + 1, updated_at = $10 \
+         WHERE id = $1 RETURNING {USER_COLUMNS}"
     ))
     .bind(id)
     .bind(&after.email)
@@ -265,10 +310,11 @@ pub async fn change_user(
     .bind(after.must_change_password)
     .bind(&after.password_hash)
     .bind(Timestamp::now().as_datetime())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(map_unique)?;
 
+    let event_type = change.event_type();
     let mut snapshot = row.snapshot()?;
     match event_type {
         EventType::Updated => {
@@ -277,21 +323,24 @@ pub async fn change_user(
         EventType::RoleChanged => snapshot.previous_role = Some(before.role()?),
         _ => {}
     }
-    append_events(&mut *tx, &[Envelope::new(event_type, snapshot)]).await?;
+    append_events(tx, &[Envelope::new(event_type, snapshot)]).await?;
     Ok(Outcome::Changed(row))
 }
 
 /// One page of users matching `query` (the admin list), and the total matching.
 pub async fn list_users(
     conn: &mut PgConnection,
-    query: &platform::directory::ListQuery,
-) -> Result<(Vec<UserRow>, i64), StoreError> {
-    Ok(platform::directory::page(conn, USER_COLUMNS, query).await?)
+    query: &platform::users::ListQuery,
+) -> Result<(Vec<UserRecord>, i64), StoreError> {
+    Ok(platform::users::page(conn, query).await?)
 }
 
 /// Appends events to the outbox in one statement (the caller's transaction decides when they
 /// become visible to the relay).
-pub async fn append_events(tx: &mut PgConnection, events: &[Envelope]) -> Result<(), StoreError> {
+pub async fn append_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Envelope],
+) -> Result<(), StoreError> {
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
     let mut users = Vec::with_capacity(events.len());
@@ -313,7 +362,7 @@ pub async fn append_events(tx: &mut PgConnection, events: &[Envelope]) -> Result
     .bind(&users)
     .bind(&versions)
     .bind(&bodies)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }

@@ -5,7 +5,10 @@
 //! - [`time`]: the timestamp format of the contract (ISO-8601 UTC, milliseconds, `Z`).
 //! - [`event`]: the envelope, the user snapshot payload, the event types, and decoding of
 //!   untrusted bytes into a validated event (with a dead-letter reason when that fails).
-//! - [`topology`]: exchange, queue and routing names, which other teams' programs rely on.
+//! - [`topology`]: exchange, queue and routing names, which other teams' programs rely on, and
+//!   the declarations (with their arguments) that make them exist.
+//! - [`wire`]: the AMQP properties of a published event and the headers of a message set aside
+//!   (retry and dead-letter).
 //! - [`schema`]: the JSON Schemas and the AsyncAPI document generated from the above, checked in
 //!   under `contracts/` for teams that do not read Rust.
 //!
@@ -17,6 +20,7 @@ pub mod event;
 pub mod schema;
 pub mod time;
 pub mod topology;
+pub mod wire;
 
 pub use domain::{Email, PersonName, PhoneNumber, Role, UserId, ValidationError};
 pub use event::{

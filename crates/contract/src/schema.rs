@@ -6,8 +6,10 @@
 
 use crate::event::{Envelope, EventType, DEAD_LETTER_REASONS, VERSION};
 use crate::topology::{
-    ConsumerQueues, ALL_USER_EVENTS, EXCHANGE, UNROUTED_EXCHANGE, UNROUTED_QUEUE, USER_SERVICE,
+    self, Argument, Arguments, ConsumerQueues, ALL_USER_EVENTS, EXCHANGE, UNROUTED_EXCHANGE,
+    UNROUTED_QUEUE, USER_SERVICE,
 };
+use crate::wire::{header, PERSISTENT};
 use schemars::gen::SchemaSettings;
 use serde_json::{json, Map, Value};
 
@@ -160,7 +162,7 @@ pub fn asyncapi() -> Value {
                 "messages": [{"$ref": format!("#/channels/{id}/messages/{id}")}],
                 "tags": [{"name": "auth-service"}],
                 "bindings": {"amqp": {
-                    "deliveryMode": 2,
+                    "deliveryMode": PERSISTENT,
                     "mandatory": true,
                     "bindingVersion": AMQP_BINDING_VERSION,
                 }},
@@ -235,7 +237,7 @@ pub fn asyncapi() -> Value {
             "messages": main_messages,
             "bindings": {"amqp": queue_binding(
                 &queues.main,
-                json!({"x-queue-type": "quorum"}),
+                arguments_json(&topology::quorum_arguments()),
                 Some((EXCHANGE, ALL_USER_EVENTS)),
             )},
         }),
@@ -257,7 +259,6 @@ pub fn asyncapi() -> Value {
     );
 
     for retry in &queues.retries {
-        let ttl_ms = u64::try_from(retry.delay.as_millis()).unwrap_or(u64::MAX);
         // The queue name ends in the delay's label (`1s`, `2m`), the form people read.
         let label = retry.name.rsplit('.').next().unwrap_or_default();
         channels.insert(
@@ -273,12 +274,7 @@ pub fn asyncapi() -> Value {
                 "messages": {"retried-user-event": {"$ref": "#/components/messages/retried-user-event"}},
                 "bindings": {"amqp": queue_binding(
                     &retry.name,
-                    json!({
-                        "x-queue-type": "classic",
-                        "x-message-ttl": ttl_ms,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": queues.main,
-                    }),
+                    arguments_json(&retry.arguments(&queues.main)),
                     None,
                 )},
             }),
@@ -294,7 +290,7 @@ pub fn asyncapi() -> Value {
             "messages": {"dead-letter": {"$ref": "#/components/messages/dead-letter"}},
             "bindings": {"amqp": queue_binding(
                 &queues.dead_letter,
-                json!({"x-queue-type": "quorum"}),
+                arguments_json(&topology::quorum_arguments()),
                 None,
             )},
         }),
@@ -311,7 +307,7 @@ pub fn asyncapi() -> Value {
             "messages": {"user-event": {"$ref": "#/components/messages/user-event"}},
             "bindings": {"amqp": queue_binding(
                 UNROUTED_QUEUE,
-                json!({"x-queue-type": "quorum"}),
+                arguments_json(&topology::quorum_arguments()),
                 Some((UNROUTED_EXCHANGE, "")),
             )},
         }),
@@ -359,7 +355,7 @@ fn exchange_binding() -> Value {
             "vhost": VHOST,
         },
         // Declaration arguments have no field in the binding; an extension keeps them visible.
-        "x-arguments": {"alternate-exchange": UNROUTED_EXCHANGE},
+        "x-arguments": arguments_json(&topology::exchange_arguments()),
         "bindingVersion": AMQP_BINDING_VERSION,
     })
 }
@@ -385,55 +381,84 @@ fn queue_binding(name: &str, arguments: Value, bound_to: Option<(&str, &str)>) -
     binding
 }
 
+/// Declaration arguments as a JSON object.
+fn arguments_json(arguments: &Arguments) -> Value {
+    let map: Map<String, Value> = arguments
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Argument::Text(t) => json!(t),
+                Argument::Int(n) => json!(n),
+            };
+            ((*name).to_owned(), value)
+        })
+        .collect();
+    Value::Object(map)
+}
+
 /// The headers a consumer adds when it sets a message aside: for a retry, or (`dead`) for good.
 /// The message's own headers stay, so more may be present.
 fn failure_headers(dead: bool) -> Value {
-    let mut properties = json!({
-        "x-original-exchange": {
-            "type": "string",
-            "description": "The exchange of the delivery that failed first.",
-        },
-        "x-original-routing-key": {
-            "type": "string",
-            "description": "The routing key of the delivery that failed first.",
-        },
-        "x-first-failure-time": {
+    let mut properties = Map::new();
+    let mut add = |name: &str, schema: Value| {
+        properties.insert(name.to_owned(), schema);
+    };
+    add(
+        header::ORIGINAL_EXCHANGE,
+        json!({"type": "string", "description": "The exchange of the delivery that failed first."}),
+    );
+    add(
+        header::ORIGINAL_ROUTING_KEY,
+        json!({"type": "string", "description": "The routing key of the delivery that failed first."}),
+    );
+    add(
+        header::FIRST_FAILURE_TIME,
+        json!({
             "type": "string",
             "format": "date-time",
             "description": "When it failed first; kept through every retry.",
-        },
-        "x-last-error": {"type": "string", "description": "The latest failure."},
-        "x-retry-count": {
+        }),
+    );
+    add(
+        header::LAST_ERROR,
+        json!({"type": "string", "description": "The latest failure."}),
+    );
+    add(
+        header::RETRY_COUNT,
+        json!({
             "type": "integer",
             "minimum": 1,
             "description": "How many attempts failed; set once the message has been retried.",
-        },
-    });
+        }),
+    );
     let mut required = vec![
-        "x-original-exchange",
-        "x-original-routing-key",
-        "x-first-failure-time",
-        "x-last-error",
+        header::ORIGINAL_EXCHANGE,
+        header::ORIGINAL_ROUTING_KEY,
+        header::FIRST_FAILURE_TIME,
+        header::LAST_ERROR,
     ];
     if dead {
-        properties["x-error-reason"] = json!({
-            "type": "string",
-            "enum": DEAD_LETTER_REASONS,
-            "description": "Why it can never be applied: a body that is not UTF-8, not JSON, of an \
-                unknown eventType, of a major version this consumer does not know, with an invalid \
-                payload, over 256 KiB, or a valid event that failed on every retry.",
-        });
-        properties["x-error-detail"] = json!({
-            "type": "string",
-            "description": "The failure in words, for people.",
-        });
-        properties["x-consumer"] = json!({
-            "type": "string",
-            "description": "The consumer service that set it aside.",
-        });
-        required.extend(["x-error-reason", "x-error-detail", "x-consumer"]);
+        add(
+            header::ERROR_REASON,
+            json!({
+                "type": "string",
+                "enum": DEAD_LETTER_REASONS,
+                "description": "Why it can never be applied: a body that is not UTF-8, not JSON, of an \
+                    unknown eventType, of a major version this consumer does not know, with an invalid \
+                    payload, over 256 KiB, or a valid event that failed on every retry.",
+            }),
+        );
+        add(
+            header::ERROR_DETAIL,
+            json!({"type": "string", "description": "The failure in words, for people."}),
+        );
+        add(
+            header::CONSUMER,
+            json!({"type": "string", "description": "The consumer service that set it aside."}),
+        );
+        required.extend([header::ERROR_REASON, header::ERROR_DETAIL, header::CONSUMER]);
     } else {
-        required.push("x-retry-count");
+        required.push(header::RETRY_COUNT);
     }
     required.sort_unstable();
     json!({"type": "object", "required": required, "properties": properties})

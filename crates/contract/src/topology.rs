@@ -65,6 +65,133 @@ impl ConsumerQueues {
     }
 }
 
+/// The kind of an exchange the contract declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Topic,
+    Fanout,
+}
+
+/// A value of a declaration argument, as RabbitMQ reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Argument {
+    Text(String),
+    Int(i64),
+}
+
+/// `(name, value)` arguments of a declaration (`x-queue-type`, `x-message-ttl`, ...).
+pub type Arguments = Vec<(&'static str, Argument)>;
+
+/// One thing to declare on the broker. Everything is durable, and declaring twice is harmless,
+/// so producers and consumers both declare the whole topology when they connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Declaration {
+    Exchange {
+        name: String,
+        kind: ExchangeKind,
+        arguments: Arguments,
+    },
+    Queue {
+        name: String,
+        arguments: Arguments,
+    },
+    Binding {
+        queue: String,
+        exchange: String,
+        routing_key: String,
+    },
+}
+
+impl Declaration {
+    /// A durable quorum queue: replicated on a cluster, every message kept on disk.
+    pub fn quorum_queue(name: &str) -> Self {
+        Declaration::Queue {
+            name: name.to_owned(),
+            arguments: quorum_arguments(),
+        }
+    }
+
+    /// A durable exchange without arguments.
+    pub fn exchange(name: &str, kind: ExchangeKind) -> Self {
+        Declaration::Exchange {
+            name: name.to_owned(),
+            kind,
+            arguments: Vec::new(),
+        }
+    }
+
+    pub fn binding(queue: &str, exchange: &str, routing_key: &str) -> Self {
+        Declaration::Binding {
+            queue: queue.to_owned(),
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+        }
+    }
+}
+
+/// The arguments of every quorum queue.
+pub fn quorum_arguments() -> Arguments {
+    vec![("x-queue-type", Argument::Text("quorum".into()))]
+}
+
+/// The arguments of `user.events`: its alternate exchange keeps what no queue takes.
+pub fn exchange_arguments() -> Arguments {
+    vec![(
+        "alternate-exchange",
+        Argument::Text(UNROUTED_EXCHANGE.into()),
+    )]
+}
+
+impl RetryQueue {
+    /// A classic queue that holds each message `delay` (message TTL), then dead-letters it to
+    /// `main` through the default exchange. Nobody consumes it: the TTL is the timer.
+    pub fn arguments(&self, main: &str) -> Arguments {
+        vec![
+            ("x-queue-type", Argument::Text("classic".into())),
+            ("x-dead-letter-exchange", Argument::Text(String::new())),
+            ("x-dead-letter-routing-key", Argument::Text(main.to_owned())),
+            (
+                "x-message-ttl",
+                Argument::Int(i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX)),
+            ),
+        ]
+    }
+}
+
+impl ConsumerQueues {
+    /// The consumer's main queue (bound to `user.events` with `user.#`), its retry queues and
+    /// its dead-letter queue.
+    pub fn declarations(&self) -> Vec<Declaration> {
+        let mut out = vec![Declaration::quorum_queue(&self.main)];
+        out.extend(self.retries.iter().map(|retry| Declaration::Queue {
+            name: retry.name.clone(),
+            arguments: retry.arguments(&self.main),
+        }));
+        out.push(Declaration::quorum_queue(&self.dead_letter));
+        out.push(Declaration::binding(&self.main, EXCHANGE, ALL_USER_EVENTS));
+        out
+    }
+}
+
+/// The whole topology for `consumers`, in the order it must be declared: the alternate exchange
+/// and its queue, the exchange, then each consumer's queues and binding.
+pub fn declarations(consumers: &[ConsumerQueues]) -> Vec<Declaration> {
+    let mut out = vec![
+        Declaration::exchange(UNROUTED_EXCHANGE, ExchangeKind::Fanout),
+        Declaration::quorum_queue(UNROUTED_QUEUE),
+        Declaration::binding(UNROUTED_QUEUE, UNROUTED_EXCHANGE, ""),
+        Declaration::Exchange {
+            name: EXCHANGE.to_owned(),
+            kind: ExchangeKind::Topic,
+            arguments: exchange_arguments(),
+        },
+    ];
+    for queues in consumers {
+        out.extend(queues.declarations());
+    }
+    out
+}
+
 /// `1s`, `2m`, `250ms`: the delay in the queue's name, so changing a delay makes a new queue
 /// instead of clashing with the old one's fixed arguments.
 fn delay_label(d: Duration) -> String {

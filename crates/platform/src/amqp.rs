@@ -1,13 +1,19 @@
-//! RabbitMQ connection on the tokio runtime, and the user-event topology.
+//! RabbitMQ on the tokio runtime: connecting, declaring the contract's topology, publishing with
+//! confirms, reading headers and queue depths. What is declared and which names and headers are
+//! used is the contract's (`contract::topology`, `contract::wire`); this module only speaks AMQP.
 //!
 //! Both producer and consumer declare the whole topology at start (declarations are idempotent),
 //! so the user-service's queue exists before the first event is published even if the
 //! user-service has never run.
 
-use contract::topology::{self, ConsumerQueues, RetryQueue};
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use contract::topology::{self, Argument, ConsumerQueues, Declaration, ExchangeKind};
+use contract::wire::EventProperties;
+use lapin::options::{
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 /// Opens a connection named `name` (shown in the management UI) that runs on tokio.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
@@ -18,29 +24,63 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     Connection::connect(url, props).await
 }
 
-fn args(pairs: &[(&str, &str)]) -> FieldTable {
+fn field_table(arguments: &[(&'static str, Argument)]) -> FieldTable {
     let mut table = FieldTable::default();
-    for (k, v) in pairs {
-        table.insert(
-            ShortString::from(k.to_string()),
-            AMQPValue::LongString(LongString::from(v.to_string())),
-        );
+    for (name, value) in arguments {
+        let value = match value {
+            Argument::Text(t) => text(t),
+            Argument::Int(n) => AMQPValue::LongLongInt(*n),
+        };
+        table.insert(ShortString::from(*name), value);
     }
     table
 }
 
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
+/// Declares each of `declarations` in order (durable, idempotent).
+pub async fn declare(ch: &Channel, declarations: &[Declaration]) -> Result<(), lapin::Error> {
+    for declaration in declarations {
+        match declaration {
+            Declaration::Exchange {
+                name,
+                kind,
+                arguments,
+            } => {
+                let kind = match kind {
+                    ExchangeKind::Topic => lapin::ExchangeKind::Topic,
+                    ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
+                };
+                let options = ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                };
+                ch.exchange_declare(name, kind, options, field_table(arguments))
+                    .await?;
+            }
+            Declaration::Queue { name, arguments } => {
+                let options = QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                };
+                ch.queue_declare(name, options, field_table(arguments))
+                    .await?;
+            }
+            Declaration::Binding {
+                queue,
+                exchange,
+                routing_key,
+            } => {
+                ch.queue_bind(
+                    queue,
+                    exchange,
+                    routing_key,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+        }
     }
-}
-
-/// Declares a durable quorum queue: replicated on a cluster, and it keeps every message on disk.
-pub async fn declare_quorum_queue(ch: &Channel, name: &str) -> Result<(), lapin::Error> {
-    ch.queue_declare(name, durable(), args(&[("x-queue-type", "quorum")]))
-        .await
-        .map(|_| ())
+    Ok(())
 }
 
 /// Declares the exchange, its alternate exchange with the unrouted queue, and for each consumer
@@ -49,71 +89,7 @@ pub async fn declare_topology(
     ch: &Channel,
     consumers: &[ConsumerQueues],
 ) -> Result<(), lapin::Error> {
-    let durable_exchange = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    ch.exchange_declare(
-        topology::UNROUTED_EXCHANGE,
-        ExchangeKind::Fanout,
-        durable_exchange,
-        FieldTable::default(),
-    )
-    .await?;
-    declare_quorum_queue(ch, topology::UNROUTED_QUEUE).await?;
-    ch.queue_bind(
-        topology::UNROUTED_QUEUE,
-        topology::UNROUTED_EXCHANGE,
-        "",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        topology::EXCHANGE,
-        ExchangeKind::Topic,
-        durable_exchange,
-        args(&[("alternate-exchange", topology::UNROUTED_EXCHANGE)]),
-    )
-    .await?;
-    for queues in consumers {
-        declare_quorum_queue(ch, &queues.main).await?;
-        for retry in &queues.retries {
-            declare_retry_queue(ch, retry, &queues.main).await?;
-        }
-        declare_quorum_queue(ch, &queues.dead_letter).await?;
-        ch.queue_bind(
-            &queues.main,
-            topology::EXCHANGE,
-            topology::ALL_USER_EVENTS,
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// A classic durable queue that holds each message `retry.delay`, then dead-letters it to
-/// `main` through the default exchange. Nobody consumes it: the TTL is the timer.
-async fn declare_retry_queue(
-    ch: &Channel,
-    retry: &RetryQueue,
-    main: &str,
-) -> Result<(), lapin::Error> {
-    let mut table = args(&[
-        ("x-queue-type", "classic"),
-        ("x-dead-letter-exchange", ""),
-        ("x-dead-letter-routing-key", main),
-    ]);
-    let ttl = i64::try_from(retry.delay.as_millis()).unwrap_or(i64::MAX);
-    table.insert(
-        ShortString::from("x-message-ttl"),
-        AMQPValue::LongLongInt(ttl),
-    );
-    ch.queue_declare(&retry.name, durable(), table)
-        .await
-        .map(|_| ())
+    declare(ch, &topology::declarations(consumers)).await
 }
 
 /// Connects, declares the topology for `consumers`, and closes: used by `portal up`.
@@ -123,4 +99,192 @@ pub async fn ensure_topology(url: &str, consumers: &[ConsumerQueues]) -> Result<
     declare_topology(&ch, consumers).await?;
     conn.close(200, "topology declared").await.ok();
     Ok(())
+}
+
+/// The AMQP properties of an event, from the contract's [`EventProperties`].
+pub fn event_properties(event_id: &str, event_type: &str) -> BasicProperties {
+    let p = EventProperties::new(event_id, event_type);
+    BasicProperties::default()
+        .with_delivery_mode(p.delivery_mode)
+        .with_content_type(ShortString::from(p.content_type))
+        .with_message_id(ShortString::from(p.message_id))
+        .with_type(ShortString::from(p.kind))
+        .with_app_id(ShortString::from(p.app_id))
+}
+
+/// Persistent properties without anything else: for bodies that are not events of ours (tests,
+/// malformed messages).
+pub fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(contract::wire::PERSISTENT)
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// `""` for the default exchange (the routing key is then a queue name).
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+}
+
+/// What the broker answered about one published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Taken by at least one queue and confirmed.
+    Confirmed,
+    /// No queue took it (every message is published `mandatory`); the reply text says why.
+    Returned(String),
+    /// The broker refused it.
+    Refused,
+}
+
+/// The outcome of [`publish_confirmed`]: the broker's answer for each message, in order, as far
+/// as it came. `error` is set when the channel failed first; the messages after the last
+/// answer may or may not have reached a queue.
+#[derive(Debug)]
+pub struct Published {
+    pub answers: Vec<Answer>,
+    pub error: Option<lapin::Error>,
+}
+
+/// Why [`Published::require_all`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("no queue took a message ({0})")]
+    Unroutable(String),
+    #[error("the broker refused a message")]
+    Refused,
+}
+
+impl Published {
+    /// Ok with the number of messages when every one was confirmed, else the first problem.
+    pub fn require_all(self) -> Result<usize, PublishError> {
+        if let Some(e) = self.error {
+            return Err(e.into());
+        }
+        for answer in &self.answers {
+            match answer {
+                Answer::Confirmed => {}
+                Answer::Returned(why) => return Err(PublishError::Unroutable(why.clone())),
+                Answer::Refused => return Err(PublishError::Refused),
+            }
+        }
+        Ok(self.answers.len())
+    }
+}
+
+/// Publishes every message `mandatory` (nothing we publish may vanish silently), all before
+/// awaiting any confirm (pipelined), then collects the broker's answers in order. `ch` must be
+/// in confirm mode. The one publishing loop of the system: the relay, replays, dead-letter
+/// requeues, the consumer's retry and dead-letter copies, the benchmark and the tests use it.
+/// (A `Vec`, not an iterator: a borrowing closure held across the awaits makes the future
+/// unspawnable.)
+pub async fn publish_confirmed<'a>(ch: &Channel, messages: Vec<Outgoing<'a>>) -> Published {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let mut pending = Vec::new();
+    let mut error = None;
+    for m in messages {
+        match ch
+            .basic_publish(m.exchange, m.routing_key, options, m.body, m.properties)
+            .await
+        {
+            Ok(confirm) => pending.push(confirm),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let mut answers = Vec::with_capacity(pending.len());
+    for confirm in pending {
+        match confirm.await {
+            Ok(Confirmation::Ack(None)) => answers.push(Answer::Confirmed),
+            Ok(Confirmation::Ack(Some(returned))) => {
+                answers.push(Answer::Returned(returned.reply_text.to_string()))
+            }
+            Ok(Confirmation::Nack(_) | Confirmation::NotRequested) => answers.push(Answer::Refused),
+            Err(e) => {
+                error.get_or_insert(e);
+                break;
+            }
+        }
+    }
+    Published { answers, error }
+}
+
+/// Messages ready in `queue` (a passive declare: exact, but unacked messages are not counted).
+/// A passive declare of a missing queue closes the channel, so callers give it one of its own.
+pub async fn queue_depth(ch: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    let declared = ch
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(declared.message_count())
+}
+
+/// [`queue_depth`] on a connection of its own, for callers that hold none.
+pub async fn ready_messages(url: &str, queue: &str) -> Result<u32, lapin::Error> {
+    let conn = connect(url, "queue depth").await?;
+    let result = async {
+        let ch = conn.create_channel().await?;
+        let depth = queue_depth(&ch, queue).await?;
+        // Closed before the connection, or lapin logs a spurious "Connection error".
+        ch.close(200, "done").await?;
+        Ok(depth)
+    }
+    .await;
+    conn.close(200, "done").await.ok();
+    result
+}
+
+/// A header value as AMQP text.
+pub fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.to_owned()))
+}
+
+/// The headers of a message (empty when it has none).
+pub fn headers_of(properties: &BasicProperties) -> FieldTable {
+    properties.headers().clone().unwrap_or_default()
+}
+
+/// A header read as an integer, whichever integer type the publisher used.
+pub fn header_int(headers: &FieldTable, key: &str) -> Option<i64> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// A header shown as text: strings as they are, numbers in decimal, anything else debug-printed.
+pub fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    headers.inner().get(key).map(show_value)
+}
+
+/// An AMQP value for people.
+pub fn show_value(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
 }

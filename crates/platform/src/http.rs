@@ -170,9 +170,59 @@ pub async fn fallback_not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
+/// `GET /health/live` (the process is up) and `GET /health/ready`, answered by `ready`.
+pub fn health_routes<S, H, T>(ready: H) -> axum::Router<S>
+where
+    H: axum::handler::Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    axum::Router::new()
+        .route("/health/live", axum::routing::get(live))
+        .route("/health/ready", axum::routing::get(ready))
+}
+
 /// `GET /health/live`: the process is up.
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// The answer of `GET /health/ready` for a service that owns the database `db` (named
+/// `database`) and, when `broker_up` is `Some`, holds a broker connection: 200 when everything
+/// answers, 503 naming what does not. `extra` adds one field (a consumer's counters).
+pub async fn readiness(
+    db: &sqlx::PgPool,
+    database: &'static str,
+    broker_up: Option<bool>,
+    extra: Option<(&str, serde_json::Value)>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let db_ok = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(db),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let mut down = Vec::new();
+    if !db_ok {
+        down.push(database);
+    }
+    if broker_up == Some(false) {
+        down.push("rabbitmq");
+    }
+    let status = if down.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({
+        "status": if down.is_empty() { "ready" } else { "unavailable" },
+        "unavailable": down,
+        "checks": { "database": db_ok, "broker": broker_up },
+    });
+    if let Some((key, value)) = extra {
+        body[key] = value;
+    }
+    (status, Json(body))
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests end.
@@ -188,18 +238,16 @@ pub async fn serve(
 
 /// The validated query string of a user list (`role`, `isActive`, `q`, `limit`, `offset`);
 /// every bad value is a 422 naming it.
-pub struct ListParams(pub crate::directory::ListQuery);
+pub struct ListParams(pub crate::users::ListQuery);
 
 impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let axum::extract::Query(raw) =
-            axum::extract::Query::<crate::directory::RawListQuery>::from_request_parts(
-                parts, state,
-            )
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        Ok(Self(crate::directory::ListQuery::parse(&raw)?))
+            axum::extract::Query::<crate::users::RawListQuery>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        Ok(Self(crate::users::ListQuery::parse(&raw)?))
     }
 }

@@ -4,7 +4,8 @@
 //! - [`db`]: create a database if absent, open a pool with timeouts.
 //! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
 //! - [`jwt`]: the Ed25519 key pair, signing (auth-service only) and verification (everyone).
-//! - [`directory`]: the user-list query (filters, paging, SQL) both directories share.
+//! - [`users`]: the `users` record every copy shares, its snapshot, and the user-list query
+//!   (filters, paging, SQL) both directories run.
 //! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
 //!   health answers and serving until shutdown.
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
@@ -14,8 +15,8 @@
 pub mod amqp;
 pub mod backoff;
 pub mod db;
-pub mod directory;
 pub mod http;
 pub mod jwt;
 pub mod shutdown;
 pub mod telemetry;
+pub mod users;

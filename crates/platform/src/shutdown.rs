@@ -35,3 +35,11 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Sleeps `delay`, or less when `shutdown` comes first (reconnect and retry loops).
+pub async fn sleep_unless_cancelled(delay: std::time::Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}

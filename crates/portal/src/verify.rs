@@ -1,29 +1,16 @@
 //! The comparison behind `portal verify`: streams `auth_db` and `user_db` in id order and merges
 //! them, so memory stays flat however many users there are.
 
-use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
+use platform::users::{UserRecord, RECORD_COLUMNS};
 use sqlx::PgPool;
 use std::fmt;
 use uuid::Uuid;
 
-/// The synced fields of one user, as both databases hold them.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct SyncedUser {
-    pub id: Uuid,
-    pub user_version: Option<i64>,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub role: String,
-    pub phone_number: Option<String>,
-    pub is_active: bool,
-    pub must_change_password: bool,
-    pub created_at: DateTime<Utc>,
+/// Both sides are read whole, in id order: only the current row of each is held.
+fn query() -> String {
+    format!("SELECT {RECORD_COLUMNS} FROM users ORDER BY id")
 }
-
-const QUERY: &str = "SELECT id, user_version, email, first_name, last_name, role, phone_number, \
-     is_active, must_change_password, created_at FROM users ORDER BY id";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Difference {
@@ -165,7 +152,7 @@ fn classify(database: &'static str) -> impl Fn(sqlx::Error) -> VerifyError {
 }
 
 /// The first field that differs between two rows of the same user, if any.
-fn first_mismatch(a: &SyncedUser, u: &SyncedUser) -> Option<(&'static str, String, String)> {
+fn first_mismatch(a: &UserRecord, u: &UserRecord) -> Option<(&'static str, String, String)> {
     macro_rules! check {
         ($($field:ident => $name:literal),*) => {$(
             if a.$field != u.$field {
@@ -187,7 +174,7 @@ fn first_mismatch(a: &SyncedUser, u: &SyncedUser) -> Option<(&'static str, Strin
     None
 }
 
-fn compare_pair(a: &SyncedUser, u: &SyncedUser) -> Option<Difference> {
+fn compare_pair(a: &UserRecord, u: &UserRecord) -> Option<Difference> {
     let older = match (a.user_version, u.user_version) {
         (Some(av), Some(uv)) => uv < av,
         (Some(_), None) => true,
@@ -238,8 +225,9 @@ pub async fn compare_each(
         .execute(users)
         .await
         .map_err(classify("user_db"))?;
-    let mut a: BoxStream<'_, Result<SyncedUser, sqlx::Error>> = sqlx::query_as(QUERY).fetch(auth);
-    let mut u: BoxStream<'_, Result<SyncedUser, sqlx::Error>> = sqlx::query_as(QUERY).fetch(users);
+    let sql = query();
+    let mut a: BoxStream<'_, Result<UserRecord, sqlx::Error>> = sqlx::query_as(&sql).fetch(auth);
+    let mut u: BoxStream<'_, Result<UserRecord, sqlx::Error>> = sqlx::query_as(&sql).fetch(users);
     let mut checked = 0;
     let mut next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
     let mut next_u = u.next().await.transpose().map_err(classify("user_db"))?;
@@ -279,8 +267,8 @@ pub async fn compare_each(
 mod tests {
     use super::*;
 
-    fn user(version: i64) -> SyncedUser {
-        SyncedUser {
+    fn user(version: i64) -> UserRecord {
+        UserRecord {
             id: Uuid::nil(),
             user_version: Some(version),
             email: "a@b.co".into(),
@@ -290,7 +278,8 @@ mod tests {
             phone_number: None,
             is_active: true,
             must_change_password: false,
-            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            created_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            updated_at: None,
         }
     }
 

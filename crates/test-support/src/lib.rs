@@ -229,26 +229,13 @@ impl TestEnv {
     /// Messages ready in a queue of this test's vhost (a passive declare: exact, unlike the
     /// management API's sampled statistics).
     pub async fn queue_depth(&self, queue: &str) -> anyhow::Result<u32> {
-        let conn = platform::amqp::connect(&self.amqp_url, "test queue depth").await?;
-        let ch = conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                queue,
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await?;
-        conn.close(200, "done").await.ok();
-        Ok(q.message_count())
+        Ok(platform::amqp::ready_messages(&self.amqp_url, queue).await?)
     }
 
     /// Publishes `bodies`, in this order, straight to the user-service's queue (bypassing the
     /// exchange), with confirms; used to deliver events duplicated, reordered or malformed.
     pub async fn publish_to_user_service_queue(&self, bodies: &[Vec<u8>]) -> anyhow::Result<()> {
-        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        use lapin::options::ConfirmSelectOptions;
         let conn = platform::amqp::connect(&self.amqp_url, "test publisher").await?;
         let ch = conn.create_channel().await?;
         platform::amqp::declare_topology(
@@ -261,17 +248,18 @@ impl TestEnv {
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         let queue =
             contract::topology::ConsumerQueues::for_consumer(contract::topology::USER_SERVICE).main;
-        let mut confirms = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            let props = lapin::BasicProperties::default().with_delivery_mode(2);
-            confirms.push(
-                ch.basic_publish("", &queue, BasicPublishOptions::default(), body, props)
-                    .await?,
-            );
-        }
-        for c in confirms {
-            c.await?;
-        }
+        let messages: Vec<_> = bodies
+            .iter()
+            .map(|body| platform::amqp::Outgoing {
+                exchange: "",
+                routing_key: &queue,
+                body,
+                properties: platform::amqp::persistent(),
+            })
+            .collect();
+        platform::amqp::publish_confirmed(&ch, messages)
+            .await
+            .require_all()?;
         conn.close(200, "done").await.ok();
         Ok(())
     }

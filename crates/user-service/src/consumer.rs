@@ -12,17 +12,16 @@
 
 use crate::store;
 use contract::topology::{self, ConsumerQueues};
+use contract::wire::header;
 use contract::{event, Envelope, Timestamp};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
-use lapin::publisher_confirm::Confirmation;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
+use platform::amqp::{self, Outgoing, PublishError};
 use platform::backoff::{Backoff, OutageLog};
+use platform::shutdown::sleep_unless_cancelled;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -130,11 +129,9 @@ impl Consumer {
     }
 
     async fn open(&self) -> Result<(Connection, Channel, Channel), lapin::Error> {
-        let conn =
-            platform::amqp::connect(&self.amqp_url, &format!("{} consumer", self.config.name))
-                .await?;
+        let conn = amqp::connect(&self.amqp_url, &format!("{} consumer", self.config.name)).await?;
         let channel = conn.create_channel().await?;
-        platform::amqp::declare_topology(&channel, std::slice::from_ref(&self.queues)).await?;
+        amqp::declare_topology(&channel, std::slice::from_ref(&self.queues)).await?;
         channel
             .basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;
@@ -295,7 +292,9 @@ impl Consumer {
         delivery: &Delivery,
         error: &sqlx::Error,
     ) -> Result<(), ConsumeError> {
-        let attempts = header_int(delivery, RETRY_COUNT_HEADER).unwrap_or(0);
+        let attempts =
+            amqp::header_int(&amqp::headers_of(&delivery.properties), header::RETRY_COUNT)
+                .unwrap_or(0);
         let next = usize::try_from(attempts)
             .ok()
             .and_then(|a| self.queues.retries.get(a));
@@ -311,7 +310,7 @@ impl Consumer {
         );
         let mut headers = failure_headers(delivery, &error.to_string());
         headers.insert(
-            RETRY_COUNT_HEADER.into(),
+            header::RETRY_COUNT.into(),
             AMQPValue::LongLongInt(attempts + 1),
         );
         self.republish(side, delivery, &retry.name, headers).await?;
@@ -329,9 +328,9 @@ impl Consumer {
     ) -> Result<(), ConsumeError> {
         tracing::warn!(reason, detail, "dead-lettering message");
         let mut headers = failure_headers(delivery, detail);
-        headers.insert("x-error-reason".into(), text(reason));
-        headers.insert("x-error-detail".into(), text(detail));
-        headers.insert("x-consumer".into(), text(&self.config.name));
+        headers.insert(header::ERROR_REASON.into(), amqp::text(reason));
+        headers.insert(header::ERROR_DETAIL.into(), amqp::text(detail));
+        headers.insert(header::CONSUMER.into(), amqp::text(&self.config.name));
         self.republish(side, delivery, &self.queues.dead_letter, headers)
             .await?;
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -351,26 +350,23 @@ impl Consumer {
             .properties
             .clone()
             .with_headers(headers)
-            .with_delivery_mode(2);
-        let confirm = side
-            .basic_publish(
-                "",
-                queue,
-                BasicPublishOptions::default(),
-                &delivery.data,
-                properties,
-            )
-            .await?
-            .await?;
-        match confirm {
-            Confirmation::Ack(_) => Ok(()),
-            _ => Err(ConsumeError::RepublishRefused),
+            .with_delivery_mode(contract::wire::PERSISTENT);
+        let copy = Outgoing {
+            exchange: "",
+            routing_key: queue,
+            body: &delivery.data,
+            properties,
+        };
+        match amqp::publish_confirmed(side, vec![copy])
+            .await
+            .require_all()
+        {
+            Ok(_) => Ok(()),
+            Err(PublishError::Broker(e)) => Err(e.into()),
+            Err(_) => Err(ConsumeError::RepublishRefused),
         }
     }
 }
-
-/// Counts the attempts of a message that went through the retry queues.
-pub const RETRY_COUNT_HEADER: &str = "x-retry-count";
 
 /// The outcome of [`Consumer::apply_with_retry`].
 enum Applied {
@@ -381,49 +377,33 @@ enum Applied {
     Rejected(sqlx::Error),
 }
 
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.to_owned()))
-}
-
-fn header_int(delivery: &Delivery, key: &str) -> Option<i64> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get(key)? {
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        _ => None,
-    }
-}
-
 /// The message's headers plus where it first came from and when it first failed; values set by
 /// an earlier failure are kept, so a message retried five times still names its first failure.
 fn failure_headers(delivery: &Delivery, last_error: &str) -> FieldTable {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut headers = amqp::headers_of(&delivery.properties);
     let existing = headers.inner().clone();
     let keep_or = |key: &str, value: AMQPValue| existing.get(key).cloned().unwrap_or(value);
     headers.insert(
-        "x-original-exchange".into(),
-        keep_or("x-original-exchange", text(delivery.exchange.as_str())),
-    );
-    headers.insert(
-        "x-original-routing-key".into(),
+        header::ORIGINAL_EXCHANGE.into(),
         keep_or(
-            "x-original-routing-key",
-            text(delivery.routing_key.as_str()),
+            header::ORIGINAL_EXCHANGE,
+            amqp::text(delivery.exchange.as_str()),
         ),
     );
     headers.insert(
-        "x-first-failure-time".into(),
-        keep_or("x-first-failure-time", text(&Timestamp::now().to_string())),
+        header::ORIGINAL_ROUTING_KEY.into(),
+        keep_or(
+            header::ORIGINAL_ROUTING_KEY,
+            amqp::text(delivery.routing_key.as_str()),
+        ),
     );
-    headers.insert("x-last-error".into(), text(last_error));
+    headers.insert(
+        header::FIRST_FAILURE_TIME.into(),
+        keep_or(
+            header::FIRST_FAILURE_TIME,
+            amqp::text(&Timestamp::now().to_string()),
+        ),
+    );
+    headers.insert(header::LAST_ERROR.into(), amqp::text(last_error));
     headers
-}
-
-async fn sleep_unless_cancelled(delay: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(delay) => {}
-    }
 }

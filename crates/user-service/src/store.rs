@@ -1,9 +1,8 @@
 //! `user_db` access: the conditional multi-row upsert that applies snapshots, and the directory
 //! queries.
 
-use chrono::{DateTime, Utc};
-use contract::{Email, Envelope, Role, Timestamp, UserId, UserSnapshot};
-use platform::directory::ListQuery;
+use contract::{Envelope, Timestamp, UserId};
+use platform::users::{ListQuery, UserRecord, RECORD_COLUMNS};
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -134,59 +133,16 @@ async fn upsert(
     .await
 }
 
-/// A directory entry as stored.
-#[derive(Debug, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: Uuid,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub role: String,
-    pub phone_number: Option<String>,
-    pub is_active: bool,
-    pub must_change_password: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: Option<DateTime<Utc>>,
-    pub user_version: Option<i64>,
-}
-
-const COLUMNS: &str = "id, email, first_name, last_name, role, phone_number, is_active, \
-     must_change_password, created_at, updated_at, user_version";
-
-impl UserRow {
-    /// The API's user JSON: the same fields and names as the event payload.
-    pub fn snapshot(&self) -> Result<UserSnapshot, String> {
-        Ok(UserSnapshot {
-            user_id: UserId(self.id),
-            email: Email::parse(&self.email).map_err(|e| format!("user {}: {e}", self.id))?,
-            first_name: self.first_name.clone(),
-            last_name: self.last_name.clone(),
-            role: self
-                .role
-                .parse::<Role>()
-                .map_err(|e| format!("user {}: {e}", self.id))?,
-            phone_number: self.phone_number.clone(),
-            is_active: self.is_active,
-            must_change_password: self.must_change_password,
-            created_at: self.created_at.into(),
-            updated_at: self.updated_at.map(Into::into),
-            user_version: self.user_version,
-            previous_role: None,
-            changed_fields: None,
-        })
-    }
-}
-
 /// One page of the directory and the total matching.
 pub async fn list(
     conn: &mut PgConnection,
     query: &ListQuery,
-) -> Result<(Vec<UserRow>, i64), sqlx::Error> {
-    platform::directory::page(conn, COLUMNS, query).await
+) -> Result<(Vec<UserRecord>, i64), sqlx::Error> {
+    platform::users::page(conn, query).await
 }
 
-pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRecord>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {RECORD_COLUMNS} FROM users WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await
@@ -195,7 +151,7 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contract::EventType;
+    use contract::{Email, EventType, Role, UserSnapshot};
 
     fn event(user: UserId, version: Option<i64>, email: &str) -> Envelope {
         Envelope::new(

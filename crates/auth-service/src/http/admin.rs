@@ -4,13 +4,14 @@
 use super::auth::Profile;
 use super::AppState;
 use crate::password;
-use crate::store::{self, Outcome, UserChange};
+use crate::store::{self, Outcome, ProfileChange, UserChange};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, Authenticated, ListParams};
+use platform::users::UserRecord;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
@@ -51,17 +52,17 @@ async fn apply(
     state: &AppState,
     caller: &Authenticated,
     id: &str,
-    event_type: EventType,
     change: UserChange,
 ) -> Result<Json<UserSnapshot>, ApiError> {
     require_current_admin(state, caller).await?;
     let id = parse_id(id)?;
+    let event_type = change.event_type();
     let mut tx = state.db.begin().await?;
-    let outcome = store::change_user(&mut tx, id, event_type, change).await?;
+    let outcome = store::change_user(&mut tx, id, change).await?;
     tx.commit().await?;
     if let Outcome::Changed(user) = &outcome {
         tracing::info!(
-            email = %user.email, version = user.user_version, event = event_type.as_str(),
+            email = %user.email, version = user.version(), event = event_type.as_str(),
             by = %caller.0.email, "user changed by admin"
         );
     }
@@ -84,8 +85,9 @@ async fn list_users(
     let (rows, total) = store::list_users(&mut conn, &query).await?;
     let items = rows
         .iter()
-        .map(store::UserRow::snapshot)
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(UserRecord::snapshot)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
     Ok(Json(Page { items, total }))
 }
 
@@ -125,7 +127,7 @@ async fn update_user(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateRequest>,
 ) -> Result<Json<UserSnapshot>, ApiError> {
-    let change = UserChange {
+    let change = UserChange::Profile(ProfileChange {
         email: req.email.as_deref().map(Email::parse).transpose()?,
         first_name: req
             .first_name
@@ -146,9 +148,8 @@ async fn update_user(
                     .transpose()
             })
             .transpose()?,
-        ..UserChange::default()
-    };
-    apply(&state, &caller, &id, EventType::Updated, change).await
+    });
+    apply(&state, &caller, &id, change).await
 }
 
 async fn activate(
@@ -156,11 +157,7 @@ async fn activate(
     caller: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<UserSnapshot>, ApiError> {
-    let change = UserChange {
-        is_active: Some(true),
-        ..UserChange::default()
-    };
-    apply(&state, &caller, &id, EventType::Activated, change).await
+    apply(&state, &caller, &id, UserChange::Activate).await
 }
 
 async fn deactivate(
@@ -168,11 +165,7 @@ async fn deactivate(
     caller: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<UserSnapshot>, ApiError> {
-    let change = UserChange {
-        is_active: Some(false),
-        ..UserChange::default()
-    };
-    apply(&state, &caller, &id, EventType::Deactivated, change).await
+    apply(&state, &caller, &id, UserChange::Deactivate).await
 }
 
 #[derive(Deserialize)]
@@ -186,11 +179,8 @@ async fn set_role(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RoleRequest>,
 ) -> Result<Json<UserSnapshot>, ApiError> {
-    let change = UserChange {
-        role: Some(req.role.parse::<Role>()?),
-        ..UserChange::default()
-    };
-    apply(&state, &caller, &id, EventType::RoleChanged, change).await
+    let change = UserChange::SetRole(req.role.parse::<Role>()?);
+    apply(&state, &caller, &id, change).await
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
+use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, Authenticated};
 use serde::{Deserialize, Serialize};
 
@@ -197,13 +197,12 @@ async fn change_password(
     let hash = password::hash(req.new_password)
         .await
         .map_err(ApiError::internal)?;
-    let change = UserChange {
-        password_hash: Some(hash),
-        must_change_password: Some(false),
-        ..UserChange::default()
+    let change = UserChange::Password {
+        hash,
+        must_change_password: false,
     };
     let mut tx = state.db.begin().await?;
-    let outcome = store::change_user(&mut tx, claims.sub, EventType::Updated, change).await?;
+    let outcome = store::change_user(&mut tx, claims.sub, change).await?;
     tx.commit().await?;
     Ok(Json(outcome.user().snapshot()?))
 }

@@ -4,47 +4,18 @@
 use super::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health/live", get(platform::http::live))
-        .route("/health/ready", get(ready))
+    platform::http::health_routes(ready)
 }
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let db_ok = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&state.db),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    let broker_ok = state
+    let broker_up = state
         .broker_up
         .as_ref()
         .map(|up| up.load(Ordering::Relaxed));
-    let mut down = Vec::new();
-    if !db_ok {
-        down.push("auth_db");
-    }
-    if broker_ok == Some(false) {
-        down.push("rabbitmq");
-    }
-    let status = if down.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({
-            "status": if down.is_empty() { "ready" } else { "unavailable" },
-            "unavailable": down,
-            "checks": { "database": db_ok, "broker": broker_ok },
-        })),
-    )
+    platform::http::readiness(&state.db, "auth_db", broker_up, None).await
 }

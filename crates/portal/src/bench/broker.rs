@@ -9,15 +9,14 @@ use super::profile::{self, CpuProfile};
 use super::report::{Percentiles, Throughput};
 use super::sync::Setting;
 use anyhow::{bail, Context};
+use contract::topology::{Declaration, ExchangeKind};
 use contract::{Email, Envelope, EventType, PersonName, Role, Timestamp, UserId, UserSnapshot};
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeleteOptions,
 };
-use lapin::publisher_confirm::Confirmation;
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, ExchangeKind};
+use lapin::types::FieldTable;
+use platform::amqp::{self, Outgoing};
 use std::time::Instant;
 
 const EXCHANGE: &str = "bench.ceiling";
@@ -58,30 +57,20 @@ pub async fn ceiling(
     let (batch, prefetch) = (setting.relay_batch_size, setting.prefetch);
     let bar = super::bar(events, "row 1: broker ceiling");
     let body = sample_body()?;
-    let publisher = platform::amqp::connect(&env.amqp_url, "bench ceiling publisher").await?;
+    let publisher = amqp::connect(&env.amqp_url, "bench ceiling publisher").await?;
     let pch = publisher.create_channel().await?;
-    pch.exchange_declare(
-        EXCHANGE,
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    platform::amqp::declare_quorum_queue(&pch, QUEUE).await?;
-    pch.queue_bind(
-        QUEUE,
-        EXCHANGE,
-        "#",
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    amqp::declare(
+        &pch,
+        &[
+            Declaration::exchange(EXCHANGE, ExchangeKind::Topic),
+            Declaration::quorum_queue(QUEUE),
+            Declaration::binding(QUEUE, EXCHANGE, "#"),
+        ],
     )
     .await?;
     pch.confirm_select(ConfirmSelectOptions::default()).await?;
 
-    let consumer_conn = platform::amqp::connect(&env.amqp_url, "bench ceiling consumer").await?;
+    let consumer_conn = amqp::connect(&env.amqp_url, "bench ceiling consumer").await?;
     let cch = consumer_conn.create_channel().await?;
     cch.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut deliveries = cch
@@ -128,36 +117,20 @@ pub async fn ceiling(
 
     let cpu_before = profile::snapshot(&[]);
     let started = Instant::now();
-    let publish_options = BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
+    let properties = amqp::event_properties(&uuid::Uuid::nil().to_string(), "user.created");
+    let message = || Outgoing {
+        exchange: EXCHANGE,
+        routing_key: "user.created",
+        body: &body,
+        properties: properties.clone(),
     };
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type(ShortString::from("application/json"))
-        .with_type(ShortString::from("user.created"));
     let mut sent = 0u64;
     while sent < events {
         let n = (events - sent).min(batch.max(1) as u64);
-        let mut confirms = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            confirms.push(
-                pch.basic_publish(
-                    EXCHANGE,
-                    "user.created",
-                    publish_options,
-                    &body,
-                    properties.clone(),
-                )
-                .await?,
-            );
-        }
-        for confirm in confirms {
-            match confirm.await? {
-                Confirmation::Ack(None) => {}
-                other => bail!("broker did not accept a ceiling message: {other:?}"),
-            }
-        }
+        amqp::publish_confirmed(&pch, (0..n).map(|_| message()).collect())
+            .await
+            .require_all()
+            .context("broker did not accept a ceiling message")?;
         sent += n;
     }
     let finished = match reached_rx.await {
@@ -175,19 +148,10 @@ pub async fn ceiling(
     let mut round_trips = Vec::with_capacity(CONFIRM_SAMPLES);
     for _ in 0..CONFIRM_SAMPLES {
         let sent = Instant::now();
-        let confirm = pch
-            .basic_publish(
-                EXCHANGE,
-                "user.created",
-                publish_options,
-                &body,
-                properties.clone(),
-            )
-            .await?
-            .await?;
-        if !matches!(confirm, Confirmation::Ack(None)) {
-            bail!("broker did not accept a ceiling message: {confirm:?}");
-        }
+        amqp::publish_confirmed(&pch, vec![message()])
+            .await
+            .require_all()
+            .context("broker did not accept a ceiling message")?;
         round_trips.push(sent.elapsed().as_micros() as i64);
     }
     consumer.await.context("ceiling consumer panicked")??;

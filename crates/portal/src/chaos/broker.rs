@@ -1,35 +1,11 @@
-//! RabbitMQ as the chaos run sees it beyond the management API ([`crate::rabbit_admin`]): a few
-//! AMQP look-ups (ready count, the dead-letter queue's contents).
+//! RabbitMQ as the chaos run sees it beyond the management API ([`crate::rabbit_admin`]): the
+//! dead-letter queue's contents, read over AMQP.
 
 use anyhow::Context;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use contract::wire::header;
+use lapin::options::BasicGetOptions;
+use platform::amqp;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Messages ready in `queue` (a passive declare: exact, but it does not count unacked ones).
-pub async fn ready_messages(amqp_url: &str, queue: &str) -> anyhow::Result<u32> {
-    let conn = platform::amqp::connect(amqp_url, "chaos queue depth").await?;
-    let result = async {
-        let ch = conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                queue,
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let count = q.message_count();
-        // Closed before the connection, or lapin logs a spurious "Connection error".
-        ch.close(200, "done").await?;
-        Ok::<_, lapin::Error>(count)
-    }
-    .await;
-    conn.close(200, "done").await.ok();
-    result.with_context(|| format!("passive declare of {queue}"))
-}
 
 /// What the dead-letter queue holds.
 #[derive(Debug, Default)]
@@ -51,7 +27,7 @@ pub async fn read_dead_letters(
     queue: &str,
     id_prefix: &str,
 ) -> anyhow::Result<DeadLetters> {
-    let conn = platform::amqp::connect(amqp_url, "chaos dead-letter count").await?;
+    let conn = amqp::connect(amqp_url, "chaos dead-letter count").await?;
     let result = async {
         let ch = conn.create_channel().await?;
         let mut seen = DeadLetters::default();
@@ -67,14 +43,8 @@ pub async fn read_dead_letters(
                 }
                 _ => seen.foreign += 1,
             }
-            let reason = props
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get("x-error-reason").cloned())
-                .map_or("none".to_owned(), |v| match v {
-                    AMQPValue::LongString(s) => s.to_string(),
-                    other => format!("{other:?}"),
-                });
+            let reason = amqp::header_text(&amqp::headers_of(props), header::ERROR_REASON)
+                .unwrap_or_else(|| "none".to_owned());
             *seen.reasons.entry(reason).or_default() += 1;
         }
         ch.close(200, "done").await?;

@@ -7,10 +7,9 @@
 use super::progress::Progress;
 use anyhow::{bail, Context};
 use contract::topology::{ConsumerQueues, USER_SERVICE};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::ShortString;
-use lapin::BasicProperties;
+use platform::amqp::{self, Outgoing};
 use platform::backoff::Backoff;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,28 +104,27 @@ pub async fn publish_spread(
 }
 
 async fn publish(amqp_url: &str, range: std::ops::Range<u64>) -> anyhow::Result<()> {
-    let conn = platform::amqp::connect(amqp_url, "chaos malformed publisher").await?;
-    let result = async {
+    let conn = amqp::connect(amqp_url, "chaos malformed publisher").await?;
+    let result: anyhow::Result<()> = async {
         let queue = ConsumerQueues::for_consumer(USER_SERVICE).main;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        let mut confirms = Vec::new();
-        for n in range {
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(format!("{ID_PREFIX}{n}")));
-            let confirm = ch
-                .basic_publish("", &queue, BasicPublishOptions::default(), &body(n), props)
-                .await?;
-            confirms.push(confirm);
-        }
-        for confirm in confirms {
-            match confirm.await? {
-                Confirmation::Ack(_) => {}
-                other => bail!("broker did not take a malformed message: {other:?}"),
-            }
-        }
+        let bodies: Vec<(u64, Vec<u8>)> = range.map(|n| (n, body(n))).collect();
+        let messages: Vec<_> = bodies
+            .iter()
+            .map(|(n, body)| Outgoing {
+                exchange: "",
+                routing_key: &queue,
+                body,
+                properties: amqp::persistent()
+                    .with_content_type(ShortString::from(contract::wire::CONTENT_TYPE))
+                    .with_message_id(ShortString::from(format!("{ID_PREFIX}{n}"))),
+            })
+            .collect();
+        amqp::publish_confirmed(&ch, messages)
+            .await
+            .require_all()
+            .context("broker did not take a malformed message")?;
         // Closing the channel before the connection keeps lapin from logging a spurious
         // "Connection error" for a channel still open at close.
         ch.close(200, "done").await?;

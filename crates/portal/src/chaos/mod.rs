@@ -364,7 +364,9 @@ async fn wait_for_quiescence(
                 .await
                 .context("counting unpublished outbox rows")?;
         // Ready messages exactly (passive declare) and ready + unacked as last sampled.
-        let ready = broker::ready_messages(&env.amqp_url, &queue).await.ok();
+        let ready = platform::amqp::ready_messages(&env.amqp_url, &queue)
+            .await
+            .ok();
         let total = env
             .management
             .queue_messages(&env.vhost, &queue)

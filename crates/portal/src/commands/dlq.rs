@@ -7,23 +7,12 @@ use super::Failure;
 use crate::cli::{DlqAction, DlqArgs, Settings};
 use anyhow::{anyhow, Context};
 use contract::topology;
+use contract::wire::header;
 use lapin::message::BasicGetMessage;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueuePurgeOptions,
-};
-use lapin::publisher_confirm::Confirmation;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-
-/// Headers the consumer adds when a message fails; dropped on requeue so the message starts
-/// over with a fresh retry budget.
-const FAILURE_HEADERS: [&str; 4] = [
-    "x-error-reason",
-    "x-error-detail",
-    "x-retry-count",
-    "x-last-error",
-];
+use platform::amqp::{self, Outgoing, PublishError};
 
 /// Where a requeued message goes.
 enum Target {
@@ -56,15 +45,7 @@ async fn open(s: &Settings, queue: &str) -> Result<(Connection, Channel, u32), F
             Failure::unreachable(anyhow!("cannot reach RabbitMQ at {}: {e}", s.amqp_url))
         })?;
     let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
-    let declared = ch
-        .queue_declare(
-            queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let count = amqp::queue_depth(&ch, queue)
         .await
         .map_err(|e| anyhow!("no queue {queue}: {e}"))?;
     // The passive declare failing closes the channel; a fresh one for the work.
@@ -72,7 +53,7 @@ async fn open(s: &Settings, queue: &str) -> Result<(Connection, Channel, u32), F
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| anyhow!(e))?;
-    Ok((conn, ch, declared.message_count()))
+    Ok((conn, ch, count))
 }
 
 /// Takes up to `n` messages off the queue, unacked (they return when the channel closes).
@@ -91,64 +72,52 @@ async fn peek(ch: &Channel, queue: &str, n: usize) -> anyhow::Result<Vec<BasicGe
 }
 
 fn header(m: &BasicGetMessage, key: &str) -> String {
-    let headers = m.delivery.properties.headers().clone().unwrap_or_default();
-    headers
-        .inner()
-        .get(key)
-        .map_or_else(|| "-".to_owned(), show_value)
-}
-
-fn show_value(v: &AMQPValue) -> String {
-    match v {
-        AMQPValue::LongString(s) => s.to_string(),
-        AMQPValue::ShortString(s) => s.to_string(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        AMQPValue::LongInt(n) => n.to_string(),
-        other => format!("{other:?}"),
-    }
+    amqp::header_text(&amqp::headers_of(&m.delivery.properties), key)
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 fn routing_key(m: &BasicGetMessage) -> String {
-    match header(m, "x-original-routing-key").as_str() {
+    match header(m, header::ORIGINAL_ROUTING_KEY).as_str() {
         "-" => m.delivery.routing_key.to_string(),
         key => key.to_owned(),
     }
 }
 
 async fn republish(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow::Result<()> {
-    let mut headers = m.delivery.properties.headers().clone().unwrap_or_default();
-    let kept: FieldTable = {
-        let mut t = FieldTable::default();
-        for (k, v) in headers.inner() {
-            if !FAILURE_HEADERS.contains(&k.as_str()) {
-                t.insert(k.clone(), v.clone());
-            }
+    let mut headers = FieldTable::default();
+    for (k, v) in amqp::headers_of(&m.delivery.properties).inner() {
+        if !header::CLEARED_ON_REQUEUE.contains(&k.as_str()) {
+            headers.insert(k.clone(), v.clone());
         }
-        t
-    };
-    headers = kept;
-    let props = m
+    }
+    let properties = m
         .delivery
         .properties
         .clone()
         .with_headers(headers)
-        .with_delivery_mode(2);
-    let (exchange, key) = match target {
-        Target::Queue(q) => ("", q.clone()),
-        Target::Exchange => (topology::EXCHANGE, routing_key(m)),
+        .with_delivery_mode(contract::wire::PERSISTENT);
+    let key = match target {
+        Target::Queue(q) => q.clone(),
+        Target::Exchange => routing_key(m),
     };
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
+    let message = Outgoing {
+        exchange: match target {
+            Target::Queue(_) => "",
+            Target::Exchange => topology::EXCHANGE,
+        },
+        routing_key: &key,
+        body: &m.delivery.data,
+        properties,
     };
-    match ch
-        .basic_publish(exchange, &key, options, &m.delivery.data, props)
-        .await?
-        .await?
+    match amqp::publish_confirmed(ch, vec![message])
+        .await
+        .require_all()
     {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(anyhow!("no queue took the message (routing key {key})")),
-        _ => Err(anyhow!("the broker refused the message")),
+        Ok(_) => Ok(()),
+        Err(PublishError::Unroutable(_)) => {
+            Err(anyhow!("no queue took the message (routing key {key})"))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -171,16 +140,16 @@ async fn act(ch: &Channel, queue: &str, count: u32, action: DlqAction) -> Result
                 );
             }
             for (i, m) in messages.iter().enumerate() {
-                let mut detail = header(m, "x-error-detail");
+                let mut detail = header(m, header::ERROR_DETAIL);
                 if detail.chars().count() > 60 {
                     detail = detail.chars().take(57).collect::<String>() + "...";
                 }
                 println!(
                     "{:>4}  {:<20} {:<18} {:<24} {:>6}  {detail}",
                     i + 1,
-                    header(m, "x-error-reason"),
+                    header(m, header::ERROR_REASON),
                     routing_key(m),
-                    header(m, "x-first-failure-time"),
+                    header(m, header::FIRST_FAILURE_TIME),
                     m.delivery.data.len(),
                 );
             }
@@ -190,9 +159,8 @@ async fn act(ch: &Channel, queue: &str, count: u32, action: DlqAction) -> Result
             let m = nth(ch, queue, n, count).await?;
             println!("position      {n} of {count} in {queue}");
             println!("routing key   {}", routing_key(&m));
-            let headers = m.delivery.properties.headers().clone().unwrap_or_default();
-            for (k, v) in headers.inner() {
-                println!("{:<13} {}", k.as_str(), show_value(v));
+            for (k, v) in amqp::headers_of(&m.delivery.properties).inner() {
+                println!("{:<13} {}", k.as_str(), amqp::show_value(v));
             }
             let body = match serde_json::from_slice::<serde_json::Value>(&m.delivery.data) {
                 Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_default(),

@@ -10,9 +10,8 @@ use auth_service::event_store::{self, Cursor, EventFilter};
 use contract::topology::ConsumerQueues;
 use contract::{Email, EventType};
 use indicatif::{ProgressBar, ProgressStyle};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::publisher_confirm::Confirmation;
-use lapin::types::FieldTable;
+use lapin::options::ConfirmSelectOptions;
+use platform::amqp::{self, Outgoing};
 use sqlx::PgPool;
 
 /// Events read and published per round trip.
@@ -79,11 +78,11 @@ pub async fn replay_to(
     filter: &EventFilter,
     progress: &ProgressBar,
 ) -> Result<Sent, Failure> {
-    let conn = platform::amqp::connect(amqp_url, "portal replay")
+    let conn = amqp::connect(amqp_url, "portal replay")
         .await
         .map_err(|e| Failure::unreachable(anyhow!("cannot reach RabbitMQ at {amqp_url}: {e}")))?;
     let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
-    ch.queue_declare(queue, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+    amqp::queue_depth(&ch, queue)
         .await
         .map_err(|_| anyhow!("no queue {queue}: replay sends to an existing consumer queue (see `portal consumer add`)"))?;
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -127,35 +126,19 @@ pub async fn replay_to(
         held_since = None;
         backoff.reset();
         cursor = Cursor::after(last);
-        let mut confirms = Vec::with_capacity(page.len());
-        for event in &page {
-            let props = auth_service::relay::event_properties(
-                &event.event_id.to_string(),
-                &event.event_type,
-            );
-            let confirm = ch
-                .basic_publish(
-                    "",
-                    queue,
-                    BasicPublishOptions::default(),
-                    event.body.as_bytes(),
-                    props,
-                )
-                .await
-                .map_err(|e| anyhow!(e))?;
-            confirms.push(confirm);
-        }
-        for confirm in confirms {
-            match confirm.await.map_err(|e| anyhow!(e))? {
-                Confirmation::Ack(_) => {}
-                _ => {
-                    return Err(anyhow!(
-                        "the broker refused an event; replay stopped (safe to run again)"
-                    )
-                    .into())
-                }
-            }
-        }
+        let messages: Vec<_> = page
+            .iter()
+            .map(|event| Outgoing {
+                exchange: "",
+                routing_key: queue,
+                body: event.body.as_bytes(),
+                properties: amqp::event_properties(&event.event_id.to_string(), &event.event_type),
+            })
+            .collect();
+        amqp::publish_confirmed(&ch, messages)
+            .await
+            .require_all()
+            .map_err(|e| anyhow!("{e}; replay stopped (safe to run again)"))?;
         for event in &page {
             sent.first_seq = Some(sent.first_seq.map_or(event.seq, |s| s.min(event.seq)));
             sent.last_seq = Some(sent.last_seq.map_or(event.seq, |s| s.max(event.seq)));

@@ -3,8 +3,8 @@
 //! `portal verify` uses reporting no difference.
 
 use crate::SETTLE;
-use auth_service::store::{self, UserChange};
-use contract::{Email, EventType, PersonName, Role};
+use auth_service::store::{self, ProfileChange, UserChange};
+use contract::{Email, PersonName, Role};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -37,54 +37,27 @@ fn op() -> impl Strategy<Value = Op> {
 /// Performs `op` on `user` through the auth-service's store, like the admin API does. Refusals
 /// (an email taken by another user, the last admin) are part of the history too.
 async fn perform(pool: &PgPool, user: Uuid, op: &Op) {
-    let (event_type, change) = match op {
-        Op::Rename(n) => (
-            EventType::Updated,
-            UserChange {
-                first_name: Some(PersonName::parse("firstName", &format!("Name{n}")).unwrap()),
-                ..Default::default()
-            },
-        ),
-        Op::Email(n) => (
-            EventType::Updated,
-            UserChange {
-                email: Some(Email::parse(&format!("person{n}@clinic.test")).unwrap()),
-                ..Default::default()
-            },
-        ),
-        Op::Phone(p) => (
-            EventType::Updated,
-            UserChange {
-                phone_number: Some(p.map(|p| {
-                    contract::PhoneNumber::parse(&format!("+263 77 000 {p:04}")).unwrap()
-                })),
-                ..Default::default()
-            },
-        ),
-        Op::Activate => (
-            EventType::Activated,
-            UserChange {
-                is_active: Some(true),
-                ..Default::default()
-            },
-        ),
-        Op::Deactivate => (
-            EventType::Deactivated,
-            UserChange {
-                is_active: Some(false),
-                ..Default::default()
-            },
-        ),
-        Op::SetRole(r) => (
-            EventType::RoleChanged,
-            UserChange {
-                role: Some(*r),
-                ..Default::default()
-            },
-        ),
+    let change = match op {
+        Op::Rename(n) => UserChange::Profile(ProfileChange {
+            first_name: Some(PersonName::parse("firstName", &format!("Name{n}")).unwrap()),
+            ..Default::default()
+        }),
+        Op::Email(n) => UserChange::Profile(ProfileChange {
+            email: Some(Email::parse(&format!("person{n}@clinic.test")).unwrap()),
+            ..Default::default()
+        }),
+        Op::Phone(p) => UserChange::Profile(ProfileChange {
+            phone_number: Some(
+                p.map(|p| contract::PhoneNumber::parse(&format!("+263 77 000 {p:04}")).unwrap()),
+            ),
+            ..Default::default()
+        }),
+        Op::Activate => UserChange::Activate,
+        Op::Deactivate => UserChange::Deactivate,
+        Op::SetRole(r) => UserChange::SetRole(*r),
     };
     let mut tx = pool.begin().await.unwrap();
-    match store::change_user(&mut tx, user, event_type, change).await {
+    match store::change_user(&mut tx, user, change).await {
         Ok(_) => tx.commit().await.unwrap(),
         Err(store::StoreError::DuplicateEmail | store::StoreError::LastActiveAdmin) => {}
         Err(e) => panic!("unexpected store error: {e}"),

@@ -6,24 +6,16 @@ use crate::cli::portal_output;
 use crate::{count, get, SETTLE};
 use auth_service::event_store::{self, Cursor, EventFilter};
 use auth_service::store::{self, UserChange};
-use contract::{EventType, Role};
+use contract::Role;
 use sqlx::PgPool;
 use test_support::{poll_until, TestEnv};
 use uuid::Uuid;
 
 async fn change_role(pool: &PgPool, id: Uuid, role: Role) {
     let mut tx = pool.begin().await.unwrap();
-    store::change_user(
-        &mut tx,
-        id,
-        EventType::RoleChanged,
-        UserChange {
-            role: Some(role),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    store::change_user(&mut tx, id, UserChange::SetRole(role))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -319,7 +311,7 @@ async fn reading_the_store_from_a_cursor_never_skips_an_event_that_commits_late(
 }
 
 /// Writes a user and its event in an open transaction (not committed).
-async fn env_user(tx: &mut sqlx::PgConnection, email: &str) -> Uuid {
+async fn env_user(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, email: &str) -> Uuid {
     let new = store::NewUser {
         email: contract::Email::parse(email).unwrap(),
         password_hash: "x".into(),

@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use contract::{UserSnapshot, ValidationError};
 use platform::http::{ApiError, Authenticated, ListParams};
+use platform::users::UserRecord;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -31,7 +32,7 @@ async fn list(
     let (rows, total) = store::list(&mut conn, &query).await?;
     let items = rows
         .iter()
-        .map(store::UserRow::snapshot)
+        .map(UserRecord::snapshot)
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::internal)?;
     Ok(Json(Page { items, total }))

@@ -1,9 +1,70 @@
-//! The user-list query both directories share (the auth-service's admin list and the
-//! user-service's directory): its parameters, their validation, and the SQL filter over a
-//! `users` table that both databases shape alike.
+//! The `users` table as every copy shapes it (the auth-service's adds the password hash): one
+//! record type with its conversion to the contract's snapshot, and the user-list query both
+//! directories share (the auth-service's admin list and the user-service's directory) with its
+//! parameters and their validation.
 
-use contract::{Role, ValidationError};
+use chrono::{DateTime, Utc};
+use contract::{Email, Role, UserId, UserSnapshot, ValidationError};
 use serde::Deserialize;
+use uuid::Uuid;
+
+/// The synced columns of one `users` row, as both databases hold them.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: String,
+    pub phone_number: Option<String>,
+    pub is_active: bool,
+    pub must_change_password: bool,
+    pub created_at: DateTime<Utc>,
+    /// Always set in `auth_db`; absent in a copy written from an older producer's event.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Always set in `auth_db`; absent in a copy written from an older producer's event.
+    pub user_version: Option<i64>,
+}
+
+/// The columns of [`UserRecord`], in its order, for `SELECT`s.
+pub const RECORD_COLUMNS: &str = "id, email, first_name, last_name, role, phone_number, \
+     is_active, must_change_password, created_at, updated_at, user_version";
+
+/// A stored row that no longer satisfies the contract (written behind the system's back).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored user {id} is invalid: {problem}")]
+pub struct CorruptRow {
+    pub id: Uuid,
+    pub problem: String,
+}
+
+impl UserRecord {
+    /// The row as the contract's snapshot, which is also the API's user JSON.
+    pub fn snapshot(&self) -> Result<UserSnapshot, CorruptRow> {
+        let corrupt = |problem: String| CorruptRow {
+            id: self.id,
+            problem,
+        };
+        Ok(UserSnapshot {
+            user_id: UserId(self.id),
+            email: Email::parse(&self.email).map_err(|e| corrupt(e.to_string()))?,
+            first_name: self.first_name.clone(),
+            last_name: self.last_name.clone(),
+            role: self
+                .role
+                .parse()
+                .map_err(|_| corrupt(format!("unknown role {:?}", self.role)))?,
+            phone_number: self.phone_number.clone(),
+            is_active: self.is_active,
+            must_change_password: self.must_change_password,
+            created_at: self.created_at.into(),
+            updated_at: self.updated_at.map(Into::into),
+            user_version: self.user_version,
+            previous_role: None,
+            changed_fields: None,
+        })
+    }
+}
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -119,16 +180,12 @@ const WHERE_SQL: &str = "WHERE ($1::text IS NULL OR role = $1) \
 /// The directory's order: last name, first name, then id so pages are stable.
 const ORDER_SQL: &str = "ORDER BY last_name, first_name, id";
 
-/// One page of `users` matching `query` (the selected `columns` read into `T`, in directory
-/// order) and the total matching; both directories run exactly this.
-pub async fn page<T>(
+/// One page of `users` matching `query`, in directory order, and the total matching; both
+/// directories run exactly this.
+pub async fn page(
     conn: &mut sqlx::PgConnection,
-    columns: &str,
     query: &ListQuery,
-) -> Result<(Vec<T>, i64), sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
+) -> Result<(Vec<UserRecord>, i64), sqlx::Error> {
     let (role, is_active, pattern) = query.binds();
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE_SQL}"))
         .bind(role)
@@ -137,7 +194,7 @@ where
         .fetch_one(&mut *conn)
         .await?;
     let rows = sqlx::query_as(&format!(
-        "SELECT {columns} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
+        "SELECT {RECORD_COLUMNS} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
     ))
     .bind(role)
     .bind(is_active)
