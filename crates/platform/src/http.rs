@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use contract::api::ErrorBody;
 use contract::{Role, ValidationError};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -93,10 +94,11 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.code, "message": self.message });
-        if let Some(field) = self.field {
-            body["field"] = json!(field);
-        }
+        let body = ErrorBody {
+            error: self.code.to_owned(),
+            message: self.message,
+            field: self.field.map(str::to_owned),
+        };
         (self.status, Json(body)).into_response()
     }
 }

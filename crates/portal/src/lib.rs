@@ -6,15 +6,11 @@
 //! - [`commands`]: one module per command.
 //! - [`bench`]: `portal bench`, the end-to-end benchmark in its own databases and vhost.
 //! - [`chaos`]: the chaos run (`portal chaos`), faults injected under load, then verify.
-//! - [`reconcile`]: finds drift the same way and repairs it with `user.snapshot` events.
-//! - [`verify`]: the streaming comparison of `auth_db` and `user_db`, also used by the tests.
-//!   Like `reconcile` later, it is an operator's tool and the one place that reads both
-//!   services' databases.
+//!
+//! The recovery tools themselves (verify, reconcile, replay) are the `ops` crate.
 
 pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod commands;
 pub mod rabbit_admin;
-pub mod reconcile;
-pub mod verify;

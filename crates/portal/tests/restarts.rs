@@ -103,6 +103,6 @@ async fn relay_and_consumer_ride_out_restarts_of_rabbitmq_and_postgresql() {
     let users = env.user_pool().await;
     wait_for_user_version(&users, after, 1, SETTLE).await;
     let auth = env.auth_pool().await;
-    let report = portal::verify::compare(&auth, &users, 5).await.unwrap();
+    let report = ops::verify::compare(&auth, &users, 5).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
 }

@@ -9,10 +9,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use contract::api::{
+    AuditEntry, CreateUserRequest, CreateUserResponse, Page, RoleRequest, UpdateUserRequest,
+};
 use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, Authenticated, ListParams};
 use platform::users::UserRecord;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -69,17 +72,11 @@ async fn apply(
     Ok(Json(outcome.user().snapshot()?))
 }
 
-#[derive(Serialize)]
-struct Page {
-    items: Vec<UserSnapshot>,
-    total: i64,
-}
-
 async fn list_users(
     State(state): State<AppState>,
     caller: Authenticated,
     ListParams(query): ListParams,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<Page<UserSnapshot>>, ApiError> {
     require_current_admin(&state, &caller).await?;
     let mut conn = state.db.acquire().await?;
     let (rows, total) = store::list_users(&mut conn, &query).await?;
@@ -103,29 +100,11 @@ async fn show_user(
     Ok(Json(user.snapshot()?))
 }
 
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-/// Profile fields an admin may edit; role and status have their own endpoints, so anything
-/// else is refused rather than silently ignored.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateRequest {
-    email: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    /// `null` or `""` clears it.
-    #[serde(default, deserialize_with = "present")]
-    phone_number: Option<Option<String>>,
-}
-
 async fn update_user(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<UpdateRequest>,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> Result<Json<UserSnapshot>, ApiError> {
     let change = UserChange::Profile(ProfileChange {
         email: req.email.as_deref().map(Email::parse).transpose()?,
@@ -168,11 +147,6 @@ async fn deactivate(
     apply(&state, &caller, &id, UserChange::Deactivate).await
 }
 
-#[derive(Deserialize)]
-struct RoleRequest {
-    role: String,
-}
-
 async fn set_role(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -181,24 +155,6 @@ async fn set_role(
 ) -> Result<Json<UserSnapshot>, ApiError> {
     let change = UserChange::SetRole(req.role.parse::<Role>()?);
     apply(&state, &caller, &id, change).await
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateUserRequest {
-    email: String,
-    first_name: String,
-    last_name: String,
-    role: String,
-    phone_number: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateUserResponse {
-    user: UserSnapshot,
-    /// Shown only in this answer; only its hash is stored.
-    temporary_password: String,
 }
 
 /// Creates an active account that must change its random temporary password at first login.
@@ -239,26 +195,13 @@ struct EventsQuery {
     event_type: Option<String>,
 }
 
-/// One stored event as the audit trail shows it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AuditEntry {
-    seq: i64,
-    event_id: Uuid,
-    event_type: String,
-    user_version: Option<i64>,
-    created_at: contract::Timestamp,
-    published_at: Option<contract::Timestamp>,
-    event: serde_json::Value,
-}
-
 /// `GET /admin/users/{id}/events?since=&type=`: the user's audit trail, oldest first.
 async fn user_events(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<EventsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Page<AuditEntry>>, ApiError> {
     require_current_admin(&state, &caller).await?;
     let id = parse_id(&id)?;
     let since = q
@@ -296,7 +239,6 @@ async fn user_events(
             event: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
         })
         .collect::<Vec<_>>();
-    Ok(Json(
-        serde_json::json!({ "items": items, "total": items.len() }),
-    ))
+    let total = items.len() as i64;
+    Ok(Json(Page { items, total }))
 }

@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use contract::api::{ChangePasswordRequest, LoginRequest, LoginResponse, RegisterRequest};
 use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, Authenticated};
-use serde::{Deserialize, Serialize};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -17,17 +17,6 @@ pub fn router() -> Router<AppState> {
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/change-password", post(change_password))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RegisterRequest {
-    email: String,
-    password: String,
-    first_name: String,
-    last_name: String,
-    role: String,
-    phone_number: Option<String>,
 }
 
 /// The validated parts shared by self-registration and admin creation.
@@ -106,21 +95,6 @@ async fn register(
     Ok((StatusCode::CREATED, Json(user.snapshot()?)))
 }
 
-#[derive(Deserialize)]
-struct LoginRequest {
-    email: String,
-    password: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LoginResponse {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: i64,
-    user: UserSnapshot,
-}
-
 /// Wrong password, unknown email and inactive account get the same answer, so the endpoint does
 /// not tell an attacker which accounts exist or are disabled.
 async fn login(
@@ -149,7 +123,7 @@ async fn login(
         .map_err(ApiError::internal)?;
     Ok(Json(LoginResponse {
         access_token: token,
-        token_type: "Bearer",
+        token_type: "Bearer".to_owned(),
         expires_in: state.signer.ttl_seconds(),
         user: user.snapshot()?,
     }))
@@ -163,13 +137,6 @@ async fn me(
         .await?
         .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
     Ok(Json(user.snapshot()?))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ChangePasswordRequest {
-    current_password: String,
-    new_password: String,
 }
 
 /// The caller changes their own password; this clears `mustChangePassword` and, like every

@@ -2,7 +2,7 @@
 //! ([`auth_service::bulk::create_users`]), carried by the relay and the user-service running as
 //! child processes, and timed on the PostgreSQL server's clock: from the first outbox row's
 //! transaction (`outbox.created_at`) to the last apply in `user_db` (`users.synced_at`). Every
-//! run ends with [`crate::verify::compare`] reporting the two databases in sync, or fails.
+//! run ends with [`ops::verify::compare`] reporting the two databases in sync, or fails.
 //!
 //! Also the shared pieces of the other pipeline rows: the end-to-end probe that proves the relay
 //! and consumer are up, the bulk writer, and the wait for `user_db` to hold everything.
@@ -239,7 +239,7 @@ pub async fn max_seq(auth: &PgPool) -> anyhow::Result<i64> {
 /// Fails unless `verify` finds the two databases identical; returns the report and its time.
 pub async fn verify_in_sync(auth: &PgPool, user: &PgPool) -> anyhow::Result<VerifyRun> {
     let started = Instant::now();
-    let report = crate::verify::compare(auth, user, 5).await?;
+    let report = ops::verify::compare(auth, user, 5).await?;
     let seconds = started.elapsed().as_secs_f64();
     if !report.is_in_sync() {
         let listed: Vec<String> = report.listed.iter().map(ToString::to_string).collect();

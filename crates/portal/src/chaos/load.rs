@@ -4,11 +4,12 @@
 //! is talked to, so the user-service being down never fails the load: events wait in the outbox
 //! or the queue, which is the point.
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::bail;
+use api_client::ApiClient;
+use contract::api::{CreateUserRequest, UpdateUserRequest};
+use contract::UserSnapshot;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -68,9 +69,7 @@ enum Op {
 }
 
 pub struct Load {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    api: ApiClient,
     run_id: String,
     operations: u64,
     create_percent: u8,
@@ -88,22 +87,15 @@ pub struct Load {
 
 impl Load {
     pub fn new(
-        base: String,
-        token: String,
+        api: ApiClient,
         run_id: String,
         operations: u64,
         duration: Duration,
         deadline: Duration,
         create_percent: u8,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("HTTP client")?;
         Ok(Self {
-            http,
-            base,
-            token,
+            api,
             run_id,
             operations,
             create_percent,
@@ -212,12 +204,8 @@ impl Load {
             .map_or((Uuid::nil(), true), |u| (u.id, u.active))
     }
 
-    fn remember(&self, i: Option<usize>, user: &Value) -> anyhow::Result<()> {
-        let id: Uuid = user["userId"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("answer has no userId: {user}"))?;
-        let active = user["isActive"].as_bool().unwrap_or(true);
+    fn remember(&self, i: Option<usize>, user: &UserSnapshot) {
+        let (id, active) = (user.user_id.0, user.is_active);
         let mut users = self
             .users
             .lock()
@@ -226,100 +214,75 @@ impl Load {
             Some(known) => known.active = active,
             None => users.push(Known { id, active }),
         }
-        Ok(())
     }
 
     async fn perform(&self, op: Op, rng: &mut StdRng) -> anyhow::Result<()> {
         match op {
             Op::Create => {
                 let n = self.next_email.fetch_add(1, Ordering::Relaxed);
-                let body = json!({
-                    "email": format!("chaos-{}-{n}@clinic.example", self.run_id),
-                    "firstName": one(rng, FIRST_NAMES),
-                    "lastName": one(rng, LAST_NAMES),
-                    "role": one(rng, &ROLES[..4]),
-                    "phoneNumber": phone(rng),
-                });
-                let created = self
-                    .call(Method::POST, "/api/v1/auth/admin/users", Some(body))
-                    .await?;
-                self.remember(None, &created["user"])?;
+                let request = CreateUserRequest {
+                    email: format!("chaos-{}-{n}@clinic.example", self.run_id),
+                    first_name: one(rng, FIRST_NAMES).to_owned(),
+                    last_name: one(rng, LAST_NAMES).to_owned(),
+                    role: one(rng, &ROLES[..4]).to_owned(),
+                    phone_number: Some(phone(rng)),
+                };
+                let created = self.api.create_user(&request).await?;
+                self.remember(None, &created.user);
                 self.counts.creates.fetch_add(1, Ordering::Relaxed);
             }
             Op::Edit(i) => {
                 let (id, _) = self.known(i);
-                let body = match rng.gen_range(0..3) {
-                    0 => {
-                        let name = format!("{} {}", one(rng, FIRST_NAMES), rng.gen_range(1..1000));
-                        json!({ "firstName": name })
-                    }
-                    1 => {
-                        let name = format!("{}-{}", one(rng, LAST_NAMES), rng.gen_range(1..1000));
-                        json!({ "lastName": name })
-                    }
-                    _ if rng.gen_bool(0.2) => json!({ "phoneNumber": null }),
-                    _ => json!({ "phoneNumber": phone(rng) }),
+                let request = match rng.gen_range(0..3) {
+                    0 => UpdateUserRequest {
+                        first_name: Some(format!(
+                            "{} {}",
+                            one(rng, FIRST_NAMES),
+                            rng.gen_range(1..1000)
+                        )),
+                        ..UpdateUserRequest::default()
+                    },
+                    1 => UpdateUserRequest {
+                        last_name: Some(format!(
+                            "{}-{}",
+                            one(rng, LAST_NAMES),
+                            rng.gen_range(1..1000)
+                        )),
+                        ..UpdateUserRequest::default()
+                    },
+                    _ if rng.gen_bool(0.2) => UpdateUserRequest {
+                        phone_number: Some(None),
+                        ..UpdateUserRequest::default()
+                    },
+                    _ => UpdateUserRequest {
+                        phone_number: Some(Some(phone(rng))),
+                        ..UpdateUserRequest::default()
+                    },
                 };
-                let user = self
-                    .call(
-                        Method::PATCH,
-                        &format!("/api/v1/auth/admin/users/{id}"),
-                        Some(body),
-                    )
-                    .await?;
-                self.remember(Some(i), &user)?;
+                let user = self.api.update_user(id, &request).await?;
+                self.remember(Some(i), &user);
                 self.counts.changes.fetch_add(1, Ordering::Relaxed);
             }
             Op::Toggle(i) => {
                 // Flip what this run last saw; another worker may have flipped it already, and
                 // then the API answers 200 without writing anything (still an accepted operation).
                 let (id, active) = self.known(i);
-                let action = if active { "deactivate" } else { "activate" };
-                let user = self
-                    .call(
-                        Method::POST,
-                        &format!("/api/v1/auth/admin/users/{id}/{action}"),
-                        None,
-                    )
-                    .await?;
-                self.remember(Some(i), &user)?;
+                let user = if active {
+                    self.api.deactivate(id).await?
+                } else {
+                    self.api.activate(id).await?
+                };
+                self.remember(Some(i), &user);
                 self.counts.changes.fetch_add(1, Ordering::Relaxed);
             }
             Op::Role(i) => {
                 let (id, _) = self.known(i);
-                let role = one(rng, ROLES);
-                let user = self
-                    .call(
-                        Method::PUT,
-                        &format!("/api/v1/auth/admin/users/{id}/role"),
-                        Some(json!({ "role": role })),
-                    )
-                    .await?;
-                self.remember(Some(i), &user)?;
+                let user = self.api.set_role(id, one(rng, ROLES)).await?;
+                self.remember(Some(i), &user);
                 self.counts.changes.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = resp.status();
-        let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{method} {path}: HTTP {status}: {answer}");
-        }
-        Ok(answer)
     }
 }
 
@@ -334,23 +297,4 @@ fn phone(rng: &mut StdRng) -> String {
         rng.gen_range(0..1000),
         rng.gen_range(0..10000)
     )
-}
-
-/// Logs in through the auth-service's API; returns the access token.
-pub async fn login(base: &str, email: &str, password: &str) -> anyhow::Result<String> {
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .await
-        .context("login")?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if status != StatusCode::OK {
-        bail!("login refused: HTTP {status}: {body}");
-    }
-    body["accessToken"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("login answer has no accessToken"))
 }

@@ -26,6 +26,7 @@ pub use args::ChaosArgs;
 use crate::cli::Settings;
 use crate::commands::Failure;
 use anyhow::{anyhow, bail, Context};
+use api_client::ApiClient;
 use contract::topology::{ConsumerQueues, USER_SERVICE};
 use contract::{Email, PersonName, Role};
 use env::ChaosEnv;
@@ -175,10 +176,13 @@ async fn execute(
 
     let mut fleet = Fleet::start(service_env(s, args, env), &env.dir).await?;
     let auth_url = fleet.auth_url()?;
-    let token = load::login(&auth_url, &admin_email, &admin_password).await?;
+    let api = ApiClient::new(&auth_url)
+        .context("API client")?
+        .logged_in(&admin_email, &admin_password)
+        .await
+        .context("admin login")?;
     let load = Load::new(
-        auth_url,
-        token,
+        api,
         env.id.clone(),
         args.operations(),
         args.duration(),
@@ -275,7 +279,7 @@ async fn execute(
     } else {
         None
     };
-    let verify = crate::verify::compare(&auth_pool, &user_pool, 20)
+    let verify = ops::verify::compare(&auth_pool, &user_pool, 20)
         .await
         .map_err(|e| e.to_string());
     if let Ok(report) = &verify {

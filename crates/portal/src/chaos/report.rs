@@ -3,7 +3,7 @@
 //! dead-letter queue, and no service exited without being killed.
 
 use super::broker::DeadLetters;
-use crate::verify::Report;
+use ops::verify::Report;
 use std::time::Duration;
 
 #[derive(Debug)]

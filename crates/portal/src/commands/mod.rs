@@ -23,6 +23,14 @@ impl Failure {
     }
 }
 
+/// The exit code an [`ops::OpsError`] deserves.
+pub fn failure(e: ops::OpsError) -> Failure {
+    match e {
+        ops::OpsError::Unreachable(_) => Failure::unreachable(e.into()),
+        ops::OpsError::Failed(e) => Failure::from(e),
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Self { code: 1, error }

@@ -1,14 +1,12 @@
-//! `portal reconcile`, and the same on a schedule inside the user-service process
-//! (`RECONCILE_INTERVAL`).
+//! `portal reconcile`: reports drift, asks (or takes `--yes`), repairs.
 
 use super::Failure;
 use crate::cli::Settings;
-use crate::reconcile::{self, Options, ReconcileError};
-use crate::verify::VerifyError;
 use anyhow::anyhow;
 use contract::topology::{self, ConsumerQueues};
+use ops::reconcile::{self, Options, ReconcileError};
+use ops::verify::VerifyError;
 use std::io::{BufRead, IsTerminal, Write};
-use tokio_util::sync::CancellationToken;
 
 fn failure(e: ReconcileError) -> Failure {
     match e {
@@ -81,36 +79,4 @@ pub async fn run(
     .map_err(failure)?;
     println!("{done}");
     Ok(())
-}
-
-/// Starts the periodic reconcile when `RECONCILE_INTERVAL` is set; it stops with `shutdown`.
-pub fn spawn_schedule(
-    s: &Settings,
-    shutdown: CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let interval = s.reconcile_interval?;
-    let (auth_url, user_url) = (s.auth_database_url.clone(), s.user_database_url.clone());
-    Some(tokio::spawn(async move {
-        let (Ok(auth), Ok(users)) = (
-            platform::db::lazy_pool(&auth_url, 2),
-            platform::db::lazy_pool(&user_url, 2),
-        ) else {
-            tracing::error!("scheduled reconcile: bad database URL; not running");
-            return;
-        };
-        tracing::info!(every = ?interval, "scheduled reconcile on");
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-            }
-            match reconcile::reconcile(&auth, &users, Options::default()).await {
-                Ok(summary) if summary.repaired > 0 => {
-                    tracing::warn!("scheduled reconcile repaired drift: {summary}")
-                }
-                Ok(summary) => tracing::info!("scheduled reconcile: {summary}"),
-                Err(e) => tracing::warn!("scheduled reconcile failed: {e}"),
-            }
-        }
-    }))
 }

@@ -6,6 +6,7 @@ use crate::cli::Settings;
 use auth_service::relay::{Relay, RelayConfig};
 use platform::jwt::KeyDir;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use user_service::consumer::ConsumerConfig;
 
 pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
@@ -70,12 +71,32 @@ pub async fn auth_service(s: &Settings, run_relay: bool) -> Result<(), Failure> 
     Ok(())
 }
 
+/// The periodic reconcile when `RECONCILE_INTERVAL` is set; it stops with `shutdown`.
+pub fn reconcile_schedule(
+    s: &Settings,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = s.reconcile_interval?;
+    Some(ops::reconcile::spawn_schedule(
+        s.auth_database_url.clone(),
+        s.user_database_url.clone(),
+        interval,
+        shutdown,
+    ))
+}
+
 pub async fn user_service(s: &Settings, run_consumer: bool) -> Result<(), Failure> {
     let app = user_service::Application::build(user_config(s, run_consumer))
         .await
         .map_err(Failure::unreachable)?;
-    app.run_until_stopped(platform::shutdown::on_signal())
-        .await?;
+    let shutdown = platform::shutdown::on_signal();
+    let scheduled = reconcile_schedule(s, shutdown.clone());
+    let served = app.run_until_stopped(shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(task) = scheduled {
+        task.await.ok();
+    }
+    served?;
     Ok(())
 }
 

@@ -70,7 +70,7 @@ pub async fn run(s: &Settings) -> Result<(), Failure> {
     println!("admin login   {} with {password}", s.seed_admin_email);
     println!("stop with Ctrl-C");
 
-    let scheduled = super::reconcile::spawn_schedule(s, shutdown.clone());
+    let scheduled = super::serve::reconcile_schedule(s, shutdown.clone());
     let (a, u, g) = tokio::join!(
         auth.run_until_stopped(shutdown.clone()),
         users.run_until_stopped(shutdown.clone()),

@@ -5,113 +5,35 @@
 use super::Failure;
 use crate::cli::{ApiClientArgs, UsersCommand};
 use anyhow::anyhow;
-use reqwest::Method;
-use serde_json::{json, Value};
+use api_client::{ApiClient, ListFilter};
+use contract::api::{CreateUserRequest, UpdateUserRequest};
+use serde_json::Value;
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-fn unreachable(base: &str, e: reqwest::Error) -> Failure {
-    Failure::unreachable(anyhow!("cannot reach the API at {base}: {e}"))
-}
-
-/// Turns a non-2xx answer into a failure carrying the API's own message.
-async fn answer(resp: reqwest::Response) -> Result<Value, Failure> {
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        return Ok(body);
+/// The exit code an API error deserves: 2 unreachable, 1 refused (with the API's message).
+fn failure(e: api_client::Error) -> Failure {
+    match e {
+        api_client::Error::Unreachable { .. } => Failure::unreachable(e.into()),
+        other => Failure::from(anyhow!(other)),
     }
-    let message = body["message"].as_str().unwrap_or("no details");
-    Err(anyhow!("{message} (HTTP {})", status.as_u16()).into())
 }
 
-impl Client {
-    async fn connect(args: &ApiClientArgs) -> Result<Self, Failure> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| Failure::from(anyhow!(e)))?;
-        let base = args.url.trim_end_matches('/').to_owned();
-        let token = match (&args.token, &args.login_email, &args.login_password) {
-            (Some(token), _, _) => token.clone(),
-            (None, Some(email), Some(password)) => {
-                let resp = http
-                    .post(format!("{base}/api/v1/auth/login"))
-                    .json(&json!({ "email": email, "password": password }))
-                    .send()
-                    .await
-                    .map_err(|e| unreachable(&base, e))?;
-                let body = answer(resp).await?;
-                body["accessToken"]
-                    .as_str()
-                    .ok_or_else(|| Failure::from(anyhow!("login answer has no accessToken")))?
-                    .to_owned()
-            }
-            _ => {
-                return Err(anyhow!(
-                    "set PORTAL_TOKEN, or PORTAL_EMAIL and PORTAL_PASSWORD of an admin"
-                )
-                .into())
-            }
-        };
-        Ok(Self { http, base, token })
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Failure> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
+/// A client logged in as PORTAL_TOKEN, or as PORTAL_EMAIL / PORTAL_PASSWORD.
+async fn connect(args: &ApiClientArgs) -> Result<ApiClient, Failure> {
+    let client = ApiClient::new(args.url.trim_end_matches('/')).map_err(failure)?;
+    match (&args.token, &args.login_email, &args.login_password) {
+        (Some(token), _, _) => Ok(client.authenticated(token.clone())),
+        (None, Some(email), Some(password)) => {
+            client.logged_in(email, password).await.map_err(failure)
         }
-        let resp = req.send().await.map_err(|e| unreachable(&self.base, e))?;
-        answer(resp).await
-    }
-
-    /// The id of a user named by id or by email.
-    async fn resolve(&self, user: &str) -> Result<String, Failure> {
-        if uuid::Uuid::parse_str(user).is_ok() {
-            return Ok(user.to_owned());
+        _ => {
+            Err(anyhow!("set PORTAL_TOKEN, or PORTAL_EMAIL and PORTAL_PASSWORD of an admin").into())
         }
-        let wanted = user.trim().to_lowercase();
-        let page = self
-            .call(
-                Method::GET,
-                &format!(
-                    "/api/v1/auth/admin/users?q={}&limit=500",
-                    urlencode(&wanted)
-                ),
-                None,
-            )
-            .await?;
-        page["items"]
-            .as_array()
-            .and_then(|items| items.iter().find(|u| u["email"] == wanted.as_str()))
-            .and_then(|u| u["userId"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no user with id or email {user:?}").into())
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The answer as JSON, for `--json` and the printers.
+fn json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 fn print_user(u: &Value) {
@@ -191,33 +113,22 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
             limit,
             offset,
         } => {
-            let client = Client::connect(&api).await?;
-            let mut query = format!("limit={limit}&offset={offset}");
-            if let Some(role) = role {
-                query += &format!("&role={}", urlencode(&role));
-            }
-            if let Some(active) = active {
-                query += &format!("&isActive={active}");
-            }
-            if let Some(q) = q {
-                query += &format!("&q={}", urlencode(&q));
-            }
-            let page = client
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/auth/admin/users?{query}"),
-                    None,
-                )
-                .await?;
-            output(api.json, &page, print_table);
+            let client = connect(&api).await?;
+            let filter = ListFilter {
+                role,
+                is_active: active,
+                q,
+                limit: Some(limit),
+                offset: Some(offset),
+            };
+            let page = client.list_users(&filter).await.map_err(failure)?;
+            output(api.json, &json(&page), print_table);
         }
         UsersCommand::Show { api, user } => {
-            let client = Client::connect(&api).await?;
-            let id = client.resolve(&user).await?;
-            let u = client
-                .call(Method::GET, &format!("/api/v1/auth/admin/users/{id}"), None)
-                .await?;
-            output(api.json, &u, print_user);
+            let client = connect(&api).await?;
+            let id = client.resolve(&user).await.map_err(failure)?;
+            let u = client.user(id).await.map_err(failure)?;
+            output(api.json, &json(&u), print_user);
         }
         UsersCommand::Create {
             api,
@@ -227,19 +138,22 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
             role,
             phone,
         } => {
-            let client = Client::connect(&api).await?;
-            let body = json!({ "email": email, "firstName": first_name, "lastName": last_name,
-                               "role": role, "phoneNumber": phone });
-            let created = client
-                .call(Method::POST, "/api/v1/auth/admin/users", Some(body))
-                .await?;
+            let client = connect(&api).await?;
+            let request = CreateUserRequest {
+                email,
+                first_name,
+                last_name,
+                role,
+                phone_number: phone,
+            };
+            let created = client.create_user(&request).await.map_err(failure)?;
             if api.json {
-                output(true, &created, print_user);
+                output(true, &json(&created), print_user);
             } else {
-                print_user(&created["user"]);
+                print_user(&json(&created.user));
                 println!(
                     "temporary password    {} (shown only now)",
-                    created["temporaryPassword"].as_str().unwrap_or("")
+                    created.temporary_password
                 );
             }
         }
@@ -252,78 +166,52 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
             phone,
             clear_phone,
         } => {
-            let client = Client::connect(&api).await?;
-            let id = client.resolve(&user).await?;
-            let mut body = json!({});
-            if let Some(v) = email {
-                body["email"] = json!(v);
-            }
-            if let Some(v) = first_name {
-                body["firstName"] = json!(v);
-            }
-            if let Some(v) = last_name {
-                body["lastName"] = json!(v);
-            }
-            if let Some(v) = phone {
-                body["phoneNumber"] = json!(v);
-            }
-            if clear_phone {
-                body["phoneNumber"] = Value::Null;
-            }
-            let u = client
-                .call(
-                    Method::PATCH,
-                    &format!("/api/v1/auth/admin/users/{id}"),
-                    Some(body),
-                )
-                .await?;
-            output(api.json, &u, print_user);
+            let client = connect(&api).await?;
+            let id = client.resolve(&user).await.map_err(failure)?;
+            let request = UpdateUserRequest {
+                email,
+                first_name,
+                last_name,
+                phone_number: if clear_phone {
+                    Some(None)
+                } else {
+                    phone.map(Some)
+                },
+            };
+            let u = client.update_user(id, &request).await.map_err(failure)?;
+            output(api.json, &json(&u), print_user);
         }
-        UsersCommand::Activate { api, user } => status_change(&api, &user, "activate").await?,
-        UsersCommand::Deactivate { api, user } => status_change(&api, &user, "deactivate").await?,
+        UsersCommand::Activate { api, user } => {
+            let client = connect(&api).await?;
+            let id = client.resolve(&user).await.map_err(failure)?;
+            let u = client.activate(id).await.map_err(failure)?;
+            output(api.json, &json(&u), print_user);
+        }
+        UsersCommand::Deactivate { api, user } => {
+            let client = connect(&api).await?;
+            let id = client.resolve(&user).await.map_err(failure)?;
+            let u = client.deactivate(id).await.map_err(failure)?;
+            output(api.json, &json(&u), print_user);
+        }
         UsersCommand::SetRole { api, user, role } => {
-            let client = Client::connect(&api).await?;
-            let id = client.resolve(&user).await?;
-            let u = client
-                .call(
-                    Method::PUT,
-                    &format!("/api/v1/auth/admin/users/{id}/role"),
-                    Some(json!({ "role": role })),
-                )
-                .await?;
-            output(api.json, &u, print_user);
+            let client = connect(&api).await?;
+            let id = client.resolve(&user).await.map_err(failure)?;
+            let u = client.set_role(id, &role).await.map_err(failure)?;
+            output(api.json, &json(&u), print_user);
         }
     }
-    Ok(())
-}
-
-async fn status_change(api: &ApiClientArgs, user: &str, action: &str) -> Result<(), Failure> {
-    let client = Client::connect(api).await?;
-    let id = client.resolve(user).await?;
-    let u = client
-        .call(
-            Method::POST,
-            &format!("/api/v1/auth/admin/users/{id}/{action}"),
-            None,
-        )
-        .await?;
-    output(api.json, &u, print_user);
     Ok(())
 }
 
 /// `portal events --user <id|email> [--since] [--type]`: the user's audit trail.
 pub async fn events(args: crate::cli::EventsArgs) -> Result<(), Failure> {
-    let client = Client::connect(&args.api).await?;
-    let id = client.resolve(&args.user).await?;
-    let mut query = Vec::new();
-    if let Some(since) = &args.since {
-        query.push(format!("since={}", urlencode(since)));
-    }
-    if let Some(t) = &args.event_type {
-        query.push(format!("type={}", urlencode(t)));
-    }
-    let path = format!("/api/v1/auth/admin/users/{id}/events?{}", query.join("&"));
-    let trail = client.call(Method::GET, &path, None).await?;
+    let client = connect(&args.api).await?;
+    let id = client.resolve(&args.user).await.map_err(failure)?;
+    let trail = client
+        .user_events(id, args.since.as_deref(), args.event_type.as_deref())
+        .await
+        .map_err(failure)?;
+    let trail = json(&trail);
     if args.api.json {
         println!(
             "{}",

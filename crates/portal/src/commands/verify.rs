@@ -3,7 +3,7 @@
 
 use super::Failure;
 use crate::cli::Settings;
-use crate::verify;
+use ops::verify;
 
 pub async fn run(s: &Settings, max_listed: usize) -> Result<(), Failure> {
     let auth = platform::db::lazy_pool(&s.auth_database_url, 1)?;

@@ -143,7 +143,7 @@ async fn a_user_service_killed_with_sigkill_catches_up_after_restart() {
 
     let _restarted = portal(&env).arg("user-service").spawn().unwrap();
     wait_for_user_version(&users, during, 1, SETTLE).await;
-    let report = portal::verify::compare(&auth, &users, 10).await.unwrap();
+    let report = ops::verify::compare(&auth, &users, 10).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
 }
 
@@ -257,7 +257,7 @@ async fn portal_users_manages_users_through_the_admin_api() {
 
     let user_db = env.user_pool().await;
     poll_until(SETTLE, "user_db to follow the CLI's changes", || async {
-        portal::verify::compare(&auth, &user_db, 5)
+        ops::verify::compare(&auth, &user_db, 5)
             .await
             .ok()?
             .is_in_sync()
@@ -322,6 +322,6 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         "portal up stopped {} ms after SIGTERM",
         stopping.elapsed().as_millis()
     );
-    let report = portal::verify::compare(&auth, &users, 5).await.unwrap();
+    let report = ops::verify::compare(&auth, &users, 5).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
 }

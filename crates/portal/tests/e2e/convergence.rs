@@ -97,7 +97,7 @@ async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u
         .unwrap();
 
     crate::eventually_in_sync(&auth, &user_db).await;
-    let report = portal::verify::compare(&auth, &user_db, 5).await.unwrap();
+    let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
     assert_eq!(report.checked, users as u64);
 }
 
@@ -163,7 +163,7 @@ async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
         .execute(&user_db)
         .await
         .unwrap();
-    let report = portal::verify::compare(&auth, &user_db, 5).await.unwrap();
+    let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
 }
 

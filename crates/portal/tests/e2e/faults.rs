@@ -368,7 +368,7 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
             .then_some(())
     })
     .await;
-    let report = portal::verify::compare(&auth, &user_db, 5).await.unwrap();
+    let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
     assert_eq!(
         (report.missing, report.total_differences()),
         (1, 1),

@@ -176,7 +176,7 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     assert!(history[3].2.get("changedFields").is_none());
 
     let users = env.user_pool().await;
-    let report = portal::verify::compare(&auth, &users, 10).await.unwrap();
+    let report = ops::verify::compare(&auth, &users, 10).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
 }
 
@@ -418,6 +418,6 @@ async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
     }
     let users = env.user_pool().await;
     test_support::wait_for_user_version(&users, id, final_version, crate::SETTLE).await;
-    let report = portal::verify::compare(&auth, &users, 10).await.unwrap();
+    let report = ops::verify::compare(&auth, &users, 10).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
 }

@@ -50,7 +50,7 @@ pub async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
 /// Waits until `user_db` equals `auth_db` by the comparison `portal verify` uses.
 pub async fn eventually_in_sync(auth: &sqlx::PgPool, users: &sqlx::PgPool) {
     test_support::poll_until(SETTLE, "user_db to equal auth_db", || async {
-        portal::verify::compare(auth, users, 5)
+        ops::verify::compare(auth, users, 5)
             .await
             .ok()?
             .is_in_sync()

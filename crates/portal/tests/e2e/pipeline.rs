@@ -60,7 +60,7 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
         (count(&users, "SELECT count(*) FROM users").await == 13).then_some(())
     })
     .await;
-    let report = portal::verify::compare(&auth, &users, 10).await.unwrap();
+    let report = ops::verify::compare(&auth, &users, 10).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
     assert_eq!(report.checked, 13);
 }
@@ -265,7 +265,7 @@ async fn a_user_created_while_rabbitmq_is_unreachable_appears_when_it_is_back() 
 
     proxy.restore();
     wait_for_user_version(&user_pool, during, 1, Duration::from_secs(30)).await;
-    let report = portal::verify::compare(&auth_pool, &user_pool, 10)
+    let report = ops::verify::compare(&auth_pool, &user_pool, 10)
         .await
         .unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());

@@ -12,6 +12,7 @@ use auth_service::store;
 use contract::{Envelope, EventType};
 use sqlx::PgPool;
 use std::fmt;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Users repaired per transaction.
@@ -115,4 +116,37 @@ pub async fn reconcile(
         summary.removed = done.rows_affected();
     }
     Ok(summary)
+}
+
+/// Runs [`reconcile`] every `interval` until `shutdown` (`RECONCILE_INTERVAL`), logging what it
+/// found and repaired.
+pub fn spawn_schedule(
+    auth_url: String,
+    user_url: String,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (Ok(auth), Ok(users)) = (
+            platform::db::lazy_pool(&auth_url, 2),
+            platform::db::lazy_pool(&user_url, 2),
+        ) else {
+            tracing::error!("scheduled reconcile: bad database URL; not running");
+            return;
+        };
+        tracing::info!(every = ?interval, "scheduled reconcile on");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match reconcile(&auth, &users, Options::default()).await {
+                Ok(summary) if summary.repaired > 0 => {
+                    tracing::warn!("scheduled reconcile repaired drift: {summary}")
+                }
+                Ok(summary) => tracing::info!("scheduled reconcile: {summary}"),
+                Err(e) => tracing::warn!("scheduled reconcile failed: {e}"),
+            }
+        }
+    })
 }

@@ -1,0 +1,372 @@
+//! A typed client of the portal's HTTP API, usually through the gateway: every answer is one of
+//! the contract's types ([`contract::api`], [`contract::UserSnapshot`]), every refusal an
+//! [`Error::Refused`] carrying the API's own JSON error. `portal users`, the tests, the benchmark
+//! and the chaos load all talk to the API through it.
+
+use contract::api::{
+    AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse, ErrorBody,
+    LoginRequest, LoginResponse, Page, RegisterRequest, RoleRequest, UpdateUserRequest,
+};
+use contract::UserSnapshot;
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No answer: the API is down, the address is wrong, or it timed out.
+    #[error("cannot reach the API at {base}: {source}")]
+    Unreachable {
+        base: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The API answered with an error status; `body` is its JSON error (or a stand-in when the
+    /// answer was not one).
+    #[error("{} (HTTP {})", body.message, status.as_u16())]
+    Refused { status: StatusCode, body: ErrorBody },
+    /// A success answer that is not what the contract says.
+    #[error("unexpected answer to {what}: {detail}")]
+    Unexpected { what: String, detail: String },
+    /// A base URL or user reference that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Filters of a user list (`role`, `isActive`, `q`, `limit`, `offset`); `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub role: Option<String>,
+    pub is_active: Option<bool>,
+    pub q: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+impl ListFilter {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(role) = &self.role {
+            pairs.push(("role", role.clone()));
+        }
+        if let Some(active) = self.is_active {
+            pairs.push(("isActive", active.to_string()));
+        }
+        if let Some(q) = &self.q {
+            pairs.push(("q", q.clone()));
+        }
+        if let Some(limit) = self.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        if let Some(offset) = self.offset {
+            pairs.push(("offset", offset.to_string()));
+        }
+        pairs
+    }
+}
+
+/// A client of one API base URL, optionally holding a bearer token.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    /// A client of `base` (e.g. `http://127.0.0.1:3000`) whose calls time out after 30 s.
+    pub fn new(base: &str) -> Result<Self> {
+        Self::with_timeout(base, Duration::from_secs(30))
+    }
+
+    pub fn with_timeout(base: &str, timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
+        Self::with_http(http, base)
+    }
+
+    /// A client sharing `http`'s connection pool (load generators keep one pool).
+    pub fn with_http(http: reqwest::Client, base: &str) -> Result<Self> {
+        let base = Url::parse(base).map_err(|e| Error::Invalid(format!("bad URL {base}: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(Error::Invalid(format!("{base} cannot be a base URL")));
+        }
+        Ok(Self {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `token` as its bearer token.
+    pub fn authenticated(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Logs in and returns a client that uses the token it got.
+    pub async fn logged_in(self, email: &str, password: &str) -> Result<Self> {
+        let answer = self.login(email, password).await?;
+        Ok(self.authenticated(answer.access_token))
+    }
+
+    pub fn base(&self) -> &str {
+        self.base.as_str()
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// `<base>/<path segments…>?<query>`, each segment and value percent-encoded.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    /// Sends one request and reads the answer as `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        let url = self.url(segments, query);
+        let what = format!("{method} {}", url.path());
+        let mut request = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|source| Error::Unreachable {
+            base: self.base.to_string(),
+            source,
+        })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| Error::Unreachable {
+                base: self.base.to_string(),
+                source,
+            })?;
+        if !status.is_success() {
+            let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                error: "unexpected".into(),
+                message: String::from_utf8_lossy(&bytes).trim().to_owned(),
+                field: None,
+            });
+            return Err(Error::Refused { status, body });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Unexpected {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<T> {
+        self.call(Method::GET, segments, query, None::<&()>).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        self.call(method, segments, &[], body).await
+    }
+
+    // --- auth ----------------------------------------------------------------------------
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<LoginResponse> {
+        let body = LoginRequest {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        };
+        self.send(Method::POST, &AUTH_LOGIN, Some(&body)).await
+    }
+
+    pub async fn register(&self, request: &RegisterRequest) -> Result<UserSnapshot> {
+        self.send(
+            Method::POST,
+            &["api", "v1", "auth", "register"],
+            Some(request),
+        )
+        .await
+    }
+
+    pub async fn me(&self) -> Result<UserSnapshot> {
+        self.get(&["api", "v1", "auth", "me"], &[]).await
+    }
+
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<UserSnapshot> {
+        let body = ChangePasswordRequest {
+            current_password: current.to_owned(),
+            new_password: new.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &["api", "v1", "auth", "change-password"],
+            Some(&body),
+        )
+        .await
+    }
+
+    // --- admin ---------------------------------------------------------------------------
+
+    pub async fn list_users(&self, filter: &ListFilter) -> Result<Page<UserSnapshot>> {
+        self.get(&ADMIN_USERS, &filter.pairs()).await
+    }
+
+    pub async fn user(&self, id: Uuid) -> Result<UserSnapshot> {
+        self.get(&admin_user(&id.to_string()), &[]).await
+    }
+
+    pub async fn create_user(&self, request: &CreateUserRequest) -> Result<CreateUserResponse> {
+        self.send(Method::POST, &ADMIN_USERS, Some(request)).await
+    }
+
+    pub async fn update_user(&self, id: Uuid, request: &UpdateUserRequest) -> Result<UserSnapshot> {
+        self.send(Method::PATCH, &admin_user(&id.to_string()), Some(request))
+            .await
+    }
+
+    pub async fn activate(&self, id: Uuid) -> Result<UserSnapshot> {
+        self.user_action(id, "activate").await
+    }
+
+    pub async fn deactivate(&self, id: Uuid) -> Result<UserSnapshot> {
+        self.user_action(id, "deactivate").await
+    }
+
+    async fn user_action(&self, id: Uuid, action: &str) -> Result<UserSnapshot> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push(action);
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
+    /// The role by name: the API validates it (422 naming `role` when unknown).
+    pub async fn set_role(&self, id: Uuid, role: &str) -> Result<UserSnapshot> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("role");
+        let body = RoleRequest {
+            role: role.to_owned(),
+        };
+        self.send(Method::PUT, &path, Some(&body)).await
+    }
+
+    /// A user's audit trail, oldest first; `since` is an ISO-8601 time, `event_type` e.g.
+    /// `user.role.changed`.
+    pub async fn user_events(
+        &self,
+        id: Uuid,
+        since: Option<&str>,
+        event_type: Option<&str>,
+    ) -> Result<Page<AuditEntry>> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("events");
+        let mut query = Vec::new();
+        if let Some(since) = since {
+            query.push(("since", since.to_owned()));
+        }
+        if let Some(t) = event_type {
+            query.push(("type", t.to_owned()));
+        }
+        self.get(&path, &query).await
+    }
+
+    /// The id of a user named by id or by email (looked up in the admin list).
+    pub async fn resolve(&self, user: &str) -> Result<Uuid> {
+        if let Ok(id) = Uuid::parse_str(user) {
+            return Ok(id);
+        }
+        let wanted = user.trim().to_lowercase();
+        let page = self
+            .list_users(&ListFilter {
+                q: Some(wanted.clone()),
+                limit: Some(500),
+                ..ListFilter::default()
+            })
+            .await?;
+        page.items
+            .iter()
+            .find(|u| u.email.as_str() == wanted)
+            .map(|u| u.user_id.0)
+            .ok_or_else(|| Error::Invalid(format!("no user with id or email {user:?}")))
+    }
+
+    // --- directory (user-service) --------------------------------------------------------
+
+    pub async fn directory(&self, filter: &ListFilter) -> Result<Page<UserSnapshot>> {
+        self.get(&["api", "v1", "users"], &filter.pairs()).await
+    }
+
+    pub async fn directory_user(&self, id: Uuid) -> Result<UserSnapshot> {
+        self.get(&["api", "v1", "users", &id.to_string()], &[])
+            .await
+    }
+}
+
+const AUTH_LOGIN: [&str; 4] = ["api", "v1", "auth", "login"];
+const ADMIN_USERS: [&str; 5] = ["api", "v1", "auth", "admin", "users"];
+
+fn admin_user(id: &str) -> [&str; 6] {
+    ["api", "v1", "auth", "admin", "users", id]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries_are_percent_encoded() {
+        let client = ApiClient::new("http://127.0.0.1:3000/").unwrap();
+        let filter = ListFilter {
+            q: Some("a b&c=d".into()),
+            role: Some("doctor".into()),
+            ..ListFilter::default()
+        };
+        let url = client.url(&ADMIN_USERS, &filter.pairs());
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:3000/api/v1/auth/admin/users?role=doctor&q=a+b%26c%3Dd"
+        );
+        let url = client.url(&["api", "v1", "users", "x/y"], &[]);
+        assert_eq!(url.as_str(), "http://127.0.0.1:3000/api/v1/users/x%2Fy");
+    }
+}

@@ -1,0 +1,157 @@
+//! The JSON bodies of the HTTP API (`/api/v1/...`, through the gateway): the services answer
+//! with these types and the clients (`portal users`, the tests, the benchmark, the chaos load)
+//! read them, so both sides cannot drift apart. A user is always the event payload's
+//! [`UserSnapshot`], with the same field names.
+
+use crate::event::UserSnapshot;
+use crate::time::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+/// Every error answer: `{"error": code, "message": words, "field"?: the invalid input}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable code (`validation_failed`, `conflict`, `unauthorized`, ...).
+    pub error: String,
+    pub message: String,
+    /// The input field at fault, on 422.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// One page of a list and how many match in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// The answer to a successful login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: i64,
+    pub user: UserSnapshot,
+}
+
+/// `POST /api/v1/auth/register`: a self-registration (inactive until an admin activates it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+}
+
+/// `POST /api/v1/auth/admin/users`: an admin creates an active account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUserRequest {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+}
+
+/// The answer to [`CreateUserRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUserResponse {
+    pub user: UserSnapshot,
+    /// Shown only in this answer; only its hash is stored. Must be changed at first login.
+    pub temporary_password: String,
+}
+
+/// `PATCH /api/v1/auth/admin/users/{id}`: profile fields an admin may edit. Role and status have
+/// their own endpoints, so any other field is refused (422) rather than silently ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    /// Absent: unchanged; `null` or `""`: cleared.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phone_number: Option<Option<String>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `PUT /api/v1/auth/admin/users/{id}/role`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleRequest {
+    pub role: String,
+}
+
+/// `POST /api/v1/auth/change-password`: the caller's own password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// One stored event as `GET /api/v1/auth/admin/users/{id}/events` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// The event's global sequence in the event store.
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub user_version: Option<i64>,
+    pub created_at: Timestamp,
+    /// When the relay published it; `null` while it waits in the outbox.
+    pub published_at: Option<Timestamp>,
+    /// The event as published.
+    pub event: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_tells_absent_from_null_both_ways() {
+        let absent: UpdateUserRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.phone_number, None);
+        let cleared: UpdateUserRequest = serde_json::from_str(r#"{"phoneNumber": null}"#).unwrap();
+        assert_eq!(cleared.phone_number, Some(None));
+        assert_eq!(
+            serde_json::to_value(&cleared).unwrap(),
+            serde_json::json!({"phoneNumber": null})
+        );
+        assert_eq!(
+            serde_json::to_value(&absent).unwrap(),
+            serde_json::json!({})
+        );
+        assert!(serde_json::from_str::<UpdateUserRequest>(r#"{"role": "admin"}"#).is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! The operator's recovery toolbox, as a library the `portal` command line, the benchmark, the
+//! chaos run and the tests share. These are the only functions that read both services'
+//! databases, and they say so.
+//!
+//! Layout:
+//! - [`verify`]: the streaming comparison of `auth_db` and `user_db` (`portal verify`).
+//! - [`reconcile`]: finds drift the same way and repairs it with `user.snapshot` events written
+//!   to the outbox, once or on a schedule (`portal reconcile`, `RECONCILE_INTERVAL`).
+//! - [`replay`]: stored events to one consumer's queue; a new consumer's queues and backfill
+//!   (`portal replay`, `portal consumer add`).
+
+pub mod reconcile;
+pub mod replay;
+pub mod verify;
+
+/// Why an operation failed, told apart the way scripts need it (the CLI's exit codes 2 and 1).
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// A database or the broker could not be reached.
+    #[error("cannot reach {0}")]
+    Unreachable(String),
+    /// It ran and failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}

@@ -1,0 +1,132 @@
+//! Replay: publishes stored events to ONE consumer's queue (through the default exchange, so
+//! other subscribers of `user.events` see nothing), page by page from the event store, pipelined
+//! with publisher confirms. Replaying twice is harmless: consumers apply by `userVersion`.
+//! `portal replay` and `portal consumer add` (a new queue backfilled with the whole history) are
+//! built on it.
+
+use crate::OpsError;
+use anyhow::{anyhow, Context};
+use auth_service::event_store::{self, Cursor, EventFilter};
+use contract::topology::ConsumerQueues;
+use lapin::options::ConfirmSelectOptions;
+use platform::amqp::{self, Outgoing};
+use sqlx::PgPool;
+
+/// Events read and published per round trip.
+const PAGE: i64 = 1000;
+/// How long a replay waits for a long-running transaction before giving up.
+const HORIZON_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What a replay sent.
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub events: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+}
+
+/// Publishes every stored event matching `filter` to `queue`; returns what it sent.
+pub async fn replay_to(
+    pool: &PgPool,
+    amqp_url: &str,
+    queue: &str,
+    filter: &EventFilter,
+    mut progress: impl FnMut(u64),
+) -> Result<Sent, OpsError> {
+    let conn = amqp::connect(amqp_url, "portal replay")
+        .await
+        .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {amqp_url}: {e}")))?;
+    let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
+    amqp::queue_depth(&ch, queue)
+        .await
+        .map_err(|_| anyhow!("no queue {queue}: replay sends to an existing consumer queue (see `portal consumer add`)"))?;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let mut sent = Sent::default();
+    let mut cursor = Cursor::START;
+    let mut held_since: Option<std::time::Instant> = None;
+    let mut backoff = platform::backoff::Backoff::new(
+        std::time::Duration::from_millis(5),
+        std::time::Duration::from_millis(500),
+    );
+    loop {
+        let page = event_store::read_page(pool, filter, cursor, PAGE)
+            .await
+            .context("reading the event store")?;
+        let Some(last) = page.last() else {
+            if !event_store::held_back(pool, filter, cursor)
+                .await
+                .context("reading the event store")?
+            {
+                break;
+            }
+            // Committed events wait behind a transaction that is still running somewhere in the
+            // cluster; they become readable when it ends.
+            if held_since
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                > HORIZON_PATIENCE
+            {
+                return Err(anyhow!(
+                    "events are held back by a transaction running for over {}s (see \
+                     pg_stat_activity); replay stopped, safe to run again",
+                    HORIZON_PATIENCE.as_secs()
+                )
+                .into());
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        };
+        held_since = None;
+        backoff.reset();
+        cursor = Cursor::after(last);
+        let messages: Vec<_> = page
+            .iter()
+            .map(|event| Outgoing {
+                exchange: "",
+                routing_key: queue,
+                body: event.body.as_bytes(),
+                properties: amqp::event_properties(&event.event_id.to_string(), &event.event_type),
+            })
+            .collect();
+        amqp::publish_confirmed(&ch, messages)
+            .await
+            .require_all()
+            .map_err(|e| anyhow!("{e}; replay stopped (safe to run again)"))?;
+        for event in &page {
+            sent.first_seq = Some(sent.first_seq.map_or(event.seq, |s| s.min(event.seq)));
+            sent.last_seq = Some(sent.last_seq.map_or(event.seq, |s| s.max(event.seq)));
+        }
+        sent.events += page.len() as u64;
+        progress(page.len() as u64);
+    }
+    conn.close(200, "replay done").await.ok();
+    Ok(sent)
+}
+
+/// True for a consumer name `portal consumer add` accepts: lower-case letters, digits, dashes.
+pub fn valid_consumer_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Creates and binds `<name>.user-events` with its retry and dead-letter queues. Bound before
+/// the backfill: from then on live events reach the queue, and the backfill sends what was
+/// stored before; an event in both is applied once (`userVersion`), so the overlap is harmless.
+pub async fn create_consumer_queues(
+    amqp_url: &str,
+    name: &str,
+) -> Result<ConsumerQueues, OpsError> {
+    if !valid_consumer_name(name) {
+        return Err(anyhow!("consumer names are lower-case letters, digits and dashes").into());
+    }
+    let queues = ConsumerQueues::for_consumer(name);
+    amqp::ensure_topology(amqp_url, std::slice::from_ref(&queues))
+        .await
+        .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {amqp_url}: {e}")))?;
+    Ok(queues)
+}
