@@ -25,6 +25,7 @@ pub mod store;
 
 use anyhow::Context;
 use platform::jwt::{JwtSigner, JwtVerifier, KeyDir};
+use platform::service::Service;
 use relay::{Relay, RelayConfig};
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -46,6 +47,23 @@ pub struct Config {
     /// Largest number of database connections this process opens.
     pub max_db_connections: u32,
     pub relay: RelayConfig,
+}
+
+impl Config {
+    /// One machine's defaults around the given database, broker and keys: a free port, the
+    /// relay in this process, a small pool (tests and tools start services this way).
+    pub fn local(database_url: &str, amqp_url: &str, key_dir: &KeyDir) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.to_owned(),
+            amqp_url: amqp_url.to_owned(),
+            key_dir: key_dir.clone(),
+            token_ttl_seconds: 600,
+            run_relay: true,
+            max_db_connections: 6,
+            relay: RelayConfig::default(),
+        }
+    }
 }
 
 /// Creates `auth_db` if absent, opens a pool and applies the migrations.
@@ -91,17 +109,21 @@ impl Application {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.state.db
+    }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "auth-service";
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 
     /// Serves until `shutdown`; then stops taking requests, lets in-flight ones and the relay's
     /// current batch finish, and returns.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         let relay = self
             .relay

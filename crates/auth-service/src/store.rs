@@ -67,6 +67,30 @@ pub struct NewUser {
     pub must_change_password: bool,
 }
 
+impl NewUser {
+    /// An active member of staff with a password they chose (nothing to change at first login)
+    /// and no phone number: the account tests, the benchmark and the chaos run create for
+    /// themselves.
+    pub fn staff(
+        email: &str,
+        first_name: &str,
+        last_name: &str,
+        role: Role,
+        password_hash: String,
+    ) -> Result<Self, contract::ValidationError> {
+        Ok(Self {
+            email: Email::parse(email)?,
+            password_hash,
+            first_name: PersonName::parse("firstName", first_name)?,
+            last_name: PersonName::parse("lastName", last_name)?,
+            role,
+            phone_number: None,
+            is_active: true,
+            must_change_password: false,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("a user with this email already exists")]
@@ -115,6 +139,14 @@ pub async fn create_user(
     .map_err(map_unique)?;
     let event = Envelope::new(EventType::Created, row.snapshot()?);
     append_events(tx, &[event]).await?;
+    Ok(row)
+}
+
+/// [`create_user`] in a transaction of its own.
+pub async fn insert_user(pool: &sqlx::PgPool, new: NewUser) -> Result<UserRow, StoreError> {
+    let mut tx = pool.begin().await?;
+    let row = create_user(&mut tx, new).await?;
+    tx.commit().await?;
     Ok(row)
 }
 

@@ -12,6 +12,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use platform::http::ApiError;
+use platform::service::Service;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,18 @@ pub struct Config {
     pub users_url: String,
     /// How long an upstream may take to answer before the client gets 504.
     pub upstream_timeout: Duration,
+}
+
+impl Config {
+    /// A gateway on a free port in front of the given services (tests and tools).
+    pub fn local(auth_url: &str, users_url: &str) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth_url: auth_url.to_owned(),
+            users_url: users_url.to_owned(),
+            upstream_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// One routed upstream.
@@ -184,12 +197,16 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
         Ok(Self { listener, router })
     }
+}
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+impl Service for Application {
+    const NAME: &'static str = "gateway";
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!("gateway listening on http://{}", self.local_addr()?);
         platform::http::serve(self.listener, self.router, shutdown)
             .await

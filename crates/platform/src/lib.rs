@@ -1,7 +1,10 @@
 //! Plumbing the services share, so each service's code is only about its own job.
 //!
 //! Layout:
+//! - [`duration`]: durations as people write them (`90s`, `15m`, `1h 30m`).
+//! - [`exit`]: exit codes every binary shares (0, 1 failed, 2 unreachable).
 //! - [`db`]: create a database if absent, open a pool with timeouts.
+//! - [`build`]: the version and git commit of this build.
 //! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
 //! - [`jwt`]: the Ed25519 key pair, signing (auth-service only) and verification (everyone).
 //! - [`users`]: the `users` record every copy shares, its snapshot, and the user-list query
@@ -9,14 +12,19 @@
 //! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
 //!   health answers and serving until shutdown.
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
+//! - [`service`]: the `Service` trait every service's `Application` implements.
 //! - [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
 //! - [`telemetry`]: tracing set-up.
 
 pub mod amqp;
 pub mod backoff;
+pub mod build;
 pub mod db;
+pub mod duration;
+pub mod exit;
 pub mod http;
 pub mod jwt;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod users;

@@ -80,12 +80,22 @@ pub enum Command {
         max_listed: usize,
     },
     /// Chaos run: a mixed user load while services are killed, broker connections cut and
-    /// user_db backends terminated; passes when verify then finds 0 differences.
-    Chaos(crate::chaos::ChaosArgs),
+    /// user_db backends terminated; passes when verify then finds 0 differences. Runs
+    /// `portal-chaos` from beside this binary (`portal chaos --help` lists its flags).
+    #[command(disable_help_flag = true)]
+    Chaos {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Measure the pipeline in its own databases and RabbitMQ vhost: broker ceiling, sync
     /// throughput (batched and naive), latency, backlog drain, verify, memory and HTTP; print a
     /// table and write JSON. Exit 1 when a step fails or the copies end out of sync.
-    Bench(Box<crate::bench::BenchArgs>),
+    /// Runs `portal-bench` from beside this binary (`portal bench --help` lists its flags).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Settings shared by all commands.
@@ -167,8 +177,9 @@ pub struct Settings {
     /// Keep published events this many days in the event store [default: keep everything].
     #[arg(long, global = true, env = "EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u32>,
-    /// Run `reconcile` inside the user-service every so often, e.g. 15m or 1h [default: off].
-    #[arg(long, global = true, env = "RECONCILE_INTERVAL", value_parser = parse_interval)]
+    /// Run `reconcile` inside `portal user-service` / `portal up` every so often, e.g. 15m or
+    /// 1h 30m [default: off].
+    #[arg(long, global = true, env = "RECONCILE_INTERVAL", value_parser = platform::duration::parse_interval)]
     pub reconcile_interval: Option<std::time::Duration>,
     /// Seeded admin's email.
     #[arg(
@@ -344,25 +355,6 @@ pub enum DlqAction {
         #[arg(long)]
         yes: bool,
     },
-}
-
-/// `90s`, `15m`, `2h` or plain seconds.
-fn parse_interval(raw: &str) -> Result<std::time::Duration, String> {
-    let raw = raw.trim();
-    let (digits, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration such as 15m"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("{raw:?}: unit must be s, m or h")),
-    };
-    if secs == 0 {
-        return Err("the interval must be positive".into());
-    }
-    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Which stored events a replay sends.

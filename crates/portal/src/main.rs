@@ -30,14 +30,8 @@ async fn main() -> ExitCode {
         Command::Consumer(command) => commands::replay::consumer(s, command).await,
         Command::Events(args) => commands::users::events(args).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
-        Command::Chaos(args) => portal::chaos::run(s, args).await,
-        Command::Bench(args) => portal::bench::run(s, args).await,
+        Command::Chaos { args } => commands::tools::exec(s, "chaos", &args),
+        Command::Bench { args } => commands::tools::exec(s, "bench", &args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure { code, error }) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(code)
-        }
-    }
+    platform::exit::exit_code(result)
 }

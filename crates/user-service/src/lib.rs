@@ -12,6 +12,7 @@ pub mod store;
 use anyhow::Context;
 use consumer::{Consumer, ConsumerConfig, SyncStats};
 use platform::jwt::{JwtVerifier, KeyDir};
+use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,22 @@ pub struct Config {
     /// Largest number of database connections this process opens.
     pub max_db_connections: u32,
     pub consumer: ConsumerConfig,
+}
+
+impl Config {
+    /// One machine's defaults around the given database, broker and keys: a free port, the
+    /// consumer in this process, a small pool (tests and tools start services this way).
+    pub fn local(database_url: &str, amqp_url: &str, key_dir: &KeyDir) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.to_owned(),
+            amqp_url: amqp_url.to_owned(),
+            key_dir: key_dir.clone(),
+            run_consumer: true,
+            max_db_connections: 6,
+            consumer: ConsumerConfig::default(),
+        }
+    }
 }
 
 /// Creates `user_db` if absent, opens a pool and applies the migrations.
@@ -76,17 +93,21 @@ impl Application {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// The consumer's counters (`None` when no consumer runs here).
     pub fn stats(&self) -> Option<Arc<SyncStats>> {
         self.state.stats.clone()
     }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "user-service";
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
 
     /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
         tracing::info!("user-service listening on http://{addr}");

@@ -10,7 +10,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 fn failure(e: ReconcileError) -> Failure {
     match e {
-        ReconcileError::Compare(VerifyError::Unreachable { .. }) => Failure::unreachable(e.into()),
+        ReconcileError::Compare(VerifyError::Unreachable { .. }) => Failure::unreachable(e),
         other => Failure::from(anyhow::Error::from(other)),
     }
 }

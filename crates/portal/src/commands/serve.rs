@@ -5,6 +5,7 @@ use super::Failure;
 use crate::cli::Settings;
 use auth_service::relay::{Relay, RelayConfig};
 use platform::jwt::KeyDir;
+use platform::service::Service;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use user_service::consumer::ConsumerConfig;

@@ -5,6 +5,7 @@ use super::Failure;
 use crate::cli::Settings;
 use anyhow::Context;
 use contract::topology;
+use platform::service::Service;
 
 pub async fn run(s: &Settings) -> Result<(), Failure> {
     let seed_options = super::seed::options(s)?;

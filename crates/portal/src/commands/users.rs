@@ -12,7 +12,7 @@ use serde_json::Value;
 /// The exit code an API error deserves: 2 unreachable, 1 refused (with the API's message).
 fn failure(e: api_client::Error) -> Failure {
     match e {
-        api_client::Error::Unreachable { .. } => Failure::unreachable(e.into()),
+        api_client::Error::Unreachable { .. } => Failure::unreachable(e),
         other => Failure::from(anyhow!(other)),
     }
 }

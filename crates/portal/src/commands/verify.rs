@@ -11,7 +11,7 @@ pub async fn run(s: &Settings, max_listed: usize) -> Result<(), Failure> {
     let report = verify::compare(&auth, &users, max_listed)
         .await
         .map_err(|e| match e {
-            verify::VerifyError::Unreachable { .. } => Failure::unreachable(e.into()),
+            verify::VerifyError::Unreachable { .. } => Failure::unreachable(e),
             other => Failure::from(anyhow::Error::from(other)),
         })?;
     if report.is_in_sync() {

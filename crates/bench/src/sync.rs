@@ -7,7 +7,7 @@
 //! Also the shared pieces of the other pipeline rows: the end-to-end probe that proves the relay
 //! and consumer are up, the bulk writer, and the wait for `user_db` to hold everything.
 
-use super::env::{BenchEnv, Service};
+use super::env::BenchEnv;
 use super::profile;
 use super::report::{BacklogRun, SyncRun, Throughput, VerifyRun};
 use anyhow::{bail, Context};
@@ -15,6 +15,7 @@ use auth_service::store::NewUser;
 use chrono::{DateTime, Utc};
 use contract::{Email, PersonName, PhoneNumber, Role};
 use indicatif::ProgressBar;
+use sandbox::process::Process;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -129,7 +130,7 @@ pub async fn probe(
     env: &BenchEnv,
     auth: &PgPool,
     user: &PgPool,
-    services: &mut [&mut Service],
+    services: &mut [&mut Process],
 ) -> anyhow::Result<()> {
     let mut tx = auth.begin().await?;
     let row = auth_service::store::create_user(
@@ -178,7 +179,7 @@ pub async fn wait_applied(
     last: Option<Uuid>,
     bar: &ProgressBar,
     base: i64,
-    services: &mut [&mut Service],
+    services: &mut [&mut Process],
 ) -> anyhow::Result<()> {
     let mut progress = (i64::MIN, Instant::now());
     let mut last_count_check = Instant::now() - Duration::from_secs(10);
@@ -262,8 +263,8 @@ pub async fn throughput(
     label: &str,
 ) -> anyhow::Result<SyncRun> {
     let (auth, user) = env.fresh_databases(2).await?;
-    let mut relay = env.spawn_relay(setting.relay_batch_size)?;
-    let mut users = env.spawn_user_service(setting.prefetch)?;
+    let mut relay = env.spawn_relay(setting.relay_batch_size).await?;
+    let mut users = env.spawn_user_service(setting.prefetch).await?;
     let spin = super::spinner(format!("{label}: starting relay and user-service"));
     probe(env, &auth, &user, &mut [&mut relay, &mut users]).await?;
     spin.finish_and_clear();
@@ -315,7 +316,7 @@ pub async fn backlog_then_verify(
     write_batch: u64,
 ) -> anyhow::Result<(BacklogRun, VerifyRun)> {
     let (auth, user) = env.fresh_databases(2).await?;
-    let mut relay = env.spawn_relay(setting.relay_batch_size)?;
+    let mut relay = env.spawn_relay(setting.relay_batch_size).await?;
     let build_started = Instant::now();
     let bar = super::bar(n, "row 5: backlog, writing auth_db");
     let written = write_bulk(env, &auth, n, write_batch, "b", &bar).await?;
@@ -346,7 +347,7 @@ pub async fn backlog_then_verify(
         .fetch_one(&user)
         .await?;
     let base = applied_estimate(&user).await?;
-    let mut users = env.spawn_user_service(setting.prefetch)?;
+    let mut users = env.spawn_user_service(setting.prefetch).await?;
     let cpu_before = profile::snapshot(&[&relay, &users]);
     let bar = super::bar(n, "row 5: backlog, draining");
     wait_applied(

@@ -1,4 +1,4 @@
-//! `portal chaos`: the chaos run. It proves the synchronisation survives the faults it was built
+//! `portal-chaos` (also run as `portal chaos`): the chaos run. It proves the synchronisation survives the faults it was built
 //! for by causing them on purpose while a mixed user load runs: the user-service and the outbox
 //! relay are `kill -9`ed and restarted, every broker connection is closed, the `user_db` backends
 //! are terminated, and malformed messages are published. Afterwards the system must come to rest
@@ -23,16 +23,16 @@ pub mod report;
 
 pub use args::ChaosArgs;
 
-use crate::cli::Settings;
-use crate::commands::Failure;
 use anyhow::{anyhow, bail, Context};
 use api_client::ApiClient;
+use auth_service::store::NewUser;
 use contract::topology::{ConsumerQueues, USER_SERVICE};
-use contract::{Email, PersonName, Role};
+use contract::Role;
 use env::ChaosEnv;
 use faults::{FaultCounts, Injector};
 use fleet::{Fleet, SyncCounters};
 use load::Load;
+use platform::exit::Failure;
 use progress::Progress;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -48,13 +48,14 @@ use tokio_util::sync::CancellationToken;
 /// messages has been refreshed at least once while everything looked quiet.
 const QUIET_FOR: Duration = Duration::from_secs(6);
 
-pub async fn run(s: &Settings, args: ChaosArgs) -> Result<(), Failure> {
+pub async fn run(args: ChaosArgs) -> Result<(), Failure> {
     if args.min_fault_interval > args.max_fault_interval {
         return Err(anyhow!("--min-fault-interval is longer than --max-fault-interval").into());
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let shutdown = platform::shutdown::on_signal();
-    let mut env = ChaosEnv::create(s, &args.management_url)
+    let exe = args.servers.portal_bin()?;
+    let mut env = ChaosEnv::create(&args)
         .await
         .map_err(Failure::unreachable)?;
     eprintln!(
@@ -75,7 +76,7 @@ pub async fn run(s: &Settings, args: ChaosArgs) -> Result<(), Failure> {
     // On Ctrl-C the run future is dropped, which kills every child (kill_on_drop); the
     // databases and the vhost are removed below either way.
     let outcome = tokio::select! {
-        outcome = execute(s, &args, &env, seed) => outcome,
+        outcome = execute(&exe, &args, &env, seed) => outcome,
         _ = shutdown.cancelled() => Err(anyhow!("interrupted").into()),
     };
     let passed = matches!(&outcome, Ok(summary) if summary.passed());
@@ -108,7 +109,7 @@ pub async fn run(s: &Settings, args: ChaosArgs) -> Result<(), Failure> {
 
 /// The environment variables of every child: the run's databases, vhost and keys; the ports
 /// are set per start.
-fn service_env(s: &Settings, args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)> {
+fn service_env(args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)> {
     // Tokens must outlive the whole run, however slow it gets.
     let ttl = (args.load_deadline() + args.quiescence_timeout).as_secs() + 3600;
     let any_port = OsString::from("127.0.0.1:0");
@@ -121,8 +122,11 @@ fn service_env(s: &Settings, args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static 
         ("USER_ADDR", any_port.clone()),
         ("GATEWAY_ADDR", any_port),
         ("TOKEN_TTL_SECONDS", ttl.to_string().into()),
-        ("RELAY_BATCH_SIZE", s.relay_batch_size.to_string().into()),
-        ("CONSUMER_PREFETCH", s.consumer_prefetch.to_string().into()),
+        ("RELAY_BATCH_SIZE", args.relay_batch_size.to_string().into()),
+        (
+            "CONSUMER_PREFETCH",
+            args.consumer_prefetch.to_string().into(),
+        ),
         ("RUST_LOG", "warn".into()),
     ]
 }
@@ -130,24 +134,14 @@ fn service_env(s: &Settings, args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static 
 /// Writes an active admin straight through the auth-service's store (with its event, like
 /// every user), to drive the admin API with.
 async fn create_admin(pool: &PgPool, email: &str, password: &str) -> anyhow::Result<()> {
-    let new = auth_service::store::NewUser {
-        email: Email::parse(email)?,
-        password_hash: auth_service::password::hash(password.to_owned()).await?,
-        first_name: PersonName::parse("firstName", "Chaos")?,
-        last_name: PersonName::parse("lastName", "Admin")?,
-        role: Role::Admin,
-        phone_number: None,
-        is_active: true,
-        must_change_password: false,
-    };
-    let mut tx = pool.begin().await?;
-    auth_service::store::create_user(&mut tx, new).await?;
-    tx.commit().await?;
+    let hash = auth_service::password::hash(password.to_owned()).await?;
+    let admin = NewUser::staff(email, "Chaos", "Admin", Role::Admin, hash)?;
+    auth_service::store::insert_user(pool, admin).await?;
     Ok(())
 }
 
 async fn execute(
-    s: &Settings,
+    exe: &std::path::Path,
     args: &ChaosArgs,
     env: &ChaosEnv,
     seed: u64,
@@ -174,7 +168,7 @@ async fn execute(
     let admin_password = auth_service::password::temporary();
     create_admin(&auth_pool, &admin_email, &admin_password).await?;
 
-    let mut fleet = Fleet::start(service_env(s, args, env), &env.dir).await?;
+    let mut fleet = Fleet::start(exe, service_env(args, env), &env.dir).await?;
     let auth_url = fleet.auth_url()?;
     let api = ApiClient::new(&auth_url)
         .context("API client")?

@@ -1,6 +1,8 @@
-//! The flags of `portal chaos`, and how the short (CI) and long forms resolve from them.
+//! The flags of `portal-chaos` (`portal chaos`), and how the short (CI) and long forms resolve
+//! from them.
 
-use clap::Args;
+use clap::Parser;
+use platform::duration::parse_duration;
 use std::time::Duration;
 
 /// Operations and spread of the default, short form: what CI runs in about two minutes.
@@ -10,8 +12,11 @@ pub const SHORT_DURATION: Duration = Duration::from_secs(90);
 pub const LONG_OPERATIONS: u64 = 100_000;
 pub const LONG_DURATION: Duration = Duration::from_secs(600);
 
-#[derive(Args, Debug, Clone)]
+#[derive(Parser, Debug, Clone)]
 #[command(
+    name = "portal-chaos",
+    version = platform::build::VERSION,
+    about = "The chaos run: faults under load, then verify (also run as `portal chaos`)",
     after_long_help = "Drives a mixed load of user operations (creates and lifecycle changes) through \
         the auth-service's admin API while, at random intervals, it kill -9s and restarts the \
         user-service and the outbox relay, closes every broker connection of its vhost and \
@@ -22,7 +27,8 @@ pub const LONG_DURATION: Duration = Duration::from_secs(600);
         Everything runs isolated: its own databases chaos_<id>_auth and chaos_<id>_user on the \
         server of AUTH_DATABASE_URL, its own vhost chaos-<id> on the broker of AMQP_URL (created \
         through the management API with AMQP_URL's credentials), its own key pair, and the \
-        services as child processes of this binary on free ports. All of it is removed at the \
+        services as child processes of the `portal` binary beside this one (or PORTAL_BIN) on free \
+        ports. All of it is removed at the \
         end, also on failure or Ctrl-C (unless --keep).\n\n\
         Default: the short form CI runs (20,000 operations spread over 90 s, about 2 minutes in \
         all). --long: 100,000 operations over 10 minutes. Exit codes: 0 PASS, 1 FAIL, 2 \
@@ -72,13 +78,14 @@ pub struct ChaosArgs {
     /// Keep the databases, the vhost and the logs afterwards, for inspection.
     #[arg(long)]
     pub keep: bool,
-    /// RabbitMQ management API (the vhost is created, inspected and deleted through it).
-    #[arg(
-        long,
-        env = "RABBITMQ_MANAGEMENT_URL",
-        default_value = "http://127.0.0.1:15672"
-    )]
-    pub management_url: String,
+    /// Outbox rows the relay publishes per batch (as `portal relay`).
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub relay_batch_size: i64,
+    /// Messages the consumer holds unacked and applies per transaction (as `portal user-service`).
+    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumer_prefetch: u16,
+    #[command(flatten)]
+    pub servers: sandbox::ServerArgs,
 }
 
 impl ChaosArgs {
@@ -102,40 +109,5 @@ impl ChaosArgs {
     /// planned pace is a finding, not something to wait for indefinitely.
     pub fn load_deadline(&self) -> Duration {
         self.duration() * 3 + Duration::from_secs(60)
-    }
-}
-
-/// Parses `90s`, `1.5m`, `10m`, `1h`, `250ms` or plain seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let bad = || format!("{raw:?} is not a duration such as 90s, 10m or 1h");
-    let split = raw
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_and_without_units() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
     }
 }

@@ -57,7 +57,7 @@ pub async fn ceiling(
     let (batch, prefetch) = (setting.relay_batch_size, setting.prefetch);
     let bar = super::bar(events, "row 1: broker ceiling");
     let body = sample_body()?;
-    let publisher = amqp::connect(&env.amqp_url, "bench ceiling publisher").await?;
+    let publisher = amqp::connect(&env.sandbox.amqp_url, "bench ceiling publisher").await?;
     let pch = publisher.create_channel().await?;
     amqp::declare(
         &pch,
@@ -70,7 +70,7 @@ pub async fn ceiling(
     .await?;
     pch.confirm_select(ConfirmSelectOptions::default()).await?;
 
-    let consumer_conn = amqp::connect(&env.amqp_url, "bench ceiling consumer").await?;
+    let consumer_conn = amqp::connect(&env.sandbox.amqp_url, "bench ceiling consumer").await?;
     let cch = consumer_conn.create_channel().await?;
     cch.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut deliveries = cch

@@ -1,5 +1,5 @@
-//! A client of the RabbitMQ management API, shared by the operator's tools that need more than
-//! AMQP: vhosts of their own (`portal bench`, `portal chaos`), cutting every connection of a vhost,
+//! A client of the RabbitMQ management API, for the sandboxes that need more than AMQP: vhosts
+//! of their own (tests, `portal bench`, `portal chaos`), cutting every connection of a vhost,
 //! a queue's total including unacked messages.
 
 use anyhow::{anyhow, Context};

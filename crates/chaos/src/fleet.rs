@@ -1,21 +1,15 @@
-//! The services under test as child processes of this very binary (`portal auth-service
+//! The services under test as child processes of the `portal` binary (`portal auth-service
 //! --no-relay`, `portal user-service`, `portal relay`), each on a free port with the run's
-//! databases, vhost and keys, logging to a file in the run's directory. The chaos comes from
-//! killing them with SIGKILL, exactly what a crash or an OOM kill does; every child is also
-//! killed when the fleet is dropped, on any exit path.
+//! databases, vhost and keys, logging to a file in the run's directory
+//! ([`sandbox::process`]). The chaos comes from killing them with SIGKILL, exactly what a crash
+//! or an OOM kill does; every child is also killed when the fleet is dropped, on any exit path.
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::Context;
+use sandbox::process::{Process, Spec};
 use serde_json::Value;
 use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
-
-/// How long a (re)started service may take to answer `/health/live`.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -30,6 +24,15 @@ impl Part {
             Part::AuthService => "auth-service",
             Part::UserService => "user-service",
             Part::Relay => "relay",
+        }
+    }
+
+    /// How to start it with the run's environment.
+    fn spec(self, vars: &[(&'static str, OsString)]) -> Spec {
+        let spec = Spec::new(self.name(), self.args()).envs(vars.iter().cloned());
+        match self.addr_var() {
+            Some(var) => spec.http(var),
+            None => spec,
         }
     }
 
@@ -75,12 +78,6 @@ impl SyncCounters {
     }
 }
 
-struct Proc {
-    child: Child,
-    pid: u32,
-    port: Option<u16>,
-}
-
 /// What one kill-and-restart did, for the log line.
 pub struct Restart {
     pub old_pid: u32,
@@ -93,39 +90,32 @@ pub struct Fleet {
     vars: Vec<(&'static str, OsString)>,
     log_dir: PathBuf,
     http: reqwest::Client,
-    auth: Proc,
-    users: Proc,
-    relay: Proc,
+    auth: Process,
+    users: Process,
+    relay: Process,
     /// Counters of user-service processes that are gone, each read just before its kill.
     retired: SyncCounters,
     /// Children that exited without being killed by the run: a crash is a finding.
     pub unexpected_exits: Vec<String>,
 }
 
-/// A port that was free a moment ago (bound and released). Another process could take it in
-/// between; [`Fleet::spawn`] then sees the child fail to listen and tries another port.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 impl Fleet {
     /// Starts the auth-service, the user-service and the relay, each answering before the next
     /// starts (the user-service needs the key pair the auth-service finds in place).
     pub async fn start(
+        exe: &Path,
         vars: Vec<(&'static str, OsString)>,
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find this executable")?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .context("HTTP client")?;
-        let auth = spawn(&exe, &vars, log_dir, &http, Part::AuthService).await?;
-        let users = spawn(&exe, &vars, log_dir, &http, Part::UserService).await?;
-        let relay = spawn(&exe, &vars, log_dir, &http, Part::Relay).await?;
+        let auth = Process::start(exe, &Part::AuthService.spec(&vars), log_dir).await?;
+        let users = Process::start(exe, &Part::UserService.spec(&vars), log_dir).await?;
+        let relay = Process::start(exe, &Part::Relay.spec(&vars), log_dir).await?;
         Ok(Self {
-            exe,
+            exe: exe.to_owned(),
             vars,
             log_dir: log_dir.to_owned(),
             http,
@@ -138,13 +128,10 @@ impl Fleet {
     }
 
     pub fn auth_url(&self) -> anyhow::Result<String> {
-        self.auth
-            .port
-            .map(|p| format!("http://127.0.0.1:{p}"))
-            .ok_or_else(|| anyhow!("the auth-service has no port"))
+        self.auth.url()
     }
 
-    fn proc_mut(&mut self, part: Part) -> &mut Proc {
+    fn proc_mut(&mut self, part: Part) -> &mut Process {
         match part {
             Part::AuthService => &mut self.auth,
             Part::UserService => &mut self.users,
@@ -153,7 +140,7 @@ impl Fleet {
     }
 
     async fn respawn(&mut self, part: Part) -> anyhow::Result<u32> {
-        let proc = spawn(&self.exe, &self.vars, &self.log_dir, &self.http, part).await?;
+        let proc = Process::start(&self.exe, &part.spec(&self.vars), &self.log_dir).await?;
         let pid = proc.pid;
         *self.proc_mut(part) = proc;
         Ok(pid)
@@ -176,10 +163,7 @@ impl Fleet {
         }
         let proc = self.proc_mut(part);
         let old_pid = proc.pid;
-        proc.child
-            .start_kill()
-            .with_context(|| format!("kill -9 {} (pid {old_pid})", part.name()))?;
-        proc.child.wait().await.context("reaping killed child")?;
+        proc.kill().await?;
         tokio::time::sleep(downtime).await;
         let new_pid = self.respawn(part).await?;
         Ok(Restart {
@@ -194,14 +178,13 @@ impl Fleet {
     pub async fn restart_exited(&mut self) -> anyhow::Result<Vec<String>> {
         let mut found = Vec::new();
         for part in [Part::AuthService, Part::UserService, Part::Relay] {
-            let log = self.log_dir.join(format!("{}.log", part.name()));
             let proc = self.proc_mut(part);
-            if let Some(status) = proc.child.try_wait().context("checking a child")? {
+            if let Some(status) = proc.exited()? {
                 let what = format!(
                     "{} (pid {}) exited by itself ({status}); see {}",
                     part.name(),
                     proc.pid,
-                    log.display()
+                    proc.log_path.display()
                 );
                 self.unexpected_exits.push(what.clone());
                 found.push(what);
@@ -245,86 +228,7 @@ impl Fleet {
     /// Kills every child and waits for them.
     pub async fn shutdown(mut self) {
         for part in [Part::Relay, Part::UserService, Part::AuthService] {
-            let proc = self.proc_mut(part);
-            proc.child.start_kill().ok();
-            proc.child.wait().await.ok();
+            self.proc_mut(part).kill().await.ok();
         }
-    }
-}
-
-/// Starts `part`; for an HTTP part, picks a free port and waits until `/health/live` answers
-/// (a few tries when the port was taken in the meantime).
-async fn spawn(
-    exe: &Path,
-    vars: &[(&'static str, OsString)],
-    log_dir: &Path,
-    http: &reqwest::Client,
-    part: Part,
-) -> anyhow::Result<Proc> {
-    let log_path = log_dir.join(format!("{}.log", part.name()));
-    let mut last_error = None;
-    for _attempt in 0..3 {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(part.args())
-            .envs(vars.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("log file handle")?)
-            .stderr(log)
-            .kill_on_drop(true);
-        let port = match part.addr_var() {
-            Some(var) => {
-                let port = free_port()?;
-                cmd.env(var, format!("127.0.0.1:{port}"));
-                Some(port)
-            }
-            None => None,
-        };
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} {}", exe.display(), part.name()))?;
-        let pid = child.id().unwrap_or_default();
-        let mut proc = Proc { child, pid, port };
-        let Some(port) = port else {
-            return Ok(proc);
-        };
-        match wait_live(http, &mut proc.child, port).await {
-            Ok(()) => return Ok(proc),
-            Err(e) => {
-                proc.child.start_kill().ok();
-                proc.child.wait().await.ok();
-                last_error = Some(e);
-            }
-        }
-    }
-    let e = last_error.unwrap_or_else(|| anyhow!("no attempt made"));
-    Err(e.context(format!(
-        "{} did not start; see {}",
-        part.name(),
-        log_path.display()
-    )))
-}
-
-/// Polls `/health/live` until it answers 200; fails early when the child exits.
-async fn wait_live(http: &reqwest::Client, child: &mut Child, port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    let url = format!("http://127.0.0.1:{port}/health/live");
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("exited during start ({status})");
-        }
-        if let Ok(resp) = http.get(&url).send().await {
-            if resp.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!("not answering {url} after {START_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -6,7 +6,7 @@
 //! are no longer in `/proc`: their share shows as "exited processes", the machine's busy time
 //! that no living process accounts for.
 
-use super::env::Service;
+use sandbox::process::Process;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -54,7 +54,7 @@ impl CpuProfile {
     }
 }
 
-fn group_of(pid: u32, comm: &str, services: &[&Service]) -> String {
+fn group_of(pid: u32, comm: &str, services: &[&Process]) -> String {
     if let Some(s) = services.iter().find(|s| s.pid == pid) {
         return s.name.to_owned();
     }
@@ -98,7 +98,7 @@ fn machine_ticks() -> (u64, u64) {
     (all.saturating_sub(idle), all)
 }
 
-pub fn snapshot(services: &[&Service]) -> Snapshot {
+pub fn snapshot(services: &[&Process]) -> Snapshot {
     let mut per_group = BTreeMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -122,7 +122,7 @@ pub fn snapshot(services: &[&Service]) -> Snapshot {
 }
 
 /// CPU used per group since `before`.
-pub fn since(before: &Snapshot, services: &[&Service]) -> CpuProfile {
+pub fn since(before: &Snapshot, services: &[&Process]) -> CpuProfile {
     let after = snapshot(services);
     let wall = (after.at - before.at).as_secs_f64().max(1e-9);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

@@ -1,10 +1,11 @@
-//! `portal bench`: measures the whole pipeline in one run and proves it ends in sync.
+//! `portal-bench` (also run as `portal bench`): measures the whole pipeline in one run and
+//! proves it ends in sync.
 //!
 //! Everything runs in the benchmark's own databases (`<id>_auth`, `<id>_user`, dropped and
 //! recreated for every step so each starts from the same empty state) and its own RabbitMQ vhost
 //! (the topology names are fixed constants), on the PostgreSQL server of `AUTH_DATABASE_URL` and
-//! the broker of `AMQP_URL`. The relay and the user-service run as child processes (`portal relay`,
-//! `portal user-service`, from this same binary) so their memory can be read from `/proc`; the
+//! the broker of `AMQP_URL`. The relay and the user-service run as child processes of the `portal`
+//! binary (`portal relay`, `portal user-service`) so their memory can be read from `/proc`; the
 //! load is generated here, through the auth-service's own store code.
 //!
 //! Layout: [`env`] owns the databases, vhost, keys and child processes; [`broker`] the raw
@@ -20,12 +21,11 @@ mod profile;
 mod report;
 mod sync;
 
-use crate::cli::Settings;
-use crate::commands::Failure;
 use anyhow::Context;
-use clap::Args;
+use clap::Parser;
 use env::BenchEnv;
 use indicatif::{ProgressBar, ProgressStyle};
+use platform::exit::Failure;
 use report::Report;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,8 +50,11 @@ const QUICK: Sizes = Sizes {
     http_seconds: 2,
 };
 
-#[derive(Args, Debug, Clone)]
+#[derive(Parser, Debug, Clone)]
 #[command(
+    name = "portal-bench",
+    version = platform::build::VERSION,
+    about = "The benchmark of the user synchronisation (also run as `portal bench`)",
     long_about = "Measures the user synchronisation end to end and checks it ends in sync.\n\n\
         Rows: (1) raw broker ceiling, publish with pipelined confirms + consume on a quorum queue, \
         no database; (2) sustained sync throughput, users committed in auth_db through the \
@@ -63,9 +66,13 @@ const QUICK: Sizes = Sizes {
         It uses the PostgreSQL server of AUTH_DATABASE_URL and the RabbitMQ of AMQP_URL but \
         only its own databases <ID>_auth and <ID>_user (dropped and recreated) and its own vhost \
         (<ID> with _ as -), all removed at the end. Exit 0 when every step ran and every copy \
-        verified in sync (targets missed are reported, not failures); 1 otherwise."
+        verified in sync (targets missed are reported, not failures); 1 otherwise; 2 when \
+        PostgreSQL or RabbitMQ cannot be reached. The services run from the `portal` binary \
+        beside this one (or PORTAL_BIN)."
 )]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub servers: sandbox::ServerArgs,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
@@ -116,13 +123,6 @@ pub struct BenchArgs {
     /// Names the databases (<ID>_auth, <ID>_user) and the vhost (<ID>, `_` → `-`).
     #[arg(long, default_value = "bench", value_parser = parse_id)]
     pub id: String,
-    /// RabbitMQ management API (vhost creation); credentials are taken from AMQP_URL.
-    #[arg(
-        long,
-        env = "RABBITMQ_MANAGEMENT_URL",
-        default_value = "http://127.0.0.1:15672"
-    )]
-    pub management_url: String,
 }
 
 fn parse_id(raw: &str) -> Result<String, String> {
@@ -164,9 +164,9 @@ impl BenchArgs {
 
 /// Runs every row, prints the table, writes the JSON (also after a failure, with what was
 /// measured and the error), and removes the databases and the vhost.
-pub async fn run(settings: &Settings, args: Box<BenchArgs>) -> Result<(), Failure> {
+pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     let sizes = args.sizes();
-    let env = BenchEnv::create(settings, &args)
+    let mut env = BenchEnv::create(&args)
         .await
         .map_err(Failure::unreachable)?;
     let mut report = Report::new(&args, sizes, env.describe_machine().await);

@@ -4,12 +4,16 @@
 //! requests per second, latency percentiles, and the sync lag when the load stops (changes
 //! committed in `auth_db` but not yet in `user_db`, and how long until they were).
 
-use super::env::{BenchEnv, Service, PASSWORD};
+use super::env::{BenchEnv, PASSWORD};
 use super::report::HttpRun;
 use super::sync::{self, Setting};
 use anyhow::{bail, Context};
+use api_client::ApiClient;
+use auth_service::store::{self, NewUser};
 use chrono::{DateTime, Utc};
-use contract::{Email, PersonName, Role};
+use contract::Role;
+use sandbox::process::free_port;
+use sandbox::process::Process;
 use std::time::{Duration, Instant};
 
 /// How many users the clients update, as in DESIGN.md's measurement of the original design (32
@@ -52,12 +56,6 @@ async fn versions_behind(
     Ok(a - u)
 }
 
-/// A free port on 127.0.0.1 (the listener is closed again, so a service can take it).
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 pub async fn through_gateway(
     env: &BenchEnv,
     setting: Setting,
@@ -82,17 +80,21 @@ pub async fn through_gateway(
         all.push(extra);
         all
     };
-    let mut auth_service = env.spawn(
-        "auth-service",
-        "auth-service",
-        &with(("RELAY_BATCH_SIZE", setting.relay_batch_size.to_string())),
-    )?;
-    let mut user_service = env.spawn(
-        "user-service",
-        "user-service",
-        &with(("CONSUMER_PREFETCH", setting.prefetch.to_string())),
-    )?;
-    let mut gateway = env.spawn("gateway", "gateway", &addresses)?;
+    let mut auth_service = env
+        .spawn(
+            "auth-service",
+            "auth-service",
+            &with(("RELAY_BATCH_SIZE", setting.relay_batch_size.to_string())),
+        )
+        .await?;
+    let mut user_service = env
+        .spawn(
+            "user-service",
+            "user-service",
+            &with(("CONSUMER_PREFETCH", setting.prefetch.to_string())),
+        )
+        .await?;
+    let mut gateway = env.spawn("gateway", "gateway", &addresses).await?;
     let gateway_url = format!("http://{gateway_addr}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -120,55 +122,26 @@ pub async fn through_gateway(
     }
     // The admin is written through the store with the precomputed hash of PASSWORD; being
     // synced to user_db it is also the probe that the relay and consumer are up.
-    let admin_email = Email::parse("bench.admin@bench.example")?;
+    let admin_email = "bench.admin@bench.example";
+    let staff = |email: &str, first: &str, last: &str, role: Role| {
+        NewUser::staff(email, first, last, role, env.password_hash.clone())
+    };
     let mut tx = auth.begin().await?;
-    let admin = auth_service::store::create_user(
-        &mut tx,
-        auth_service::store::NewUser {
-            email: admin_email.clone(),
-            password_hash: env.password_hash.clone(),
-            first_name: PersonName::parse("firstName", "Bench")?,
-            last_name: PersonName::parse("lastName", "Admin")?,
-            role: Role::Admin,
-            phone_number: None,
-            is_active: true,
-            must_change_password: false,
-        },
-    )
-    .await?;
+    let admin =
+        store::create_user(&mut tx, staff(admin_email, "Bench", "Admin", Role::Admin)?).await?;
     let mut targets = Vec::with_capacity(TARGETS);
     for i in 0..TARGETS {
-        let row = auth_service::store::create_user(
-            &mut tx,
-            auth_service::store::NewUser {
-                email: Email::parse(&format!("target{i}@bench.example"))?,
-                password_hash: env.password_hash.clone(),
-                first_name: PersonName::parse("firstName", "Tendai")?,
-                last_name: PersonName::parse("lastName", &format!("Target{i}"))?,
-                role: Role::Doctor,
-                phone_number: None,
-                is_active: true,
-                must_change_password: false,
-            },
-        )
-        .await?;
-        targets.push(row.id);
+        let email = format!("target{i}@bench.example");
+        let target = staff(&email, "Tendai", &format!("Target{i}"), Role::Doctor)?;
+        targets.push(store::create_user(&mut tx, target).await?.id);
     }
     tx.commit().await?;
     let targets = std::sync::Arc::new(targets);
-    let login: serde_json::Value = http
-        .post(format!("{gateway_url}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": admin_email.as_str(), "password": PASSWORD}))
-        .send()
-        .await?
-        .error_for_status()
+    let token = ApiClient::with_http(http.clone(), &gateway_url)?
+        .login(admin_email, PASSWORD)
+        .await
         .context("admin login through the gateway")?
-        .json()
-        .await?;
-    let token = login["accessToken"]
-        .as_str()
-        .context("no accessToken in the login answer")?
-        .to_owned();
+        .access_token;
     let deadline = Instant::now() + Duration::from_secs(60);
     while sqlx::query_scalar::<_, i32>("SELECT 1 FROM users WHERE id = $1")
         .bind(admin.id)
@@ -292,7 +265,7 @@ pub async fn through_gateway(
     Ok(run)
 }
 
-async fn stop_all(services: [Service; 3]) -> anyhow::Result<()> {
+async fn stop_all(services: [Process; 3]) -> anyhow::Result<()> {
     for s in services {
         s.stop().await?;
     }

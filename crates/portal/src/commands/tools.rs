@@ -1,0 +1,35 @@
+//! `portal bench` and `portal chaos`: the benchmark and the chaos run are programs of their own
+//! (`portal-bench`, `portal-chaos`), so none of their code is in this production binary. These
+//! commands keep the users' commands working: they run the program installed beside this one,
+//! with the same settings and this binary as the one whose services it starts.
+
+use super::Failure;
+use crate::cli::Settings;
+use anyhow::{anyhow, Context};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Replaces this process with `portal-<tool> <args>`; returns only when that cannot start.
+pub fn exec(s: &Settings, tool: &str, args: &[OsString]) -> Result<(), Failure> {
+    let me = std::env::current_exe().context("cannot find this executable")?;
+    let program = me.with_file_name(format!("portal-{tool}"));
+    if !program.is_file() {
+        return Err(anyhow!(
+            "portal {tool} runs {}, which is not installed beside portal; build it with \
+             `cargo build --release -p {tool}` (or run `cargo build --release`)",
+            program.display()
+        )
+        .into());
+    }
+    let error = Command::new(&program)
+        .args(args)
+        .env("AUTH_DATABASE_URL", &s.auth_database_url)
+        .env("USER_DATABASE_URL", &s.user_database_url)
+        .env("AMQP_URL", &s.amqp_url)
+        .env("RELAY_BATCH_SIZE", s.relay_batch_size.to_string())
+        .env("CONSUMER_PREFETCH", s.consumer_prefetch.to_string())
+        .env("PORTAL_BIN", &me)
+        .exec();
+    Err(anyhow!("cannot run {}: {error}", program.display()).into())
+}

@@ -1,0 +1,47 @@
+//! Private worlds for the tests, the benchmark and the chaos run, so each can run beside
+//! anything else on the same servers and leave nothing behind.
+//!
+//! Layout:
+//! - [`args`]: the server settings of the tools that build their own sandbox.
+//! - [`world`]: a [`Sandbox`]: databases `<base>_<name>`, a RabbitMQ vhost, a JWT key pair and a
+//!   work directory, all removed by [`Sandbox::cleanup`] (or on drop).
+//! - [`process`]: services as child processes of the `portal` binary on free ports, with
+//!   readiness checks, logs, SIGTERM / SIGKILL and peak memory.
+//! - [`in_process`]: a service running inside the test process, stopped like SIGTERM does.
+//! - [`management`]: the RabbitMQ management API (vhosts, closing connections, queue totals).
+//! - [`servers`]: a private PostgreSQL server and a private RabbitMQ node, for tests that stop,
+//!   kill or restart a server.
+//! - [`proxy`]: a TCP proxy whose link can be cut and restored.
+//! - [`poll`]: waiting with a deadline instead of sleeping.
+//!
+//! The typed HTTP client the tests and tools drive the API with is [`api_client::ApiClient`],
+//! re-exported here.
+
+pub mod args;
+pub mod in_process;
+pub mod management;
+pub mod poll;
+pub mod process;
+pub mod proxy;
+pub mod servers;
+pub mod world;
+
+pub use api_client::ApiClient;
+pub use args::ServerArgs;
+pub use in_process::Running;
+pub use poll::{poll_until, wait_for_user_version};
+pub use world::{Sandbox, Servers};
+
+/// The password every account that tests and tools create for themselves is given.
+pub const TEST_PASSWORD: &str = "correct-horse-battery";
+
+/// Logs of the code under test go to the test's output (`warn` unless `RUST_LOG` says more).
+pub fn init_test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

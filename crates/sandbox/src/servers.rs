@@ -1,0 +1,270 @@
+//! Servers of a test's own, for tests that stop, kill or restart PostgreSQL or RabbitMQ: the
+//! machine's servers (and every test running beside this one) are never touched.
+//!
+//! - [`PrivatePostgres`]: `initdb` into a temporary directory, a free port, trust auth for
+//!   `postgres` on 127.0.0.1; started, stopped and restarted with `pg_ctl`.
+//! - [`PrivateRabbit`]: a RabbitMQ node with its own name, AMQP and distribution ports, config,
+//!   data and log directories (Debian's `rabbitmq-server`), beside the machine's default node;
+//!   its application stopped and started with `rabbitmqctl -n <node>`.
+//!
+//! Both are removed when dropped. As root (CI), the servers run as the `postgres` and
+//! `rabbitmq` users, who own their directories; PostgreSQL refuses to run as root.
+
+use crate::process::free_port;
+use anyhow::{anyhow, bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs `program args` as `user` when this process is root (`runuser`), else as itself; fails
+/// with its output when it fails.
+fn run_as(
+    user: Option<&str>,
+    program: &str,
+    args: &[&str],
+    envs: &[(&str, String)],
+) -> anyhow::Result<Output> {
+    let mut cmd = match user {
+        Some(user) if nix::unistd::Uid::effective().is_root() => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", program]);
+            c
+        }
+        _ => Command::new(program),
+    };
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// Gives `dir` (recursively) to `user` when this process is root.
+fn give_to(user: &str, dir: &Path) -> anyhow::Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_name(user)
+        .context("looking up a user")?
+        .ok_or_else(|| anyhow!("no {user} user on this machine"))?;
+    let status = Command::new("chown")
+        .args(["-R", &format!("{}:{}", owner.uid, owner.gid)])
+        .arg(dir)
+        .status()
+        .context("cannot run chown")?;
+    if !status.success() {
+        bail!("chown {} failed", dir.display());
+    }
+    Ok(())
+}
+
+/// A fresh directory under `/var/tmp` (readable by the servers' users, unlike a private
+/// temporary directory of root's).
+fn fresh_dir(label: &str) -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from("/var/tmp").join(format!("{label}-{}", crate::world::random_id(10)));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A PostgreSQL server of this test's own.
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    /// `initdb` and start, on a free port; takes a second or two.
+    pub fn start() -> anyhow::Result<Self> {
+        let versions = std::fs::read_dir("/usr/lib/postgresql")
+            .context("PostgreSQL's binaries are not in /usr/lib/postgresql")?;
+        let mut versions: Vec<(u32, PathBuf)> = versions
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                Some((v, e.path().join("bin")))
+            })
+            .collect();
+        versions.sort();
+        let (_, bin) = versions
+            .pop()
+            .ok_or_else(|| anyhow!("no PostgreSQL version under /usr/lib/postgresql"))?;
+        let dir = fresh_dir("portal-pg")?;
+        give_to("postgres", &dir)?;
+        let server = Self {
+            port: free_port()?,
+            dir,
+            bin,
+        };
+        let data = server.data_dir();
+        run_as(
+            Some("postgres"),
+            &server.tool("initdb"),
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+            &[],
+        )?;
+        server.pg_ctl_start()?;
+        Ok(server)
+    }
+
+    fn tool(&self, name: &str) -> String {
+        self.bin.join(name).display().to_string()
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn pg_ctl_start(&self) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        run_as(
+            Some("postgres"),
+            &self.tool("pg_ctl"),
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+            &[],
+        )?;
+        Ok(())
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) -> anyhow::Result<()> {
+        run_as(
+            Some("postgres"),
+            &self.tool("pg_ctl"),
+            &["-D", &self.data_dir(), "-m", mode, "-w", "stop"],
+            &[],
+        )?;
+        Ok(())
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>` (no database).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// Stops (fast: open connections are ended) and starts again on the same port.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("fast")?;
+        self.pg_ctl_start()
+    }
+
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("fast")
+    }
+
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        self.pg_ctl_start()
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl_stop("immediate");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A RabbitMQ node of this test's own, with guest/guest on its default vhost.
+pub struct PrivateRabbit {
+    dir: PathBuf,
+    pub node: String,
+    pub port: u16,
+}
+
+impl PrivateRabbit {
+    /// Starts the node and waits until it runs; takes several seconds.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = fresh_dir("portal-rmq")?;
+        let id = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("portal-rmq")
+            .to_owned();
+        let port = free_port()?;
+        std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+        // Its own config file: the default node's pins the listener to 5672.
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
+        )?;
+        give_to("rabbitmq", &dir)?;
+        let node = Self {
+            node: format!("{id}@localhost"),
+            port,
+            dir,
+        };
+        node.start_node()?;
+        Ok(node)
+    }
+
+    fn env(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let d = |p: &str| self.dir.join(p).display().to_string();
+        Ok(vec![
+            ("RABBITMQ_NODENAME", self.node.clone()),
+            ("RABBITMQ_DIST_PORT", free_port()?.to_string()),
+            ("RABBITMQ_CONFIG_FILE", d("rabbitmq")),
+            ("RABBITMQ_MNESIA_BASE", d("mnesia")),
+            ("RABBITMQ_LOG_BASE", d("log")),
+            ("RABBITMQ_PID_FILE", d("pid")),
+            ("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins")),
+        ])
+    }
+
+    fn start_node(&self) -> anyhow::Result<()> {
+        run_as(None, "rabbitmq-server", &["-detached"], &self.env()?)?;
+        self.ctl(&["await_startup", "--timeout", "120"])
+    }
+
+    fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["-q", "-n", &self.node];
+        all.extend_from_slice(args);
+        run_as(None, "rabbitmqctl", &all, &[])?;
+        Ok(())
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Stops the broker application (every connection drops, the port closes); the node stays.
+    pub fn stop_app(&self) -> anyhow::Result<()> {
+        self.ctl(&["stop_app"])
+    }
+
+    pub fn start_app(&self) -> anyhow::Result<()> {
+        self.ctl(&["start_app"])?;
+        self.ctl(&["await_startup", "--timeout", "120"])
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
