@@ -8,7 +8,7 @@
 //! - [`event_store`]: the outbox read as history: audit trails, replay pages, retention.
 //! - [`http`]: the API (`/api/v1/auth/*`) and health endpoints.
 //! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms.
-//! - [`password`]: argon2id hashing on the blocking pool.
+//! - [`password`]: argon2id hashing on a few dedicated threads, off the async runtime.
 //! - [`seed`]: the demo staff, written through [`store`].
 //!
 //! [`Application::build`] binds and migrates; [`Application::run_until_stopped`] serves (and

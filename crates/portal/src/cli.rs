@@ -2,13 +2,14 @@
 //! variable and its default.
 
 use clap::{Args, Parser, Subcommand};
+use contract::topology::{ConsumerQueues, USER_SERVICE};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "portal",
-    version,
+    version = platform::build::VERSION,
     about = "Clinical portal user synchronisation: auth-service → RabbitMQ → user-service",
     long_about = "Runs and operates the clinical portal's user synchronisation.\n\n\
         Users are written in the auth-service (auth_db) together with an outbox event; the relay \
@@ -95,6 +96,17 @@ pub enum Command {
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `portal completions bash > /etc/bash_completion.d/portal`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page portal(1) in roff, or with --dir write portal.1 and one page per
+    /// command (portal-verify.1, ...) into DIR, e.g. `portal man | man -l -`.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -320,7 +332,7 @@ pub enum UsersCommand {
 #[derive(Args, Debug)]
 pub struct DlqArgs {
     /// The queue to work on: a consumer's dead-letter queue, or `user.events.unrouted`.
-    #[arg(long, default_value = "user-service.user-events.dlq")]
+    #[arg(long, default_value_t = ConsumerQueues::for_consumer(USER_SERVICE).dead_letter)]
     pub queue: String,
     #[command(subcommand)]
     pub action: DlqAction,

@@ -32,6 +32,8 @@ async fn main() -> ExitCode {
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
         Command::Chaos { args } => commands::tools::exec(s, "chaos", &args),
         Command::Bench { args } => commands::tools::exec(s, "bench", &args),
+        Command::Completions { shell } => commands::docs::run_completions(shell),
+        Command::Man { dir } => commands::docs::run_man(dir.as_deref()),
     };
     platform::exit::exit_code(result)
 }

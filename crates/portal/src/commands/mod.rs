@@ -1,6 +1,7 @@
 //! One module per `portal` command.
 
 pub mod dlq;
+pub mod docs;
 pub mod reconcile;
 pub mod replay;
 pub mod seed;
