@@ -5,7 +5,7 @@
 //! committed in `auth_db` but not yet in `user_db`, and how long until they were).
 
 use super::env::{BenchEnv, PASSWORD};
-use super::report::HttpRun;
+use super::report::{HttpRun, Percentiles};
 use super::sync::{self, Setting};
 use anyhow::{bail, Context};
 use api_client::ApiClient;
@@ -177,7 +177,7 @@ pub async fn through_gateway(
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 if ok {
-                    latencies.push(sent.elapsed().as_micros() as u64);
+                    latencies.push(sent.elapsed().as_micros() as i64);
                 } else {
                     failures += 1;
                 }
@@ -230,21 +230,18 @@ pub async fn through_gateway(
     if latencies.is_empty() {
         bail!("no HTTP request succeeded ({failures} failed)");
     }
-    latencies.sort_unstable();
-    let ms = |q: f64| {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i] as f64 / 1000.0
-    };
+    let requests = latencies.len() as u64;
+    let ms = Percentiles::of(latencies);
     let run = HttpRun {
         request: format!("PATCH /api/v1/auth/admin/users/{{id}} ({TARGETS} users)"),
         clients,
         seconds: load_seconds,
-        requests: latencies.len() as u64,
+        requests,
         failures,
-        requests_per_s: latencies.len() as f64 / load_seconds,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        max_ms: ms(1.0),
+        requests_per_s: requests as f64 / load_seconds,
+        p50_ms: ms.p50,
+        p99_ms: ms.p99,
+        max_ms: ms.max,
         pending_at_end,
         lag_seconds,
         auth_service_peak_rss_mib: auth_service.peak_rss_kib()? as f64 / 1024.0,

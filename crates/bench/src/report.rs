@@ -494,6 +494,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn percentiles_are_nearest_rank() {
+        let p = Percentiles::of((1..=100).map(|ms| ms * 1000).collect());
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+        let one = Percentiles::of(vec![1500]);
+        assert_eq!((one.p50, one.max), (1.5, 1.5));
+        assert_eq!(Percentiles::of(Vec::new()).max, 0.0);
+    }
+
+    #[test]
     fn thousands_are_grouped() {
         assert_eq!(thousands(0.0), "0");
         assert_eq!(thousands(999.4), "999");

@@ -228,4 +228,13 @@ mod tests {
         let fast = ConsumerQueues::with_retry_delays("t", &[Duration::from_millis(250)]);
         assert_eq!(fast.retries[0].name, "t.user-events.retry.250ms");
     }
+
+    /// Every exchange, queue, binding and argument the user-service's topology declares, in
+    /// order: a change here changes what other teams' programs see on the broker, so it shows
+    /// as a reviewed snapshot diff.
+    #[test]
+    fn the_declared_topology_is_the_reviewed_one() {
+        let topology = declarations(&[ConsumerQueues::for_consumer(USER_SERVICE)]);
+        insta::assert_debug_snapshot!(topology);
+    }
 }
