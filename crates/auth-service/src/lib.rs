@@ -68,13 +68,13 @@ impl Config {
 
 /// Creates `auth_db` if absent, opens a pool and applies the migrations.
 pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    platform::db::ensure_database(url).await?;
-    let pool = platform::db::lazy_pool(url, max_connections)?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .context("cannot migrate auth_db")?;
-    Ok(pool)
+    platform::db::prepare(
+        url,
+        max_connections,
+        &sqlx::migrate!("./migrations"),
+        "auth_db",
+    )
+    .await
 }
 
 pub struct Application {
@@ -124,22 +124,16 @@ impl Service for Application {
     /// Serves until `shutdown`; then stops taking requests, lets in-flight ones and the relay's
     /// current batch finish, and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let addr = self.local_addr()?;
-        let relay = self
-            .relay
-            .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
-        tracing::info!("auth-service listening on http://{addr}");
-        let served = platform::http::serve(
+        let relay = self.relay.map(|w| w.run(shutdown.clone()));
+        let router = http::router(self.state.clone());
+        platform::http::serve_with_worker(
+            Self::NAME,
             self.listener,
-            http::router(self.state.clone()),
-            shutdown.clone(),
+            router,
+            relay,
+            &self.state.db,
+            shutdown,
         )
-        .await;
-        shutdown.cancel();
-        if let Some(relay) = relay {
-            relay.await.ok();
-        }
-        self.state.db.close().await;
-        served.context("auth-service HTTP server failed")
+        .await
     }
 }

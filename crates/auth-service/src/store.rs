@@ -7,7 +7,7 @@ use contract::{
     Email, Envelope, EventType, PersonName, PhoneNumber, Role, Timestamp, UserId, UserSnapshot,
 };
 use platform::users::UserRecord;
-use sqlx::{PgConnection, PgExecutor, Postgres, Transaction};
+use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
 /// A user as stored in `auth_db`: the record every copy holds, plus the password hash. Reads
@@ -357,14 +357,6 @@ pub async fn change_user(
     }
     append_events(tx, &[Envelope::new(event_type, snapshot)]).await?;
     Ok(Outcome::Changed(row))
-}
-
-/// One page of users matching `query` (the admin list), and the total matching.
-pub async fn list_users(
-    conn: &mut PgConnection,
-    query: &platform::users::ListQuery,
-) -> Result<(Vec<UserRecord>, i64), StoreError> {
-    Ok(platform::users::page(conn, query).await?)
 }
 
 /// Appends events to the outbox in one statement (the caller's transaction decides when they

@@ -45,12 +45,12 @@ pub struct LoginResponse {
     pub user: UserSnapshot,
 }
 
-/// `POST /api/v1/auth/register`: a self-registration (inactive until an admin activates it).
+/// The profile of a new account: what an admin sends to create one, and a self-registration
+/// sends with its password.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RegisterRequest {
+pub struct NewProfile {
     pub email: String,
-    pub password: String,
     pub first_name: String,
     pub last_name: String,
     pub role: String,
@@ -58,17 +58,16 @@ pub struct RegisterRequest {
     pub phone_number: Option<String>,
 }
 
-/// `POST /api/v1/auth/admin/users`: an admin creates an active account.
+/// `POST /api/v1/auth/register`: a self-registration (inactive until an admin activates it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateUserRequest {
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub role: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone_number: Option<String>,
+pub struct RegisterRequest {
+    #[serde(flatten)]
+    pub profile: NewProfile,
+    pub password: String,
 }
+
+/// `POST /api/v1/auth/admin/users`: an admin creates an active account.
+pub type CreateUserRequest = NewProfile;
 
 /// The answer to [`CreateUserRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]

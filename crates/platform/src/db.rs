@@ -46,6 +46,23 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the database named in `url` if absent, opens a pool of `max_connections` and applies
+/// `migrations` (the owning service's); `label` names the database in errors.
+pub async fn prepare(
+    url: &str,
+    max_connections: u32,
+    migrations: &sqlx::migrate::Migrator,
+    label: &str,
+) -> anyhow::Result<PgPool> {
+    ensure_database(url).await?;
+    let pool = lazy_pool(url, max_connections)?;
+    migrations
+        .run(&pool)
+        .await
+        .with_context(|| format!("cannot migrate {label}"))?;
+    Ok(pool)
+}
+
 /// A pool for `url` whose acquire times out, so callers get an error rather than a hang when the
 /// database is down. Connecting is lazy: the service starts even when the database is not up yet.
 pub fn lazy_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {

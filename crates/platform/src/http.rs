@@ -238,6 +238,44 @@ pub async fn serve(
         .await
 }
 
+/// Serves `router` on `listener`, with `worker` (the relay, the consumer) running beside it,
+/// until `shutdown`; then stops taking requests, lets in-flight ones and the worker's batch in
+/// hand finish, closes `db` and returns. What every service's `run_until_stopped` does.
+pub async fn serve_with_worker(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    worker: Option<impl std::future::Future<Output = ()> + Send + 'static>,
+    db: &sqlx::PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let worker = worker.map(tokio::spawn);
+    tracing::info!("{name} listening on http://{addr}");
+    let served = serve(listener, router, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(worker) = worker {
+        worker.await.ok();
+    }
+    db.close().await;
+    served.map_err(|e| anyhow::anyhow!("{name} HTTP server failed: {e}"))
+}
+
+/// One page of a `users` table as the API answers it: both directories run exactly this.
+pub async fn user_page(
+    db: &sqlx::PgPool,
+    query: &crate::users::ListQuery,
+) -> Result<Json<contract::api::Page<contract::UserSnapshot>>, ApiError> {
+    let mut conn = db.acquire().await?;
+    let (rows, total) = crate::users::page(&mut conn, query).await?;
+    let items = rows
+        .iter()
+        .map(crate::users::UserRecord::snapshot)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(contract::api::Page { items, total }))
+}
+
 /// The validated query string of a user list (`role`, `isActive`, `q`, `limit`, `offset`);
 /// every bad value is a 422 naming it.
 pub struct ListParams(pub crate::users::ListQuery);

@@ -99,9 +99,7 @@ pub enum Command {
     },
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
     /// `portal completions bash > /etc/bash_completion.d/portal`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Print the manual page portal(1) in roff, or with --dir write portal.1 and one page per
     /// command (portal-verify.1, ...) into DIR, e.g. `portal man | man -l -`.
     Man {

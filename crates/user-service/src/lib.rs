@@ -50,13 +50,13 @@ impl Config {
 
 /// Creates `user_db` if absent, opens a pool and applies the migrations.
 pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    platform::db::ensure_database(url).await?;
-    let pool = platform::db::lazy_pool(url, max_connections)?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .context("cannot migrate user_db")?;
-    Ok(pool)
+    platform::db::prepare(
+        url,
+        max_connections,
+        &sqlx::migrate!("./migrations"),
+        "user_db",
+    )
+    .await
 }
 
 pub struct Application {
@@ -108,20 +108,16 @@ impl Service for Application {
 
     /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let addr = self.local_addr()?;
-        let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
-        tracing::info!("user-service listening on http://{addr}");
-        let served = platform::http::serve(
+        let consumer = self.consumer.map(|w| w.run(shutdown.clone()));
+        let router = http::router(self.state.clone());
+        platform::http::serve_with_worker(
+            Self::NAME,
             self.listener,
-            http::router(self.state.clone()),
-            shutdown.clone(),
+            router,
+            consumer,
+            &self.state.db,
+            shutdown,
         )
-        .await;
-        shutdown.cancel();
-        if let Some(consumer) = consumer {
-            consumer.await.ok();
-        }
-        self.state.db.close().await;
-        served.context("user-service HTTP server failed")
+        .await
     }
 }

@@ -2,7 +2,7 @@
 //! queries.
 
 use contract::{Envelope, Timestamp, UserId};
-use platform::users::{ListQuery, UserRecord, RECORD_COLUMNS};
+use platform::users::{UserRecord, RECORD_COLUMNS};
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -131,14 +131,6 @@ async fn upsert(
     .bind(&stamp)
     .fetch_all(conn)
     .await
-}
-
-/// One page of the directory and the total matching.
-pub async fn list(
-    conn: &mut PgConnection,
-    query: &ListQuery,
-) -> Result<(Vec<UserRecord>, i64), sqlx::Error> {
-    platform::users::page(conn, query).await
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRecord>, sqlx::Error> {

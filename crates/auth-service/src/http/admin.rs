@@ -14,7 +14,6 @@ use contract::api::{
 };
 use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, Authenticated, ListParams};
-use platform::users::UserRecord;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -78,14 +77,7 @@ async fn list_users(
     ListParams(query): ListParams,
 ) -> Result<Json<Page<UserSnapshot>>, ApiError> {
     require_current_admin(&state, &caller).await?;
-    let mut conn = state.db.acquire().await?;
-    let (rows, total) = store::list_users(&mut conn, &query).await?;
-    let items = rows
-        .iter()
-        .map(UserRecord::snapshot)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(Page { items, total }))
+    platform::http::user_page(&state.db, &query).await
 }
 
 async fn show_user(
@@ -164,13 +156,7 @@ async fn create_user(
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<CreateUserResponse>), ApiError> {
     require_current_admin(&state, &caller).await?;
-    let profile = Profile::parse(
-        &req.email,
-        &req.first_name,
-        &req.last_name,
-        &req.role,
-        req.phone_number.as_deref(),
-    )?;
+    let profile = Profile::parse(&req)?;
     let temporary_password = password::temporary();
     let hash = password::hash(temporary_password.clone())
         .await

@@ -7,7 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use contract::api::{ChangePasswordRequest, LoginRequest, LoginResponse, RegisterRequest};
+use contract::api::{
+    ChangePasswordRequest, LoginRequest, LoginResponse, NewProfile, RegisterRequest,
+};
 use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, Authenticated};
 
@@ -29,19 +31,15 @@ pub(super) struct Profile {
 }
 
 impl Profile {
-    pub fn parse(
-        email: &str,
-        first_name: &str,
-        last_name: &str,
-        role: &str,
-        phone_number: Option<&str>,
-    ) -> Result<Self, ApiError> {
+    pub fn parse(p: &NewProfile) -> Result<Self, ApiError> {
         Ok(Self {
-            email: Email::parse(email)?,
-            first_name: PersonName::parse("firstName", first_name)?,
-            last_name: PersonName::parse("lastName", last_name)?,
-            role: role.parse()?,
-            phone_number: phone_number
+            email: Email::parse(&p.email)?,
+            first_name: PersonName::parse("firstName", &p.first_name)?,
+            last_name: PersonName::parse("lastName", &p.last_name)?,
+            role: p.role.parse()?,
+            phone_number: p
+                .phone_number
+                .as_deref()
                 .filter(|p| !p.trim().is_empty())
                 .map(PhoneNumber::parse)
                 .transpose()?,
@@ -72,13 +70,7 @@ async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserSnapshot>), ApiError> {
-    let profile = Profile::parse(
-        &req.email,
-        &req.first_name,
-        &req.last_name,
-        &req.role,
-        req.phone_number.as_deref(),
-    )?;
+    let profile = Profile::parse(&req.profile)?;
     if profile.role == Role::Admin {
         return Err(ApiError::forbidden(
             "the admin role cannot be self-registered",

@@ -45,9 +45,9 @@ pub fn man_pages(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
 /// Writes `text` to standard output; a reader that went away (`| head`) is not an error.
 fn print(text: &[u8]) -> Result<(), Failure> {
     match std::io::stdout().lock().write_all(text) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow::Error::from(e).context("writing to standard output").into())
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::Error::from(e)
+            .context("writing to standard output")
+            .into()),
         _ => Ok(()),
     }
 }
@@ -83,8 +83,19 @@ mod tests {
         let mut out = Vec::new();
         completions(clap_complete::Shell::Bash, &mut out);
         let script = String::from_utf8(out).unwrap();
-        for command in ["verify", "reconcile", "replay", "dlq", "users", "completions", "man"] {
-            assert!(script.contains(command), "{command} missing from the bash completions");
+        for command in [
+            "verify",
+            "reconcile",
+            "replay",
+            "dlq",
+            "users",
+            "completions",
+            "man",
+        ] {
+            assert!(
+                script.contains(command),
+                "{command} missing from the bash completions"
+            );
         }
     }
 

@@ -5,10 +5,9 @@ use crate::store;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use contract::api::Page;
 use contract::{UserSnapshot, ValidationError};
 use platform::http::{ApiError, Authenticated, ListParams};
-use platform::users::UserRecord;
-use serde::Serialize;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -17,25 +16,12 @@ pub fn router() -> Router<AppState> {
         .route("/{id}", get(show))
 }
 
-#[derive(Serialize)]
-struct Page {
-    items: Vec<UserSnapshot>,
-    total: i64,
-}
-
 async fn list(
     State(state): State<AppState>,
     _caller: Authenticated,
     ListParams(query): ListParams,
-) -> Result<Json<Page>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let (rows, total) = store::list(&mut conn, &query).await?;
-    let items = rows
-        .iter()
-        .map(UserRecord::snapshot)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(Page { items, total }))
+) -> Result<Json<Page<UserSnapshot>>, ApiError> {
+    platform::http::user_page(&state.db, &query).await
 }
 
 async fn show(
