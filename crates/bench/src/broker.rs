@@ -6,8 +6,8 @@
 
 use super::env::BenchEnv;
 use super::profile::{self, CpuProfile};
+use super::report::Setting;
 use super::report::{Percentiles, Throughput};
-use super::sync::Setting;
 use anyhow::{bail, Context};
 use contract::topology::{Declaration, ExchangeKind};
 use contract::{Email, Envelope, EventType, PersonName, Role, Timestamp, UserId, UserSnapshot};

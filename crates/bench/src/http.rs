@@ -5,8 +5,9 @@
 //! committed in `auth_db` but not yet in `user_db`, and how long until they were).
 
 use super::env::{BenchEnv, PASSWORD};
+use super::report::Setting;
 use super::report::{HttpRun, Percentiles};
-use super::sync::{self, Setting};
+use super::sync;
 use anyhow::{bail, Context};
 use api_client::ApiClient;
 use auth_service::store::{self, NewUser};

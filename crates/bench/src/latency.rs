@@ -10,8 +10,9 @@
 //! commit, about a millisecond), and needs no clock in the benchmark at all.
 
 use super::env::BenchEnv;
+use super::report::Setting;
 use super::report::{LatencyRun, Percentiles};
-use super::sync::{self, Setting};
+use super::sync;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;

@@ -194,7 +194,7 @@ async fn run_rows(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let wanted = |row: u8| args.only.is_empty() || args.only.contains(&row);
-    let batched = sync::Setting {
+    let batched = report::Setting {
         relay_batch_size: args.relay_batch_size,
         prefetch: args.prefetch,
     };
@@ -212,7 +212,7 @@ async fn run_rows(
     if wanted(3) {
         let run = sync::throughput(
             env,
-            sync::Setting::NAIVE,
+            report::Setting::NAIVE,
             sizes.naive_events,
             args.write_batch,
             "row 3, naive",

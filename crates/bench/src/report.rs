@@ -3,12 +3,26 @@
 //! the error is recorded.
 
 use super::profile::CpuProfile;
-use super::sync::Setting;
 use super::{BenchArgs, Sizes};
 use anyhow::Context;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
+
+/// Relay batch size and consumer prefetch: the only difference between batched and naive.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Setting {
+    pub relay_batch_size: i64,
+    pub prefetch: u16,
+}
+
+impl Setting {
+    /// One confirm awaited per event, one transaction per message: the same code, unbatched.
+    pub const NAIVE: Setting = Setting {
+        relay_batch_size: 1,
+        prefetch: 1,
+    };
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {

@@ -9,7 +9,7 @@
 
 use super::env::BenchEnv;
 use super::profile;
-use super::report::{BacklogRun, SyncRun, Throughput, VerifyRun};
+use super::report::{BacklogRun, Setting, SyncRun, Throughput, VerifyRun};
 use anyhow::{bail, Context};
 use auth_service::store::NewUser;
 use chrono::{DateTime, Utc};
@@ -19,21 +19,6 @@ use sandbox::process::Process;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-/// Relay batch size and consumer prefetch: the only difference between batched and naive.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Setting {
-    pub relay_batch_size: i64,
-    pub prefetch: u16,
-}
-
-impl Setting {
-    /// One confirm awaited per event, one transaction per message: the same code, unbatched.
-    pub const NAIVE: Setting = Setting {
-        relay_batch_size: 1,
-        prefetch: 1,
-    };
-}
 
 /// How long `user_db` may go without a single new apply before a run is declared stuck.
 const STALL: Duration = Duration::from_secs(60);
