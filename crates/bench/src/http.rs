@@ -17,8 +17,8 @@ use sandbox::process::free_port;
 use sandbox::process::Process;
 use std::time::{Duration, Instant};
 
-/// How many users the clients update, as in DESIGN.md's measurement of the original design (32
-/// clients updating 10 users): many concurrent changes to the same rows.
+/// How many users the clients update, as in the measurement of the original design in
+/// ARCHITECTURE.md (32 clients updating 10 users): many concurrent changes to the same rows.
 const TARGETS: usize = 10;
 
 /// The request each client sends, numbered `n` (unique per run): an admin's profile update of

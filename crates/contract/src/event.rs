@@ -261,7 +261,7 @@ mod tests {
     use serde_json::json;
 
     fn legacy_created() -> serde_json::Value {
-        // The body the portal's original TypeScript producer emitted (DESIGN.md, seed guide).
+        // The body the portal's original TypeScript producer emitted (its envelope, ARCHITECTURE.md).
         json!({
             "eventId": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
             "eventType": "user.created",

@@ -172,7 +172,7 @@ fn assert_invalid(file: &str, instance: &Value) {
     );
 }
 
-/// DESIGN.md's body as the portal's original producer wrote it: no userVersion, no updatedAt.
+/// The body as the portal's original producer wrote it: no userVersion, no updatedAt.
 fn legacy_created() -> Value {
     json!({
         "eventId": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
