@@ -94,6 +94,22 @@ impl Management {
         Ok(())
     }
 
+    /// True when `vhost` exists (a run that cleaned up leaves none behind).
+    pub async fn vhost_exists(&self, vhost: &str) -> anyhow::Result<bool> {
+        let resp = self
+            .send(
+                self.http.get(self.api(&["vhosts", vhost])?),
+                &format!("vhost {vhost}"),
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        resp.error_for_status()
+            .with_context(|| format!("vhost {vhost}"))?;
+        Ok(true)
+    }
+
     /// Force-closes every client connection of `vhost` (what `rabbitmqctl close_all_connections
     /// --vhost` does, without needing root on the broker's host); returns how many it closed.
     pub async fn close_connections(&self, vhost: &str, reason: &str) -> anyhow::Result<usize> {

@@ -37,6 +37,12 @@ impl Servers {
             management: var("TEST_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672"),
         }
     }
+
+    /// A client of the management API, called with the AMQP URL's credentials.
+    pub fn management(&self) -> anyhow::Result<Management> {
+        let (user, password) = credentials(&self.amqp)?;
+        Management::new(&self.management, &user, &password)
+    }
 }
 
 /// `url` with its path (a database name or a vhost) replaced by `/<path>`, query kept.
@@ -108,8 +114,7 @@ impl Sandbox {
     /// uses them (the services migrate their own) or by [`Sandbox::recreate_database`].
     pub async fn create(servers: Servers, base: &str, id: &str) -> anyhow::Result<Self> {
         let vhost = base.replace('_', "-");
-        let (user, password) = credentials(&servers.amqp)?;
-        let management = Management::new(&servers.management, &user, &password)?;
+        let management = servers.management()?;
         let dir = std::env::temp_dir().join(format!("portal-{vhost}"));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
