@@ -1,9 +1,14 @@
-//! The chaos run as CI runs it, through the real binary: the short form (20,000 operations
-//! under kills, connection cuts, backend terminations and malformed messages) must PASS with
-//! every malformed message dead-lettered, and a small run with `--inject-drift` must FAIL and
-//! name the drift. The two runs are serialised: each loads the machine on its own.
+//! The chaos run as CI runs it, through the real binary (`portal-chaos`): the short form
+//! (20,000 operations under kills, connection cuts, backend terminations and malformed
+//! messages) must PASS with every malformed message dead-lettered, and a small run with
+//! `--inject-drift` must FAIL and name the drift. The two runs are serialised: each loads the
+//! machine on its own. The services it starts run from the `portal` binary beside it; when only
+//! this crate was built, the test builds `portal` first
+//! (`sandbox::process::portal_bin_or_build`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sandbox::world::with_path;
+use sandbox::Servers;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -25,23 +30,27 @@ impl Run {
     }
 }
 
-/// Runs `portal chaos <args>` against the servers the other tests use.
+/// Runs `portal-chaos <args>` against the servers the other tests use.
 fn chaos(args: &[&str]) -> Run {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let pg = test_support::pg_server();
-    let out = Command::new(env!("CARGO_BIN_EXE_portal"))
-        .arg("chaos")
+    let servers = Servers::from_test_env();
+    let portal = sandbox::process::portal_bin_or_build().expect("the portal binary");
+    let out = Command::new(env!("CARGO_BIN_EXE_portal-chaos"))
         .args(args)
-        .env("AUTH_DATABASE_URL", format!("{pg}/auth_db"))
-        .env("USER_DATABASE_URL", format!("{pg}/user_db"))
         .env(
-            "AMQP_URL",
-            format!("amqp://guest:guest@{}/%2f", test_support::amqp_host()),
+            "AUTH_DATABASE_URL",
+            with_path(&servers.postgres, "auth_db").unwrap(),
         )
-        .env("RABBITMQ_MANAGEMENT_URL", test_support::management_url())
+        .env(
+            "USER_DATABASE_URL",
+            with_path(&servers.postgres, "user_db").unwrap(),
+        )
+        .env("AMQP_URL", &servers.amqp)
+        .env("RABBITMQ_MANAGEMENT_URL", &servers.management)
+        .env("PORTAL_BIN", &portal)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("run portal chaos");
+        .expect("run portal-chaos");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // The run's own log (one line per fault) shows in the test output.
