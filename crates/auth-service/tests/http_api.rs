@@ -227,24 +227,22 @@ async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
         b["message"].as_str().unwrap().contains("last active admin"),
         "{b}"
     );
-    let (s, _) = send(
-        Method::PUT,
-        &format!("{me}/role"),
-        Some(&token),
-        Some(&json!({"role": "doctor"})),
-    )
-    .await;
+    let step_down = || async {
+        let url = format!("{me}/role");
+        send(
+            Method::PUT,
+            &url,
+            Some(&token),
+            Some(&json!({"role": "doctor"})),
+        )
+        .await
+    };
+    let (s, _) = step_down().await;
     assert_eq!(s, 409);
 
     // With a second active admin, the first may step down, and then its token loses its powers.
     common::create_user(&pool, "second-admin@clinic.test", Role::Admin).await;
-    let (s, u) = send(
-        Method::PUT,
-        &format!("{me}/role"),
-        Some(&token),
-        Some(&json!({"role": "doctor"})),
-    )
-    .await;
+    let (s, u) = step_down().await;
     assert_eq!((s, u["role"].clone()), (200, json!("doctor")));
     let (s, _) = get(&format!("{base}/api/v1/auth/admin/users"), Some(&token)).await;
     assert_eq!(

@@ -157,7 +157,8 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
     common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
     assert_eq!(publish_batch(&auth, &ch, BATCH).await.unwrap(), 1);
     assert_eq!(common::unpublished(&auth).await, 0);
-    let queue = contract::topology::ConsumerQueues::for_consumer(contract::topology::USER_SERVICE).main;
+    let queue =
+        contract::topology::ConsumerQueues::for_consumer(contract::topology::USER_SERVICE).main;
     assert_eq!(
         platform::amqp::ready_messages(&sb.amqp_url, &queue)
             .await

@@ -2,12 +2,12 @@
 //! vhost (named with a random suffix, so it runs beside other tests), ending in sync, writing its
 //! JSON and leaving nothing behind. It checks that the benchmark works, not how fast anything is.
 //! The services it starts run from the `portal` binary beside it; when only this crate was
-//! built, the test builds `portal` first (`sandbox::process::portal_bin_or_build`).
+//! built, the test builds `portal` first (`sandbox::process::tool_for_test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sandbox::process::tool_for_test;
 use sandbox::world::{random_id, with_path};
 use sandbox::Servers;
-use std::process::Command;
 use std::time::Instant;
 
 #[test]
@@ -17,23 +17,12 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
     let out = std::env::temp_dir().join(format!("bench-smoke-{suffix}.json"));
     let servers = Servers::from_test_env();
     let admin_db = with_path(&servers.postgres, "postgres").unwrap();
-    let portal = sandbox::process::portal_bin_or_build().expect("the portal binary");
+    let mut bench = tool_for_test(env!("CARGO_BIN_EXE_portal-bench")).expect("portal-bench");
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_portal-bench"))
-        .args([
-            "--quick",
-            "--id",
-            &id,
-            "--latency-rates",
-            "200,500",
-        ])
+    let output = bench
+        .args(["--quick", "--id", &id, "--latency-rates", "200,500"])
         .arg("--out")
         .arg(&out)
-        .env("AUTH_DATABASE_URL", &admin_db)
-        .env("AMQP_URL", &servers.amqp)
-        .env("RABBITMQ_MANAGEMENT_URL", &servers.management)
-        .env("PORTAL_BIN", &portal)
-        .env("RUST_LOG", "warn")
         .output()
         .expect("run portal-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);

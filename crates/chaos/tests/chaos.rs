@@ -3,13 +3,10 @@
 //! messages) must PASS with every malformed message dead-lettered, and a small run with
 //! `--inject-drift` must FAIL and name the drift. The two runs are serialised: each loads the
 //! machine on its own. The services it starts run from the `portal` binary beside it; when only
-//! this crate was built, the test builds `portal` first
-//! (`sandbox::process::portal_bin_or_build`).
+//! this crate was built, the test builds `portal` first (`sandbox::process::tool_for_test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sandbox::world::with_path;
-use sandbox::Servers;
-use std::process::Command;
+use sandbox::process::tool_for_test;
 use std::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -33,22 +30,9 @@ impl Run {
 /// Runs `portal-chaos <args>` against the servers the other tests use.
 fn chaos(args: &[&str]) -> Run {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let servers = Servers::from_test_env();
-    let portal = sandbox::process::portal_bin_or_build().expect("the portal binary");
-    let out = Command::new(env!("CARGO_BIN_EXE_portal-chaos"))
+    let out = tool_for_test(env!("CARGO_BIN_EXE_portal-chaos"))
+        .expect("portal-chaos")
         .args(args)
-        .env(
-            "AUTH_DATABASE_URL",
-            with_path(&servers.postgres, "auth_db").unwrap(),
-        )
-        .env(
-            "USER_DATABASE_URL",
-            with_path(&servers.postgres, "user_db").unwrap(),
-        )
-        .env("AMQP_URL", &servers.amqp)
-        .env("RABBITMQ_MANAGEMENT_URL", &servers.management)
-        .env("PORTAL_BIN", &portal)
-        .env("RUST_LOG", "warn")
         .output()
         .expect("run portal-chaos");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

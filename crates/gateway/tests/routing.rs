@@ -12,11 +12,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 async fn start_gateway(config: gateway::Config) -> Running {
-    Running::start(
-        gateway::Application::build(config)
-            .await
-            .expect("build gateway"),
-    )
+    Running::launch(gateway::Application::build(config)).await
 }
 
 /// An upstream that answers every request 201 with what it received, as JSON (its own name,
@@ -34,7 +30,11 @@ async fn echo_upstream(name: &'static str) -> String {
             "upstream": name, "method": parts.method.as_str(), "uri": parts.uri.to_string(),
             "headers": headers, "body": String::from_utf8_lossy(&body),
         });
-        (StatusCode::CREATED, [("x-upstream", name)], axum::Json(echo))
+        (
+            StatusCode::CREATED,
+            [("x-upstream", name)],
+            axum::Json(echo),
+        )
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -68,7 +68,11 @@ async fn each_path_reaches_its_upstream_and_the_answer_comes_back_as_it_was() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201, "the upstream's status");
-    assert_eq!(resp.headers()["x-upstream"], "auth", "the upstream's headers");
+    assert_eq!(
+        resp.headers()["x-upstream"],
+        "auth",
+        "the upstream's headers"
+    );
     let echo: Value = resp.json().await.unwrap();
     assert_eq!(
         (echo["upstream"].as_str(), echo["uri"].as_str()),
@@ -109,24 +113,15 @@ async fn each_path_reaches_its_upstream_and_the_answer_comes_back_as_it_was() {
 #[tokio::test]
 async fn the_gateway_answers_502_json_when_an_upstream_is_down() {
     let sb = Sandbox::for_test().await;
-    let auth = Running::start(
-        auth_service::Application::build(auth_service::Config::local(
-            &sb.database_url("auth"),
-            &sb.amqp_url,
-            &sb.key_dir,
-        ))
-        .await
-        .unwrap(),
-    );
-    let users = Running::start(
-        user_service::Application::build(user_service::Config::local(
-            &sb.database_url("user"),
-            &sb.amqp_url,
-            &sb.key_dir,
-        ))
-        .await
-        .unwrap(),
-    );
+    let (db, amqp, keys) = (|name| sb.database_url(name), &sb.amqp_url, &sb.key_dir);
+    let auth = Running::launch(auth_service::Application::build(
+        auth_service::Config::local(&db("auth"), amqp, keys),
+    ))
+    .await;
+    let users = Running::launch(user_service::Application::build(
+        user_service::Config::local(&db("user"), amqp, keys),
+    ))
+    .await;
     let gateway = start_gateway(gateway::Config::local(&auth.url(), &users.url())).await;
     users.stop().await.unwrap();
     let (s, b) = get(&format!("{}/api/v1/users?role=doctor", gateway.url()), None).await;

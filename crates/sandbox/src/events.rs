@@ -6,7 +6,13 @@ use uuid::Uuid;
 
 /// A valid `user.updated` event carrying the full snapshot of `user`, as the auth-service
 /// publishes it; without `userVersion` when `version` is `None`.
-pub fn user_event(user: Uuid, version: Option<i64>, email: &str, role: &str, active: bool) -> Value {
+pub fn user_event(
+    user: Uuid,
+    version: Option<i64>,
+    email: &str,
+    role: &str,
+    active: bool,
+) -> Value {
     let mut payload = json!({
         "userId": user, "email": email, "firstName": "Farai", "lastName": "Ncube", "role": role,
         "phoneNumber": null, "isActive": active, "mustChangePassword": false,

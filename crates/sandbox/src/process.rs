@@ -82,6 +82,24 @@ pub fn portal_bin_or_build() -> anyhow::Result<PathBuf> {
     portal_bin()
 }
 
+/// A test's command for a tool that builds its own sandbox and drives `portal`
+/// (`portal-bench`, `portal-chaos`, given as `exe`): the servers of
+/// [`crate::Servers::from_test_env`] as the tool's settings, the `portal` of
+/// [`portal_bin_or_build`], quiet logs.
+pub fn tool_for_test(exe: &str) -> anyhow::Result<std::process::Command> {
+    let servers = crate::Servers::from_test_env();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(
+        "AUTH_DATABASE_URL",
+        crate::world::with_path(&servers.postgres, "postgres")?,
+    )
+    .env("AMQP_URL", &servers.amqp)
+    .env("RABBITMQ_MANAGEMENT_URL", &servers.management)
+    .env("PORTAL_BIN", portal_bin_or_build()?)
+    .env("RUST_LOG", "warn");
+    Ok(cmd)
+}
+
 /// A port that was free a moment ago (bound and released). Another process could take it in
 /// between; [`Process::start`] then sees the child fail to listen and tries another port.
 pub fn free_port() -> anyhow::Result<u16> {

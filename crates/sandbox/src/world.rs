@@ -191,13 +191,7 @@ impl Sandbox {
     /// failed run keeps its logs). Returns what could not be removed.
     pub async fn cleanup(&mut self, keep_dir: bool) -> Vec<String> {
         self.cleaned = true;
-        let databases: Vec<String> = self
-            .databases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let databases = self.database_names();
         cleanup(
             &self.admin_database_url(),
             &databases,
@@ -206,6 +200,16 @@ impl Sandbox {
             (!keep_dir).then_some(&self.dir),
         )
         .await
+    }
+
+    /// Every database name handed out so far.
+    fn database_names(&self) -> Vec<String> {
+        self.databases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Leaves everything in place (`--keep`): nothing is removed, on drop either.
@@ -263,13 +267,7 @@ impl Drop for Sandbox {
         // runtime of its own (and a management client of its own: a client's pooled
         // connections belong to the runtime that opened them).
         let admin_url = self.admin_database_url();
-        let databases: Vec<String> = self
-            .databases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let databases = self.database_names();
         let vhost = self.vhost.clone();
         let dir = self.dir.clone();
         let Ok(management) = self.management.fresh() else {

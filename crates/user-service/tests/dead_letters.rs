@@ -35,7 +35,13 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_block_nothing() {
             body(&unknown_type),
             body(&bad_role),
             body(&major_two),
-            body(&user_event(good, Some(1), "good@clinic.test", "doctor", true)),
+            body(&user_event(
+                good,
+                Some(1),
+                "good@clinic.test",
+                "doctor",
+                true,
+            )),
         ],
     )
     .await;
@@ -83,7 +89,13 @@ async fn a_message_user_db_refuses_is_retried_with_growing_delay_then_dead_lette
     let users = common::start(config).await;
     let pool = common::pool(&sb).await;
     // Valid JSON and a valid snapshot, but PostgreSQL text cannot hold a NUL character.
-    let mut poison = user_event(Uuid::new_v4(), Some(1), "poison@clinic.test", "doctor", true);
+    let mut poison = user_event(
+        Uuid::new_v4(),
+        Some(1),
+        "poison@clinic.test",
+        "doctor",
+        true,
+    );
     poison["payload"]["firstName"] = json!("Nul\u{0}Byte");
     let good = Uuid::new_v4();
     common::publish_events(

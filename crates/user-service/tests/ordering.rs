@@ -40,7 +40,13 @@ async fn a_duplicate_or_an_older_version_after_a_newer_one_changes_nothing() {
     let marker = Uuid::new_v4();
     common::publish_events(
         &sb,
-        &[user_event(marker, Some(1), "marker@clinic.test", "nurse", true)],
+        &[user_event(
+            marker,
+            Some(1),
+            "marker@clinic.test",
+            "nurse",
+            true,
+        )],
     )
     .await;
     wait_for_user_version(&pool, marker, 1, SETTLE).await;

@@ -17,11 +17,7 @@ pub fn config(sb: &Sandbox) -> auth_service::Config {
 
 /// Builds (migrating the database) and runs the service in this process.
 pub async fn start(config: auth_service::Config) -> Running {
-    Running::start(
-        auth_service::Application::build(config)
-            .await
-            .expect("build auth-service"),
-    )
+    Running::launch(auth_service::Application::build(config)).await
 }
 
 /// A pool on the sandbox's `auth` database, created and migrated if need be.
@@ -69,5 +65,9 @@ pub async fn admin_token(pool: &PgPool, base_url: &str) -> String {
 
 /// Outbox rows not published yet.
 pub async fn unpublished(pool: &PgPool) -> i64 {
-    sandbox::db::count(pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await
+    sandbox::db::count(
+        pool,
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+    )
+    .await
 }

@@ -1,7 +1,7 @@
 //! The `portal` binary as operators and scripts use it: exit codes and output of seed and
 //! verify, and a user-service process killed with SIGKILL catching up after restart.
 
-use crate::{all_published, assert_in_sync, auth_common, start_system, user_common};
+use crate::{all_published, assert_in_sync, auth_common, pools, start_services, start_system};
 use contract::Role;
 use sandbox::db::count;
 use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE, TEST_PASSWORD};
@@ -29,7 +29,12 @@ pub async fn portal_output(sb: &Sandbox, args: &[&str]) -> (i32, String) {
 }
 
 /// Runs `portal <args>` as an API client logged in as `admin_email` (password TEST_PASSWORD).
-pub async fn portal_cli(sb: &Sandbox, args: &[&str], url: &str, admin_email: &str) -> (i32, String) {
+pub async fn portal_cli(
+    sb: &Sandbox,
+    args: &[&str],
+    url: &str,
+    admin_email: &str,
+) -> (i32, String) {
     run(as_admin(portal(sb).args(args), url, admin_email)).await
 }
 
@@ -53,9 +58,8 @@ async fn run(cmd: &mut Command) -> (i32, String) {
 #[tokio::test]
 async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apart() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let _users = user_common::start(user_common::config(&sb)).await;
-    let (auth, users) = (auth_common::pool(&sb).await, user_common::pool(&sb).await);
+    let _services = start_services(&sb).await;
+    let (auth, users) = pools(&sb).await;
 
     let (code, out) = run(portal(&sb)
         .arg("seed")
@@ -113,7 +117,7 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
 async fn a_user_service_killed_with_sigkill_catches_up_after_restart() {
     let sb = Sandbox::for_test().await;
     let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let (auth, users) = (auth_common::pool(&sb).await, user_common::pool(&sb).await);
+    let (auth, users) = pools(&sb).await;
 
     let mut child = portal(&sb).arg("user-service").spawn().unwrap();
     let first = auth_common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
@@ -157,7 +161,7 @@ async fn every_command_has_help() {
 async fn portal_users_manages_users_through_the_admin_api() {
     let sb = Sandbox::for_test().await;
     let sys = start_system(&sb).await;
-    let auth = auth_common::pool(&sb).await;
+    let auth = sys.auth_db.clone();
     auth_common::create_user(&auth, "ops-admin@clinic.test", Role::Admin).await;
     let users = |args: &[&str]| {
         let mut cmd = portal(&sb);
@@ -232,8 +236,7 @@ async fn portal_users_manages_users_through_the_admin_api() {
     let (code, out) = run(users(&["list"]).env("PORTAL_URL", "http://127.0.0.1:1")).await;
     assert_eq!(code, 2, "{out}");
 
-    let user_db = user_common::pool(&sb).await;
-    crate::eventually_in_sync(&auth, &user_db).await; // user_db follows the CLI's changes
+    crate::eventually_in_sync(&auth, &sys.user_db).await; // user_db follows the CLI's changes
 }
 
 #[tokio::test]
@@ -266,7 +269,7 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         "{seen:?}"
     );
     // The system works before it is stopped.
-    let (auth, users) = (auth_common::pool(&sb).await, user_common::pool(&sb).await);
+    let (auth, users) = pools(&sb).await;
     poll_until(SETTLE, "the seed synced", || async {
         (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
     })

@@ -80,8 +80,8 @@ async fn start_without_relay(sb: &Sandbox) -> (Running, Running, PgPool, PgPool)
     config.run_relay = false;
     let auth = auth_common::start(config).await;
     let users = user_common::start(user_common::config(sb)).await;
-    let pools = (auth_common::pool(sb).await, user_common::pool(sb).await);
-    (auth, users, pools.0, pools.1)
+    let (auth_db, user_db) = crate::pools(sb).await;
+    (auth, users, auth_db, user_db)
 }
 
 /// Runs one generated history: `users` users, `ops` changes, delivered duplicated and shuffled.
@@ -172,10 +172,10 @@ async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
     let _auth = auth_common::start(auth_common::config(&sb)).await;
     let mut config = user_common::config(&sb);
     config.consumer.prefetch = 20; // small windows so the broker spreads the burst over both
-    // Both consumers connected before the burst.
+                                   // Both consumers connected before the burst.
     let one = start_ready_users(config.clone()).await;
     let two = start_ready_users(config).await;
-    let (auth, user_db) = (auth_common::pool(&sb).await, user_common::pool(&sb).await);
+    let (auth, user_db) = crate::pools(&sb).await;
     let mut ids = Vec::new();
     for i in 0..40 {
         ids.push(

@@ -32,7 +32,7 @@ async fn requests_that_need_a_database_that_is_down_answer_503_json_within_the_t
     user_config.database_url = user_db_via_proxy;
     let auth = auth_common::start(auth_config).await;
     let users = user_common::start(user_config).await;
-    let (auth_pool, user_pool) = (auth_common::pool(&sb).await, user_common::pool(&sb).await);
+    let (auth_pool, user_pool) = crate::pools(&sb).await;
     let token = auth_common::admin_token(&auth_pool, &auth.url()).await;
 
     auth_proxy.cut();
@@ -79,8 +79,7 @@ async fn requests_that_need_a_database_that_is_down_answer_503_json_within_the_t
 #[tokio::test]
 async fn relay_and_consumer_survive_closed_broker_connections_and_terminated_backends() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let _users = user_common::start(user_common::config(&sb)).await;
+    let _services = crate::start_services(&sb).await;
     let auth = auth_common::pool(&sb).await;
     let user_db_name = format!("{}_user", sb.base);
     let admin = sqlx::PgPool::connect(&sb.admin_database_url())
@@ -176,7 +175,13 @@ async fn portal_dlq_lists_shows_requeues_and_purges() {
     let _users = user_common::start(user_common::config(&sb)).await;
     let pool = user_common::pool(&sb).await;
     let dlq = user_common::queues().dead_letter;
-    let mut bad_version = user_event(Uuid::new_v4(), Some(1), "fixable@clinic.test", "doctor", true);
+    let mut bad_version = user_event(
+        Uuid::new_v4(),
+        Some(1),
+        "fixable@clinic.test",
+        "doctor",
+        true,
+    );
     bad_version["payload"]["firstName"] = json!("Fixable");
     bad_version["version"] = json!("2.0");
     user_common::publish(

@@ -1,7 +1,7 @@
 //! The whole user lifecycle through the gateway: each admin change commits with exactly one
 //! event of its type, and the directory follows within a second.
 
-use crate::{assert_in_sync, auth_common, start_system, user_common};
+use crate::{assert_in_sync, auth_common, start_system};
 use contract::Role;
 use sandbox::http::{get, post, Method};
 use sandbox::{poll_until, Sandbox, SETTLE};
@@ -52,9 +52,8 @@ async fn directory_shows(
 async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_directory_follows() {
     let sb = Sandbox::for_test().await;
     let sys = start_system(&sb).await;
-    let gw = sys.gateway.url();
-    let auth = auth_common::pool(&sb).await;
-    let token = auth_common::admin_token(&auth, &gw).await;
+    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
     let admin = format!("{gw}/api/v1/auth/admin/users");
     let doctors = "role=doctor&isActive=true";
 
@@ -100,21 +99,15 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     );
 
     // Deactivate: drops out of the active doctors.
-    let (s, u) = post(
-        &format!("{admin}/{id}/deactivate"),
-        Some(&token),
-        &json!({}),
-    )
-    .await;
+    let deactivate = || async {
+        let url = format!("{admin}/{id}/deactivate");
+        post(&url, Some(&token), &json!({})).await
+    };
+    let (s, u) = deactivate().await;
     assert_eq!((s, u["isActive"].clone()), (200, json!(false)));
     directory_shows(&gw, &token, doctors, &id, |u| u.is_none()).await;
     // Deactivating again changes nothing and writes no event.
-    let (s, u) = post(
-        &format!("{admin}/{id}/deactivate"),
-        Some(&token),
-        &json!({}),
-    )
-    .await;
+    let (s, u) = deactivate().await;
     assert_eq!((s, u["userVersion"].clone()), (200, json!(4)));
 
     // Re-activate.
@@ -123,26 +116,24 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     directory_shows(&gw, &token, doctors, &id, |u| u.is_some()).await;
 
     // Re-role: user.role.changed with previousRole; no-op for the same role.
-    let (s, u) = send(
-        Method::PUT,
-        &format!("{admin}/{id}/role"),
-        &token,
-        Some(json!({"role": "consultant"})),
-    )
-    .await;
+    let to_consultant = || async {
+        let url = format!("{admin}/{id}/role");
+        send(
+            Method::PUT,
+            &url,
+            &token,
+            Some(json!({"role": "consultant"})),
+        )
+        .await
+    };
+    let (s, u) = to_consultant().await;
     assert_eq!((s, u["role"].clone()), (200, json!("consultant")));
     directory_shows(&gw, &token, doctors, &id, |u| u.is_none()).await;
     directory_shows(&gw, &token, "role=consultant", &id, |u| {
         u.is_some_and(|u| u["userVersion"] == 6)
     })
     .await;
-    let (s, u) = send(
-        Method::PUT,
-        &format!("{admin}/{id}/role"),
-        &token,
-        Some(json!({"role": "consultant"})),
-    )
-    .await;
+    let (s, u) = to_consultant().await;
     assert_eq!((s, u["userVersion"].clone()), (200, json!(6)));
 
     let history = events(&auth, &id).await;
@@ -166,17 +157,15 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     assert_eq!(history[5].2["role"], "consultant");
     assert!(history[3].2.get("changedFields").is_none());
 
-    let users = user_common::pool(&sb).await;
-    assert_in_sync(&auth, &users).await;
+    assert_in_sync(&auth, &sys.user_db).await;
 }
 
 #[tokio::test]
 async fn changing_a_password_clears_must_change_password_and_emits_user_updated() {
     let sb = Sandbox::for_test().await;
     let sys = start_system(&sb).await;
-    let gw = sys.gateway.url();
-    let auth = auth_common::pool(&sb).await;
-    let token = auth_common::admin_token(&auth, &gw).await;
+    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
     let (_, created) = post(&format!("{gw}/api/v1/auth/admin/users"), Some(&token),
         &json!({"email": "temp@clinic.test", "firstName": "Temp", "lastName": "Orary", "role": "pharmacist"})).await;
     let temporary = created["temporaryPassword"].as_str().unwrap().to_owned();
@@ -227,9 +216,8 @@ async fn changing_a_password_clears_must_change_password_and_emits_user_updated(
 async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
     let sb = Sandbox::for_test().await;
     let sys = start_system(&sb).await;
-    let base = sys.auth.url();
-    let auth = auth_common::pool(&sb).await;
-    let token = auth_common::admin_token(&auth, &base).await;
+    let (base, auth) = (sys.auth.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
     let id = auth_common::create_user(&auth, "busy@clinic.test", Role::Doctor).await;
     let roles = ["nurse", "pharmacist", "consultant", "doctor"];
     let url = format!("{base}/api/v1/auth/admin/users/{id}/role");
@@ -276,7 +264,6 @@ async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
             "each change saw the one before"
         );
     }
-    let users = user_common::pool(&sb).await;
-    sandbox::wait_for_user_version(&users, id, final_version, SETTLE).await;
-    assert_in_sync(&auth, &users).await;
+    sandbox::wait_for_user_version(&sys.user_db, id, final_version, SETTLE).await;
+    assert_in_sync(&auth, &sys.user_db).await;
 }

@@ -24,32 +24,55 @@ mod restarts;
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use sqlx::PgPool;
 
-/// The three services of a sandbox, running in this process.
+/// The three services of a sandbox, running in this process, and pools on both databases for
+/// the test's own reads and writes.
 pub struct System {
     pub auth: Running,
     pub users: Running,
     pub gateway: Running,
+    pub auth_db: PgPool,
+    pub user_db: PgPool,
+}
+
+impl System {
+    /// A new admin's token, logged in through the gateway.
+    pub async fn admin_token(&self) -> String {
+        auth_common::admin_token(&self.auth_db, &self.gateway.url()).await
+    }
 }
 
 /// The auth-service (with its relay), the user-service (with its consumer) and the gateway in
 /// front of them.
 pub async fn start_system(sb: &Sandbox) -> System {
-    let auth = auth_common::start(auth_common::config(sb)).await;
-    let users = user_common::start(user_common::config(sb)).await;
+    let (auth, users) = start_services(sb).await;
     let gateway = start_gateway(&auth, &users).await;
+    let (auth_db, user_db) = pools(sb).await;
     System {
         auth,
         users,
         gateway,
+        auth_db,
+        user_db,
     }
 }
 
+/// The auth-service (with its relay) and the user-service (with its consumer), no gateway.
+pub async fn start_services(sb: &Sandbox) -> (Running, Running) {
+    let auth = auth_common::start(auth_common::config(sb)).await;
+    (auth, user_common::start(user_common::config(sb)).await)
+}
+
+/// Pools on the sandbox's `auth_db` and `user_db`.
+pub async fn pools(sb: &Sandbox) -> (PgPool, PgPool) {
+    (auth_common::pool(sb).await, user_common::pool(sb).await)
+}
+
 pub async fn start_gateway(auth: &Running, users: &Running) -> Running {
-    Running::start(
-        gateway::Application::build(gateway::Config::local(&auth.url(), &users.url()))
-            .await
-            .expect("build gateway"),
-    )
+    Running::launch(gateway::Application::build(gateway::Config::local(
+        &auth.url(),
+        &users.url(),
+    )))
+    .await
 }
 
 /// Starts a user-service and waits until it is ready: its consumer connected, its queue declared.

@@ -1,7 +1,7 @@
 //! A user written in the auth-service reaches the user-service through the outbox, the relay and
 //! RabbitMQ, whatever was down when it was written.
 
-use crate::{all_published, assert_in_sync, auth_common, start_system, user_common};
+use crate::{all_published, assert_in_sync, auth_common, pools, start_system, user_common};
 use contract::Role;
 use sandbox::db::count;
 use sandbox::http::{get, post};
@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_applied() {
     let sb = Sandbox::for_test().await;
     let sys = start_system(&sb).await;
-    let gw = sys.gateway.url();
-    let auth = auth_common::pool(&sb).await;
-    let token = auth_common::admin_token(&auth, &gw).await;
+    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
 
     let (status, _) = post(
         &format!("{gw}/api/v1/auth/register"),
@@ -55,7 +54,7 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
         count(&auth, "SELECT count(*) FROM (SELECT user_id FROM outbox GROUP BY user_id HAVING count(*) <> 1) x").await,
         0
     );
-    let users = user_common::pool(&sb).await;
+    let users = sys.user_db.clone();
     poll_until(SETTLE, "13 users in user_db", || async {
         (count(&users, "SELECT count(*) FROM users").await == 13).then_some(())
     })
@@ -72,10 +71,7 @@ async fn a_user_created_while_the_user_service_is_stopped_appears_after_it_start
     let auth_pool = auth_common::pool(&sb).await;
     let id = auth_common::create_user(&auth_pool, "offline@clinic.test", Role::Doctor).await;
     all_published(&auth_pool).await; // to the queue
-    assert_eq!(
-        user_common::depth(&sb, "user-service.user-events").await,
-        1
-    );
+    assert_eq!(user_common::depth(&sb, "user-service.user-events").await, 1);
 
     let _users = user_common::start(user_common::config(&sb)).await;
     wait_for_user_version(&user_common::pool(&sb).await, id, 1, SETTLE).await;
@@ -89,7 +85,7 @@ async fn a_user_created_while_rabbitmq_is_unreachable_appears_when_it_is_back() 
     config.amqp_url = broker_via_proxy;
     let auth = auth_common::start(config).await;
     let _users = user_common::start(user_common::config(&sb)).await;
-    let (auth_pool, user_pool) = (auth_common::pool(&sb).await, user_common::pool(&sb).await);
+    let (auth_pool, user_pool) = pools(&sb).await;
 
     let before = auth_common::create_user(&auth_pool, "before@clinic.test", Role::Doctor).await;
     wait_for_user_version(&user_pool, before, 1, SETTLE).await;
@@ -126,8 +122,7 @@ async fn a_user_created_while_rabbitmq_is_unreachable_appears_when_it_is_back() 
 async fn after_seeding_six_doctors_are_listed_and_a_new_one_appears_within_a_second() {
     let sb = Sandbox::for_test().await;
     let sys = start_system(&sb).await;
-    let gw = sys.gateway.url();
-    let auth_pool = auth_common::pool(&sb).await;
+    let (gw, auth_pool) = (sys.gateway.url(), sys.auth_db.clone());
     let options = auth_service::seed::SeedOptions {
         admin_email: contract::Email::parse("admin@clinic.test").unwrap(),
         admin_password: Some("seed-admin-password".into()),

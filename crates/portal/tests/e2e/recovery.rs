@@ -3,7 +3,10 @@
 //! backfills a late consumer; `events` and the API show each user's audit trail.
 
 use crate::cli::portal_output;
-use crate::{all_published, auth_common, eventually_in_sync, start_ready_users, user_common};
+use crate::{
+    all_published, auth_common, eventually_in_sync, pools, start_ready_users, start_services,
+    user_common,
+};
 use auth_service::store::{self, UserChange};
 use contract::Role;
 use sandbox::db::count;
@@ -35,9 +38,9 @@ async fn reconcile_and_resync(sb: &Sandbox, auth: &PgPool, users: &PgPool, expec
 #[tokio::test]
 async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let mut users_svc = Some(user_common::start(user_common::config(&sb)).await);
-    let (auth, users) = (auth_common::pool(&sb).await, user_common::pool(&sb).await);
+    let (_auth, users_svc) = start_services(&sb).await;
+    let mut users_svc = Some(users_svc);
+    let (auth, users) = pools(&sb).await;
     let mut ids = Vec::new();
     for i in 0..12 {
         ids.push(
@@ -148,10 +151,8 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
 #[tokio::test]
 async fn a_fresh_empty_user_db_rebuilt_by_replay_equals_auth_db() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let users_svc = user_common::start(user_common::config(&sb)).await;
-    let auth = auth_common::pool(&sb).await;
-    let old_user_db = user_common::pool(&sb).await;
+    let (_auth, users_svc) = start_services(&sb).await;
+    let (auth, old_user_db) = pools(&sb).await;
     for i in 0..15 {
         let id =
             auth_common::create_user(&auth, &format!("replay{i}@clinic.test"), Role::Nurse).await;
@@ -205,7 +206,8 @@ async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
     let _auth = auth_common::start(auth_common::config(&sb)).await;
     let auth = auth_common::pool(&sb).await;
     for i in 0..5 {
-        let id = auth_common::create_user(&auth, &format!("hist{i}@clinic.test"), Role::Doctor).await;
+        let id =
+            auth_common::create_user(&auth, &format!("hist{i}@clinic.test"), Role::Doctor).await;
         change_role(&auth, id, Role::Nurse).await;
     }
     all_published(&auth).await; // the history
@@ -226,9 +228,8 @@ async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
 async fn each_user_has_an_audit_trail_oldest_first() {
     let sb = Sandbox::for_test().await;
     let sys = crate::start_system(&sb).await;
-    let gw = sys.gateway.url();
-    let auth = auth_common::pool(&sb).await;
-    let token = auth_common::admin_token(&auth, &gw).await;
+    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
     let id = auth_common::create_user(&auth, "trail@clinic.test", Role::Doctor).await;
     change_role(&auth, id, Role::Consultant).await;
     change_role(&auth, id, Role::Nurse).await;

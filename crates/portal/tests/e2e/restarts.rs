@@ -32,10 +32,9 @@ async fn relay_and_consumer_ride_out_restarts_of_rabbitmq_and_postgresql() {
     // Starting and restarting a server blocks for seconds: off the services' worker threads.
     let postgres = block_in_place(PrivatePostgres::start).expect("a private PostgreSQL");
     let rabbit = block_in_place(PrivateRabbit::start).expect("a private RabbitMQ node");
-    let keys = Keys(KeyDir(std::env::temp_dir().join(format!(
-        "portal-restarts-{}",
-        sandbox::world::random_id(10)
-    ))));
+    let keys = Keys(KeyDir(
+        std::env::temp_dir().join(format!("portal-restarts-{}", sandbox::world::random_id(10))),
+    ));
     let (auth_url, user_url) = (
         format!("{}/auth_db", postgres.url()),
         format!("{}/user_db", postgres.url()),

@@ -26,11 +26,7 @@ pub fn config(sb: &Sandbox) -> user_service::Config {
 
 /// Builds (migrating the database) and runs the service in this process.
 pub async fn start(config: user_service::Config) -> Running {
-    Running::start(
-        user_service::Application::build(config)
-            .await
-            .expect("build user-service"),
-    )
+    Running::launch(user_service::Application::build(config)).await
 }
 
 /// A pool on the sandbox's `user` database, created and migrated if need be.
