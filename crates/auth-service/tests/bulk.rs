@@ -6,7 +6,9 @@
 use auth_service::bulk;
 use auth_service::store::{NewUser, StoreError};
 use contract::{Email, Envelope, EventType, PersonName, PhoneNumber, Role};
-use test_support::TestEnv;
+use sandbox::Sandbox;
+
+mod common;
 
 fn user(email: &str, phone: Option<&str>) -> NewUser {
     NewUser {
@@ -23,8 +25,8 @@ fn user(email: &str, phone: Option<&str>) -> NewUser {
 
 #[tokio::test]
 async fn bulk_users_get_their_created_events_in_order_and_duplicates_fail_the_batch() {
-    let env = TestEnv::new().await;
-    let pool = env.auth_pool().await;
+    let sb = Sandbox::for_test().await;
+    let pool = common::pool(&sb).await;
 
     let mut tx = pool.begin().await.unwrap();
     let rows = bulk::create_users(

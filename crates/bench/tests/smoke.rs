@@ -1,43 +1,35 @@
-//! `portal bench` in miniature, as CI runs it: every row at tiny sizes, in its own databases and
+//! `portal-bench` in miniature, as CI runs it: every row at tiny sizes, in its own databases and
 //! vhost (named with a random suffix, so it runs beside other tests), ending in sync, writing its
 //! JSON and leaving nothing behind. It checks that the benchmark works, not how fast anything is.
+//! The services it starts run from the `portal` binary beside it; when only this crate was
+//! built, the test builds `portal` first (`sandbox::process::tool_for_test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use sandbox::process::tool_for_test;
+use sandbox::world::{random_id, with_path};
+use sandbox::Servers;
 use std::time::Instant;
 
 #[test]
 fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let suffix = random_id(12);
     let id = format!("pt_{suffix}");
     let out = std::env::temp_dir().join(format!("bench-smoke-{suffix}.json"));
-    let server = test_support::pg_server();
+    let servers = Servers::from_test_env();
+    let admin_db = with_path(&servers.postgres, "postgres").unwrap();
+    let mut bench = tool_for_test(env!("CARGO_BIN_EXE_portal-bench")).expect("portal-bench");
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_portal"))
-        .args([
-            "bench",
-            "--quick",
-            "--id",
-            &id,
-            "--latency-rates",
-            "200,500",
-        ])
+    let output = bench
+        .args(["--quick", "--id", &id, "--latency-rates", "200,500"])
         .arg("--out")
         .arg(&out)
-        .env("AUTH_DATABASE_URL", format!("{server}/postgres"))
-        .env(
-            "AMQP_URL",
-            format!("amqp://guest:guest@{}/%2f", test_support::amqp_host()),
-        )
-        .env("RABBITMQ_MANAGEMENT_URL", test_support::management_url())
-        .env("RUST_LOG", "warn")
         .output()
-        .expect("run portal bench");
+        .expect("run portal-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "portal bench failed ({:?})\n{stdout}\n{stderr}",
+        "portal-bench failed ({:?})\n{stdout}\n{stderr}",
         output.status
     );
     assert!(
@@ -76,33 +68,22 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
         .build()
         .unwrap()
         .block_on(async {
-            let pool = sqlx::PgPool::connect(&format!("{server}/postgres"))
-                .await
-                .unwrap();
+            let pool = sqlx::PgPool::connect(&admin_db).await.unwrap();
             let dbs: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
                     .bind(format!("{id}\\_%"))
                     .fetch_one(&pool)
                     .await
                     .unwrap();
-            let vhost = reqwest::Client::new()
-                .get(format!(
-                    "{}/api/vhosts/{}",
-                    test_support::management_url(),
-                    id.replace('_', "-")
-                ))
-                .basic_auth("guest", Some("guest"))
-                .send()
-                .await
+            let vhost = servers
+                .management()
                 .unwrap()
-                .status();
+                .vhost_exists(&id.replace('_', "-"))
+                .await
+                .unwrap();
             (dbs, vhost)
         });
     assert_eq!(leftovers.0, 0, "bench databases left behind");
-    assert_eq!(
-        leftovers.1,
-        reqwest::StatusCode::NOT_FOUND,
-        "bench vhost left behind"
-    );
+    assert!(!leftovers.1, "bench vhost left behind");
     println!("quick bench took {:.1} s", started.elapsed().as_secs_f64());
 }

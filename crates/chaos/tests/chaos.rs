@@ -1,10 +1,12 @@
-//! The chaos run as CI runs it, through the real binary: the short form (20,000 operations
-//! under kills, connection cuts, backend terminations and malformed messages) must PASS with
-//! every malformed message dead-lettered, and a small run with `--inject-drift` must FAIL and
-//! name the drift. The two runs are serialised: each loads the machine on its own.
+//! The chaos run as CI runs it, through the real binary (`portal-chaos`): the short form
+//! (20,000 operations under kills, connection cuts, backend terminations and malformed
+//! messages) must PASS with every malformed message dead-lettered, and a small run with
+//! `--inject-drift` must FAIL and name the drift. The two runs are serialised: each loads the
+//! machine on its own. The services it starts run from the `portal` binary beside it; when only
+//! this crate was built, the test builds `portal` first (`sandbox::process::tool_for_test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use sandbox::process::tool_for_test;
 use std::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -25,23 +27,14 @@ impl Run {
     }
 }
 
-/// Runs `portal chaos <args>` against the servers the other tests use.
+/// Runs `portal-chaos <args>` against the servers the other tests use.
 fn chaos(args: &[&str]) -> Run {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let pg = test_support::pg_server();
-    let out = Command::new(env!("CARGO_BIN_EXE_portal"))
-        .arg("chaos")
+    let out = tool_for_test(env!("CARGO_BIN_EXE_portal-chaos"))
+        .expect("portal-chaos")
         .args(args)
-        .env("AUTH_DATABASE_URL", format!("{pg}/auth_db"))
-        .env("USER_DATABASE_URL", format!("{pg}/user_db"))
-        .env(
-            "AMQP_URL",
-            format!("amqp://guest:guest@{}/%2f", test_support::amqp_host()),
-        )
-        .env("RABBITMQ_MANAGEMENT_URL", test_support::management_url())
-        .env("RUST_LOG", "warn")
         .output()
-        .expect("run portal chaos");
+        .expect("run portal-chaos");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // The run's own log (one line per fault) shows in the test output.

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use platform::service::Service;
+use std::future::Future;
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,15 @@ impl Running {
             addr,
             shutdown,
             handle: Some(handle),
+        }
+    }
+
+    /// Builds a service with `build` (e.g. `Application::build(config)`) and runs it; panics with
+    /// the service's name when it cannot be built (tests).
+    pub async fn launch<S: Service>(build: impl Future<Output = anyhow::Result<S>>) -> Self {
+        match build.await {
+            Ok(service) => Self::start(service),
+            Err(e) => panic!("cannot build the {}: {e:#}", S::NAME),
         }
     }
 

@@ -13,11 +13,18 @@
 //!   kill or restart a server.
 //! - [`proxy`]: a TCP proxy whose link can be cut and restored.
 //! - [`poll`]: waiting with a deadline instead of sleeping.
+//! - [`http`], [`amqp`], [`events`], [`db`]: what tests of every crate do with the servers:
+//!   JSON requests read as status and body, bodies published straight to a queue, user events
+//!   written by hand, counts read from a database.
 //!
 //! The typed HTTP client the tests and tools drive the API with is [`api_client::ApiClient`],
 //! re-exported here.
 
+pub mod amqp;
 pub mod args;
+pub mod db;
+pub mod events;
+pub mod http;
 pub mod in_process;
 pub mod management;
 pub mod poll;
@@ -29,7 +36,7 @@ pub mod world;
 pub use api_client::ApiClient;
 pub use args::ServerArgs;
 pub use in_process::Running;
-pub use poll::{poll_until, wait_for_user_version};
+pub use poll::{poll_until, wait_for_user_version, SETTLE};
 pub use world::{Sandbox, Servers};
 
 /// The password every account that tests and tools create for themselves is given.

@@ -78,20 +78,29 @@ impl Management {
         Ok(())
     }
 
-    /// Deletes `vhost` with everything in it; an absent vhost is fine.
-    pub async fn delete_vhost(&self, vhost: &str) -> anyhow::Result<()> {
-        let resp = self
-            .send(
-                self.http.delete(self.api(&["vhosts", vhost])?),
-                &format!("delete vhost {vhost}"),
-            )
-            .await?;
+    /// Sends `req`; `Ok(false)` when the API answers 404 (no such thing), `Ok(true)` on success.
+    async fn send_if_found(&self, req: RequestBuilder, what: &str) -> anyhow::Result<bool> {
+        let resp = self.send(req, what).await?;
         if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(());
+            return Ok(false);
         }
         resp.error_for_status()
-            .with_context(|| format!("delete vhost {vhost}"))?;
-        Ok(())
+            .with_context(|| format!("RabbitMQ management API: {what}"))?;
+        Ok(true)
+    }
+
+    /// Deletes `vhost` with everything in it; an absent vhost is fine.
+    pub async fn delete_vhost(&self, vhost: &str) -> anyhow::Result<()> {
+        let req = self.http.delete(self.api(&["vhosts", vhost])?);
+        self.send_if_found(req, &format!("delete vhost {vhost}"))
+            .await
+            .map(drop)
+    }
+
+    /// True when `vhost` exists (a run that cleaned up leaves none behind).
+    pub async fn vhost_exists(&self, vhost: &str) -> anyhow::Result<bool> {
+        let req = self.http.get(self.api(&["vhosts", vhost])?);
+        self.send_if_found(req, &format!("vhost {vhost}")).await
     }
 
     /// Force-closes every client connection of `vhost` (what `rabbitmqctl close_all_connections

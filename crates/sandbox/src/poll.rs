@@ -4,6 +4,10 @@ use sqlx::PgPool;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A generous deadline for what normally takes milliseconds (an event applied, a service
+/// ready): long enough for a loaded machine, short enough that a hang fails the test.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn poll_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

@@ -40,6 +40,66 @@ pub fn portal_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The `portal` binary for a test that runs a tool driving it (`portal-bench`, `portal-chaos`):
+/// [`portal_bin`], and when that is missing because only the tool's crate was built, `portal`
+/// is built first by the cargo running the test (`$CARGO build -p portal`, into the test's own
+/// target directory and profile, so it lands where [`portal_bin`] looks).
+pub fn portal_bin_or_build() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = portal_bin() {
+        return Ok(path);
+    }
+    let cargo = std::env::var_os("CARGO").ok_or_else(|| {
+        anyhow!("no portal binary, and no cargo to build it with (CARGO is not set): run `cargo build -p portal` first or set PORTAL_BIN")
+    })?;
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    // <target>/<profile>/deps/<test binary>
+    let profile_dir = exe
+        .parent()
+        .filter(|d| d.ends_with("deps"))
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("{} is not in a cargo target directory", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| anyhow!("no target directory above {}", profile_dir.display()))?;
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "portal", "--bin", "portal"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+        None => bail!("no profile directory in {}", exe.display()),
+    }
+    let status = cmd.status().context("cannot run cargo to build portal")?;
+    if !status.success() {
+        bail!("cargo build -p portal failed ({status})");
+    }
+    portal_bin()
+}
+
+/// A test's command for a tool that builds its own sandbox and drives `portal`
+/// (`portal-bench`, `portal-chaos`, given as `exe`): the servers of
+/// [`crate::Servers::from_test_env`] as the tool's settings, the `portal` of
+/// [`portal_bin_or_build`], quiet logs.
+pub fn tool_for_test(exe: &str) -> anyhow::Result<std::process::Command> {
+    let servers = crate::Servers::from_test_env();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(
+        "AUTH_DATABASE_URL",
+        crate::world::with_path(&servers.postgres, "postgres")?,
+    )
+    .env("AMQP_URL", &servers.amqp)
+    .env("RABBITMQ_MANAGEMENT_URL", &servers.management)
+    .env("PORTAL_BIN", portal_bin_or_build()?)
+    .env("RUST_LOG", "warn");
+    Ok(cmd)
+}
+
 /// A port that was free a moment ago (bound and released). Another process could take it in
 /// between; [`Process::start`] then sees the child fail to listen and tries another port.
 pub fn free_port() -> anyhow::Result<u16> {

@@ -1,6 +1,7 @@
 //! A TCP proxy whose link can be cut and restored, to inject network faults between a service
 //! and PostgreSQL or RabbitMQ without touching the shared servers.
 
+use anyhow::{anyhow, Context};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -41,6 +42,29 @@ impl TcpProxy {
             }
         });
         Ok(Self { addr, up, task })
+    }
+
+    /// A proxy in front of the server of `url` (PostgreSQL, AMQP, …), and `url` rewritten to go
+    /// through it: the same user, database or vhost, the proxy's address.
+    pub async fn in_front_of(url: &str) -> anyhow::Result<(Self, String)> {
+        let mut parsed = url::Url::parse(url)
+            .with_context(|| format!("bad URL {}", crate::world::redact(url)))?;
+        let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+        let port = parsed
+            .port_or_known_default()
+            .with_context(|| format!("no port in {}", crate::world::redact(url)))?;
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .with_context(|| format!("{host} resolves to no address"))?;
+        let proxy = Self::start(target).await?;
+        parsed
+            .set_ip_host(proxy.addr.ip())
+            .map_err(|()| anyhow!("cannot set the host of {}", crate::world::redact(url)))?;
+        parsed
+            .set_port(Some(proxy.addr.port()))
+            .map_err(|()| anyhow!("cannot set the port of {}", crate::world::redact(url)))?;
+        Ok((proxy, parsed.to_string()))
     }
 
     /// Drops every open connection and refuses new ones.

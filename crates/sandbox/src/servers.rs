@@ -14,6 +14,7 @@ use crate::process::free_port;
 use anyhow::{anyhow, bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Runs `program args` as `user` when this process is root (`runuser`), else as itself; fails
 /// with its output when it fails.
@@ -204,7 +205,7 @@ impl PrivateRabbit {
             .and_then(|n| n.to_str())
             .unwrap_or("portal-rmq")
             .to_owned();
-        let port = free_port()?;
+        let port = node_port()?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
         // Its own config file: the default node's pins the listener to 5672.
         std::fs::write(
@@ -225,7 +226,7 @@ impl PrivateRabbit {
         let d = |p: &str| self.dir.join(p).display().to_string();
         Ok(vec![
             ("RABBITMQ_NODENAME", self.node.clone()),
-            ("RABBITMQ_DIST_PORT", free_port()?.to_string()),
+            ("RABBITMQ_DIST_PORT", node_port()?.to_string()),
             ("RABBITMQ_CONFIG_FILE", d("rabbitmq")),
             ("RABBITMQ_MNESIA_BASE", d("mnesia")),
             ("RABBITMQ_LOG_BASE", d("log")),
@@ -236,7 +237,27 @@ impl PrivateRabbit {
 
     fn start_node(&self) -> anyhow::Result<()> {
         run_as(None, "rabbitmq-server", &["-detached"], &self.env()?)?;
-        self.ctl(&["await_startup", "--timeout", "120"])
+        self.await_startup()
+    }
+
+    /// Waits until the broker application runs. `await_startup` fails at once while the node
+    /// has not registered with epmd yet (the first seconds after `-detached`), so it is asked
+    /// again until the deadline.
+    fn await_startup(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        loop {
+            match self.ctl(&["await_startup", "--timeout", "120"]) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context(format!(
+                        "RabbitMQ node {} did not start within {NODE_START_TIMEOUT:?}; its log is in {}",
+                        self.node,
+                        self.dir.join("log").display()
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
     }
 
     fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
@@ -258,13 +279,35 @@ impl PrivateRabbit {
 
     pub fn start_app(&self) -> anyhow::Result<()> {
         self.ctl(&["start_app"])?;
-        self.ctl(&["await_startup", "--timeout", "120"])
+        self.await_startup()
     }
 }
 
 impl Drop for PrivateRabbit {
     fn drop(&mut self) {
-        let _ = self.ctl(&["stop"]);
+        // With the pid file, `stop` returns once the node's process has exited, so its
+        // directory is not removed under a node still writing to it.
+        let pid_file = self.dir.join("pid").display().to_string();
+        let _ = self.ctl(&["stop", &pid_file]);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How long a private node may take to start (Erlang boots in a few seconds; a loaded machine
+/// takes longer).
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The Erlang distribution ports the CLI tools (`rabbitmqctl`) take for themselves: the default
+/// node's distribution port (25672) + 10000 and the ten after it. A node listening there would
+/// collide with the very tools that manage it.
+const CLI_DIST_PORTS: std::ops::RangeInclusive<u16> = 35672..=35682;
+
+/// A free port for a private node, outside [`CLI_DIST_PORTS`].
+fn node_port() -> anyhow::Result<u16> {
+    loop {
+        let port = free_port()?;
+        if !CLI_DIST_PORTS.contains(&port) {
+            return Ok(port);
+        }
     }
 }

@@ -37,6 +37,12 @@ impl Servers {
             management: var("TEST_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672"),
         }
     }
+
+    /// A client of the management API, called with the AMQP URL's credentials.
+    pub fn management(&self) -> anyhow::Result<Management> {
+        let (user, password) = credentials(&self.amqp)?;
+        Management::new(&self.management, &user, &password)
+    }
 }
 
 /// `url` with its path (a database name or a vhost) replaced by `/<path>`, query kept.
@@ -108,8 +114,7 @@ impl Sandbox {
     /// uses them (the services migrate their own) or by [`Sandbox::recreate_database`].
     pub async fn create(servers: Servers, base: &str, id: &str) -> anyhow::Result<Self> {
         let vhost = base.replace('_', "-");
-        let (user, password) = credentials(&servers.amqp)?;
-        let management = Management::new(&servers.management, &user, &password)?;
+        let management = servers.management()?;
         let dir = std::env::temp_dir().join(format!("portal-{vhost}"));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
@@ -186,13 +191,7 @@ impl Sandbox {
     /// failed run keeps its logs). Returns what could not be removed.
     pub async fn cleanup(&mut self, keep_dir: bool) -> Vec<String> {
         self.cleaned = true;
-        let databases: Vec<String> = self
-            .databases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let databases = self.database_names();
         cleanup(
             &self.admin_database_url(),
             &databases,
@@ -201,6 +200,16 @@ impl Sandbox {
             (!keep_dir).then_some(&self.dir),
         )
         .await
+    }
+
+    /// Every database name handed out so far.
+    fn database_names(&self) -> Vec<String> {
+        self.databases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Leaves everything in place (`--keep`): nothing is removed, on drop either.
@@ -258,13 +267,7 @@ impl Drop for Sandbox {
         // runtime of its own (and a management client of its own: a client's pooled
         // connections belong to the runtime that opened them).
         let admin_url = self.admin_database_url();
-        let databases: Vec<String> = self
-            .databases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        let databases = self.database_names();
         let vhost = self.vhost.clone();
         let dir = self.dir.clone();
         let Ok(management) = self.management.fresh() else {

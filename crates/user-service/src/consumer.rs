@@ -16,7 +16,9 @@ use contract::wire::header;
 use contract::{event, Envelope, Timestamp};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 use platform::amqp::{self, Outgoing, PublishError};
@@ -126,6 +128,31 @@ impl Consumer {
             }
         }
         tracing::info!("consumer stopped");
+    }
+
+    /// One step of [`Consumer::run`], for tests that drive the consumer instead of running it:
+    /// takes what the queue holds right now (at most `prefetch` messages) as one batch and
+    /// handles it exactly as the running consumer does (dead letters, retries, one transaction,
+    /// acks after the commit). Returns how many messages it took.
+    pub async fn process_ready(&self) -> anyhow::Result<usize> {
+        let (conn, channel, side) = self.open().await?;
+        let mut batch = Vec::new();
+        while batch.len() < usize::from(self.config.prefetch.max(1)) {
+            match channel
+                .basic_get(&self.queues.main, BasicGetOptions::default())
+                .await?
+            {
+                Some(message) => batch.push(message.delivery),
+                None => break,
+            }
+        }
+        let taken = batch.len();
+        if taken > 0 {
+            self.handle_batch(batch, &side, &CancellationToken::new())
+                .await?;
+        }
+        conn.close(200, "step done").await.ok();
+        Ok(taken)
     }
 
     async fn open(&self) -> Result<(Connection, Channel, Channel), lapin::Error> {

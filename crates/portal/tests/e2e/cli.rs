@@ -1,18 +1,20 @@
 //! The `portal` binary as operators and scripts use it: exit codes and output of seed and
 //! verify, and a user-service process killed with SIGKILL catching up after restart.
 
-use crate::{count, SETTLE};
+use crate::{all_published, assert_in_sync, auth_common, pools, start_services, start_system};
 use contract::Role;
+use sandbox::db::count;
+use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE, TEST_PASSWORD};
 use std::process::Output;
-use test_support::{poll_until, wait_for_user_version, TestEnv};
 use tokio::process::Command;
 
-fn portal(env: &TestEnv) -> Command {
+/// `portal` on the sandbox's databases, vhost and keys, its services on free ports.
+fn portal(sb: &Sandbox) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portal"));
-    cmd.env("AUTH_DATABASE_URL", &env.auth_db_url)
-        .env("USER_DATABASE_URL", &env.user_db_url)
-        .env("AMQP_URL", &env.amqp_url)
-        .env("JWT_KEY_DIR", &env.key_dir.0)
+    cmd.env("AUTH_DATABASE_URL", sb.database_url("auth"))
+        .env("USER_DATABASE_URL", sb.database_url("user"))
+        .env("AMQP_URL", &sb.amqp_url)
+        .env("JWT_KEY_DIR", &sb.key_dir.0)
         .env("AUTH_ADDR", "127.0.0.1:0")
         .env("USER_ADDR", "127.0.0.1:0")
         .env("GATEWAY_ADDR", "127.0.0.1:0")
@@ -21,24 +23,26 @@ fn portal(env: &TestEnv) -> Command {
     cmd
 }
 
-/// Runs `portal <args>` against `env`; exit code and stdout+stderr.
-pub async fn portal_output(env: &TestEnv, args: &[&str]) -> (i32, String) {
-    run(portal(env).args(args)).await
+/// Runs `portal <args>` against the sandbox; exit code and stdout+stderr.
+pub async fn portal_output(sb: &Sandbox, args: &[&str]) -> (i32, String) {
+    run(portal(sb).args(args)).await
 }
 
 /// Runs `portal <args>` as an API client logged in as `admin_email` (password TEST_PASSWORD).
 pub async fn portal_cli(
-    env: &TestEnv,
+    sb: &Sandbox,
     args: &[&str],
     url: &str,
     admin_email: &str,
 ) -> (i32, String) {
-    run(portal(env)
-        .args(args)
-        .env("PORTAL_URL", url)
+    run(as_admin(portal(sb).args(args), url, admin_email)).await
+}
+
+/// `cmd` as an API client of `url` logged in as `admin_email` (password TEST_PASSWORD).
+fn as_admin<'a>(cmd: &'a mut Command, url: &str, admin_email: &str) -> &'a mut Command {
+    cmd.env("PORTAL_URL", url)
         .env("PORTAL_EMAIL", admin_email)
-        .env("PORTAL_PASSWORD", test_support::TEST_PASSWORD))
-    .await
+        .env("PORTAL_PASSWORD", TEST_PASSWORD)
 }
 
 async fn run(cmd: &mut Command) -> (i32, String) {
@@ -53,18 +57,17 @@ async fn run(cmd: &mut Command) -> (i32, String) {
 
 #[tokio::test]
 async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apart() {
-    let env = TestEnv::new().await;
-    let _auth = env.start_auth().await;
-    let _users = env.start_users().await;
-    let (auth, users) = (env.auth_pool().await, env.user_pool().await);
+    let sb = Sandbox::for_test().await;
+    let _services = start_services(&sb).await;
+    let (auth, users) = pools(&sb).await;
 
-    let (code, out) = run(portal(&env)
+    let (code, out) = run(portal(&sb)
         .arg("seed")
         .env("SEED_ADMIN_PASSWORD", "a-long-admin-pw"))
     .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("seed: 10 created, 0 already present"), "{out}");
-    let (code, out) = run(portal(&env).arg("seed")).await;
+    let (code, out) = run(portal(&sb).arg("seed")).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("seed: 0 created, 10 already present"), "{out}");
     assert_eq!(
@@ -81,7 +84,7 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
         (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
     })
     .await;
-    let (code, out) = run(portal(&env).arg("verify")).await;
+    let (code, out) = run(portal(&sb).arg("verify")).await;
     assert_eq!((code, out.trim()), (0, "in sync: 10 users"));
 
     sqlx::query("DELETE FROM users WHERE email = 'farai.ncube@clinic.co.zw'")
@@ -92,7 +95,7 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
         .execute(&users)
         .await
         .unwrap();
-    let (code, out) = run(portal(&env).arg("verify")).await;
+    let (code, out) = run(portal(&sb).arg("verify")).await;
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("missing") && out.contains("farai.ncube@clinic.co.zw"),
@@ -101,7 +104,7 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
     assert!(out.contains("mismatch") && out.contains("role"), "{out}");
     assert!(out.contains("2 differences among 10 users"), "{out}");
 
-    let (code, out) = run(portal(&env).arg("verify").env(
+    let (code, out) = run(portal(&sb).arg("verify").env(
         "USER_DATABASE_URL",
         "postgres://postgres@127.0.0.1:1/user_db",
     ))
@@ -112,39 +115,21 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
 
 #[tokio::test]
 async fn a_user_service_killed_with_sigkill_catches_up_after_restart() {
-    let env = TestEnv::new().await;
-    let _auth = env.start_auth().await;
-    let (auth, users) = (env.auth_pool().await, env.user_pool().await);
+    let sb = Sandbox::for_test().await;
+    let _auth = auth_common::start(auth_common::config(&sb)).await;
+    let (auth, users) = pools(&sb).await;
 
-    let mut child = portal(&env).arg("user-service").spawn().unwrap();
-    let first = env
-        .create_user(&auth, "first@clinic.test", Role::Doctor)
-        .await;
+    let mut child = portal(&sb).arg("user-service").spawn().unwrap();
+    let first = auth_common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
     wait_for_user_version(&users, first, 1, SETTLE).await;
 
     child.kill().await.unwrap(); // SIGKILL: no clean shutdown
-    let during = env
-        .create_user(&auth, "while-dead@clinic.test", Role::Doctor)
-        .await;
-    poll_until(
-        SETTLE,
-        "the event published while the consumer is dead",
-        || async {
-            (count(
-                &auth,
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    let during = auth_common::create_user(&auth, "while-dead@clinic.test", Role::Doctor).await;
+    all_published(&auth).await; // while the consumer is dead
 
-    let _restarted = portal(&env).arg("user-service").spawn().unwrap();
+    let _restarted = portal(&sb).arg("user-service").spawn().unwrap();
     wait_for_user_version(&users, during, 1, SETTLE).await;
-    let report = ops::verify::compare(&auth, &users, 10).await.unwrap();
-    assert!(report.is_in_sync(), "{}", report.summary());
+    assert_in_sync(&auth, &users).await;
 }
 
 #[tokio::test]
@@ -174,18 +159,14 @@ async fn every_command_has_help() {
 
 #[tokio::test]
 async fn portal_users_manages_users_through_the_admin_api() {
-    let env = TestEnv::new().await;
-    let sys = env.start_system().await;
-    let auth = env.auth_pool().await;
-    env.create_user(&auth, "ops-admin@clinic.test", Role::Admin)
-        .await;
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let auth = sys.auth_db.clone();
+    auth_common::create_user(&auth, "ops-admin@clinic.test", Role::Admin).await;
     let users = |args: &[&str]| {
-        let mut cmd = portal(&env);
-        cmd.arg("users")
-            .args(args)
-            .env("PORTAL_URL", sys.gateway.url())
-            .env("PORTAL_EMAIL", "ops-admin@clinic.test")
-            .env("PORTAL_PASSWORD", test_support::TEST_PASSWORD);
+        let mut cmd = portal(&sb);
+        cmd.arg("users").args(args);
+        as_admin(&mut cmd, &sys.gateway.url(), "ops-admin@clinic.test");
         cmd
     };
 
@@ -255,22 +236,14 @@ async fn portal_users_manages_users_through_the_admin_api() {
     let (code, out) = run(users(&["list"]).env("PORTAL_URL", "http://127.0.0.1:1")).await;
     assert_eq!(code, 2, "{out}");
 
-    let user_db = env.user_pool().await;
-    poll_until(SETTLE, "user_db to follow the CLI's changes", || async {
-        ops::verify::compare(&auth, &user_db, 5)
-            .await
-            .ok()?
-            .is_in_sync()
-            .then_some(())
-    })
-    .await;
+    crate::eventually_in_sync(&auth, &sys.user_db).await; // user_db follows the CLI's changes
 }
 
 #[tokio::test]
 async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let env = TestEnv::new().await;
-    let mut child = portal(&env)
+    let sb = Sandbox::for_test().await;
+    let mut child = portal(&sb)
         .arg("up")
         .env("SEED_ADMIN_PASSWORD", "a-long-admin-pw")
         .stdout(std::process::Stdio::piped())
@@ -296,7 +269,7 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         "{seen:?}"
     );
     // The system works before it is stopped.
-    let (auth, users) = (env.auth_pool().await, env.user_pool().await);
+    let (auth, users) = pools(&sb).await;
     poll_until(SETTLE, "the seed synced", || async {
         (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
     })
@@ -322,6 +295,5 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         "portal up stopped {} ms after SIGTERM",
         stopping.elapsed().as_millis()
     );
-    let report = ops::verify::compare(&auth, &users, 5).await.unwrap();
-    assert!(report.is_in_sync(), "{}", report.summary());
+    assert_in_sync(&auth, &users).await;
 }

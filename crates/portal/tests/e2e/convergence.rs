@@ -2,14 +2,14 @@
 //! and a late event that must not undo a newer one. Every scenario ends with the comparison
 //! `portal verify` uses reporting no difference.
 
-use crate::SETTLE;
+use crate::{auth_common, eventually_in_sync, start_ready_users, user_common};
 use auth_service::store::{self, ProfileChange, UserChange};
 use contract::{Email, PersonName, Role};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use sandbox::{Running, Sandbox, SETTLE};
 use sqlx::PgPool;
-use test_support::{poll_until, TestEnv};
 use uuid::Uuid;
 
 /// One admin operation of the generated histories.
@@ -64,22 +64,35 @@ async fn perform(pool: &PgPool, user: Uuid, op: &Op) {
     }
 }
 
+/// The outbox bodies in sequence order, as the relay would publish them.
+async fn outbox_bodies(pool: &PgPool) -> Vec<Vec<u8>> {
+    let rows: Vec<String> = sqlx::query_scalar("SELECT body::text FROM outbox ORDER BY seq")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.into_iter().map(String::into_bytes).collect()
+}
+
+/// An auth-service without its relay (the test is the only publisher, in its own order) and a
+/// user-service, and pools on both databases.
+async fn start_without_relay(sb: &Sandbox) -> (Running, Running, PgPool, PgPool) {
+    let mut config = auth_common::config(sb);
+    config.run_relay = false;
+    let auth = auth_common::start(config).await;
+    let users = user_common::start(user_common::config(sb)).await;
+    let (auth_db, user_db) = crate::pools(sb).await;
+    (auth, users, auth_db, user_db)
+}
+
 /// Runs one generated history: `users` users, `ops` changes, delivered duplicated and shuffled.
 async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u64) {
-    let env = TestEnv::new().await;
-    let mut config = env.auth_config();
-    config.run_relay = false; // the test is the only publisher, in its own order
-    let _auth = env.start_auth_with(config).await;
-    let _user_service = env.start_users().await;
-    let (auth, user_db) = (env.auth_pool().await, env.user_pool().await);
+    let sb = Sandbox::for_test().await;
+    let (_auth, _user_service, auth, user_db) = start_without_relay(&sb).await;
 
     let mut ids = Vec::new();
     for i in 0..users {
         let role = Role::ALL[i % Role::ALL.len()];
-        ids.push(
-            env.create_user(&auth, &format!("user{i}@clinic.test"), role)
-                .await,
-        );
+        ids.push(auth_common::create_user(&auth, &format!("user{i}@clinic.test"), role).await);
     }
     for (who, op) in &ops {
         perform(&auth, ids[who % ids.len()], op).await;
@@ -87,16 +100,14 @@ async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(delivery_seed);
     let mut deliveries = Vec::new();
-    for body in env.outbox_bodies(&auth).await.unwrap() {
+    for body in outbox_bodies(&auth).await {
         let copies = rng.gen_range(1..=3);
         deliveries.extend(std::iter::repeat_n(body, copies));
     }
     deliveries.shuffle(&mut rng);
-    env.publish_to_user_service_queue(&deliveries)
-        .await
-        .unwrap();
+    user_common::publish(&sb, &deliveries).await;
 
-    crate::eventually_in_sync(&auth, &user_db).await;
+    eventually_in_sync(&auth, &user_db).await;
     let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
     assert_eq!(report.checked, users as u64);
 }
@@ -117,19 +128,13 @@ proptest! {
 
 #[tokio::test]
 async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
-    let env = TestEnv::new().await;
-    let mut config = env.auth_config();
-    config.run_relay = false;
-    let _auth = env.start_auth_with(config).await;
-    let _users = env.start_users().await;
-    let (auth, user_db) = (env.auth_pool().await, env.user_pool().await);
-    let id = env
-        .create_user(&auth, "late@clinic.test", Role::Doctor)
-        .await;
+    let sb = Sandbox::for_test().await;
+    let (_auth, _users, auth, user_db) = start_without_relay(&sb).await;
+    let id = auth_common::create_user(&auth, "late@clinic.test", Role::Doctor).await;
     perform(&auth, id, &Op::SetRole(Role::Consultant)).await; // v2
     perform(&auth, id, &Op::SetRole(Role::Nurse)).await; // v3
     perform(&auth, id, &Op::Deactivate).await; // v4
-    let bodies = env.outbox_bodies(&auth).await.unwrap();
+    let bodies = outbox_bodies(&auth).await;
     assert_eq!(bodies.len(), 4);
 
     // created, deactivated, then the two role changes late.
@@ -139,17 +144,12 @@ async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
         bodies[1].clone(),
         bodies[2].clone(),
     ];
-    env.publish_to_user_service_queue(&late).await.unwrap();
+    user_common::publish(&sb, &late).await;
     let marker = Uuid::new_v4();
-    let marker_event = serde_json::json!({
-        "eventId": Uuid::new_v4(), "eventType": "user.created", "timestamp": "2026-02-07T10:00:00.000Z",
-        "source": "auth-service", "version": "1.0",
-        "payload": {"userId": marker, "email": "marker@clinic.test", "firstName": "M", "lastName": "K",
-                    "role": "nurse", "isActive": true, "createdAt": "2026-02-07T10:00:00.000Z", "userVersion": 1}});
-    env.publish_to_user_service_queue(&[serde_json::to_vec(&marker_event).unwrap()])
-        .await
-        .unwrap();
-    test_support::wait_for_user_version(&user_db, marker, 1, SETTLE).await;
+    let marker_event =
+        sandbox::events::user_event(marker, Some(1), "marker@clinic.test", "nurse", true);
+    user_common::publish_events(&sb, &[marker_event]).await;
+    sandbox::wait_for_user_version(&user_db, marker, 1, SETTLE).await;
 
     let (role, active, version): (String, bool, i64) =
         sqlx::query_as("SELECT role, is_active, user_version FROM users WHERE id = $1")
@@ -163,31 +163,23 @@ async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
         .execute(&user_db)
         .await
         .unwrap();
-    let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
-    assert!(report.is_in_sync(), "{}", report.summary());
+    crate::assert_in_sync(&auth, &user_db).await;
 }
 
 #[tokio::test]
 async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
-    let env = TestEnv::new().await;
-    let _auth = env.start_auth().await;
-    let mut config = env.user_config();
+    let sb = Sandbox::for_test().await;
+    let _auth = auth_common::start(auth_common::config(&sb)).await;
+    let mut config = user_common::config(&sb);
     config.consumer.prefetch = 20; // small windows so the broker spreads the burst over both
-    let one = env.start_users_with(config.clone()).await;
-    let two = env.start_users_with(config).await;
-    for instance in [&one, &two] {
-        poll_until(SETTLE, "both consumers connected", || async {
-            let (s, _) = crate::get(&format!("{}/health/ready", instance.url()), None).await;
-            (s == 200).then_some(())
-        })
-        .await;
-    }
-    let (auth, user_db) = (env.auth_pool().await, env.user_pool().await);
+                                   // Both consumers connected before the burst.
+    let one = start_ready_users(config.clone()).await;
+    let two = start_ready_users(config).await;
+    let (auth, user_db) = crate::pools(&sb).await;
     let mut ids = Vec::new();
     for i in 0..40 {
         ids.push(
-            env.create_user(&auth, &format!("burst{i}@clinic.test"), Role::Doctor)
-                .await,
+            auth_common::create_user(&auth, &format!("burst{i}@clinic.test"), Role::Doctor).await,
         );
     }
     let ops = [
@@ -213,15 +205,14 @@ async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
         t.unwrap();
     }
     assert_eq!(
-        crate::count(&auth, "SELECT count(*) FROM outbox").await,
+        sandbox::db::count(&auth, "SELECT count(*) FROM outbox").await,
         40 * 9
     );
-    crate::eventually_in_sync(&auth, &user_db).await;
+    eventually_in_sync(&auth, &user_db).await;
 
     let mut received = Vec::new();
     for instance in [&one, &two] {
-        let (_, ready) = crate::get(&format!("{}/health/ready", instance.url()), None).await;
-        let sync = &ready["sync"];
+        let sync = user_common::sync_counters(instance).await;
         received.push(sync["applied"].as_u64().unwrap() + sync["ignoredStale"].as_u64().unwrap());
     }
     assert!(

@@ -1,26 +1,17 @@
 //! The whole user lifecycle through the gateway: each admin change commits with exactly one
 //! event of its type, and the directory follows within a second.
 
-use crate::{count, get, http, post};
+use crate::{assert_in_sync, auth_common, start_system};
 use contract::Role;
+use sandbox::http::{get, post, Method};
+use sandbox::{poll_until, Sandbox, SETTLE};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::time::Duration;
-use test_support::{poll_until, TestEnv};
 
-async fn send(
-    method: reqwest::Method,
-    url: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http().request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+/// `method url` with `token` and an optional JSON body.
+async fn send(method: Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    sandbox::http::send(method, url, Some(token), body.as_ref()).await
 }
 
 /// The events of one user, oldest first: (type, userVersion, payload).
@@ -59,11 +50,10 @@ async fn directory_shows(
 
 #[tokio::test]
 async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_directory_follows() {
-    let env = TestEnv::new().await;
-    let sys = env.start_system().await;
-    let gw = sys.gateway.url();
-    let token = env.admin_token(&gw).await;
-    let auth = env.auth_pool().await;
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
     let admin = format!("{gw}/api/v1/auth/admin/users");
     let doctors = "role=doctor&isActive=true";
 
@@ -84,7 +74,7 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
 
     // Edit: user.updated with changedFields.
     let (s, u) = send(
-        reqwest::Method::PATCH,
+        Method::PATCH,
         &format!("{admin}/{id}"),
         &token,
         Some(json!({"phoneNumber": "+263 77 222 2222", "lastName": "Ncube-Moyo"})),
@@ -97,7 +87,7 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     .await;
     // Clearing the phone with null.
     let (s, u) = send(
-        reqwest::Method::PATCH,
+        Method::PATCH,
         &format!("{admin}/{id}"),
         &token,
         Some(json!({"phoneNumber": null})),
@@ -109,21 +99,15 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     );
 
     // Deactivate: drops out of the active doctors.
-    let (s, u) = post(
-        &format!("{admin}/{id}/deactivate"),
-        Some(&token),
-        &json!({}),
-    )
-    .await;
+    let deactivate = || async {
+        let url = format!("{admin}/{id}/deactivate");
+        post(&url, Some(&token), &json!({})).await
+    };
+    let (s, u) = deactivate().await;
     assert_eq!((s, u["isActive"].clone()), (200, json!(false)));
     directory_shows(&gw, &token, doctors, &id, |u| u.is_none()).await;
     // Deactivating again changes nothing and writes no event.
-    let (s, u) = post(
-        &format!("{admin}/{id}/deactivate"),
-        Some(&token),
-        &json!({}),
-    )
-    .await;
+    let (s, u) = deactivate().await;
     assert_eq!((s, u["userVersion"].clone()), (200, json!(4)));
 
     // Re-activate.
@@ -132,26 +116,24 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     directory_shows(&gw, &token, doctors, &id, |u| u.is_some()).await;
 
     // Re-role: user.role.changed with previousRole; no-op for the same role.
-    let (s, u) = send(
-        reqwest::Method::PUT,
-        &format!("{admin}/{id}/role"),
-        &token,
-        Some(json!({"role": "consultant"})),
-    )
-    .await;
+    let to_consultant = || async {
+        let url = format!("{admin}/{id}/role");
+        send(
+            Method::PUT,
+            &url,
+            &token,
+            Some(json!({"role": "consultant"})),
+        )
+        .await
+    };
+    let (s, u) = to_consultant().await;
     assert_eq!((s, u["role"].clone()), (200, json!("consultant")));
     directory_shows(&gw, &token, doctors, &id, |u| u.is_none()).await;
     directory_shows(&gw, &token, "role=consultant", &id, |u| {
         u.is_some_and(|u| u["userVersion"] == 6)
     })
     .await;
-    let (s, u) = send(
-        reqwest::Method::PUT,
-        &format!("{admin}/{id}/role"),
-        &token,
-        Some(json!({"role": "consultant"})),
-    )
-    .await;
+    let (s, u) = to_consultant().await;
     assert_eq!((s, u["userVersion"].clone()), (200, json!(6)));
 
     let history = events(&auth, &id).await;
@@ -175,151 +157,20 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     assert_eq!(history[5].2["role"], "consultant");
     assert!(history[3].2.get("changedFields").is_none());
 
-    let users = env.user_pool().await;
-    let report = ops::verify::compare(&auth, &users, 10).await.unwrap();
-    assert!(report.is_in_sync(), "{}", report.summary());
-}
-
-#[tokio::test]
-async fn admin_changes_answer_401_403_404_409_and_422_in_json() {
-    let env = TestEnv::new().await;
-    let auth_svc = env.start_auth().await;
-    let base = auth_svc.url();
-    let token = env.admin_token(&base).await;
-    let pool = env.auth_pool().await;
-    let nurse = env
-        .create_user(&pool, "nurse@clinic.test", Role::Nurse)
-        .await;
-    env.create_user(&pool, "taken@clinic.test", Role::Nurse)
-        .await;
-    let nurse_token = env
-        .login(&base, "nurse@clinic.test", test_support::TEST_PASSWORD)
-        .await;
-    let user = format!("{base}/api/v1/auth/admin/users/{nurse}");
-    let events_before = count(&pool, "SELECT count(*) FROM outbox").await;
-
-    let (s, _) = post(&format!("{user}/deactivate"), None, &json!({})).await;
-    assert_eq!(s, 401);
-    let (s, _) = post(
-        &format!("{user}/deactivate"),
-        Some(&nurse_token),
-        &json!({}),
-    )
-    .await;
-    assert_eq!(s, 403);
-    let (s, b) = post(
-        &format!(
-            "{base}/api/v1/auth/admin/users/{}/activate",
-            uuid::Uuid::new_v4()
-        ),
-        Some(&token),
-        &json!({}),
-    )
-    .await;
-    assert_eq!((s, b["error"].clone()), (404, json!("not_found")));
-    let (s, b) = send(
-        reqwest::Method::PATCH,
-        &user,
-        &token,
-        Some(json!({"email": "TAKEN@clinic.test"})),
-    )
-    .await;
-    assert_eq!((s, b["error"].clone()), (409, json!("conflict")), "{b}");
-    let (s, b) = send(
-        reqwest::Method::PATCH,
-        &user,
-        &token,
-        Some(json!({"role": "admin"})),
-    )
-    .await;
-    assert_eq!(s, 422, "role is not editable by PATCH: {b}");
-    let (s, b) = send(
-        reqwest::Method::PATCH,
-        &user,
-        &token,
-        Some(json!({"email": "nope"})),
-    )
-    .await;
-    assert_eq!((s, b["field"].clone()), (422, json!("email")));
-    let (s, b) = send(
-        reqwest::Method::PUT,
-        &format!("{user}/role"),
-        &token,
-        Some(json!({"role": "surgeon"})),
-    )
-    .await;
-    assert_eq!((s, b["field"].clone()), (422, json!("role")));
-    let (s, b) = get(
-        &format!("{base}/api/v1/auth/admin/users?isActive=maybe"),
-        Some(&token),
-    )
-    .await;
-    assert_eq!((s, b["field"].clone()), (422, json!("isActive")));
-    assert_eq!(
-        count(&pool, "SELECT count(*) FROM outbox").await,
-        events_before,
-        "refused changes write no event"
-    );
-}
-
-#[tokio::test]
-async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
-    let env = TestEnv::new().await;
-    let auth_svc = env.start_auth().await;
-    let base = auth_svc.url();
-    let pool = env.auth_pool().await;
-    let only = env
-        .create_user(&pool, "only-admin@clinic.test", Role::Admin)
-        .await;
-    let token = env
-        .login(&base, "only-admin@clinic.test", test_support::TEST_PASSWORD)
-        .await;
-    let me = format!("{base}/api/v1/auth/admin/users/{only}");
-
-    let (s, b) = post(&format!("{me}/deactivate"), Some(&token), &json!({})).await;
-    assert_eq!(s, 409, "{b}");
-    assert!(
-        b["message"].as_str().unwrap().contains("last active admin"),
-        "{b}"
-    );
-    let (s, _) = send(
-        reqwest::Method::PUT,
-        &format!("{me}/role"),
-        &token,
-        Some(json!({"role": "doctor"})),
-    )
-    .await;
-    assert_eq!(s, 409);
-
-    // With a second active admin, the first may step down, and then its token loses its powers.
-    env.create_user(&pool, "second-admin@clinic.test", Role::Admin)
-        .await;
-    let (s, u) = send(
-        reqwest::Method::PUT,
-        &format!("{me}/role"),
-        &token,
-        Some(json!({"role": "doctor"})),
-    )
-    .await;
-    assert_eq!((s, u["role"].clone()), (200, json!("doctor")));
-    let (s, _) = get(&format!("{base}/api/v1/auth/admin/users"), Some(&token)).await;
-    assert_eq!(
-        s, 403,
-        "a demoted admin's token no longer grants admin powers"
-    );
+    assert_in_sync(&auth, &sys.user_db).await;
 }
 
 #[tokio::test]
 async fn changing_a_password_clears_must_change_password_and_emits_user_updated() {
-    let env = TestEnv::new().await;
-    let sys = env.start_system().await;
-    let gw = sys.gateway.url();
-    let token = env.admin_token(&gw).await;
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
     let (_, created) = post(&format!("{gw}/api/v1/auth/admin/users"), Some(&token),
         &json!({"email": "temp@clinic.test", "firstName": "Temp", "lastName": "Orary", "role": "pharmacist"})).await;
     let temporary = created["temporaryPassword"].as_str().unwrap().to_owned();
     let id = created["user"]["userId"].as_str().unwrap().to_owned();
-    let user_token = env.login(&gw, "temp@clinic.test", &temporary).await;
+    let user_token = auth_common::login(&gw, "temp@clinic.test", &temporary).await;
     let url = format!("{gw}/api/v1/auth/change-password");
 
     let (s, b) = post(
@@ -346,9 +197,9 @@ async fn changing_a_password_clears_must_change_password_and_emits_user_updated(
         (s, u["mustChangePassword"].clone(), u["userVersion"].clone()),
         (200, json!(false), json!(2))
     );
-    env.login(&gw, "temp@clinic.test", "a-brand-new-pass").await;
+    auth_common::login(&gw, "temp@clinic.test", "a-brand-new-pass").await;
 
-    let history = events(&env.auth_pool().await, &id).await;
+    let history = events(&auth, &id).await;
     assert_eq!(
         history
             .last()
@@ -363,21 +214,18 @@ async fn changing_a_password_clears_must_change_password_and_emits_user_updated(
 
 #[tokio::test]
 async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
-    let env = TestEnv::new().await;
-    let sys = env.start_system().await;
-    let base = sys.auth.url();
-    let token = env.admin_token(&base).await;
-    let auth = env.auth_pool().await;
-    let id = env
-        .create_user(&auth, "busy@clinic.test", Role::Doctor)
-        .await;
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let (base, auth) = (sys.auth.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
+    let id = auth_common::create_user(&auth, "busy@clinic.test", Role::Doctor).await;
     let roles = ["nurse", "pharmacist", "consultant", "doctor"];
     let url = format!("{base}/api/v1/auth/admin/users/{id}/role");
     let requests = (0..50).map(|i| {
         let (url, token) = (url.clone(), token.clone());
         tokio::spawn(async move {
             send(
-                reqwest::Method::PUT,
+                Method::PUT,
                 &url,
                 &token,
                 Some(json!({"role": roles[i % roles.len()]})),
@@ -416,8 +264,6 @@ async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
             "each change saw the one before"
         );
     }
-    let users = env.user_pool().await;
-    test_support::wait_for_user_version(&users, id, final_version, crate::SETTLE).await;
-    let report = ops::verify::compare(&auth, &users, 10).await.unwrap();
-    assert!(report.is_in_sync(), "{}", report.summary());
+    sandbox::wait_for_user_version(&sys.user_db, id, final_version, SETTLE).await;
+    assert_in_sync(&auth, &sys.user_db).await;
 }

@@ -1,21 +1,21 @@
 //! A user written in the auth-service reaches the user-service through the outbox, the relay and
 //! RabbitMQ, whatever was down when it was written.
 
-use crate::{count, get, post, SETTLE};
+use crate::{all_published, assert_in_sync, auth_common, pools, start_system, user_common};
 use contract::Role;
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use sandbox::db::count;
+use sandbox::http::{get, post};
+use sandbox::proxy::TcpProxy;
+use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use test_support::proxy::TcpProxy;
-use test_support::{poll_until, wait_for_user_version, TestEnv};
 
 #[tokio::test]
 async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_applied() {
-    let env = TestEnv::new().await;
-    let sys = env.start_system().await;
-    let token = env.admin_token(&sys.gateway.url()).await;
-    let gw = sys.gateway.url();
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let token = sys.admin_token().await;
 
     let (status, _) = post(
         &format!("{gw}/api/v1/auth/register"),
@@ -32,7 +32,6 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
     )
     .await;
     assert_eq!(status, 201);
-    let auth = env.auth_pool().await;
     let options = auth_service::seed::SeedOptions {
         admin_email: contract::Email::parse("seed-admin@clinic.test").unwrap(),
         admin_password: None,
@@ -55,7 +54,7 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
         count(&auth, "SELECT count(*) FROM (SELECT user_id FROM outbox GROUP BY user_id HAVING count(*) <> 1) x").await,
         0
     );
-    let users = env.user_pool().await;
+    let users = sys.user_db.clone();
     poll_until(SETTLE, "13 users in user_db", || async {
         (count(&users, "SELECT count(*) FROM users").await == 13).then_some(())
     })
@@ -66,176 +65,29 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
 }
 
 #[tokio::test]
-async fn the_published_envelope_matches_the_contract_field_by_field() {
-    let env = TestEnv::new().await;
-    let auth = env.start_auth().await;
-    // Declare the topology, then a queue of the test's own bound like any other subscriber.
-    let conn = platform::amqp::connect(&env.amqp_url, "contract-test")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    platform::amqp::declare_topology(&ch, &[]).await.unwrap();
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().as_str(),
-        "user.events",
-        "user.#",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-
-    let (status, created) = post(
-        &format!("{}/api/v1/auth/register", auth.url()),
-        None,
-        &json!({"email": "Contract@Clinic.Test", "password": "long-enough-pw", "firstName": "Rudo",
-                "lastName": "Moyo", "role": "doctor", "phoneNumber": "+263 77 123 4567"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-
-    let delivery = poll_until(SETTLE, "the event on the test's queue", || async {
-        ch.basic_get(q.name().as_str(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-    })
-    .await;
-    assert_eq!(delivery.routing_key.as_str(), "user.created");
-    assert_eq!(delivery.exchange.as_str(), "user.events");
-    let props = &delivery.properties;
-    assert_eq!(*props.delivery_mode(), Some(2), "persistent");
-    assert_eq!(
-        props.content_type().as_ref().map(|c| c.as_str()),
-        Some("application/json")
-    );
-
-    let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
-    let mut keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "eventId",
-            "eventType",
-            "payload",
-            "source",
-            "timestamp",
-            "version"
-        ]
-    );
-    assert_eq!(body["eventType"], "user.created");
-    assert_eq!(body["source"], "auth-service");
-    assert_eq!(body["version"], "1.0");
-    assert_eq!(
-        props.message_id().as_ref().map(|m| m.to_string()),
-        body["eventId"].as_str().map(str::to_owned)
-    );
-    assert!(uuid::Uuid::parse_str(body["eventId"].as_str().unwrap()).is_ok());
-    let is_contract_time = |v: &serde_json::Value| {
-        let s = v.as_str().unwrap_or_default();
-        s.len() == 24
-            && s.ends_with('Z')
-            && &s[19..20] == "."
-            && chrono::DateTime::parse_from_rfc3339(s).is_ok()
-    };
-    assert!(
-        is_contract_time(&body["timestamp"]),
-        "{}",
-        body["timestamp"]
-    );
-
-    let p = &body["payload"];
-    let mut keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "createdAt",
-            "email",
-            "firstName",
-            "isActive",
-            "lastName",
-            "mustChangePassword",
-            "phoneNumber",
-            "role",
-            "updatedAt",
-            "userId",
-            "userVersion"
-        ]
-    );
-    assert_eq!(p["userId"], created["userId"]);
-    assert_eq!(p["email"], "contract@clinic.test");
-    assert_eq!(p["firstName"], "Rudo");
-    assert_eq!(p["lastName"], "Moyo");
-    assert_eq!(p["role"], "doctor");
-    assert_eq!(p["phoneNumber"], "+263 77 123 4567");
-    assert_eq!(
-        p["isActive"], false,
-        "self-registered accounts start inactive"
-    );
-    assert_eq!(p["mustChangePassword"], false);
-    assert_eq!(p["userVersion"], 1);
-    assert!(is_contract_time(&p["createdAt"]));
-    conn.close(200, "done").await.ok();
-}
-
-#[tokio::test]
 async fn a_user_created_while_the_user_service_is_stopped_appears_after_it_starts() {
-    let env = TestEnv::new().await;
-    let _auth = env.start_auth().await;
-    let auth_pool = env.auth_pool().await;
-    let id = env
-        .create_user(&auth_pool, "offline@clinic.test", Role::Doctor)
-        .await;
-    poll_until(SETTLE, "the event published to the queue", || async {
-        (count(
-            &auth_pool,
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await
-            == 0)
-            .then_some(())
-    })
-    .await;
-    assert_eq!(
-        env.queue_depth("user-service.user-events").await.unwrap(),
-        1
-    );
+    let sb = Sandbox::for_test().await;
+    let _auth = auth_common::start(auth_common::config(&sb)).await;
+    let auth_pool = auth_common::pool(&sb).await;
+    let id = auth_common::create_user(&auth_pool, "offline@clinic.test", Role::Doctor).await;
+    all_published(&auth_pool).await; // to the queue
+    assert_eq!(user_common::depth(&sb, "user-service.user-events").await, 1);
 
-    let _users = env.start_users().await;
-    wait_for_user_version(&env.user_pool().await, id, 1, SETTLE).await;
+    let _users = user_common::start(user_common::config(&sb)).await;
+    wait_for_user_version(&user_common::pool(&sb).await, id, 1, SETTLE).await;
 }
 
 #[tokio::test]
 async fn a_user_created_while_rabbitmq_is_unreachable_appears_when_it_is_back() {
-    let env = TestEnv::new().await;
-    let broker: std::net::SocketAddr = test_support::amqp_host().parse().unwrap();
-    let proxy = TcpProxy::start(broker).await.unwrap();
-    let mut config = env.auth_config();
-    config.amqp_url = format!("amqp://guest:guest@{}/{}", proxy.addr, env.vhost);
-    let auth = env.start_auth_with(config).await;
-    let _users = env.start_users().await;
-    let (auth_pool, user_pool) = (env.auth_pool().await, env.user_pool().await);
+    let sb = Sandbox::for_test().await;
+    let (proxy, broker_via_proxy) = TcpProxy::in_front_of(&sb.amqp_url).await.unwrap();
+    let mut config = auth_common::config(&sb);
+    config.amqp_url = broker_via_proxy;
+    let auth = auth_common::start(config).await;
+    let _users = user_common::start(user_common::config(&sb)).await;
+    let (auth_pool, user_pool) = pools(&sb).await;
 
-    let before = env
-        .create_user(&auth_pool, "before@clinic.test", Role::Doctor)
-        .await;
+    let before = auth_common::create_user(&auth_pool, "before@clinic.test", Role::Doctor).await;
     wait_for_user_version(&user_pool, before, 1, SETTLE).await;
 
     proxy.cut();
@@ -248,9 +100,7 @@ async fn a_user_created_while_rabbitmq_is_unreachable_appears_when_it_is_back() 
         },
     )
     .await;
-    let during = env
-        .create_user(&auth_pool, "during@clinic.test", Role::Nurse)
-        .await;
+    let during = auth_common::create_user(&auth_pool, "during@clinic.test", Role::Nurse).await;
     let unpublished: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM outbox WHERE user_id = $1 AND published_at IS NULL",
     )
@@ -265,18 +115,14 @@ async fn a_user_created_while_rabbitmq_is_unreachable_appears_when_it_is_back() 
 
     proxy.restore();
     wait_for_user_version(&user_pool, during, 1, Duration::from_secs(30)).await;
-    let report = ops::verify::compare(&auth_pool, &user_pool, 10)
-        .await
-        .unwrap();
-    assert!(report.is_in_sync(), "{}", report.summary());
+    assert_in_sync(&auth_pool, &user_pool).await;
 }
 
 #[tokio::test]
 async fn after_seeding_six_doctors_are_listed_and_a_new_one_appears_within_a_second() {
-    let env = TestEnv::new().await;
-    let sys = env.start_system().await;
-    let gw = sys.gateway.url();
-    let auth_pool = env.auth_pool().await;
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let (gw, auth_pool) = (sys.gateway.url(), sys.auth_db.clone());
     let options = auth_service::seed::SeedOptions {
         admin_email: contract::Email::parse("admin@clinic.test").unwrap(),
         admin_password: Some("seed-admin-password".into()),
@@ -285,9 +131,7 @@ async fn after_seeding_six_doctors_are_listed_and_a_new_one_appears_within_a_sec
     auth_service::seed::seed(&auth_pool, &options)
         .await
         .unwrap();
-    let token = env
-        .login(&gw, "admin@clinic.test", "seed-admin-password")
-        .await;
+    let token = auth_common::login(&gw, "admin@clinic.test", "seed-admin-password").await;
     let doctors = format!("{gw}/api/v1/users?role=doctor&isActive=true&limit=50&offset=0");
     let page = poll_until(SETTLE, "6 seeded doctors in the directory", || async {
         let (status, page) = get(&doctors, Some(&token)).await;

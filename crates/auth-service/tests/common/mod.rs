@@ -1,0 +1,73 @@
+//! What the auth-service's tests share, and the end-to-end tests too (they include this file by
+//! path rather than copying it): the service in-process on a test's sandbox, users written
+//! through the store with [`TEST_PASSWORD`], logins, and the relay run one step at a time.
+#![allow(dead_code)] // each test binary uses a part
+
+use auth_service::store::{insert_user, NewUser};
+use contract::Role;
+use sandbox::{Running, Sandbox, TEST_PASSWORD};
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// The service on the sandbox's `auth` database, vhost and keys, on a free port, with its relay.
+pub fn config(sb: &Sandbox) -> auth_service::Config {
+    auth_service::Config::local(&sb.database_url("auth"), &sb.amqp_url, &sb.key_dir)
+}
+
+/// Builds (migrating the database) and runs the service in this process.
+pub async fn start(config: auth_service::Config) -> Running {
+    Running::launch(auth_service::Application::build(config)).await
+}
+
+/// A pool on the sandbox's `auth` database, created and migrated if need be.
+pub async fn pool(sb: &Sandbox) -> PgPool {
+    auth_service::prepare_database(&sb.database_url("auth"), 4)
+        .await
+        .expect("auth_db")
+}
+
+/// The hash of [`TEST_PASSWORD`], computed once per test binary (argon2 is slow on purpose).
+async fn password_hash() -> String {
+    static HASH: OnceCell<String> = OnceCell::const_new();
+    HASH.get_or_init(|| async {
+        auth_service::password::hash(TEST_PASSWORD.into())
+            .await
+            .expect("hash the test password")
+    })
+    .await
+    .clone()
+}
+
+/// Writes an active user with [`TEST_PASSWORD`] through the store (so it has its
+/// `user.created` event) and returns its id.
+pub async fn create_user(pool: &PgPool, email: &str, role: Role) -> Uuid {
+    let new = NewUser::staff(email, "Test", email, role, password_hash().await).expect("test user");
+    insert_user(pool, new).await.expect("create user").id
+}
+
+/// Logs in through `base_url` (the service or the gateway) and returns the access token.
+pub async fn login(base_url: &str, email: &str, password: &str) -> String {
+    sandbox::ApiClient::new(base_url)
+        .expect("API client")
+        .login(email, password)
+        .await
+        .unwrap_or_else(|e| panic!("login as {email}: {e}"))
+        .access_token
+}
+
+/// Creates an admin and logs it in through `base_url`.
+pub async fn admin_token(pool: &PgPool, base_url: &str) -> String {
+    let email = format!("admin-{}@test.example", Uuid::new_v4().simple());
+    create_user(pool, &email, Role::Admin).await;
+    login(base_url, &email, TEST_PASSWORD).await
+}
+
+/// Outbox rows not published yet.
+pub async fn unpublished(pool: &PgPool) -> i64 {
+    sandbox::db::count(
+        pool,
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+    )
+    .await
+}

@@ -1,0 +1,36 @@
+//! Messages a test puts on the broker itself: bodies published straight to a queue (through the
+//! default exchange), to deliver events duplicated, reordered or malformed without a producer.
+
+use anyhow::Context;
+use platform::amqp::{self, Outgoing};
+
+/// Publishes `bodies`, in this order, straight to `queue` (persistent, `mandatory`, confirmed).
+/// The queue must exist: a body no queue takes is an error, not a silent loss.
+pub async fn publish_to_queue(
+    amqp_url: &str,
+    queue: &str,
+    bodies: &[Vec<u8>],
+) -> anyhow::Result<()> {
+    let conn = amqp::connect(amqp_url, "test publisher").await?;
+    let result = async {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(Default::default()).await?;
+        let messages = bodies
+            .iter()
+            .map(|body| Outgoing {
+                exchange: "",
+                routing_key: queue,
+                body,
+                properties: amqp::persistent(),
+            })
+            .collect();
+        amqp::publish_confirmed(&ch, messages)
+            .await
+            .require_all()
+            .with_context(|| format!("publishing to {queue}"))?;
+        anyhow::Ok(())
+    }
+    .await;
+    conn.close(200, "done").await.ok();
+    result
+}

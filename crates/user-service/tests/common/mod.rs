@@ -1,0 +1,108 @@
+//! What the user-service's tests share, and the end-to-end tests too (they include this file by
+//! path rather than copying it): the service in-process on a test's sandbox, its consumer driven
+//! one batch at a time, events published straight to its queue, tokens signed with the
+//! sandbox's key, and the dead letters read back.
+#![allow(dead_code)] // each test binary uses a part
+
+use contract::topology::{ConsumerQueues, USER_SERVICE};
+use contract::Role;
+use lapin::types::FieldTable;
+use platform::jwt::JwtSigner;
+use sandbox::{Running, Sandbox};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::sync::Arc;
+use user_service::consumer::{Consumer, ConsumerConfig, SyncStats};
+
+/// The user-service's queues (standard retry delays).
+pub fn queues() -> ConsumerQueues {
+    ConsumerQueues::for_consumer(USER_SERVICE)
+}
+
+/// The service on the sandbox's `user` database, vhost and keys, on a free port, consuming.
+pub fn config(sb: &Sandbox) -> user_service::Config {
+    user_service::Config::local(&sb.database_url("user"), &sb.amqp_url, &sb.key_dir)
+}
+
+/// Builds (migrating the database) and runs the service in this process.
+pub async fn start(config: user_service::Config) -> Running {
+    Running::launch(user_service::Application::build(config)).await
+}
+
+/// A pool on the sandbox's `user` database, created and migrated if need be.
+pub async fn pool(sb: &Sandbox) -> PgPool {
+    user_service::prepare_database(&sb.database_url("user"), 4)
+        .await
+        .expect("user_db")
+}
+
+/// The service's consumer with its default settings, for a test to step with
+/// [`Consumer::process_ready`] instead of running it, and the counters it keeps.
+pub fn consumer(sb: &Sandbox, pool: &PgPool) -> (Consumer, Arc<SyncStats>) {
+    let stats = Arc::new(SyncStats::default());
+    let consumer = Consumer::new(
+        pool.clone(),
+        sb.amqp_url.clone(),
+        ConsumerConfig::default(),
+        stats.clone(),
+    );
+    (consumer, stats)
+}
+
+/// Publishes `bodies`, in this order, straight to the user-service's queue (bypassing the
+/// exchange), declaring the topology first: events delivered duplicated, reordered or malformed.
+pub async fn publish(sb: &Sandbox, bodies: &[Vec<u8>]) {
+    platform::amqp::ensure_topology(&sb.amqp_url, &[queues()])
+        .await
+        .expect("declare the topology");
+    sandbox::amqp::publish_to_queue(&sb.amqp_url, &queues().main, bodies)
+        .await
+        .expect("publish to the user-service's queue");
+}
+
+/// [`publish`] of events written as JSON.
+pub async fn publish_events(sb: &Sandbox, events: &[Value]) {
+    let bodies: Vec<Vec<u8>> = events.iter().map(sandbox::events::body).collect();
+    publish(sb, &bodies).await;
+}
+
+/// Messages ready in `queue` of the sandbox's vhost.
+pub async fn depth(sb: &Sandbox, queue: &str) -> u32 {
+    platform::amqp::ready_messages(&sb.amqp_url, queue)
+        .await
+        .unwrap_or_else(|e| panic!("depth of {queue}: {e}"))
+}
+
+/// A bearer token for the directory, signed with the sandbox's key as the auth-service would.
+pub fn token(sb: &Sandbox, role: Role) -> String {
+    JwtSigner::from_key_dir(&sb.key_dir, 600)
+        .and_then(|s| s.sign(uuid::Uuid::new_v4(), "reader@clinic.test", role))
+        .expect("sign a token")
+}
+
+/// The consumer's counters as `/health/ready` reports them.
+pub async fn sync_counters(users: &Running) -> Value {
+    sandbox::http::get(&format!("{}/health/ready", users.url()), None)
+        .await
+        .1["sync"]
+        .clone()
+}
+
+/// The headers of every message in the user-service's dead-letter queue, oldest first (read
+/// and put back: the queue is left as it was).
+pub async fn dead_letters(sb: &Sandbox) -> Vec<FieldTable> {
+    let conn = platform::amqp::connect(&sb.amqp_url, "dlq reader")
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(&queues().dead_letter, Default::default())
+        .await
+        .expect("basic.get")
+    {
+        out.push(platform::amqp::headers_of(&m.delivery.properties));
+    }
+    conn.close(200, "done").await.ok();
+    out
+}
