@@ -73,10 +73,36 @@ pub async fn read_page(
     cursor: Cursor,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    after(db, filter, cursor, limit, true).await
+}
+
+/// True when committed events matching `filter` lie after `cursor` but past the safe horizon:
+/// a reader that got an empty page should wait for older transactions to end, not stop.
+pub async fn held_back(
+    db: impl PgExecutor<'_>,
+    filter: &EventFilter,
+    cursor: Cursor,
+) -> Result<bool, sqlx::Error> {
+    Ok(!after(db, filter, cursor, 1, false).await?.is_empty())
+}
+
+/// Up to `limit` events matching `filter` after `cursor`, in (transaction, sequence) order;
+/// only below the safe horizon when `below_horizon`.
+async fn after(
+    db: impl PgExecutor<'_>,
+    filter: &EventFilter,
+    cursor: Cursor,
+    limit: i64,
+    below_horizon: bool,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let horizon = if below_horizon {
+        "AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+    } else {
+        ""
+    };
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM outbox WHERE {FILTER} \
-           AND (tx_id::text::int8, seq) > ($6, $7) \
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND (tx_id::text::int8, seq) > ($6, $7) {horizon} \
          ORDER BY tx_id, seq LIMIT $8"
     ))
     .bind(filter.from_seq)
@@ -88,27 +114,6 @@ pub async fn read_page(
     .bind(cursor.seq)
     .bind(limit)
     .fetch_all(db)
-    .await
-}
-
-/// True when committed events matching `filter` lie after `cursor` but past the safe horizon:
-/// a reader that got an empty page should wait for older transactions to end, not stop.
-pub async fn held_back(
-    db: impl PgExecutor<'_>,
-    filter: &EventFilter,
-    cursor: Cursor,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE {FILTER} AND (tx_id::text::int8, seq) > ($6, $7))"
-    ))
-    .bind(filter.from_seq)
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(filter.user_id)
-    .bind(filter.event_type.as_deref())
-    .bind(cursor.tx_id)
-    .bind(cursor.seq)
-    .fetch_one(db)
     .await
 }
 

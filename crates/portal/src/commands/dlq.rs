@@ -121,6 +121,18 @@ async fn republish(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow
     }
 }
 
+/// Publishes a copy of `m` to `target` and, once the broker confirmed it, acks the original:
+/// the message is never in neither place.
+async fn requeue(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow::Result<()> {
+    republish(ch, m, target).await?;
+    m.delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    Ok(())
+}
+
 pub async fn run(s: &Settings, args: DlqArgs) -> Result<(), Failure> {
     let queue = args.queue.as_str();
     let (conn, ch, count) = open(s, queue).await?;
@@ -182,24 +194,14 @@ async fn act(ch: &Channel, queue: &str, count: u32, action: DlqAction) -> Result
                     else {
                         break;
                     };
-                    republish(ch, &m, &target).await?;
-                    m.delivery
-                        .acker
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map_err(|e| anyhow!(e))?;
+                    requeue(ch, &m, &target).await?;
                     moved += 1;
                 }
                 println!("requeued {moved} of {count} messages from {queue}");
             } else {
                 let n = n.ok_or_else(|| anyhow!("give a position or --all"))?;
                 let m = nth(ch, queue, n, count).await?;
-                republish(ch, &m, &target).await?;
-                m.delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(|e| anyhow!(e))?;
+                requeue(ch, &m, &target).await?;
                 println!(
                     "requeued message {n} from {queue}; {} left",
                     count.saturating_sub(1)
