@@ -10,6 +10,7 @@ use auth_service::event_store::{self, Cursor, EventFilter};
 use contract::topology::ConsumerQueues;
 use lapin::options::ConfirmSelectOptions;
 use platform::amqp::{self, Outgoing};
+use platform::secret::redact_url;
 use sqlx::PgPool;
 
 /// Events read and published per round trip.
@@ -35,7 +36,7 @@ pub async fn replay_to(
 ) -> Result<Sent, OpsError> {
     let conn = amqp::connect(amqp_url, "portal replay")
         .await
-        .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {amqp_url}: {e}")))?;
+        .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {}: {e}", redact_url(amqp_url))))?;
     let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
     amqp::queue_depth(&ch, queue)
         .await
@@ -127,6 +128,6 @@ pub async fn create_consumer_queues(
     let queues = ConsumerQueues::for_consumer(name);
     amqp::ensure_topology(amqp_url, std::slice::from_ref(&queues))
         .await
-        .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {amqp_url}: {e}")))?;
+        .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {}: {e}", redact_url(amqp_url))))?;
     Ok(queues)
 }

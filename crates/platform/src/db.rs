@@ -1,5 +1,6 @@
 //! PostgreSQL helpers: database creation and pools that fail fast instead of hanging.
 
+use crate::secret::redact_url;
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -11,11 +12,11 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The database name in a connection URL.
 pub fn database_name(url: &str) -> anyhow::Result<String> {
-    let opts =
-        PgConnectOptions::from_str(url).with_context(|| format!("bad database URL {url}"))?;
+    let opts = PgConnectOptions::from_str(url)
+        .with_context(|| format!("bad database URL {}", redact_url(url)))?;
     opts.get_database()
         .map(str::to_owned)
-        .with_context(|| format!("database URL {url} names no database"))
+        .with_context(|| format!("database URL {} names no database", redact_url(url)))
 }
 
 /// Creates the database named in `url` when it does not exist yet (connecting to `postgres` on
@@ -27,7 +28,7 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .disable_statement_logging();
     let mut conn = sqlx::PgConnection::connect_with(&admin)
         .await
-        .with_context(|| format!("cannot reach PostgreSQL for {url}"))?;
+        .with_context(|| format!("cannot reach PostgreSQL for {}", redact_url(url)))?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -67,7 +68,7 @@ pub async fn prepare(
 /// database is down. Connecting is lazy: the service starts even when the database is not up yet.
 pub fn lazy_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let opts = PgConnectOptions::from_str(url)
-        .with_context(|| format!("bad database URL {url}"))?
+        .with_context(|| format!("bad database URL {}", redact_url(url)))?
         .disable_statement_logging();
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)

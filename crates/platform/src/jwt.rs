@@ -8,7 +8,7 @@ use contract::Role;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::KeyPair as _;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use uuid::Uuid;
 
 pub const ISSUER: &str = "auth-service";
@@ -50,7 +50,7 @@ impl KeyDir {
         if self.private_path().exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.0)
+        crate::secret::private_dir(&self.0)
             .with_context(|| format!("cannot create key directory {}", self.0.display()))?;
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
@@ -59,25 +59,15 @@ impl KeyDir {
             .map_err(|_| anyhow::anyhow!("generated Ed25519 key is unreadable"))?;
         let mut spki = ED25519_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(pair.public_key().as_ref());
-        write_secret(&self.private_path(), &pem("PRIVATE KEY", pkcs8.as_ref()))?;
+        crate::secret::write_new_secret(
+            &self.private_path(),
+            pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes(),
+        )?;
         std::fs::write(self.public_path(), pem("PUBLIC KEY", &spki))
             .with_context(|| format!("cannot write {}", self.public_path().display()))?;
         tracing::info!(dir = %self.0.display(), "created JWT signing key pair");
         Ok(())
     }
-}
-
-fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -100,6 +90,7 @@ pub struct JwtSigner {
 impl JwtSigner {
     pub fn from_key_dir(dir: &KeyDir, ttl_seconds: i64) -> anyhow::Result<Self> {
         dir.ensure_key_pair()?;
+        crate::secret::check_private(&dir.private_path())?;
         let pem = std::fs::read(dir.private_path())
             .with_context(|| format!("cannot read {}", dir.private_path().display()))?;
         let key = EncodingKey::from_ed_pem(&pem).context("JWT private key is not Ed25519 PEM")?;

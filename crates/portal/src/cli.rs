@@ -112,28 +112,33 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Settings (environment variable, default)")]
 pub struct Settings {
-    /// auth-service database.
+    /// auth-service database (its value is never shown: it may hold a password).
     #[arg(
         long,
         global = true,
         env = "AUTH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/auth_db"
+        default_value = "postgres://postgres@127.0.0.1:5432/auth_db",
+        hide_env_values = true
     )]
     pub auth_database_url: String,
-    /// user-service database.
+    /// user-service database (its value is never shown: it may hold a password).
     #[arg(
         long,
         global = true,
         env = "USER_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/user_db"
+        default_value = "postgres://postgres@127.0.0.1:5432/user_db",
+        hide_env_values = true
     )]
     pub user_database_url: String,
-    /// RabbitMQ.
+    /// RabbitMQ [default: amqp://guest:***@127.0.0.1:5672/%2f] (its value is never shown: it
+    /// holds a password).
     #[arg(
         long,
         global = true,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        hide_default_value = true
     )]
     pub amqp_url: String,
     /// Where the auth-service listens.

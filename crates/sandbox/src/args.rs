@@ -16,7 +16,8 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub auth_database_url: String,
-    /// RabbitMQ: the broker of this URL (its vhost part is replaced by the run's own).
+    /// RabbitMQ: the broker of this URL (its vhost part is replaced by the run's own)
+    /// [default: amqp://guest:***@127.0.0.1:5672/%2f].
     #[arg(
         long,
         env = "AMQP_URL",

@@ -52,17 +52,7 @@ pub fn with_path(url: &str, path: &str) -> anyhow::Result<String> {
     Ok(parsed.to_string())
 }
 
-/// `url` without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<unparsable URL>".to_owned(),
-    }
-}
+pub use platform::secret::redact_url as redact;
 
 /// The (decoded) user and password of a URL.
 fn credentials(url: &str) -> anyhow::Result<(String, String)> {

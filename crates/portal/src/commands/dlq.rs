@@ -13,6 +13,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, Que
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use platform::amqp::{self, Outgoing, PublishError};
+use platform::secret::redact_url;
 
 /// Where a requeued message goes.
 enum Target {
@@ -42,7 +43,10 @@ async fn open(s: &Settings, queue: &str) -> Result<(Connection, Channel, u32), F
     let conn = platform::amqp::connect(&s.amqp_url, "portal dlq")
         .await
         .map_err(|e| {
-            Failure::unreachable(anyhow!("cannot reach RabbitMQ at {}: {e}", s.amqp_url))
+            Failure::unreachable(anyhow!(
+                "cannot reach RabbitMQ at {}: {e}",
+                redact_url(&s.amqp_url)
+            ))
         })?;
     let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
     let count = amqp::queue_depth(&ch, queue)

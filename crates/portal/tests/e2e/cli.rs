@@ -297,3 +297,80 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
     );
     assert_in_sync(&auth, &users).await;
 }
+
+/// No password given in a URL reaches `--help`, an error message or a log line: an operator's
+/// terminal, a CI log or a support ticket is not where credentials belong.
+#[tokio::test]
+async fn passwords_in_urls_never_reach_help_errors_or_logs() {
+    const SECRET: &str = "t0p-s3cret-pw";
+    let unreachable = |cmd: &mut Command| {
+        cmd.env(
+            "AUTH_DATABASE_URL",
+            format!("postgres://postgres:{SECRET}@127.0.0.1:1/auth_db"),
+        )
+        .env(
+            "USER_DATABASE_URL",
+            format!("postgres://postgres:{SECRET}@127.0.0.1:1/user_db"),
+        )
+        .env("AMQP_URL", format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f"))
+        .env("SEED_ADMIN_PASSWORD", SECRET)
+        .env("PORTAL_PASSWORD", SECRET)
+        .env("RUST_LOG", "debug")
+        .kill_on_drop(true);
+    };
+    let mut outputs = Vec::new();
+    for args in [
+        &["--help"][..],
+        &["up", "--help"],
+        &["users", "list", "--help"],
+        &["verify"],
+        &["reconcile", "--dry-run"],
+        &["dlq", "list"],
+        &["replay", "--to", "user-service.user-events"],
+        &["consumer", "add", "late"],
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portal"));
+        unreachable(cmd.args(args));
+        let (code, out) = run(&mut cmd).await;
+        outputs.push((args.join(" "), code, out));
+    }
+    // A service that cannot reach its database or broker logs its outage; its log must not
+    // carry the URL's password either.
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_portal"));
+    unreachable(relay.arg("relay"));
+    let child = relay
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let relay_out =
+        tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+            .await
+            .map(|o| o.unwrap())
+            .ok();
+    if let Some(o) = relay_out {
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        outputs.push(("relay".into(), o.status.code().unwrap_or(-1), text));
+    }
+    for (what, code, out) in &outputs {
+        assert!(
+            !out.contains(SECRET),
+            "`portal {what}` (exit {code}) shows the password:\n{out}"
+        );
+    }
+    let errors: Vec<_> = outputs
+        .iter()
+        .filter(|(w, ..)| !w.contains("help"))
+        .collect();
+    assert!(
+        errors.iter().any(|(_, code, _)| *code == 2),
+        "the unreachable servers were reported: {errors:?}"
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|(_, _, out)| out.contains("127.0.0.1:1")),
+        "the messages still say where: {outputs:?}"
+    );
+}
