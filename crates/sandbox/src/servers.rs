@@ -83,11 +83,23 @@ pub struct PrivatePostgres {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// Serves TLS with a self-signed certificate (`ssl=on`).
+    tls: bool,
 }
 
 impl PrivatePostgres {
     /// `initdb` and start, on a free port; takes a second or two.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`PrivatePostgres::start`], also serving TLS with a self-signed certificate made
+    /// by `openssl` (clients then connect with `sslmode=require`).
+    pub fn start_with_tls() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Self> {
         let versions = std::fs::read_dir("/usr/lib/postgresql")
             .context("PostgreSQL's binaries are not in /usr/lib/postgresql")?;
         let mut versions: Vec<(u32, PathBuf)> = versions
@@ -107,6 +119,7 @@ impl PrivatePostgres {
             port: free_port()?,
             dir,
             bin,
+            tls,
         };
         let data = server.data_dir();
         run_as(
@@ -115,8 +128,39 @@ impl PrivatePostgres {
             &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
             &[],
         )?;
+        if tls {
+            let (cert, key) = server.tls_files();
+            run_as(
+                Some("postgres"),
+                "openssl",
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &cert,
+                ],
+                &[],
+            )?;
+            // PostgreSQL refuses a key others can read.
+            run_as(Some("postgres"), "chmod", &["600", &key], &[])?;
+        }
         server.pg_ctl_start()?;
         Ok(server)
+    }
+
+    /// The certificate and key of a TLS server.
+    fn tls_files(&self) -> (String, String) {
+        let path = |name: &str| self.dir.join(name).display().to_string();
+        (path("server.crt"), path("server.key"))
     }
 
     fn tool(&self, name: &str) -> String {
@@ -128,11 +172,15 @@ impl PrivatePostgres {
     }
 
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.display()
         );
+        if self.tls {
+            let (cert, key) = self.tls_files();
+            options += &format!(" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}");
+        }
         let log = self.dir.join("log").display().to_string();
         run_as(
             Some("postgres"),

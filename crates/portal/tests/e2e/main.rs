@@ -20,6 +20,7 @@ mod lifecycle;
 mod pipeline;
 mod recovery;
 mod restarts;
+mod tls;
 
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use sqlx::PgPool;
