@@ -4,8 +4,8 @@
 //! and the chaos load all talk to the API through it.
 
 use contract::api::{
-    AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse, ErrorBody,
-    LoginRequest, LoginResponse, Page, RegisterRequest, RoleRequest, UpdateUserRequest,
+    AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse, DirectoryEntry,
+    ErrorBody, LoginRequest, LoginResponse, Page, RegisterRequest, RoleRequest, UpdateUserRequest,
 };
 use contract::UserSnapshot;
 use reqwest::{Method, StatusCode, Url};
@@ -332,11 +332,13 @@ impl ApiClient {
 
     // --- directory (user-service) --------------------------------------------------------
 
-    pub async fn directory(&self, filter: &ListFilter) -> Result<Page<UserSnapshot>> {
+    /// The directory as a colleague sees it (an admin's answer carries more fields, which this
+    /// leaves out; the admin list has them all).
+    pub async fn directory(&self, filter: &ListFilter) -> Result<Page<DirectoryEntry>> {
         self.get(&["api", "v1", "users"], &filter.pairs()).await
     }
 
-    pub async fn directory_user(&self, id: Uuid) -> Result<UserSnapshot> {
+    pub async fn directory_user(&self, id: Uuid) -> Result<DirectoryEntry> {
         self.get(&["api", "v1", "users", &id.to_string()], &[])
             .await
     }

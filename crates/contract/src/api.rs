@@ -3,6 +3,7 @@
 //! read them, so both sides cannot drift apart. A user is always the event payload's
 //! [`UserSnapshot`], with the same field names.
 
+use crate::domain::{Role, UserId};
 use crate::event::UserSnapshot;
 use crate::time::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -24,6 +25,18 @@ pub struct ErrorBody {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: i64,
+}
+
+/// A colleague as the directory shows them to staff who are not admins: who they are and how
+/// to reach them; no email address, account state or version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryEntry {
+    pub user_id: UserId,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Role,
+    pub phone_number: Option<String>,
 }
 
 /// `POST /api/v1/auth/login`.

@@ -78,11 +78,18 @@ pub fn lazy_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
 
 /// True when the error means the database could not be reached (as opposed to a bad query).
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
+    match e {
         sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        // Something accepted the connection and closed it before answering the TLS request
+        // (a proxy or load balancer in front of a database that is down): sqlx reports the
+        // empty answer as a protocol error, but it is an outage like a refused connection.
+        sqlx::Error::Protocol(message) => message.contains("SSLRequest"),
+        _ => false,
+    }
 }

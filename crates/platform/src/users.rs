@@ -4,6 +4,7 @@
 //! parameters and their validation.
 
 use chrono::{DateTime, Utc};
+use contract::api::DirectoryEntry;
 use contract::{Email, Role, UserId, UserSnapshot, ValidationError};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -39,6 +40,23 @@ pub struct CorruptRow {
 }
 
 impl UserRecord {
+    /// True for the staff a colleague may look up: active, and not an admin.
+    pub fn is_colleague(&self) -> bool {
+        self.is_active && self.role != Role::Admin.as_str()
+    }
+
+    /// The row as a colleague sees it: who they are and how to reach them.
+    pub fn colleague(&self) -> Result<DirectoryEntry, CorruptRow> {
+        let snapshot = self.snapshot()?;
+        Ok(DirectoryEntry {
+            user_id: snapshot.user_id,
+            first_name: snapshot.first_name,
+            last_name: snapshot.last_name,
+            role: snapshot.role,
+            phone_number: snapshot.phone_number,
+        })
+    }
+
     /// The row as the contract's snapshot, which is also the API's user JSON.
     pub fn snapshot(&self) -> Result<UserSnapshot, CorruptRow> {
         let corrupt = |problem: String| CorruptRow {
@@ -90,6 +108,9 @@ pub struct ListQuery {
     pub q: Option<String>,
     pub limit: i64,
     pub offset: i64,
+    /// The view a colleague gets (not from the query string; the handler sets it for
+    /// non-admins): active clinical staff only, and `q` matches names, not email addresses.
+    pub colleagues_only: bool,
 }
 
 impl Default for ListQuery {
@@ -100,6 +121,7 @@ impl Default for ListQuery {
             q: None,
             limit: DEFAULT_LIMIT,
             offset: 0,
+            colleagues_only: false,
         }
     }
 }
@@ -158,24 +180,28 @@ impl ListQuery {
             q,
             limit: parse_int("limit", raw.limit.as_deref(), DEFAULT_LIMIT, 1..=MAX_LIMIT)?,
             offset: parse_int("offset", raw.offset.as_deref(), 0, 0..=i64::from(i32::MAX))?,
+            colleagues_only: false,
         })
     }
 
-    /// Binds for [`WHERE_SQL`]: `$1` role, `$2` isActive, `$3` the `ILIKE` pattern.
-    pub fn binds(&self) -> (Option<&'static str>, Option<bool>, Option<String>) {
+    /// Binds for [`WHERE_SQL`]: `$1` role, `$2` isActive, `$3` the `ILIKE` pattern, `$4` the
+    /// colleagues' view.
+    pub fn binds(&self) -> (Option<&'static str>, Option<bool>, Option<String>, bool) {
         (
             self.role.map(Role::as_str),
             self.is_active,
             self.q.as_deref().map(like_pattern),
+            self.colleagues_only,
         )
     }
 }
 
-/// The filter over `users`, with the parameters of [`ListQuery::binds`] as `$1..$3`.
+/// The filter over `users`, with the parameters of [`ListQuery::binds`] as `$1..$4`.
 const WHERE_SQL: &str = "WHERE ($1::text IS NULL OR role = $1) \
        AND ($2::bool IS NULL OR is_active = $2) \
-       AND ($3::text IS NULL OR email ILIKE $3 OR first_name ILIKE $3 OR last_name ILIKE $3 \
-            OR (first_name || ' ' || last_name) ILIKE $3)";
+       AND ($3::text IS NULL OR first_name ILIKE $3 OR last_name ILIKE $3 \
+            OR (first_name || ' ' || last_name) ILIKE $3 OR (NOT $4 AND email ILIKE $3)) \
+       AND (NOT $4 OR (is_active AND role <> 'admin'))";
 
 /// The directory's order: last name, first name, then id so pages are stable.
 const ORDER_SQL: &str = "ORDER BY last_name, first_name, id";
@@ -186,19 +212,21 @@ pub async fn page(
     conn: &mut sqlx::PgConnection,
     query: &ListQuery,
 ) -> Result<(Vec<UserRecord>, i64), sqlx::Error> {
-    let (role, is_active, pattern) = query.binds();
+    let (role, is_active, pattern, colleagues) = query.binds();
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM users {WHERE_SQL}"))
         .bind(role)
         .bind(is_active)
         .bind(pattern.as_deref())
+        .bind(colleagues)
         .fetch_one(&mut *conn)
         .await?;
     let rows = sqlx::query_as(&format!(
-        "SELECT {RECORD_COLUMNS} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $4 OFFSET $5"
+        "SELECT {RECORD_COLUMNS} FROM users {WHERE_SQL} {ORDER_SQL} LIMIT $5 OFFSET $6"
     ))
     .bind(role)
     .bind(is_active)
     .bind(pattern.as_deref())
+    .bind(colleagues)
     .bind(query.limit)
     .bind(query.offset)
     .fetch_all(&mut *conn)

@@ -125,10 +125,20 @@ async fn me(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
 ) -> Result<Json<UserSnapshot>, ApiError> {
-    let user = store::find_by_id(&state.db, claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
+    let user = current_user(&state, claims.sub).await?;
     Ok(Json(user.snapshot()?))
+}
+
+/// The caller's account as `auth_db` holds it now: a token outlives a deactivation by up to its
+/// lifetime, so an account that no longer exists or is inactive is refused here.
+async fn current_user(state: &AppState, id: uuid::Uuid) -> Result<store::UserRow, ApiError> {
+    match store::find_by_id(&state.db, id).await? {
+        None => Err(ApiError::unauthorized(
+            "the account of this token no longer exists",
+        )),
+        Some(user) if !user.is_active => Err(ApiError::unauthorized("this account is deactivated")),
+        Some(user) => Ok(user),
+    }
 }
 
 /// The caller changes their own password; this clears `mustChangePassword` and, like every
@@ -144,10 +154,8 @@ async fn change_password(
             ValidationError::new("newPassword", "must differ from the current password").into(),
         );
     }
-    let user = store::find_by_id(&state.db, claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the account of this token no longer exists"))?;
-    let matches = password::verify(req.current_password, user.password_hash)
+    let user = current_user(&state, claims.sub).await?;
+    let matches = password::verify(req.current_password, user.password_hash.clone())
         .await
         .map_err(ApiError::internal)?;
     if !matches {

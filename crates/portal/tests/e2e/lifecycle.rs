@@ -267,3 +267,41 @@ async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
     sandbox::wait_for_user_version(&sys.user_db, id, final_version, SETTLE).await;
     assert_in_sync(&auth, &sys.user_db).await;
 }
+
+/// A deactivated nurse's token, still unexpired, stops opening the directory within a second
+/// of the deactivation (the user-service refuses a user inactive in its own copy), and the
+/// auth-service refuses it at once (it checks `auth_db`).
+#[tokio::test]
+async fn a_deactivated_users_token_is_refused_by_the_directory_within_a_second() {
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let gw = sys.gateway.url();
+    let admin = sys.admin_token().await;
+    let nurse = auth_common::create_user(&sys.auth_db, "ward.nurse@clinic.test", Role::Nurse).await;
+    let token = auth_common::login(&gw, "ward.nurse@clinic.test", sandbox::TEST_PASSWORD).await;
+    let directory = format!("{gw}/api/v1/users");
+    poll_until(SETTLE, "the nurse's copy in user_db", || async {
+        (get(&directory, Some(&token)).await.0 == 200).then_some(())
+    })
+    .await;
+
+    let (s, b) = send(
+        Method::POST,
+        &format!("{gw}/api/v1/auth/admin/users/{nurse}/deactivate"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = get(&format!("{gw}/api/v1/auth/me"), Some(&token)).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (401, Some("this account is deactivated"))
+    );
+    poll_until(
+        Duration::from_secs(1),
+        "the directory to refuse the deactivated nurse's token",
+        || async { (get(&directory, Some(&token)).await.0 == 401).then_some(()) },
+    )
+    .await;
+}

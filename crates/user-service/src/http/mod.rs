@@ -1,5 +1,6 @@
 //! The user-service's HTTP API: the user directory (bearer token required) and health.
 
+mod caller;
 mod health;
 mod users;
 

@@ -1,13 +1,18 @@
-//! `GET /api/v1/users` (filtered, paged directory) and `GET /api/v1/users/{id}`.
+//! `GET /api/v1/users` (filtered, paged directory) and `GET /api/v1/users/{id}`. Admins see
+//! every user and every field; everyone else sees active clinical staff only, with what a
+//! colleague needs (name, role, phone).
 
+use super::caller::Caller;
 use super::AppState;
 use crate::store;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use contract::api::Page;
-use contract::{UserSnapshot, ValidationError};
-use platform::http::{ApiError, Authenticated, ListParams};
+use contract::ValidationError;
+use platform::http::{ApiError, ListParams};
+use platform::users::UserRecord;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -18,22 +23,41 @@ pub fn router() -> Router<AppState> {
 
 async fn list(
     State(state): State<AppState>,
-    _caller: Authenticated,
-    ListParams(query): ListParams,
-) -> Result<Json<Page<UserSnapshot>>, ApiError> {
-    platform::http::user_page(&state.db, &query).await
+    caller: Caller,
+    ListParams(mut query): ListParams,
+) -> Result<Response, ApiError> {
+    if caller.is_admin() {
+        return Ok(platform::http::user_page(&state.db, &query)
+            .await?
+            .into_response());
+    }
+    query.colleagues_only = true;
+    let mut conn = state.db.acquire().await?;
+    let (rows, total) = platform::users::page(&mut conn, &query).await?;
+    let items = rows
+        .iter()
+        .map(UserRecord::colleague)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(Page { items, total }).into_response())
 }
 
 async fn show(
     State(state): State<AppState>,
-    _caller: Authenticated,
+    caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<UserSnapshot>, ApiError> {
+) -> Result<Response, ApiError> {
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::from(ValidationError::new("id", "must be a UUID")))?;
-    let row = store::find(&state.db, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {id}")))?;
-    Ok(Json(row.snapshot().map_err(ApiError::internal)?))
+    let not_found = || ApiError::not_found(format!("no user {id}"));
+    let row = store::find(&state.db, id).await?.ok_or_else(not_found)?;
+    if caller.is_admin() {
+        return Ok(Json(row.snapshot().map_err(ApiError::internal)?).into_response());
+    }
+    // Staff who are not colleagues (inactive, admins) do not exist for a colleague.
+    if !row.is_colleague() {
+        return Err(not_found());
+    }
+    Ok(Json(row.colleague().map_err(ApiError::internal)?).into_response())
 }

@@ -73,10 +73,16 @@ pub async fn depth(sb: &Sandbox, queue: &str) -> u32 {
         .unwrap_or_else(|e| panic!("depth of {queue}: {e}"))
 }
 
-/// A bearer token for the directory, signed with the sandbox's key as the auth-service would.
+/// A bearer token for the directory, signed with the sandbox's key as the auth-service would,
+/// of a user this copy does not hold (yet).
 pub fn token(sb: &Sandbox, role: Role) -> String {
+    token_for(sb, uuid::Uuid::new_v4(), role)
+}
+
+/// A bearer token of user `id` with `role`, signed with the sandbox's key.
+pub fn token_for(sb: &Sandbox, id: uuid::Uuid, role: Role) -> String {
     JwtSigner::from_key_dir(&sb.key_dir, 600)
-        .and_then(|s| s.sign(uuid::Uuid::new_v4(), "reader@clinic.test", role))
+        .and_then(|s| s.sign(id, "reader@clinic.test", role))
         .expect("sign a token")
 }
 
