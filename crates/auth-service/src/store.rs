@@ -359,6 +359,40 @@ pub async fn change_user(
     Ok(Outcome::Changed(row))
 }
 
+/// Writes a `user.snapshot` repair event of each user's current state, in the caller's
+/// transaction (`portal reconcile`); returns how many. A user given with a version (a copy that
+/// holds a version `auth_db` never wrote: forged or corrupt) first has its `userVersion` moved
+/// past that one — the version fence — so the ordinary rule applies the repair in every copy
+/// and every later change follows it.
+pub async fn write_repairs(
+    tx: &mut Transaction<'_, Postgres>,
+    users: &[(Uuid, Option<i64>)],
+) -> Result<usize, StoreError> {
+    let (fenced, versions): (Vec<Uuid>, Vec<i64>) = users
+        .iter()
+        .filter_map(|(id, v)| v.map(|v| (*id, v)))
+        .unzip();
+    if !fenced.is_empty() {
+        sqlx::query(
+            "UPDATE users AS u SET user_version = f.version + 1 \
+             FROM UNNEST($1::uuid[], $2::int8[]) AS f(id, version) \
+             WHERE u.id = f.id AND f.version >= u.user_version",
+        )
+        .bind(&fenced)
+        .bind(&versions)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let ids: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
+    let rows = find_by_ids(&mut **tx, &ids).await?;
+    let events = rows
+        .iter()
+        .map(|row| Ok(Envelope::new(EventType::Snapshot, row.snapshot()?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    append_events(tx, &events).await?;
+    Ok(events.len())
+}
+
 /// Appends events to the outbox in one statement (the caller's transaction decides when they
 /// become visible to the relay).
 pub async fn append_events(

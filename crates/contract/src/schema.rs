@@ -53,7 +53,9 @@ pub fn summary(t: EventType) -> &'static str {
             "A repair published by `portal reconcile` for a copy found missing or different: the \
              user's current state. Applied when its `userVersion` is greater than or equal to the \
              stored one (every other type needs greater), so a row altered behind the system's \
-             back at the same version is put right."
+             back at the same version is put right. A copy holding a version the producer never \
+             wrote (forged or corrupt, ahead of it) is passed first: the producer moves the \
+             user's `userVersion` beyond it, so this repair and every later event apply."
         }
     }
 }

@@ -9,7 +9,6 @@
 
 use crate::verify::{compare_each, Difference, VerifyError};
 use auth_service::store;
-use contract::{Envelope, EventType};
 use sqlx::PgPool;
 use std::fmt;
 use tokio_util::sync::CancellationToken;
@@ -79,18 +78,19 @@ pub async fn reconcile(
         dry_run: options.dry_run,
         ..Summary::default()
     };
-    let mut to_repair: Vec<Uuid> = Vec::new();
+    // Each user to repair, with the version its copy holds when that is ahead of auth_db.
+    let mut to_repair: Vec<(Uuid, Option<i64>)> = Vec::new();
     let mut extra: Vec<Uuid> = Vec::new();
     summary.checked = compare_each(auth, users, |d| {
         match &d {
             Difference::Missing { .. } => summary.missing += 1,
             Difference::Stale { .. } => summary.stale += 1,
-            Difference::Mismatch { .. } => summary.mismatched += 1,
+            Difference::Ahead { .. } | Difference::Mismatch { .. } => summary.mismatched += 1,
             Difference::Extra { .. } => summary.extra += 1,
         }
         match d {
             Difference::Extra { id, .. } => extra.push(id),
-            other => to_repair.push(other.id()),
+            other => to_repair.push((other.id(), other.version_to_pass())),
         }
     })
     .await?;
@@ -99,14 +99,9 @@ pub async fn reconcile(
     }
     for chunk in to_repair.chunks(REPAIR_CHUNK) {
         let mut tx = auth.begin().await.map_err(store::StoreError::from)?;
-        let rows = store::find_by_ids(&mut *tx, chunk).await?;
-        let events = rows
-            .iter()
-            .map(|row| Ok(Envelope::new(EventType::Snapshot, row.snapshot()?)))
-            .collect::<Result<Vec<_>, store::StoreError>>()?;
-        store::append_events(&mut tx, &events).await?;
+        let written = store::write_repairs(&mut tx, chunk).await?;
         tx.commit().await.map_err(store::StoreError::from)?;
-        summary.repaired += events.len() as u64;
+        summary.repaired += written as u64;
     }
     if options.delete_extra && !extra.is_empty() {
         let done = sqlx::query("DELETE FROM users WHERE id = ANY($1)")

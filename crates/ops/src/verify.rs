@@ -25,6 +25,15 @@ pub enum Difference {
         auth_version: Option<i64>,
         user_version: Option<i64>,
     },
+    /// `user_db` holds a version `auth_db` never wrote (forged or corrupt): greater than the
+    /// authority's. Counted with the mismatches; the ordinary rule would keep it forever, so its
+    /// repair moves `auth_db`'s version past it first.
+    Ahead {
+        id: Uuid,
+        email: String,
+        auth_version: Option<i64>,
+        user_version: Option<i64>,
+    },
     /// Same version, different value (changed behind the system's back).
     Mismatch {
         id: Uuid,
@@ -41,7 +50,16 @@ impl Difference {
             Difference::Missing { id, .. }
             | Difference::Extra { id, .. }
             | Difference::Stale { id, .. }
+            | Difference::Ahead { id, .. }
             | Difference::Mismatch { id, .. } => *id,
+        }
+    }
+
+    /// The version `user_db` holds when it is ahead of `auth_db`: what a repair must pass.
+    pub fn version_to_pass(&self) -> Option<i64> {
+        match self {
+            Difference::Ahead { user_version, .. } => *user_version,
+            _ => None,
         }
     }
 }
@@ -64,6 +82,17 @@ impl fmt::Display for Difference {
             } => write!(
                 f,
                 "stale    {id} {email}: user_db has version {}, auth_db has {}",
+                v(user_version),
+                v(auth_version)
+            ),
+            Difference::Ahead {
+                id,
+                email,
+                auth_version,
+                user_version,
+            } => write!(
+                f,
+                "ahead    {id} {email}: user_db has version {}, auth_db only {}",
                 v(user_version),
                 v(auth_version)
             ),
@@ -119,7 +148,7 @@ impl Report {
             Difference::Missing { .. } => self.missing += 1,
             Difference::Extra { .. } => self.extra += 1,
             Difference::Stale { .. } => self.stale += 1,
-            Difference::Mismatch { .. } => self.mismatched += 1,
+            Difference::Ahead { .. } | Difference::Mismatch { .. } => self.mismatched += 1,
         }
         if self.listed.len() < max_listed {
             self.listed.push(d);
@@ -175,6 +204,16 @@ fn first_mismatch(a: &UserRecord, u: &UserRecord) -> Option<(&'static str, Strin
 }
 
 fn compare_pair(a: &UserRecord, u: &UserRecord) -> Option<Difference> {
+    if let (Some(av), Some(uv)) = (a.user_version, u.user_version) {
+        if uv > av {
+            return Some(Difference::Ahead {
+                id: a.id,
+                email: a.email.clone(),
+                auth_version: a.user_version,
+                user_version: u.user_version,
+            });
+        }
+    }
     let older = match (a.user_version, u.user_version) {
         (Some(av), Some(uv)) => uv < av,
         (Some(_), None) => true,
@@ -293,6 +332,10 @@ mod tests {
         assert!(matches!(
             compare_pair(&user(3), &user(2)),
             Some(Difference::Stale { .. })
+        ));
+        assert!(matches!(
+            compare_pair(&user(3), &user(9_000_000_000)),
+            Some(Difference::Ahead { .. })
         ));
         let mut changed = user(3);
         changed.role = "nurse".into();

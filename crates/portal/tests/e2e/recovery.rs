@@ -288,3 +288,51 @@ async fn each_user_has_an_audit_trail_oldest_first() {
         "{out}"
     );
 }
+
+/// A copy holding a version `auth_db` never wrote (forged, or restored from a corrupt backup)
+/// would pin the row forever under the ordinary rule; `verify` reports it as ahead, and
+/// `reconcile` repairs it by moving `auth_db`'s version past it (the version fence).
+#[tokio::test]
+async fn a_copy_forged_ahead_of_auth_db_is_reported_and_really_repaired() {
+    let sb = Sandbox::for_test().await;
+    let (_auth, _users) = start_services(&sb).await;
+    let (auth, users) = pools(&sb).await;
+    let forged = auth_common::create_user(&auth, "forged@clinic.test", Role::Doctor).await;
+    let untouched = auth_common::create_user(&auth, "fine@clinic.test", Role::Nurse).await;
+    eventually_in_sync(&auth, &users).await;
+
+    sqlx::query("UPDATE users SET user_version = 9000000000, role = 'admin' WHERE id = $1")
+        .bind(forged)
+        .execute(&users)
+        .await
+        .unwrap();
+    let (code, out) = verify_exit(&sb).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("ahead    {forged}")), "{out}");
+    reconcile_and_resync(&sb, &auth, &users, "mismatched 1, extra 0, repaired 1").await;
+    let version = |pool: PgPool, id: Uuid| async move {
+        sqlx::query_scalar::<_, i64>("SELECT user_version FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(version(auth.clone(), forged).await, 9_000_000_001, "fenced");
+    assert_eq!(version(users.clone(), forged).await, 9_000_000_001);
+    assert_eq!(
+        version(auth.clone(), untouched).await,
+        1,
+        "only the forged user moved"
+    );
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+        .bind(forged)
+        .fetch_one(&users)
+        .await
+        .unwrap();
+    assert_eq!(role, "doctor");
+
+    // Later changes follow the fence and apply as usual.
+    change_role(&auth, forged, Role::Consultant).await;
+    eventually_in_sync(&auth, &users).await;
+    assert_eq!(version(users, forged).await, 9_000_000_002);
+}
