@@ -55,6 +55,8 @@ pub enum RelayError {
 pub struct Relay {
     pool: PgPool,
     amqp_url: String,
+    /// The broker user the relay publishes as: every event's `user_id`.
+    publisher: String,
     config: RelayConfig,
     broker_up: Arc<AtomicBool>,
 }
@@ -63,6 +65,7 @@ impl Relay {
     pub fn new(pool: PgPool, amqp_url: String, config: RelayConfig) -> Self {
         Self {
             pool,
+            publisher: amqp::broker_user(&amqp_url),
             amqp_url,
             config,
             broker_up: Arc::new(AtomicBool::new(false)),
@@ -105,7 +108,14 @@ impl Relay {
                 if listener.is_none() {
                     listener = listen(&self.pool).await.ok();
                 }
-                match publish_batch(&self.pool, &channel, self.config.batch_size).await {
+                match publish_batch(
+                    &self.pool,
+                    &channel,
+                    self.config.batch_size,
+                    &self.publisher,
+                )
+                .await
+                {
                     Ok(n) => {
                         database.recovered();
                         backoff.reset();
@@ -218,6 +228,7 @@ pub async fn publish_batch(
     pool: &PgPool,
     channel: &Channel,
     batch_size: i64,
+    publisher: &str,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<PendingEvent> = sqlx::query_as(
@@ -238,7 +249,11 @@ pub async fn publish_batch(
             exchange: topology::EXCHANGE,
             routing_key: &row.event_type,
             body: row.body.as_bytes(),
-            properties: amqp::event_properties(&row.event_id.to_string(), &row.event_type),
+            properties: amqp::event_properties(
+                &row.event_id.to_string(),
+                &row.event_type,
+                publisher,
+            ),
         })
         .collect();
     let published = amqp::publish_confirmed(channel, messages).await;

@@ -14,6 +14,11 @@ use serde_json::json;
 
 mod common;
 
+/// The broker user this test publishes as (the sandbox's).
+fn publisher(sb: &Sandbox) -> String {
+    platform::amqp::broker_user(&sb.amqp_url)
+}
+
 /// Rows one relay step claims at most (the service's default).
 const BATCH: i64 = 500;
 
@@ -56,7 +61,12 @@ async fn the_published_envelope_matches_the_contract_field_by_field() {
     .await;
     assert_eq!(status, 201, "{created}");
     let pool = common::pool(&sb).await;
-    assert_eq!(publish_batch(&pool, &ch, BATCH).await.unwrap(), 1);
+    assert_eq!(
+        publish_batch(&pool, &ch, BATCH, &publisher(&sb))
+            .await
+            .unwrap(),
+        1
+    );
 
     let delivery = ch
         .basic_get(q.name().as_str(), BasicGetOptions { no_ack: true })
@@ -70,6 +80,11 @@ async fn the_published_envelope_matches_the_contract_field_by_field() {
     assert_eq!(
         props.content_type().as_ref().map(|c| c.as_str()),
         Some("application/json")
+    );
+    assert_eq!(
+        props.user_id().as_ref().map(|u| u.as_str()),
+        Some(publisher(&sb).as_str()),
+        "named by the broker user that published it, which the broker checked"
     );
 
     let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
@@ -155,7 +170,12 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
     // topology (the consumer's queue included) once.
     let (conn, ch) = open_channel(&sb.amqp_url).await.unwrap();
     common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
-    assert_eq!(publish_batch(&auth, &ch, BATCH).await.unwrap(), 1);
+    assert_eq!(
+        publish_batch(&auth, &ch, BATCH, &publisher(&sb))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(common::unpublished(&auth).await, 0);
     let queue =
         contract::topology::ConsumerQueues::for_consumer(contract::topology::USER_SERVICE).main;
@@ -170,7 +190,12 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
     // Someone deletes the consumer's queue: nothing is bound to user.# any more.
     ch.queue_delete(&queue, Default::default()).await.unwrap();
     common::create_user(&auth, "orphan@clinic.test", Role::Doctor).await;
-    assert_eq!(publish_batch(&auth, &ch, BATCH).await.unwrap(), 1);
+    assert_eq!(
+        publish_batch(&auth, &ch, BATCH, &publisher(&sb))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         platform::amqp::ready_messages(&sb.amqp_url, UNROUTED_QUEUE)
             .await

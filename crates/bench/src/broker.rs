@@ -117,7 +117,11 @@ pub async fn ceiling(
 
     let cpu_before = profile::snapshot(&[]);
     let started = Instant::now();
-    let properties = amqp::event_properties(&uuid::Uuid::nil().to_string(), "user.created");
+    let properties = amqp::event_properties(
+        &uuid::Uuid::nil().to_string(),
+        "user.created",
+        &amqp::broker_user(&env.sandbox.amqp_url),
+    );
     let message = || Outgoing {
         exchange: EXCHANGE,
         routing_key: "user.created",

@@ -109,6 +109,8 @@ async fn publish(amqp_url: &str, range: std::ops::Range<u64>) -> anyhow::Result<
         let queue = ConsumerQueues::for_consumer(USER_SERVICE).main;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        // Named as the run's broker user, a trusted publisher: these must fail on their content.
+        let publisher = amqp::broker_user(amqp_url);
         let bodies: Vec<(u64, Vec<u8>)> = range.map(|n| (n, body(n))).collect();
         let messages: Vec<_> = bodies
             .iter()
@@ -116,7 +118,7 @@ async fn publish(amqp_url: &str, range: std::ops::Range<u64>) -> anyhow::Result<
                 exchange: "",
                 routing_key: &queue,
                 body,
-                properties: amqp::persistent()
+                properties: amqp::persistent(&publisher)
                     .with_content_type(ShortString::from(contract::wire::CONTENT_TYPE))
                     .with_message_id(ShortString::from(format!("{ID_PREFIX}{n}"))),
             })

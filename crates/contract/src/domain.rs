@@ -74,7 +74,12 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let email = raw.trim().to_lowercase();
         let invalid = || ValidationError::new("email", "must be a valid email address");
-        if email.is_empty() || email.len() > 254 || email.chars().any(|c| c.is_whitespace()) {
+        if email.is_empty()
+            || email.len() > 254
+            || email
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c))
+        {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -170,12 +175,25 @@ impl PersonName {
                 "must not contain control characters",
             ));
         }
+        if name.chars().any(is_bidi_control) {
+            return Err(ValidationError::new(
+                field,
+                "must not contain bidirectional override characters",
+            ));
+        }
         Ok(Self(name.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The Unicode characters that reorder the text around them (embeddings, overrides and
+/// isolates, U+202A–U+202E and U+2066–U+2069): in a name they make what a colleague reads differ
+/// from what is stored ("Trojan Source").
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A phone number: an optional leading `+`, then 5 to 20 digits, spaces, dashes or brackets.
@@ -269,7 +287,17 @@ mod tests {
             Ok("dr.moyo@clinic.co.zw".to_owned())
         );
         for bad in [
-            "", "a", "a@b", "@b.c", "a@.c", "a@b.", "a b@c.d", "a@b@c.d", "a@b..c",
+            "",
+            "a",
+            "a@b",
+            "@b.c",
+            "a@.c",
+            "a@b.",
+            "a b@c.d",
+            "a@b@c.d",
+            "a@b..c",
+            "a\u{0}@b.c",
+            "a\u{202E}@b.c",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be rejected");
         }
@@ -302,5 +330,7 @@ mod tests {
             Err("lastName")
         );
         assert!(PersonName::parse("firstName", &"x".repeat(101)).is_err());
+        assert!(PersonName::parse("firstName", "Tendai\u{202E}omyM").is_err());
+        assert!(PersonName::parse("lastName", "Ab\u{2067}c").is_err());
     }
 }

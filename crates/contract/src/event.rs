@@ -3,7 +3,7 @@
 //! Every event carries the user's full current snapshot plus `userVersion`, so a consumer needs
 //! one rule for all types: apply the snapshot if its version is newer than what it holds.
 
-use crate::domain::{Email, Role, UserId};
+use crate::domain::{Email, PersonName, PhoneNumber, Role, UserId, ValidationError};
 use crate::time::Timestamp;
 use schemars::gen::SchemaGenerator;
 use schemars::schema::{InstanceType, Metadata, Schema, SchemaObject};
@@ -20,9 +20,10 @@ pub const SUPPORTED_MAJOR: &str = "1";
 /// Bodies above this size are dead-lettered unread (a user snapshot is well under 2 KiB).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Every value a consumer may put in the `x-error-reason` header of a dead letter: the
-/// [`DecodeError::reason`]s plus `retries-exhausted` (a valid event that kept failing to apply).
-/// Published in the AsyncAPI document, so operators' tools can rely on the list.
-pub const DEAD_LETTER_REASONS: [&str; 7] = [
+/// [`DecodeError::reason`]s, `retries-exhausted` (a valid event that kept failing to apply) and
+/// [`UNTRUSTED_PUBLISHER`]. Published in the AsyncAPI document, so operators' tools can rely on
+/// the list.
+pub const DEAD_LETTER_REASONS: [&str; 8] = [
     "not-utf8",
     "not-json",
     "unknown-event-type",
@@ -30,7 +31,12 @@ pub const DEAD_LETTER_REASONS: [&str; 7] = [
     "invalid-payload",
     "too-large",
     "retries-exhausted",
+    UNTRUSTED_PUBLISHER,
 ];
+
+/// The dead-letter reason of a message whose AMQP `user_id` is not a trusted publisher's
+/// (see [`crate::wire::SYSTEM_PUBLISHERS`]); it is not read at all.
+pub const UNTRUSTED_PUBLISHER: &str = "untrusted-publisher";
 
 /// The kinds of user event; the wire name is also the routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -221,10 +227,30 @@ pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
     match serde_json::from_str::<Envelope>(text) {
         Ok(envelope) => {
             check_version(&envelope.version)?;
+            check_payload(&envelope.payload)?;
             Ok(envelope)
         }
         Err(typed_error) => Err(diagnose(text, typed_error)),
     }
+}
+
+/// The payload as strictly as the HTTP API checks the same fields: names, phone number and
+/// version (the email is checked by its type). A consumer stores what passes, and shows it to
+/// people.
+fn check_payload(p: &UserSnapshot) -> Result<(), DecodeError> {
+    let invalid = |e: ValidationError| DecodeError::InvalidPayload(format!("payload.{e}"));
+    PersonName::parse("firstName", &p.first_name).map_err(invalid)?;
+    PersonName::parse("lastName", &p.last_name).map_err(invalid)?;
+    if let Some(phone) = &p.phone_number {
+        PhoneNumber::parse(phone).map_err(invalid)?;
+    }
+    if p.user_version.is_some_and(|v| v < 1) {
+        return Err(invalid(ValidationError::new(
+            "userVersion",
+            "must be 1 or more",
+        )));
+    }
+    Ok(())
 }
 
 fn check_version(version: &str) -> Result<(), DecodeError> {
@@ -322,7 +348,14 @@ mod tests {
             "unsupported-version"
         );
 
-        for (field, value) in [("email", json!("nope")), ("role", json!("wizard"))] {
+        for (field, value) in [
+            ("email", json!("nope")),
+            ("role", json!("wizard")),
+            ("firstName", json!("")),
+            ("lastName", json!("Moyo\u{202E}evil")),
+            ("phoneNumber", json!("call me")),
+            ("userVersion", json!(0)),
+        ] {
             let mut v = legacy_created();
             v["payload"][field] = value;
             assert_eq!(
@@ -362,6 +395,7 @@ mod tests {
         }
         let mut reasons: Vec<&str> = one_of_each.iter().map(DecodeError::reason).collect();
         reasons.push("retries-exhausted");
+        reasons.push("untrusted-publisher");
         reasons.sort_unstable();
         let mut published = DEAD_LETTER_REASONS.to_vec();
         published.sort_unstable();

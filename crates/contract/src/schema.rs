@@ -159,7 +159,9 @@ pub fn asyncapi() -> Value {
                 "title": format!("auth-service publishes {}", t.as_str()),
                 "description": "The auth-service's outbox relay publishes each event after the \
                     transaction that recorded it commits: persistent, mandatory, with publisher \
-                    confirms, `message-id` = eventId, `type` = eventType.",
+                    confirms, `message-id` = eventId, `type` = eventType, `user-id` = the broker \
+                    user that publishes (checked by RabbitMQ; consumers apply only trusted \
+                    publishers' events and dead-letter the rest as untrusted-publisher).",
                 "channel": {"$ref": format!("#/channels/{id}")},
                 "messages": [{"$ref": format!("#/channels/{id}/messages/{id}")}],
                 "tags": [{"name": "auth-service"}],
@@ -426,6 +428,14 @@ fn failure_headers(dead: bool) -> Value {
         json!({"type": "string", "description": "The latest failure."}),
     );
     add(
+        header::ORIGINAL_USER_ID,
+        json!({
+            "type": "string",
+            "description": "The AMQP user_id the message was first published with (the copy \
+                carries the consumer's own); absent when it had none.",
+        }),
+    );
+    add(
         header::RETRY_COUNT,
         json!({
             "type": "integer",
@@ -447,7 +457,8 @@ fn failure_headers(dead: bool) -> Value {
                 "enum": DEAD_LETTER_REASONS,
                 "description": "Why it can never be applied: a body that is not UTF-8, not JSON, of an \
                     unknown eventType, of a major version this consumer does not know, with an invalid \
-                    payload, over 256 KiB, or a valid event that failed on every retry.",
+                    payload, over 256 KiB, a valid event that failed on every retry, or a message \
+                    whose AMQP user_id is not a trusted publisher's (not read at all).",
             }),
         );
         add(

@@ -40,6 +40,17 @@ impl EventProperties {
     }
 }
 
+/// The broker users whose events every consumer trusts: the outbox relay and the operator's
+/// tools (`portal replay`, `portal dlq requeue`). Trust rests on the AMQP `user_id` property,
+/// which RabbitMQ checks against the publishing connection's user, so no one can claim another
+/// user's name. A consumer also trusts its own user (the copies it sends through its retry
+/// queues come back with it) and any name in `TRUSTED_PUBLISHERS`.
+pub const SYSTEM_PUBLISHERS: [&str; 2] = [RELAY_USER, OPERATOR_USER];
+/// The broker user of the outbox relay.
+pub const RELAY_USER: &str = "portal-relay";
+/// The broker user of the operator's tools.
+pub const OPERATOR_USER: &str = "portal-operator";
+
 /// Headers a consumer adds to a message it sets aside. The message's own headers stay.
 pub mod header {
     /// Why a dead letter can never be applied: one of [`crate::DEAD_LETTER_REASONS`].
@@ -58,6 +69,9 @@ pub mod header {
     pub const LAST_ERROR: &str = "x-last-error";
     /// How many attempts failed; set once the message has been through a retry queue.
     pub const RETRY_COUNT: &str = "x-retry-count";
+    /// The `user_id` the message was first published with: the consumer's copy carries its own
+    /// (RabbitMQ allows no other), so who first published it is kept here.
+    pub const ORIGINAL_USER_ID: &str = "x-original-user-id";
 
     /// Dropped when an operator requeues a dead letter, so it starts over with a fresh retry
     /// budget; where it first came from and when it first failed stay.

@@ -44,6 +44,8 @@ pub async fn replay_to(
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| anyhow!(e))?;
+    // The operator vouches for what it replays: the events carry its broker user.
+    let publisher = amqp::broker_user(amqp_url);
     let mut sent = Sent::default();
     let mut cursor = Cursor::START;
     let mut held_since: Option<std::time::Instant> = None;
@@ -88,7 +90,11 @@ pub async fn replay_to(
                 exchange: "",
                 routing_key: queue,
                 body: event.body.as_bytes(),
-                properties: amqp::event_properties(&event.event_id.to_string(), &event.event_type),
+                properties: amqp::event_properties(
+                    &event.event_id.to_string(),
+                    &event.event_type,
+                    &publisher,
+                ),
             })
             .collect();
         amqp::publish_confirmed(&ch, messages)

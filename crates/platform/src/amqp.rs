@@ -101,8 +101,23 @@ pub async fn ensure_topology(url: &str, consumers: &[ConsumerQueues]) -> Result<
     Ok(())
 }
 
-/// The AMQP properties of an event, from the contract's [`EventProperties`].
-pub fn event_properties(event_id: &str, event_type: &str) -> BasicProperties {
+/// The broker user `url` logs in as (decoded); `guest`, RabbitMQ's default, when it names none.
+/// It is what the broker checks a message's `user_id` against.
+pub fn broker_user(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| {
+            percent_encoding::percent_decode_str(u.username())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(|| "guest".to_owned())
+}
+
+/// The AMQP properties of an event, from the contract's [`EventProperties`], published by the
+/// broker user `publisher` (the `user_id` consumers trust, which the broker checks).
+pub fn event_properties(event_id: &str, event_type: &str, publisher: &str) -> BasicProperties {
     let p = EventProperties::new(event_id, event_type);
     BasicProperties::default()
         .with_delivery_mode(p.delivery_mode)
@@ -110,12 +125,20 @@ pub fn event_properties(event_id: &str, event_type: &str) -> BasicProperties {
         .with_message_id(ShortString::from(p.message_id))
         .with_type(ShortString::from(p.kind))
         .with_app_id(ShortString::from(p.app_id))
+        .with_user_id(ShortString::from(publisher))
 }
 
-/// Persistent properties without anything else: for bodies that are not events of ours (tests,
-/// malformed messages).
-pub fn persistent() -> BasicProperties {
-    BasicProperties::default().with_delivery_mode(contract::wire::PERSISTENT)
+/// Persistent properties naming the broker user `publisher` as `user_id`: for bodies that are
+/// not events of ours (tests, malformed messages).
+pub fn persistent(publisher: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(contract::wire::PERSISTENT)
+        .with_user_id(ShortString::from(publisher))
+}
+
+/// The `user_id` a message was published with, if any.
+pub fn publisher_of(properties: &BasicProperties) -> Option<String> {
+    properties.user_id().as_ref().map(|u| u.to_string())
 }
 
 /// One message to publish.

@@ -12,6 +12,7 @@
 //! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
 //!   health answers and serving until shutdown.
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
+//! - [`rabbit_admin`]: the RabbitMQ management API (users, permissions, vhosts, connections).
 //! - [`secret`]: URLs without passwords for messages; owner-only files and directories.
 //! - [`service`]: the `Service` trait every service's `Application` implements.
 //! - [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
@@ -25,6 +26,7 @@ pub mod duration;
 pub mod exit;
 pub mod http;
 pub mod jwt;
+pub mod rabbit_admin;
 pub mod secret;
 pub mod service;
 pub mod shutdown;

@@ -189,6 +189,11 @@ pub struct Settings {
     /// Messages the consumer holds unacked and applies per transaction (1 = naive).
     #[arg(long, global = true, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_prefetch: u16,
+    /// Broker users whose events consumers apply besides the system's own publishers
+    /// (portal-relay, portal-operator), comma-separated: e.g. a legacy producer during a
+    /// migration, which must then set the AMQP user_id property.
+    #[arg(long, global = true, env = "TRUSTED_PUBLISHERS", value_delimiter = ',')]
+    pub trusted_publishers: Vec<String>,
     /// Keep published events this many days in the event store [default: keep everything].
     #[arg(long, global = true, env = "EVENT_RETENTION_DAYS")]
     pub event_retention_days: Option<u32>,

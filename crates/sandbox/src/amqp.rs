@@ -15,13 +15,15 @@ pub async fn publish_to_queue(
     let result = async {
         let ch = conn.create_channel().await?;
         ch.confirm_select(Default::default()).await?;
+        // As the broker user of the URL, named in `user_id` like every trusted publisher does.
+        let publisher = amqp::broker_user(amqp_url);
         let messages = bodies
             .iter()
             .map(|body| Outgoing {
                 exchange: "",
                 routing_key: queue,
                 body,
-                properties: amqp::persistent(),
+                properties: amqp::persistent(&publisher),
             })
             .collect();
         amqp::publish_confirmed(&ch, messages)

@@ -8,7 +8,6 @@
 //! - [`process`]: services as child processes of the `portal` binary on free ports, with
 //!   readiness checks, logs, SIGTERM / SIGKILL and peak memory.
 //! - [`in_process`]: a service running inside the test process, stopped like SIGTERM does.
-//! - [`management`]: the RabbitMQ management API (vhosts, closing connections, queue totals).
 //! - [`servers`]: a private PostgreSQL server and a private RabbitMQ node, for tests that stop,
 //!   kill or restart a server.
 //! - [`proxy`]: a TCP proxy whose link can be cut and restored.
@@ -26,7 +25,6 @@ pub mod db;
 pub mod events;
 pub mod http;
 pub mod in_process;
-pub mod management;
 pub mod poll;
 pub mod process;
 pub mod proxy;
@@ -36,6 +34,8 @@ pub mod world;
 pub use api_client::ApiClient;
 pub use args::ServerArgs;
 pub use in_process::Running;
+/// The RabbitMQ management API client (production code: the least-privilege setup uses it).
+pub use platform::rabbit_admin as management;
 pub use poll::{poll_until, wait_for_user_version, SETTLE};
 pub use world::{Sandbox, Servers};
 

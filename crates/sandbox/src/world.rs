@@ -4,9 +4,9 @@
 //! and the logs of child processes. [`Sandbox::cleanup`] drops and deletes all of it; a sandbox
 //! dropped without a cleanup (a failed assertion, a panic) cleans up on a helper thread.
 
-use crate::management::Management;
 use anyhow::{anyhow, Context};
 use platform::jwt::KeyDir;
+use platform::rabbit_admin::Management;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -88,9 +88,19 @@ pub struct Sandbox {
     pub dir: PathBuf,
     pub key_dir: KeyDir,
     servers: Servers,
-    /// Every database name handed out, dropped at cleanup.
-    databases: Mutex<BTreeSet<String>>,
+    /// What this sandbox made on the shared servers, removed at cleanup.
+    owned: Mutex<Owned>,
     cleaned: bool,
+}
+
+/// Names a sandbox made on the shared servers. Databases live in one server, but PostgreSQL
+/// roles and RabbitMQ users are server-wide, so each is named after the sandbox and removed with
+/// it.
+#[derive(Debug, Clone, Default)]
+struct Owned {
+    databases: BTreeSet<String>,
+    pg_roles: BTreeSet<String>,
+    broker_users: BTreeSet<String>,
 }
 
 /// A short random id (hex), for names.
@@ -126,7 +136,7 @@ impl Sandbox {
             dir,
             key_dir,
             servers,
-            databases: Mutex::new(BTreeSet::new()),
+            owned: Mutex::new(Owned::default()),
             cleaned: false,
         })
     }
@@ -145,11 +155,48 @@ impl Sandbox {
     /// migrates it, or by [`Sandbox::recreate_database`]); dropped at cleanup.
     pub fn database_url(&self, name: &str) -> String {
         let db = format!("{}_{name}", self.base);
-        self.databases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(db.clone());
+        self.owned().databases.insert(db.clone());
         with_path(&self.servers.postgres, &db).unwrap_or_default()
+    }
+
+    fn owned(&self) -> std::sync::MutexGuard<'_, Owned> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A PostgreSQL role name of this sandbox, `<base>_<name>`, dropped at cleanup (roles are
+    /// server-wide, so every run's must differ).
+    pub fn pg_role(&self, name: &str) -> String {
+        let role = format!("{}_{name}", self.base);
+        self.owned().pg_roles.insert(role.clone());
+        role
+    }
+
+    /// A RabbitMQ user name of this sandbox, `<vhost>-<name>`, deleted at cleanup (users are
+    /// broker-wide, so every run's must differ).
+    pub fn broker_user(&self, name: &str) -> String {
+        let user = format!("{}-{name}", self.vhost);
+        self.owned().broker_users.insert(user.clone());
+        user
+    }
+
+    /// A RabbitMQ user of this sandbox with every permission on its vhost; returns its name and
+    /// the broker URL that logs in as it.
+    pub async fn extra_broker_user(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let user = self.broker_user(name);
+        let password = random_id(24);
+        self.management.put_user(&user, &password).await?;
+        self.management
+            .set_permissions(
+                &self.vhost,
+                &user,
+                &platform::rabbit_admin::Permissions::all(),
+            )
+            .await?;
+        let mut url = Url::parse(&self.amqp_url).context("the sandbox's AMQP URL")?;
+        url.set_username(&user)
+            .and_then(|()| url.set_password(Some(&password)))
+            .map_err(|()| anyhow!("cannot put credentials in the AMQP URL"))?;
+        Ok((user, url.to_string()))
     }
 
     /// The server's `postgres` database, from where databases are created and dropped and
@@ -181,25 +228,15 @@ impl Sandbox {
     /// failed run keeps its logs). Returns what could not be removed.
     pub async fn cleanup(&mut self, keep_dir: bool) -> Vec<String> {
         self.cleaned = true;
-        let databases = self.database_names();
+        let owned = self.owned().clone();
         cleanup(
             &self.admin_database_url(),
-            &databases,
+            &owned,
             &self.management,
             &self.vhost,
             (!keep_dir).then_some(&self.dir),
         )
         .await
-    }
-
-    /// Every database name handed out so far.
-    fn database_names(&self) -> Vec<String> {
-        self.databases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
     }
 
     /// Leaves everything in place (`--keep`): nothing is removed, on drop either.
@@ -218,7 +255,7 @@ async fn drop_database(admin: &sqlx::PgPool, db: &str) -> anyhow::Result<()> {
 
 async fn cleanup(
     admin_url: &str,
-    databases: &[String],
+    owned: &Owned,
     management: &Management,
     vhost: &str,
     dir: Option<&PathBuf>,
@@ -226,9 +263,16 @@ async fn cleanup(
     let mut problems = Vec::new();
     match platform::db::lazy_pool(admin_url, 1) {
         Ok(admin) => {
-            for db in databases {
+            for db in &owned.databases {
                 if let Err(e) = drop_database(&admin, db).await {
                     problems.push(format!("{e:#}"));
+                }
+            }
+            // After the databases: a role that owns nothing else can go.
+            for role in &owned.pg_roles {
+                let drop = format!("DROP ROLE IF EXISTS \"{role}\"");
+                if let Err(e) = sqlx::query(&drop).execute(&admin).await {
+                    problems.push(format!("role {role}: {e}"));
                 }
             }
             admin.close().await;
@@ -237,6 +281,11 @@ async fn cleanup(
     }
     if let Err(e) = management.delete_vhost(vhost).await {
         problems.push(format!("vhost {vhost}: {e:#}"));
+    }
+    for user in &owned.broker_users {
+        if let Err(e) = management.delete_user(user).await {
+            problems.push(format!("broker user {user}: {e:#}"));
+        }
     }
     if let Some(dir) = dir {
         if let Err(e) = std::fs::remove_dir_all(dir) {
@@ -257,7 +306,7 @@ impl Drop for Sandbox {
         // runtime of its own (and a management client of its own: a client's pooled
         // connections belong to the runtime that opened them).
         let admin_url = self.admin_database_url();
-        let databases = self.database_names();
+        let owned = self.owned().clone();
         let vhost = self.vhost.clone();
         let dir = self.dir.clone();
         let Ok(management) = self.management.fresh() else {
@@ -268,13 +317,7 @@ impl Drop for Sandbox {
                 .enable_all()
                 .build()
             {
-                rt.block_on(cleanup(
-                    &admin_url,
-                    &databases,
-                    &management,
-                    &vhost,
-                    Some(&dir),
-                ));
+                rt.block_on(cleanup(&admin_url, &owned, &management, &vhost, Some(&dir)));
             }
         });
         let _ = done.join();

@@ -1,8 +1,9 @@
 //! The event consumer: RabbitMQ → `user_db`.
 //!
 //! It takes whatever the prefetch window holds right now (never waiting for a batch to fill, so
-//! a lone event is applied at once), decodes each message, sends the ones that can never succeed
-//! to the dead-letter queue with the reason in headers, applies the rest in ONE transaction with
+//! a lone event is applied at once), sets aside unread any message whose AMQP `user_id` is not a
+//! trusted publisher's, decodes the rest, sends the ones that can never succeed to the
+//! dead-letter queue with the reason in headers, applies the rest in ONE transaction with
 //! one conditional multi-row upsert, and only after the commit acks everything up to the last
 //! delivery. With `prefetch = 1` the same code is the naive one-transaction-per-message consumer.
 //!
@@ -12,7 +13,7 @@
 
 use crate::store;
 use contract::topology::{self, ConsumerQueues};
-use contract::wire::header;
+use contract::wire::{self, header};
 use contract::{event, Envelope, Timestamp};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -25,6 +26,7 @@ use platform::amqp::{self, Outgoing, PublishError};
 use platform::backoff::{Backoff, OutageLog};
 use platform::shutdown::sleep_unless_cancelled;
 use sqlx::PgPool;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,10 @@ pub struct ConsumerConfig {
     /// Waits before each new attempt of a message that failed for a reason of its own (not
     /// because `user_db` is down); after the last, it is dead-lettered.
     pub retry_delays: Vec<Duration>,
+    /// Broker users trusted beside the system's own publishers and this consumer's own user
+    /// (`TRUSTED_PUBLISHERS`, e.g. a legacy producer during a migration, which must then set
+    /// `user_id`).
+    pub trusted_publishers: Vec<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -47,6 +53,7 @@ impl Default for ConsumerConfig {
             name: topology::USER_SERVICE.to_owned(),
             prefetch: 500,
             retry_delays: topology::RETRY_DELAYS.to_vec(),
+            trusted_publishers: Vec::new(),
         }
     }
 }
@@ -82,6 +89,12 @@ pub struct Consumer {
     config: ConsumerConfig,
     queues: ConsumerQueues,
     stats: Arc<SyncStats>,
+    /// This consumer's broker user: the `user_id` of the copies it sends to its retry and
+    /// dead-letter queues (the broker allows no other).
+    own_user: String,
+    /// Whose messages are applied: `wire::SYSTEM_PUBLISHERS`, `own_user` (its copies come back
+    /// from its retry queues) and the configured ones; any other is dead-lettered unread.
+    trusted: BTreeSet<String>,
 }
 
 impl Consumer {
@@ -92,12 +105,21 @@ impl Consumer {
         stats: Arc<SyncStats>,
     ) -> Self {
         let queues = ConsumerQueues::with_retry_delays(&config.name, &config.retry_delays);
+        let own_user = amqp::broker_user(&amqp_url);
+        let trusted = wire::SYSTEM_PUBLISHERS
+            .iter()
+            .map(|u| (*u).to_owned())
+            .chain([own_user.clone()])
+            .chain(config.trusted_publishers.iter().cloned())
+            .collect();
         Self {
             pool,
             amqp_url,
             config,
             queues,
             stats,
+            own_user,
+            trusted,
         }
     }
 
@@ -219,6 +241,19 @@ impl Consumer {
         let mut acked = vec![false; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
         for (i, delivery) in batch.iter().enumerate() {
+            // Trust first: what an untrusted publisher sent is not even parsed.
+            let publisher = amqp::publisher_of(&delivery.properties);
+            if !publisher.as_ref().is_some_and(|p| self.trusted.contains(p)) {
+                let detail = match &publisher {
+                    Some(p) => format!("published by broker user {p:?}, not a trusted publisher"),
+                    None => "published without a user_id: not a trusted publisher".to_owned(),
+                };
+                self.dead_letter(side, delivery, event::UNTRUSTED_PUBLISHER, &detail)
+                    .await?;
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                acked[i] = true;
+                continue;
+            }
             match event::decode(&delivery.data) {
                 Ok(envelope) => decoded.push((i, envelope)),
                 Err(why) => {
@@ -373,11 +408,14 @@ impl Consumer {
         queue: &str,
         headers: FieldTable,
     ) -> Result<(), ConsumeError> {
+        // The copy is published by this consumer, so it carries this consumer's user_id; who
+        // first published it is in `x-original-user-id` (see `failure_headers`).
         let properties = delivery
             .properties
             .clone()
             .with_headers(headers)
-            .with_delivery_mode(contract::wire::PERSISTENT);
+            .with_delivery_mode(contract::wire::PERSISTENT)
+            .with_user_id(self.own_user.as_str().into());
         let copy = Outgoing {
             exchange: "",
             routing_key: queue,
@@ -431,6 +469,12 @@ fn failure_headers(delivery: &Delivery, last_error: &str) -> FieldTable {
             amqp::text(&Timestamp::now().to_string()),
         ),
     );
+    if let Some(publisher) = amqp::publisher_of(&delivery.properties) {
+        headers.insert(
+            header::ORIGINAL_USER_ID.into(),
+            keep_or(header::ORIGINAL_USER_ID, amqp::text(&publisher)),
+        );
+    }
     headers.insert(header::LAST_ERROR.into(), amqp::text(last_error));
     headers
 }

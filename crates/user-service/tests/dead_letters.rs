@@ -88,7 +88,12 @@ async fn a_message_user_db_refuses_is_retried_with_growing_delay_then_dead_lette
     config.consumer.retry_delays = vec![Duration::from_millis(200), Duration::from_millis(600)];
     let users = common::start(config).await;
     let pool = common::pool(&sb).await;
-    // Valid JSON and a valid snapshot, but PostgreSQL text cannot hold a NUL character.
+    // A valid event that user_db refuses for a reason of its own data: a constraint this copy
+    // has and the event does not meet.
+    sqlx::query("ALTER TABLE users ADD CONSTRAINT no_poison CHECK (last_name <> 'Poison')")
+        .execute(&pool)
+        .await
+        .unwrap();
     let mut poison = user_event(
         Uuid::new_v4(),
         Some(1),
@@ -96,7 +101,7 @@ async fn a_message_user_db_refuses_is_retried_with_growing_delay_then_dead_lette
         "doctor",
         true,
     );
-    poison["payload"]["firstName"] = json!("Nul\u{0}Byte");
+    poison["payload"]["lastName"] = json!("Poison");
     let good = Uuid::new_v4();
     common::publish_events(
         &sb,

@@ -87,11 +87,23 @@ fn routing_key(m: &BasicGetMessage) -> String {
     }
 }
 
-async fn republish(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow::Result<()> {
+async fn republish(
+    ch: &Channel,
+    m: &BasicGetMessage,
+    target: &Target,
+    publisher: &str,
+) -> anyhow::Result<()> {
     let mut headers = FieldTable::default();
     for (k, v) in amqp::headers_of(&m.delivery.properties).inner() {
         if !header::CLEARED_ON_REQUEUE.contains(&k.as_str()) {
             headers.insert(k.clone(), v.clone());
+        }
+    }
+    // The operator vouches for what it sends back: the copy carries the operator's own
+    // user_id (the broker allows no other); who first published it stays in a header.
+    if let Some(first) = amqp::publisher_of(&m.delivery.properties) {
+        if !headers.inner().contains_key(header::ORIGINAL_USER_ID) {
+            headers.insert(header::ORIGINAL_USER_ID.into(), amqp::text(&first));
         }
     }
     let properties = m
@@ -99,7 +111,8 @@ async fn republish(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow
         .properties
         .clone()
         .with_headers(headers)
-        .with_delivery_mode(contract::wire::PERSISTENT);
+        .with_delivery_mode(contract::wire::PERSISTENT)
+        .with_user_id(publisher.into());
     let key = match target {
         Target::Queue(q) => q.clone(),
         Target::Exchange => routing_key(m),
@@ -127,8 +140,13 @@ async fn republish(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow
 
 /// Publishes a copy of `m` to `target` and, once the broker confirmed it, acks the original:
 /// the message is never in neither place.
-async fn requeue(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow::Result<()> {
-    republish(ch, m, target).await?;
+async fn requeue(
+    ch: &Channel,
+    m: &BasicGetMessage,
+    target: &Target,
+    publisher: &str,
+) -> anyhow::Result<()> {
+    republish(ch, m, target, publisher).await?;
     m.delivery
         .acker
         .ack(BasicAckOptions::default())
@@ -140,12 +158,19 @@ async fn requeue(ch: &Channel, m: &BasicGetMessage, target: &Target) -> anyhow::
 pub async fn run(s: &Settings, args: DlqArgs) -> Result<(), Failure> {
     let queue = args.queue.as_str();
     let (conn, ch, count) = open(s, queue).await?;
-    let result = act(&ch, queue, count, args.action).await;
+    let publisher = amqp::broker_user(&s.amqp_url);
+    let result = act(&ch, queue, count, args.action, &publisher).await;
     conn.close(200, "portal dlq done").await.ok();
     result
 }
 
-async fn act(ch: &Channel, queue: &str, count: u32, action: DlqAction) -> Result<(), Failure> {
+async fn act(
+    ch: &Channel,
+    queue: &str,
+    count: u32,
+    action: DlqAction,
+    publisher: &str,
+) -> Result<(), Failure> {
     match action {
         DlqAction::List { limit } => {
             let messages = peek(ch, queue, limit).await?;
@@ -198,14 +223,14 @@ async fn act(ch: &Channel, queue: &str, count: u32, action: DlqAction) -> Result
                     else {
                         break;
                     };
-                    requeue(ch, &m, &target).await?;
+                    requeue(ch, &m, &target, publisher).await?;
                     moved += 1;
                 }
                 println!("requeued {moved} of {count} messages from {queue}");
             } else {
                 let n = n.ok_or_else(|| anyhow!("give a position or --all"))?;
                 let m = nth(ch, queue, n, count).await?;
-                requeue(ch, &m, &target).await?;
+                requeue(ch, &m, &target, publisher).await?;
                 println!(
                     "requeued message {n} from {queue}; {} left",
                     count.saturating_sub(1)

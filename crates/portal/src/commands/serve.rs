@@ -43,6 +43,7 @@ pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
         max_db_connections: 16,
         consumer: ConsumerConfig {
             prefetch: s.consumer_prefetch,
+            trusted_publishers: s.trusted_publishers.clone(),
             ..ConsumerConfig::default()
         },
     }

@@ -1,11 +1,31 @@
-//! A client of the RabbitMQ management API, for the sandboxes that need more than AMQP: vhosts
-//! of their own (tests, `portal bench`, `portal chaos`), cutting every connection of a vhost,
-//! a queue's total including unacked messages.
+//! A client of the RabbitMQ management API, for what AMQP cannot do: users and their
+//! permissions (the least-privilege setup), vhosts (the tests', the benchmark's and the chaos
+//! run's own), cutting every connection of a vhost, a queue's total including unacked messages.
 
 use anyhow::{anyhow, Context};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde_json::{json, Value};
 use std::time::Duration;
+
+/// What a user may do on a vhost: regular expressions over resource names, `""` for nothing
+/// (RabbitMQ's configure, write and read permissions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+impl Permissions {
+    /// Everything (the vhost's owner).
+    pub fn all() -> Self {
+        Self {
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        }
+    }
+}
 
 /// A client of the RabbitMQ management API.
 pub struct Management {
@@ -67,15 +87,91 @@ impl Management {
         let what = format!("create vhost {vhost} (is the management plugin enabled?)");
         self.send_ok(self.http.put(self.api(&["vhosts", vhost])?), &what)
             .await?;
-        let grant = json!({"configure": ".*", "write": ".*", "read": ".*"});
+        self.set_permissions(vhost, &self.user, &Permissions::all())
+            .await
+    }
+
+    /// Creates `user` (or sets its password) with no management tags: it can use AMQP, not the
+    /// management API. The broker stores the password hashed.
+    pub async fn put_user(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        let body = json!({"password": password, "tags": ""});
+        self.send_ok(
+            self.http.put(self.api(&["users", user])?).json(&body),
+            &format!("create user {user}"),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes `user`; an absent one is fine.
+    pub async fn delete_user(&self, user: &str) -> anyhow::Result<()> {
+        let req = self.http.delete(self.api(&["users", user])?);
+        self.send_if_found(req, &format!("delete user {user}"))
+            .await
+            .map(drop)
+    }
+
+    /// The names of every user of the broker.
+    pub async fn users(&self) -> anyhow::Result<Vec<String>> {
+        let list: Value = self
+            .send_ok(self.http.get(self.api(&["users"])?), "list users")
+            .await?
+            .json()
+            .await
+            .context("users JSON")?;
+        Ok(list
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|u| u["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Sets what `user` may do on `vhost`: each a regular expression over resource names
+    /// (`""` for nothing).
+    pub async fn set_permissions(
+        &self,
+        vhost: &str,
+        user: &str,
+        permissions: &Permissions,
+    ) -> anyhow::Result<()> {
+        let body = json!({
+            "configure": permissions.configure,
+            "write": permissions.write,
+            "read": permissions.read,
+        });
         self.send_ok(
             self.http
-                .put(self.api(&["permissions", vhost, &self.user])?)
-                .json(&grant),
-            &format!("grant {} on vhost {vhost}", self.user),
+                .put(self.api(&["permissions", vhost, user])?)
+                .json(&body),
+            &format!("set the permissions of {user} on {vhost}"),
         )
-        .await?;
-        Ok(())
+        .await
+        .map(drop)
+    }
+
+    /// Restricts the routing keys `user` may publish with (`write`) and bind with (`read`) on
+    /// the topic `exchange` of `vhost`.
+    pub async fn set_topic_permissions(
+        &self,
+        vhost: &str,
+        user: &str,
+        exchange: &str,
+        write: &str,
+        read: &str,
+    ) -> anyhow::Result<()> {
+        let body = json!({"exchange": exchange, "write": write, "read": read});
+        self.send_ok(
+            self.http
+                .put(self.api(&["topic-permissions", vhost, user])?)
+                .json(&body),
+            &format!("set the topic permissions of {user} on {vhost}"),
+        )
+        .await
+        .map(drop)
     }
 
     /// Sends `req`; `Ok(false)` when the API answers 404 (no such thing), `Ok(true)` on success.
