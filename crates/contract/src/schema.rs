@@ -272,14 +272,16 @@ pub fn asyncapi() -> Value {
                 "title": retry.name,
                 "description": format!(
                     "Holds a failed event {label} (message TTL), then dead-letters it back to {} \
-                     through the default exchange. Nobody consumes it: the TTL is the timer.",
-                    queues.main
+                     through the default exchange. Nobody consumes it: the TTL is the timer. The \
+                     consumer puts messages here through its own direct exchange {} (routing key \
+                     = this queue's name), so its broker user can publish to its own queues only.",
+                    queues.main, queues.set_aside
                 ),
                 "messages": {"retried-user-event": {"$ref": "#/components/messages/retried-user-event"}},
                 "bindings": {"amqp": queue_binding(
                     &retry.name,
                     arguments_json(&retry.arguments(&queues.main)),
-                    None,
+                    Some((&queues.set_aside, &retry.name)),
                 )},
             }),
         );
@@ -295,7 +297,7 @@ pub fn asyncapi() -> Value {
             "bindings": {"amqp": queue_binding(
                 &queues.dead_letter,
                 arguments_json(&topology::quorum_arguments()),
-                None,
+                Some((&queues.set_aside, &queues.dead_letter)),
             )},
         }),
     );

@@ -41,6 +41,11 @@ pub struct ConsumerQueues {
     pub dead_letter: String,
     /// `<name>.user-events.retry.<delay>`, shortest first.
     pub retries: Vec<RetryQueue>,
+    /// `<name>.user-events.set-aside`: the direct exchange through which the consumer sends a
+    /// message to one of its retry queues or its dead-letter queue (routing key = the queue's
+    /// name). Its own exchange, not the default one, so the consumer's broker user may publish
+    /// to its own queues and nowhere else.
+    pub set_aside: String,
 }
 
 impl ConsumerQueues {
@@ -53,6 +58,7 @@ impl ConsumerQueues {
         let main = format!("{name}.user-events");
         Self {
             dead_letter: format!("{main}.dlq"),
+            set_aside: format!("{main}.set-aside"),
             retries: delays
                 .iter()
                 .map(|&delay| RetryQueue {
@@ -70,6 +76,7 @@ impl ConsumerQueues {
 pub enum ExchangeKind {
     Topic,
     Fanout,
+    Direct,
 }
 
 /// A value of a declaration argument, as RabbitMQ reads it.
@@ -160,14 +167,29 @@ impl RetryQueue {
 
 impl ConsumerQueues {
     /// The consumer's main queue (bound to `user.events` with `user.#`), its retry queues and
-    /// its dead-letter queue.
+    /// its dead-letter queue, each of these bound to its set-aside exchange by its own name.
     pub fn declarations(&self) -> Vec<Declaration> {
-        let mut out = vec![Declaration::quorum_queue(&self.main)];
-        out.extend(self.retries.iter().map(|retry| Declaration::Queue {
-            name: retry.name.clone(),
-            arguments: retry.arguments(&self.main),
-        }));
+        let mut out = vec![
+            Declaration::quorum_queue(&self.main),
+            Declaration::exchange(&self.set_aside, ExchangeKind::Direct),
+        ];
+        for retry in &self.retries {
+            out.push(Declaration::Queue {
+                name: retry.name.clone(),
+                arguments: retry.arguments(&self.main),
+            });
+            out.push(Declaration::binding(
+                &retry.name,
+                &self.set_aside,
+                &retry.name,
+            ));
+        }
         out.push(Declaration::quorum_queue(&self.dead_letter));
+        out.push(Declaration::binding(
+            &self.dead_letter,
+            &self.set_aside,
+            &self.dead_letter,
+        ));
         out.push(Declaration::binding(&self.main, EXCHANGE, ALL_USER_EVENTS));
         out
     }
@@ -225,6 +247,7 @@ mod tests {
                 "user-service.user-events.retry.10m"
             ]
         );
+        assert_eq!(q.set_aside, "user-service.user-events.set-aside");
         let fast = ConsumerQueues::with_retry_delays("t", &[Duration::from_millis(250)]);
         assert_eq!(fast.retries[0].name, "t.user-events.retry.250ms");
     }

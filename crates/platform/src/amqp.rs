@@ -48,6 +48,7 @@ pub async fn declare(ch: &Channel, declarations: &[Declaration]) -> Result<(), l
                 let kind = match kind {
                     ExchangeKind::Topic => lapin::ExchangeKind::Topic,
                     ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
+                    ExchangeKind::Direct => lapin::ExchangeKind::Direct,
                 };
                 let options = ExchangeDeclareOptions {
                     durable: true,

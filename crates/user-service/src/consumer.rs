@@ -399,8 +399,10 @@ impl Consumer {
         Ok(())
     }
 
-    /// Publishes a persistent copy of `delivery` with `headers` to `queue` and waits for the
-    /// broker's confirm; the caller acks the original afterwards, so the copy exists first.
+    /// Publishes a persistent copy of `delivery` with `headers` to `queue` (one of this
+    /// consumer's retry queues or its dead-letter queue, through its set-aside exchange) and
+    /// waits for the broker's confirm; the caller acks the original afterwards, so the copy
+    /// exists first.
     async fn republish(
         &self,
         side: &Channel,
@@ -417,7 +419,7 @@ impl Consumer {
             .with_delivery_mode(contract::wire::PERSISTENT)
             .with_user_id(self.own_user.as_str().into());
         let copy = Outgoing {
-            exchange: "",
+            exchange: &self.queues.set_aside,
             routing_key: queue,
             body: &delivery.data,
             properties,
