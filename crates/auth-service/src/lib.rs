@@ -46,6 +46,10 @@ pub struct Config {
     pub run_relay: bool,
     /// Largest number of database connections this process opens.
     pub max_db_connections: u32,
+    /// The least-privilege setup (`portal setup`) owns the schema and the broker topology: this
+    /// process, under an identity that may change neither, checks the schema is current
+    /// instead of migrating, and declares nothing.
+    pub managed_by_setup: bool,
     pub relay: RelayConfig,
 }
 
@@ -61,20 +65,50 @@ impl Config {
             token_ttl_seconds: 600,
             run_relay: true,
             max_db_connections: 6,
+            managed_by_setup: false,
             relay: RelayConfig::default(),
         }
     }
 }
 
-/// Creates `auth_db` if absent, opens a pool and applies the migrations.
+/// The migrations of `auth_db`, which the least-privilege setup runs as the schema's owner.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates `auth_db` if absent, opens a pool and applies the migrations (a role that may change
+/// the schema: development, tests, tools).
 pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    platform::db::prepare(
-        url,
-        max_connections,
-        &sqlx::migrate!("./migrations"),
-        "auth_db",
-    )
-    .await
+    platform::db::prepare(url, max_connections, &MIGRATIONS, "auth_db").await
+}
+
+/// The table rights of `auth_db` the least-privilege setup grants, as SQL run by the schema's
+/// owner: the auth-service's role (`service`: users and their outbox events, relaying and
+/// pruning them) and the operator's (`operator`: verify and replay read; reconcile appends
+/// repair events and moves a version past a forged copy).
+pub fn grants(service: &str, operator: &str) -> Vec<String> {
+    vec![
+        format!("GRANT SELECT, INSERT, UPDATE ON users TO \"{service}\""),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO \"{service}\""),
+        format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{service}\""),
+        format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
+        format!("GRANT SELECT ON users, outbox, _sqlx_migrations TO \"{operator}\""),
+        format!("GRANT UPDATE (user_version) ON users TO \"{operator}\""),
+        format!("GRANT INSERT ON outbox TO \"{operator}\""),
+        format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{operator}\""),
+    ]
+}
+
+/// The service's pool: migrating when it may, or, when the setup manages the schema
+/// (`managed_by_setup`), checking that every migration is applied.
+pub async fn open_database(
+    url: &str,
+    max_connections: u32,
+    managed_by_setup: bool,
+) -> anyhow::Result<PgPool> {
+    if managed_by_setup {
+        platform::db::open_migrated(url, max_connections, &MIGRATIONS, "auth_db").await
+    } else {
+        prepare_database(url, max_connections).await
+    }
 }
 
 pub struct Application {
@@ -85,13 +119,22 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = prepare_database(&config.database_url, config.max_db_connections).await?;
+        let db = open_database(
+            &config.database_url,
+            config.max_db_connections,
+            config.managed_by_setup,
+        )
+        .await?;
         let signer = JwtSigner::from_key_dir(&config.key_dir, config.token_ttl_seconds)?;
         let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
         let dummy_hash = password::hash(password::temporary()).await?;
+        let relay_config = RelayConfig {
+            declare_topology: !config.managed_by_setup,
+            ..config.relay.clone()
+        };
         let relay = config
             .run_relay
-            .then(|| Relay::new(db.clone(), config.amqp_url.clone(), config.relay.clone()));
+            .then(|| Relay::new(db.clone(), config.amqp_url.clone(), relay_config));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;

@@ -32,6 +32,9 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// Keep published events this long in the event store; `None` keeps everything.
     pub retention: Option<Duration>,
+    /// Declare the topology when connecting (off when the least-privilege setup declared it
+    /// and the relay's broker user may not).
+    pub declare_topology: bool,
 }
 
 impl Default for RelayConfig {
@@ -40,6 +43,7 @@ impl Default for RelayConfig {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             retention: None,
+            declare_topology: true,
         }
     }
 }
@@ -85,14 +89,15 @@ impl Relay {
         let mut backoff = Backoff::reconnect();
         let mut last_prune: Option<std::time::Instant> = None;
         'connect: while !shutdown.is_cancelled() {
-            let (conn, channel) = match open_channel(&self.amqp_url).await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    broker.failed(&e);
-                    sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
-                    continue;
-                }
-            };
+            let (conn, channel) =
+                match open_channel(&self.amqp_url, self.config.declare_topology).await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        broker.failed(&e);
+                        sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
+                        continue;
+                    }
+                };
             broker.recovered();
             self.broker_up.store(true, Ordering::Relaxed);
             tracing::info!(
@@ -181,18 +186,24 @@ impl Relay {
 
 /// A connection and a channel in confirm mode, with the topology declared: what
 /// [`publish_batch`] needs (public so tests can run the relay one step at a time).
-pub async fn open_channel(url: &str) -> Result<(Connection, Channel), lapin::Error> {
+pub async fn open_channel(
+    url: &str,
+    declare_topology: bool,
+) -> Result<(Connection, Channel), lapin::Error> {
     let conn = amqp::connect(url, "auth-service relay").await?;
     let channel = conn.create_channel().await?;
     // The relay declares the topology too, so the consumer's queue exists before the first
-    // publish even if the user-service has never run.
-    amqp::declare_topology(
-        &channel,
-        &[topology::ConsumerQueues::for_consumer(
-            topology::USER_SERVICE,
-        )],
-    )
-    .await?;
+    // publish even if the user-service has never run (unless the setup did, under an identity
+    // the relay's does not have).
+    if declare_topology {
+        amqp::declare_topology(
+            &channel,
+            &[topology::ConsumerQueues::for_consumer(
+                topology::USER_SERVICE,
+            )],
+        )
+        .await?;
+    }
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;

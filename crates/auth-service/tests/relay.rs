@@ -30,7 +30,7 @@ async fn the_published_envelope_matches_the_contract_field_by_field() {
     let auth = common::start(config).await;
     // The relay's channel declares the topology; then a queue of the test's own, bound like
     // any other subscriber.
-    let (conn, ch) = open_channel(&sb.amqp_url).await.unwrap();
+    let (conn, ch) = open_channel(&sb.amqp_url, true).await.unwrap();
     let q = ch
         .queue_declare(
             "",
@@ -168,7 +168,7 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
     let auth = common::pool(&sb).await;
     // One channel for both steps, as a running relay keeps it: opening it declares the
     // topology (the consumer's queue included) once.
-    let (conn, ch) = open_channel(&sb.amqp_url).await.unwrap();
+    let (conn, ch) = open_channel(&sb.amqp_url, true).await.unwrap();
     common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
     assert_eq!(
         publish_batch(&auth, &ch, BATCH, &publisher(&sb))

@@ -6,11 +6,14 @@
 //! - [`verify`]: the streaming comparison of `auth_db` and `user_db` (`portal verify`).
 //! - [`reconcile`]: finds drift the same way and repairs it with `user.snapshot` events written
 //!   to the outbox, once or on a schedule (`portal reconcile`, `RECONCILE_INTERVAL`).
+//! - [`setup`]: the least-privilege setup: an identity per part, only the rights it needs, the
+//!   generated credentials in one owner-only file (`portal setup`, `portal up`).
 //! - [`replay`]: stored events to one consumer's queue; a new consumer's queues and backfill
 //!   (`portal replay`, `portal consumer add`).
 
 pub mod reconcile;
 pub mod replay;
+pub mod setup;
 pub mod verify;
 
 /// Why an operation failed, told apart the way scripts need it (the CLI's exit codes 2 and 1).

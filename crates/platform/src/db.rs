@@ -38,8 +38,10 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         match sqlx::query(&create).execute(&mut conn).await {
             Ok(_) => tracing::info!(database = %name, "created database"),
-            // Another process created it between our check and our CREATE.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            // Another process created it between our check and our CREATE (42P04; 23505 when
+            // both reach the catalog's unique index at once).
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
             Err(e) => return Err(e).with_context(|| format!("cannot create database {name}")),
         }
     }
@@ -62,6 +64,64 @@ pub async fn prepare(
         .await
         .with_context(|| format!("cannot migrate {label}"))?;
     Ok(pool)
+}
+
+/// Opens a pool of `max_connections` on a database whose schema someone else migrates (the
+/// least-privilege setup: this process's role may not change the schema), after checking that
+/// every migration of `migrations` is applied; `label` names the database in errors.
+pub async fn open_migrated(
+    url: &str,
+    max_connections: u32,
+    migrations: &sqlx::migrate::Migrator,
+    label: &str,
+) -> anyhow::Result<PgPool> {
+    let pool = lazy_pool(url, max_connections)?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&pool)
+            .await
+            .with_context(|| format!("cannot read the schema version of {label}"))?;
+    let missing: Vec<i64> = migrations
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the schema of {label} lacks migrations {missing:?} of this build: run `portal setup` \
+             (it migrates as the schema's owner)"
+        );
+    }
+    Ok(pool)
+}
+
+/// Creates database `name` owned by `owner` when absent (true when this call created it), or
+/// hands an existing one to `owner`. Safe when another process creates it at the same moment.
+pub async fn create_database_owned(
+    admin: &mut sqlx::PgConnection,
+    name: &str,
+    owner: &str,
+) -> anyhow::Result<bool> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut *admin)
+            .await?;
+    if !exists {
+        let create = format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\"");
+        match sqlx::query(&create).execute(&mut *admin).await {
+            Ok(_) => return Ok(true),
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot create database {name}")),
+        }
+    }
+    sqlx::query(&format!("ALTER DATABASE \"{name}\" OWNER TO \"{owner}\""))
+        .execute(&mut *admin)
+        .await
+        .with_context(|| format!("cannot hand database {name} to {owner}"))?;
+    Ok(false)
 }
 
 /// A pool for `url` whose acquire times out, so callers get an error rather than a hang when the

@@ -27,9 +27,25 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Prepare databases and topology, start auth-service (with relay), user-service and
-    /// gateway in the foreground, seed an empty auth_db, print the URLs and admin login.
-    Up,
+    /// Set up least-privilege identities (as `portal setup`), prepare databases and topology,
+    /// start auth-service (with relay), user-service and gateway in the foreground under those
+    /// identities, seed an empty auth_db, print the URLs and admin login.
+    Up {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Skip the setup: run the services with AUTH_DATABASE_URL, USER_DATABASE_URL and
+        /// AMQP_URL as given (development with administrative credentials).
+        #[arg(long)]
+        no_setup: bool,
+    },
+    /// Create (or bring back up to date) a PostgreSQL role per service, a migration role that
+    /// owns the schemas, an operator role, a RabbitMQ user per component with only the rights it
+    /// needs, migrate, declare the topology, and write the generated credentials to an
+    /// owner-only file the other commands read. Idempotent; safe to run while others do.
+    Setup {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run the auth-service alone (with its outbox relay unless --no-relay).
     AuthService {
         /// Do not run the outbox relay in this process (run `portal relay` separately).
@@ -189,6 +205,40 @@ pub struct Settings {
     /// Messages the consumer holds unacked and applies per transaction (1 = naive).
     #[arg(long, global = true, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_prefetch: u16,
+    /// RabbitMQ as the outbox relay (`portal auth-service`, `portal relay`) [default: AMQP_URL].
+    #[arg(long, global = true, env = "RELAY_AMQP_URL", hide_env_values = true)]
+    pub relay_amqp_url: Option<String>,
+    /// RabbitMQ as the user-service's consumer [default: AMQP_URL].
+    #[arg(
+        long,
+        global = true,
+        env = "USER_SERVICE_AMQP_URL",
+        hide_env_values = true
+    )]
+    pub user_service_amqp_url: Option<String>,
+    /// RabbitMQ as the operator's tools (replay, dlq, consumer add) [default: AMQP_URL].
+    #[arg(long, global = true, env = "OPERATOR_AMQP_URL", hide_env_values = true)]
+    pub operator_amqp_url: Option<String>,
+    /// auth_db as the operator's tools (verify, reconcile, replay) [default: AUTH_DATABASE_URL].
+    #[arg(
+        long,
+        global = true,
+        env = "OPERATOR_AUTH_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub operator_auth_database_url: Option<String>,
+    /// user_db as the operator's tools (verify, reconcile) [default: USER_DATABASE_URL].
+    #[arg(
+        long,
+        global = true,
+        env = "OPERATOR_USER_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub operator_user_database_url: Option<String>,
+    /// Set by `portal setup` in the credentials file: the schema and the broker topology are the
+    /// setup's, so the services (under identities that may change neither) only check them.
+    #[arg(long, global = true, env = "MANAGED_BY_SETUP")]
+    pub managed_by_setup: bool,
     /// Broker users whose events consumers apply besides the system's own publishers
     /// (portal-relay, portal-operator), comma-separated: e.g. a legacy producer during a
     /// migration, which must then set the AMQP user_id property.
@@ -225,6 +275,78 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub seed_staff_password: Option<String>,
+}
+
+impl Settings {
+    /// The outbox relay's broker URL.
+    pub fn relay_amqp(&self) -> &str {
+        self.relay_amqp_url.as_deref().unwrap_or(&self.amqp_url)
+    }
+
+    /// The user-service consumer's broker URL.
+    pub fn user_service_amqp(&self) -> &str {
+        self.user_service_amqp_url
+            .as_deref()
+            .unwrap_or(&self.amqp_url)
+    }
+
+    /// The operator tools' broker URL.
+    pub fn operator_amqp(&self) -> &str {
+        self.operator_amqp_url.as_deref().unwrap_or(&self.amqp_url)
+    }
+
+    /// The operator tools' `auth_db`.
+    pub fn operator_auth_db(&self) -> &str {
+        self.operator_auth_database_url
+            .as_deref()
+            .unwrap_or(&self.auth_database_url)
+    }
+
+    /// The operator tools' `user_db`.
+    pub fn operator_user_db(&self) -> &str {
+        self.operator_user_database_url
+            .as_deref()
+            .unwrap_or(&self.user_database_url)
+    }
+}
+
+/// The administrative credentials `portal setup` (and `portal up`, which runs it) creates the
+/// identities with; nothing else uses them.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Setup (environment variable, default)")]
+pub struct AdminArgs {
+    /// PostgreSQL as a role that may create roles and databases (its value is never shown).
+    #[arg(
+        long,
+        env = "ADMIN_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub admin_database_url: String,
+    /// RabbitMQ as an administrator, on the vhost to set up
+    /// [default: amqp://guest:***@127.0.0.1:5672/%2f] (its value is never shown).
+    #[arg(
+        long,
+        env = "ADMIN_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub admin_amqp_url: String,
+    /// RabbitMQ's management API (users and permissions), called with ADMIN_AMQP_URL's user.
+    #[arg(
+        long,
+        env = "RABBITMQ_MANAGEMENT_URL",
+        default_value = "http://127.0.0.1:15672"
+    )]
+    pub management_url: String,
+    /// Where the generated credentials are written (owner-only) and read from by every command.
+    #[arg(
+        long,
+        env = "PORTAL_CREDENTIALS",
+        default_value = ".portal/credentials.env"
+    )]
+    pub credentials: PathBuf,
 }
 
 /// How `portal users` reaches and authenticates to the admin API.
@@ -410,6 +532,9 @@ pub enum ConsumerCommand {
     Add {
         /// Lower-case letters, digits and dashes.
         name: String,
+        /// Under the least-privilege setup, the queues are declared as the administrator.
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 

@@ -2,16 +2,36 @@
 
 use clap::Parser;
 use portal::cli::{Cli, Command};
-use portal::commands::{self, Failure};
+use portal::commands::{self, setup, Failure};
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    platform::telemetry::init();
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    // Before any thread exists: the credentials `portal setup` wrote become settings (what the
+    // environment sets explicitly wins).
+    if let Some(path) = setup::credentials_path() {
+        if let Err(e) = setup::load_into_env(&path) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        platform::telemetry::init();
+        platform::exit::exit_code(run(Cli::parse()).await)
+    })
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     let s = &cli.settings;
-    let result: Result<(), Failure> = match cli.command {
-        Command::Up => commands::up::run(s).await,
+    match cli.command {
+        Command::Up { admin, no_setup } => commands::up::run(s, &admin, no_setup).await,
+        Command::Setup { admin } => setup::run(s, &admin).await,
         Command::AuthService { no_relay } => commands::serve::auth_service(s, !no_relay).await,
         Command::UserService { no_consumer } => {
             commands::serve::user_service(s, !no_consumer).await
@@ -34,6 +54,5 @@ async fn main() -> ExitCode {
         Command::Bench { args } => commands::tools::exec(s, "bench", &args),
         Command::Completions { shell } => commands::docs::run_completions(shell),
         Command::Man { dir } => commands::docs::run_man(dir.as_deref()),
-    };
-    platform::exit::exit_code(result)
+    }
 }

@@ -121,11 +121,13 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A `portal` child of a sandbox: it reads no credentials file (an install's, in the
+    /// working directory, is not the sandbox's); its settings come from `env`.
     pub fn new(name: &str, args: &[&str]) -> Self {
         Self {
             name: name.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
-            env: Vec::new(),
+            env: vec![("PORTAL_CREDENTIALS".to_owned(), "none".into())],
             addr_var: None,
         }
     }

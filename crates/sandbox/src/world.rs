@@ -199,6 +199,11 @@ impl Sandbox {
         Ok((user, url.to_string()))
     }
 
+    /// The RabbitMQ management API's base URL (called with the sandbox's AMQP credentials).
+    pub fn management_url(&self) -> &str {
+        &self.servers.management
+    }
+
     /// The server's `postgres` database, from where databases are created and dropped and
     /// backends terminated without being one of them.
     pub fn admin_database_url(&self) -> String {

@@ -45,6 +45,9 @@ pub struct ConsumerConfig {
     /// (`TRUSTED_PUBLISHERS`, e.g. a legacy producer during a migration, which must then set
     /// `user_id`).
     pub trusted_publishers: Vec<String>,
+    /// Declare the consumer's queues when connecting (off when the least-privilege setup
+    /// declared them and the consumer's broker user may not; its queue is then only checked).
+    pub declare_topology: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -54,6 +57,7 @@ impl Default for ConsumerConfig {
             prefetch: 500,
             retry_delays: topology::RETRY_DELAYS.to_vec(),
             trusted_publishers: Vec::new(),
+            declare_topology: true,
         }
     }
 }
@@ -180,7 +184,13 @@ impl Consumer {
     async fn open(&self) -> Result<(Connection, Channel, Channel), lapin::Error> {
         let conn = amqp::connect(&self.amqp_url, &format!("{} consumer", self.config.name)).await?;
         let channel = conn.create_channel().await?;
-        amqp::declare_topology(&channel, std::slice::from_ref(&self.queues)).await?;
+        if self.config.declare_topology {
+            amqp::declare_topology(&channel, std::slice::from_ref(&self.queues)).await?;
+        } else {
+            // Fails clearly when the setup has not made the queue (a passive declare needs no
+            // permission).
+            amqp::queue_depth(&channel, &self.queues.main).await?;
+        }
         channel
             .basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await?;

@@ -29,6 +29,10 @@ pub struct Config {
     pub run_consumer: bool,
     /// Largest number of database connections this process opens.
     pub max_db_connections: u32,
+    /// The least-privilege setup (`portal setup`) owns the schema and the broker topology: this
+    /// process, under an identity that may change neither, checks the schema is current
+    /// instead of migrating, and declares nothing.
+    pub managed_by_setup: bool,
     pub consumer: ConsumerConfig,
 }
 
@@ -43,20 +47,45 @@ impl Config {
             key_dir: key_dir.clone(),
             run_consumer: true,
             max_db_connections: 6,
+            managed_by_setup: false,
             consumer: ConsumerConfig::default(),
         }
     }
 }
 
-/// Creates `user_db` if absent, opens a pool and applies the migrations.
+/// The migrations of `user_db`, which the least-privilege setup runs as the schema's owner.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates `user_db` if absent, opens a pool and applies the migrations (a role that may change
+/// the schema: development, tests, tools).
 pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    platform::db::prepare(
-        url,
-        max_connections,
-        &sqlx::migrate!("./migrations"),
-        "user_db",
-    )
-    .await
+    platform::db::prepare(url, max_connections, &MIGRATIONS, "user_db").await
+}
+
+/// The table rights of `user_db` the least-privilege setup grants, as SQL run by the schema's
+/// owner: the user-service's role (`service`: applies events, serves the directory) and the
+/// operator's (`operator`: verify reads; reconcile `--delete-extra` deletes).
+pub fn grants(service: &str, operator: &str) -> Vec<String> {
+    vec![
+        format!("GRANT SELECT, INSERT, UPDATE ON users TO \"{service}\""),
+        format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
+        format!("GRANT SELECT, DELETE ON users TO \"{operator}\""),
+        format!("GRANT SELECT ON _sqlx_migrations TO \"{operator}\""),
+    ]
+}
+
+/// The service's pool: migrating when it may, or, when the setup manages the schema
+/// (`managed_by_setup`), checking that every migration is applied.
+pub async fn open_database(
+    url: &str,
+    max_connections: u32,
+    managed_by_setup: bool,
+) -> anyhow::Result<PgPool> {
+    if managed_by_setup {
+        platform::db::open_migrated(url, max_connections, &MIGRATIONS, "user_db").await
+    } else {
+        prepare_database(url, max_connections).await
+    }
 }
 
 pub struct Application {
@@ -67,14 +96,22 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = prepare_database(&config.database_url, config.max_db_connections).await?;
+        let db = open_database(
+            &config.database_url,
+            config.max_db_connections,
+            config.managed_by_setup,
+        )
+        .await?;
         let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
         let stats = Arc::new(SyncStats::default());
         let consumer = config.run_consumer.then(|| {
             Consumer::new(
                 db.clone(),
                 config.amqp_url.clone(),
-                config.consumer.clone(),
+                ConsumerConfig {
+                    declare_topology: !config.managed_by_setup,
+                    ..config.consumer.clone()
+                },
                 stats.clone(),
             )
         });

@@ -40,12 +40,12 @@ fn target_for(queue: &str) -> Result<Target, Failure> {
 }
 
 async fn open(s: &Settings, queue: &str) -> Result<(Connection, Channel, u32), Failure> {
-    let conn = platform::amqp::connect(&s.amqp_url, "portal dlq")
+    let conn = platform::amqp::connect(s.operator_amqp(), "portal dlq")
         .await
         .map_err(|e| {
             Failure::unreachable(anyhow!(
                 "cannot reach RabbitMQ at {}: {e}",
-                redact_url(&s.amqp_url)
+                redact_url(s.operator_amqp())
             ))
         })?;
     let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
@@ -158,7 +158,7 @@ async fn requeue(
 pub async fn run(s: &Settings, args: DlqArgs) -> Result<(), Failure> {
     let queue = args.queue.as_str();
     let (conn, ch, count) = open(s, queue).await?;
-    let publisher = amqp::broker_user(&s.amqp_url);
+    let publisher = amqp::broker_user(s.operator_amqp());
     let result = act(&ch, queue, count, args.action, &publisher).await;
     conn.close(200, "portal dlq done").await.ok();
     result

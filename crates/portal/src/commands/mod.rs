@@ -6,6 +6,7 @@ pub mod reconcile;
 pub mod replay;
 pub mod seed;
 pub mod serve;
+pub mod setup;
 pub mod tools;
 pub mod up;
 pub mod users;

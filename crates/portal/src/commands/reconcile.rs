@@ -21,9 +21,10 @@ pub async fn run(
     yes: bool,
     delete_extra: bool,
 ) -> Result<(), Failure> {
-    let auth = platform::db::lazy_pool(&s.auth_database_url, 2)?;
-    let users = platform::db::lazy_pool(&s.user_database_url, 2)?;
-    if yes && !dry_run {
+    let auth = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
+    let users = platform::db::lazy_pool(s.operator_user_db(), 2)?;
+    // Under the least-privilege setup the topology is the setup's (the operator may not declare).
+    if yes && !dry_run && !s.managed_by_setup {
         // Repairs travel through the exchange: make sure the user-service's queue exists (it may
         // be the very thing that was deleted) so they are not parked in user.events.unrouted.
         let queues = ConsumerQueues::for_consumer(topology::USER_SERVICE);

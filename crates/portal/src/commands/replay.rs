@@ -73,7 +73,7 @@ fn describe(sent: &Sent, queue: &str) -> String {
 }
 
 pub async fn run(s: &Settings, args: &ReplayArgs) -> Result<(), Failure> {
-    let pool = platform::db::lazy_pool(&s.auth_database_url, 2)?;
+    let pool = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
     sqlx::query("SELECT 1")
         .execute(&pool)
         .await
@@ -87,15 +87,21 @@ pub async fn run(s: &Settings, args: &ReplayArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let bar = progress_bar(total.max(0) as u64);
-    let sent = replay_to(&pool, &s.amqp_url, &args.to, &filter, |n| bar.inc(n)).await;
+    let sent = replay_to(&pool, s.operator_amqp(), &args.to, &filter, |n| bar.inc(n)).await;
     bar.finish_and_clear();
     println!("{}", describe(&sent.map_err(failure)?, &args.to));
     Ok(())
 }
 
 pub async fn consumer(s: &Settings, command: ConsumerCommand) -> Result<(), Failure> {
-    let ConsumerCommand::Add { name } = command;
-    let queues = create_consumer_queues(&s.amqp_url, &name)
+    let ConsumerCommand::Add { name, admin } = command;
+    // Declaring and binding queues is the setup's right when it manages the topology.
+    let declare_as = if s.managed_by_setup {
+        admin.admin_amqp_url.as_str()
+    } else {
+        s.operator_amqp()
+    };
+    let queues = create_consumer_queues(declare_as, &name)
         .await
         .map_err(failure)?;
     println!(
@@ -104,13 +110,16 @@ pub async fn consumer(s: &Settings, command: ConsumerCommand) -> Result<(), Fail
         queues.dead_letter,
         queues.retries.len()
     );
-    let pool = platform::db::lazy_pool(&s.auth_database_url, 2)?;
+    let pool = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
     let filter = EventFilter::default();
     let total = event_store::count(&pool, &filter)
         .await
         .map_err(|e| Failure::unreachable(anyhow!("cannot reach auth_db: {e}")))?;
     let bar = progress_bar(total.max(0) as u64);
-    let sent = replay_to(&pool, &s.amqp_url, &queues.main, &filter, |n| bar.inc(n)).await;
+    let sent = replay_to(&pool, s.operator_amqp(), &queues.main, &filter, |n| {
+        bar.inc(n)
+    })
+    .await;
     bar.finish_and_clear();
     println!(
         "backfilled: {}",

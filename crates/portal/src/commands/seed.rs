@@ -30,7 +30,7 @@ pub fn print_report(report: &SeedReport) {
 
 pub async fn run(s: &Settings) -> Result<(), Failure> {
     let options = options(s)?;
-    let pool = auth_service::prepare_database(&s.auth_database_url, 2)
+    let pool = auth_service::open_database(&s.auth_database_url, 2, s.managed_by_setup)
         .await
         .map_err(Failure::unreachable)?;
     let report = auth_service::seed::seed(&pool, &options).await?;

@@ -14,11 +14,12 @@ pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
     auth_service::Config {
         http_addr: s.auth_addr,
         database_url: s.auth_database_url.clone(),
-        amqp_url: s.amqp_url.clone(),
+        amqp_url: s.relay_amqp().to_owned(),
         key_dir: KeyDir(s.jwt_key_dir.clone()),
         token_ttl_seconds: s.token_ttl_seconds,
         run_relay,
         max_db_connections: 16,
+        managed_by_setup: s.managed_by_setup,
         relay: relay_config(s),
     }
 }
@@ -29,6 +30,7 @@ pub fn relay_config(s: &Settings) -> RelayConfig {
         retention: s
             .event_retention_days
             .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+        declare_topology: !s.managed_by_setup,
         ..RelayConfig::default()
     }
 }
@@ -37,10 +39,11 @@ pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
     user_service::Config {
         http_addr: s.user_addr,
         database_url: s.user_database_url.clone(),
-        amqp_url: s.amqp_url.clone(),
+        amqp_url: s.user_service_amqp().to_owned(),
         key_dir: KeyDir(s.jwt_key_dir.clone()),
         run_consumer,
         max_db_connections: 16,
+        managed_by_setup: s.managed_by_setup,
         consumer: ConsumerConfig {
             prefetch: s.consumer_prefetch,
             trusted_publishers: s.trusted_publishers.clone(),
@@ -80,8 +83,8 @@ pub fn reconcile_schedule(
 ) -> Option<tokio::task::JoinHandle<()>> {
     let interval = s.reconcile_interval?;
     Some(ops::reconcile::spawn_schedule(
-        s.auth_database_url.clone(),
-        s.user_database_url.clone(),
+        s.operator_auth_db().to_owned(),
+        s.operator_user_db().to_owned(),
         interval,
         shutdown,
     ))
@@ -110,10 +113,10 @@ pub async fn gateway(s: &Settings) -> Result<(), Failure> {
 }
 
 pub async fn relay(s: &Settings) -> Result<(), Failure> {
-    let pool = auth_service::prepare_database(&s.auth_database_url, 4)
+    let pool = auth_service::open_database(&s.auth_database_url, 4, s.managed_by_setup)
         .await
         .map_err(Failure::unreachable)?;
-    Relay::new(pool, s.amqp_url.clone(), relay_config(s))
+    Relay::new(pool, s.relay_amqp().to_owned(), relay_config(s))
         .run(platform::shutdown::on_signal())
         .await;
     Ok(())

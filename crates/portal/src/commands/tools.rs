@@ -22,11 +22,32 @@ pub fn exec(s: &Settings, tool: &str, args: &[OsString]) -> Result<(), Failure> 
         )
         .into());
     }
+    // The tools make databases and vhosts of their own: under the least-privilege setup the
+    // services' identities may not, so they get the administrative credentials instead.
+    let admin_or = |var: &str, default: &str, own: &str| {
+        if s.managed_by_setup {
+            std::env::var(var).unwrap_or_else(|_| default.to_owned())
+        } else {
+            own.to_owned()
+        }
+    };
+    let database = admin_or(
+        "ADMIN_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        &s.auth_database_url,
+    );
+    let amqp = admin_or(
+        "ADMIN_AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &s.amqp_url,
+    );
     let error = Command::new(&program)
         .args(args)
-        .env("AUTH_DATABASE_URL", &s.auth_database_url)
-        .env("USER_DATABASE_URL", &s.user_database_url)
-        .env("AMQP_URL", &s.amqp_url)
+        .env("AUTH_DATABASE_URL", &database)
+        .env("USER_DATABASE_URL", &database)
+        .env("AMQP_URL", &amqp)
+        // Its services are its own: they must not read this install's credentials file.
+        .env("PORTAL_CREDENTIALS", "none")
         .env("RELAY_BATCH_SIZE", s.relay_batch_size.to_string())
         .env("CONSUMER_PREFETCH", s.consumer_prefetch.to_string())
         .env("PORTAL_BIN", &me)

@@ -1,13 +1,28 @@
 //! `portal up`: the whole system in one foreground process.
 
 use super::serve::{auth_config, gateway_config, user_config};
-use super::Failure;
-use crate::cli::Settings;
+use super::{setup, Failure};
+use crate::cli::{AdminArgs, Cli, Settings};
 use anyhow::Context;
+use clap::Parser;
 use contract::topology;
 use platform::service::Service;
 
-pub async fn run(s: &Settings) -> Result<(), Failure> {
+/// Runs the least-privilege setup (unless `no_setup`, or PORTAL_CREDENTIALS=none), then the
+/// system under the identities it wrote.
+pub async fn run(s: &Settings, admin: &AdminArgs, no_setup: bool) -> Result<(), Failure> {
+    if no_setup || setup::credentials_path().is_none() {
+        return run_services(s).await;
+    }
+    setup::run(s, admin).await?;
+    // The settings again, now with the credentials the setup wrote (what the environment sets
+    // explicitly still wins).
+    setup::load_into_env(&admin.credentials)?;
+    let cli = Cli::try_parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    run_services(&cli.settings).await
+}
+
+async fn run_services(s: &Settings) -> Result<(), Failure> {
     let seed_options = super::seed::options(s)?;
     // The user-service reads the public key, so the auth-service (which creates the key pair)
     // is built first.
@@ -21,15 +36,20 @@ pub async fn run(s: &Settings) -> Result<(), Failure> {
 
     // Declaring here means the queues exist before anything is published. If RabbitMQ is down
     // the relay and consumer declare it when they connect, so starting anyway loses nothing.
-    if let Err(e) = platform::amqp::ensure_topology(
-        &s.amqp_url,
-        &[topology::ConsumerQueues::for_consumer(
-            topology::USER_SERVICE,
-        )],
-    )
-    .await
-    {
-        tracing::warn!("RabbitMQ not reachable yet ({e}); events wait in the outbox until it is");
+    // (Under the least-privilege setup, the setup has declared it.)
+    if !s.managed_by_setup {
+        if let Err(e) = platform::amqp::ensure_topology(
+            &s.amqp_url,
+            &[topology::ConsumerQueues::for_consumer(
+                topology::USER_SERVICE,
+            )],
+        )
+        .await
+        {
+            tracing::warn!(
+                "RabbitMQ not reachable yet ({e}); events wait in the outbox until it is"
+            );
+        }
     }
 
     let seeded = if auth_service::store::count_users(auth.pool())

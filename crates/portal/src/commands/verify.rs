@@ -6,8 +6,8 @@ use crate::cli::Settings;
 use ops::verify;
 
 pub async fn run(s: &Settings, max_listed: usize) -> Result<(), Failure> {
-    let auth = platform::db::lazy_pool(&s.auth_database_url, 1)?;
-    let users = platform::db::lazy_pool(&s.user_database_url, 1)?;
+    let auth = platform::db::lazy_pool(s.operator_auth_db(), 1)?;
+    let users = platform::db::lazy_pool(s.operator_user_db(), 1)?;
     let report = verify::compare(&auth, &users, max_listed)
         .await
         .map_err(|e| match e {

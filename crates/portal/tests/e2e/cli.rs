@@ -11,7 +11,9 @@ use tokio::process::Command;
 /// `portal` on the sandbox's databases, vhost and keys, its services on free ports.
 fn portal(sb: &Sandbox) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portal"));
-    cmd.env("AUTH_DATABASE_URL", sb.database_url("auth"))
+    // The sandbox's settings only: no install's credentials file, no setup.
+    cmd.env("PORTAL_CREDENTIALS", "none")
+        .env("AUTH_DATABASE_URL", sb.database_url("auth"))
         .env("USER_DATABASE_URL", sb.database_url("user"))
         .env("AMQP_URL", &sb.amqp_url)
         .env("JWT_KEY_DIR", &sb.key_dir.0)
@@ -314,6 +316,7 @@ async fn passwords_in_urls_never_reach_help_errors_or_logs() {
         )
         .env("AMQP_URL", format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f"))
         .env("SEED_ADMIN_PASSWORD", SECRET)
+        .env("PORTAL_CREDENTIALS", "none")
         .env("PORTAL_PASSWORD", SECRET)
         .env("RUST_LOG", "debug")
         .kill_on_drop(true);

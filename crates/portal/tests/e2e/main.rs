@@ -16,6 +16,7 @@ pub mod user_common;
 mod cli;
 mod convergence;
 mod faults;
+mod identities;
 mod lifecycle;
 mod pipeline;
 mod recovery;

@@ -1,0 +1,559 @@
+//! The least-privilege setup (`portal setup`, and `portal up` before it starts anything): from
+//! the administrative credentials it is given, it makes every part of the system an identity
+//! of its own with only the rights that part needs, and writes the generated passwords to one
+//! owner-only file that the other commands read.
+//!
+//! - PostgreSQL: a migration role that owns both databases and their schemas; a login role per
+//!   service (`auth_service` on `auth_db`, `user_service` on `user_db`) with only the table
+//!   rights it uses (each service says which: `auth_service::grants`, `user_service::grants`);
+//!   an operator role for verify, reconcile and replay. Nobody else may connect to the
+//!   databases. Passwords are stored as SCRAM-SHA-256.
+//! - RabbitMQ: a user per component. The relay may only publish to `user.events` (routing keys
+//!   `user.…`); the user-service may only read its queue and publish through its own set-aside
+//!   exchange (its retry and dead-letter queues); the operator may read the consumers' queues and
+//!   dead letters and publish to them and to `user.events`. None may configure anything: the
+//!   setup declares the topology itself, as the administrator.
+//!
+//! It is idempotent (existing identities keep their passwords, from the credentials file) and
+//! race-free (a PostgreSQL advisory lock serialises concurrent setups, which then reuse what the
+//! first one wrote), and it re-grants what a recreated database or vhost lost.
+
+use anyhow::{anyhow, bail, Context};
+use contract::topology::{ConsumerQueues, EXCHANGE, UNROUTED_QUEUE, USER_SERVICE};
+use platform::rabbit_admin::{Management, Permissions};
+use platform::secret;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sqlx::{Connection, PgConnection};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use url::Url;
+
+/// The names of the identities the setup creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identities {
+    /// PostgreSQL: owns the databases and schemas, runs the migrations.
+    pub migrator: String,
+    /// PostgreSQL: the auth-service (and its relay).
+    pub auth_service: String,
+    /// PostgreSQL: the user-service.
+    pub user_service: String,
+    /// PostgreSQL: verify, reconcile, replay.
+    pub operator: String,
+    /// RabbitMQ: the outbox relay.
+    pub relay_user: String,
+    /// RabbitMQ: the user-service's consumer.
+    pub user_service_user: String,
+    /// RabbitMQ: replay, dlq, consumer add's backfill.
+    pub operator_user: String,
+}
+
+impl Identities {
+    /// The names of a production install.
+    pub fn standard() -> Self {
+        Self {
+            migrator: "portal_migrator".into(),
+            auth_service: "auth_service".into(),
+            user_service: "user_service".into(),
+            operator: "portal_operator".into(),
+            relay_user: contract::wire::RELAY_USER.into(),
+            user_service_user: format!("portal-{USER_SERVICE}"),
+            operator_user: contract::wire::OPERATOR_USER.into(),
+        }
+    }
+
+    fn pg_roles(&self) -> [&str; 4] {
+        [
+            &self.migrator,
+            &self.auth_service,
+            &self.user_service,
+            &self.operator,
+        ]
+    }
+
+    fn broker_users(&self) -> [&str; 3] {
+        [
+            &self.relay_user,
+            &self.user_service_user,
+            &self.operator_user,
+        ]
+    }
+}
+
+/// What the setup works on and with.
+#[derive(Debug, Clone)]
+pub struct SetupConfig {
+    /// PostgreSQL as a role that may create roles and databases (any database of the server).
+    pub admin_database_url: String,
+    /// RabbitMQ as an administrator, on the vhost to set up.
+    pub admin_amqp_url: String,
+    /// RabbitMQ's management API, called with the admin AMQP user.
+    pub management_url: String,
+    pub auth_db: String,
+    pub user_db: String,
+    pub identities: Identities,
+    /// The owner-only file the generated credentials go to.
+    pub credentials: PathBuf,
+}
+
+/// What a setup did, for people (no secret in it).
+#[derive(Debug, Default)]
+pub struct SetupReport {
+    pub created_roles: Vec<String>,
+    pub created_users: Vec<String>,
+    pub created_databases: Vec<String>,
+    /// False when every password came from the existing credentials file.
+    pub wrote_new_passwords: bool,
+}
+
+/// The generated credentials: `KEY=value` lines, the keys the `portal` settings read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials(pub BTreeMap<String, String>);
+
+impl Credentials {
+    /// Reads `path` (refusing one others may read); an absent file is empty credentials.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        secret::check_private(path)?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let map = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Ok(Self(map))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Writes the file owner-only (its directory too), replacing it atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        secret::private_dir(dir)?;
+        let mut text = String::from(
+            "# Written by `portal setup`: the identities the portal's services run under.\n\
+             # Owner-only: it holds passwords. Every portal command reads it (PORTAL_CREDENTIALS);\n\
+             # a variable set in the environment wins over the same one here.\n",
+        );
+        for (k, v) in &self.0 {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        let tmp = dir.join(format!(".credentials-{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        secret::write_new_secret(&tmp, text.as_bytes())?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// The credentials-file key of an identity's password: `PASSWORD_PG_AUTH_SERVICE`,
+/// `PASSWORD_AMQP_PORTAL_RELAY` (kept so a later setup reuses it).
+fn secret_key(kind: &str, name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("PASSWORD_{kind}_{name}")
+}
+
+/// A new password: 32 letters and digits (about 190 bits), safe inside SQL and URLs.
+fn new_password() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// Names the setup puts into SQL and regular expressions: letters, digits, `_`, `-`, `.`.
+fn check_name(name: &str) -> anyhow::Result<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(name)
+    } else {
+        bail!("{name:?} is not a name the setup accepts (letters, digits, _ - . only)")
+    }
+}
+
+/// `url` logging in as `user` with `password` to `path` (a database or a vhost).
+fn url_as(base: &str, user: &str, password: &str, path: Option<&str>) -> anyhow::Result<String> {
+    let mut url =
+        Url::parse(base).with_context(|| format!("bad URL {}", secret::redact_url(base)))?;
+    url.set_username(user)
+        .and_then(|()| url.set_password(Some(password)))
+        .map_err(|()| anyhow!("cannot put credentials in {}", secret::redact_url(base)))?;
+    if let Some(path) = path {
+        url.set_path(&format!("/{path}"));
+    }
+    Ok(url.to_string())
+}
+
+/// A key of the advisory lock that serialises setups (any process, any machine, one server).
+const SETUP_LOCK: i64 = 0x706f_7274_616c_0002;
+
+/// Runs the setup; see the module documentation.
+pub async fn run(config: &SetupConfig) -> anyhow::Result<SetupReport> {
+    let ids = &config.identities;
+    for name in ids
+        .pg_roles()
+        .into_iter()
+        .chain(ids.broker_users())
+        .chain([config.auth_db.as_str(), config.user_db.as_str()])
+    {
+        check_name(name)?;
+    }
+    let mut admin = PgConnection::connect(&config.admin_database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach PostgreSQL as the administrator ({})",
+                secret::redact_url(&config.admin_database_url)
+            )
+        })?;
+    // Held until the end: a second setup waits here, then finds (and reuses) what this one
+    // wrote, passwords included.
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(SETUP_LOCK)
+        .execute(&mut admin)
+        .await?;
+    let result = run_locked(config, &mut admin).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(SETUP_LOCK)
+        .execute(&mut admin)
+        .await
+        .ok();
+    admin.close().await.ok();
+    result
+}
+
+async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::Result<SetupReport> {
+    let ids = &config.identities;
+    let mut report = SetupReport::default();
+    let mut creds = Credentials::load(&config.credentials)?;
+    let mut password = |key: String, report: &mut SetupReport| -> String {
+        creds
+            .0
+            .entry(key)
+            .or_insert_with(|| {
+                report.wrote_new_passwords = true;
+                new_password()
+            })
+            .clone()
+    };
+    let pg_passwords: Vec<(String, String)> = ids
+        .pg_roles()
+        .iter()
+        .map(|role| {
+            (
+                (*role).to_owned(),
+                password(secret_key("PG", role), &mut report),
+            )
+        })
+        .collect();
+    let broker_passwords: Vec<(String, String)> = ids
+        .broker_users()
+        .iter()
+        .map(|user| {
+            (
+                (*user).to_owned(),
+                password(secret_key("AMQP", user), &mut report),
+            )
+        })
+        .collect();
+
+    // --- PostgreSQL: roles, databases, schema owner, migrations, grants -------------------
+    sqlx::query("SET password_encryption = 'scram-sha-256'")
+        .execute(&mut *admin)
+        .await?;
+    for (role, pw) in &pg_passwords {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(role)
+                .fetch_one(&mut *admin)
+                .await?;
+        let verb = if exists { "ALTER" } else { "CREATE" };
+        sqlx::query(&format!(
+            "{verb} ROLE \"{role}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{pw}'"
+        ))
+        .execute(&mut *admin)
+        .await
+        .with_context(|| format!("cannot {} role {role}", verb.to_lowercase()))?;
+        if !exists {
+            report.created_roles.push(role.clone());
+        }
+    }
+    let pg_password = |role: &str| {
+        pg_passwords
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    };
+    for db in [&config.auth_db, &config.user_db] {
+        if platform::db::create_database_owned(&mut *admin, db, &ids.migrator).await? {
+            report.created_databases.push(db.clone());
+        }
+        own_everything(&config.admin_database_url, db, &ids.migrator).await?;
+        sqlx::query(&format!("REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC"))
+            .execute(&mut *admin)
+            .await?;
+    }
+    for (db, roles) in [
+        (&config.auth_db, [&ids.auth_service, &ids.operator]),
+        (&config.user_db, [&ids.user_service, &ids.operator]),
+    ] {
+        for role in roles {
+            sqlx::query(&format!("GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\""))
+                .execute(&mut *admin)
+                .await?;
+        }
+    }
+    let migrator_auth = url_as(
+        &config.admin_database_url,
+        &ids.migrator,
+        &pg_password(&ids.migrator),
+        Some(&config.auth_db),
+    )?;
+    let migrator_user = url_as(
+        &config.admin_database_url,
+        &ids.migrator,
+        &pg_password(&ids.migrator),
+        Some(&config.user_db),
+    )?;
+    let pool = auth_service::prepare_database(&migrator_auth, 1).await?;
+    for grant in auth_service::grants(&ids.auth_service, &ids.operator) {
+        sqlx::query(&grant).execute(&pool).await?;
+    }
+    pool.close().await;
+    let pool = user_service::prepare_database(&migrator_user, 1).await?;
+    for grant in user_service::grants(&ids.user_service, &ids.operator) {
+        sqlx::query(&grant).execute(&pool).await?;
+    }
+    pool.close().await;
+
+    // --- RabbitMQ: users, topology, permissions -------------------------------------------
+    let admin_url = Url::parse(&config.admin_amqp_url).context("bad ADMIN_AMQP_URL")?;
+    let vhost = percent_encoding::percent_decode_str(admin_url.path().trim_start_matches('/'))
+        .decode_utf8_lossy()
+        .into_owned();
+    let vhost = if vhost.is_empty() {
+        "/".to_owned()
+    } else {
+        vhost
+    };
+    let admin_user = platform::amqp::broker_user(&config.admin_amqp_url);
+    let admin_password = percent_encoding::percent_decode_str(admin_url.password().unwrap_or(""))
+        .decode_utf8_lossy()
+        .into_owned();
+    let management = Management::new(&config.management_url, &admin_user, &admin_password)?;
+    let existing = management.users().await?;
+    for (user, pw) in &broker_passwords {
+        management.put_user(user, pw).await?;
+        if !existing.contains(user) {
+            report.created_users.push(user.clone());
+        }
+    }
+    let user_queues = ConsumerQueues::for_consumer(USER_SERVICE);
+    platform::amqp::ensure_topology(&config.admin_amqp_url, std::slice::from_ref(&user_queues))
+        .await
+        .context("declaring the topology as the administrator")?;
+    let exact = |name: &str| format!("^{}$", regex_escape(name));
+    let nothing = String::new();
+    let events_keys = "^user\\..+$";
+    management
+        .set_permissions(
+            &vhost,
+            &ids.relay_user,
+            &Permissions {
+                configure: nothing.clone(),
+                write: exact(EXCHANGE),
+                read: nothing.clone(),
+            },
+        )
+        .await?;
+    management
+        .set_topic_permissions(&vhost, &ids.relay_user, EXCHANGE, events_keys, "^$")
+        .await?;
+    management
+        .set_permissions(
+            &vhost,
+            &ids.user_service_user,
+            &Permissions {
+                configure: nothing.clone(),
+                write: exact(&user_queues.set_aside),
+                read: exact(&user_queues.main),
+            },
+        )
+        .await?;
+    management
+        .set_permissions(
+            &vhost,
+            &ids.operator_user,
+            &Permissions {
+                configure: nothing,
+                // Replays and requeues go to one consumer's queue through the default exchange;
+                // unrouted events go back to the exchange.
+                write: format!("^(amq\\.default|{})$", regex_escape(EXCHANGE)),
+                read: format!(
+                    "^(.+\\.user-events(\\.dlq)?|{})$",
+                    regex_escape(UNROUTED_QUEUE)
+                ),
+            },
+        )
+        .await?;
+    management
+        .set_topic_permissions(&vhost, &ids.operator_user, EXCHANGE, events_keys, "^$")
+        .await?;
+
+    // --- The credentials file -------------------------------------------------------------
+    let broker_password = |user: &str| {
+        broker_passwords
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    };
+    let db_url = |role: &str, db: &str| {
+        url_as(
+            &config.admin_database_url,
+            role,
+            &pg_password(role),
+            Some(db),
+        )
+    };
+    let amqp_url = |user: &str| url_as(&config.admin_amqp_url, user, &broker_password(user), None);
+    let entries = [
+        (
+            "AUTH_DATABASE_URL",
+            db_url(&ids.auth_service, &config.auth_db)?,
+        ),
+        (
+            "USER_DATABASE_URL",
+            db_url(&ids.user_service, &config.user_db)?,
+        ),
+        (
+            "OPERATOR_AUTH_DATABASE_URL",
+            db_url(&ids.operator, &config.auth_db)?,
+        ),
+        (
+            "OPERATOR_USER_DATABASE_URL",
+            db_url(&ids.operator, &config.user_db)?,
+        ),
+        ("RELAY_AMQP_URL", amqp_url(&ids.relay_user)?),
+        ("USER_SERVICE_AMQP_URL", amqp_url(&ids.user_service_user)?),
+        ("OPERATOR_AMQP_URL", amqp_url(&ids.operator_user)?),
+        // Without an AMQP_URL of their own, commands fall back to the operator's.
+        ("AMQP_URL", amqp_url(&ids.operator_user)?),
+        ("MANAGED_BY_SETUP", "true".to_owned()),
+        (
+            "TRUSTED_PUBLISHERS",
+            format!("{},{}", ids.relay_user, ids.operator_user),
+        ),
+    ];
+    for (key, value) in entries {
+        creds.0.insert(key.to_owned(), value);
+    }
+    creds.save(&config.credentials)?;
+    Ok(report)
+}
+
+/// Hands every table, sequence and function of `db`'s `public` schema (and the schema) to
+/// `owner`: a database created earlier by another role (an older install, a restored backup) is
+/// brought under the migration role, which alone changes the schema from then on.
+async fn own_everything(admin_url: &str, db: &str, owner: &str) -> anyhow::Result<()> {
+    let mut url = Url::parse(admin_url).context("bad ADMIN_DATABASE_URL")?;
+    url.set_path(&format!("/{db}"));
+    let mut conn = PgConnection::connect(url.as_str())
+        .await
+        .with_context(|| format!("cannot reach {db} as the administrator"))?;
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT format('ALTER TABLE public.%I OWNER TO %I', c.relname, $1::text) \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') \
+            AND pg_get_userbyid(c.relowner) <> $1 \
+         UNION ALL \
+         SELECT format('ALTER FUNCTION public.%I(%s) OWNER TO %I', p.proname, \
+                       pg_get_function_identity_arguments(p.oid), $1::text) \
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+          WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> $1",
+    )
+    .bind(owner)
+    .fetch_all(&mut conn)
+    .await?;
+    for statement in statements {
+        // A table's sequences follow it (they are owned by its columns).
+        sqlx::query(&statement).execute(&mut conn).await?;
+    }
+    sqlx::query(&format!("ALTER SCHEMA public OWNER TO \"{owner}\""))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .execute(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// `name` with the characters that mean something in a regular expression escaped.
+fn regex_escape(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let special = matches!(c, '.' | '-' | '+' | '*' | '?' | '(' | ')' | '[' | ']');
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_for_permissions_and_checked_for_sql() {
+        assert_eq!(regex_escape("user.events"), "user\\.events");
+        assert_eq!(
+            regex_escape("user-service.user-events.set-aside"),
+            "user\\-service\\.user\\-events\\.set\\-aside"
+        );
+        assert!(check_name("auth_service").is_ok());
+        assert!(check_name("x\"; DROP ROLE postgres; --").is_err());
+        assert!(check_name("").is_err());
+    }
+
+    #[test]
+    fn credentials_round_trip_owner_only() {
+        let dir = std::env::temp_dir().join(format!("creds-test-{}", new_password()));
+        let path = dir.join("credentials.env");
+        let mut creds = Credentials::default();
+        creds.0.insert(
+            "AUTH_DATABASE_URL".into(),
+            "postgres://a:b@h/auth_db".into(),
+        );
+        creds.save(&path).unwrap();
+        assert_eq!(Credentials::load(&path).unwrap(), creds);
+        assert!(secret::check_private(&path).is_ok());
+        assert_eq!(new_password().len(), 32);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,76 @@
+//! `portal setup`: the least-privilege setup ([`ops::setup`]) from the administrative
+//! credentials, and the loading of the credentials file it writes, which every command does
+//! before it reads its settings.
+
+use super::Failure;
+use crate::cli::{AdminArgs, Settings};
+use anyhow::Context;
+use ops::setup::{Credentials, Identities, SetupConfig, SetupReport};
+use std::path::{Path, PathBuf};
+
+/// The credentials file every command reads: `PORTAL_CREDENTIALS`, else
+/// `.portal/credentials.env`; `none` (or empty) reads none.
+pub fn credentials_path() -> Option<PathBuf> {
+    match std::env::var("PORTAL_CREDENTIALS") {
+        Ok(p) if p.is_empty() || p == "none" => None,
+        Ok(p) => Some(PathBuf::from(p)),
+        Err(_) => Some(PathBuf::from(".portal/credentials.env")),
+    }
+}
+
+/// Puts every variable of the credentials file at `path` into this process's environment,
+/// unless the environment already sets it (what is set explicitly wins). Called before any
+/// thread starts; an absent file changes nothing, one others may read is refused.
+pub fn load_into_env(path: &Path) -> anyhow::Result<()> {
+    for (key, value) in Credentials::load(path)?.0 {
+        if std::env::var_os(&key).is_none() {
+            std::env::set_var(key, value);
+        }
+    }
+    Ok(())
+}
+
+/// The setup of this machine's install: the databases of AUTH_DATABASE_URL and
+/// USER_DATABASE_URL on the server of ADMIN_DATABASE_URL, the vhost of ADMIN_AMQP_URL.
+pub fn config(s: &Settings, admin: &AdminArgs) -> anyhow::Result<SetupConfig> {
+    Ok(SetupConfig {
+        admin_database_url: admin.admin_database_url.clone(),
+        admin_amqp_url: admin.admin_amqp_url.clone(),
+        management_url: admin.management_url.clone(),
+        auth_db: platform::db::database_name(&s.auth_database_url).context("AUTH_DATABASE_URL")?,
+        user_db: platform::db::database_name(&s.user_database_url).context("USER_DATABASE_URL")?,
+        identities: Identities::standard(),
+        credentials: admin.credentials.clone(),
+    })
+}
+
+/// One line per change, no secret.
+pub fn print_report(report: &SetupReport, credentials: &Path) {
+    for role in &report.created_roles {
+        println!("created PostgreSQL role {role}");
+    }
+    for db in &report.created_databases {
+        println!("created database {db}");
+    }
+    for user in &report.created_users {
+        println!("created RabbitMQ user {user}");
+    }
+    println!(
+        "setup: identities, rights and topology up to date; credentials {} {} (owner-only)",
+        if report.wrote_new_passwords {
+            "written to"
+        } else {
+            "kept in"
+        },
+        credentials.display()
+    );
+}
+
+pub async fn run(s: &Settings, admin: &AdminArgs) -> Result<(), Failure> {
+    let config = config(s, admin)?;
+    let report = ops::setup::run(&config)
+        .await
+        .map_err(Failure::unreachable)?;
+    print_report(&report, &config.credentials);
+    Ok(())
+}
