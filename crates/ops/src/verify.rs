@@ -4,12 +4,15 @@
 use futures::stream::{BoxStream, StreamExt};
 use platform::users::{UserRecord, RECORD_COLUMNS};
 use sqlx::PgPool;
+use std::collections::HashSet;
 use std::fmt;
 use uuid::Uuid;
 
-/// Both sides are read whole, in id order: only the current row of each is held.
-fn query() -> String {
-    format!("SELECT {RECORD_COLUMNS} FROM users ORDER BY id")
+/// Both sides are read in id order (whole, or only the given ids): only the current row of each
+/// is held.
+fn query(only_some: bool) -> String {
+    let filter = if only_some { "WHERE id = ANY($1)" } else { "" };
+    format!("SELECT {RECORD_COLUMNS} FROM users {filter} ORDER BY id")
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +256,29 @@ pub async fn compare(
 pub async fn compare_each(
     auth: &PgPool,
     users: &PgPool,
+    on_difference: impl FnMut(Difference),
+) -> Result<u64, VerifyError> {
+    compare_streams(auth, users, None, on_difference).await
+}
+
+/// The ids among `ids` that `verify` would still report (how `reconcile` confirms a repair).
+pub async fn still_different(
+    auth: &PgPool,
+    users: &PgPool,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, VerifyError> {
+    let mut different = HashSet::new();
+    compare_streams(auth, users, Some(ids), |d| {
+        different.insert(d.id());
+    })
+    .await?;
+    Ok(different)
+}
+
+async fn compare_streams(
+    auth: &PgPool,
+    users: &PgPool,
+    only: Option<&[Uuid]>,
     mut on_difference: impl FnMut(Difference),
 ) -> Result<u64, VerifyError> {
     // Reach both first, so "cannot connect" is told apart from a failure mid-stream.
@@ -264,9 +290,15 @@ pub async fn compare_each(
         .execute(users)
         .await
         .map_err(classify("user_db"))?;
-    let sql = query();
-    let mut a: BoxStream<'_, Result<UserRecord, sqlx::Error>> = sqlx::query_as(&sql).fetch(auth);
-    let mut u: BoxStream<'_, Result<UserRecord, sqlx::Error>> = sqlx::query_as(&sql).fetch(users);
+    let sql = query(only.is_some());
+    let read = |pool| -> BoxStream<'_, Result<UserRecord, sqlx::Error>> {
+        match only {
+            Some(ids) => sqlx::query_as(&sql).bind(ids).fetch(pool),
+            None => sqlx::query_as(&sql).fetch(pool),
+        }
+    };
+    let mut a = read(auth);
+    let mut u = read(users);
     let mut checked = 0;
     let mut next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
     let mut next_u = u.next().await.transpose().map_err(classify("user_db"))?;

@@ -71,17 +71,7 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Find users that differ between auth_db and user_db and repair them by publishing
     /// `user.snapshot` events through the normal pipeline.
-    Reconcile {
-        /// Only report what differs.
-        #[arg(long, conflicts_with = "yes")]
-        dry_run: bool,
-        /// Repair without asking.
-        #[arg(long)]
-        yes: bool,
-        /// Also delete users that exist only in user_db.
-        #[arg(long)]
-        delete_extra: bool,
-    },
+    Reconcile(ReconcileArgs),
     /// Publish stored events to ONE consumer's queue (not to every subscriber), with confirms.
     Replay(ReplayArgs),
     /// Manage consumer services of the user events.
@@ -497,6 +487,24 @@ pub enum DlqAction {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// What `portal reconcile` may do.
+#[derive(Args, Debug, Clone)]
+pub struct ReconcileArgs {
+    /// Only report what differs.
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+    /// Repair without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Also delete users that exist only in user_db.
+    #[arg(long)]
+    pub delete_extra: bool,
+    /// How long to wait for the user-service to apply the repairs (e.g. 30s, 2m); a repair
+    /// counts as done only once `verify` no longer reports it. Exit 1 if some are still pending.
+    #[arg(long, default_value = "30s", value_parser = platform::duration::parse_duration)]
+    pub wait: std::time::Duration,
 }
 
 /// Which stored events a replay sends.

@@ -41,11 +41,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Seed => commands::seed::run(s).await,
         Command::Users(command) => commands::users::run(*command).await,
         Command::Dlq(args) => commands::dlq::run(s, args).await,
-        Command::Reconcile {
-            dry_run,
-            yes,
-            delete_extra,
-        } => commands::reconcile::run(s, dry_run, yes, delete_extra).await,
+        Command::Reconcile(args) => commands::reconcile::run(s, &args).await,
         Command::Replay(args) => commands::replay::run(s, &args).await,
         Command::Consumer(command) => commands::replay::consumer(s, command).await,
         Command::Events(args) => commands::users::events(args).await,

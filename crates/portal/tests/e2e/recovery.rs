@@ -110,11 +110,26 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
     ch.queue_purge("user-service.user-events", Default::default())
         .await
         .unwrap();
-    users_svc = Some(start_ready_users(user_common::config(&sb)).await);
     let (code, out) = verify_exit(&sb).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("stale"), "{out}");
-    reconcile_and_resync(&sb, &auth, &users, "stale 4").await;
+    // While the consumer is down the repairs are written but not applied: reconcile says so and
+    // fails rather than count them repaired.
+    let (code, out) = portal_output(&sb, &["reconcile", "--yes", "--wait", "1s"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("stale 4, mismatched 0, extra 0, repaired 0, not yet applied 4"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 repairs written to the outbox were not applied within 1s"),
+        "{out}"
+    );
+    assert_eq!(verify_exit(&sb).await.0, 1, "still reported");
+    // They apply once it is back.
+    users_svc = Some(start_ready_users(user_common::config(&sb)).await);
+    eventually_in_sync(&auth, &users).await;
+    assert_eq!(verify_exit(&sb).await.0, 0);
 
     // 4. The consumer's queue deleted and re-created: what was published meanwhile went to
     // user.events.unrouted, not to the consumer.
