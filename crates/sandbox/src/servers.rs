@@ -7,6 +7,8 @@
 //!   data and log directories (Debian's `rabbitmq-server`), beside the machine's default node;
 //!   its application stopped and started with `rabbitmqctl -n <node>`.
 //!
+//! Either can also serve TLS with a self-signed certificate for `localhost` (`start_with_tls`).
+//!
 //! Both are removed when dropped. As root (CI), the servers run as the `postgres` and
 //! `rabbitmq` users, who own their directories; PostgreSQL refuses to run as root.
 
@@ -70,6 +72,41 @@ fn give_to(user: &str, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes a self-signed certificate for `localhost` and 127.0.0.1 with `openssl`, as `owner`,
+/// the key readable by its owner only (servers refuse others). It is its own trust anchor: a
+/// client trusts it through `SSL_CERT_FILE=<cert>`. rustls checks the subject alternative names,
+/// not the common name, and refuses a CA certificate as a server's, hence `CA:FALSE`.
+fn self_signed_certificate(owner: Option<&str>, cert: &str, key: &str) -> anyhow::Result<()> {
+    run_as(
+        owner,
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        &[],
+    )?;
+    run_as(owner, "chmod", &["600", key], &[])?;
+    Ok(())
+}
+
 /// A fresh directory under `/var/tmp` (readable by the servers' users, unlike a private
 /// temporary directory of root's).
 fn fresh_dir(label: &str) -> anyhow::Result<PathBuf> {
@@ -130,28 +167,7 @@ impl PrivatePostgres {
         )?;
         if tls {
             let (cert, key) = server.tls_files();
-            run_as(
-                Some("postgres"),
-                "openssl",
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &cert,
-                ],
-                &[],
-            )?;
-            // PostgreSQL refuses a key others can read.
-            run_as(Some("postgres"), "chmod", &["600", &key], &[])?;
+            self_signed_certificate(Some("postgres"), &cert, &key)?;
         }
         server.pg_ctl_start()?;
         Ok(server)
@@ -210,6 +226,11 @@ impl PrivatePostgres {
         Ok(())
     }
 
+    /// The server's certificate (PEM), for a client's `sslrootcert`, when started with TLS.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+
     /// `postgres://postgres@127.0.0.1:<port>` (no database).
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
@@ -242,11 +263,23 @@ pub struct PrivateRabbit {
     dir: PathBuf,
     pub node: String,
     pub port: u16,
+    /// The AMQPS port, when started with TLS.
+    pub tls_port: Option<u16>,
 }
 
 impl PrivateRabbit {
     /// Starts the node and waits until it runs; takes several seconds.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Like [`PrivateRabbit::start`], also serving AMQPS with a self-signed certificate for
+    /// `localhost` ([`PrivateRabbit::certificate`]); see [`PrivateRabbit::tls_url`].
+    pub fn start_with_tls() -> anyhow::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Self> {
         let dir = fresh_dir("portal-rmq")?;
         let id = dir
             .file_name()
@@ -256,18 +289,55 @@ impl PrivateRabbit {
         let port = node_port()?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
         // Its own config file: the default node's pins the listener to 5672.
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
-        )?;
+        let mut config =
+            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n");
+        let tls_port = if tls {
+            let tls_port = node_port()?;
+            let path = |name: &str| dir.join(name).display().to_string();
+            self_signed_certificate(None, &path("server.crt"), &path("server.key"))?;
+            config.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{tls_port}\n\
+                 ssl_options.cacertfile = {crt}\n\
+                 ssl_options.certfile = {crt}\n\
+                 ssl_options.keyfile = {key}\n\
+                 ssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n",
+                crt = path("server.crt"),
+                key = path("server.key"),
+            ));
+            Some(tls_port)
+        } else {
+            None
+        };
+        std::fs::write(dir.join("rabbitmq.conf"), config)?;
         give_to("rabbitmq", &dir)?;
         let node = Self {
             node: format!("{id}@localhost"),
             port,
+            tls_port,
             dir,
         };
         node.start_node()?;
         Ok(node)
+    }
+
+    /// The node's certificate (PEM), for a client's `SSL_CERT_FILE`, when started with TLS.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+
+    /// `amqps://guest:guest@localhost:<tls port>/%2f`, when started with TLS.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("amqps://guest:guest@localhost:{port}/%2f"))
+    }
+
+    /// What `rabbitmqctl -n <node> <args>` prints.
+    pub fn ctl_output(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec!["-q", "-n", &self.node];
+        all.extend_from_slice(args);
+        let out = run_as(None, "rabbitmqctl", &all, &[])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn env(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
@@ -309,10 +379,7 @@ impl PrivateRabbit {
     }
 
     fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
-        let mut all = vec!["-q", "-n", &self.node];
-        all.extend_from_slice(args);
-        run_as(None, "rabbitmqctl", &all, &[])?;
-        Ok(())
+        self.ctl_output(args).map(|_| ())
     }
 
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
