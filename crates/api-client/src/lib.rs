@@ -5,13 +5,16 @@
 
 use contract::api::{
     AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse, DirectoryEntry,
-    ErrorBody, LoginRequest, LoginResponse, Page, RegisterRequest, RoleRequest, UpdateUserRequest,
+    ErrorBody, LoginRequest, LoginResponse, Page, RefreshRequest, RegisterRequest,
+    RegistrationReceived, RoleRequest, UpdateUserRequest,
 };
 use contract::UserSnapshot;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// Why a call failed.
@@ -85,7 +88,35 @@ impl ListFilter {
 pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
-    token: Option<String>,
+    token: Option<Bearer>,
+}
+
+/// The bearer token a client sends: one given, or a session's, renewed with its refresh token
+/// before it expires (clones share the session, so a pool of clients renews once).
+#[derive(Debug, Clone)]
+enum Bearer {
+    Fixed(String),
+    Session(Arc<Mutex<Session>>),
+}
+
+#[derive(Debug)]
+struct Session {
+    access: String,
+    refresh: String,
+    renew_at: Instant,
+}
+
+impl Session {
+    fn of(answer: &LoginResponse) -> Self {
+        // Renewed when four fifths of its life are gone, so a slow call still carries a live
+        // token.
+        let life = u64::try_from(answer.expires_in).unwrap_or(60);
+        Self {
+            access: answer.access_token.clone(),
+            refresh: answer.refresh_token.clone(),
+            renew_at: Instant::now() + Duration::from_secs(life * 4 / 5),
+        }
+    }
 }
 
 impl ApiClient {
@@ -117,22 +148,41 @@ impl ApiClient {
 
     /// The same client, sending `token` as its bearer token.
     pub fn authenticated(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.token = Some(Bearer::Fixed(token.into()));
         self
     }
 
-    /// Logs in and returns a client that uses the token it got.
-    pub async fn logged_in(self, email: &str, password: &str) -> Result<Self> {
+    /// Logs in and returns a client that uses the session it got, renewing its access token
+    /// with the refresh token as it nears expiry.
+    pub async fn logged_in(mut self, email: &str, password: &str) -> Result<Self> {
         let answer = self.login(email, password).await?;
-        Ok(self.authenticated(answer.access_token))
+        self.token = Some(Bearer::Session(Arc::new(Mutex::new(Session::of(&answer)))));
+        Ok(self)
+    }
+
+    /// The bearer token to send now, renewing a session's first when it is due.
+    async fn bearer(&self) -> Result<Option<String>> {
+        match &self.token {
+            None => Ok(None),
+            Some(Bearer::Fixed(token)) => Ok(Some(token.clone())),
+            Some(Bearer::Session(session)) => {
+                let mut session = session.lock().await;
+                if Instant::now() >= session.renew_at {
+                    let renewed = self.refresh(&session.refresh).await?;
+                    *session = Session::of(&renewed);
+                }
+                Ok(Some(session.access.clone()))
+            }
+        }
     }
 
     pub fn base(&self) -> &str {
         self.base.as_str()
     }
 
-    pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+    /// The bearer token the next call sends (a session's renewed first when due).
+    pub async fn token(&self) -> Result<Option<String>> {
+        self.bearer().await
     }
 
     /// `<base>/<path segments…>?<query>`, each segment and value percent-encoded.
@@ -156,10 +206,23 @@ impl ApiClient {
         query: &[(&str, String)],
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T> {
+        let bearer = self.bearer().await?;
+        self.call_as(bearer, method, segments, query, body).await
+    }
+
+    /// [`ApiClient::call`] with the given bearer token (or none).
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        bearer: Option<String>,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
         let url = self.url(segments, query);
         let what = format!("{method} {}", url.path());
         let mut request = self.http.request(method, url);
-        if let Some(token) = &self.token {
+        if let Some(token) = bearer {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
@@ -218,7 +281,53 @@ impl ApiClient {
         self.send(Method::POST, &AUTH_LOGIN, Some(&body)).await
     }
 
-    pub async fn register(&self, request: &RegisterRequest) -> Result<UserSnapshot> {
+    /// Exchanges a refresh token for new tokens (the old one is then used up).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<LoginResponse> {
+        let body = RefreshRequest {
+            refresh_token: refresh_token.to_owned(),
+        };
+        // Sent without a bearer: a session renewing itself must not recurse.
+        self.call_as(
+            None,
+            Method::POST,
+            &["api", "v1", "auth", "refresh"],
+            &[],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Ends the session of `refresh_token` on the server.
+    pub async fn logout(&self, refresh_token: &str) -> Result<()> {
+        let body = RefreshRequest {
+            refresh_token: refresh_token.to_owned(),
+        };
+        let url = self.url(&["api", "v1", "auth", "logout"], &[]);
+        let response = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| Error::Unreachable {
+                base: self.base.to_string(),
+                source,
+            })?;
+        match response.status() {
+            s if s.is_success() => Ok(()),
+            status => Err(Error::Refused {
+                status,
+                body: response.json().await.unwrap_or_else(|_| ErrorBody {
+                    error: "unexpected".into(),
+                    message: format!("logout answered {status}"),
+                    field: None,
+                }),
+            }),
+        }
+    }
+
+    /// A self-registration: the answer is the same whether or not the email has an account.
+    pub async fn register(&self, request: &RegisterRequest) -> Result<RegistrationReceived> {
         self.send(
             Method::POST,
             &["api", "v1", "auth", "register"],

@@ -8,7 +8,10 @@
 //! - [`event_store`]: the outbox read as history: audit trails, replay pages, retention.
 //! - [`http`]: the API (`/api/v1/auth/*`) and health endpoints.
 //! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms.
-//! - [`password`]: argon2id hashing on a few dedicated threads, off the async runtime.
+//! - [`password`]: the password policy; argon2id hashing on a few dedicated threads, off the
+//!   async runtime, behind a bounded queue.
+//! - [`sessions`]: refresh-token families: rotation, reuse detection, revocation.
+//! - [`throttle`]: login attempts per account, growing delays and a temporary lock.
 //! - [`seed`]: the demo staff, written through [`store`].
 //!
 //! [`Application::build`] binds and migrates; [`Application::run_until_stopped`] serves (and
@@ -21,15 +24,19 @@ pub mod http;
 pub mod password;
 pub mod relay;
 pub mod seed;
+pub mod sessions;
 pub mod store;
+pub mod throttle;
 
 use anyhow::Context;
-use platform::jwt::{JwtSigner, JwtVerifier, KeyDir};
+use platform::jwt::{JwtVerifier, KeyDir, KeyRing};
 use platform::service::Service;
 use relay::{Relay, RelayConfig};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use throttle::LoginPolicy;
 use tokio_util::sync::CancellationToken;
 
 /// Everything the auth-service is configured with; the CLI fills it from the environment.
@@ -41,7 +48,9 @@ pub struct Config {
     pub amqp_url: String,
     /// Holds the Ed25519 key pair; created on first start.
     pub key_dir: KeyDir,
+    /// Access tokens' lifetime (60 to 900 seconds).
     pub token_ttl_seconds: i64,
+    pub security: SecurityConfig,
     /// Run the outbox relay inside this process (off when relays run as their own processes).
     pub run_relay: bool,
     /// Largest number of database connections this process opens.
@@ -63,10 +72,34 @@ impl Config {
             amqp_url: amqp_url.to_owned(),
             key_dir: key_dir.clone(),
             token_ttl_seconds: 600,
+            security: SecurityConfig::default(),
             run_relay: true,
             max_db_connections: 6,
             managed_by_setup: false,
             relay: RelayConfig::default(),
+        }
+    }
+}
+
+/// Sessions and login protection.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// How long a login lasts at most, renewed or not.
+    pub session_ttl: Duration,
+    pub login: LoginPolicy,
+    /// Whether `POST /register` takes self-registrations (inactive until an admin activates).
+    pub registration_enabled: bool,
+    /// Password hashes that may wait or run at once; more are answered 503.
+    pub hash_queue_limit: Option<usize>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(12 * 3600),
+            login: LoginPolicy::default(),
+            registration_enabled: true,
+            hash_queue_limit: None,
         }
     }
 }
@@ -90,6 +123,9 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO \"{service}\""),
         format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{service}\""),
         format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON refresh_tokens, login_throttle TO \"{service}\""
+        ),
         format!("GRANT SELECT ON users, outbox, _sqlx_migrations TO \"{operator}\""),
         format!("GRANT UPDATE (user_version) ON users TO \"{operator}\""),
         format!("GRANT INSERT ON outbox TO \"{operator}\""),
@@ -125,8 +161,11 @@ impl Application {
             config.managed_by_setup,
         )
         .await?;
-        let signer = JwtSigner::from_key_dir(&config.key_dir, config.token_ttl_seconds)?;
+        let keys = KeyRing::open(&config.key_dir, config.token_ttl_seconds)?;
         let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
+        if let Some(limit) = config.security.hash_queue_limit {
+            password::set_queue_limit(limit);
+        }
         let dummy_hash = password::hash(password::temporary()).await?;
         let relay_config = RelayConfig {
             declare_topology: !config.managed_by_setup,
@@ -140,10 +179,11 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
         let state = http::AppState {
             db,
-            signer: Arc::new(signer),
+            keys: Arc::new(keys),
             verifier: Arc::new(verifier),
             dummy_hash: Arc::new(dummy_hash),
             broker_up: relay.as_ref().map(Relay::broker_up),
+            security: Arc::new(config.security.clone()),
         };
         Ok(Self {
             listener,
@@ -168,6 +208,7 @@ impl Service for Application {
     /// current batch finish, and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = self.relay.map(|w| w.run(shutdown.clone()));
+        tokio::spawn(housekeeping(self.state.clone(), shutdown.clone()));
         let router = http::router(self.state.clone());
         platform::http::serve_with_worker(
             Self::NAME,
@@ -178,5 +219,39 @@ impl Service for Application {
             shutdown,
         )
         .await
+    }
+}
+
+/// Every few seconds: picks up a key rotation (`portal keys rotate`) without a restart; every
+/// hour: deletes expired sessions and old throttle rows.
+async fn housekeeping(state: http::AppState, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match state.keys.reload() {
+            Ok(true) => tracing::info!(kid = %state.keys.kid(), "signing with a rotated key"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot re-read the JWT keys"),
+        }
+        if n.is_multiple_of(720) {
+            let pruned = async {
+                Ok::<_, sqlx::Error>((
+                    sessions::prune(&state.db).await?,
+                    throttle::prune(&state.db).await?,
+                ))
+            };
+            match pruned.await {
+                Ok((0, 0)) => {}
+                Ok((tokens, rows)) => {
+                    tracing::info!(tokens, throttle_rows = rows, "pruned expired sessions")
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot prune sessions now"),
+            }
+        }
+        n += 1;
     }
 }

@@ -192,6 +192,15 @@ impl UserChange {
         }
     }
 
+    /// True when the user's sessions must end with this change: what a token or a session was
+    /// granted on (active, this role, this password) no longer holds.
+    fn ends_sessions(&self) -> bool {
+        matches!(
+            self,
+            UserChange::Deactivate | UserChange::SetRole(_) | UserChange::Password { .. }
+        )
+    }
+
     /// True when the change could leave the portal without an active admin.
     fn may_remove_an_admin(&self) -> bool {
         match self {
@@ -356,6 +365,9 @@ pub async fn change_user(
         _ => {}
     }
     append_events(tx, &[Envelope::new(event_type, snapshot)]).await?;
+    if change.ends_sessions() {
+        crate::sessions::revoke_user(tx, id).await?;
+    }
     Ok(Outcome::Changed(row))
 }
 

@@ -97,8 +97,16 @@ async fn login_failures_all_look_the_same() {
         &json!({"email": "inactive@clinic.test", "password": "long-enough-pw", "firstName": "In", "lastName": "Active", "role": "nurse"}),
     )
     .await;
-    assert_eq!(s, 201);
-    assert_eq!(registered["isActive"], false);
+    assert_eq!((s, registered["status"].clone()), (202, json!("received")));
+    let active: bool =
+        sqlx::query_scalar("SELECT is_active FROM users WHERE email = 'inactive@clinic.test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        !active,
+        "a self-registration is inactive until an admin activates it"
+    );
 
     let wrong_password = post(
         &login,

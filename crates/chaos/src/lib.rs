@@ -110,8 +110,6 @@ pub async fn run(args: ChaosArgs) -> Result<(), Failure> {
 /// The environment variables of every child: the run's databases, vhost and keys; the ports
 /// are set per start.
 fn service_env(args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)> {
-    // Tokens must outlive the whole run, however slow it gets.
-    let ttl = (args.load_deadline() + args.quiescence_timeout).as_secs() + 3600;
     let any_port = OsString::from("127.0.0.1:0");
     vec![
         ("AUTH_DATABASE_URL", env.auth_db_url.clone().into()),
@@ -121,7 +119,6 @@ fn service_env(args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)
         ("AUTH_ADDR", any_port.clone()),
         ("USER_ADDR", any_port.clone()),
         ("GATEWAY_ADDR", any_port),
-        ("TOKEN_TTL_SECONDS", ttl.to_string().into()),
         ("RELAY_BATCH_SIZE", args.relay_batch_size.to_string().into()),
         (
             "CONSUMER_PREFETCH",

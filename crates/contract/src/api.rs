@@ -53,9 +53,29 @@ pub struct LoginResponse {
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
-    /// Seconds until the token expires.
+    /// Seconds until the access token expires (at most 900).
     pub expires_in: i64,
+    /// Opaque; exchanged once at `POST /api/v1/auth/refresh` for a new pair of tokens.
+    pub refresh_token: String,
+    /// When the session ends, renewed or not (RFC 3339).
+    pub session_expires_at: String,
     pub user: UserSnapshot,
+}
+
+/// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// The answer to a self-registration: the same whether or not the email already has an
+/// account, so the endpoint does not tell who works here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistrationReceived {
+    /// Always `received`.
+    pub status: String,
+    pub message: String,
 }
 
 /// The profile of a new account: what an admin sends to create one, and a self-registration

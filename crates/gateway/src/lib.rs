@@ -1,20 +1,29 @@
 //! The gateway: the portal's single HTTP entry point. `/api/v1/auth/*` goes to the
 //! auth-service, `/api/v1/users*` to the user-service; status, headers and bodies pass through
 //! (streamed), hop-by-hop headers excepted. An unreachable upstream answers 502 with JSON, a
-//! slow one 504.
+//! slow one 504, neither naming the upstream's address.
+//!
+//! It is also the first line of defence: paths with `..`, encoded dots or slashes, or empty
+//! segments are refused (400); `X-Forwarded-For` is set to the client's address (kept from a
+//! trusted proxy only, e.g. the web portal); every request gets an `X-Request-Id` (a valid
+//! incoming one is kept); and login, register, refresh and change-password are limited per
+//! client address (429 with `Retry-After`).
 
 use anyhow::Context;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use futures::TryStreamExt;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use platform::http::ApiError;
 use platform::service::Service;
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +37,10 @@ pub struct Config {
     pub users_url: String,
     /// How long an upstream may take to answer before the client gets 504.
     pub upstream_timeout: Duration,
+    pub auth_rate_limit: AuthRateLimit,
+    /// Proxies in front of the gateway (the web portal) whose `X-Forwarded-For` is believed;
+    /// anyone else's is replaced by their own address.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Config {
@@ -38,6 +51,25 @@ impl Config {
             auth_url: auth_url.to_owned(),
             users_url: users_url.to_owned(),
             upstream_timeout: Duration::from_secs(10),
+            auth_rate_limit: AuthRateLimit::default(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// How often one client address may call the login, register, refresh and change-password
+/// routes, together.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+impl Default for AuthRateLimit {
+    fn default() -> Self {
+        Self {
+            per_minute: 30,
+            burst: 10,
         }
     }
 }
@@ -53,6 +85,8 @@ struct AppState {
     client: reqwest::Client,
     auth: Arc<Upstream>,
     users: Arc<Upstream>,
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    trusted_proxies: Arc<Vec<IpAddr>>,
 }
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded.
@@ -67,15 +101,139 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// The headers to pass on: not hop-by-hop ones, not `Host`, and not those the `Connection`
+/// header names (RFC 9110 §7.6.1: they describe this hop only).
 fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
     headers
         .iter()
-        .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()) && *name != header::HOST)
+        .filter(|(name, _)| {
+            !HOP_BY_HOP.contains(&name.as_str())
+                && *name != header::HOST
+                && !named.iter().any(|n| n == name.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
-async fn proxy(state: &AppState, upstream: &Upstream, req: Request) -> Response {
+/// Why a path is refused: `..` or `.` segments, dots or slashes percent-encoded, backslashes or
+/// empty segments (`//`) could reach another route than the one the gateway matched.
+fn unsafe_path(path: &str) -> Option<&'static str> {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") {
+        return Some("encoded dots and slashes are not allowed in paths");
+    }
+    if path.contains('\\') {
+        return Some("backslashes are not allowed in paths");
+    }
+    if path.contains("//") {
+        return Some("empty path segments are not allowed");
+    }
+    if path.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Some("dot segments are not allowed in paths");
+    }
+    None
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// A client's request id kept when it is short and plain, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            (1..=64).contains(&b.len())
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+/// The client's address: the peer's, or the address a trusted proxy forwarded.
+fn client_address(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = peer?;
+    if state.trusted_proxies.contains(&peer) {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next_back())
+            .and_then(|v| v.trim().parse().ok());
+        return Some(forwarded.unwrap_or(peer));
+    }
+    Some(peer)
+}
+
+/// True for the routes an attacker would hammer: guessing passwords, creating accounts,
+/// replaying refresh tokens.
+fn rate_limited(method: &Method, path: &str) -> bool {
+    *method == Method::POST
+        && matches!(
+            path.trim_end_matches('/'),
+            "/api/v1/auth/login"
+                | "/api/v1/auth/register"
+                | "/api/v1/auth/refresh"
+                | "/api/v1/auth/change-password"
+        )
+}
+
+/// The checks every proxied request passes first; the answer when it does not.
+fn screen(state: &AppState, client: Option<IpAddr>, req: &Request) -> Option<Response> {
+    if let Some(why) = unsafe_path(req.uri().path()) {
+        return Some(ApiError::bad_request(why).into_response());
+    }
+    if rate_limited(req.method(), req.uri().path()) {
+        if let Some(ip) = client {
+            if let Err(not_until) = state.limiter.check_key(&ip) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                tracing::warn!(target: "security", event = "rate_limited", client = %ip, path = req.uri().path(), "too many authentication requests from one address");
+                return Some(
+                    ApiError::too_many_requests(
+                        "too many authentication requests from this address; try again later",
+                        wait,
+                    )
+                    .into_response(),
+                );
+            }
+        }
+    }
+    None
+}
+
+async fn proxy(
+    state: &AppState,
+    upstream: &Upstream,
+    peer: Option<IpAddr>,
+    req: Request,
+) -> Response {
+    let client = client_address(state, peer, req.headers());
+    let id = request_id(req.headers());
+    if let Some(mut refused) = screen(state, client, &req) {
+        refused.headers_mut().insert(REQUEST_ID, id);
+        return refused;
+    }
+    let mut out = forward(state, upstream, client, id.clone(), req).await;
+    out.headers_mut().insert(REQUEST_ID, id);
+    out
+}
+
+async fn forward(
+    state: &AppState,
+    upstream: &Upstream,
+    client: Option<IpAddr>,
+    id: HeaderValue,
+    req: Request,
+) -> Response {
     let path = req
         .uri()
         .path_and_query()
@@ -88,6 +246,12 @@ async fn proxy(state: &AppState, upstream: &Upstream, req: Request) -> Response 
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     );
+    // Replaced, never appended: a client cannot choose the address the services log.
+    headers.remove("x-forwarded-for");
+    if let Some(ip) = client.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
+    }
+    headers.insert(HeaderName::from_static(REQUEST_ID), id);
     let body = reqwest::Body::wrap_stream(req.into_body().into_data_stream());
     let sent = state
         .client
@@ -117,19 +281,25 @@ async fn proxy(state: &AppState, upstream: &Upstream, req: Request) -> Response 
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
-                format!("{} is unreachable at {}", upstream.name, upstream.base),
+                format!("{} is unreachable; try again shortly", upstream.name),
             )
             .into_response()
         }
     }
 }
 
+fn peer(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 async fn to_auth(State(state): State<AppState>, req: Request) -> Response {
-    proxy(&state, &state.auth, req).await
+    proxy(&state, &state.auth, peer(&req), req).await
 }
 
 async fn to_users(State(state): State<AppState>, req: Request) -> Response {
-    proxy(&state, &state.users, req).await
+    proxy(&state, &state.users, peer(&req), req).await
 }
 
 /// Ready when both upstreams answer their liveness check.
@@ -173,7 +343,25 @@ impl Application {
             .timeout(config.upstream_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let limit = config.auth_rate_limit;
+        let quota = Quota::per_minute(NonZeroU32::new(limit.per_minute).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN));
+        let limiter = Arc::new(RateLimiter::keyed(quota));
+        // Forget addresses whose allowance is full again, so memory follows live clients only.
+        let pruned = Arc::downgrade(&limiter);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                ticks.tick().await;
+                match pruned.upgrade() {
+                    Some(limiter) => limiter.retain_recent(),
+                    None => return,
+                }
+            }
+        });
         let state = AppState {
+            limiter,
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             client,
             auth: Arc::new(Upstream {
                 name: "auth-service",

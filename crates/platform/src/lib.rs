@@ -9,6 +9,7 @@
 //! - [`jwt`]: the Ed25519 key pair, signing (auth-service only) and verification (everyone).
 //! - [`users`]: the `users` record every copy shares, its snapshot, and the user-list query
 //!   (filters, paging, SQL) both directories run.
+//! - [`hardening`]: security headers on every answer, a log line per 401/403.
 //! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
 //!   health answers and serving until shutdown.
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
@@ -24,6 +25,7 @@ pub mod build;
 pub mod db;
 pub mod duration;
 pub mod exit;
+pub mod hardening;
 pub mod http;
 pub mod jwt;
 pub mod rabbit_admin;

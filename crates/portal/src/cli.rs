@@ -103,6 +103,9 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The JWT signing keys (`portal keys rotate`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
     /// `portal completions bash > /etc/bash_completion.d/portal`.
     Completions { shell: clap_complete::Shell },
@@ -112,6 +115,14 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Make a new signing key in JWT_KEY_DIR and retire the current one: running
+    /// auth-services sign with the new key within 5 seconds; the old public key stays published
+    /// for an hour, so tokens signed with it stay valid until they expire. Prints the new key id.
+    Rotate,
 }
 
 /// Settings shared by all commands.
@@ -186,9 +197,46 @@ pub struct Settings {
         default_value = ".portal/keys"
     )]
     pub jwt_key_dir: PathBuf,
-    /// Lifetime of access tokens, in seconds.
-    #[arg(long, global = true, env = "TOKEN_TTL_SECONDS", default_value_t = 3600)]
+    /// Lifetime of access tokens, in seconds (60 to 900); a client renews them with its refresh
+    /// token.
+    #[arg(long, global = true, env = "TOKEN_TTL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(platform::jwt::MIN_ACCESS_TTL_SECONDS..=platform::jwt::MAX_ACCESS_TTL_SECONDS))]
     pub token_ttl_seconds: i64,
+    /// How long a login lasts at most, renewed or not (its refresh tokens' absolute expiry).
+    #[arg(long, global = true, env = "SESSION_TTL", default_value = "12h", value_parser = platform::duration::parse_interval)]
+    pub session_ttl: std::time::Duration,
+    /// Whether anyone may register (the account stays inactive until an admin activates it).
+    #[arg(long, global = true, env = "REGISTRATION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub registration_enabled: bool,
+    /// Failed logins of one account within a minute before it is locked.
+    #[arg(long, global = true, env = "LOGIN_MAX_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(i32).range(3..=1000))]
+    pub login_max_failures: i32,
+    /// How long a locked account stays locked.
+    #[arg(long, global = true, env = "LOGIN_LOCK", default_value = "5m", value_parser = platform::duration::parse_interval)]
+    pub login_lock: std::time::Duration,
+    /// Password hashes that may wait or run at once before logins are answered 503
+    /// [default: 16 per core].
+    #[arg(long, global = true, env = "HASH_QUEUE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hash_queue_limit: Option<u32>,
+    /// Login, register, refresh and change-password requests one client address may make per
+    /// minute at the gateway, together.
+    #[arg(long, global = true, env = "GATEWAY_AUTH_RATE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gateway_auth_rate: u32,
+    /// How many of those one address may make at once before the rate applies.
+    #[arg(long, global = true, env = "GATEWAY_AUTH_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gateway_auth_burst: u32,
+    /// Proxies in front of the gateway whose X-Forwarded-For it believes (e.g. the web
+    /// portal's address), comma-separated; every other client's header is replaced.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAY_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub gateway_trusted_proxies: Vec<std::net::IpAddr>,
+    /// Where the other services fetch the auth-service's public keys
+    /// [default: AUTH_SERVICE_URL/api/v1/auth/.well-known/jwks.json].
+    #[arg(long, global = true, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
     /// Outbox rows the relay publishes per batch (1 = naive, one confirm awaited per event).
     #[arg(long, global = true, env = "RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub relay_batch_size: i64,
@@ -268,6 +316,24 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The auth-service as the gateway and the other services reach it.
+    pub fn auth_service_url(&self) -> String {
+        self.auth_service_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.auth_addr))
+    }
+
+    /// Where the auth-service publishes its public keys.
+    pub fn jwks_url(&self) -> String {
+        self.jwks_url.clone().unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                self.auth_service_url().trim_end_matches('/'),
+                platform::jwt::JWKS_PATH
+            )
+        })
+    }
+
     /// The outbox relay's broker URL.
     pub fn relay_amqp(&self) -> &str {
         self.relay_amqp_url.as_deref().unwrap_or(&self.amqp_url)

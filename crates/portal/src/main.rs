@@ -1,7 +1,7 @@
 //! `portal`: see `portal --help`.
 
 use clap::Parser;
-use portal::cli::{Cli, Command};
+use portal::cli::{Cli, Command, KeysCommand};
 use portal::commands::{self, setup, Failure};
 use std::process::ExitCode;
 
@@ -48,6 +48,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
         Command::Chaos { args } => commands::tools::exec(s, "chaos", &args),
         Command::Bench { args } => commands::tools::exec(s, "bench", &args),
+        Command::Keys(KeysCommand::Rotate) => commands::serve::rotate_keys(s),
         Command::Completions { shell } => commands::docs::run_completions(shell),
         Command::Man { dir } => commands::docs::run_man(dir.as_deref()),
     }

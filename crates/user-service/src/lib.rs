@@ -11,7 +11,7 @@ pub mod store;
 
 use anyhow::Context;
 use consumer::{Consumer, ConsumerConfig, SyncStats};
-use platform::jwt::{JwtVerifier, KeyDir};
+use platform::jwt::{JwtVerifier, KeyDir, KeySource};
 use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -23,8 +23,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub database_url: String,
     pub amqp_url: String,
-    /// Where the auth-service's public key is (`jwt-ed25519.pub`).
-    pub key_dir: KeyDir,
+    /// Where the auth-service's public keys are: its JWKS URL, or its key directory.
+    pub keys: KeySource,
     /// Run the event consumer inside this process.
     pub run_consumer: bool,
     /// Largest number of database connections this process opens.
@@ -44,7 +44,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.to_owned(),
             amqp_url: amqp_url.to_owned(),
-            key_dir: key_dir.clone(),
+            keys: KeySource::Dir(key_dir.clone()),
             run_consumer: true,
             max_db_connections: 6,
             managed_by_setup: false,
@@ -102,7 +102,7 @@ impl Application {
             config.managed_by_setup,
         )
         .await?;
-        let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
+        let verifier = JwtVerifier::new(config.keys.clone())?;
         let stats = Arc::new(SyncStats::default());
         let consumer = config.run_consumer.then(|| {
             Consumer::new(

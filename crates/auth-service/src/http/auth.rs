@@ -1,24 +1,34 @@
-//! Self-service endpoints: register, login, and who-am-I.
+//! Self-service endpoints: register, login, refresh and logout (sessions), who-am-I, change
+//! password, and the public keys (JWKS) other services verify tokens with.
 
 use super::AppState;
 use crate::password;
+use crate::sessions::{self, Refreshed};
 use crate::store::{self, UserChange};
-use axum::extract::State;
-use axum::http::StatusCode;
+use crate::throttle::{self, Attempt};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use contract::api::{
-    ChangePasswordRequest, LoginRequest, LoginResponse, NewProfile, RegisterRequest,
+    ChangePasswordRequest, LoginRequest, LoginResponse, NewProfile, RefreshRequest,
+    RegisterRequest, RegistrationReceived,
 };
 use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
-use platform::http::{ApiError, ApiJson, Authenticated};
+use platform::http::{ApiError, ApiJson, Authenticated, ClientAddr};
 
 pub fn router() -> Router<AppState> {
+    // Bodies on these routes are a few fields; anything larger is refused before it is read.
+    let small = DefaultBodyLimit::max(4 * 1024);
     Router::new()
-        .route("/register", post(register))
-        .route("/login", post(login))
+        .route("/register", post(register).layer(small))
+        .route("/login", post(login).layer(small))
+        .route("/refresh", post(refresh).layer(small))
+        .route("/logout", post(logout).layer(small))
         .route("/me", get(me))
-        .route("/change-password", post(change_password))
+        .route("/change-password", post(change_password).layer(small))
+        .route("/.well-known/jwks.json", get(jwks))
 }
 
 /// The validated parts shared by self-registration and admin creation.
@@ -46,6 +56,15 @@ impl Profile {
         })
     }
 
+    /// The words a password of this person must not contain.
+    pub fn owner(&self) -> password::Owner<'_> {
+        password::Owner {
+            email: self.email.as_str(),
+            first_name: self.first_name.as_str(),
+            last_name: self.last_name.as_str(),
+        }
+    }
+
     pub fn into_new_user(
         self,
         password_hash: String,
@@ -65,35 +84,73 @@ impl Profile {
     }
 }
 
-/// Creates an inactive account; an admin activates it. Nobody can register as admin.
+/// Creates an inactive account; an admin activates it. Nobody can register as admin. The
+/// answer is the same when the email already has an account (the attempt is logged), so the
+/// endpoint does not tell who works here; both paths hash the password, so they take as long.
 async fn register(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
-) -> Result<(StatusCode, Json<UserSnapshot>), ApiError> {
+) -> Result<(StatusCode, Json<RegistrationReceived>), ApiError> {
+    if !state.security.registration_enabled {
+        return Err(ApiError::forbidden(
+            "self-registration is turned off; ask an administrator for an account",
+        ));
+    }
     let profile = Profile::parse(&req.profile)?;
     if profile.role == Role::Admin {
         return Err(ApiError::forbidden(
             "the admin role cannot be self-registered",
         ));
     }
-    password::check_policy("password", &req.password)?;
-    let hash = password::hash(req.password)
-        .await
-        .map_err(ApiError::internal)?;
+    password::check_policy("password", &req.password, profile.owner())?;
+    let hash = password::hash(req.password).await?;
     let mut tx = state.db.begin().await?;
-    let user = store::create_user(&mut tx, profile.into_new_user(hash, false, false)).await?;
-    tx.commit().await?;
-    tracing::info!(email = %user.email, role = %user.role, "user registered");
-    Ok((StatusCode::CREATED, Json(user.snapshot()?)))
+    match store::create_user(&mut tx, profile.into_new_user(hash, false, false)).await {
+        Ok(user) => {
+            tx.commit().await?;
+            tracing::info!(target: "security", event = "registered", user_id = %user.id, role = %user.role, %client, "self-registration");
+        }
+        Err(store::StoreError::DuplicateEmail) => {
+            tracing::warn!(target: "security", event = "registration_for_existing_account", %client, "self-registration for an email that has an account");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RegistrationReceived {
+            status: "received".to_owned(),
+            message: "registration received; an administrator activates new accounts".to_owned(),
+        }),
+    ))
 }
 
 /// Wrong password, unknown email and inactive account get the same answer, so the endpoint does
-/// not tell an attacker which accounts exist or are disabled.
+/// not tell an attacker which accounts exist or are disabled. Every attempt is counted by the
+/// throttle first: a locked account is refused (429) without checking the password at all.
 async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<Json<LoginResponse>, ApiError> {
-    let refused = || ApiError::unauthorized("invalid email or password");
+) -> Result<Response, ApiError> {
+    if req.password.chars().count() > password::MAX_LENGTH {
+        return Err(ValidationError::new(
+            "password",
+            format!("must be at most {} characters", password::MAX_LENGTH),
+        )
+        .into());
+    }
+    let account = throttle::account_key(&req.email);
+    let n = match throttle::attempt(&state.db, &account, &state.security.login).await? {
+        Attempt::Locked(left) => {
+            tracing::warn!(target: "security", event = "login_locked", account = %account, %client, retry_after_s = left.as_secs(), "login refused: account locked");
+            return Err(ApiError::too_many_requests(
+                "too many failed logins for this account; try again later",
+                left,
+            ));
+        }
+        Attempt::Allowed(n) => n,
+    };
     let user = match Email::parse(&req.email) {
         Ok(email) => store::find_by_email(&state.db, &email).await?,
         Err(_) => None,
@@ -102,23 +159,87 @@ async fn login(
         || state.dummy_hash.as_str().to_owned(),
         |u| u.password_hash.clone(),
     );
-    let matches = password::verify(req.password, stored_hash)
-        .await
-        .map_err(ApiError::internal)?;
+    let matches = password::verify(req.password, stored_hash).await?;
     let user = match user {
         Some(u) if matches && u.is_active => u,
-        _ => return Err(refused()),
+        user => {
+            tracing::warn!(target: "security", event = "login_failed", user_id = ?user.map(|u| u.id), %client, attempt = n, "login failed");
+            tokio::time::sleep(state.security.login.delay_after(n)).await;
+            return Err(ApiError::unauthorized("invalid email or password"));
+        }
     };
-    let token = state
-        .signer
+    throttle::succeeded(&state.db, &account).await?;
+    let session = sessions::start(&state.db, user.id, state.security.session_ttl).await?;
+    tracing::info!(target: "security", event = "login", user_id = %user.id, %client, "login succeeded");
+    Ok(Json(tokens(&state, &user, session)?).into_response())
+}
+
+/// An access token for `user` and the session's next refresh token.
+fn tokens(
+    state: &AppState,
+    user: &store::UserRow,
+    session: sessions::Issued,
+) -> Result<LoginResponse, ApiError> {
+    let access_token = state
+        .keys
         .sign(user.id, &user.email, user.role()?)
         .map_err(ApiError::internal)?;
-    Ok(Json(LoginResponse {
-        access_token: token,
+    Ok(LoginResponse {
+        access_token,
         token_type: "Bearer".to_owned(),
-        expires_in: state.signer.ttl_seconds(),
+        expires_in: state.keys.ttl_seconds(),
+        refresh_token: session.token,
+        session_expires_at: session
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         user: user.snapshot()?,
-    }))
+    })
+}
+
+/// Exchanges a refresh token for a new access token and the next refresh token. A token used
+/// before ends its whole session: someone else holds a copy.
+async fn refresh(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let refused = || ApiError::unauthorized("invalid, expired or revoked refresh token");
+    match sessions::refresh(&state.db, &req.refresh_token).await? {
+        Refreshed::Rotated { user_id, next } => {
+            // Deactivation revokes sessions in its transaction; checked again all the same.
+            let user = current_user(&state, user_id).await?;
+            Ok(Json(tokens(&state, &user, next)?))
+        }
+        Refreshed::Reused { user_id, family_id } => {
+            tracing::warn!(target: "security", event = "refresh_token_reuse", %user_id, %family_id, %client, "a used refresh token was presented again: the session is revoked");
+            Err(refused())
+        }
+        Refreshed::Refused => Err(refused()),
+    }
+}
+
+/// Ends the session of the refresh token (idempotent: an unknown token is not an error, so
+/// the answer tells nothing about tokens).
+async fn logout(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(user_id) = sessions::logout(&state.db, &req.refresh_token).await? {
+        tracing::info!(target: "security", event = "logout", %user_id, %client, "session ended");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/auth/.well-known/jwks.json`: the public keys tokens are signed with, the
+/// current one first; cacheable for a minute (a rotation is picked up by verifiers that meet an
+/// unknown key id anyway).
+async fn jwks(State(state): State<AppState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(platform::jwt::jwks(&state.keys.published())),
+    )
+        .into_response()
 }
 
 async fn me(
@@ -148,22 +269,28 @@ async fn change_password(
     Authenticated(claims): Authenticated,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<Json<UserSnapshot>, ApiError> {
-    password::check_policy("newPassword", &req.new_password)?;
     if req.new_password == req.current_password {
         return Err(
             ValidationError::new("newPassword", "must differ from the current password").into(),
         );
     }
     let user = current_user(&state, claims.sub).await?;
-    let matches = password::verify(req.current_password, user.password_hash.clone())
-        .await
-        .map_err(ApiError::internal)?;
-    if !matches {
+    password::check_policy(
+        "newPassword",
+        &req.new_password,
+        password::Owner {
+            email: &user.email,
+            first_name: &user.first_name,
+            last_name: &user.last_name,
+        },
+    )?;
+    if req.current_password.chars().count() > password::MAX_LENGTH
+        || !password::verify(req.current_password, user.password_hash.clone()).await?
+    {
+        tracing::warn!(target: "security", event = "change_password_failed", user_id = %user.id, "change-password with a wrong current password");
         return Err(ValidationError::new("currentPassword", "is not the current password").into());
     }
-    let hash = password::hash(req.new_password)
-        .await
-        .map_err(ApiError::internal)?;
+    let hash = password::hash(req.new_password).await?;
     let change = UserChange::Password {
         hash,
         must_change_password: false,

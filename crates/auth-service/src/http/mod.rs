@@ -5,11 +5,13 @@ mod admin;
 mod auth;
 mod health;
 
+use crate::password::HashError;
 use crate::store::StoreError;
+use crate::SecurityConfig;
 use axum::extract::FromRef;
 use axum::Router;
 use platform::http::ApiError;
-use platform::jwt::{JwtSigner, JwtVerifier};
+use platform::jwt::{JwtVerifier, KeyRing};
 use sqlx::PgPool;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -20,13 +22,15 @@ use tower_http::timeout::TimeoutLayer;
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
-    pub signer: Arc<JwtSigner>,
+    /// Signs access tokens and publishes the public keys.
+    pub keys: Arc<KeyRing>,
     pub verifier: Arc<JwtVerifier>,
     /// A real argon2 hash checked when the email is unknown, so login takes as long for a
     /// missing account as for a wrong password and does not reveal which emails exist.
     pub dummy_hash: Arc<String>,
     /// Set by the relay while it holds a broker connection; `None` when no relay runs here.
     pub broker_up: Option<Arc<AtomicBool>>,
+    pub security: Arc<SecurityConfig>,
 }
 
 impl FromRef<AppState> for Arc<JwtVerifier> {
@@ -57,6 +61,17 @@ impl From<StoreError> for ApiError {
             e @ StoreError::LastActiveAdmin => ApiError::conflict(e.to_string()),
             StoreError::Db(e) => e.into(),
             StoreError::Corrupt(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => {
+                ApiError::unavailable(e.to_string()).retry_after(Duration::from_secs(1))
+            }
+            HashError::Failed(e) => ApiError::internal(format!("{e:#}")),
         }
     }
 }

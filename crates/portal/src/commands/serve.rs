@@ -4,7 +4,7 @@
 use super::Failure;
 use crate::cli::Settings;
 use auth_service::relay::{Relay, RelayConfig};
-use platform::jwt::KeyDir;
+use platform::jwt::{KeyDir, KeySource};
 use platform::service::Service;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,16 @@ pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
         amqp_url: s.relay_amqp().to_owned(),
         key_dir: KeyDir(s.jwt_key_dir.clone()),
         token_ttl_seconds: s.token_ttl_seconds,
+        security: auth_service::SecurityConfig {
+            session_ttl: s.session_ttl,
+            login: auth_service::throttle::LoginPolicy {
+                max_failures: s.login_max_failures,
+                lock: s.login_lock,
+                ..Default::default()
+            },
+            registration_enabled: s.registration_enabled,
+            hash_queue_limit: s.hash_queue_limit.map(|n| n as usize),
+        },
         run_relay,
         max_db_connections: 16,
         managed_by_setup: s.managed_by_setup,
@@ -40,7 +50,7 @@ pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
         http_addr: s.user_addr,
         database_url: s.user_database_url.clone(),
         amqp_url: s.user_service_amqp().to_owned(),
-        key_dir: KeyDir(s.jwt_key_dir.clone()),
+        keys: KeySource::Jwks(s.jwks_url()),
         run_consumer,
         max_db_connections: 16,
         managed_by_setup: s.managed_by_setup,
@@ -55,15 +65,17 @@ pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
 pub fn gateway_config(s: &Settings) -> gateway::Config {
     gateway::Config {
         http_addr: s.gateway_addr,
-        auth_url: s
-            .auth_service_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", s.auth_addr)),
+        auth_url: s.auth_service_url(),
         users_url: s
             .user_service_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", s.user_addr)),
         upstream_timeout: Duration::from_secs(30),
+        auth_rate_limit: gateway::AuthRateLimit {
+            per_minute: s.gateway_auth_rate,
+            burst: s.gateway_auth_burst,
+        },
+        trusted_proxies: s.gateway_trusted_proxies.clone(),
     }
 }
 
@@ -119,5 +131,12 @@ pub async fn relay(s: &Settings) -> Result<(), Failure> {
     Relay::new(pool, s.relay_amqp().to_owned(), relay_config(s))
         .run(platform::shutdown::on_signal())
         .await;
+    Ok(())
+}
+
+/// `portal keys rotate`.
+pub fn rotate_keys(s: &Settings) -> Result<(), Failure> {
+    let kid = KeyDir(s.jwt_key_dir.clone()).rotate()?;
+    println!("new signing key {kid}; the auth-service uses it within 5 seconds");
     Ok(())
 }

@@ -65,7 +65,7 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
 
     let (code, out) = run(portal(&sb)
         .arg("seed")
-        .env("SEED_ADMIN_PASSWORD", "a-long-admin-pw"))
+        .env("SEED_ADMIN_PASSWORD", "a-long-ward-pw"))
     .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("seed: 10 created, 0 already present"), "{out}");
@@ -247,7 +247,7 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
     let sb = Sandbox::for_test().await;
     let mut child = portal(&sb)
         .arg("up")
-        .env("SEED_ADMIN_PASSWORD", "a-long-admin-pw")
+        .env("SEED_ADMIN_PASSWORD", "a-long-ward-pw")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -70,7 +70,7 @@ async fn requests_that_need_a_database_that_is_down_answer_503_json_within_the_t
             "password": "long-enough-pw", "firstName": "B", "lastName": "Ack", "role": "nurse"}),
         )
         .await;
-        (s == 201).then_some(())
+        (s == 202).then_some(())
     })
     .await;
     eventually_in_sync(&auth_pool, &user_pool).await;

@@ -24,7 +24,7 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
                 "lastName": "Registered", "role": "nurse"}),
     )
     .await;
-    assert_eq!(status, 201);
+    assert_eq!(status, 202);
     let (status, _) = post(
         &format!("{gw}/api/v1/auth/admin/users"),
         Some(&token),
@@ -125,13 +125,13 @@ async fn after_seeding_six_doctors_are_listed_and_a_new_one_appears_within_a_sec
     let (gw, auth_pool) = (sys.gateway.url(), sys.auth_db.clone());
     let options = auth_service::seed::SeedOptions {
         admin_email: contract::Email::parse("admin@clinic.test").unwrap(),
-        admin_password: Some("seed-admin-password".into()),
+        admin_password: Some("ward-rounds-at-seven".into()),
         staff_password: None,
     };
     auth_service::seed::seed(&auth_pool, &options)
         .await
         .unwrap();
-    let token = auth_common::login(&gw, "admin@clinic.test", "seed-admin-password").await;
+    let token = auth_common::login(&gw, "admin@clinic.test", "ward-rounds-at-seven").await;
     let doctors = format!("{gw}/api/v1/users?role=doctor&isActive=true&limit=50&offset=0");
     let page = poll_until(SETTLE, "6 seeded doctors in the directory", || async {
         let (status, page) = get(&doctors, Some(&token)).await;

@@ -7,7 +7,7 @@
 use contract::topology::{ConsumerQueues, USER_SERVICE};
 use contract::Role;
 use lapin::types::FieldTable;
-use platform::jwt::JwtSigner;
+use platform::jwt::KeyRing;
 use sandbox::{Running, Sandbox};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -81,7 +81,7 @@ pub fn token(sb: &Sandbox, role: Role) -> String {
 
 /// A bearer token of user `id` with `role`, signed with the sandbox's key.
 pub fn token_for(sb: &Sandbox, id: uuid::Uuid, role: Role) -> String {
-    JwtSigner::from_key_dir(&sb.key_dir, 600)
+    KeyRing::open(&sb.key_dir, 600)
         .and_then(|s| s.sign(id, "reader@clinic.test", role))
         .expect("sign a token")
 }
