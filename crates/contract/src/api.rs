@@ -6,11 +6,12 @@
 use crate::domain::{Role, UserId};
 use crate::event::UserSnapshot;
 use crate::time::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 /// Every error answer: `{"error": code, "message": words, "field"?: the invalid input}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// A stable code (`validation_failed`, `conflict`, `unauthorized`, ...).
     pub error: String,
@@ -21,7 +22,7 @@ pub struct ErrorBody {
 }
 
 /// One page of a list and how many match in all.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: i64,
@@ -29,7 +30,7 @@ pub struct Page<T> {
 
 /// A colleague as the directory shows them to staff who are not admins: who they are and how
 /// to reach them; no email address, account state or version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryEntry {
     pub user_id: UserId,
@@ -40,14 +41,14 @@ pub struct DirectoryEntry {
 }
 
 /// `POST /api/v1/auth/login`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
 }
 
 /// The answer to a successful login.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginResponse {
     pub access_token: String,
@@ -63,7 +64,7 @@ pub struct LoginResponse {
 }
 
 /// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshRequest {
     pub refresh_token: String,
@@ -71,7 +72,7 @@ pub struct RefreshRequest {
 
 /// The answer to a self-registration: the same whether or not the email already has an
 /// account, so the endpoint does not tell who works here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RegistrationReceived {
     /// Always `received`.
     pub status: String,
@@ -80,22 +81,25 @@ pub struct RegistrationReceived {
 
 /// The profile of a new account: what an admin sends to create one, and a self-registration
 /// sends with its password.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewProfile {
+    #[schemars(with = "crate::domain::Email")]
     pub email: String,
     pub first_name: String,
     pub last_name: String,
+    #[schemars(with = "Role")]
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
 }
 
 /// `POST /api/v1/auth/register`: a self-registration (inactive until an admin activates it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RegisterRequest {
     #[serde(flatten)]
     pub profile: NewProfile,
+    #[schemars(length(min = 8, max = 128))]
     pub password: String,
 }
 
@@ -103,7 +107,7 @@ pub struct RegisterRequest {
 pub type CreateUserRequest = NewProfile;
 
 /// The answer to [`CreateUserRequest`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserResponse {
     pub user: UserSnapshot,
@@ -113,7 +117,7 @@ pub struct CreateUserResponse {
 
 /// `PATCH /api/v1/auth/admin/users/{id}`: profile fields an admin may edit. Role and status have
 /// their own endpoints, so any other field is refused (422) rather than silently ignored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateUserRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +132,7 @@ pub struct UpdateUserRequest {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub phone_number: Option<Option<String>>,
 }
 
@@ -137,21 +142,23 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 }
 
 /// `PUT /api/v1/auth/admin/users/{id}/role`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RoleRequest {
+    #[schemars(with = "Role")]
     pub role: String,
 }
 
 /// `POST /api/v1/auth/change-password`: the caller's own password.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangePasswordRequest {
     pub current_password: String,
+    #[schemars(length(min = 8, max = 128))]
     pub new_password: String,
 }
 
 /// One stored event as `GET /api/v1/auth/admin/users/{id}/events` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     /// The event's global sequence in the event store.

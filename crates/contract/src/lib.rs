@@ -12,6 +12,8 @@
 //! - [`api`]: the JSON bodies of the HTTP API, shared by the services and their clients.
 //! - [`schema`]: the JSON Schemas and the AsyncAPI document generated from the above, checked in
 //!   under `contracts/` for teams that do not read Rust.
+//! - [`openapi`]: the HTTP API as an OpenAPI 3.1 document (bodies from [`api`]), checked in as
+//!   `contracts/openapi.json` and served by the gateway.
 //!
 //! Version policy: `1.x` only adds optional fields; readers ignore unknown fields; a new major
 //! version is published beside the old one; a reader dead-letters a major version it does not know.
@@ -19,6 +21,7 @@
 pub mod api;
 pub mod domain;
 pub mod event;
+pub mod openapi;
 pub mod schema;
 pub mod time;
 pub mod topology;

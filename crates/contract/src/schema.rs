@@ -486,7 +486,7 @@ fn ident(name: &str) -> String {
 
 /// The value with object keys sorted at every level, whatever serde_json's map preserves, so the
 /// files come out the same on every run.
-fn sorted(value: Value) -> Value {
+pub(crate) fn sorted(value: Value) -> Value {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(String, Value)> = map.into_iter().collect();

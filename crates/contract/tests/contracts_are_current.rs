@@ -24,6 +24,10 @@ fn generated() -> Vec<(String, String)> {
         .map(|(name, value)| (format!("schemas/{name}"), schema::render(value)))
         .collect();
     files.push(("asyncapi.json".into(), schema::render(&schema::asyncapi())));
+    files.push((
+        "openapi.json".into(),
+        schema::render(&contract::openapi::document()),
+    ));
     files
 }
 

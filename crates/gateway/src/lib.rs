@@ -302,6 +302,19 @@ async fn to_users(State(state): State<AppState>, req: Request) -> Response {
     proxy(&state, &state.users, peer(&req), req).await
 }
 
+/// `GET /api-docs/openapi.json`: the API's OpenAPI 3.1 document (`contracts/openapi.json`,
+/// which a test keeps equal to what the code generates).
+async fn openapi() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../../../contracts/openapi.json"),
+    )
+        .into_response()
+}
+
 /// Ready when both upstreams answer their liveness check.
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut down = Vec::new();
@@ -376,6 +389,7 @@ impl Application {
             .route("/api/v1/auth/{*rest}", any(to_auth))
             .route("/api/v1/users", any(to_users))
             .route("/api/v1/users/{*rest}", any(to_users))
+            .route("/api-docs/openapi.json", get(openapi))
             .route("/health/live", get(platform::http::live))
             .route("/health/ready", get(ready))
             .fallback(platform::http::fallback_not_found)

@@ -353,6 +353,20 @@ pub async fn user_page(
     Ok(Json(contract::api::Page { items, total }))
 }
 
+/// `Query<T>` whose rejection is an [`ApiError`] (400, JSON) rather than axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 /// The validated query string of a user list (`role`, `isActive`, `q`, `limit`, `offset`);
 /// every bad value is a 422 naming it.
 pub struct ListParams(pub crate::users::ListQuery);
@@ -361,10 +375,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(raw) =
-            axum::extract::Query::<crate::users::RawListQuery>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let ApiQuery(raw) =
+            ApiQuery::<crate::users::RawListQuery>::from_request_parts(parts, state).await?;
         Ok(Self(crate::users::ListQuery::parse(&raw)?))
     }
 }

@@ -174,6 +174,14 @@ impl ListQuery {
         if q.as_ref().is_some_and(|q| q.chars().count() > 200) {
             return Err(ValidationError::new("q", "must be at most 200 characters"));
         }
+        // PostgreSQL text cannot hold NUL, and no name holds a control character (found by the
+        // API fuzz test: `q=%00` was a 500).
+        if q.as_ref().is_some_and(|q| q.chars().any(char::is_control)) {
+            return Err(ValidationError::new(
+                "q",
+                "must not contain control characters",
+            ));
+        }
         Ok(Self {
             role,
             is_active,
@@ -281,6 +289,13 @@ mod tests {
                 ..Default::default()
             }),
             "offset"
+        );
+        assert_eq!(
+            bad(RawListQuery {
+                q: Some("mo\0yo".into()),
+                ..Default::default()
+            }),
+            "q"
         );
         let ok = ListQuery::parse(&RawListQuery {
             q: Some("  moyo ".into()),

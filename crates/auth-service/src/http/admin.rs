@@ -13,7 +13,7 @@ use contract::api::{
     AuditEntry, CreateUserRequest, CreateUserResponse, Page, RoleRequest, UpdateUserRequest,
 };
 use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
-use platform::http::{ApiError, ApiJson, Authenticated, ListParams};
+use platform::http::{ApiError, ApiJson, ApiQuery, Authenticated, ListParams};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -186,7 +186,7 @@ async fn user_events(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(id): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
     require_current_admin(&state, &caller).await?;
     let id = parse_id(&id)?;

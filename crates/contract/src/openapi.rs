@@ -1,0 +1,425 @@
+//! The HTTP API as an OpenAPI 3.1 document, as the gateway serves it
+//! (`/api-docs/openapi.json`). Bodies are the [`crate::api`] types the services answer with and
+//! the clients read, their schemas generated from those types (JSON Schema 2020-12, which
+//! OpenAPI 3.1 uses); the operations — paths, parameters, every status each may answer — are
+//! declared here, next to the types. The checked-in `contracts/openapi.json` is compared with
+//! [`document`] by `tests/contracts_are_current.rs`; schemathesis fuzzes the running system
+//! against it (`scripts/schemathesis`), which fails on any answer the document does not allow.
+
+use crate::api::{
+    AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse, DirectoryEntry,
+    ErrorBody, LoginRequest, LoginResponse, Page, RefreshRequest, RegisterRequest,
+    RegistrationReceived, RoleRequest, UpdateUserRequest,
+};
+use crate::domain::Role;
+use crate::event::UserSnapshot;
+use schemars::gen::{SchemaGenerator, SchemaSettings};
+use serde_json::{json, Map, Value};
+
+/// Where the gateway serves the document.
+pub const PATH: &str = "/api-docs/openapi.json";
+
+/// What one operation answers with, besides its errors.
+enum Success {
+    /// A JSON body of this schema.
+    Json(u16, &'static str, Value),
+    /// No body.
+    Empty(u16, &'static str),
+}
+
+/// One operation of the API.
+struct Operation {
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    bearer: bool,
+    params: Vec<Value>,
+    body: Option<Value>,
+    success: Success,
+    /// The error statuses it may answer (each with an [`ErrorBody`]).
+    errors: &'static [u16],
+}
+
+fn error_words(status: u16) -> &'static str {
+    match status {
+        400 => "Malformed request: the body is not JSON, or a query string cannot be read.",
+        401 => "No valid bearer token, or a refused login or refresh.",
+        403 => "The caller's role may not do this, or the action is turned off.",
+        404 => "No such user (or not visible to the caller).",
+        409 => "Conflicts with the current state: a taken email, the last active admin.",
+        413 => "The request body is too large.",
+        415 => "The body is not sent as application/json.",
+        422 => "A field is invalid; `field` names it.",
+        429 => {
+            "Too many attempts: an account locked after failed logins, or too many \
+                authentication requests from one address. `Retry-After` says when to retry."
+        }
+        503 => "A dependency is unavailable (database, password hashing queue); retry shortly.",
+        _ => "An error.",
+    }
+}
+
+fn id_param() -> Value {
+    json!({"name": "id", "in": "path", "required": true, "description": "The user's id.",
+           "schema": {"type": "string", "format": "uuid"}})
+}
+
+fn list_params() -> Vec<Value> {
+    let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    vec![
+        json!({"name": "role", "in": "query", "required": false, "schema": {"type": "string", "enum": roles}}),
+        json!({"name": "isActive", "in": "query", "required": false, "schema": {"type": "boolean"}}),
+        json!({"name": "q", "in": "query", "required": false,
+               "description": "Case-insensitive part of a name (admins: or an email).",
+               "schema": {"type": "string"}}),
+        json!({"name": "limit", "in": "query", "required": false,
+               "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}),
+        json!({"name": "offset", "in": "query", "required": false,
+               "schema": {"type": "integer", "minimum": 0, "maximum": 2147483647, "default": 0}}),
+    ]
+}
+
+/// The JWKS document's schema (a standard format, not one of our types).
+fn jwks_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": {
+            "type": "object",
+            "required": ["kty", "crv", "x", "kid"],
+            "properties": {
+                "kty": {"const": "OKP"}, "crv": {"const": "Ed25519"},
+                "x": {"type": "string"}, "kid": {"type": "string"},
+                "alg": {"const": "EdDSA"}, "use": {"const": "sig"}
+            }
+        }}}
+    })
+}
+
+fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
+    let mut schema = |f: fn(&mut SchemaGenerator) -> schemars::schema::Schema| {
+        serde_json::to_value(f(g)).unwrap_or(Value::Null)
+    };
+    let user = schema(|g| g.subschema_for::<UserSnapshot>());
+    let login = schema(|g| g.subschema_for::<LoginResponse>());
+    let refresh = schema(|g| g.subschema_for::<RefreshRequest>());
+    let either_user =
+        json!({"anyOf": [user.clone(), schema(|g| g.subschema_for::<DirectoryEntry>())]});
+    // Registers the error body among the components every error answer refers to.
+    schema(|g| g.subschema_for::<ErrorBody>());
+    let either_page = json!({"anyOf": [
+        schema(|g| g.subschema_for::<Page<UserSnapshot>>()),
+        schema(|g| g.subschema_for::<Page<DirectoryEntry>>()),
+    ]});
+    let ok = |schema: &Value| Success::Json(200, "OK", schema.clone());
+    let op =
+        |method, path, id, tag, summary, bearer, body: Option<Value>, success, errors| Operation {
+            method,
+            path,
+            id,
+            tag,
+            summary,
+            bearer,
+            params: Vec::new(),
+            body,
+            success,
+            errors,
+        };
+    let with_id = |mut o: Operation| {
+        o.params.push(id_param());
+        o
+    };
+    let mut list = op(
+        "get",
+        "/api/v1/auth/admin/users",
+        "listUsersAdmin",
+        "admin",
+        "Every user of auth_db, filtered and paged.",
+        true,
+        None,
+        ok(&schema(|g| g.subschema_for::<Page<UserSnapshot>>())),
+        &[400, 401, 403, 422],
+    );
+    list.params = list_params();
+    let mut events = op(
+        "get",
+        "/api/v1/auth/admin/users/{id}/events",
+        "userEvents",
+        "admin",
+        "A user's audit trail (its stored events), oldest first.",
+        true,
+        None,
+        ok(&schema(|g| g.subschema_for::<Page<AuditEntry>>())),
+        &[400, 401, 403, 404, 422],
+    );
+    events.params = vec![
+        id_param(),
+        json!({"name": "since", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}}),
+        json!({"name": "type", "in": "query", "required": false, "schema": {"type": "string"},
+               "description": "An event type such as user.updated."}),
+    ];
+    let mut directory = op(
+        "get",
+        "/api/v1/users",
+        "listUsers",
+        "directory",
+        "The directory: admins see every user with every field, anyone else active clinical \
+         staff only as directory entries.",
+        true,
+        None,
+        ok(&either_page),
+        &[400, 401, 422],
+    );
+    directory.params = list_params();
+    vec![
+        op(
+            "post",
+            "/api/v1/auth/register",
+            "register",
+            "auth",
+            "Self-registration: an inactive account an admin activates. Answers the same \
+             whether or not the email has an account.",
+            false,
+            Some(schema(|g| g.subschema_for::<RegisterRequest>())),
+            Success::Json(
+                202,
+                "Received",
+                schema(|g| g.subschema_for::<RegistrationReceived>()),
+            ),
+            &[400, 403, 413, 415, 422, 429],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/login",
+            "login",
+            "auth",
+            "Log in: an access token and a refresh token.",
+            false,
+            Some(schema(|g| g.subschema_for::<LoginRequest>())),
+            ok(&login),
+            &[400, 401, 413, 415, 422, 429],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/refresh",
+            "refresh",
+            "auth",
+            "Exchange a refresh token (once) for a new access token and the next refresh token.",
+            false,
+            Some(refresh.clone()),
+            ok(&login),
+            &[400, 401, 413, 415, 422, 429],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/logout",
+            "logout",
+            "auth",
+            "End the session of a refresh token.",
+            false,
+            Some(refresh),
+            Success::Empty(204, "The session is ended (or was unknown)."),
+            &[400, 413, 415, 422],
+        ),
+        op(
+            "get",
+            "/api/v1/auth/me",
+            "me",
+            "auth",
+            "The caller's account.",
+            true,
+            None,
+            ok(&user),
+            &[401],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/change-password",
+            "changePassword",
+            "auth",
+            "Change the caller's password; ends every session of the caller.",
+            true,
+            Some(schema(|g| g.subschema_for::<ChangePasswordRequest>())),
+            ok(&user),
+            &[400, 401, 413, 415, 422, 429],
+        ),
+        op(
+            "get",
+            "/api/v1/auth/.well-known/jwks.json",
+            "jwks",
+            "auth",
+            "The public keys access tokens are signed with (JWKS), the current one first.",
+            false,
+            None,
+            ok(&jwks_schema()),
+            &[],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/admin/users",
+            "createUser",
+            "admin",
+            "Create an active account with a temporary password, shown only in this answer.",
+            true,
+            Some(schema(|g| g.subschema_for::<CreateUserRequest>())),
+            Success::Json(
+                201,
+                "Created",
+                schema(|g| g.subschema_for::<CreateUserResponse>()),
+            ),
+            &[400, 401, 403, 409, 415, 422],
+        ),
+        list,
+        with_id(op(
+            "get",
+            "/api/v1/auth/admin/users/{id}",
+            "showUser",
+            "admin",
+            "One user as auth_db holds it.",
+            true,
+            None,
+            ok(&user),
+            &[401, 403, 404, 422],
+        )),
+        with_id(op(
+            "patch",
+            "/api/v1/auth/admin/users/{id}",
+            "updateUser",
+            "admin",
+            "Change profile fields; `phoneNumber: null` clears it.",
+            true,
+            Some(schema(|g| g.subschema_for::<UpdateUserRequest>())),
+            ok(&user),
+            &[400, 401, 403, 404, 409, 415, 422],
+        )),
+        with_id(op(
+            "post",
+            "/api/v1/auth/admin/users/{id}/activate",
+            "activateUser",
+            "admin",
+            "Activate a user.",
+            true,
+            None,
+            ok(&user),
+            &[401, 403, 404, 409, 422],
+        )),
+        with_id(op(
+            "post",
+            "/api/v1/auth/admin/users/{id}/deactivate",
+            "deactivateUser",
+            "admin",
+            "Deactivate a user (never the last active admin); ends the user's sessions.",
+            true,
+            None,
+            ok(&user),
+            &[401, 403, 404, 409, 422],
+        )),
+        with_id(op(
+            "put",
+            "/api/v1/auth/admin/users/{id}/role",
+            "setRole",
+            "admin",
+            "Change a user's role; ends the user's sessions.",
+            true,
+            Some(schema(|g| g.subschema_for::<RoleRequest>())),
+            ok(&user),
+            &[400, 401, 403, 404, 409, 415, 422],
+        )),
+        events,
+        directory,
+        with_id(op(
+            "get",
+            "/api/v1/users/{id}",
+            "showDirectoryUser",
+            "directory",
+            "One user: every field for admins, a directory entry for anyone else.",
+            true,
+            None,
+            ok(&either_user),
+            &[401, 404, 422],
+        )),
+        op(
+            "get",
+            "/health/live",
+            "live",
+            "health",
+            "The gateway is up.",
+            false,
+            None,
+            ok(
+                &json!({"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}),
+            ),
+            &[],
+        ),
+    ]
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut generator = SchemaSettings::draft2019_09()
+        .with(|s| {
+            s.definitions_path = "#/components/schemas/".to_owned();
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let ops = operations(&mut generator);
+    let schemas = serde_json::to_value(generator.take_definitions()).unwrap_or(Value::Null);
+    let mut paths = Map::new();
+    for op in ops {
+        let mut responses = Map::new();
+        match &op.success {
+            Success::Json(status, words, schema) => {
+                responses.insert(
+                    status.to_string(),
+                    json!({"description": words, "content": {"application/json": {"schema": schema}}}),
+                );
+            }
+            Success::Empty(status, words) => {
+                responses.insert(status.to_string(), json!({"description": words}));
+            }
+        }
+        for status in op.errors {
+            responses.insert(
+                status.to_string(),
+                json!({"description": error_words(*status),
+                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}),
+            );
+        }
+        let mut operation = json!({
+            "operationId": op.id,
+            "tags": [op.tag],
+            "summary": op.summary,
+            "responses": responses,
+        });
+        if !op.params.is_empty() {
+            operation["parameters"] = json!(op.params);
+        }
+        if let Some(body) = op.body {
+            operation["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": body}}});
+        }
+        if op.bearer {
+            operation["security"] = json!([{"bearer": []}]);
+        }
+        let item = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        item[op.method] = operation;
+    }
+    crate::schema::sorted(json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Clinical portal API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The portal's HTTP API through the gateway. Errors are JSON \
+                            `{error, message, field?}`. Access tokens are EdDSA JWTs from \
+                            login or refresh, sent as `Authorization: Bearer <token>`.",
+        },
+        "servers": [{"url": "http://127.0.0.1:3000"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }))
+}
