@@ -48,8 +48,9 @@ impl LoginPolicy {
 pub enum Attempt {
     /// Go on and check the password; this is the `n`-th attempt of the window.
     Allowed(i32),
-    /// Refused without checking: locked for this long still.
-    Locked(Duration),
+    /// Refused without checking: locked for this long still; `just_now` when this attempt
+    /// set the lock (logged once as a lockout; the refusals after it are not each logged).
+    Locked { left: Duration, just_now: bool },
 }
 
 /// The throttle's key of an email as typed: trimmed, lower-cased, bounded.
@@ -63,8 +64,9 @@ pub async fn attempt(db: &PgPool, account: &str, policy: &LoginPolicy) -> sqlx::
     let window = secs(policy.window);
     let lock = secs(policy.lock);
     // A row whose window or lock has passed starts over at 1; a locked row stays as it is;
-    // otherwise the count grows, and passing the limit sets the lock.
-    let (attempts, locked_until): (i32, Option<DateTime<Utc>>) = sqlx::query_as(
+    // otherwise the count grows, and passing the limit sets the lock. `now()` is the
+    // statement's transaction time, so a lock ending exactly `lock` from it was set just now.
+    let (attempts, locked_until, just_now): (i32, Option<DateTime<Utc>>, bool) = sqlx::query_as(
         "INSERT INTO login_throttle AS t (account, attempts, window_started) \
          VALUES ($1, 1, now()) \
          ON CONFLICT (account) DO UPDATE SET \
@@ -81,7 +83,8 @@ pub async fn attempt(db: &PgPool, account: &str, policy: &LoginPolicy) -> sqlx::
              WHEN t.locked_until IS NULL AND t.window_started >= now() - make_interval(secs => $2) \
                   AND t.attempts + 1 > $4 THEN now() + make_interval(secs => $3) \
              ELSE NULL END \
-         RETURNING attempts, locked_until",
+         RETURNING attempts, locked_until, \
+           coalesce(locked_until = now() + make_interval(secs => $3), false)",
     )
     .bind(account)
     .bind(window)
@@ -92,10 +95,25 @@ pub async fn attempt(db: &PgPool, account: &str, policy: &LoginPolicy) -> sqlx::
     Ok(match locked_until {
         Some(until) => {
             let left = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            Attempt::Locked(left.max(Duration::from_secs(1)))
+            Attempt::Locked {
+                left: left.max(Duration::from_secs(1)),
+                just_now,
+            }
         }
         None => Attempt::Allowed(attempts),
     })
+}
+
+/// An attempt that was not checked (the hashing queue was full) is not counted.
+pub async fn refund(db: &PgPool, account: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE login_throttle SET attempts = attempts - 1 \
+         WHERE account = $1 AND attempts > 0 AND locked_until IS NULL",
+    )
+    .bind(account)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// A right password: the account's count starts over.

@@ -1,6 +1,6 @@
 //! The password-hashing queue is bounded: a flood of logins beyond it is answered 503 with
 //! `Retry-After` at once instead of queueing without end, and the service answers normally as
-//! soon as the flood is over. (Its own test binary: the bound is per process.)
+//! soon as the flood is over; a refused guess costs its account no attempt. (Its own test binary: the bound is per process.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::Role;
@@ -46,6 +46,17 @@ async fn a_login_flood_beyond_the_hashing_queue_is_answered_503() {
     assert!(
         statuses.keys().all(|s| *s == 401 || *s == 503),
         "only refusals and 503s: {statuses:?}"
+    );
+    // A 503 cost its account no attempt: only the guesses that were checked are counted, so a
+    // flood elsewhere cannot lock out whoever logs in meanwhile.
+    let counted: i64 = sqlx::query_scalar("SELECT coalesce(sum(attempts), 0) FROM login_throttle")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        counted,
+        statuses.get(&401).copied().unwrap_or(0),
+        "{statuses:?}"
     );
     let (s, _) = sandbox::http::post(
         &login,

@@ -185,3 +185,38 @@ async fn answers_carry_security_headers_and_auth_bodies_are_small() {
     let b: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(b["error"], "payload_too_large");
 }
+
+#[tokio::test]
+async fn the_attempt_that_locks_says_so_once() {
+    use auth_service::throttle::{attempt, Attempt, LoginPolicy};
+    let sb = Sandbox::for_test().await;
+    let pool = common::pool(&sb).await;
+    let policy = LoginPolicy::default();
+    for n in 1..=10 {
+        assert_eq!(
+            attempt(&pool, "a@clinic.test", &policy).await.unwrap(),
+            Attempt::Allowed(n)
+        );
+    }
+    let locking = attempt(&pool, "a@clinic.test", &policy).await.unwrap();
+    assert!(
+        matches!(locking, Attempt::Locked { just_now: true, .. }),
+        "{locking:?}"
+    );
+    let after = attempt(&pool, "a@clinic.test", &policy).await.unwrap();
+    assert!(
+        matches!(
+            after,
+            Attempt::Locked {
+                just_now: false,
+                ..
+            }
+        ),
+        "{after:?}"
+    );
+    assert_eq!(
+        attempt(&pool, "other@clinic.test", &policy).await.unwrap(),
+        Attempt::Allowed(1),
+        "accounts are counted apart"
+    );
+}

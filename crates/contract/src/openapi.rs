@@ -44,7 +44,10 @@ struct Operation {
 
 fn error_words(status: u16) -> &'static str {
     match status {
-        400 => "Malformed request: the body is not JSON, or a query string cannot be read.",
+        400 => {
+            "Malformed request: the body is not JSON, a query string cannot be read, or the \
+                path holds dot segments or encoded dots or slashes (refused by the gateway)."
+        }
         401 => "No valid bearer token, or a refused login or refresh.",
         403 => "The caller's role may not do this, or the action is turned off.",
         404 => "No such user (or not visible to the caller).",
@@ -380,7 +383,15 @@ pub fn document() -> Value {
                 responses.insert(status.to_string(), json!({"description": words}));
             }
         }
-        for status in op.errors {
+        // A path parameter the gateway finds unsafe (dots, encoded slashes) is refused there.
+        let path_param = op.params.iter().any(|p| p["in"] == "path");
+        let statuses = op
+            .errors
+            .iter()
+            .copied()
+            .chain(path_param.then_some(400))
+            .collect::<std::collections::BTreeSet<u16>>();
+        for status in &statuses {
             responses.insert(
                 status.to_string(),
                 json!({"description": error_words(*status),

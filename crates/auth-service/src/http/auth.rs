@@ -142,14 +142,30 @@ async fn login(
     }
     let account = throttle::account_key(&req.email);
     let n = match throttle::attempt(&state.db, &account, &state.security.login).await? {
-        Attempt::Locked(left) => {
-            tracing::warn!(target: "security", event = "login_locked", account = %account, %client, retry_after_s = left.as_secs(), "login refused: account locked");
+        Attempt::Locked { left, just_now } => {
+            // The lockout is logged once; the refusals during it are counted in the debug log
+            // only (a flood would otherwise write a line per guess).
+            if just_now {
+                tracing::warn!(target: "security", event = "lockout", account = %account, %client, lock_s = left.as_secs(), "account locked after repeated failed logins");
+            } else {
+                tracing::debug!(target: "security", event = "login_locked", account = %account, %client, retry_after_s = left.as_secs(), "login refused: account locked");
+            }
             return Err(ApiError::too_many_requests(
                 "too many failed logins for this account; try again later",
                 left,
             ));
         }
         Attempt::Allowed(n) => n,
+    };
+    // A full hashing queue answers 503 and gives the attempt back: a flood at other accounts
+    // must not lock out whoever tries to log in meanwhile. A locked account (above) needs no
+    // place in the queue at all.
+    let slot = match password::Slot::reserve() {
+        Ok(slot) => slot,
+        Err(busy) => {
+            throttle::refund(&state.db, &account).await?;
+            return Err(busy.into());
+        }
     };
     let user = match Email::parse(&req.email) {
         Ok(email) => store::find_by_email(&state.db, &email).await?,
@@ -159,7 +175,7 @@ async fn login(
         || state.dummy_hash.as_str().to_owned(),
         |u| u.password_hash.clone(),
     );
-    let matches = password::verify(req.password, stored_hash).await?;
+    let matches = password::verify_in(slot, req.password, stored_hash).await?;
     let user = match user {
         Some(u) if matches && u.is_active => u,
         user => {
