@@ -220,3 +220,35 @@ async fn the_attempt_that_locks_says_so_once() {
         "accounts are counted apart"
     );
 }
+
+#[tokio::test]
+async fn seeded_passwords_meet_the_same_policy() {
+    let sb = Sandbox::for_test().await;
+    let pool = common::pool(&sb).await;
+    let options = |admin: &str, staff: Option<&str>| auth_service::seed::SeedOptions {
+        admin_email: contract::Email::parse("admin@clinic.test").unwrap(),
+        admin_password: Some(admin.to_owned()),
+        staff_password: staff.map(str::to_owned),
+    };
+    for (admin, staff, says) in [
+        ("password1", None, "SEED_ADMIN_PASSWORD"),
+        ("my-admin-password", None, "SEED_ADMIN_PASSWORD"),
+        (
+            "evening handover at the desk",
+            Some("qwertyuiop"),
+            "SEED_STAFF_PASSWORD",
+        ),
+    ] {
+        let refused = auth_service::seed::seed(&pool, &options(admin, staff))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(says), "{refused}");
+    }
+    let users = || sandbox::db::count(&pool, "SELECT count(*) FROM users");
+    assert_eq!(users().await, 0, "a refused seed writes nobody");
+    auth_service::seed::seed(&pool, &options("evening handover at the desk", None))
+        .await
+        .unwrap();
+    assert_eq!(users().await, 10);
+}
