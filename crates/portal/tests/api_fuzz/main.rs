@@ -115,3 +115,58 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
         }
     }
 }
+
+/// The document describes routes that exist: every documented operation, called through the
+/// gateway, reaches a handler (never the "no such route" 404 or a 405).
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let sb = Sandbox::for_test().await;
+    let auth = auth_common::start(auth_common::config(&sb)).await;
+    let users = user_common::start(user_common::config(&sb)).await;
+    let gateway = Running::launch(gateway::Application::build(gateway::Config::local(
+        &auth.url(),
+        &users.url(),
+    )))
+    .await;
+    let pool = auth_common::pool(&sb).await;
+    let token = auth_common::admin_token(&pool, &auth.url()).await;
+    let (status, doc) = sandbox::http::get(
+        &format!("{}{}", gateway.url(), contract::openapi::PATH),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        doc,
+        contract::openapi::document(),
+        "the gateway serves the current document"
+    );
+    let client = reqwest::Client::new();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap() {
+            let url = format!(
+                "{}{}",
+                gateway.url(),
+                path.replace("{id}", &uuid::Uuid::new_v4().to_string())
+            );
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = client
+                .request(method.clone(), &url)
+                .bearer_auth(&token)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_ne!(status, 405, "{method} {path}");
+            assert!(
+                !(status == 404 && body["message"] == "no such route"),
+                "{method} {path} is documented but not routed"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18, "every operation was called");
+}
