@@ -86,6 +86,9 @@ struct AppState {
     auth: Arc<Upstream>,
     users: Arc<Upstream>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// One `rate_limited` log line per address per minute: a flood would otherwise write one
+    /// per refused request.
+    log_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     trusted_proxies: Arc<Vec<IpAddr>>,
 }
 
@@ -196,7 +199,11 @@ fn screen(state: &AppState, client: Option<IpAddr>, req: &Request) -> Option<Res
         if let Some(ip) = client {
             if let Err(not_until) = state.limiter.check_key(&ip) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                tracing::warn!(target: "security", event = "rate_limited", client = %ip, path = req.uri().path(), "too many authentication requests from one address");
+                if state.log_limiter.check_key(&ip).is_ok() {
+                    tracing::warn!(target: "security", event = "rate_limited", client = %ip, path = req.uri().path(), "too many authentication requests from one address (logged once a minute per address)");
+                } else {
+                    tracing::debug!(target: "security", event = "rate_limited", client = %ip, path = req.uri().path(), "too many authentication requests from one address");
+                }
                 return Some(
                     ApiError::too_many_requests(
                         "too many authentication requests from this address; try again later",
@@ -360,20 +367,24 @@ impl Application {
         let quota = Quota::per_minute(NonZeroU32::new(limit.per_minute).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN));
         let limiter = Arc::new(RateLimiter::keyed(quota));
+        let log_limiter = Arc::new(RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)));
         // Forget addresses whose allowance is full again, so memory follows live clients only.
-        let pruned = Arc::downgrade(&limiter);
+        let pruned = [Arc::downgrade(&limiter), Arc::downgrade(&log_limiter)];
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_secs(60));
             loop {
                 ticks.tick().await;
-                match pruned.upgrade() {
-                    Some(limiter) => limiter.retain_recent(),
-                    None => return,
+                for limiter in &pruned {
+                    match limiter.upgrade() {
+                        Some(limiter) => limiter.retain_recent(),
+                        None => return,
+                    }
                 }
             }
         });
         let state = AppState {
             limiter,
+            log_limiter,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             client,
             auth: Arc::new(Upstream {
