@@ -1,16 +1,18 @@
 //! The user-service: keeps `user_db` in step with user events and serves the user directory.
 //!
 //! Layout:
-//! - [`consumer`]: RabbitMQ → `user_db` in batches, dead letters, acks after commit.
+//! - [`copy`]: how a batch of user events changes `user_db`; the consuming itself (batches,
+//!   dead letters, acks after commit) is the shared `consumer` crate's.
 //! - [`store`]: the conditional upsert (the ordering rule) and the directory queries.
 //! - [`http`]: `/api/v1/users` (bearer token from the auth-service) and health endpoints.
 
-pub mod consumer;
+pub mod copy;
 pub mod http;
 pub mod store;
 
 use anyhow::Context;
-use consumer::{Consumer, ConsumerConfig, SyncStats};
+use consumer::{ConsumerConfig, SyncStats};
+use copy::{UserConsumer, UserCopy};
 use platform::jwt::{JwtVerifier, KeyDir, KeySource};
 use platform::service::Service;
 use sqlx::PgPool;
@@ -91,7 +93,7 @@ pub async fn open_database(
 pub struct Application {
     listener: tokio::net::TcpListener,
     state: http::AppState,
-    consumer: Option<Consumer>,
+    consumer: Option<UserConsumer>,
 }
 
 impl Application {
@@ -105,8 +107,9 @@ impl Application {
         let verifier = JwtVerifier::new(config.keys.clone())?;
         let stats = Arc::new(SyncStats::default());
         let consumer = config.run_consumer.then(|| {
-            Consumer::new(
+            UserConsumer::new(
                 db.clone(),
+                UserCopy,
                 config.amqp_url.clone(),
                 ConsumerConfig {
                     declare_topology: !config.managed_by_setup,

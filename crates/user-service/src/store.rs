@@ -1,57 +1,19 @@
 //! `user_db` access: the conditional multi-row upsert that applies snapshots, and the directory
 //! queries.
 
-use contract::{Envelope, Timestamp, UserId};
+use consumer::Changed;
+use contract::{Envelope, Timestamp};
 use platform::users::{UserRecord, RECORD_COLUMNS};
 use sqlx::{PgConnection, PgExecutor};
-use std::collections::HashMap;
 use uuid::Uuid;
-
-/// Orders two snapshots of one user under the contract's rule: a versioned snapshot beats an
-/// unversioned one, higher versions beat lower, a repair beats a change at the same version
-/// (it must apply even where that change would be ignored), and unversioned ones are ordered by
-/// timestamp.
-fn newness(e: &Envelope) -> (bool, i64, bool, Timestamp) {
-    (
-        e.payload.user_version.is_some(),
-        e.payload.user_version.unwrap_or(0),
-        e.event_type.is_repair(),
-        e.timestamp,
-    )
-}
-
-/// Keeps only the newest event per user, so one statement never touches a row twice.
-/// Returns the survivors and how many were dropped as older duplicates.
-pub fn newest_per_user(events: Vec<Envelope>) -> (Vec<Envelope>, usize) {
-    let total = events.len();
-    let mut newest: HashMap<UserId, Envelope> = HashMap::with_capacity(total);
-    for e in events {
-        match newest.get(&e.payload.user_id) {
-            Some(kept) if newness(kept) >= newness(&e) => {}
-            _ => {
-                newest.insert(e.payload.user_id, e);
-            }
-        }
-    }
-    let kept: Vec<Envelope> = newest.into_values().collect();
-    let dropped = total - kept.len();
-    (kept, dropped)
-}
-
-/// A user applied by [`apply`].
-#[derive(Debug, sqlx::FromRow)]
-pub struct Applied {
-    pub id: Uuid,
-    pub email: String,
-}
 
 /// Applies each snapshot whose version is newer than the stored one (repairs: newer or equal);
 /// returns the users that changed. `events` must hold at most one event per user
-/// ([`newest_per_user`]).
+/// ([`consumer::newest_per_user`]).
 pub async fn apply(
     conn: &mut PgConnection,
     events: &[Envelope],
-) -> Result<Vec<Applied>, sqlx::Error> {
+) -> Result<Vec<Changed>, sqlx::Error> {
     let (repairs, changes): (Vec<&Envelope>, Vec<&Envelope>) =
         events.iter().partition(|e| e.event_type.is_repair());
     let mut applied = upsert(&mut *conn, &changes, ">").await?;
@@ -65,7 +27,7 @@ async fn upsert(
     conn: &mut PgConnection,
     events: &[&Envelope],
     newer: &str,
-) -> Result<Vec<Applied>, sqlx::Error> {
+) -> Result<Vec<Changed>, sqlx::Error> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -115,7 +77,7 @@ async fn upsert(
                 AND (u.user_version IS NULL OR EXCLUDED.user_version {newer} u.user_version)) \
             OR (EXCLUDED.user_version IS NULL AND u.user_version IS NULL \
                 AND EXCLUDED.event_timestamp > u.event_timestamp) \
-         RETURNING id, email"
+         RETURNING id, email AS label"
     ))
     .bind(&id)
     .bind(&email)
@@ -138,49 +100,4 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRecord
         .bind(id)
         .fetch_optional(db)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use contract::{Email, EventType, Role, UserSnapshot};
-
-    fn event(user: UserId, version: Option<i64>, email: &str) -> Envelope {
-        Envelope::new(
-            EventType::Updated,
-            UserSnapshot {
-                user_id: user,
-                email: Email::parse(email).unwrap(),
-                first_name: "A".into(),
-                last_name: "B".into(),
-                role: Role::Doctor,
-                phone_number: None,
-                is_active: true,
-                must_change_password: false,
-                created_at: Timestamp::now(),
-                updated_at: None,
-                user_version: version,
-                previous_role: None,
-                changed_fields: None,
-            },
-        )
-    }
-
-    #[test]
-    fn only_the_newest_event_per_user_survives_a_batch() {
-        let (a, b) = (UserId::new(), UserId::new());
-        let events = vec![
-            event(a, Some(3), "a3@x.co"),
-            event(a, Some(5), "a5@x.co"),
-            event(a, Some(4), "a4@x.co"),
-            event(b, None, "b-legacy@x.co"),
-            event(b, Some(1), "b1@x.co"),
-            event(a, Some(5), "a5@x.co"),
-        ];
-        let (kept, dropped) = newest_per_user(events);
-        assert_eq!(dropped, 4);
-        let mut emails: Vec<_> = kept.iter().map(|e| e.payload.email.to_string()).collect();
-        emails.sort();
-        assert_eq!(emails, ["a5@x.co", "b1@x.co"]);
-    }
 }

@@ -4,11 +4,11 @@
 use super::Failure;
 use crate::cli::Settings;
 use auth_service::relay::{Relay, RelayConfig};
+use consumer::ConsumerConfig;
 use platform::jwt::{KeyDir, KeySource};
 use platform::service::Service;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use user_service::consumer::ConsumerConfig;
 
 pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
     auth_service::Config {

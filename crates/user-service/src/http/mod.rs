@@ -4,10 +4,10 @@ mod caller;
 mod health;
 mod users;
 
-use crate::consumer::SyncStats;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::Router;
+use consumer::SyncStats;
 use platform::jwt::JwtVerifier;
 use sqlx::PgPool;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! sandbox's key, and the dead letters read back.
 #![allow(dead_code)] // each test binary uses a part
 
+use consumer::{ConsumerConfig, SyncStats};
 use contract::topology::{ConsumerQueues, USER_SERVICE};
 use contract::Role;
 use lapin::types::FieldTable;
@@ -12,7 +13,7 @@ use sandbox::{Running, Sandbox};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
-use user_service::consumer::{Consumer, ConsumerConfig, SyncStats};
+use user_service::copy::{UserConsumer, UserCopy};
 
 /// The user-service's queues (standard retry delays).
 pub fn queues() -> ConsumerQueues {
@@ -37,11 +38,12 @@ pub async fn pool(sb: &Sandbox) -> PgPool {
 }
 
 /// The service's consumer with its default settings, for a test to step with
-/// [`Consumer::process_ready`] instead of running it, and the counters it keeps.
-pub fn consumer(sb: &Sandbox, pool: &PgPool) -> (Consumer, Arc<SyncStats>) {
+/// [`consumer::Consumer::process_ready`] instead of running it, and the counters it keeps.
+pub fn consumer(sb: &Sandbox, pool: &PgPool) -> (UserConsumer, Arc<SyncStats>) {
     let stats = Arc::new(SyncStats::default());
-    let consumer = Consumer::new(
+    let consumer = UserConsumer::new(
         pool.clone(),
+        UserCopy,
         sb.amqp_url.clone(),
         ConsumerConfig::default(),
         stats.clone(),

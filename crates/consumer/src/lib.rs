@@ -1,20 +1,23 @@
-//! The event consumer: RabbitMQ → `user_db`.
+//! The user-event consumer, shared by every service that keeps a copy of the users (the
+//! user-service's `users`; a further consumer's own table): RabbitMQ → the service's database.
+//! A service supplies only [`Apply`], how one batch of snapshots changes its own tables; the
+//! rest is here, once.
 //!
 //! It takes whatever the prefetch window holds right now (never waiting for a batch to fill, so
 //! a lone event is applied at once), sets aside unread any message whose AMQP `user_id` is not a
 //! trusted publisher's, decodes the rest, sends the ones that can never succeed to the
-//! dead-letter queue with the reason in headers, applies the rest in ONE transaction with
-//! one conditional multi-row upsert, and only after the commit acks everything up to the last
-//! delivery. With `prefetch = 1` the same code is the naive one-transaction-per-message consumer.
+//! dead-letter queue with the reason in headers, keeps the newest event per user
+//! ([`newest_per_user`]), applies them in ONE transaction through [`Apply`], and only after the
+//! commit acks everything up to the last delivery. With `prefetch = 1` the same code is the
+//! naive one-transaction-per-message consumer.
 //!
-//! When `user_db` is unreachable the batch stays unacked and is retried with backoff, so nothing
-//! is lost and the budget is not burnt in a tight loop; if RabbitMQ goes away the unacked
-//! messages are redelivered and the consumer reconnects.
+//! When the database is unreachable the batch stays unacked and is retried with backoff, so
+//! nothing is lost and the budget is not burnt in a tight loop; if RabbitMQ goes away the
+//! unacked messages are redelivered and the consumer reconnects.
 
-use crate::store;
 use contract::topology::{self, ConsumerQueues};
 use contract::wire::{self, header};
-use contract::{event, Envelope, Timestamp};
+use contract::{event, Envelope, Timestamp, UserId};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
@@ -26,11 +29,63 @@ use platform::amqp::{self, Outgoing, PublishError};
 use platform::backoff::{Backoff, OutageLog};
 use platform::shutdown::sleep_unless_cancelled;
 use sqlx::PgPool;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How a service applies one batch of snapshots to its own copy, inside the consumer's open
+/// transaction (commit and ack are the consumer's). `events` hold at most one event per user,
+/// the newest of the batch; the implementation applies each whose `userVersion` is newer than
+/// the stored one (a repair, `user.snapshot`: newer or equal) and returns the users whose copy
+/// changed — in the same transaction as anything else the event changes in that service.
+pub trait Apply: Send + Sync + 'static {
+    fn apply(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[Envelope],
+    ) -> impl Future<Output = Result<Vec<Changed>, sqlx::Error>> + Send;
+}
+
+/// A user whose copy a batch changed: counted, and logged with `label` (an email, a name).
+#[derive(Debug, sqlx::FromRow)]
+pub struct Changed {
+    pub id: uuid::Uuid,
+    pub label: String,
+}
+
+/// Orders two snapshots of one user under the contract's rule: a versioned snapshot beats an
+/// unversioned one, higher versions beat lower, a repair beats a change at the same version
+/// (it must apply even where that change would be ignored), and unversioned ones are ordered by
+/// timestamp.
+fn newness(e: &Envelope) -> (bool, i64, bool, Timestamp) {
+    (
+        e.payload.user_version.is_some(),
+        e.payload.user_version.unwrap_or(0),
+        e.event_type.is_repair(),
+        e.timestamp,
+    )
+}
+
+/// Keeps only the newest event per user, so one statement never touches a row twice.
+/// Returns the survivors and how many were dropped as older duplicates.
+pub fn newest_per_user(events: Vec<Envelope>) -> (Vec<Envelope>, usize) {
+    let total = events.len();
+    let mut newest: HashMap<UserId, Envelope> = HashMap::with_capacity(total);
+    for e in events {
+        match newest.get(&e.payload.user_id) {
+            Some(kept) if newness(kept) >= newness(&e) => {}
+            _ => {
+                newest.insert(e.payload.user_id, e);
+            }
+        }
+    }
+    let kept: Vec<Envelope> = newest.into_values().collect();
+    let dropped = total - kept.len();
+    (kept, dropped)
+}
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -87,8 +142,9 @@ enum ConsumeError {
     RepublishRefused,
 }
 
-pub struct Consumer {
+pub struct Consumer<A: Apply> {
     pool: PgPool,
+    copy: A,
     amqp_url: String,
     config: ConsumerConfig,
     queues: ConsumerQueues,
@@ -101,9 +157,11 @@ pub struct Consumer {
     trusted: BTreeSet<String>,
 }
 
-impl Consumer {
+impl<A: Apply> Consumer<A> {
+    /// A consumer applying to `pool` through `copy`.
     pub fn new(
         pool: PgPool,
+        copy: A,
         amqp_url: String,
         config: ConsumerConfig,
         stats: Arc<SyncStats>,
@@ -118,6 +176,7 @@ impl Consumer {
             .collect();
         Self {
             pool,
+            copy,
             amqp_url,
             config,
             queues,
@@ -312,8 +371,8 @@ impl Consumer {
         events: Vec<Envelope>,
         shutdown: &CancellationToken,
     ) -> Applied {
-        let (events, duplicates) = store::newest_per_user(events);
-        let mut outage = OutageLog::new("consumer: user_db");
+        let (events, duplicates) = newest_per_user(events);
+        let mut outage = OutageLog::new("consumer: database");
         let mut backoff = Backoff::reconnect();
         loop {
             match self.apply_once(&events).await {
@@ -327,7 +386,7 @@ impl Consumer {
                         .ignored_stale
                         .fetch_add(stale as u64, Ordering::Relaxed);
                     for user in &applied {
-                        tracing::info!(user_id = %user.id, "User synced: {}", user.email);
+                        tracing::info!(user_id = %user.id, "User synced: {}", user.label);
                     }
                     if stale > 0 {
                         tracing::debug!(stale, "ignored events older than user_db's copy");
@@ -349,9 +408,9 @@ impl Consumer {
         }
     }
 
-    async fn apply_once(&self, events: &[Envelope]) -> Result<Vec<store::Applied>, sqlx::Error> {
+    async fn apply_once(&self, events: &[Envelope]) -> Result<Vec<Changed>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let applied = store::apply(&mut tx, events).await?;
+        let applied = self.copy.apply(&mut tx, events).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -489,4 +548,49 @@ fn failure_headers(delivery: &Delivery, last_error: &str) -> FieldTable {
     }
     headers.insert(header::LAST_ERROR.into(), amqp::text(last_error));
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contract::{Email, EventType, Role, UserSnapshot};
+
+    fn event(user: UserId, version: Option<i64>, email: &str) -> Envelope {
+        Envelope::new(
+            EventType::Updated,
+            UserSnapshot {
+                user_id: user,
+                email: Email::parse(email).unwrap(),
+                first_name: "A".into(),
+                last_name: "B".into(),
+                role: Role::Doctor,
+                phone_number: None,
+                is_active: true,
+                must_change_password: false,
+                created_at: Timestamp::now(),
+                updated_at: None,
+                user_version: version,
+                previous_role: None,
+                changed_fields: None,
+            },
+        )
+    }
+
+    #[test]
+    fn only_the_newest_event_per_user_survives_a_batch() {
+        let (a, b) = (UserId::new(), UserId::new());
+        let events = vec![
+            event(a, Some(3), "a3@x.co"),
+            event(a, Some(5), "a5@x.co"),
+            event(a, Some(4), "a4@x.co"),
+            event(b, None, "b-legacy@x.co"),
+            event(b, Some(1), "b1@x.co"),
+            event(a, Some(5), "a5@x.co"),
+        ];
+        let (kept, dropped) = newest_per_user(events);
+        assert_eq!(dropped, 4);
+        let mut emails: Vec<_> = kept.iter().map(|e| e.payload.email.to_string()).collect();
+        emails.sort();
+        assert_eq!(emails, ["a5@x.co", "b1@x.co"]);
+    }
 }
