@@ -248,7 +248,9 @@ impl ApiClient {
             });
             return Err(Error::Refused { status, body });
         }
-        serde_json::from_slice(&bytes).map_err(|e| Error::Unexpected {
+        // An answer without a body (204) reads as `null`, which `()` accepts.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| Error::Unexpected {
             what,
             detail: e.to_string(),
         })
@@ -302,28 +304,8 @@ impl ApiClient {
         let body = RefreshRequest {
             refresh_token: refresh_token.to_owned(),
         };
-        let url = self.url(&["api", "v1", "auth", "logout"], &[]);
-        let response = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
+        self.send(Method::POST, &["api", "v1", "auth", "logout"], Some(&body))
             .await
-            .map_err(|source| Error::Unreachable {
-                base: self.base.to_string(),
-                source,
-            })?;
-        match response.status() {
-            s if s.is_success() => Ok(()),
-            status => Err(Error::Refused {
-                status,
-                body: response.json().await.unwrap_or_else(|_| ErrorBody {
-                    error: "unexpected".into(),
-                    message: format!("logout answered {status}"),
-                    field: None,
-                }),
-            }),
-        }
     }
 
     /// A self-registration: the answer is the same whether or not the email has an account.

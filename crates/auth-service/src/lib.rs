@@ -225,33 +225,31 @@ impl Service for Application {
 /// Every few seconds: picks up a key rotation (`portal keys rotate`) without a restart; every
 /// hour: deletes expired sessions and old throttle rows.
 async fn housekeeping(state: http::AppState, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(Duration::from_secs(5));
-    let mut n: u64 = 0;
+    let mut keys = tokio::time::interval(Duration::from_secs(5));
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        match state.keys.reload() {
-            Ok(true) => tracing::info!(kid = %state.keys.kid(), "signing with a rotated key"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot re-read the JWT keys"),
-        }
-        if n.is_multiple_of(720) {
-            let pruned = async {
-                Ok::<_, sqlx::Error>((
-                    sessions::prune(&state.db).await?,
-                    throttle::prune(&state.db).await?,
-                ))
-            };
-            match pruned.await {
-                Ok((0, 0)) => {}
-                Ok((tokens, rows)) => {
-                    tracing::info!(tokens, throttle_rows = rows, "pruned expired sessions")
+            _ = keys.tick() => match state.keys.reload() {
+                Ok(true) => tracing::info!(kid = %state.keys.kid(), "signing with a rotated key"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot re-read the JWT keys"),
+            },
+            _ = prune.tick() => {
+                let pruned = async {
+                    Ok::<_, sqlx::Error>((
+                        sessions::prune(&state.db).await?,
+                        throttle::prune(&state.db).await?,
+                    ))
+                };
+                match pruned.await {
+                    Ok((0, 0)) => {}
+                    Ok((tokens, rows)) => {
+                        tracing::info!(tokens, throttle_rows = rows, "pruned expired sessions")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot prune sessions now"),
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot prune sessions now"),
             }
         }
-        n += 1;
     }
 }

@@ -51,6 +51,12 @@ pub async fn start(db: &PgPool, user_id: Uuid, lifetime: Duration) -> sqlx::Resu
         family_id: Uuid::new_v4(),
         expires_at: Utc::now() + lifetime,
     };
+    store(db, &issued, user_id).await?;
+    Ok(issued)
+}
+
+/// Stores `issued` (its hash only) as a live token of `user_id`.
+async fn store(db: impl sqlx::PgExecutor<'_>, issued: &Issued, user_id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at) \
          VALUES ($1, $2, $3, $4)",
@@ -61,7 +67,7 @@ pub async fn start(db: &PgPool, user_id: Uuid, lifetime: Duration) -> sqlx::Resu
     .bind(issued.expires_at)
     .execute(db)
     .await?;
-    Ok(issued)
+    Ok(())
 }
 
 /// Uses `presented` once: the next token of its family, or why not. The row is locked, so two
@@ -95,16 +101,7 @@ pub async fn refresh(db: &PgPool, presented: &str) -> sqlx::Result<Refreshed> {
         family_id,
         expires_at,
     };
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(hash(&next.token))
-    .bind(family_id)
-    .bind(user_id)
-    .bind(expires_at)
-    .execute(&mut *tx)
-    .await?;
+    store(&mut *tx, &next, user_id).await?;
     tx.commit().await?;
     Ok(Refreshed::Rotated { user_id, next })
 }

@@ -61,8 +61,8 @@ pub fn account_key(email: &str) -> String {
 /// Counts one attempt at `account` and says whether it may proceed. One statement, so parallel
 /// attempts on several auth-service processes count exactly.
 pub async fn attempt(db: &PgPool, account: &str, policy: &LoginPolicy) -> sqlx::Result<Attempt> {
-    let window = secs(policy.window);
-    let lock = secs(policy.lock);
+    let window = policy.window.as_secs_f64();
+    let lock = policy.lock.as_secs_f64();
     // A row whose window or lock has passed starts over at 1; a locked row stays as it is;
     // otherwise the count grows, and passing the limit sets the lock. `now()` is the
     // statement's transaction time, so a lock ending exactly `lock` from it was set just now.
@@ -135,10 +135,6 @@ pub async fn prune(db: &PgPool) -> sqlx::Result<u64> {
     .execute(db)
     .await?;
     Ok(done.rows_affected())
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 #[cfg(test)]

@@ -203,3 +203,23 @@ async fn a_rotated_key_is_published_and_used_while_older_tokens_stay_valid() {
         assert_eq!(s, 200);
     }
 }
+
+/// The typed client's session calls (what `portal users`, the benchmark and the chaos load use)
+/// speak the same protocol: refresh rotates, logout (204, no body) ends the session.
+#[tokio::test]
+async fn the_api_client_refreshes_and_logs_out() {
+    let sb = Sandbox::for_test().await;
+    let auth = common::start(common::config(&sb)).await;
+    let pool = common::pool(&sb).await;
+    common::create_user(&pool, "client@clinic.test", Role::Nurse).await;
+    let client = sandbox::ApiClient::new(&auth.url()).unwrap();
+    let first = client
+        .login("client@clinic.test", TEST_PASSWORD)
+        .await
+        .unwrap();
+    let second = client.refresh(&first.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    client.logout(&second.refresh_token).await.unwrap();
+    let refused = client.refresh(&second.refresh_token).await.unwrap_err();
+    assert_eq!(refused.status().map(|s| s.as_u16()), Some(401));
+}

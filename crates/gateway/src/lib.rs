@@ -167,12 +167,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 fn client_address(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
     let peer = peer?;
     if state.trusted_proxies.contains(&peer) {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next_back())
-            .and_then(|v| v.trim().parse().ok());
-        return Some(forwarded.unwrap_or(peer));
+        return Some(platform::http::forwarded_for(headers).unwrap_or(peer));
     }
     Some(peer)
 }

@@ -208,19 +208,21 @@ impl ClientAddr {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        let forwarded = || {
-            parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next_back())
-                .and_then(|v| v.trim().parse().ok())
-        };
         match peer {
-            Some(ip) if ip.is_loopback() => Self(forwarded().or(Some(ip))),
+            Some(ip) if ip.is_loopback() => Self(forwarded_for(&parts.headers).or(Some(ip))),
             other => Self(other),
         }
     }
+}
+
+/// The address the nearest proxy put last in `X-Forwarded-For` (the only entry a proxy of ours
+/// wrote; earlier ones are the client's own claims).
+pub fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next_back())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl std::fmt::Display for ClientAddr {

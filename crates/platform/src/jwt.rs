@@ -277,9 +277,18 @@ pub struct KeyRing {
 }
 
 struct RingState {
-    kid: String,
     signing: EncodingKey,
+    /// The current key first (the signing key's public half), then the retired ones.
     published: Vec<PublicKey>,
+}
+
+impl RingState {
+    fn kid(&self) -> String {
+        self.published
+            .first()
+            .map(|k| k.kid.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl KeyRing {
@@ -306,29 +315,18 @@ impl KeyRing {
         let signing =
             EncodingKey::from_ed_pem(&pem).context("JWT private key is not Ed25519 PEM")?;
         let published = dir.public_keys()?;
-        Ok(RingState {
-            kid: published[0].kid.clone(),
-            signing,
-            published,
-        })
+        Ok(RingState { signing, published })
     }
 
     /// Re-reads the key directory; true when the current key changed (a rotation). A directory
     /// caught half-way through a rotation is read again next time.
     pub fn reload(&self) -> anyhow::Result<bool> {
-        let current = self.dir.current_public_key()?;
-        let same = self
-            .state
-            .read()
-            .map(|s| {
-                s.kid == current.kid && s.published == self.dir.public_keys().unwrap_or_default()
-            })
-            .unwrap_or(false);
-        if same {
+        let published = self.dir.public_keys()?;
+        if self.state.read().is_ok_and(|s| s.published == published) {
             return Ok(false);
         }
         let fresh = Self::load(&self.dir)?;
-        let rotated = fresh.kid != self.kid();
+        let rotated = fresh.kid() != self.kid();
         if let Ok(mut state) = self.state.write() {
             *state = fresh;
         }
@@ -341,7 +339,7 @@ impl KeyRing {
 
     /// The id of the key new tokens are signed with.
     pub fn kid(&self) -> String {
-        self.state.read().map(|s| s.kid.clone()).unwrap_or_default()
+        self.state.read().map(|s| s.kid()).unwrap_or_default()
     }
 
     /// The published public keys: the current one first.
@@ -368,7 +366,7 @@ impl KeyRing {
             .read()
             .map_err(|_| anyhow::anyhow!("the key ring is poisoned"))?;
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(state.kid.clone());
+        header.kid = Some(state.kid());
         Ok(jsonwebtoken::encode(&header, &claims, &state.signing)?)
     }
 }

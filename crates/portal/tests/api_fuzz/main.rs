@@ -63,8 +63,13 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
     }
     for (run, filter) in [("other", first), ("disarming", second)] {
         let report = sb.dir.join(format!("schemathesis-{run}.xml"));
-        let (exe, gw, bearer, max_examples) =
-            (exe.clone(), gw.clone(), token.clone(), max_examples.clone());
+        let (exe, gw, bearer, max_examples, dir) = (
+            exe.clone(),
+            gw.clone(),
+            token.clone(),
+            max_examples.clone(),
+            sb.dir.clone(),
+        );
         let output = tokio::task::spawn_blocking(move || {
             Command::new(exe)
                 .args(["run", &format!("{gw}{}", contract::openapi::PATH)])
@@ -85,6 +90,8 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
                 .args(["--report", "junit", "--report-junit-path"])
                 .arg(&report)
                 .env("NO_COLOR", "1")
+                // Its cache (`.schemathesis/`) goes to the test's directory, not the checkout.
+                .current_dir(&dir)
                 .output()
                 .expect("run schemathesis")
         })
