@@ -4,9 +4,9 @@
 //! and the chaos load all talk to the API through it.
 
 use contract::api::{
-    AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse, DirectoryEntry,
-    ErrorBody, LoginRequest, LoginResponse, Page, RefreshRequest, RegisterRequest,
-    RegistrationReceived, RoleRequest, UpdateUserRequest,
+    Appointment, AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse,
+    DirectoryEntry, ErrorBody, LoginRequest, LoginResponse, NewAppointment, Page, ReassignRequest,
+    RefreshRequest, RegisterRequest, RegistrationReceived, RoleRequest, UpdateUserRequest,
 };
 use contract::UserSnapshot;
 use reqwest::{Method, StatusCode, Url};
@@ -433,7 +433,48 @@ impl ApiClient {
         self.get(&["api", "v1", "users", &id.to_string()], &[])
             .await
     }
+
+    // --- appointments (appointment-service) ----------------------------------------------
+
+    pub async fn book(&self, request: &NewAppointment) -> Result<Appointment> {
+        self.send(Method::POST, &APPOINTMENTS, Some(request)).await
+    }
+
+    /// Appointments matching `query` (`doctorId`, `from`, `to`, `status`, `limit`, `offset`).
+    pub async fn appointments(&self, query: &[(&str, String)]) -> Result<Page<Appointment>> {
+        self.get(&APPOINTMENTS, query).await
+    }
+
+    pub async fn appointment(&self, id: Uuid) -> Result<Appointment> {
+        let id = id.to_string();
+        self.get(&["api", "v1", "appointments", &id], &[]).await
+    }
+
+    pub async fn cancel_appointment(&self, id: Uuid) -> Result<Appointment> {
+        let id = id.to_string();
+        self.send(
+            Method::POST,
+            &["api", "v1", "appointments", &id, "cancel"],
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn reassign_appointment(&self, id: Uuid, doctor: Uuid) -> Result<Appointment> {
+        let id = id.to_string();
+        let body = ReassignRequest {
+            doctor_id: doctor.to_string(),
+        };
+        self.send(
+            Method::POST,
+            &["api", "v1", "appointments", &id, "reassign"],
+            Some(&body),
+        )
+        .await
+    }
 }
+
+const APPOINTMENTS: [&str; 3] = ["api", "v1", "appointments"];
 
 const AUTH_LOGIN: [&str; 4] = ["api", "v1", "auth", "login"];
 const ADMIN_USERS: [&str; 5] = ["api", "v1", "auth", "admin", "users"];

@@ -47,6 +47,18 @@ pub trait Apply: Send + Sync + 'static {
         conn: &mut sqlx::PgConnection,
         events: &[Envelope],
     ) -> impl Future<Output = Result<Vec<Changed>, sqlx::Error>> + Send;
+
+    /// Records, in the transaction of the batch that carried it, that a backfill has delivered
+    /// the whole stored history (`wire::HISTORY_COMPLETE_TYPE`, sent by `portal consumer add`
+    /// after the last stored event). A service that must know every existing user before it
+    /// serves keeps this; the default forgets it.
+    fn history_complete(
+        &self,
+        conn: &mut sqlx::PgConnection,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        let _ = conn;
+        async { Ok(()) }
+    }
 }
 
 /// A user whose copy a batch changed: counted, and logged with `label` (an email, a name).
@@ -85,6 +97,30 @@ pub fn newest_per_user(events: Vec<Envelope>) -> (Vec<Envelope>, usize) {
     let kept: Vec<Envelope> = newest.into_values().collect();
     let dropped = total - kept.len();
     (kept, dropped)
+}
+
+/// The batch split by how the version rule compares each snapshot with the stored one: changes
+/// replace a strictly older copy (`>`), repairs (`user.snapshot`) an older or equal one (`>=`).
+/// Each part goes into one conditional upsert with [`version_rule`].
+pub fn by_comparison(events: &[Envelope]) -> [(&'static str, Vec<&Envelope>); 2] {
+    let (repairs, changes): (Vec<&Envelope>, Vec<&Envelope>) =
+        events.iter().partition(|e| e.event_type.is_repair());
+    [(">", changes), (">=", repairs)]
+}
+
+/// The version rule as the `WHERE` of an `INSERT INTO <table> AS <stored> ... ON CONFLICT (id)
+/// DO UPDATE SET ...`, the one place every copy takes it from: a versioned snapshot replaces a
+/// row whose version it beats by `newer` ([`by_comparison`]) or an unversioned row; an
+/// unversioned one (the portal's original producer) replaces only an unversioned row with an
+/// older event timestamp. Both tables need `user_version bigint` and `event_timestamp
+/// timestamptz` columns.
+pub fn version_rule(stored: &str, newer: &str) -> String {
+    format!(
+        "(EXCLUDED.user_version IS NOT NULL \
+           AND ({stored}.user_version IS NULL OR EXCLUDED.user_version {newer} {stored}.user_version)) \
+         OR (EXCLUDED.user_version IS NULL AND {stored}.user_version IS NULL \
+           AND EXCLUDED.event_timestamp > {stored}.event_timestamp)"
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +176,8 @@ enum ConsumeError {
     StreamEnded,
     #[error("the broker refused to take a copy for the retry or dead-letter queue")]
     RepublishRefused,
+    #[error("cannot record that the history is complete: {0}")]
+    HistoryNotRecorded(String),
 }
 
 pub struct Consumer<A: Apply> {
@@ -309,6 +347,7 @@ impl<A: Apply> Consumer<A> {
         // would copy it a second time.
         let mut acked = vec![false; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
+        let mut history_complete = false;
         for (i, delivery) in batch.iter().enumerate() {
             // Trust first: what an untrusted publisher sent is not even parsed.
             let publisher = amqp::publisher_of(&delivery.properties);
@@ -323,6 +362,12 @@ impl<A: Apply> Consumer<A> {
                 acked[i] = true;
                 continue;
             }
+            if delivery.properties.kind().as_ref().map(|k| k.as_str())
+                == Some(wire::HISTORY_COMPLETE_TYPE)
+            {
+                history_complete = true;
+                continue;
+            }
             match event::decode(&delivery.data) {
                 Ok(envelope) => decoded.push((i, envelope)),
                 Err(why) => {
@@ -333,22 +378,37 @@ impl<A: Apply> Consumer<A> {
                 }
             }
         }
-        if !decoded.is_empty() {
+        if !decoded.is_empty() || history_complete {
             let events = decoded.iter().map(|(_, e)| e.clone()).collect();
-            match self.apply_with_retry(events, shutdown).await {
+            match self
+                .apply_with_retry(events, history_complete, shutdown)
+                .await
+            {
                 Applied::Done => {}
                 Applied::Cancelled => return Ok(false),
                 // The batch as a whole failed for a reason of its own data: apply one by one
                 // to find the message(s) at fault, and send only those to a retry queue.
                 Applied::Rejected(_) => {
                     for (i, envelope) in decoded {
-                        match self.apply_with_retry(vec![envelope], shutdown).await {
+                        match self.apply_with_retry(vec![envelope], false, shutdown).await {
                             Applied::Done => {}
                             Applied::Cancelled => return Ok(false),
                             Applied::Rejected(e) => {
                                 self.retry_later(side, &batch[i], &e).await?;
                                 batch[i].acker.ack(BasicAckOptions::default()).await?;
                                 acked[i] = true;
+                            }
+                        }
+                    }
+                    if history_complete {
+                        match self.apply_with_retry(Vec::new(), true, shutdown).await {
+                            Applied::Done => {}
+                            Applied::Cancelled => return Ok(false),
+                            // Nothing of its own can fail: the service's table is broken. Left
+                            // unacked, the marker comes back after a reconnection.
+                            Applied::Rejected(e) => {
+                                tracing::error!(error = %e, "cannot record that the history is complete");
+                                return Err(ConsumeError::HistoryNotRecorded(e.to_string()));
                             }
                         }
                     }
@@ -369,15 +429,19 @@ impl<A: Apply> Consumer<A> {
     async fn apply_with_retry(
         &self,
         events: Vec<Envelope>,
+        history_complete: bool,
         shutdown: &CancellationToken,
     ) -> Applied {
         let (events, duplicates) = newest_per_user(events);
         let mut outage = OutageLog::new("consumer: database");
         let mut backoff = Backoff::reconnect();
         loop {
-            match self.apply_once(&events).await {
+            match self.apply_once(&events, history_complete).await {
                 Ok(applied) => {
                     outage.recovered();
+                    if history_complete {
+                        tracing::info!("history complete: this copy now holds every stored event");
+                    }
                     let stale = events.len() - applied.len() + duplicates;
                     self.stats
                         .applied
@@ -408,9 +472,20 @@ impl<A: Apply> Consumer<A> {
         }
     }
 
-    async fn apply_once(&self, events: &[Envelope]) -> Result<Vec<Changed>, sqlx::Error> {
+    async fn apply_once(
+        &self,
+        events: &[Envelope],
+        history_complete: bool,
+    ) -> Result<Vec<Changed>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let applied = self.copy.apply(&mut tx, events).await?;
+        let applied = if events.is_empty() {
+            Vec::new()
+        } else {
+            self.copy.apply(&mut tx, events).await?
+        };
+        if history_complete {
+            self.copy.history_complete(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(applied)
     }

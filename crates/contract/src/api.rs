@@ -173,6 +173,115 @@ pub struct AuditEntry {
     pub event: serde_json::Value,
 }
 
+/// `POST /api/v1/appointments`: book a patient with a doctor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewAppointment {
+    /// Free text (there is no patient service); 1–200 characters.
+    #[schemars(length(min = 1, max = 200))]
+    pub patient_name: String,
+    /// An active doctor in the appointment-service's own copy of the directory.
+    #[schemars(with = "Uuid")]
+    pub doctor_id: String,
+    /// RFC 3339 (any offset), in the future and at most 5 years ahead.
+    #[schemars(schema_with = "date_time")]
+    pub starts_at: String,
+    /// Whole minutes (`30` or `30.0`).
+    #[serde(deserialize_with = "whole_number")]
+    #[schemars(range(min = 5, max = 480))]
+    pub duration_minutes: i64,
+    /// At most 500 characters.
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub reason: Option<String>,
+}
+
+/// Any RFC 3339 date-time, as a string (the answers use the stricter [`Timestamp`]).
+fn date_time(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    schemars::schema::SchemaObject {
+        instance_type: Some(schemars::schema::InstanceType::String.into()),
+        format: Some("date-time".to_owned()),
+        ..Default::default()
+    }
+    .into()
+}
+
+/// A JSON number that is a whole number, whether written `30` or `30.0` (JSON Schema's
+/// `integer` allows both).
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
+}
+
+/// Where an appointment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppointmentStatus {
+    Booked,
+    Cancelled,
+    /// Its doctor was deactivated or is no longer a doctor: a nurse or an admin moves it to
+    /// another doctor (`POST .../reassign`) or cancels it.
+    NeedsReassignment,
+}
+
+impl AppointmentStatus {
+    pub const ALL: [AppointmentStatus; 3] = [
+        AppointmentStatus::Booked,
+        AppointmentStatus::Cancelled,
+        AppointmentStatus::NeedsReassignment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppointmentStatus::Booked => "booked",
+            AppointmentStatus::Cancelled => "cancelled",
+            AppointmentStatus::NeedsReassignment => "needs_reassignment",
+        }
+    }
+}
+
+impl std::str::FromStr for AppointmentStatus {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s).ok_or(())
+    }
+}
+
+/// An appointment as the appointment API answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Appointment {
+    pub id: Uuid,
+    pub patient_name: String,
+    pub doctor_id: UserId,
+    /// "First Last" of the doctor, from the appointment-service's copy.
+    pub doctor_name: String,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub duration_minutes: i64,
+    pub reason: Option<String>,
+    pub status: AppointmentStatus,
+    /// Who booked it.
+    pub created_by: UserId,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// `POST /api/v1/appointments/{id}/reassign`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReassignRequest {
+    #[schemars(with = "Uuid")]
+    pub doctor_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,10 @@
 //! against it (`scripts/schemathesis`), which fails on any answer the document does not allow.
 
 use crate::api::{
-    AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse, DirectoryEntry,
-    ErrorBody, LoginRequest, LoginResponse, Page, RefreshRequest, RegisterRequest,
-    RegistrationReceived, RoleRequest, UpdateUserRequest,
+    Appointment, AppointmentStatus, AuditEntry, ChangePasswordRequest, CreateUserRequest,
+    CreateUserResponse, DirectoryEntry, ErrorBody, LoginRequest, LoginResponse, NewAppointment,
+    Page, ReassignRequest, RefreshRequest, RegisterRequest, RegistrationReceived, RoleRequest,
+    UpdateUserRequest,
 };
 use crate::domain::Role;
 use crate::event::UserSnapshot;
@@ -23,6 +24,8 @@ pub const PATH: &str = "/api-docs/openapi.json";
 enum Success {
     /// A JSON body of this schema.
     Json(u16, &'static str, Value),
+    /// 201 with a JSON body of this schema and a `Location` header naming the new resource.
+    Created(&'static str, Value),
     /// No body.
     Empty(u16, &'static str),
 }
@@ -49,9 +52,16 @@ fn error_words(status: u16) -> &'static str {
                 path holds dot segments or encoded dots or slashes (refused by the gateway)."
         }
         401 => "No valid bearer token, or a refused login or refresh.",
-        403 => "The caller's role may not do this, or the action is turned off.",
-        404 => "No such user (or not visible to the caller).",
-        409 => "Conflicts with the current state: a taken email, the last active admin.",
+        403 => {
+            "The caller's role may not do this (a doctor acts on their own appointments only), \
+                or the action is turned off."
+        }
+        404 => "No such user or appointment (or not visible to the caller).",
+        409 => {
+            "Conflicts with the current state: a taken email, the last active admin, an \
+                appointment overlapping another of the doctor's, an appointment already \
+                cancelled or already started."
+        }
         413 => "The request body is too large.",
         415 => "The body is not sent as application/json.",
         422 => "A field is invalid; `field` names it.",
@@ -59,14 +69,48 @@ fn error_words(status: u16) -> &'static str {
             "Too many attempts: an account locked after failed logins, or too many \
                 authentication requests from one address. `Retry-After` says when to retry."
         }
-        503 => "A dependency is unavailable (database, password hashing queue); retry shortly.",
+        503 => {
+            "A dependency is unavailable (database, password hashing queue), or the \
+                appointment-service has not received the whole user history yet; retry shortly \
+                (`Retry-After` says when, if present)."
+        }
         _ => "An error.",
     }
 }
 
-fn id_param() -> Value {
-    json!({"name": "id", "in": "path", "required": true, "description": "The user's id.",
+/// The `{id}` path parameter, `description` saying whose id it is.
+fn id_param(description: &str) -> Value {
+    json!({"name": "id", "in": "path", "required": true, "description": description,
            "schema": {"type": "string", "format": "uuid"}})
+}
+
+fn user_id_param() -> Value {
+    id_param("The user's id.")
+}
+
+fn appointment_id_param() -> Value {
+    id_param("The appointment's id.")
+}
+
+/// The filters and paging of `GET /api/v1/appointments`.
+fn appointment_list_params() -> Vec<Value> {
+    let statuses: Vec<&str> = AppointmentStatus::ALL.iter().map(|s| s.as_str()).collect();
+    vec![
+        json!({"name": "doctorId", "in": "query", "required": false,
+               "description": "Only this doctor's (a doctor may ask for their own only).",
+               "schema": {"type": "string", "format": "uuid"}}),
+        json!({"name": "from", "in": "query", "required": false,
+               "description": "Only those starting at or after this time (RFC 3339).",
+               "schema": {"type": "string", "format": "date-time"}}),
+        json!({"name": "to", "in": "query", "required": false,
+               "description": "Only those starting before this time (RFC 3339).",
+               "schema": {"type": "string", "format": "date-time"}}),
+        json!({"name": "status", "in": "query", "required": false, "schema": {"type": "string", "enum": statuses}}),
+        json!({"name": "limit", "in": "query", "required": false,
+               "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}}),
+        json!({"name": "offset", "in": "query", "required": false,
+               "schema": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000, "default": 0}}),
+    ]
 }
 
 fn list_params() -> Vec<Value> {
@@ -131,7 +175,11 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             errors,
         };
     let with_id = |mut o: Operation| {
-        o.params.push(id_param());
+        o.params.push(user_id_param());
+        o
+    };
+    let with_appointment_id = |mut o: Operation| {
+        o.params.push(appointment_id_param());
         o
     };
     let mut list = op(
@@ -158,7 +206,7 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         &[400, 401, 403, 404, 422],
     );
     events.params = vec![
-        id_param(),
+        user_id_param(),
         json!({"name": "since", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}}),
         json!({"name": "type", "in": "query", "required": false, "schema": {"type": "string"},
                "description": "An event type such as user.updated."}),
@@ -176,6 +224,20 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         &[400, 401, 422],
     );
     directory.params = list_params();
+    let appointment = schema(|g| g.subschema_for::<Appointment>());
+    let mut appointments = op(
+        "get",
+        "/api/v1/appointments",
+        "listAppointments",
+        "appointments",
+        "Appointments, filtered and paged, earliest first: a doctor sees their own, anyone else \
+         every one.",
+        true,
+        None,
+        ok(&schema(|g| g.subschema_for::<Page<Appointment>>())),
+        &[400, 401, 403, 422, 503],
+    );
+    appointments.params = appointment_list_params();
     vec![
         op(
             "post",
@@ -344,6 +406,54 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             &[401, 404, 422],
         )),
         op(
+            "post",
+            "/api/v1/appointments",
+            "bookAppointment",
+            "appointments",
+            "Book a patient with an active doctor (nurses and admins for any doctor, a doctor \
+             with themselves). Refused with 503 until the appointment-service holds the whole \
+             user history.",
+            true,
+            Some(schema(|g| g.subschema_for::<NewAppointment>())),
+            Success::Created("Booked", appointment.clone()),
+            &[400, 401, 403, 409, 413, 415, 422, 503],
+        ),
+        appointments,
+        with_appointment_id(op(
+            "get",
+            "/api/v1/appointments/{id}",
+            "showAppointment",
+            "appointments",
+            "One appointment (a doctor sees their own only).",
+            true,
+            None,
+            ok(&appointment),
+            &[401, 404, 422, 503],
+        )),
+        with_appointment_id(op(
+            "post",
+            "/api/v1/appointments/{id}/cancel",
+            "cancelAppointment",
+            "appointments",
+            "Cancel an appointment (nurses and admins any, a doctor their own).",
+            true,
+            None,
+            ok(&appointment),
+            &[401, 403, 404, 409, 422, 503],
+        )),
+        with_appointment_id(op(
+            "post",
+            "/api/v1/appointments/{id}/reassign",
+            "reassignAppointment",
+            "appointments",
+            "Move an appointment that has not started to another active doctor (nurses and \
+             admins).",
+            true,
+            Some(schema(|g| g.subschema_for::<ReassignRequest>())),
+            ok(&appointment),
+            &[400, 401, 403, 404, 409, 413, 415, 422, 503],
+        )),
+        op(
             "get",
             "/health/live",
             "live",
@@ -377,6 +487,16 @@ pub fn document() -> Value {
                 responses.insert(
                     status.to_string(),
                     json!({"description": words, "content": {"application/json": {"schema": schema}}}),
+                );
+            }
+            Success::Created(words, schema) => {
+                responses.insert(
+                    "201".to_owned(),
+                    json!({"description": words,
+                           "headers": {"Location": {"description": "The path of the new resource.",
+                                                    "required": true,
+                                                    "schema": {"type": "string"}}},
+                           "content": {"application/json": {"schema": schema}}}),
                 );
             }
             Success::Empty(status, words) => {

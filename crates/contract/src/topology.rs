@@ -13,6 +13,8 @@ pub const UNROUTED_QUEUE: &str = "user.events.unrouted";
 pub const ALL_USER_EVENTS: &str = "user.#";
 /// The consumer name of the user-service.
 pub const USER_SERVICE: &str = "user-service";
+/// The consumer name of the appointment-service (its copy: the clinicians).
+pub const APPOINTMENT_SERVICE: &str = "appointment-service";
 
 /// How long a message that failed for a reason of its own waits before each new attempt; after
 /// the last one it goes to the dead-letter queue.

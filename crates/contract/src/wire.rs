@@ -51,6 +51,13 @@ pub const RELAY_USER: &str = "portal-relay";
 /// The broker user of the operator's tools.
 pub const OPERATOR_USER: &str = "portal-operator";
 
+/// The AMQP `type` of the message a backfill (`portal consumer add`) sends to one consumer's
+/// queue after the last stored event: "you now hold the whole history". It carries no event (an
+/// empty body); a consumer records it in the same transaction as the events of its batch, and a
+/// service that must know every existing user before it serves (the appointment-service) is
+/// ready from then on. Published by a trusted publisher like any event.
+pub const HISTORY_COMPLETE_TYPE: &str = "portal.history.complete";
+
 /// Headers a consumer adds to a message it sets aside. The message's own headers stay.
 pub mod header {
     /// Why a dead letter can never be applied: one of [`crate::DEAD_LETTER_REASONS`].

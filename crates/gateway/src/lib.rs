@@ -1,5 +1,6 @@
 //! The gateway: the portal's single HTTP entry point. `/api/v1/auth/*` goes to the
-//! auth-service, `/api/v1/users*` to the user-service; status, headers and bodies pass through
+//! auth-service, `/api/v1/users*` to the user-service, `/api/v1/appointments*` to the
+//! appointment-service; status, headers and bodies pass through
 //! (streamed), hop-by-hop headers excepted. An unreachable upstream answers 502 with JSON, a
 //! slow one 504, neither naming the upstream's address.
 //!
@@ -35,6 +36,9 @@ pub struct Config {
     pub auth_url: String,
     /// Base URL of the user-service, e.g. `http://127.0.0.1:3002`.
     pub users_url: String,
+    /// Base URL of the appointment-service, e.g. `http://127.0.0.1:3003`; without it
+    /// `/api/v1/appointments` is not routed.
+    pub appointments_url: Option<String>,
     /// How long an upstream may take to answer before the client gets 504.
     pub upstream_timeout: Duration,
     pub auth_rate_limit: AuthRateLimit,
@@ -50,6 +54,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             auth_url: auth_url.to_owned(),
             users_url: users_url.to_owned(),
+            appointments_url: None,
             upstream_timeout: Duration::from_secs(10),
             auth_rate_limit: AuthRateLimit::default(),
             trusted_proxies: Vec::new(),
@@ -85,6 +90,7 @@ struct AppState {
     client: reqwest::Client,
     auth: Arc<Upstream>,
     users: Arc<Upstream>,
+    appointments: Option<Arc<Upstream>>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     /// One `rate_limited` log line per address per minute: a flood would otherwise write one
     /// per refused request.
@@ -304,6 +310,13 @@ async fn to_users(State(state): State<AppState>, req: Request) -> Response {
     proxy(&state, &state.users, peer(&req), req).await
 }
 
+async fn to_appointments(State(state): State<AppState>, req: Request) -> Response {
+    match &state.appointments {
+        Some(upstream) => proxy(&state, upstream, peer(&req), req).await,
+        None => platform::http::fallback_not_found().await.into_response(),
+    }
+}
+
 /// `GET /api-docs/openapi.json`: the API's OpenAPI 3.1 document (`contracts/openapi.json`,
 /// which a test keeps equal to what the code generates).
 async fn openapi() -> Response {
@@ -320,7 +333,12 @@ async fn openapi() -> Response {
 /// Ready when both upstreams answer their liveness check.
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut down = Vec::new();
-    for upstream in [&state.auth, &state.users] {
+    let upstreams = [
+        Some(&state.auth),
+        Some(&state.users),
+        state.appointments.as_ref(),
+    ];
+    for upstream in upstreams.into_iter().flatten() {
         let url = format!("{}/health/live", upstream.base.trim_end_matches('/'));
         let ok = state
             .client
@@ -390,8 +408,20 @@ impl Application {
                 name: "user-service",
                 base: config.users_url,
             }),
+            appointments: config.appointments_url.map(|base| {
+                Arc::new(Upstream {
+                    name: "appointment-service",
+                    base,
+                })
+            }),
         };
-        let router = Router::new()
+        let mut router = Router::new();
+        if state.appointments.is_some() {
+            router = router
+                .route("/api/v1/appointments", any(to_appointments))
+                .route("/api/v1/appointments/{*rest}", any(to_appointments));
+        }
+        let router = router
             .route("/api/v1/auth/{*rest}", any(to_auth))
             .route("/api/v1/users", any(to_users))
             .route("/api/v1/users/{*rest}", any(to_users))

@@ -3,13 +3,14 @@
 //! databases, and they say so.
 //!
 //! Layout:
-//! - [`verify`]: the streaming comparison of `auth_db` and `user_db` (`portal verify`).
+//! - [`verify`]: the streaming comparison of `auth_db` with each consumer's copy (`user_db`'s
+//!   `users`, `appointment_db`'s `clinicians`) (`portal verify`).
 //! - [`reconcile`]: finds drift the same way and repairs it with `user.snapshot` events written
 //!   to the outbox, once or on a schedule (`portal reconcile`, `RECONCILE_INTERVAL`).
 //! - [`setup`]: the least-privilege setup: an identity per part, only the rights it needs, the
 //!   generated credentials in one owner-only file (`portal setup`, `portal up`).
 //! - [`replay`]: stored events to one consumer's queue; a new consumer's queues and backfill
-//!   (`portal replay`, `portal consumer add`).
+//!   with its end-of-history mark (`portal replay`, `portal consumer add`, `portal up`).
 
 pub mod reconcile;
 pub mod replay;

@@ -1,8 +1,8 @@
 //! Replay: publishes stored events to ONE consumer's queue (through the default exchange, so
 //! other subscribers of `user.events` see nothing), page by page from the event store, pipelined
 //! with publisher confirms. Replaying twice is harmless: consumers apply by `userVersion`.
-//! `portal replay` and `portal consumer add` (a new queue backfilled with the whole history) are
-//! built on it.
+//! `portal replay` and `portal consumer add` (a new queue backfilled with the whole history, then
+//! marked complete: [`backfill`]) are built on it.
 
 use crate::OpsError;
 use anyhow::{anyhow, Context};
@@ -109,6 +109,45 @@ pub async fn replay_to(
         progress(page.len() as u64);
     }
     conn.close(200, "replay done").await.ok();
+    Ok(sent)
+}
+
+/// A backfill: every stored event to `queue`, then the message that says the history is
+/// complete (`wire::HISTORY_COMPLETE_TYPE`), so a service that must know every user before it
+/// serves (the appointment-service) knows when it does. The queue must already be bound: live
+/// events then reach it too, and an event both live and replayed is applied once.
+pub async fn backfill(
+    pool: &PgPool,
+    amqp_url: &str,
+    queue: &str,
+    progress: impl FnMut(u64),
+) -> Result<Sent, OpsError> {
+    let sent = replay_to(pool, amqp_url, queue, &EventFilter::default(), progress).await?;
+    let conn = amqp::connect(amqp_url, "portal backfill")
+        .await
+        .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {}: {e}", redact_url(amqp_url))))?;
+    let ch = conn.create_channel().await.map_err(|e| anyhow!(e))?;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let publisher = amqp::broker_user(amqp_url);
+    let marker = Outgoing {
+        exchange: "",
+        routing_key: queue,
+        body: b"",
+        properties: amqp::event_properties(
+            &uuid::Uuid::new_v4().to_string(),
+            contract::wire::HISTORY_COMPLETE_TYPE,
+            &publisher,
+        ),
+    };
+    amqp::publish_confirmed(&ch, vec![marker])
+        .await
+        .require_all()
+        .map_err(|e| {
+            anyhow!("{e}; the history was sent but not marked complete (safe to run again)")
+        })?;
+    conn.close(200, "backfill done").await.ok();
     Ok(sent)
 }
 

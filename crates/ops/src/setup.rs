@@ -3,14 +3,15 @@
 //! of its own with only the rights that part needs, and writes the generated passwords to one
 //! owner-only file that the other commands read.
 //!
-//! - PostgreSQL: a migration role that owns both databases and their schemas; a login role per
-//!   service (`auth_service` on `auth_db`, `user_service` on `user_db`) with only the table
-//!   rights it uses (each service says which: `auth_service::grants`, `user_service::grants`);
+//! - PostgreSQL: a migration role that owns the databases and their schemas; a login role per
+//!   service (`auth_service` on `auth_db`, `user_service` on `user_db`, `appointment_service`
+//!   on `appointment_db`) with only the table rights it uses (each service says which:
+//!   `auth_service::grants`, `user_service::grants`, `appointment_service::grants`);
 //!   an operator role for verify, reconcile and replay. Nobody else may connect to the
 //!   databases. Passwords are stored as SCRAM-SHA-256.
 //! - RabbitMQ: a user per component. The relay may only publish to `user.events` (routing keys
-//!   `user.…`); the user-service may only read its queue and publish through its own set-aside
-//!   exchange (its retry and dead-letter queues); the operator may read the consumers' queues and
+//!   `user.…`); each consumer service may only read its own queue and publish through its own
+//!   set-aside exchange (its retry and dead-letter queues); the operator may read the consumers' queues and
 //!   dead letters and publish to them and to `user.events`. None may configure anything: the
 //!   setup declares the topology itself, as the administrator.
 //!
@@ -19,7 +20,9 @@
 //! first one wrote), and it re-grants what a recreated database or vhost lost.
 
 use anyhow::{anyhow, bail, Context};
-use contract::topology::{ConsumerQueues, EXCHANGE, UNROUTED_QUEUE, USER_SERVICE};
+use contract::topology::{
+    ConsumerQueues, APPOINTMENT_SERVICE, EXCHANGE, UNROUTED_QUEUE, USER_SERVICE,
+};
 use platform::rabbit_admin::{Management, Permissions};
 use platform::secret;
 use rand::distributions::Alphanumeric;
@@ -38,12 +41,16 @@ pub struct Identities {
     pub auth_service: String,
     /// PostgreSQL: the user-service.
     pub user_service: String,
+    /// PostgreSQL: the appointment-service.
+    pub appointment_service: String,
     /// PostgreSQL: verify, reconcile, replay.
     pub operator: String,
     /// RabbitMQ: the outbox relay.
     pub relay_user: String,
     /// RabbitMQ: the user-service's consumer.
     pub user_service_user: String,
+    /// RabbitMQ: the appointment-service's consumer.
+    pub appointment_service_user: String,
     /// RabbitMQ: replay, dlq, consumer add's backfill.
     pub operator_user: String,
 }
@@ -55,26 +62,30 @@ impl Identities {
             migrator: "portal_migrator".into(),
             auth_service: "auth_service".into(),
             user_service: "user_service".into(),
+            appointment_service: "appointment_service".into(),
             operator: "portal_operator".into(),
             relay_user: contract::wire::RELAY_USER.into(),
             user_service_user: format!("portal-{USER_SERVICE}"),
+            appointment_service_user: format!("portal-{APPOINTMENT_SERVICE}"),
             operator_user: contract::wire::OPERATOR_USER.into(),
         }
     }
 
-    fn pg_roles(&self) -> [&str; 4] {
+    fn pg_roles(&self) -> [&str; 5] {
         [
             &self.migrator,
             &self.auth_service,
             &self.user_service,
+            &self.appointment_service,
             &self.operator,
         ]
     }
 
-    fn broker_users(&self) -> [&str; 3] {
+    fn broker_users(&self) -> [&str; 4] {
         [
             &self.relay_user,
             &self.user_service_user,
+            &self.appointment_service_user,
             &self.operator_user,
         ]
     }
@@ -91,6 +102,7 @@ pub struct SetupConfig {
     pub management_url: String,
     pub auth_db: String,
     pub user_db: String,
+    pub appointment_db: String,
     pub identities: Identities,
     /// The owner-only file the generated credentials go to.
     pub credentials: PathBuf,
@@ -215,12 +227,11 @@ const SETUP_LOCK: i64 = 0x706f_7274_616c_0002;
 /// Runs the setup; see the module documentation.
 pub async fn run(config: &SetupConfig) -> anyhow::Result<SetupReport> {
     let ids = &config.identities;
-    for name in ids
-        .pg_roles()
-        .into_iter()
-        .chain(ids.broker_users())
-        .chain([config.auth_db.as_str(), config.user_db.as_str()])
-    {
+    for name in ids.pg_roles().into_iter().chain(ids.broker_users()).chain([
+        config.auth_db.as_str(),
+        config.user_db.as_str(),
+        config.appointment_db.as_str(),
+    ]) {
         check_name(name)?;
     }
     let mut admin = PgConnection::connect(&config.admin_database_url)
@@ -310,7 +321,7 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
             .map(|(_, p)| p.clone())
             .unwrap_or_default()
     };
-    for db in [&config.auth_db, &config.user_db] {
+    for db in [&config.auth_db, &config.user_db, &config.appointment_db] {
         if platform::db::create_database_owned(&mut *admin, db, &ids.migrator).await? {
             report.created_databases.push(db.clone());
         }
@@ -322,6 +333,10 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
     for (db, roles) in [
         (&config.auth_db, [&ids.auth_service, &ids.operator]),
         (&config.user_db, [&ids.user_service, &ids.operator]),
+        (
+            &config.appointment_db,
+            [&ids.appointment_service, &ids.operator],
+        ),
     ] {
         for role in roles {
             sqlx::query(&format!("GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\""))
@@ -329,25 +344,26 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
                 .await?;
         }
     }
-    let migrator_auth = url_as(
-        &config.admin_database_url,
-        &ids.migrator,
-        &pg_password(&ids.migrator),
-        Some(&config.auth_db),
-    )?;
-    let migrator_user = url_as(
-        &config.admin_database_url,
-        &ids.migrator,
-        &pg_password(&ids.migrator),
-        Some(&config.user_db),
-    )?;
-    let pool = auth_service::prepare_database(&migrator_auth, 1).await?;
+    let migrator = |db: &str| {
+        url_as(
+            &config.admin_database_url,
+            &ids.migrator,
+            &pg_password(&ids.migrator),
+            Some(db),
+        )
+    };
+    let pool = auth_service::prepare_database(&migrator(&config.auth_db)?, 1).await?;
     for grant in auth_service::grants(&ids.auth_service, &ids.operator) {
         sqlx::query(&grant).execute(&pool).await?;
     }
     pool.close().await;
-    let pool = user_service::prepare_database(&migrator_user, 1).await?;
+    let pool = user_service::prepare_database(&migrator(&config.user_db)?, 1).await?;
     for grant in user_service::grants(&ids.user_service, &ids.operator) {
+        sqlx::query(&grant).execute(&pool).await?;
+    }
+    pool.close().await;
+    let pool = appointment_service::prepare_database(&migrator(&config.appointment_db)?, 1).await?;
+    for grant in appointment_service::grants(&ids.appointment_service, &ids.operator) {
         sqlx::query(&grant).execute(&pool).await?;
     }
     pool.close().await;
@@ -374,8 +390,18 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
             report.created_users.push(user.clone());
         }
     }
-    let user_queues = ConsumerQueues::for_consumer(USER_SERVICE);
-    platform::amqp::ensure_topology(&config.admin_amqp_url, std::slice::from_ref(&user_queues))
+    let consumers = [
+        (
+            ConsumerQueues::for_consumer(USER_SERVICE),
+            &ids.user_service_user,
+        ),
+        (
+            ConsumerQueues::for_consumer(APPOINTMENT_SERVICE),
+            &ids.appointment_service_user,
+        ),
+    ];
+    let all_queues: Vec<ConsumerQueues> = consumers.iter().map(|(q, _)| q.clone()).collect();
+    platform::amqp::ensure_topology(&config.admin_amqp_url, &all_queues)
         .await
         .context("declaring the topology as the administrator")?;
     let exact = |name: &str| format!("^{}$", regex_escape(name));
@@ -395,17 +421,19 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
     management
         .set_topic_permissions(&vhost, &ids.relay_user, EXCHANGE, events_keys, "^$")
         .await?;
-    management
-        .set_permissions(
-            &vhost,
-            &ids.user_service_user,
-            &Permissions {
-                configure: nothing.clone(),
-                write: exact(&user_queues.set_aside),
-                read: exact(&user_queues.main),
-            },
-        )
-        .await?;
+    for (queues, user) in &consumers {
+        management
+            .set_permissions(
+                &vhost,
+                user,
+                &Permissions {
+                    configure: nothing.clone(),
+                    write: exact(&queues.set_aside),
+                    read: exact(&queues.main),
+                },
+            )
+            .await?;
+    }
     management
         .set_permissions(
             &vhost,
@@ -453,6 +481,14 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
             db_url(&ids.user_service, &config.user_db)?,
         ),
         (
+            "APPOINTMENT_DATABASE_URL",
+            db_url(&ids.appointment_service, &config.appointment_db)?,
+        ),
+        (
+            "OPERATOR_APPOINTMENT_DATABASE_URL",
+            db_url(&ids.operator, &config.appointment_db)?,
+        ),
+        (
             "OPERATOR_AUTH_DATABASE_URL",
             db_url(&ids.operator, &config.auth_db)?,
         ),
@@ -462,6 +498,10 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
         ),
         ("RELAY_AMQP_URL", amqp_url(&ids.relay_user)?),
         ("USER_SERVICE_AMQP_URL", amqp_url(&ids.user_service_user)?),
+        (
+            "APPOINTMENT_SERVICE_AMQP_URL",
+            amqp_url(&ids.appointment_service_user)?,
+        ),
         ("OPERATOR_AMQP_URL", amqp_url(&ids.operator_user)?),
         // Without an AMQP_URL of their own, commands fall back to the operator's.
         ("AMQP_URL", amqp_url(&ids.operator_user)?),

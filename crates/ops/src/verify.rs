@@ -1,5 +1,8 @@
-//! The comparison behind `portal verify`: streams `auth_db` and `user_db` in id order and merges
-//! them, so memory stays flat however many users there are.
+//! The comparison behind `portal verify`: streams `auth_db`'s users and one consumer's copy of
+//! them (a [`CopySpec`]: the user-service's `users` in `user_db`, the appointment-service's
+//! `clinicians` in `appointment_db`) in id order and merges them, so memory stays flat however
+//! many users there are. Every copy holds a row for every user, kept by the same version rule;
+//! only the fields the copy holds are compared.
 
 use futures::stream::{BoxStream, StreamExt};
 use platform::users::{UserRecord, RECORD_COLUMNS};
@@ -8,60 +11,228 @@ use std::collections::HashSet;
 use std::fmt;
 use uuid::Uuid;
 
-/// Both sides are read in id order (whole, or only the given ids): only the current row of each
-/// is held.
-fn query(only_some: bool) -> String {
+/// A field of a user a copy may hold, as the event contract names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    UserVersion,
+    Email,
+    FirstName,
+    LastName,
+    Role,
+    PhoneNumber,
+    IsActive,
+    MustChangePassword,
+    CreatedAt,
+}
+
+impl Field {
+    /// Every field, in the order a mismatch is looked for.
+    pub const ALL: [Field; 9] = [
+        Field::UserVersion,
+        Field::Email,
+        Field::FirstName,
+        Field::LastName,
+        Field::Role,
+        Field::PhoneNumber,
+        Field::IsActive,
+        Field::MustChangePassword,
+        Field::CreatedAt,
+    ];
+
+    /// The name the differences show (the contract's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::UserVersion => "userVersion",
+            Field::Email => "email",
+            Field::FirstName => "firstName",
+            Field::LastName => "lastName",
+            Field::Role => "role",
+            Field::PhoneNumber => "phoneNumber",
+            Field::IsActive => "isActive",
+            Field::MustChangePassword => "mustChangePassword",
+            Field::CreatedAt => "createdAt",
+        }
+    }
+
+    /// The column of [`UserRecord`] (and of every copy's table) holding it.
+    fn column(self) -> &'static str {
+        match self {
+            Field::UserVersion => "user_version",
+            Field::Email => "email",
+            Field::FirstName => "first_name",
+            Field::LastName => "last_name",
+            Field::Role => "role",
+            Field::PhoneNumber => "phone_number",
+            Field::IsActive => "is_active",
+            Field::MustChangePassword => "must_change_password",
+            Field::CreatedAt => "created_at",
+        }
+    }
+
+    /// What a copy without the column reads in its place, so that every row decodes as a
+    /// [`UserRecord`]; never compared.
+    fn placeholder(self) -> &'static str {
+        match self {
+            Field::UserVersion => "NULL::int8",
+            Field::Email | Field::FirstName | Field::LastName | Field::Role => "''::text",
+            Field::PhoneNumber => "NULL::text",
+            Field::IsActive | Field::MustChangePassword => "false",
+            Field::CreatedAt => "'epoch'::timestamptz",
+        }
+    }
+
+    /// This field of `a` and of `b` as the differences show them, when they differ.
+    fn differs(self, a: &UserRecord, b: &UserRecord) -> Option<(String, String)> {
+        fn pair<T: PartialEq + fmt::Debug>(a: &T, b: &T) -> Option<(String, String)> {
+            (a != b).then(|| (format!("{a:?}"), format!("{b:?}")))
+        }
+        match self {
+            Field::UserVersion => pair(&a.user_version, &b.user_version),
+            Field::Email => pair(&a.email, &b.email),
+            Field::FirstName => pair(&a.first_name, &b.first_name),
+            Field::LastName => pair(&a.last_name, &b.last_name),
+            Field::Role => pair(&a.role, &b.role),
+            Field::PhoneNumber => pair(&a.phone_number, &b.phone_number),
+            Field::IsActive => pair(&a.is_active, &b.is_active),
+            Field::MustChangePassword => pair(&a.must_change_password, &b.must_change_password),
+            Field::CreatedAt => pair(&a.created_at, &b.created_at),
+        }
+    }
+}
+
+/// How a user found only in a copy (so with no email from `auth_db`) is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// The copy's `email`.
+    Email,
+    /// The copy's `first_name last_name` (a copy without email addresses).
+    Name,
+}
+
+/// One consumer's copy of the users: where it is and what of a user it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopySpec {
+    /// The consumer keeping it, e.g. "user-service".
+    pub service: &'static str,
+    /// Its database as messages name it, e.g. "user_db".
+    pub database: &'static str,
+    /// Its table: one row per user, keyed by the user's id, with a nullable `user_version`.
+    pub table: &'static str,
+    /// The fields compared with `auth_db` (columns of the same name in `table`), in the order
+    /// a mismatch is looked for. The version rule always compares `user_version`.
+    pub fields: &'static [Field],
+    /// How a row found only in this copy is named.
+    pub label: Label,
+}
+
+/// The user-service's `users` in `user_db`: every synced field.
+pub const USERS: CopySpec = CopySpec {
+    service: "user-service",
+    database: "user_db",
+    table: "users",
+    fields: &Field::ALL,
+    label: Label::Email,
+};
+
+/// The appointment-service's `clinicians` in `appointment_db`: only what booking needs (no
+/// email, no phone).
+pub const CLINICIANS: CopySpec = CopySpec {
+    service: "appointment-service",
+    database: "appointment_db",
+    table: "clinicians",
+    fields: &[
+        Field::UserVersion,
+        Field::FirstName,
+        Field::LastName,
+        Field::Role,
+        Field::IsActive,
+    ],
+    label: Label::Name,
+};
+
+impl CopySpec {
+    /// The `SELECT` list reading a row of the copy as a [`UserRecord`]: its own columns, and a
+    /// placeholder for each field it does not hold.
+    fn select_list(&self) -> String {
+        let mut columns = vec!["id".to_owned()];
+        for field in Field::ALL {
+            // The version rule needs the version whatever the copy compares.
+            if field == Field::UserVersion || self.fields.contains(&field) {
+                columns.push(field.column().to_owned());
+            } else {
+                columns.push(format!("{} AS {}", field.placeholder(), field.column()));
+            }
+        }
+        // Never compared: a copy's own timestamp is when it applied the change.
+        columns.push("NULL::timestamptz AS updated_at".to_owned());
+        columns.join(", ")
+    }
+
+    /// How the difference names a row found only in this copy.
+    fn label(&self, row: &UserRecord) -> String {
+        match self.label {
+            Label::Email => row.email.clone(),
+            Label::Name => format!("{} {}", row.first_name, row.last_name),
+        }
+    }
+}
+
+/// Reads `columns` of `table` in id order (whole, or only the given ids): only the current row
+/// of each side is held.
+fn query(columns: &str, table: &str, only_some: bool) -> String {
     let filter = if only_some { "WHERE id = ANY($1)" } else { "" };
-    format!("SELECT {RECORD_COLUMNS} FROM users {filter} ORDER BY id")
+    format!("SELECT {columns} FROM {table} {filter} ORDER BY id")
+}
+
+/// A difference between `auth_db` and one copy, about one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub id: Uuid,
+    /// The user's email in `auth_db`; for a user found only in the copy, the copy's label (its
+    /// email, or the clinician's name).
+    pub label: String,
+    /// The copy's database, which the text names.
+    pub database: &'static str,
+    pub kind: Kind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Difference {
-    /// In `auth_db`, not in `user_db`.
-    Missing { id: Uuid, email: String },
-    /// In `user_db` only.
-    Extra { id: Uuid, email: String },
-    /// `user_db` holds an older version.
+pub enum Kind {
+    /// In `auth_db`, not in the copy.
+    Missing,
+    /// In the copy only.
+    Extra,
+    /// The copy holds an older version.
     Stale {
-        id: Uuid,
-        email: String,
         auth_version: Option<i64>,
-        user_version: Option<i64>,
+        copy_version: Option<i64>,
     },
-    /// `user_db` holds a version `auth_db` never wrote (forged or corrupt): greater than the
+    /// The copy holds a version `auth_db` never wrote (forged or corrupt): greater than the
     /// authority's. Counted with the mismatches; the ordinary rule would keep it forever, so its
     /// repair moves `auth_db`'s version past it first.
     Ahead {
-        id: Uuid,
-        email: String,
         auth_version: Option<i64>,
-        user_version: Option<i64>,
+        copy_version: Option<i64>,
     },
     /// Same version, different value (changed behind the system's back).
     Mismatch {
-        id: Uuid,
-        email: String,
         field: &'static str,
+        /// `auth_db`'s value, as Rust shows it (strings quoted).
         auth: String,
-        user: String,
+        /// The copy's value, shown the same way.
+        copy: String,
     },
 }
 
 impl Difference {
     pub fn id(&self) -> Uuid {
-        match self {
-            Difference::Missing { id, .. }
-            | Difference::Extra { id, .. }
-            | Difference::Stale { id, .. }
-            | Difference::Ahead { id, .. }
-            | Difference::Mismatch { id, .. } => *id,
-        }
+        self.id
     }
 
-    /// The version `user_db` holds when it is ahead of `auth_db`: what a repair must pass.
+    /// The version the copy holds when it is ahead of `auth_db`: what a repair must pass.
     pub fn version_to_pass(&self) -> Option<i64> {
-        match self {
-            Difference::Ahead { user_version, .. } => *user_version,
+        match self.kind {
+            Kind::Ahead { copy_version, .. } => copy_version,
             _ => None,
         }
     }
@@ -70,44 +241,36 @@ impl Difference {
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = |v: &Option<i64>| v.map_or("none".to_owned(), |v| v.to_string());
-        match self {
-            Difference::Missing { id, email } => {
-                write!(f, "missing  {id} {email}: in auth_db, not in user_db")
-            }
-            Difference::Extra { id, email } => {
-                write!(f, "extra    {id} {email}: in user_db, not in auth_db")
-            }
-            Difference::Stale {
-                id,
-                email,
+        let Difference {
+            id,
+            label,
+            database,
+            kind,
+        } = self;
+        match kind {
+            Kind::Missing => write!(f, "missing  {id} {label}: in auth_db, not in {database}"),
+            Kind::Extra => write!(f, "extra    {id} {label}: in {database}, not in auth_db"),
+            Kind::Stale {
                 auth_version,
-                user_version,
+                copy_version,
             } => write!(
                 f,
-                "stale    {id} {email}: user_db has version {}, auth_db has {}",
-                v(user_version),
+                "stale    {id} {label}: {database} has version {}, auth_db has {}",
+                v(copy_version),
                 v(auth_version)
             ),
-            Difference::Ahead {
-                id,
-                email,
+            Kind::Ahead {
                 auth_version,
-                user_version,
+                copy_version,
             } => write!(
                 f,
-                "ahead    {id} {email}: user_db has version {}, auth_db only {}",
-                v(user_version),
+                "ahead    {id} {label}: {database} has version {}, auth_db only {}",
+                v(copy_version),
                 v(auth_version)
             ),
-            Difference::Mismatch {
-                id,
-                email,
-                field,
-                auth,
-                user,
-            } => write!(
+            Kind::Mismatch { field, auth, copy } => write!(
                 f,
-                "mismatch {id} {email}: {field} is {user:?} in user_db, {auth:?} in auth_db"
+                "mismatch {id} {label}: {field} is {copy} in {database}, {auth} in auth_db"
             ),
         }
     }
@@ -147,11 +310,11 @@ impl Report {
     }
 
     pub fn record(&mut self, d: Difference, max_listed: usize) {
-        match d {
-            Difference::Missing { .. } => self.missing += 1,
-            Difference::Extra { .. } => self.extra += 1,
-            Difference::Stale { .. } => self.stale += 1,
-            Difference::Ahead { .. } | Difference::Mismatch { .. } => self.mismatched += 1,
+        match d.kind {
+            Kind::Missing => self.missing += 1,
+            Kind::Extra => self.extra += 1,
+            Kind::Stale { .. } => self.stale += 1,
+            Kind::Ahead { .. } | Kind::Mismatch { .. } => self.mismatched += 1,
         }
         if self.listed.len() < max_listed {
             self.listed.push(d);
@@ -173,6 +336,17 @@ pub enum VerifyError {
     },
 }
 
+impl VerifyError {
+    /// The database that failed.
+    pub fn database(&self) -> &'static str {
+        match self {
+            VerifyError::Unreachable { database, .. } | VerifyError::Query { database, .. } => {
+                database
+            }
+        }
+    }
+}
+
 fn classify(database: &'static str) -> impl Fn(sqlx::Error) -> VerifyError {
     move |source| {
         if platform::db::is_unavailable(&source) {
@@ -183,93 +357,108 @@ fn classify(database: &'static str) -> impl Fn(sqlx::Error) -> VerifyError {
     }
 }
 
-/// The first field that differs between two rows of the same user, if any.
-fn first_mismatch(a: &UserRecord, u: &UserRecord) -> Option<(&'static str, String, String)> {
-    macro_rules! check {
-        ($($field:ident => $name:literal),*) => {$(
-            if a.$field != u.$field {
-                return Some(($name, format!("{:?}", a.$field), format!("{:?}", u.$field)));
-            }
-        )*};
-    }
-    check!(
-        user_version => "userVersion",
-        email => "email",
-        first_name => "firstName",
-        last_name => "lastName",
-        role => "role",
-        phone_number => "phoneNumber",
-        is_active => "isActive",
-        must_change_password => "mustChangePassword",
-        created_at => "createdAt"
-    );
-    None
-}
-
-fn compare_pair(a: &UserRecord, u: &UserRecord) -> Option<Difference> {
-    if let (Some(av), Some(uv)) = (a.user_version, u.user_version) {
-        if uv > av {
-            return Some(Difference::Ahead {
-                id: a.id,
-                email: a.email.clone(),
+/// How `copy`'s row `c` of a user differs from `auth_db`'s row `a`, if it does.
+fn compare_pair(spec: &CopySpec, a: &UserRecord, c: &UserRecord) -> Option<Difference> {
+    let difference = |kind| Difference {
+        id: a.id,
+        label: a.email.clone(),
+        database: spec.database,
+        kind,
+    };
+    if let (Some(av), Some(cv)) = (a.user_version, c.user_version) {
+        if cv > av {
+            return Some(difference(Kind::Ahead {
                 auth_version: a.user_version,
-                user_version: u.user_version,
-            });
+                copy_version: c.user_version,
+            }));
         }
     }
-    let older = match (a.user_version, u.user_version) {
-        (Some(av), Some(uv)) => uv < av,
+    let older = match (a.user_version, c.user_version) {
+        (Some(av), Some(cv)) => cv < av,
         (Some(_), None) => true,
         _ => false,
     };
     if older {
-        return Some(Difference::Stale {
-            id: a.id,
-            email: a.email.clone(),
+        return Some(difference(Kind::Stale {
             auth_version: a.user_version,
-            user_version: u.user_version,
-        });
+            copy_version: c.user_version,
+        }));
     }
-    first_mismatch(a, u).map(|(field, auth, user)| Difference::Mismatch {
-        id: a.id,
-        email: a.email.clone(),
-        field,
-        auth,
-        user,
+    spec.fields.iter().find_map(|field| {
+        field.differs(a, c).map(|(auth, copy)| {
+            difference(Kind::Mismatch {
+                field: field.name(),
+                auth,
+                copy,
+            })
+        })
     })
 }
 
-/// Compares every user of both databases; lists at most `max_listed` differences.
+/// Compares every user of `auth_db` and `user_db`; lists at most `max_listed` differences.
 pub async fn compare(
     auth: &PgPool,
     users: &PgPool,
     max_listed: usize,
 ) -> Result<Report, VerifyError> {
+    compare_copy(auth, users, &USERS, max_listed).await
+}
+
+/// Compares every user of `auth_db` with `copy` (on `pool`); lists at most `max_listed`
+/// differences.
+pub async fn compare_copy(
+    auth: &PgPool,
+    pool: &PgPool,
+    copy: &CopySpec,
+    max_listed: usize,
+) -> Result<Report, VerifyError> {
     let mut report = Report::default();
-    let checked = compare_each(auth, users, |d| report.record(d, max_listed)).await?;
+    let checked = compare_copy_each(auth, pool, copy, |d| report.record(d, max_listed)).await?;
     report.checked = checked;
     Ok(report)
 }
 
-/// Streams both databases in id order and calls `on_difference` for each difference; returns
-/// how many users `auth_db` holds. Memory stays flat: only the current row of each side is held.
+/// Streams `auth_db` and `user_db` in id order and calls `on_difference` for each difference;
+/// returns how many users `auth_db` holds. Memory stays flat: only the current row of each side
+/// is held.
 pub async fn compare_each(
     auth: &PgPool,
     users: &PgPool,
     on_difference: impl FnMut(Difference),
 ) -> Result<u64, VerifyError> {
-    compare_streams(auth, users, None, on_difference).await
+    compare_copy_each(auth, users, &USERS, on_difference).await
 }
 
-/// The ids among `ids` that `verify` would still report (how `reconcile` confirms a repair).
+/// [`compare_each`] for any copy.
+pub async fn compare_copy_each(
+    auth: &PgPool,
+    pool: &PgPool,
+    copy: &CopySpec,
+    on_difference: impl FnMut(Difference),
+) -> Result<u64, VerifyError> {
+    compare_streams(auth, pool, copy, None, on_difference).await
+}
+
+/// The ids among `ids` that `verify` would still report in `user_db` (how `reconcile`
+/// confirms a repair).
 pub async fn still_different(
     auth: &PgPool,
     users: &PgPool,
     ids: &[Uuid],
 ) -> Result<HashSet<Uuid>, VerifyError> {
+    still_different_in(auth, users, &USERS, ids).await
+}
+
+/// [`still_different`] for any copy.
+pub async fn still_different_in(
+    auth: &PgPool,
+    pool: &PgPool,
+    copy: &CopySpec,
+    ids: &[Uuid],
+) -> Result<HashSet<Uuid>, VerifyError> {
     let mut different = HashSet::new();
-    compare_streams(auth, users, Some(ids), |d| {
-        different.insert(d.id());
+    compare_streams(auth, pool, copy, Some(ids), |d| {
+        different.insert(d.id);
     })
     .await?;
     Ok(different)
@@ -277,56 +466,63 @@ pub async fn still_different(
 
 async fn compare_streams(
     auth: &PgPool,
-    users: &PgPool,
+    pool: &PgPool,
+    copy: &CopySpec,
     only: Option<&[Uuid]>,
     mut on_difference: impl FnMut(Difference),
 ) -> Result<u64, VerifyError> {
+    let (auth_err, copy_err) = (classify("auth_db"), classify(copy.database));
     // Reach both first, so "cannot connect" is told apart from a failure mid-stream.
     sqlx::query("SELECT 1")
         .execute(auth)
         .await
-        .map_err(classify("auth_db"))?;
+        .map_err(&auth_err)?;
     sqlx::query("SELECT 1")
-        .execute(users)
+        .execute(pool)
         .await
-        .map_err(classify("user_db"))?;
-    let sql = query(only.is_some());
-    let read = |pool| -> BoxStream<'_, Result<UserRecord, sqlx::Error>> {
+        .map_err(&copy_err)?;
+    let auth_sql = query(RECORD_COLUMNS, "users", only.is_some());
+    let copy_sql = query(&copy.select_list(), copy.table, only.is_some());
+    let read = |pool, sql| -> BoxStream<'_, Result<UserRecord, sqlx::Error>> {
         match only {
-            Some(ids) => sqlx::query_as(&sql).bind(ids).fetch(pool),
-            None => sqlx::query_as(&sql).fetch(pool),
+            Some(ids) => sqlx::query_as(sql).bind(ids).fetch(pool),
+            None => sqlx::query_as(sql).fetch(pool),
         }
     };
-    let mut a = read(auth);
-    let mut u = read(users);
+    let mut a = read(auth, &auth_sql);
+    let mut c = read(pool, &copy_sql);
     let mut checked = 0;
-    let mut next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
-    let mut next_u = u.next().await.transpose().map_err(classify("user_db"))?;
+    let mut next_a = a.next().await.transpose().map_err(&auth_err)?;
+    let mut next_c = c.next().await.transpose().map_err(&copy_err)?;
     loop {
-        match (&next_a, &next_u) {
+        match (&next_a, &next_c) {
             (None, None) => break,
             (Some(x), Some(y)) if x.id == y.id => {
                 checked += 1;
-                if let Some(d) = compare_pair(x, y) {
+                if let Some(d) = compare_pair(copy, x, y) {
                     on_difference(d);
                 }
-                next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
-                next_u = u.next().await.transpose().map_err(classify("user_db"))?;
+                next_a = a.next().await.transpose().map_err(&auth_err)?;
+                next_c = c.next().await.transpose().map_err(&copy_err)?;
             }
             (Some(x), y) if y.as_ref().is_none_or(|y| x.id < y.id) => {
                 checked += 1;
-                on_difference(Difference::Missing {
+                on_difference(Difference {
                     id: x.id,
-                    email: x.email.clone(),
+                    label: x.email.clone(),
+                    database: copy.database,
+                    kind: Kind::Missing,
                 });
-                next_a = a.next().await.transpose().map_err(classify("auth_db"))?;
+                next_a = a.next().await.transpose().map_err(&auth_err)?;
             }
             (_, Some(y)) => {
-                on_difference(Difference::Extra {
+                on_difference(Difference {
                     id: y.id,
-                    email: y.email.clone(),
+                    label: copy.label(y),
+                    database: copy.database,
+                    kind: Kind::Extra,
                 });
-                next_u = u.next().await.transpose().map_err(classify("user_db"))?;
+                next_c = c.next().await.transpose().map_err(&copy_err)?;
             }
             (Some(_), None) => unreachable!("covered by the arm above"),
         }
@@ -354,26 +550,142 @@ mod tests {
         }
     }
 
+    /// A row of `clinicians` as its `SELECT` reads it: placeholders where it holds nothing.
+    fn clinician(version: i64) -> UserRecord {
+        UserRecord {
+            email: String::new(),
+            phone_number: None,
+            must_change_password: false,
+            ..user(version)
+        }
+    }
+
     #[test]
     fn equal_rows_have_no_difference() {
-        assert_eq!(compare_pair(&user(3), &user(3)), None);
+        assert_eq!(compare_pair(&USERS, &user(3), &user(3)), None);
     }
 
     #[test]
     fn an_older_copy_is_stale_and_a_changed_field_a_mismatch() {
         assert!(matches!(
-            compare_pair(&user(3), &user(2)),
-            Some(Difference::Stale { .. })
+            compare_pair(&USERS, &user(3), &user(2)).map(|d| d.kind),
+            Some(Kind::Stale { .. })
         ));
         assert!(matches!(
-            compare_pair(&user(3), &user(9_000_000_000)),
-            Some(Difference::Ahead { .. })
+            compare_pair(&USERS, &user(3), &user(9_000_000_000)).map(|d| d.kind),
+            Some(Kind::Ahead { .. })
         ));
         let mut changed = user(3);
         changed.role = "nurse".into();
         assert!(matches!(
-            compare_pair(&user(3), &changed),
-            Some(Difference::Mismatch { field: "role", .. })
+            compare_pair(&USERS, &user(3), &changed).map(|d| d.kind),
+            Some(Kind::Mismatch { field: "role", .. })
         ));
+    }
+
+    #[test]
+    fn a_copy_is_compared_only_on_the_fields_it_holds() {
+        let mut auth = user(3);
+        auth.phone_number = Some("+263 77 000 0000".into());
+        auth.must_change_password = true;
+        assert_eq!(compare_pair(&CLINICIANS, &auth, &clinician(3)), None);
+        let mut renamed = clinician(3);
+        renamed.last_name = "Changed".into();
+        let d = compare_pair(&CLINICIANS, &auth, &renamed).unwrap();
+        assert_eq!(d.label, "a@b.co", "named by auth_db's email");
+        assert_eq!(
+            d.to_string(),
+            "mismatch 00000000-0000-0000-0000-000000000000 a@b.co: lastName is \"Changed\" in \
+             appointment_db, \"B\" in auth_db"
+        );
+        let ahead = compare_pair(&CLINICIANS, &auth, &clinician(7)).unwrap();
+        assert_eq!(ahead.version_to_pass(), Some(7));
+        assert!(ahead
+            .to_string()
+            .ends_with("appointment_db has version 7, auth_db only 3"));
+    }
+
+    #[test]
+    fn differences_name_the_copys_database() {
+        let missing = |copy: &CopySpec| Difference {
+            id: Uuid::nil(),
+            label: "a@b.co".into(),
+            database: copy.database,
+            kind: Kind::Missing,
+        };
+        assert!(missing(&USERS)
+            .to_string()
+            .ends_with("a@b.co: in auth_db, not in user_db"));
+        assert!(missing(&CLINICIANS)
+            .to_string()
+            .ends_with("a@b.co: in auth_db, not in appointment_db"));
+        let stale = Difference {
+            kind: Kind::Stale {
+                auth_version: Some(4),
+                copy_version: None,
+            },
+            ..missing(&USERS)
+        };
+        assert!(stale
+            .to_string()
+            .ends_with("user_db has version none, auth_db has 4"));
+        // A clinician only in the copy has no email: it is named.
+        assert_eq!(CLINICIANS.label(&clinician(1)), "A B");
+        assert_eq!(USERS.label(&user(1)), "a@b.co");
+    }
+
+    #[test]
+    fn a_copy_reads_its_own_columns_and_placeholders_for_the_rest() {
+        assert_eq!(
+            query(&CLINICIANS.select_list(), CLINICIANS.table, true),
+            "SELECT id, user_version, ''::text AS email, first_name, last_name, role, \
+             NULL::text AS phone_number, is_active, false AS must_change_password, \
+             'epoch'::timestamptz AS created_at, NULL::timestamptz AS updated_at \
+             FROM clinicians WHERE id = ANY($1) ORDER BY id"
+        );
+        let users = USERS.select_list();
+        for field in Field::ALL {
+            assert!(
+                users.contains(&format!(" {},", field.column())),
+                "{field:?} in {users}"
+            );
+        }
+        assert!(!users.contains("''"), "{users}");
+    }
+
+    #[test]
+    fn counts_follow_the_kind() {
+        let mut report = Report::default();
+        for kind in [
+            Kind::Missing,
+            Kind::Extra,
+            Kind::Stale {
+                auth_version: Some(2),
+                copy_version: Some(1),
+            },
+            Kind::Ahead {
+                auth_version: Some(2),
+                copy_version: Some(3),
+            },
+        ] {
+            let d = Difference {
+                id: Uuid::nil(),
+                label: String::new(),
+                database: "user_db",
+                kind,
+            };
+            report.record(d, 1);
+        }
+        assert_eq!(
+            (
+                report.missing,
+                report.extra,
+                report.stale,
+                report.mismatched
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(report.listed.len(), 1);
+        assert!(!report.is_in_sync());
     }
 }

@@ -95,6 +95,22 @@ pub async fn open_migrated(
     Ok(pool)
 }
 
+/// A service's pool: [`prepare`] (create and migrate) when it may change the schema, or, when the
+/// least-privilege setup owns the schema (`managed_by_setup`), [`open_migrated`] (check it).
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+    managed_by_setup: bool,
+    migrations: &sqlx::migrate::Migrator,
+    label: &str,
+) -> anyhow::Result<PgPool> {
+    if managed_by_setup {
+        open_migrated(url, max_connections, migrations, label).await
+    } else {
+        prepare(url, max_connections, migrations, label).await
+    }
+}
+
 /// Creates database `name` owned by `owner` when absent (true when this call created it), or
 /// hands an existing one to `owner`. Safe when another process creates it at the same moment.
 pub async fn create_database_owned(

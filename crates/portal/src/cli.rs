@@ -28,8 +28,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Set up least-privilege identities (as `portal setup`), prepare databases and topology,
-    /// start auth-service (with relay), user-service and gateway in the foreground under those
-    /// identities, seed an empty auth_db, print the URLs and admin login.
+    /// start auth-service (with relay), user-service, appointment-service and gateway in the
+    /// foreground under those identities, seed an empty auth_db, backfill a new
+    /// appointment_db, print the URLs and admin login.
     Up {
         #[command(flatten)]
         admin: AdminArgs,
@@ -58,6 +59,8 @@ pub enum Command {
         #[arg(long)]
         no_consumer: bool,
     },
+    /// Run the appointment-service alone (appointment API and its own event consumer).
+    AppointmentService,
     /// Run the gateway alone.
     Gateway,
     /// Run the outbox relay alone (several may run; rows are claimed with SKIP LOCKED).
@@ -69,8 +72,9 @@ pub enum Command {
     Users(Box<UsersCommand>),
     /// Inspect and recover dead-lettered (or unrouted) messages.
     Dlq(DlqArgs),
-    /// Find users that differ between auth_db and user_db and repair them by publishing
-    /// `user.snapshot` events through the normal pipeline.
+    /// Find users that differ between auth_db and any consumer's copy (user_db,
+    /// appointment_db) and repair them by publishing one `user.snapshot` event per user through
+    /// the normal pipeline; reports one line per service.
     Reconcile(ReconcileArgs),
     /// Publish stored events to ONE consumer's queue (not to every subscriber), with confirms.
     Replay(ReplayArgs),
@@ -79,10 +83,11 @@ pub enum Command {
     Consumer(ConsumerCommand),
     /// Show one user's audit trail (its stored events), oldest first.
     Events(EventsArgs),
-    /// Compare every user of auth_db and user_db; exit 0 in sync, 1 on differences, 2 when a
-    /// database cannot be reached.
+    /// Compare every user of auth_db with every consumer's copy (user_db, appointment_db) and
+    /// report per service; exit 0 all in sync, 1 on differences in any copy, 2 when a database
+    /// cannot be reached.
     Verify {
-        /// Print at most this many differences (all are counted).
+        /// Print at most this many differences per copy (all are counted).
         #[arg(long, default_value_t = 50)]
         max_listed: usize,
     },
@@ -147,6 +152,15 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub user_database_url: String,
+    /// appointment-service database (its value is never shown: it may hold a password).
+    #[arg(
+        long,
+        global = true,
+        env = "APPOINTMENT_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/appointment_db",
+        hide_env_values = true
+    )]
+    pub appointment_database_url: String,
     /// RabbitMQ [default: amqp://guest:***@127.0.0.1:5672/%2f] (its value is never shown: it
     /// holds a password).
     #[arg(
@@ -174,6 +188,14 @@ pub struct Settings {
         default_value = "127.0.0.1:3002"
     )]
     pub user_addr: SocketAddr,
+    /// Where the appointment-service listens.
+    #[arg(
+        long,
+        global = true,
+        env = "APPOINTMENT_ADDR",
+        default_value = "127.0.0.1:3003"
+    )]
+    pub appointment_addr: SocketAddr,
     /// Where the gateway listens.
     #[arg(
         long,
@@ -188,6 +210,9 @@ pub struct Settings {
     /// The user-service as the gateway reaches it [default: http://USER_ADDR].
     #[arg(long, global = true, env = "USER_SERVICE_URL")]
     pub user_service_url: Option<String>,
+    /// The appointment-service as the gateway reaches it [default: http://APPOINTMENT_ADDR].
+    #[arg(long, global = true, env = "APPOINTMENT_SERVICE_URL")]
+    pub appointment_service_url: Option<String>,
     /// Directory of the JWT Ed25519 key pair (created by the auth-service on first start; the
     /// user-service needs only the .pub file).
     #[arg(
@@ -254,6 +279,14 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub user_service_amqp_url: Option<String>,
+    /// RabbitMQ as the appointment-service's consumer [default: AMQP_URL].
+    #[arg(
+        long,
+        global = true,
+        env = "APPOINTMENT_SERVICE_AMQP_URL",
+        hide_env_values = true
+    )]
+    pub appointment_service_amqp_url: Option<String>,
     /// RabbitMQ as the operator's tools (replay, dlq, consumer add) [default: AMQP_URL].
     #[arg(long, global = true, env = "OPERATOR_AMQP_URL", hide_env_values = true)]
     pub operator_amqp_url: Option<String>,
@@ -273,6 +306,15 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub operator_user_database_url: Option<String>,
+    /// appointment_db as the operator's tools (verify, reconcile) [default:
+    /// APPOINTMENT_DATABASE_URL].
+    #[arg(
+        long,
+        global = true,
+        env = "OPERATOR_APPOINTMENT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub operator_appointment_database_url: Option<String>,
     /// Set by `portal setup` in the credentials file: the schema and the broker topology are the
     /// setup's, so the services (under identities that may change neither) only check them.
     #[arg(long, global = true, env = "MANAGED_BY_SETUP")]
@@ -344,6 +386,20 @@ impl Settings {
         self.user_service_amqp_url
             .as_deref()
             .unwrap_or(&self.amqp_url)
+    }
+
+    /// The appointment-service consumer's broker URL.
+    pub fn appointment_service_amqp(&self) -> &str {
+        self.appointment_service_amqp_url
+            .as_deref()
+            .unwrap_or(&self.amqp_url)
+    }
+
+    /// The operator tools' `appointment_db`.
+    pub fn operator_appointment_db(&self) -> &str {
+        self.operator_appointment_database_url
+            .as_deref()
+            .unwrap_or(&self.appointment_database_url)
     }
 
     /// The operator tools' broker URL.
@@ -564,11 +620,12 @@ pub struct ReconcileArgs {
     /// Repair without asking.
     #[arg(long)]
     pub yes: bool,
-    /// Also delete users that exist only in user_db.
+    /// Also delete users that exist only in a copy (from that copy).
     #[arg(long)]
     pub delete_extra: bool,
-    /// How long to wait for the user-service to apply the repairs (e.g. 30s, 2m); a repair
-    /// counts as done only once `verify` no longer reports it. Exit 1 if some are still pending.
+    /// How long to wait for the consumers to apply the repairs (e.g. 30s, 2m); a repair counts
+    /// as done only once `verify` no longer reports it in that copy. Exit 1 if some are still
+    /// pending.
     #[arg(long, default_value = "30s", value_parser = platform::duration::parse_duration)]
     pub wait: std::time::Duration,
 }

@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::UserService { no_consumer } => {
             commands::serve::user_service(s, !no_consumer).await
         }
+        Command::AppointmentService => commands::serve::appointment_service(s).await,
         Command::Gateway => commands::serve::gateway(s).await,
         Command::Relay => commands::serve::relay(s).await,
         Command::Seed => commands::seed::run(s).await,

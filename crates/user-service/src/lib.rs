@@ -83,11 +83,14 @@ pub async fn open_database(
     max_connections: u32,
     managed_by_setup: bool,
 ) -> anyhow::Result<PgPool> {
-    if managed_by_setup {
-        platform::db::open_migrated(url, max_connections, &MIGRATIONS, "user_db").await
-    } else {
-        prepare_database(url, max_connections).await
-    }
+    platform::db::open(
+        url,
+        max_connections,
+        managed_by_setup,
+        &MIGRATIONS,
+        "user_db",
+    )
+    .await
 }
 
 pub struct Application {

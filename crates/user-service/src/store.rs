@@ -14,10 +14,10 @@ pub async fn apply(
     conn: &mut PgConnection,
     events: &[Envelope],
 ) -> Result<Vec<Changed>, sqlx::Error> {
-    let (repairs, changes): (Vec<&Envelope>, Vec<&Envelope>) =
-        events.iter().partition(|e| e.event_type.is_repair());
-    let mut applied = upsert(&mut *conn, &changes, ">").await?;
-    applied.extend(upsert(&mut *conn, &repairs, ">=").await?);
+    let mut applied = Vec::new();
+    for (newer, part) in consumer::by_comparison(events) {
+        applied.extend(upsert(&mut *conn, &part, newer).await?);
+    }
     Ok(applied)
 }
 
@@ -73,11 +73,9 @@ async fn upsert(
              created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
              user_version = EXCLUDED.user_version, event_timestamp = EXCLUDED.event_timestamp, \
              synced_at = now() \
-         WHERE (EXCLUDED.user_version IS NOT NULL \
-                AND (u.user_version IS NULL OR EXCLUDED.user_version {newer} u.user_version)) \
-            OR (EXCLUDED.user_version IS NULL AND u.user_version IS NULL \
-                AND EXCLUDED.event_timestamp > u.event_timestamp) \
-         RETURNING id, email AS label"
+         WHERE {rule} \
+         RETURNING id, email AS label",
+        rule = consumer::version_rule("u", newer)
     ))
     .bind(&id)
     .bind(&email)

@@ -1,12 +1,14 @@
-//! `portal reconcile`: reports drift, asks (or takes `--yes`), repairs, and waits until `verify`
-//! no longer reports what it repaired.
+//! `portal reconcile`: reports the drift of every consumer's copy (`user_db`, `appointment_db`)
+//! one line per service, asks (or takes `--yes`), repairs, and waits until `verify` no longer
+//! reports what it repaired in any copy.
 
+use super::verify::{and_list, copies};
 use super::Failure;
 use crate::cli::{ReconcileArgs, Settings};
 use anyhow::anyhow;
 use contract::topology::{self, ConsumerQueues};
 use indicatif::{ProgressBar, ProgressStyle};
-use ops::reconcile::{self, Options, ReconcileError, Summary};
+use ops::reconcile::{self, CopyPool, Options, ReconcileError, Summary};
 use ops::verify::VerifyError;
 use sqlx::PgPool;
 use std::io::{BufRead, IsTerminal, Write};
@@ -20,13 +22,18 @@ fn failure(e: ReconcileError) -> Failure {
 
 pub async fn run(s: &Settings, args: &ReconcileArgs) -> Result<(), Failure> {
     let auth = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
-    let users = platform::db::lazy_pool(s.operator_user_db(), 2)?;
+    let mut pools = Vec::new();
+    for (copy, url) in copies(s) {
+        pools.push((copy, platform::db::lazy_pool(url, 2)?));
+    }
+    let copies: Vec<CopyPool<'_>> = pools.iter().map(|(copy, pool)| (*copy, pool)).collect();
     // Under the least-privilege setup the topology is the setup's (the operator may not declare).
     if args.yes && !args.dry_run && !s.managed_by_setup {
-        // Repairs travel through the exchange: make sure the user-service's queue exists (it may
+        // Repairs travel through the exchange: make sure every consumer's queue exists (it may
         // be the very thing that was deleted) so they are not parked in user.events.unrouted.
-        let queues = ConsumerQueues::for_consumer(topology::USER_SERVICE);
-        if let Err(e) = platform::amqp::ensure_topology(&s.amqp_url, &[queues]).await {
+        let queues = [topology::USER_SERVICE, topology::APPOINTMENT_SERVICE]
+            .map(ConsumerQueues::for_consumer);
+        if let Err(e) = platform::amqp::ensure_topology(&s.amqp_url, &queues).await {
             tracing::warn!("cannot declare the topology ({e}); repairs wait in the outbox until RabbitMQ is back");
         }
     }
@@ -35,7 +42,7 @@ pub async fn run(s: &Settings, args: &ReconcileArgs) -> Result<(), Failure> {
         delete_extra: args.delete_extra,
     };
     // Without --yes a person is asked, after seeing what would change; a script must say --yes.
-    let first = reconcile::reconcile(&auth, &users, options(args.dry_run || !args.yes))
+    let first = reconcile::reconcile(&auth, &copies, options(args.dry_run || !args.yes))
         .await
         .map_err(failure)?;
     if args.dry_run {
@@ -43,13 +50,10 @@ pub async fn run(s: &Settings, args: &ReconcileArgs) -> Result<(), Failure> {
         return Ok(());
     }
     if args.yes {
-        return confirmed(&auth, &users, first, args).await;
+        return confirmed(&auth, &copies, first, args).await;
     }
     println!("{first}");
-    let to_fix = first.missing
-        + first.stale
-        + first.mismatched
-        + if args.delete_extra { first.extra } else { 0 };
+    let to_fix = first.users_to_repair + if args.delete_extra { first.extra() } else { 0 };
     if to_fix == 0 {
         return Ok(());
     }
@@ -65,28 +69,31 @@ pub async fn run(s: &Settings, args: &ReconcileArgs) -> Result<(), Failure> {
     if !matches!(answer.trim(), "y" | "Y" | "yes") {
         return Err(anyhow!("not repaired").into());
     }
-    let done = reconcile::reconcile(&auth, &users, options(false))
+    let done = reconcile::reconcile(&auth, &copies, options(false))
         .await
         .map_err(failure)?;
-    confirmed(&auth, &users, done, args).await
+    confirmed(&auth, &copies, done, args).await
 }
 
-/// Waits for the written repairs to apply, prints the summary, and fails (exit 1) when some are
-/// still pending after `--wait`: "repaired N" only counts what `verify` no longer reports.
+/// Waits for the written repairs to apply in every copy, prints the summary, and fails (exit 1)
+/// when some are still pending after `--wait`: "repaired N" only counts what `verify` no longer
+/// reports, and the message names the consumers that have not applied theirs.
 async fn confirmed(
     auth: &PgPool,
-    users: &PgPool,
+    copies: &[CopyPool<'_>],
     mut summary: Summary,
     args: &ReconcileArgs,
 ) -> Result<(), Failure> {
-    if summary.written > 0 {
-        let bar = ProgressBar::new(summary.written);
+    let awaiting = summary.awaiting();
+    if awaiting > 0 {
+        // Counted per copy: a user repaired in two copies is two applications.
+        let bar = ProgressBar::new(awaiting);
         bar.set_style(
             ProgressStyle::with_template("{spinner} applied [{bar:40}] {pos}/{len} repairs")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        reconcile::confirm(auth, users, &mut summary, args.wait, |done, _| {
+        reconcile::confirm(auth, copies, &mut summary, args.wait, |done, _| {
             bar.set_position(done)
         })
         .await
@@ -94,12 +101,14 @@ async fn confirmed(
         bar.finish_and_clear();
     }
     println!("{summary}");
-    if summary.unconfirmed > 0 {
+    if summary.unconfirmed() > 0 {
+        let behind: Vec<&str> = summary.behind().map(|c| c.service).collect();
+        let consumers = and_list(&behind);
         return Err(anyhow!(
-            "{} repairs written to the outbox were not applied within {:?}: is the relay publishing \
-             and the user-service consuming (GET :3002/health/ready)? They apply when it is; \
-             `portal verify` tells when",
-            summary.unconfirmed,
+            "{} repairs written to the outbox were not applied within {:?} by {consumers}: is the \
+             relay publishing and {consumers} consuming (GET /health/ready)? They apply when it \
+             is; `portal verify` tells when",
+            summary.not_applied_users(),
             args.wait
         )
         .into());

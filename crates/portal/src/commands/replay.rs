@@ -110,20 +110,22 @@ pub async fn consumer(s: &Settings, command: ConsumerCommand) -> Result<(), Fail
         queues.dead_letter,
         queues.retries.len()
     );
+    let sent = backfill(s, &queues.main).await?;
+    println!(
+        "backfilled: {}, history complete",
+        describe(&sent, &queues.main)
+    );
+    Ok(())
+}
+
+/// Every stored event to `queue`, with a progress bar, then the history-complete marker.
+pub async fn backfill(s: &Settings, queue: &str) -> Result<Sent, Failure> {
     let pool = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
-    let filter = EventFilter::default();
-    let total = event_store::count(&pool, &filter)
+    let total = event_store::count(&pool, &EventFilter::default())
         .await
         .map_err(|e| Failure::unreachable(anyhow!("cannot reach auth_db: {e}")))?;
     let bar = progress_bar(total.max(0) as u64);
-    let sent = replay_to(&pool, s.operator_amqp(), &queues.main, &filter, |n| {
-        bar.inc(n)
-    })
-    .await;
+    let sent = ops::replay::backfill(&pool, s.operator_amqp(), queue, |n| bar.inc(n)).await;
     bar.finish_and_clear();
-    println!(
-        "backfilled: {}",
-        describe(&sent.map_err(failure)?, &queues.main)
-    );
-    Ok(())
+    sent.map_err(failure)
 }

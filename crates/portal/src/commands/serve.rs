@@ -1,4 +1,4 @@
-//! `portal auth-service | user-service | gateway | relay`: each part alone, in the foreground,
+//! `portal auth-service | user-service | appointment-service | gateway | relay`: each part alone, in the foreground,
 //! until SIGTERM or Ctrl-C. Also builds the service configurations `portal up` uses.
 
 use super::Failure;
@@ -62,6 +62,22 @@ pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
     }
 }
 
+pub fn appointment_config(s: &Settings) -> appointment_service::Config {
+    appointment_service::Config {
+        http_addr: s.appointment_addr,
+        database_url: s.appointment_database_url.clone(),
+        amqp_url: s.appointment_service_amqp().to_owned(),
+        keys: KeySource::Jwks(s.jwks_url()),
+        max_db_connections: 16,
+        managed_by_setup: s.managed_by_setup,
+        consumer: appointment_service::consumer_config(ConsumerConfig {
+            prefetch: s.consumer_prefetch,
+            trusted_publishers: s.trusted_publishers.clone(),
+            ..ConsumerConfig::default()
+        }),
+    }
+}
+
 pub fn gateway_config(s: &Settings) -> gateway::Config {
     gateway::Config {
         http_addr: s.gateway_addr,
@@ -70,6 +86,11 @@ pub fn gateway_config(s: &Settings) -> gateway::Config {
             .user_service_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", s.user_addr)),
+        appointments_url: Some(
+            s.appointment_service_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", s.appointment_addr)),
+        ),
         upstream_timeout: Duration::from_secs(30),
         auth_rate_limit: gateway::AuthRateLimit {
             per_minute: s.gateway_auth_rate,
@@ -88,7 +109,8 @@ pub async fn auth_service(s: &Settings, run_relay: bool) -> Result<(), Failure> 
     Ok(())
 }
 
-/// The periodic reconcile when `RECONCILE_INTERVAL` is set; it stops with `shutdown`.
+/// The periodic reconcile when `RECONCILE_INTERVAL` is set, over every consumer's copy (those
+/// `portal reconcile` covers); it stops with `shutdown`.
 pub fn reconcile_schedule(
     s: &Settings,
     shutdown: CancellationToken,
@@ -96,7 +118,10 @@ pub fn reconcile_schedule(
     let interval = s.reconcile_interval?;
     Some(ops::reconcile::spawn_schedule(
         s.operator_auth_db().to_owned(),
-        s.operator_user_db().to_owned(),
+        super::verify::copies(s)
+            .into_iter()
+            .map(|(copy, url)| (copy, url.to_owned()))
+            .collect(),
         interval,
         shutdown,
     ))
@@ -114,6 +139,15 @@ pub async fn user_service(s: &Settings, run_consumer: bool) -> Result<(), Failur
         task.await.ok();
     }
     served?;
+    Ok(())
+}
+
+pub async fn appointment_service(s: &Settings) -> Result<(), Failure> {
+    let app = appointment_service::Application::build(appointment_config(s))
+        .await
+        .map_err(Failure::unreachable)?;
+    app.run_until_stopped(platform::shutdown::on_signal())
+        .await?;
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub fn config(s: &Settings, admin: &AdminArgs) -> anyhow::Result<SetupConfig> {
         management_url: admin.management_url.clone(),
         auth_db: platform::db::database_name(&s.auth_database_url).context("AUTH_DATABASE_URL")?,
         user_db: platform::db::database_name(&s.user_database_url).context("USER_DATABASE_URL")?,
+        appointment_db: platform::db::database_name(&s.appointment_database_url)
+            .context("APPOINTMENT_DATABASE_URL")?,
         identities: Identities::standard(),
         credentials: admin.credentials.clone(),
     })

@@ -1,6 +1,6 @@
 //! `portal up`: the whole system in one foreground process.
 
-use super::serve::{auth_config, gateway_config, user_config};
+use super::serve::{appointment_config, auth_config, gateway_config, user_config};
 use super::{setup, Failure};
 use crate::cli::{AdminArgs, Cli, Settings};
 use anyhow::Context;
@@ -32,6 +32,9 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     let users = user_service::Application::build(user_config(s, true))
         .await
         .map_err(Failure::unreachable)?;
+    let appointments = appointment_service::Application::build(appointment_config(s))
+        .await
+        .map_err(Failure::unreachable)?;
     let gateway = gateway::Application::build(gateway_config(s)).await?;
 
     // Declaring here means the queues exist before anything is published. If RabbitMQ is down
@@ -40,9 +43,10 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     if !s.managed_by_setup {
         if let Err(e) = platform::amqp::ensure_topology(
             &s.amqp_url,
-            &[topology::ConsumerQueues::for_consumer(
-                topology::USER_SERVICE,
-            )],
+            &[
+                topology::ConsumerQueues::for_consumer(topology::USER_SERVICE),
+                topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE),
+            ],
         )
         .await
         {
@@ -64,6 +68,22 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
         None
     };
 
+    // A new appointment_db (a first start, or the service added to a running system) learns
+    // every existing user from the event store before it books anything; its queue is bound
+    // already, so nothing written meanwhile is missed.
+    if !appointment_service::history_complete(appointments.pool())
+        .await
+        .context("reading appointment_db")?
+    {
+        let queue = topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE).main;
+        let sent = super::replay::backfill(s, &queue).await?;
+        println!(
+            "appointment-service: {} stored events and the end-of-history mark sent to {queue}; \
+             it is ready once it has applied them",
+            sent.events
+        );
+    }
+
     let shutdown = platform::shutdown::on_signal();
     println!();
     println!(
@@ -77,6 +97,12 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     println!(
         "user-service  http://{}",
         users.local_addr().context("user-service address")?
+    );
+    println!(
+        "appointments  http://{}",
+        appointments
+            .local_addr()
+            .context("appointment-service address")?
     );
     let password = match (
         &s.seed_admin_password,
@@ -92,9 +118,10 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     println!("stop with Ctrl-C");
 
     let scheduled = super::serve::reconcile_schedule(s, shutdown.clone());
-    let (a, u, g) = tokio::join!(
+    let (a, u, p, g) = tokio::join!(
         auth.run_until_stopped(shutdown.clone()),
         users.run_until_stopped(shutdown.clone()),
+        appointments.run_until_stopped(shutdown.clone()),
         gateway.run_until_stopped(shutdown.clone()),
     );
     if let Some(task) = scheduled {
@@ -102,6 +129,7 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     }
     a?;
     u?;
+    p?;
     g?;
     println!("stopped cleanly");
     Ok(())

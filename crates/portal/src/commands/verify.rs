@@ -1,34 +1,151 @@
-//! `portal verify`: prints `in sync: N users` and exits 0, or lists the differences and exits 1;
-//! exits 2 when a database cannot be reached.
+//! `portal verify`: compares `auth_db` with every consumer's copy (`user_db`, `appointment_db`)
+//! and prints one section per service: `<service> (<database>): in sync: N users`, or the
+//! summary of its differences followed by the first of them. Exits 0 when every copy is in
+//! sync, 1 on differences in any copy, 2 when a database cannot be reached (the copies it could
+//! reach are still reported).
 
 use super::Failure;
 use crate::cli::Settings;
-use ops::verify;
+use anyhow::anyhow;
+use ops::verify::{self, CopySpec, Report, VerifyError};
+
+/// The copies `verify` and `reconcile` cover, each with the operator's URL of its database.
+pub fn copies(s: &Settings) -> [(&'static CopySpec, &str); 2] {
+    [
+        (&verify::USERS, s.operator_user_db()),
+        (&verify::CLINICIANS, s.operator_appointment_db()),
+    ]
+}
+
+/// The lines `verify` prints for one copy.
+pub fn report_lines(copy: &CopySpec, report: &Report) -> Vec<String> {
+    let heading = format!("{} ({})", copy.service, copy.database);
+    if report.is_in_sync() {
+        return vec![format!("{heading}: in sync: {} users", report.checked)];
+    }
+    let mut lines = vec![format!("{heading}: {}", report.summary())];
+    lines.extend(report.listed.iter().map(|d| format!("  {d}")));
+    let unlisted = report.total_differences() - report.listed.len();
+    if unlisted > 0 {
+        lines.push(format!("  ... and {unlisted} more"));
+    }
+    lines
+}
+
+/// "a", "a and b", "a, b and c".
+pub fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
 
 pub async fn run(s: &Settings, max_listed: usize) -> Result<(), Failure> {
     let auth = platform::db::lazy_pool(s.operator_auth_db(), 1)?;
-    let users = platform::db::lazy_pool(s.operator_user_db(), 1)?;
-    let report = verify::compare(&auth, &users, max_listed)
-        .await
-        .map_err(|e| match e {
-            verify::VerifyError::Unreachable { .. } => Failure::unreachable(e),
-            other => Failure::from(anyhow::Error::from(other)),
-        })?;
-    if report.is_in_sync() {
-        println!("in sync: {} users", report.checked);
+    let mut differ = Vec::new();
+    let mut unreachable = Vec::new();
+    let mut failed = Vec::new();
+    for (copy, url) in copies(s) {
+        let pool = platform::db::lazy_pool(url, 1)?;
+        match verify::compare_copy(&auth, &pool, copy, max_listed).await {
+            Ok(report) => {
+                for line in report_lines(copy, &report) {
+                    println!("{line}");
+                }
+                if !report.is_in_sync() {
+                    differ.push(copy.database);
+                }
+            }
+            // Without the authority no copy can be compared: stop at once.
+            Err(e) if e.database() == "auth_db" => {
+                return Err(match e {
+                    VerifyError::Unreachable { .. } => Failure::unreachable(e),
+                    other => Failure::from(anyhow::Error::from(other)),
+                });
+            }
+            // The other copies are still worth comparing.
+            Err(e) => {
+                println!("{} ({}): not compared: {e}", copy.service, copy.database);
+                match e {
+                    VerifyError::Unreachable { database, .. } => unreachable.push(database),
+                    VerifyError::Query { database, .. } => failed.push(database),
+                }
+            }
+        }
+    }
+    if !unreachable.is_empty() {
+        return Err(Failure::unreachable(anyhow!(
+            "cannot reach {}",
+            and_list(&unreachable)
+        )));
+    }
+    if !failed.is_empty() {
+        return Err(anyhow!("cannot read {}", and_list(&failed)).into());
+    }
+    if differ.is_empty() {
         return Ok(());
     }
-    for d in &report.listed {
-        println!("{d}");
-    }
-    if report.total_differences() > report.listed.len() {
-        println!(
-            "... and {} more",
-            report.total_differences() - report.listed.len()
+    Err(anyhow!(
+        "out of sync: {} {} from auth_db",
+        and_list(&differ),
+        if differ.len() == 1 {
+            "differs"
+        } else {
+            "differ"
+        }
+    )
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ops::verify::{Difference, Kind};
+
+    #[test]
+    fn each_copy_is_reported_under_its_service() {
+        let in_sync = Report {
+            checked: 10,
+            ..Report::default()
+        };
+        assert_eq!(
+            report_lines(&verify::CLINICIANS, &in_sync),
+            ["appointment-service (appointment_db): in sync: 10 users"]
+        );
+        let mut drift = Report {
+            checked: 10,
+            ..Report::default()
+        };
+        for _ in 0..2 {
+            drift.record(
+                Difference {
+                    id: uuid::Uuid::nil(),
+                    label: "a@b.co".into(),
+                    database: "user_db",
+                    kind: Kind::Missing,
+                },
+                1,
+            );
+        }
+        assert_eq!(
+            report_lines(&verify::USERS, &drift),
+            [
+                "user-service (user_db): out of sync: 2 differences among 10 users (missing 2, \
+                 stale 0, mismatched 0, extra 0)",
+                "  missing  00000000-0000-0000-0000-000000000000 a@b.co: in auth_db, not in user_db",
+                "  ... and 1 more"
+            ]
         );
     }
-    println!("{}", report.summary());
-    Err(Failure::from(anyhow::anyhow!(
-        "out of sync: auth_db and user_db differ"
-    )))
+
+    #[test]
+    fn lists_read_as_text() {
+        assert_eq!(and_list(&["user_db"]), "user_db");
+        assert_eq!(
+            and_list(&["user_db", "appointment_db"]),
+            "user_db and appointment_db"
+        );
+        assert_eq!(and_list(&["a", "b", "c"]), "a, b and c");
+    }
 }

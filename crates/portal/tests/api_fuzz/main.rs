@@ -1,20 +1,107 @@
 //! The HTTP API fuzzed against its own OpenAPI document: schemathesis (from PyPI, installed by
 //! `scripts/prepare` into `/var/tmp/portal-schemathesis`) reads the document the gateway serves
 //! and sends generated requests — valid and invalid — to every operation, as an admin, against
-//! the whole system (auth-service, user-service, gateway) on real PostgreSQL and RabbitMQ. It
-//! fails on any 5xx answer and on any answer the document does not allow (status, content type,
-//! body schema). Its own test binary: it is the slowest suite. `SCHEMATHESIS_MAX_EXAMPLES`
-//! (default 40) sets how many cases per operation; the long form is a few hundred.
+//! the whole system (auth-service, user-service, appointment-service, gateway) on real
+//! PostgreSQL and RabbitMQ. It fails on any 5xx answer and on any answer the document does not
+//! allow (status, content type, body schema). Its own test binary: it is the slowest suite.
+//! `SCHEMATHESIS_MAX_EXAMPLES` (default 40) sets how many cases per operation; the long form is
+//! a few hundred.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../appointment-service/tests/common/mod.rs"]
+mod appointment_common;
 #[path = "../../../auth-service/tests/common/mod.rs"]
 mod auth_common;
 #[path = "../../../user-service/tests/common/mod.rs"]
 mod user_common;
 
+use contract::Role;
 use sandbox::{Running, Sandbox};
+use sqlx::PgPool;
 use std::path::PathBuf;
 use std::process::Command;
+use uuid::Uuid;
+
+/// The whole system of a sandbox, running in this process, with pools for the test's own
+/// writes and reads.
+struct System {
+    auth: Running,
+    _users: Running,
+    _appointments: Running,
+    gateway: Running,
+    auth_db: PgPool,
+    appointment_db: PgPool,
+    /// An active doctor the appointment-service knows: bookings with them can succeed.
+    doctor: Uuid,
+}
+
+/// Starts the services and the gateway in front of them (`tune` adjusts its config), seeds a
+/// doctor, and gives the appointment-service the whole user history, as `portal up` does: it
+/// answers bookings 503 until then. Returns once it reports ready.
+async fn start_system(sb: &Sandbox, tune: impl FnOnce(&mut gateway::Config)) -> System {
+    let auth = auth_common::start(auth_common::config(sb)).await;
+    let users = user_common::start(user_common::config(sb)).await;
+    let appointments = appointment_common::start(appointment_common::config(sb)).await;
+    let mut config = gateway::Config::local(&auth.url(), &users.url());
+    config.appointments_url = Some(appointments.url());
+    tune(&mut config);
+    let gateway = Running::launch(gateway::Application::build(config)).await;
+    let auth_db = auth_common::pool(sb).await;
+    let doctor = auth_common::create_user(&auth_db, "fuzz-doctor@clinic.test", Role::Doctor).await;
+    // The service declares its queue once its consumer connects; declared here first, the
+    // backfill cannot go to a queue that does not exist yet.
+    let queues = appointment_common::queues();
+    platform::amqp::ensure_topology(&sb.amqp_url, std::slice::from_ref(&queues))
+        .await
+        .expect("declare the appointment-service's queues");
+    ops::replay::backfill(&auth_db, &sb.amqp_url, &queues.main, |_| {})
+        .await
+        .expect("backfill the appointment-service");
+    appointment_common::wait_ready(&appointments).await;
+    let appointment_db = appointment_common::pool(sb).await;
+    System {
+        auth,
+        _users: users,
+        _appointments: appointments,
+        gateway,
+        auth_db,
+        appointment_db,
+        doctor,
+    }
+}
+
+/// The schemathesis configuration: the seeded doctor's id, times in the future and whole
+/// durations offered for half of the `doctorId`, `startsAt` and `durationMinutes` values, so
+/// that bookings, overlaps, cancellations and reassignments are reached rather than every
+/// booking ending in "no such doctor", "in the past" or "more than 5 years ahead".
+fn schemathesis_config(doctor: Uuid) -> String {
+    // Within the 5 years ahead a booking may be made.
+    let day = |days: i64, minutes: i64| {
+        (chrono::Utc::now().date_naive() + chrono::Duration::days(days))
+            .and_hms_opt(9, 0, 0)
+            .map(|t| t.and_utc() + chrono::Duration::minutes(minutes))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    let (a, b, c) = (day(30, 0), day(30, 30), day(200, 0));
+    format!(
+        r#"[dictionaries.doctors]
+values = ["{doctor}"]
+
+[dictionaries.future]
+values = ["{a}", "{b}", "{c}"]
+
+[dictionaries.durations]
+values = [15, 30, 45]
+
+[parameters]
+"body.doctorId" = {{ dictionary = "doctors", probability = 0.5 }}
+"query.doctorId" = {{ dictionary = "doctors", probability = 0.5 }}
+"body.startsAt" = {{ dictionary = "future", probability = 0.5 }}
+"body.durationMinutes" = {{ dictionary = "durations", probability = 0.5 }}
+"#
+    )
+}
 
 fn schemathesis() -> PathBuf {
     let venv = std::env::var_os("PORTAL_SCHEMATHESIS_VENV").map_or_else(
@@ -33,21 +120,22 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
         exe.display()
     );
     let sb = Sandbox::for_test().await;
-    let auth = auth_common::start(auth_common::config(&sb)).await;
-    let users = user_common::start(user_common::config(&sb)).await;
-    let mut config = gateway::Config::local(&auth.url(), &users.url());
-    // The fuzzer logs in and registers far more often than a person: the per-address limit
-    // would answer most of it 429 (allowed by the document, but nothing would be tested).
-    config.auth_rate_limit = gateway::AuthRateLimit {
-        per_minute: 100_000,
-        burst: 10_000,
-    };
-    let gateway = Running::launch(gateway::Application::build(config)).await;
-    let pool = auth_common::pool(&sb).await;
+    let system = start_system(&sb, |config| {
+        // The fuzzer logs in and registers far more often than a person: the per-address limit
+        // would answer most of it 429 (allowed by the document, but nothing would be tested).
+        config.auth_rate_limit = gateway::AuthRateLimit {
+            per_minute: 100_000,
+            burst: 10_000,
+        };
+    })
+    .await;
+    let (pool, auth) = (&system.auth_db, &system.auth);
     // Two admins: the fuzzer may deactivate or demote one (never the last active admin).
-    auth_common::admin_token(&pool, &auth.url()).await;
-    let token = auth_common::admin_token(&pool, &auth.url()).await;
-    let gw = gateway.url();
+    auth_common::admin_token(pool, &auth.url()).await;
+    let token = auth_common::admin_token(pool, &auth.url()).await;
+    let gw = system.gateway.url();
+    let config_file = sb.dir.join("schemathesis.toml");
+    std::fs::write(&config_file, schemathesis_config(system.doctor)).unwrap();
     let max_examples =
         std::env::var("SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| "40".to_owned());
 
@@ -63,15 +151,18 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
     }
     for (run, filter) in [("other", first), ("disarming", second)] {
         let report = sb.dir.join(format!("schemathesis-{run}.xml"));
-        let (exe, gw, bearer, max_examples, dir) = (
+        let (exe, gw, bearer, max_examples, dir, config_file) = (
             exe.clone(),
             gw.clone(),
             token.clone(),
             max_examples.clone(),
             sb.dir.clone(),
+            config_file.clone(),
         );
         let output = tokio::task::spawn_blocking(move || {
             Command::new(exe)
+                .arg("--config-file")
+                .arg(&config_file)
                 .args(["run", &format!("{gw}{}", contract::openapi::PATH)])
                 .args(["--url", &gw])
                 .args(["--header", &format!("Authorization: Bearer {bearer}")])
@@ -119,6 +210,16 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
                 me, 200,
                 "the admin's token stayed valid through the run: {body}"
             );
+            // The seeded doctor made some bookings succeed: the 201 answers were checked too.
+            let booked =
+                sandbox::db::count(&system.appointment_db, "SELECT count(*) FROM appointments")
+                    .await;
+            println!("appointments booked by the fuzzer: {booked}");
+            assert!(
+                booked > 0,
+                "schemathesis booked no appointment: the values of `schemathesis_config` no \
+                 longer make a valid booking"
+            );
         }
     }
 }
@@ -128,15 +229,9 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
 #[tokio::test]
 async fn every_documented_operation_is_served() {
     let sb = Sandbox::for_test().await;
-    let auth = auth_common::start(auth_common::config(&sb)).await;
-    let users = user_common::start(user_common::config(&sb)).await;
-    let gateway = Running::launch(gateway::Application::build(gateway::Config::local(
-        &auth.url(),
-        &users.url(),
-    )))
-    .await;
-    let pool = auth_common::pool(&sb).await;
-    let token = auth_common::admin_token(&pool, &auth.url()).await;
+    let system = start_system(&sb, |_| {}).await;
+    let gateway = &system.gateway;
+    let token = auth_common::admin_token(&system.auth_db, &system.auth.url()).await;
     let (status, doc) = sandbox::http::get(
         &format!("{}{}", gateway.url(), contract::openapi::PATH),
         None,
@@ -175,5 +270,5 @@ async fn every_documented_operation_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 18, "every operation was called");
+    assert_eq!(checked, 23, "every operation was called");
 }

@@ -1,28 +1,54 @@
 //! The `portal` binary as operators and scripts use it: exit codes and output of seed and
-//! verify, and a user-service process killed with SIGKILL catching up after restart.
+//! verify (one section per consumer's copy), and a user-service process killed with SIGKILL
+//! catching up after restart.
 
-use crate::{all_published, assert_in_sync, auth_common, pools, start_services, start_system};
+use crate::{
+    all_published, appointment_common, assert_in_sync, auth_common, pools, start_services,
+    start_system,
+};
 use contract::Role;
 use sandbox::db::count;
-use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE, TEST_PASSWORD};
+use sandbox::{poll_until, wait_for_user_version, Running, Sandbox, SETTLE, TEST_PASSWORD};
 use std::process::Output;
 use tokio::process::Command;
 
 /// `portal` on the sandbox's databases, vhost and keys, its services on free ports.
-fn portal(sb: &Sandbox) -> Command {
+pub fn portal(sb: &Sandbox) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portal"));
     // The sandbox's settings only: no install's credentials file, no setup.
     cmd.env("PORTAL_CREDENTIALS", "none")
         .env("AUTH_DATABASE_URL", sb.database_url("auth"))
         .env("USER_DATABASE_URL", sb.database_url("user"))
+        .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
         .env("AMQP_URL", &sb.amqp_url)
         .env("JWT_KEY_DIR", &sb.key_dir.0)
         .env("AUTH_ADDR", "127.0.0.1:0")
         .env("USER_ADDR", "127.0.0.1:0")
+        .env("APPOINTMENT_ADDR", "127.0.0.1:0")
         .env("GATEWAY_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
     cmd
+}
+
+/// An appointment-service in this process on the sandbox's `appointment_db` (created and
+/// migrated), once its consumer is connected: its queue is bound from then on, so it receives
+/// every user event written later. Start it before creating users whose copy `verify` checks.
+pub async fn start_appointments(sb: &Sandbox) -> Running {
+    let service = appointment_common::start(appointment_common::config(sb)).await;
+    // Not "ready" (no backfill has run), but the readiness check says when the consumer holds
+    // its broker connection, which it opens only after declaring and binding its queue.
+    poll_until(
+        SETTLE,
+        "the appointment-service's consumer connected",
+        || async {
+            let (_, body) =
+                sandbox::http::get(&format!("{}/health/ready", service.url()), None).await;
+            (body["checks"]["broker"] == true).then_some(())
+        },
+    )
+    .await;
+    service
 }
 
 /// Runs `portal <args>` against the sandbox; exit code and stdout+stderr.
@@ -60,8 +86,10 @@ async fn run(cmd: &mut Command) -> (i32, String) {
 #[tokio::test]
 async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apart() {
     let sb = Sandbox::for_test().await;
+    let _appointments = start_appointments(&sb).await;
     let _services = start_services(&sb).await;
     let (auth, users) = pools(&sb).await;
+    let appointment_db = appointment_common::pool(&sb).await;
 
     let (code, out) = run(portal(&sb)
         .arg("seed")
@@ -82,12 +110,21 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
         6
     );
 
-    poll_until(SETTLE, "10 users in user_db", || async {
-        (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
+    poll_until(SETTLE, "10 users in user_db and appointment_db", || async {
+        (count(&users, "SELECT count(*) FROM users").await == 10
+            && count(&appointment_db, "SELECT count(*) FROM clinicians").await == 10)
+            .then_some(())
     })
     .await;
     let (code, out) = run(portal(&sb).arg("verify")).await;
-    assert_eq!((code, out.trim()), (0, "in sync: 10 users"));
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            "user-service (user_db): in sync: 10 users\n\
+             appointment-service (appointment_db): in sync: 10 users"
+        )
+    );
 
     sqlx::query("DELETE FROM users WHERE email = 'farai.ncube@clinic.co.zw'")
         .execute(&users)
@@ -104,7 +141,26 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
         "{out}"
     );
     assert!(out.contains("mismatch") && out.contains("role"), "{out}");
-    assert!(out.contains("2 differences among 10 users"), "{out}");
+    assert!(
+        out.contains(
+            "user-service (user_db): out of sync: 2 differences among 10 users (missing 1, \
+             stale 0, mismatched 1, extra 0)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("in auth_db, not in user_db")
+            && out.contains(r#"role is "nurse" in user_db, "doctor" in auth_db"#),
+        "{out}"
+    );
+    assert!(
+        out.contains("appointment-service (appointment_db): in sync: 10 users"),
+        "the other copy is untouched: {out}"
+    );
+    assert!(
+        out.contains("out of sync: user_db differs from auth_db"),
+        "{out}"
+    );
 
     let (code, out) = run(portal(&sb).arg("verify").env(
         "USER_DATABASE_URL",
@@ -113,6 +169,18 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
     .await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("cannot reach user_db"), "{out}");
+    // One copy out of reach: the others are still compared and reported, and it exits 2.
+    let (code, out) = run(portal(&sb).arg("verify").env(
+        "APPOINTMENT_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/appointment_db",
+    ))
+    .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("cannot reach appointment_db")
+            && out.contains("user-service (user_db): out of sync: 2 differences"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -313,6 +381,10 @@ async fn passwords_in_urls_never_reach_help_errors_or_logs() {
         .env(
             "USER_DATABASE_URL",
             format!("postgres://postgres:{SECRET}@127.0.0.1:1/user_db"),
+        )
+        .env(
+            "APPOINTMENT_DATABASE_URL",
+            format!("postgres://postgres:{SECRET}@127.0.0.1:1/appointment_db"),
         )
         .env("AMQP_URL", format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f"))
         .env("SEED_ADMIN_PASSWORD", SECRET)

@@ -1,14 +1,14 @@
-//! Convergence under any delivery order: duplicated and shuffled events, competing consumers,
-//! and a late event that must not undo a newer one. Every scenario ends with the comparison
-//! `portal verify` uses reporting no difference.
+//! Convergence under any delivery order: duplicated and shuffled events (to both services built
+//! on the shared consumer), competing consumers, and a late event that must not undo a newer
+//! one. Every scenario ends with the comparison `portal verify` uses reporting no difference.
 
-use crate::{auth_common, eventually_in_sync, start_ready_users, user_common};
+use crate::{appointment_common, auth_common, eventually_in_sync, start_ready_users, user_common};
 use auth_service::store::{self, ProfileChange, UserChange};
 use contract::{Email, PersonName, Role};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sandbox::{Running, Sandbox, SETTLE};
+use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -84,10 +84,14 @@ async fn start_without_relay(sb: &Sandbox) -> (Running, Running, PgPool, PgPool)
     (auth, users, auth_db, user_db)
 }
 
-/// Runs one generated history: `users` users, `ops` changes, delivered duplicated and shuffled.
+/// Runs one generated history: `users` users, `ops` changes, delivered duplicated and shuffled
+/// to both consumers of the shared consumer library (the user-service's `users`, the
+/// appointment-service's `clinicians`), each in its own order.
 async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u64) {
     let sb = Sandbox::for_test().await;
     let (_auth, _user_service, auth, user_db) = start_without_relay(&sb).await;
+    let _appointments = appointment_common::start(appointment_common::config(&sb)).await;
+    let appointment_db = appointment_common::pool(&sb).await;
 
     let mut ids = Vec::new();
     for i in 0..users {
@@ -99,17 +103,30 @@ async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u
     }
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(delivery_seed);
-    let mut deliveries = Vec::new();
-    for body in outbox_bodies(&auth).await {
-        let copies = rng.gen_range(1..=3);
-        deliveries.extend(std::iter::repeat_n(body, copies));
-    }
-    deliveries.shuffle(&mut rng);
-    user_common::publish(&sb, &deliveries).await;
+    let bodies = outbox_bodies(&auth).await;
+    let mut shuffled = || {
+        let mut deliveries = Vec::new();
+        for body in &bodies {
+            let copies = rng.gen_range(1..=3);
+            deliveries.extend(std::iter::repeat_n(body.clone(), copies));
+        }
+        deliveries.shuffle(&mut rng);
+        deliveries
+    };
+    user_common::publish(&sb, &shuffled()).await;
+    appointment_common::publish(&sb, &shuffled()).await;
 
     eventually_in_sync(&auth, &user_db).await;
     let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
     assert_eq!(report.checked, users as u64);
+    poll_until(SETTLE, "clinicians equal to auth_db", || async {
+        ops::verify::compare_copy(&auth, &appointment_db, &ops::verify::CLINICIANS, 5)
+            .await
+            .ok()?
+            .is_in_sync()
+            .then_some(())
+    })
+    .await;
 }
 
 proptest! {

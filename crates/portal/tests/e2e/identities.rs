@@ -22,13 +22,16 @@ fn config(sb: &Sandbox) -> SetupConfig {
         management_url: sb.management_url().to_owned(),
         auth_db: format!("{}_auth", sb.base),
         user_db: format!("{}_user", sb.base),
+        appointment_db: format!("{}_appointment", sb.base),
         identities: Identities {
             migrator: sb.pg_role("migrator"),
             auth_service: sb.pg_role("auth_service"),
             user_service: sb.pg_role("user_service"),
+            appointment_service: sb.pg_role("appointment_service"),
             operator: sb.pg_role("operator"),
             relay_user: sb.broker_user("relay"),
             user_service_user: sb.broker_user("user-service"),
+            appointment_service_user: sb.broker_user("appointment-service"),
             operator_user: sb.broker_user("operator"),
         },
         credentials: sb.dir.join("credentials.env"),
@@ -100,7 +103,7 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
         a.created_roles.len() + b.created_roles.len(),
-        4,
+        5,
         "each role created once"
     );
     let creds = Credentials::load(&config.credentials).unwrap();
@@ -132,8 +135,15 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
         .split(',')
         .map(str::to_owned)
         .collect();
+    let mut appointment_config = crate::appointment_common::config(&sb);
+    appointment_config.database_url = get("APPOINTMENT_DATABASE_URL");
+    appointment_config.amqp_url = get("APPOINTMENT_SERVICE_AMQP_URL");
+    appointment_config.managed_by_setup = true;
+    appointment_config.consumer.trusted_publishers =
+        user_config.consumer.trusted_publishers.clone();
     let _auth = auth_common::start(auth_config).await;
     let _users = crate::user_common::start(user_config).await;
+    let _appointments = crate::appointment_common::start(appointment_config).await;
     let admin_auth = auth_common::pool(&sb).await; // the test's own writes, as the administrator
     auth_common::create_user(&admin_auth, "least.priv@clinic.test", Role::Doctor).await;
     let operator_auth = platform::db::lazy_pool(&get("OPERATOR_AUTH_DATABASE_URL"), 2).unwrap();
@@ -145,6 +155,24 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
             let report = ops::verify::compare(&operator_auth, &operator_users, 5)
                 .await
                 .ok()?;
+            (report.is_in_sync() && report.checked == 1).then_some(())
+        },
+    )
+    .await;
+    let operator_appointments =
+        platform::db::lazy_pool(&get("OPERATOR_APPOINTMENT_DATABASE_URL"), 2).unwrap();
+    poll_until(
+        SETTLE,
+        "the doctor in appointment_db, seen by the operator",
+        || async {
+            let report = ops::verify::compare_copy(
+                &operator_auth,
+                &operator_appointments,
+                &ops::verify::CLINICIANS,
+                5,
+            )
+            .await
+            .ok()?;
             (report.is_in_sync() && report.checked == 1).then_some(())
         },
     )
@@ -177,6 +205,17 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     assert!(
         !may(&get("USER_DATABASE_URL"), "DELETE FROM users").await,
         "the user-service's role cannot delete its copy"
+    );
+    assert!(
+        !may(&as_role("APPOINTMENT_DATABASE_URL", user_db), "SELECT 1").await,
+        "the appointment-service's role cannot reach user_db"
+    );
+    assert!(
+        may(
+            &get("APPOINTMENT_DATABASE_URL"),
+            "SELECT count(*) FROM appointments"
+        )
+        .await
     );
     assert!(
         !may(
@@ -220,6 +259,10 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     assert!(
         broker_allows(&consumer, "consume").await,
         "a consumer reads its own queue"
+    );
+    assert!(
+        !broker_allows(&get("APPOINTMENT_SERVICE_AMQP_URL"), "consume").await,
+        "a consumer cannot read another consumer's queue"
     );
     assert!(
         !broker_allows(&operator, "configure").await,

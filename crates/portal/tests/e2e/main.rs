@@ -6,6 +6,9 @@
 //! does on its own is tested in that service's crate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The appointment-service's test helpers, shared rather than copied.
+#[path = "../../../appointment-service/tests/common/mod.rs"]
+pub mod appointment_common;
 /// The auth-service's test helpers, shared rather than copied.
 #[path = "../../../auth-service/tests/common/mod.rs"]
 pub mod auth_common;
@@ -13,8 +16,10 @@ pub mod auth_common;
 #[path = "../../../user-service/tests/common/mod.rs"]
 pub mod user_common;
 
+mod appointments;
 mod cli;
 mod convergence;
+mod copies;
 mod faults;
 mod identities;
 mod lifecycle;

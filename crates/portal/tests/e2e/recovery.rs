@@ -38,6 +38,7 @@ async fn reconcile_and_resync(sb: &Sandbox, auth: &PgPool, users: &PgPool, expec
 #[tokio::test]
 async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile() {
     let sb = Sandbox::for_test().await;
+    let _appointments = crate::cli::start_appointments(&sb).await;
     let (_auth, users_svc) = start_services(&sb).await;
     let mut users_svc = Some(users_svc);
     let (auth, users) = pools(&sb).await;
@@ -215,6 +216,20 @@ async fn a_fresh_empty_user_db_rebuilt_by_replay_equals_auth_db() {
     eventually_in_sync(&auth, &users).await;
 }
 
+/// The AMQP `type` of the last message ready in `queue` (all are read and put back).
+async fn last_message_type(sb: &Sandbox, queue: &str) -> Option<String> {
+    let conn = platform::amqp::connect(&sb.amqp_url, "test reader")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut last = None;
+    while let Some(m) = ch.basic_get(queue, Default::default()).await.unwrap() {
+        last = Some(m.delivery.properties.kind().as_ref().map(|k| k.to_string()));
+    }
+    conn.close(200, "done").await.ok();
+    last.flatten()
+}
+
 #[tokio::test]
 async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
     let sb = Sandbox::for_test().await;
@@ -229,10 +244,14 @@ async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
     let (code, out) = portal_output(&sb, &["consumer", "add", "audit"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("backfilled: sent 10 events"), "{out}");
-    assert_eq!(user_common::depth(&sb, "audit.user-events").await, 10);
+    assert!(out.contains("history complete"), "{out}");
+    // The 10 stored events, then the end-of-history mark.
+    assert_eq!(user_common::depth(&sb, "audit.user-events").await, 11);
+    let mark = last_message_type(&sb, "audit.user-events").await;
+    assert_eq!(mark.as_deref(), Some(contract::wire::HISTORY_COMPLETE_TYPE));
     auth_common::create_user(&auth, "live@clinic.test", Role::Doctor).await;
     poll_until(SETTLE, "the live event in audit.user-events", || async {
-        (user_common::depth(&sb, "audit.user-events").await == 11).then_some(())
+        (user_common::depth(&sb, "audit.user-events").await == 12).then_some(())
     })
     .await;
     let (code, out) = portal_output(&sb, &["consumer", "add", "Bad Name"]).await;
@@ -310,6 +329,7 @@ async fn each_user_has_an_audit_trail_oldest_first() {
 #[tokio::test]
 async fn a_copy_forged_ahead_of_auth_db_is_reported_and_really_repaired() {
     let sb = Sandbox::for_test().await;
+    let _appointments = crate::cli::start_appointments(&sb).await;
     let (_auth, _users) = start_services(&sb).await;
     let (auth, users) = pools(&sb).await;
     let forged = auth_common::create_user(&auth, "forged@clinic.test", Role::Doctor).await;

@@ -1,0 +1,80 @@
+//! The appointment-service's part of consuming user events: how a batch changes
+//! `appointment_db` (the shared [`consumer`] crate does the rest — batches, trust, the newest
+//! event per user, retries, dead letters, reconnection, clean shutdown).
+//!
+//! In the transaction that applies the snapshots, the future booked appointments of anyone who
+//! is no longer an active doctor become `needs_reassignment`; re-activation does not undo it.
+
+use consumer::{Apply, Changed};
+use contract::Envelope;
+
+/// `clinicians`, kept by the version rule, and the appointments that follow from it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClinicianCopy;
+
+impl Apply for ClinicianCopy {
+    async fn apply(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[Envelope],
+    ) -> Result<Vec<Changed>, sqlx::Error> {
+        let mut changed = Vec::new();
+        for (newer, part) in consumer::by_comparison(events) {
+            if part.is_empty() {
+                continue;
+            }
+            let column = |f: fn(&Envelope) -> String| part.iter().map(|e| f(e)).collect::<Vec<_>>();
+            let id: Vec<_> = part.iter().map(|e| e.payload.user_id.0).collect();
+            let active: Vec<_> = part.iter().map(|e| e.payload.is_active).collect();
+            let version: Vec<_> = part.iter().map(|e| e.payload.user_version).collect();
+            let stamp: Vec<_> = part.iter().map(|e| e.timestamp.as_datetime()).collect();
+            changed.extend(
+                sqlx::query_as::<_, Changed>(&format!(
+                    "WITH applied AS ( \
+                       INSERT INTO clinicians AS c (id, first_name, last_name, role, is_active, \
+                           user_version, event_timestamp) \
+                       SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                           $5::bool[], $6::int8[], $7::timestamptz[]) \
+                       ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name, \
+                           last_name = EXCLUDED.last_name, role = EXCLUDED.role, \
+                           is_active = EXCLUDED.is_active, user_version = EXCLUDED.user_version, \
+                           event_timestamp = EXCLUDED.event_timestamp, synced_at = now() \
+                       WHERE {rule} \
+                       RETURNING id, first_name, last_name, role, is_active), \
+                     flagged AS ( \
+                       UPDATE appointments a SET status = 'needs_reassignment', updated_at = now() \
+                       FROM applied \
+                       WHERE a.doctor_id = applied.id \
+                         AND NOT (applied.is_active AND applied.role = 'doctor') \
+                         AND a.status = 'booked' AND a.starts_at > now() \
+                       RETURNING a.doctor_id) \
+                     SELECT applied.id, applied.first_name || ' ' || applied.last_name \
+                         || coalesce(' (' || f.n || ' appointments need reassignment)', '') AS label \
+                     FROM applied LEFT JOIN (SELECT doctor_id, count(*) AS n FROM flagged \
+                         GROUP BY doctor_id) f ON f.doctor_id = applied.id",
+                    rule = consumer::version_rule("c", newer)
+                ))
+                .bind(&id)
+                .bind(column(|e| e.payload.first_name.clone()))
+                .bind(column(|e| e.payload.last_name.clone()))
+                .bind(column(|e| e.payload.role.as_str().to_owned()))
+                .bind(&active)
+                .bind(&version)
+                .bind(&stamp)
+                .fetch_all(&mut *conn)
+                .await?,
+            );
+        }
+        Ok(changed)
+    }
+
+    async fn history_complete(&self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO history DEFAULT VALUES ON CONFLICT DO NOTHING")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The appointment-service's consumer.
+pub type ClinicianConsumer = consumer::Consumer<ClinicianCopy>;

@@ -1,0 +1,45 @@
+//! Liveness and readiness: ready means `appointment_db` answers, the consumer holds a broker
+//! connection, and the copy holds the whole stored history (a backfill has completed), so no
+//! booking is ever refused for a doctor who exists. Readiness also reports the sync counters.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+pub fn router() -> Router<AppState> {
+    platform::http::health_routes(ready)
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let s = &state.stats;
+    let counters = json!({
+        "applied": s.applied.load(Ordering::Relaxed),
+        "ignoredStale": s.ignored_stale.load(Ordering::Relaxed),
+        "deadLettered": s.dead_lettered.load(Ordering::Relaxed),
+        "retried": s.retried.load(Ordering::Relaxed),
+    });
+    let (mut status, Json(mut body)) = platform::http::readiness(
+        &state.db,
+        "appointment_db",
+        Some(s.broker_up.load(Ordering::Relaxed)),
+        Some(("sync", counters)),
+    )
+    .await;
+    let history = crate::history_complete(&state.db).await.ok();
+    body["checks"]["history"] = json!(history);
+    if history == Some(false) {
+        status = StatusCode::SERVICE_UNAVAILABLE;
+        body["status"] = json!("unavailable");
+        if let Some(down) = body["unavailable"].as_array_mut() {
+            down.push(json!("history"));
+        }
+        body["message"] = json!(format!(
+            "waiting for the stored history of the users (`portal consumer add {}`)",
+            contract::topology::APPOINTMENT_SERVICE
+        ));
+    }
+    (status, Json(body))
+}

@@ -1,0 +1,190 @@
+//! The appointment-service: books patients with doctors. It knows the clinicians only from the
+//! user events, exactly like the user-service knows the users: its own queue
+//! (`appointment-service.user-events`), its own copy (`clinicians` in `appointment_db`), the
+//! same shared consumer.
+//!
+//! Layout:
+//! - [`copy`]: how a batch of user events changes `appointment_db` (the only consumer code of
+//!   its own; the rest is the shared `consumer` crate's).
+//! - [`store`]: the appointments: booking (the overlap rule is an exclusion constraint),
+//!   listing, cancelling, reassigning.
+//! - [`http`]: `/api/v1/appointments` (bearer token from the auth-service) and health.
+
+pub mod copy;
+pub mod http;
+pub mod store;
+
+use anyhow::Context;
+use consumer::{ConsumerConfig, SyncStats};
+use contract::topology;
+use copy::{ClinicianConsumer, ClinicianCopy};
+use platform::jwt::{JwtVerifier, KeyDir, KeySource};
+use platform::service::Service;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub amqp_url: String,
+    /// Where the auth-service's public keys are: its JWKS URL, or its key directory.
+    pub keys: KeySource,
+    /// Largest number of database connections this process opens.
+    pub max_db_connections: u32,
+    /// The least-privilege setup owns the schema and the broker topology (see the
+    /// user-service's `Config`).
+    pub managed_by_setup: bool,
+    pub consumer: ConsumerConfig,
+}
+
+impl Config {
+    /// One machine's defaults around the given database, broker and keys: a free port, a small
+    /// pool (tests and tools start services this way).
+    pub fn local(database_url: &str, amqp_url: &str, key_dir: &KeyDir) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.to_owned(),
+            amqp_url: amqp_url.to_owned(),
+            keys: KeySource::Dir(key_dir.clone()),
+            max_db_connections: 6,
+            managed_by_setup: false,
+            consumer: consumer_config(ConsumerConfig::default()),
+        }
+    }
+}
+
+/// `base` under this service's consumer name (its queues are `appointment-service.user-events`
+/// and the rest).
+pub fn consumer_config(base: ConsumerConfig) -> ConsumerConfig {
+    ConsumerConfig {
+        name: topology::APPOINTMENT_SERVICE.to_owned(),
+        ..base
+    }
+}
+
+/// The migrations of `appointment_db`, which the least-privilege setup runs as the schema's
+/// owner.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates `appointment_db` if absent, opens a pool and applies the migrations.
+pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    platform::db::prepare(url, max_connections, &MIGRATIONS, "appointment_db").await
+}
+
+/// The service's pool: migrating when it may, or checking that every migration is applied.
+pub async fn open_database(
+    url: &str,
+    max_connections: u32,
+    managed_by_setup: bool,
+) -> anyhow::Result<PgPool> {
+    platform::db::open(
+        url,
+        max_connections,
+        managed_by_setup,
+        &MIGRATIONS,
+        "appointment_db",
+    )
+    .await
+}
+
+/// The table rights of `appointment_db` the least-privilege setup grants: the service's role
+/// (applies events, books) and the operator's (verify reads the copy; reconcile
+/// `--delete-extra` deletes from it).
+pub fn grants(service: &str, operator: &str) -> Vec<String> {
+    vec![
+        format!(
+            "GRANT SELECT, INSERT, UPDATE ON clinicians, history, appointments TO \"{service}\""
+        ),
+        format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
+        format!("GRANT SELECT, DELETE ON clinicians TO \"{operator}\""),
+        format!("GRANT SELECT ON history, _sqlx_migrations TO \"{operator}\""),
+    ]
+}
+
+/// True once a backfill has delivered the whole stored history to this copy.
+pub async fn history_complete(db: impl sqlx::PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM history)")
+        .fetch_one(db)
+        .await
+}
+
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: http::AppState,
+    consumer: ClinicianConsumer,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = open_database(
+            &config.database_url,
+            config.max_db_connections,
+            config.managed_by_setup,
+        )
+        .await?;
+        let verifier = JwtVerifier::new(config.keys.clone())?;
+        let stats = Arc::new(SyncStats::default());
+        let consumer = ClinicianConsumer::new(
+            db.clone(),
+            ClinicianCopy,
+            config.amqp_url.clone(),
+            ConsumerConfig {
+                declare_topology: !config.managed_by_setup,
+                ..consumer_config(config.consumer.clone())
+            },
+            stats.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let state = http::AppState {
+            db,
+            verifier: Arc::new(verifier),
+            stats,
+        };
+        Ok(Self {
+            listener,
+            state,
+            consumer,
+        })
+    }
+
+    /// The service's database (tools and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.state.db
+    }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "appointment-service";
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if !history_complete(&self.state.db).await.unwrap_or(true) {
+            tracing::warn!(
+                "appointment_db does not hold the stored history of the users yet: not ready, and \
+                 booking nothing, until a backfill has delivered it (`portal consumer add \
+                 {}`; `portal up` runs it)",
+                topology::APPOINTMENT_SERVICE
+            );
+        }
+        let consumer = self.consumer.run(shutdown.clone());
+        let router = http::router(self.state.clone());
+        platform::http::serve_with_worker(
+            Self::NAME,
+            self.listener,
+            router,
+            Some(consumer),
+            &self.state.db,
+            shutdown,
+        )
+        .await
+    }
+}

@@ -1,0 +1,365 @@
+//! Booking against the service's own copy of the clinicians, fed by events published straight
+//! to its queue: who is bookable, the field named by every refusal, the overlap rule under
+//! concurrency, what each role may do, and what a deactivation does to future appointments.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{booking, clinician_event, token_for};
+use contract::Role;
+use sandbox::http::{assert_json_error, get, post};
+use sandbox::{Running, Sandbox};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// A ready service holding two active doctors, an inactive doctor and a nurse.
+struct Clinic {
+    sb: Sandbox,
+    service: Running,
+    pool: sqlx::PgPool,
+    doctor: Uuid,
+    colleague: Uuid,
+    inactive: Uuid,
+    nurse: Uuid,
+}
+
+impl Clinic {
+    async fn open() -> Self {
+        let sb = Sandbox::for_test().await;
+        let service = common::start(common::config(&sb)).await;
+        let pool = common::pool(&sb).await;
+        let (doctor, colleague, inactive, nurse) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        common::publish_events(
+            &sb,
+            &[
+                clinician_event(doctor, 1, "Moyo", "doctor", true),
+                clinician_event(colleague, 1, "Dube", "doctor", true),
+                clinician_event(inactive, 1, "Sibanda", "doctor", false),
+                clinician_event(nurse, 1, "Banda", "nurse", true),
+            ],
+        )
+        .await;
+        common::mark_history_complete(&sb).await;
+        common::wait_ready(&service).await;
+        Self {
+            sb,
+            service,
+            pool,
+            doctor,
+            colleague,
+            inactive,
+            nurse,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/appointments{path}", self.service.url())
+    }
+
+    fn token(&self, id: Uuid, role: Role) -> String {
+        token_for(&self.sb, id, role)
+    }
+
+    fn nurse_token(&self) -> String {
+        self.token(self.nurse, Role::Nurse)
+    }
+
+    async fn book(&self, token: &str, body: &Value) -> (u16, Value) {
+        post(&self.url(""), Some(token), body).await
+    }
+}
+
+#[tokio::test]
+async fn a_booking_names_the_field_at_fault_and_succeeds_for_an_active_doctor() {
+    let c = Clinic::open().await;
+    let nurse = c.nurse_token();
+    let soon = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let cases = [
+        (booking(Uuid::new_v4(), 24, 30), "doctorId"),
+        (booking(c.inactive, 24, 30), "doctorId"),
+        (booking(c.nurse, 24, 30), "doctorId"),
+        (booking(c.doctor, -1, 30), "startsAt"),
+        (booking(c.doctor, 24, 4), "durationMinutes"),
+        (booking(c.doctor, 24, 481), "durationMinutes"),
+        (
+            json!({"patientName": " ", "doctorId": c.doctor, "startsAt": "2099-01-01T09:00:00Z", "durationMinutes": 30}),
+            "patientName",
+        ),
+        (
+            json!({"patientName": "A", "doctorId": "nope", "startsAt": "2099-01-01T09:00:00Z", "durationMinutes": 30}),
+            "doctorId",
+        ),
+        (
+            json!({"patientName": "A", "doctorId": c.doctor, "startsAt": "tomorrow", "durationMinutes": 30}),
+            "startsAt",
+        ),
+        (
+            json!({"patientName": "A", "doctorId": c.doctor, "startsAt": "9999-12-31T23:59:00Z", "durationMinutes": 480}),
+            "startsAt",
+        ),
+        (
+            json!({"patientName": "a\u{0}b", "doctorId": c.doctor, "startsAt": soon, "durationMinutes": 30}),
+            "patientName",
+        ),
+        (
+            json!({"patientName": "A", "doctorId": c.doctor, "startsAt": soon, "durationMinutes": 30, "reason": "x\u{0}"}),
+            "reason",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = c.book(&nurse, &body).await;
+        assert_json_error(status, &answer, 422);
+        assert_eq!(answer["field"], field, "{body} → {answer}");
+    }
+    let mut fraction = booking(c.doctor, 24, 30);
+    fraction["durationMinutes"] = json!(30.5);
+    let (status, answer) = c.book(&nurse, &fraction).await;
+    assert_json_error(status, &answer, 422);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("durationMinutes"),
+        "{answer}"
+    );
+    let mut whole = booking(c.doctor, 24, 30);
+    whole["durationMinutes"] = json!(30.0); // JSON Schema's integer: 30.0 is one
+    let (status, made) = c.book(&nurse, &whole).await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["status"], "booked");
+    assert_eq!(made["doctorName"], "Farai Moyo");
+    assert_eq!(made["durationMinutes"], 30);
+    assert_eq!(made["createdBy"], json!(c.nurse));
+    let (status, shown) = get(
+        &c.url(&format!("/{}", made["id"].as_str().unwrap())),
+        Some(&nurse),
+    )
+    .await;
+    assert_eq!((status, &shown), (200, &made));
+    let (status, count) = (
+        sandbox::db::count(&c.pool, "SELECT count(*) FROM appointments").await,
+        1,
+    );
+    assert_eq!(status, count, "refused bookings wrote nothing");
+}
+
+#[tokio::test]
+async fn of_two_concurrent_bookings_of_one_slot_exactly_one_wins() {
+    let c = Clinic::open().await;
+    let nurse = c.nurse_token();
+    let admin = c.token(Uuid::new_v4(), Role::Admin);
+    for hour in 0..10 {
+        // Same doctor, overlapping times (the second starts 10 minutes into the first).
+        let first = booking(c.doctor, 48 + hour, 30);
+        let mut second = first.clone();
+        let start =
+            chrono::DateTime::parse_from_rfc3339(first["startsAt"].as_str().unwrap()).unwrap();
+        second["startsAt"] = json!((start + chrono::Duration::minutes(10)).to_rfc3339());
+        let (a, b) = tokio::join!(c.book(&nurse, &first), c.book(&admin, &second));
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "{a:?} {b:?}");
+        let loser = if a.0 == 409 { &a.1 } else { &b.1 };
+        assert_json_error(409, loser, 409);
+    }
+    // Back to back is not an overlap; another doctor at the same time is not either.
+    let first = booking(c.doctor, 30, 30);
+    let start = chrono::DateTime::parse_from_rfc3339(first["startsAt"].as_str().unwrap()).unwrap();
+    let mut next = first.clone();
+    next["startsAt"] = json!((start + chrono::Duration::minutes(30)).to_rfc3339());
+    let mut other = first.clone();
+    other["doctorId"] = json!(c.colleague);
+    for body in [first, next, other] {
+        assert_eq!(c.book(&nurse, &body).await.0, 201, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_only_read() {
+    let c = Clinic::open().await;
+    let nurse = c.nurse_token();
+    let doctor = c.token(c.doctor, Role::Doctor);
+    let pharmacist = c.token(Uuid::new_v4(), Role::Pharmacist);
+    let mine = c.book(&doctor, &booking(c.doctor, 24, 20)).await;
+    assert_eq!(mine.0, 201, "a doctor books with themselves");
+    let (status, refused) = c.book(&doctor, &booking(c.colleague, 24, 20)).await;
+    assert_json_error(status, &refused, 403);
+    let theirs = c.book(&nurse, &booking(c.colleague, 26, 20)).await;
+    assert_eq!(theirs.0, 201);
+    let (status, refused) = c.book(&pharmacist, &booking(c.doctor, 30, 20)).await;
+    assert_json_error(status, &refused, 403);
+
+    let (_, list) = get(&c.url(""), Some(&doctor)).await;
+    assert_eq!(list["total"], 1, "a doctor sees their own: {list}");
+    assert_eq!(list["items"][0]["id"], mine.1["id"]);
+    let other_id = theirs.1["id"].as_str().unwrap();
+    assert_eq!(
+        get(&c.url(&format!("/{other_id}")), Some(&doctor)).await.0,
+        404
+    );
+    let (status, _) = get(&c.url(&format!("?doctorId={}", c.colleague)), Some(&doctor)).await;
+    assert_eq!(status, 403);
+    for reader in [&nurse, &pharmacist] {
+        let (_, list) = get(&c.url(""), Some(reader)).await;
+        assert_eq!(list["total"], 2, "{list}");
+    }
+    let (_, filtered) = get(
+        &c.url(&format!("?doctorId={}&status=booked&limit=1", c.colleague)),
+        Some(&nurse),
+    )
+    .await;
+    assert_eq!(
+        (
+            filtered["total"].clone(),
+            filtered["items"].as_array().unwrap().len()
+        ),
+        (json!(1), 1)
+    );
+    let (status, bad) = get(&c.url("?status=maybe"), Some(&nurse)).await;
+    assert_json_error(status, &bad, 422);
+    assert_eq!(bad["field"], "status");
+
+    let cancel = |id: &str| c.url(&format!("/{id}/cancel"));
+    assert_eq!(
+        post(&cancel(other_id), Some(&doctor), &json!({})).await.0,
+        404
+    );
+    assert_eq!(
+        post(&cancel(other_id), Some(&pharmacist), &json!({}))
+            .await
+            .0,
+        403
+    );
+    let mine_id = mine.1["id"].as_str().unwrap();
+    let (status, cancelled) = post(&cancel(mine_id), Some(&doctor), &json!({})).await;
+    assert_eq!(
+        (status, cancelled["status"].clone()),
+        (200, json!("cancelled"))
+    );
+    assert_eq!(
+        post(&cancel(mine_id), Some(&nurse), &json!({})).await.0,
+        409
+    );
+    // The cancelled slot is free again.
+    assert_eq!(c.book(&nurse, &booking(c.doctor, 24, 20)).await.0, 201);
+    assert_eq!(
+        get(&c.url(""), None).await.0,
+        401,
+        "no token, no appointments"
+    );
+}
+
+#[tokio::test]
+async fn a_deactivated_doctors_future_appointments_need_reassignment_until_moved() {
+    let c = Clinic::open().await;
+    let nurse = c.nurse_token();
+    let future = c.book(&nurse, &booking(c.doctor, 24, 30)).await.1;
+    let later = c.book(&nurse, &booking(c.doctor, 72, 30)).await.1;
+    // A past appointment (written directly: the API books no past) stays as it was.
+    let past = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO appointments (id, patient_name, doctor_id, starts_at, ends_at, duration_minutes, created_by) \
+         VALUES ($1, 'Past Patient', $2, now() - interval '2 hours', now() - interval '1 hour', 60, $2)",
+    )
+    .bind(past)
+    .bind(c.doctor)
+    .execute(&c.pool)
+    .await
+    .unwrap();
+
+    common::publish_events(
+        &c.sb,
+        &[clinician_event(c.doctor, 2, "Moyo", "doctor", false)],
+    )
+    .await;
+    common::wait_for_clinician(&c.pool, c.doctor, 2).await;
+    let status_of = |id: Uuid| {
+        let pool = c.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM appointments WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let id = |v: &Value| v["id"].as_str().unwrap().parse::<Uuid>().unwrap();
+    assert_eq!(status_of(id(&future)).await, "needs_reassignment");
+    assert_eq!(status_of(id(&later)).await, "needs_reassignment");
+    assert_eq!(status_of(past).await, "booked");
+    let (status, refused) = c.book(&nurse, &booking(c.doctor, 96, 30)).await;
+    assert_json_error(status, &refused, 422);
+    assert_eq!(refused["field"], "doctorId");
+
+    // Re-activation does not undo the flag: an admin decides.
+    common::publish_events(
+        &c.sb,
+        &[clinician_event(c.doctor, 3, "Moyo", "doctor", true)],
+    )
+    .await;
+    common::wait_for_clinician(&c.pool, c.doctor, 3).await;
+    assert_eq!(status_of(id(&future)).await, "needs_reassignment");
+    let (_, flagged) = get(&c.url("?status=needs_reassignment"), Some(&nurse)).await;
+    assert_eq!(flagged["total"], 2, "{flagged}");
+
+    let reassign = |v: &Value| c.url(&format!("/{}/reassign", v["id"].as_str().unwrap()));
+    let doctor = c.token(c.doctor, Role::Doctor);
+    let to_colleague = json!({"doctorId": c.colleague});
+    assert_eq!(
+        post(&reassign(&future), Some(&doctor), &to_colleague)
+            .await
+            .0,
+        403
+    );
+    let (status, bad) = post(
+        &reassign(&future),
+        Some(&nurse),
+        &json!({"doctorId": c.inactive}),
+    )
+    .await;
+    assert_json_error(status, &bad, 422);
+    let (status, moved) = post(&reassign(&future), Some(&nurse), &to_colleague).await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(
+        (moved["status"].clone(), moved["doctorId"].clone()),
+        (json!("booked"), json!(c.colleague))
+    );
+
+    // A role change away from doctor flags too.
+    common::publish_events(
+        &c.sb,
+        &[clinician_event(c.colleague, 2, "Dube", "consultant", true)],
+    )
+    .await;
+    common::wait_for_clinician(&c.pool, c.colleague, 2).await;
+    assert_eq!(status_of(id(&future)).await, "needs_reassignment");
+}
+
+#[tokio::test]
+async fn before_the_history_is_complete_the_service_is_not_ready_and_books_nothing() {
+    let sb = Sandbox::for_test().await;
+    let service = common::start(common::config(&sb)).await;
+    let pool = common::pool(&sb).await;
+    let doctor = Uuid::new_v4();
+    common::publish_events(&sb, &[clinician_event(doctor, 1, "Moyo", "doctor", true)]).await;
+    common::wait_for_clinician(&pool, doctor, 1).await;
+    let (status, ready) = get(&format!("{}/health/ready", service.url()), None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["unavailable"], json!(["history"]), "{ready}");
+    let nurse = token_for(&sb, Uuid::new_v4(), Role::Nurse);
+    let url = format!("{}/api/v1/appointments", service.url());
+    let (status, answer) = post(&url, Some(&nurse), &booking(doctor, 24, 30)).await;
+    assert_json_error(status, &answer, 503);
+
+    common::mark_history_complete(&sb).await;
+    common::wait_ready(&service).await;
+    assert_eq!(
+        post(&url, Some(&nurse), &booking(doctor, 24, 30)).await.0,
+        201
+    );
+}
