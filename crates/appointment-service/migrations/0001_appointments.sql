@@ -18,13 +18,13 @@ CREATE TABLE clinicians (
     event_timestamp timestamptz NOT NULL,
     synced_at       timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX clinicians_active_doctors ON clinicians (last_name, first_name)
-    WHERE role = 'doctor' AND is_active;
 
--- One row once a backfill has delivered the whole stored history (`portal consumer add`): the
--- service is not ready, and books nothing, before it knows every existing doctor.
+-- The end-of-history mark of the last backfill (`portal consumer add`), one row: the service is
+-- not ready, and books nothing, before it has the mark and holds at least `users` clinicians
+-- (the users auth_db held when the backfill began).
 CREATE TABLE history (
     complete     boolean PRIMARY KEY DEFAULT true CHECK (complete),
+    users        bigint NOT NULL CHECK (users >= 0),
     completed_at timestamptz NOT NULL DEFAULT now()
 );
 

@@ -4,8 +4,10 @@
 //!
 //! In the transaction that applies the snapshots, the future booked appointments of anyone who
 //! is no longer an active doctor become `needs_reassignment`; re-activation does not undo it.
+//! The end-of-history mark is kept with the number of users a complete copy holds.
 
 use consumer::{Apply, Changed};
+use contract::wire::HistoryComplete;
 use contract::Envelope;
 
 /// `clinicians`, kept by the version rule, and the appointments that follow from it.
@@ -19,6 +21,7 @@ impl Apply for ClinicianCopy {
         events: &[Envelope],
     ) -> Result<Vec<Changed>, sqlx::Error> {
         let mut changed = Vec::new();
+        let mut left = Vec::new();
         for (newer, part) in consumer::by_comparison(events) {
             if part.is_empty() {
                 continue;
@@ -28,50 +31,67 @@ impl Apply for ClinicianCopy {
             let active: Vec<_> = part.iter().map(|e| e.payload.is_active).collect();
             let version: Vec<_> = part.iter().map(|e| e.payload.user_version).collect();
             let stamp: Vec<_> = part.iter().map(|e| e.timestamp.as_datetime()).collect();
-            changed.extend(
-                sqlx::query_as::<_, Changed>(&format!(
-                    "WITH applied AS ( \
-                       INSERT INTO clinicians AS c (id, first_name, last_name, role, is_active, \
-                           user_version, event_timestamp) \
-                       SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
-                           $5::bool[], $6::int8[], $7::timestamptz[]) \
-                       ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name, \
-                           last_name = EXCLUDED.last_name, role = EXCLUDED.role, \
-                           is_active = EXCLUDED.is_active, user_version = EXCLUDED.user_version, \
-                           event_timestamp = EXCLUDED.event_timestamp, synced_at = now() \
-                       WHERE {rule} \
-                       RETURNING id, first_name, last_name, role, is_active), \
-                     flagged AS ( \
-                       UPDATE appointments a SET status = 'needs_reassignment', updated_at = now() \
-                       FROM applied \
-                       WHERE a.doctor_id = applied.id \
-                         AND NOT (applied.is_active AND applied.role = 'doctor') \
-                         AND a.status = 'booked' AND a.starts_at > now() \
-                       RETURNING a.doctor_id) \
-                     SELECT applied.id, applied.first_name || ' ' || applied.last_name \
-                         || coalesce(' (' || f.n || ' appointments need reassignment)', '') AS label \
-                     FROM applied LEFT JOIN (SELECT doctor_id, count(*) AS n FROM flagged \
-                         GROUP BY doctor_id) f ON f.doctor_id = applied.id",
-                    rule = consumer::version_rule("c", newer)
-                ))
-                .bind(&id)
-                .bind(column(|e| e.payload.first_name.clone()))
-                .bind(column(|e| e.payload.last_name.clone()))
-                .bind(column(|e| e.payload.role.as_str().to_owned()))
-                .bind(&active)
-                .bind(&version)
-                .bind(&stamp)
-                .fetch_all(&mut *conn)
-                .await?,
-            );
+            let rows: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
+                "INSERT INTO clinicians AS c (id, first_name, last_name, role, is_active, \
+                     user_version, event_timestamp) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                     $5::bool[], $6::int8[], $7::timestamptz[]) \
+                 ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name, \
+                     last_name = EXCLUDED.last_name, role = EXCLUDED.role, \
+                     is_active = EXCLUDED.is_active, user_version = EXCLUDED.user_version, \
+                     event_timestamp = EXCLUDED.event_timestamp, synced_at = now() \
+                 WHERE {rule} \
+                 RETURNING id, first_name || ' ' || last_name, \
+                     is_active AND role = 'doctor'",
+                rule = consumer::version_rule("c", newer)
+            ))
+            .bind(&id)
+            .bind(column(|e| e.payload.first_name.clone()))
+            .bind(column(|e| e.payload.last_name.clone()))
+            .bind(column(|e| e.payload.role.as_str().to_owned()))
+            .bind(&active)
+            .bind(&version)
+            .bind(&stamp)
+            .fetch_all(&mut *conn)
+            .await?;
+            for (id, label, bookable) in rows {
+                if !bookable {
+                    left.push(id);
+                }
+                changed.push(Changed { id, label });
+            }
+        }
+        if !left.is_empty() {
+            // A statement of its own, so its snapshot is taken after the upsert has waited for
+            // every booking holding one of these doctors `FOR SHARE`: a booking committed a
+            // moment ago is flagged too (a CTE of the upsert would not see it).
+            let flagged = sqlx::query(
+                "UPDATE appointments SET status = 'needs_reassignment', updated_at = now() \
+                 WHERE doctor_id = ANY($1) AND status = 'booked' AND starts_at > now()",
+            )
+            .bind(&left)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if flagged > 0 {
+                tracing::info!(flagged, "appointments need reassignment: their doctor left");
+            }
         }
         Ok(changed)
     }
 
-    async fn history_complete(&self, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO history DEFAULT VALUES ON CONFLICT DO NOTHING")
-            .execute(conn)
-            .await?;
+    async fn history_complete(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        mark: HistoryComplete,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO history (users) VALUES ($1) \
+             ON CONFLICT (complete) DO UPDATE SET users = EXCLUDED.users, completed_at = now()",
+        )
+        .bind(mark.users)
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }

@@ -104,11 +104,28 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
     ]
 }
 
-/// True once a backfill has delivered the whole stored history to this copy.
-pub async fn history_complete(db: impl sqlx::PgExecutor<'_>) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM history)")
-        .fetch_one(db)
-        .await
+/// Where the copy stands against the end-of-history mark of the last backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// The users a complete copy holds, from the mark; `None` before any mark.
+    pub expected: Option<i64>,
+    /// The users this copy holds.
+    pub held: i64,
+}
+
+impl History {
+    /// The mark is in and every user it counts is here: every existing doctor is known.
+    pub fn complete(&self) -> bool {
+        self.expected.is_some_and(|n| self.held >= n)
+    }
+}
+
+pub async fn history(db: impl sqlx::PgExecutor<'_>) -> Result<History, sqlx::Error> {
+    let (expected, held) =
+        sqlx::query_as("SELECT (SELECT users FROM history), (SELECT count(*) FROM clinicians)")
+            .fetch_one(db)
+            .await?;
+    Ok(History { expected, held })
 }
 
 pub struct Application {
@@ -144,6 +161,7 @@ impl Application {
             db,
             verifier: Arc::new(verifier),
             stats,
+            complete: Arc::default(),
         };
         Ok(Self {
             listener,
@@ -167,7 +185,10 @@ impl Service for Application {
 
     /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        if !history_complete(&self.state.db).await.unwrap_or(true) {
+        if history(&self.state.db)
+            .await
+            .is_ok_and(|h| h.expected.is_none())
+        {
             tracing::warn!(
                 "appointment_db does not hold the stored history of the users yet: not ready, and \
                  booking nothing, until a backfill has delivered it (`portal consumer add \

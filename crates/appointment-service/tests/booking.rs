@@ -8,7 +8,7 @@ mod common;
 use common::{booking, clinician_event, token_for};
 use contract::Role;
 use sandbox::http::{assert_json_error, get, post};
-use sandbox::{Running, Sandbox};
+use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -44,7 +44,7 @@ impl Clinic {
             ],
         )
         .await;
-        common::mark_history_complete(&sb).await;
+        common::mark_history_complete(&sb, 4).await;
         common::wait_ready(&service).await;
         Self {
             sb,
@@ -141,11 +141,11 @@ async fn a_booking_names_the_field_at_fault_and_succeeds_for_an_active_doctor() 
     )
     .await;
     assert_eq!((status, &shown), (200, &made));
-    let (status, count) = (
+    assert_eq!(
         sandbox::db::count(&c.pool, "SELECT count(*) FROM appointments").await,
         1,
+        "refused bookings wrote nothing"
     );
-    assert_eq!(status, count, "refused bookings wrote nothing");
 }
 
 #[tokio::test]
@@ -247,6 +247,22 @@ async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_only_rea
     );
     // The cancelled slot is free again.
     assert_eq!(c.book(&nurse, &booking(c.doctor, 24, 20)).await.0, 201);
+    // A consultant reads, and changes nothing; an admin manages anyone's.
+    let consultant = c.token(Uuid::new_v4(), Role::Consultant);
+    assert_eq!(get(&c.url(""), Some(&consultant)).await.1["total"], 3);
+    assert_eq!(c.book(&consultant, &booking(c.doctor, 40, 20)).await.0, 403);
+    assert_eq!(
+        post(&cancel(other_id), Some(&consultant), &json!({}))
+            .await
+            .0,
+        403
+    );
+    let admin = c.token(Uuid::new_v4(), Role::Admin);
+    let (status, cancelled) = post(&cancel(other_id), Some(&admin), &json!({})).await;
+    assert_eq!(
+        (status, cancelled["status"].clone()),
+        (200, json!("cancelled"))
+    );
     assert_eq!(
         get(&c.url(""), None).await.0,
         401,
@@ -345,10 +361,11 @@ async fn before_the_history_is_complete_the_service_is_not_ready_and_books_nothi
     let sb = Sandbox::for_test().await;
     let service = common::start(common::config(&sb)).await;
     let pool = common::pool(&sb).await;
+    let ready_url = format!("{}/health/ready", service.url());
     let doctor = Uuid::new_v4();
     common::publish_events(&sb, &[clinician_event(doctor, 1, "Moyo", "doctor", true)]).await;
     common::wait_for_clinician(&pool, doctor, 1).await;
-    let (status, ready) = get(&format!("{}/health/ready", service.url()), None).await;
+    let (status, ready) = get(&ready_url, None).await;
     assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["unavailable"], json!(["history"]), "{ready}");
     let nurse = token_for(&sb, Uuid::new_v4(), Role::Nurse);
@@ -356,10 +373,144 @@ async fn before_the_history_is_complete_the_service_is_not_ready_and_books_nothi
     let (status, answer) = post(&url, Some(&nurse), &booking(doctor, 24, 30)).await;
     assert_json_error(status, &answer, 503);
 
-    common::mark_history_complete(&sb).await;
+    // The mark counts two users; one is still on its way (a retry queue, another replica):
+    // not complete yet, whatever the mark's place in the queue.
+    common::mark_history_complete(&sb, 2).await;
+    poll_until(SETTLE, "the mark applied", || async {
+        let (_, ready) = get(&ready_url, None).await;
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("holds 1 of the 2 users"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(get(&ready_url, None).await.0, 503);
+    assert_eq!(
+        post(&url, Some(&nurse), &booking(doctor, 24, 30)).await.0,
+        503
+    );
+
+    let late = Uuid::new_v4();
+    common::publish_events(&sb, &[clinician_event(late, 1, "Dube", "nurse", true)]).await;
     common::wait_ready(&service).await;
     assert_eq!(
         post(&url, Some(&nurse), &booking(doctor, 24, 30)).await.0,
         201
     );
+    let (_, ready) = get(&ready_url, None).await;
+    assert_eq!(ready["checks"]["history"], true, "{ready}");
+
+    // A mark whose body is not one is dead-lettered, not applied.
+    common::publish_mark(&sb, b"{\"users\": \"many\"}").await;
+    poll_until(SETTLE, "the bad mark dead-lettered", || async {
+        let (_, ready) = get(&ready_url, None).await;
+        (ready["sync"]["deadLettered"] == 1).then_some(())
+    })
+    .await;
+    let (expected, _): (i64, i64) = sqlx::query_as("SELECT users, 0::int8 FROM history")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(expected, 2);
+}
+
+/// Two transactions inserting overlapping appointments for one doctor, the first still open
+/// when the second inserts: the exclusion constraint makes the second wait, then refuses it once
+/// the first commits. Deterministic, unlike two HTTP requests that may simply run in turn.
+#[tokio::test]
+async fn the_database_refuses_the_second_of_two_overlapping_bookings_in_flight() {
+    let c = Clinic::open().await;
+    let insert = "INSERT INTO appointments (id, patient_name, doctor_id, starts_at, ends_at, \
+                  duration_minutes, created_by) \
+                  VALUES ($1, 'P', $2, now() + interval '1 day', \
+                          now() + interval '1 day 30 minutes', 30, $2)";
+    let mut first = c.pool.begin().await.unwrap();
+    sqlx::query(insert)
+        .bind(Uuid::new_v4())
+        .bind(c.doctor)
+        .execute(&mut *first)
+        .await
+        .unwrap();
+    let pool = c.pool.clone();
+    let doctor = c.doctor;
+    let second = tokio::spawn(async move {
+        sqlx::query(insert)
+            .bind(Uuid::new_v4())
+            .bind(doctor)
+            .execute(&pool)
+            .await
+    });
+    // The second waits on the first's row (a lock wait in pg_stat_activity), not a sleep.
+    poll_until(SETTLE, "the second insert waiting on the first", || async {
+        let waiting = sandbox::db::count(
+            &c.pool,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO appointments%'",
+        )
+        .await;
+        (waiting == 1).then_some(())
+    })
+    .await;
+    first.commit().await.unwrap();
+    let refused = second.await.unwrap().unwrap_err();
+    assert!(
+        appointment_service::store::is_overlap(&refused),
+        "{refused}"
+    );
+}
+
+/// A booking in flight while the doctor's deactivation is applied: the booking holds the
+/// doctor's row, the consumer waits for it, then flags the booking it could not see when it
+/// started — never a booked appointment left with a doctor who has gone.
+#[tokio::test]
+async fn a_booking_committed_while_the_doctor_is_deactivated_is_flagged() {
+    let c = Clinic::open().await;
+    let mut booking_tx = c.pool.begin().await.unwrap();
+    assert_eq!(
+        appointment_service::store::unbookable_doctor(&mut booking_tx, c.doctor)
+            .await
+            .unwrap(),
+        None
+    );
+    let starts_at = chrono::Utc::now() + chrono::Duration::days(1);
+    let id = appointment_service::store::book(
+        &mut booking_tx,
+        &appointment_service::store::Booking {
+            patient_name: "In Flight".into(),
+            doctor_id: c.doctor,
+            starts_at,
+            duration_minutes: 30,
+            reason: None,
+            created_by: c.nurse,
+        },
+    )
+    .await
+    .unwrap();
+    common::publish_events(
+        &c.sb,
+        &[clinician_event(c.doctor, 2, "Moyo", "doctor", false)],
+    )
+    .await;
+    poll_until(
+        SETTLE,
+        "the consumer waiting for the booking's lock",
+        || async {
+            let waiting = sandbox::db::count(
+                &c.pool,
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO clinicians%'",
+            )
+            .await;
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    booking_tx.commit().await.unwrap();
+    common::wait_for_clinician(&c.pool, c.doctor, 2).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM appointments WHERE id = $1")
+        .bind(id)
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "needs_reassignment");
 }

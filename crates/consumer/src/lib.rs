@@ -16,7 +16,7 @@
 //! unacked messages are redelivered and the consumer reconnects.
 
 use contract::topology::{self, ConsumerQueues};
-use contract::wire::{self, header};
+use contract::wire::{self, header, HistoryComplete};
 use contract::{event, Envelope, Timestamp, UserId};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -48,15 +48,16 @@ pub trait Apply: Send + Sync + 'static {
         events: &[Envelope],
     ) -> impl Future<Output = Result<Vec<Changed>, sqlx::Error>> + Send;
 
-    /// Records, in the transaction of the batch that carried it, that a backfill has delivered
-    /// the whole stored history (`wire::HISTORY_COMPLETE_TYPE`, sent by `portal consumer add`
-    /// after the last stored event). A service that must know every existing user before it
-    /// serves keeps this; the default forgets it.
+    /// Records, in the transaction of the batch that carried it, the end-of-history mark a
+    /// backfill sends after the last stored event (`wire::HISTORY_COMPLETE_TYPE`, from
+    /// `portal consumer add`), with how many users a complete copy holds. A service that must
+    /// know every existing user before it serves keeps it; the default forgets it.
     fn history_complete(
         &self,
         conn: &mut sqlx::PgConnection,
+        mark: HistoryComplete,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
-        let _ = conn;
+        let _ = (conn, mark);
         async { Ok(()) }
     }
 }
@@ -347,7 +348,7 @@ impl<A: Apply> Consumer<A> {
         // would copy it a second time.
         let mut acked = vec![false; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
-        let mut history_complete = false;
+        let mut history_complete: Option<HistoryComplete> = None;
         for (i, delivery) in batch.iter().enumerate() {
             // Trust first: what an untrusted publisher sent is not even parsed.
             let publisher = amqp::publisher_of(&delivery.properties);
@@ -365,7 +366,19 @@ impl<A: Apply> Consumer<A> {
             if delivery.properties.kind().as_ref().map(|k| k.as_str())
                 == Some(wire::HISTORY_COMPLETE_TYPE)
             {
-                history_complete = true;
+                match serde_json::from_slice::<HistoryComplete>(&delivery.data) {
+                    // Two marks in one batch (two backfills): the later one counted later.
+                    Ok(mark) => history_complete = Some(mark),
+                    Err(e) => {
+                        let why = event::DecodeError::InvalidPayload(format!(
+                            "end-of-history mark with a bad body: {e}"
+                        ));
+                        self.dead_letter(side, delivery, why.reason(), &why.to_string())
+                            .await?;
+                        delivery.acker.ack(BasicAckOptions::default()).await?;
+                        acked[i] = true;
+                    }
+                }
                 continue;
             }
             match event::decode(&delivery.data) {
@@ -378,7 +391,7 @@ impl<A: Apply> Consumer<A> {
                 }
             }
         }
-        if !decoded.is_empty() || history_complete {
+        if !decoded.is_empty() || history_complete.is_some() {
             let events = decoded.iter().map(|(_, e)| e.clone()).collect();
             match self
                 .apply_with_retry(events, history_complete, shutdown)
@@ -390,7 +403,7 @@ impl<A: Apply> Consumer<A> {
                 // to find the message(s) at fault, and send only those to a retry queue.
                 Applied::Rejected(_) => {
                     for (i, envelope) in decoded {
-                        match self.apply_with_retry(vec![envelope], false, shutdown).await {
+                        match self.apply_with_retry(vec![envelope], None, shutdown).await {
                             Applied::Done => {}
                             Applied::Cancelled => return Ok(false),
                             Applied::Rejected(e) => {
@@ -400,8 +413,11 @@ impl<A: Apply> Consumer<A> {
                             }
                         }
                     }
-                    if history_complete {
-                        match self.apply_with_retry(Vec::new(), true, shutdown).await {
+                    if history_complete.is_some() {
+                        match self
+                            .apply_with_retry(Vec::new(), history_complete, shutdown)
+                            .await
+                        {
                             Applied::Done => {}
                             Applied::Cancelled => return Ok(false),
                             // Nothing of its own can fail: the service's table is broken. Left
@@ -429,7 +445,7 @@ impl<A: Apply> Consumer<A> {
     async fn apply_with_retry(
         &self,
         events: Vec<Envelope>,
-        history_complete: bool,
+        history_complete: Option<HistoryComplete>,
         shutdown: &CancellationToken,
     ) -> Applied {
         let (events, duplicates) = newest_per_user(events);
@@ -439,8 +455,8 @@ impl<A: Apply> Consumer<A> {
             match self.apply_once(&events, history_complete).await {
                 Ok(applied) => {
                     outage.recovered();
-                    if history_complete {
-                        tracing::info!("history complete: this copy now holds every stored event");
+                    if let Some(mark) = history_complete {
+                        tracing::info!(users = mark.users, "end-of-history mark applied");
                     }
                     let stale = events.len() - applied.len() + duplicates;
                     self.stats
@@ -475,7 +491,7 @@ impl<A: Apply> Consumer<A> {
     async fn apply_once(
         &self,
         events: &[Envelope],
-        history_complete: bool,
+        history_complete: Option<HistoryComplete>,
     ) -> Result<Vec<Changed>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let applied = if events.is_empty() {
@@ -483,8 +499,8 @@ impl<A: Apply> Consumer<A> {
         } else {
             self.copy.apply(&mut tx, events).await?
         };
-        if history_complete {
-            self.copy.history_complete(&mut tx).await?;
+        if let Some(mark) = history_complete {
+            self.copy.history_complete(&mut tx, mark).await?;
         }
         tx.commit().await?;
         Ok(applied)

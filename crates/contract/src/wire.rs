@@ -51,12 +51,24 @@ pub const RELAY_USER: &str = "portal-relay";
 /// The broker user of the operator's tools.
 pub const OPERATOR_USER: &str = "portal-operator";
 
-/// The AMQP `type` of the message a backfill (`portal consumer add`) sends to one consumer's
-/// queue after the last stored event: "you now hold the whole history". It carries no event (an
-/// empty body); a consumer records it in the same transaction as the events of its batch, and a
-/// service that must know every existing user before it serves (the appointment-service) is
-/// ready from then on. Published by a trusted publisher like any event.
+/// The AMQP `type` of the end-of-history mark a backfill (`portal consumer add`) sends to one
+/// consumer's queue after the last stored event. Its body is a [`HistoryComplete`], not an
+/// event. A consumer records it in the transaction of its batch; a service that must know every
+/// existing user before it serves (the appointment-service) is ready once it has the mark *and*
+/// holds at least the users the mark counts — the count, not the mark's place in the queue, is
+/// what proves completeness (an event may still wait in a retry queue, another replica may
+/// still hold an earlier window, retention may have pruned a user's events). Published by a
+/// trusted publisher like any event; a consumer that does not know the type dead-letters it as
+/// `unknown-event-type`, like any event type it does not know.
 pub const HISTORY_COMPLETE_TYPE: &str = "portal.history.complete";
+
+/// The body of the end-of-history mark (JSON, `{"users": 1000}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryComplete {
+    /// The users `auth_db` held when the backfill began: a complete copy holds at least these.
+    pub users: i64,
+}
 
 /// Headers a consumer adds to a message it sets aside. The message's own headers stay.
 pub mod header {

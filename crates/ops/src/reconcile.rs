@@ -4,8 +4,10 @@
 //! stale or different in any copy it writes ONE `user.snapshot` event of the user's current
 //! state to the auth-service's outbox (so the repair is also in the event store); the relay
 //! publishes it to the exchange, so every consumer receives it and applies it when its version
-//! is greater than or equal to the stored one — a copy already in sync is left as it is. Users
-//! found only in a copy are reported, and deleted from that copy only when asked.
+//! is greater than or equal to the stored one — a copy already in sync rewrites the same values
+//! (harmless: the snapshot is the state it holds). Users found only in a copy are reported, and
+//! deleted from that copy only when asked. The schedule (`RECONCILE_INTERVAL`) reconciles each
+//! copy on its own, so one that cannot be reached does not hold up the others.
 //!
 //! A repair counts as done only when `verify` no longer reports it: [`confirm`] re-compares the
 //! repaired users in each copy until it has applied its repairs, or the wait runs out (the relay
@@ -358,27 +360,30 @@ pub fn spawn_schedule(
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let run = async {
-                let mut summary = reconcile(&auth, &copies, Options::default()).await?;
-                // Confirm within the interval at most, so one run never overlaps the next.
-                let within = interval.min(SCHEDULED_CONFIRM_WAIT);
-                confirm(&auth, &copies, &mut summary, within, |_, _| {}).await?;
-                Ok::<_, ReconcileError>(summary)
-            };
-            // One line per copy would split a run over several log lines: join them.
-            let line = |s: &Summary| s.to_string().replace('\n', "; ");
-            match run.await {
-                Ok(summary) if summary.unconfirmed() > 0 => {
-                    tracing::warn!(
-                        "scheduled reconcile found drift, some repairs not applied yet: {}",
-                        line(&summary)
-                    )
+            // Each copy on its own: one that cannot be reached (its service down, its
+            // database not created yet) does not stop the repair of the others.
+            for copy in &copies {
+                let copy = std::slice::from_ref(copy);
+                let run = async {
+                    let mut summary = reconcile(&auth, copy, Options::default()).await?;
+                    // Confirm within the interval at most, so one run never overlaps the next.
+                    let within = interval.min(SCHEDULED_CONFIRM_WAIT);
+                    confirm(&auth, copy, &mut summary, within, |_, _| {}).await?;
+                    Ok::<_, ReconcileError>(summary)
+                };
+                match run.await {
+                    Ok(summary) if summary.unconfirmed() > 0 => tracing::warn!(
+                        "scheduled reconcile found drift, some repairs not applied yet: {summary}"
+                    ),
+                    Ok(summary) if summary.written > 0 => {
+                        tracing::warn!("scheduled reconcile repaired drift: {summary}")
+                    }
+                    Ok(summary) => tracing::info!("scheduled reconcile: {summary}"),
+                    Err(e) => tracing::warn!(
+                        service = copy[0].0.service,
+                        "scheduled reconcile failed: {e}"
+                    ),
                 }
-                Ok(summary) if summary.written > 0 => {
-                    tracing::warn!("scheduled reconcile repaired drift: {}", line(&summary))
-                }
-                Ok(summary) => tracing::info!("scheduled reconcile: {}", line(&summary)),
-                Err(e) => tracing::warn!("scheduled reconcile failed: {e}"),
             }
         }
     })

@@ -112,16 +112,22 @@ pub async fn replay_to(
     Ok(sent)
 }
 
-/// A backfill: every stored event to `queue`, then the message that says the history is
-/// complete (`wire::HISTORY_COMPLETE_TYPE`), so a service that must know every user before it
-/// serves (the appointment-service) knows when it does. The queue must already be bound: live
-/// events then reach it too, and an event both live and replayed is applied once.
+/// A backfill: every stored event to `queue`, then the end-of-history mark
+/// (`wire::HISTORY_COMPLETE_TYPE`) with the number of users `auth_db` held when it began, so a
+/// service that must know every user before it serves (the appointment-service) can tell when
+/// it does. The queue must already be bound: live events then reach it too, and an event both
+/// live and replayed is applied once.
 pub async fn backfill(
     pool: &PgPool,
     amqp_url: &str,
     queue: &str,
     progress: impl FnMut(u64),
 ) -> Result<Sent, OpsError> {
+    // Counted first: every one of these users has an event in the store (or, under
+    // EVENT_RETENTION_DAYS, had one), so a complete copy holds at least this many.
+    let users = auth_service::store::count_users(pool)
+        .await
+        .map_err(|e| OpsError::Unreachable(format!("auth_db: {e}")))?;
     let sent = replay_to(pool, amqp_url, queue, &EventFilter::default(), progress).await?;
     let conn = amqp::connect(amqp_url, "portal backfill")
         .await
@@ -131,10 +137,12 @@ pub async fn backfill(
         .await
         .map_err(|e| anyhow!(e))?;
     let publisher = amqp::broker_user(amqp_url);
+    let body = serde_json::to_vec(&contract::wire::HistoryComplete { users })
+        .map_err(|e| anyhow!("encoding the end-of-history mark: {e}"))?;
     let marker = Outgoing {
         exchange: "",
         routing_key: queue,
-        body: b"",
+        body: &body,
         properties: amqp::event_properties(
             &uuid::Uuid::new_v4().to_string(),
             contract::wire::HISTORY_COMPLETE_TYPE,

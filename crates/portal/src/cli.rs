@@ -210,7 +210,8 @@ pub struct Settings {
     /// The user-service as the gateway reaches it [default: http://USER_ADDR].
     #[arg(long, global = true, env = "USER_SERVICE_URL")]
     pub user_service_url: Option<String>,
-    /// The appointment-service as the gateway reaches it [default: http://APPOINTMENT_ADDR].
+    /// The appointment-service as the gateway reaches it [default: http://APPOINTMENT_ADDR];
+    /// `none` routes nothing to it (a system without the appointment-service).
     #[arg(long, global = true, env = "APPOINTMENT_SERVICE_URL")]
     pub appointment_service_url: Option<String>,
     /// Directory of the JWT Ed25519 key pair (created by the auth-service on first start; the

@@ -123,7 +123,7 @@ async fn create(
             ));
         }
     }
-    if !crate::history_complete(&state.db).await? {
+    if !state.history_complete().await? {
         return Err(ApiError::unavailable(
             "the appointment-service is still loading the directory; try again shortly",
         )
@@ -267,9 +267,13 @@ async fn cancel(
     caller.may_write()?;
     let id = visible(&state, &caller, &id).await?.id;
     let mut tx = state.db.begin().await?;
-    let (_, status, _) = store::lock(&mut tx, id)
+    let (doctor, status, _) = store::lock(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no appointment {id}")))?;
+    // Checked again under the lock: a reassignment in between may have made it another's.
+    if caller.own_doctor().is_some_and(|me| me.0 != doctor) {
+        return Err(ApiError::not_found(format!("no appointment {id}")));
+    }
     if status == AppointmentStatus::Cancelled.as_str() {
         return Err(ApiError::conflict("the appointment is already cancelled"));
     }
@@ -292,6 +296,9 @@ async fn reassign(
     let id = uuid_field("id", &id)?;
     let doctor = uuid_field("doctorId", &body.doctor_id)?;
     let mut tx = state.db.begin().await?;
+    // The doctor first, then the appointment: the order the consumer locks them in (a
+    // clinician's row, then their appointments), so the two never wait for each other.
+    check_doctor(&mut tx, "doctorId", doctor).await?;
     let (_, status, starts_at) = store::lock(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no appointment {id}")))?;
@@ -301,7 +308,6 @@ async fn reassign(
     if starts_at <= Utc::now() {
         return Err(ApiError::conflict("the appointment has already started"));
     }
-    check_doctor(&mut tx, "doctorId", doctor).await?;
     unless_overlap(store::reassign(&mut tx, id, doctor).await)?;
     unless_overlap(tx.commit().await)?;
     Ok(Json(answer(&state, id).await?))

@@ -1,6 +1,7 @@
 //! Liveness and readiness: ready means `appointment_db` answers, the consumer holds a broker
-//! connection, and the copy holds the whole stored history (a backfill has completed), so no
-//! booking is ever refused for a doctor who exists. Readiness also reports the sync counters.
+//! connection, and the copy is complete (the end-of-history mark is in and every user it counts
+//! is held), so no booking is refused for a doctor who exists. Readiness also reports the sync
+//! counters.
 
 use super::AppState;
 use axum::extract::State;
@@ -28,18 +29,27 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Some(("sync", counters)),
     )
     .await;
-    let history = crate::history_complete(&state.db).await.ok();
-    body["checks"]["history"] = json!(history);
-    if history == Some(false) {
+    // `None`: not readable now (the database check above says so).
+    let history = state.history().await.ok();
+    let complete = history.map(|h| h.is_none_or(|h| h.complete()));
+    body["checks"]["history"] = json!(complete);
+    if let Some(Some(h)) = history.filter(|_| complete == Some(false)) {
         status = StatusCode::SERVICE_UNAVAILABLE;
         body["status"] = json!("unavailable");
         if let Some(down) = body["unavailable"].as_array_mut() {
             down.push(json!("history"));
         }
-        body["message"] = json!(format!(
-            "waiting for the stored history of the users (`portal consumer add {}`)",
-            contract::topology::APPOINTMENT_SERVICE
-        ));
+        body["message"] = json!(match h.expected {
+            None => format!(
+                "waiting for the stored history of the users (`portal consumer add {}`)",
+                contract::topology::APPOINTMENT_SERVICE
+            ),
+            Some(n) => format!(
+                "holds {} of the {n} users the backfill counted; the rest are on their way \
+                 (if this lasts, events were pruned or dead-lettered: `portal reconcile`)",
+                h.held
+            ),
+        });
     }
     (status, Json(body))
 }

@@ -11,6 +11,7 @@ use axum::Router;
 use consumer::SyncStats;
 use platform::jwt::JwtVerifier;
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
@@ -20,6 +21,28 @@ pub struct AppState {
     pub db: PgPool,
     pub verifier: Arc<JwtVerifier>,
     pub stats: Arc<SyncStats>,
+    /// Set once the copy was seen complete ([`crate::History::complete`]); it stays so (users
+    /// are never removed from the copy by events), so the check is a query only until then.
+    pub complete: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Where the copy stands; `None` once it has been seen complete (no query then).
+    pub async fn history(&self) -> Result<Option<crate::History>, sqlx::Error> {
+        if self.complete.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let history = crate::history(&self.db).await?;
+        if history.complete() {
+            self.complete.store(true, Ordering::Relaxed);
+        }
+        Ok(Some(history))
+    }
+
+    /// True once the copy holds every user the end-of-history mark counts.
+    pub async fn history_complete(&self) -> Result<bool, sqlx::Error> {
+        Ok(self.history().await?.is_none_or(|h| h.complete()))
+    }
 }
 
 impl FromRef<AppState> for Arc<JwtVerifier> {

@@ -27,6 +27,23 @@ pub async fn start(config: appointment_service::Config) -> Running {
     Running::launch(appointment_service::Application::build(config)).await
 }
 
+/// [`start`], then waits until its consumer holds its broker connection: its queue is declared
+/// and bound, so every event written from now on reaches it, and a backfill finds the queue.
+pub async fn start_connected(config: appointment_service::Config) -> Running {
+    let service = start(config).await;
+    poll_until(
+        SETTLE,
+        "the appointment-service's consumer connected",
+        || async {
+            let (_, body) =
+                sandbox::http::get(&format!("{}/health/ready", service.url()), None).await;
+            (body["checks"]["broker"] == true).then_some(())
+        },
+    )
+    .await;
+    service
+}
+
 /// A pool on the sandbox's `appointment` database, created and migrated if need be.
 pub async fn pool(sb: &Sandbox) -> PgPool {
     appointment_service::prepare_database(&sb.database_url("appointment"), 4)
@@ -50,8 +67,15 @@ pub async fn publish_events(sb: &Sandbox, events: &[Value]) {
     publish(sb, &bodies).await;
 }
 
-/// Sends the end-of-history mark a backfill sends after the last stored event.
-pub async fn mark_history_complete(sb: &Sandbox) {
+/// Sends the end-of-history mark a backfill sends after the last stored event, counting
+/// `users`.
+pub async fn mark_history_complete(sb: &Sandbox, users: i64) {
+    let body = serde_json::to_vec(&contract::wire::HistoryComplete { users }).expect("JSON");
+    publish_mark(sb, &body).await;
+}
+
+/// A message of the end-of-history mark's type with `body`, straight to the service's queue.
+pub async fn publish_mark(sb: &Sandbox, body: &[u8]) {
     let conn = amqp::connect(&sb.amqp_url, "test backfill")
         .await
         .expect("connect");
@@ -62,7 +86,7 @@ pub async fn mark_history_complete(sb: &Sandbox) {
     let mark = Outgoing {
         exchange: "",
         routing_key: &queues().main,
-        body: b"",
+        body,
         properties: amqp::event_properties(
             &Uuid::new_v4().to_string(),
             contract::wire::HISTORY_COMPLETE_TYPE,

@@ -112,7 +112,7 @@ pub async fn consumer(s: &Settings, command: ConsumerCommand) -> Result<(), Fail
     );
     let sent = backfill(s, &queues.main).await?;
     println!(
-        "backfilled: {}, history complete",
+        "backfilled: {}, then the end-of-history mark",
         describe(&sent, &queues.main)
     );
     Ok(())

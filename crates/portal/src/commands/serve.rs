@@ -86,11 +86,13 @@ pub fn gateway_config(s: &Settings) -> gateway::Config {
             .user_service_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", s.user_addr)),
-        appointments_url: Some(
-            s.appointment_service_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", s.appointment_addr)),
-        ),
+        // `none`: a system without the appointment-service (the benchmark's) routes nothing
+        // there and does not wait for it to be ready.
+        appointments_url: match s.appointment_service_url.as_deref() {
+            Some("none") => None,
+            Some(url) => Some(url.to_owned()),
+            None => Some(format!("http://{}", s.appointment_addr)),
+        },
         upstream_timeout: Duration::from_secs(30),
         auth_rate_limit: gateway::AuthRateLimit {
             per_minute: s.gateway_auth_rate,

@@ -71,17 +71,26 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     // A new appointment_db (a first start, or the service added to a running system) learns
     // every existing user from the event store before it books anything; its queue is bound
     // already, so nothing written meanwhile is missed.
-    if !appointment_service::history_complete(appointments.pool())
+    let history = appointment_service::history(appointments.pool())
         .await
-        .context("reading appointment_db")?
-    {
+        .context("reading appointment_db")?;
+    if history.expected.is_none() {
         let queue = topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE).main;
-        let sent = super::replay::backfill(s, &queue).await?;
-        println!(
-            "appointment-service: {} stored events and the end-of-history mark sent to {queue}; \
-             it is ready once it has applied them",
-            sent.events
-        );
+        match super::replay::backfill(s, &queue).await {
+            Ok(sent) => println!(
+                "appointment-service: {} stored events and the end-of-history mark sent to \
+                 {queue}; it is ready once it has applied them",
+                sent.events
+            ),
+            // Everything else starts: the appointment-service reports not ready, and says why,
+            // until the backfill is run.
+            Err(e) => tracing::warn!(
+                "appointment-service: backfill not sent ({}); it stays not ready until \
+                 `portal consumer add {}` runs",
+                e.error,
+                topology::APPOINTMENT_SERVICE
+            ),
+        }
     }
 
     let shutdown = platform::shutdown::on_signal();

@@ -35,20 +35,7 @@ pub fn portal(sb: &Sandbox) -> Command {
 /// migrated), once its consumer is connected: its queue is bound from then on, so it receives
 /// every user event written later. Start it before creating users whose copy `verify` checks.
 pub async fn start_appointments(sb: &Sandbox) -> Running {
-    let service = appointment_common::start(appointment_common::config(sb)).await;
-    // Not "ready" (no backfill has run), but the readiness check says when the consumer holds
-    // its broker connection, which it opens only after declaring and binding its queue.
-    poll_until(
-        SETTLE,
-        "the appointment-service's consumer connected",
-        || async {
-            let (_, body) =
-                sandbox::http::get(&format!("{}/health/ready", service.url()), None).await;
-            (body["checks"]["broker"] == true).then_some(())
-        },
-    )
-    .await;
-    service
+    appointment_common::start_connected(appointment_common::config(sb)).await
 }
 
 /// Runs `portal <args>` against the sandbox; exit code and stdout+stderr.
@@ -313,8 +300,14 @@ async fn portal_users_manages_users_through_the_admin_api() {
 async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let sb = Sandbox::for_test().await;
+    // Real ports: the gateway reaches the services at the addresses it is given.
+    let port = || format!("127.0.0.1:{}", sandbox::process::free_port().unwrap());
     let mut child = portal(&sb)
         .arg("up")
+        .env("AUTH_ADDR", port())
+        .env("USER_ADDR", port())
+        .env("APPOINTMENT_ADDR", port())
+        .env("GATEWAY_ADDR", port())
         .env("SEED_ADMIN_PASSWORD", "a-long-ward-pw")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -338,10 +331,54 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
             .any(|l| l.contains("admin login") && l.contains("SEED_ADMIN_PASSWORD")),
         "{seen:?}"
     );
+    assert!(
+        seen.iter().any(|l| l
+            .contains("appointment-service: 10 stored events and the end-of-history mark sent")),
+        "a new appointment_db is backfilled: {seen:?}"
+    );
     // The system works before it is stopped.
     let (auth, users) = pools(&sb).await;
     poll_until(SETTLE, "the seed synced", || async {
         (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
+    })
+    .await;
+    // An appointment booked through the gateway for a seeded doctor is listed; deactivating the
+    // doctor flags it.
+    let gateway = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("gateway").map(|url| url.trim().to_owned()))
+        .expect("the gateway's URL printed");
+    let admin = api_client::ApiClient::new(&gateway)
+        .unwrap()
+        .logged_in("admin@clinic.co.zw", "a-long-ward-pw")
+        .await
+        .unwrap();
+    let doctors = admin
+        .directory(&api_client::ListFilter {
+            role: Some("doctor".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(doctors.total, 6);
+    let doctor = doctors.items[0].user_id.0;
+    let booking = contract::api::NewAppointment {
+        patient_name: "Chipo Zhou".into(),
+        doctor_id: doctor.to_string(),
+        starts_at: (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+        duration_minutes: 30,
+        reason: None,
+    };
+    let booked = poll_until(SETTLE, "the appointment-service ready to book", || async {
+        admin.book(&booking).await.ok()
+    })
+    .await;
+    let listed = admin.appointments(&[]).await.unwrap();
+    assert_eq!(listed.items, vec![booked.clone()]);
+    admin.deactivate(doctor).await.unwrap();
+    poll_until(SETTLE, "the appointment flagged", || async {
+        let now = admin.appointment(booked.id).await.ok()?;
+        (now.status == contract::api::AppointmentStatus::NeedsReassignment).then_some(())
     })
     .await;
 
@@ -366,6 +403,15 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         stopping.elapsed().as_millis()
     );
     assert_in_sync(&auth, &users).await;
+    let (code, out) = run(portal(&sb).arg("verify")).await;
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            "user-service (user_db): in sync: 10 users\n\
+             appointment-service (appointment_db): in sync: 10 users"
+        )
+    );
 }
 
 /// No password given in a URL reaches `--help`, an error message or a log line: an operator's

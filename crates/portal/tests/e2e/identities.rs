@@ -143,9 +143,10 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
         user_config.consumer.trusted_publishers.clone();
     let _auth = auth_common::start(auth_config).await;
     let _users = crate::user_common::start(user_config).await;
-    let _appointments = crate::appointment_common::start(appointment_config).await;
+    let appointments = crate::appointment_common::start_connected(appointment_config).await;
     let admin_auth = auth_common::pool(&sb).await; // the test's own writes, as the administrator
-    auth_common::create_user(&admin_auth, "least.priv@clinic.test", Role::Doctor).await;
+    let doctor =
+        auth_common::create_user(&admin_auth, "least.priv@clinic.test", Role::Doctor).await;
     let operator_auth = platform::db::lazy_pool(&get("OPERATOR_AUTH_DATABASE_URL"), 2).unwrap();
     let operator_users = platform::db::lazy_pool(&get("OPERATOR_USER_DATABASE_URL"), 2).unwrap();
     poll_until(
@@ -177,6 +178,21 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
         },
     )
     .await;
+    // The operator's backfill (its end-of-history mark), then a booking: the service records
+    // the mark and books (the exclusion constraint's btree_gist) under its own role.
+    let queue = ConsumerQueues::for_consumer(contract::topology::APPOINTMENT_SERVICE).main;
+    ops::replay::backfill(&operator_auth, &get("OPERATOR_AMQP_URL"), &queue, |_| {})
+        .await
+        .unwrap();
+    crate::appointment_common::wait_ready(&appointments).await;
+    let nurse = crate::appointment_common::token_for(&sb, uuid::Uuid::new_v4(), Role::Nurse);
+    let (status, booked) = sandbox::http::post(
+        &format!("{}/api/v1/appointments", appointments.url()),
+        Some(&nurse),
+        &crate::appointment_common::booking(doctor, 24, 30),
+    )
+    .await;
+    assert_eq!(status, 201, "{booked}");
 
     // PostgreSQL boundaries.
     let (auth_db, user_db) = (&config.auth_db, &config.user_db);

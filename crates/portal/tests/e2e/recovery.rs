@@ -244,7 +244,7 @@ async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
     let (code, out) = portal_output(&sb, &["consumer", "add", "audit"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("backfilled: sent 10 events"), "{out}");
-    assert!(out.contains("history complete"), "{out}");
+    assert!(out.contains("then the end-of-history mark"), "{out}");
     // The 10 stored events, then the end-of-history mark.
     assert_eq!(user_common::depth(&sb, "audit.user-events").await, 11);
     let mark = last_message_type(&sb, "audit.user-events").await;
