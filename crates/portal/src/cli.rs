@@ -61,6 +61,8 @@ pub enum Command {
     },
     /// Run the appointment-service alone (appointment API and its own event consumer).
     AppointmentService,
+    /// Run the web portal alone (it talks to the gateway at GATEWAY_URL).
+    Web,
     /// Run the gateway alone.
     Gateway,
     /// Run the outbox relay alone (several may run; rows are claimed with SKIP LOCKED).
@@ -210,6 +212,22 @@ pub struct Settings {
     /// The user-service as the gateway reaches it [default: http://USER_ADDR].
     #[arg(long, global = true, env = "USER_SERVICE_URL")]
     pub user_service_url: Option<String>,
+    /// The port the web portal listens on (on WEB_HOST).
+    #[arg(long, global = true, env = "WEB_PORT", default_value_t = 3100)]
+    pub web_port: u16,
+    /// The address the web portal listens on.
+    #[arg(long, global = true, env = "WEB_HOST", default_value = "127.0.0.1")]
+    pub web_host: std::net::IpAddr,
+    /// The gateway as the web portal reaches it [default: http://GATEWAY_ADDR].
+    #[arg(long, global = true, env = "GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// Mark the web portal's session cookie Secure (set when it is served over https, e.g.
+    /// behind a TLS-terminating proxy).
+    #[arg(long, global = true, env = "WEB_SECURE_COOKIES")]
+    pub web_secure_cookies: bool,
+    /// The clinic's offset from UTC, e.g. +02:00: the web portal takes and shows times in it.
+    #[arg(long, global = true, env = "PORTAL_UTC_OFFSET", default_value = "+00:00", value_parser = parse_offset)]
+    pub utc_offset: chrono::FixedOffset,
     /// The appointment-service as the gateway reaches it [default: http://APPOINTMENT_ADDR];
     /// `none` routes nothing to it (a system without the appointment-service).
     #[arg(long, global = true, env = "APPOINTMENT_SERVICE_URL")]
@@ -421,6 +439,15 @@ impl Settings {
             .as_deref()
             .unwrap_or(&self.user_database_url)
     }
+}
+
+/// `+02:00`, `-05:30`, `Z` or `+00:00`.
+fn parse_offset(s: &str) -> Result<chrono::FixedOffset, String> {
+    if s == "Z" {
+        return Ok(chrono::FixedOffset::east_opt(0).ok_or("no UTC")?);
+    }
+    s.parse::<chrono::FixedOffset>()
+        .map_err(|_| format!("{s:?} is not an offset from UTC such as +02:00"))
 }
 
 /// The administrative credentials `portal setup` (and `portal up`, which runs it) creates the

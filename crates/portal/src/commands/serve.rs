@@ -1,4 +1,4 @@
-//! `portal auth-service | user-service | appointment-service | gateway | relay`: each part alone, in the foreground,
+//! `portal auth-service | user-service | appointment-service | gateway | web | relay`: each part alone, in the foreground,
 //! until SIGTERM or Ctrl-C. Also builds the service configurations `portal up` uses.
 
 use super::Failure;
@@ -78,6 +78,18 @@ pub fn appointment_config(s: &Settings) -> appointment_service::Config {
     }
 }
 
+pub fn web_config(s: &Settings) -> web::Config {
+    web::Config {
+        http_addr: std::net::SocketAddr::new(s.web_host, s.web_port),
+        gateway_url: s
+            .gateway_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", s.gateway_addr)),
+        secure_cookies: s.web_secure_cookies,
+        utc_offset: s.utc_offset,
+    }
+}
+
 pub fn gateway_config(s: &Settings) -> gateway::Config {
     gateway::Config {
         http_addr: s.gateway_addr,
@@ -148,6 +160,13 @@ pub async fn appointment_service(s: &Settings) -> Result<(), Failure> {
     let app = appointment_service::Application::build(appointment_config(s))
         .await
         .map_err(Failure::unreachable)?;
+    app.run_until_stopped(platform::shutdown::on_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn web(s: &Settings) -> Result<(), Failure> {
+    let app = web::Application::build(web_config(s)).await?;
     app.run_until_stopped(platform::shutdown::on_signal())
         .await?;
     Ok(())

@@ -1,6 +1,6 @@
 //! `portal up`: the whole system in one foreground process.
 
-use super::serve::{appointment_config, auth_config, gateway_config, user_config};
+use super::serve::{appointment_config, auth_config, gateway_config, user_config, web_config};
 use super::{setup, Failure};
 use crate::cli::{AdminArgs, Cli, Settings};
 use anyhow::Context;
@@ -36,6 +36,7 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
         .await
         .map_err(Failure::unreachable)?;
     let gateway = gateway::Application::build(gateway_config(s)).await?;
+    let web = web::Application::build(web_config(s)).await?;
 
     // Declaring here means the queues exist before anything is published. If RabbitMQ is down
     // the relay and consumer declare it when they connect, so starting anyway loses nothing.
@@ -96,6 +97,10 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     let shutdown = platform::shutdown::on_signal();
     println!();
     println!(
+        "web portal    http://{}",
+        web.local_addr().context("web portal address")?
+    );
+    println!(
         "gateway       http://{}",
         gateway.local_addr().context("gateway address")?
     );
@@ -127,11 +132,12 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     println!("stop with Ctrl-C");
 
     let scheduled = super::serve::reconcile_schedule(s, shutdown.clone());
-    let (a, u, p, g) = tokio::join!(
+    let (a, u, p, g, w) = tokio::join!(
         auth.run_until_stopped(shutdown.clone()),
         users.run_until_stopped(shutdown.clone()),
         appointments.run_until_stopped(shutdown.clone()),
         gateway.run_until_stopped(shutdown.clone()),
+        web.run_until_stopped(shutdown.clone()),
     );
     if let Some(task) = scheduled {
         task.await.ok();
@@ -140,6 +146,7 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     u?;
     p?;
     g?;
+    w?;
     println!("stopped cleanly");
     Ok(())
 }

@@ -26,6 +26,7 @@ pub fn portal(sb: &Sandbox) -> Command {
         .env("USER_ADDR", "127.0.0.1:0")
         .env("APPOINTMENT_ADDR", "127.0.0.1:0")
         .env("GATEWAY_ADDR", "127.0.0.1:0")
+        .env("WEB_PORT", "0")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
     cmd
@@ -200,6 +201,8 @@ async fn every_command_has_help() {
         vec!["user-service", "--help"],
         vec!["auth-service", "--help"],
         vec!["gateway", "--help"],
+        vec!["appointment-service", "--help"],
+        vec!["web", "--help"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_portal"))
             .args(&args)
@@ -308,6 +311,10 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         .env("USER_ADDR", port())
         .env("APPOINTMENT_ADDR", port())
         .env("GATEWAY_ADDR", port())
+        .env(
+            "WEB_PORT",
+            sandbox::process::free_port().unwrap().to_string(),
+        )
         .env("SEED_ADMIN_PASSWORD", "a-long-ward-pw")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -342,6 +349,17 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
     })
     .await;
+    // The web portal answers beside the others, its login page first.
+    let web = seen
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("web portal")
+                .map(|url| url.trim().to_owned())
+        })
+        .expect("the web portal's URL printed");
+    let login = reqwest::get(format!("{web}/login")).await.unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    assert!(login.text().await.unwrap().contains("Log in"));
     // An appointment booked through the gateway for a seeded doctor is listed; deactivating the
     // doctor flags it.
     let gateway = seen

@@ -1,0 +1,162 @@
+//! `/login` and `/logout`. A failed login shows one message whatever the cause (unknown email,
+//! wrong password, inactive or locked account), so the page tells nothing about accounts.
+//! Logging out ends the session here and in the auth-service (its refresh token is revoked).
+
+use super::PageForm;
+use crate::page::{layout, PageError};
+use crate::session::{Current, Sessions, SignedIn};
+use crate::staff::{api, check_csrf, safe_next, Visitor};
+use crate::AppState;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+    expired: Option<String>,
+    signed_out: Option<String>,
+}
+
+fn login_page(session: &Current, next: &str, email: &str, message: Option<&str>) -> Markup {
+    let body = html! {
+        @if let Some(message) = message {
+            p class="problem" role="alert" { (message) }
+        }
+        form class="stacked" method="post" action="/login" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            input type="hidden" name="next" value=(next);
+            div {
+                label for="email" { "Email" }
+                input id="email" name="email" type="email" autocomplete="username" value=(email);
+            }
+            div {
+                label for="password" { "Password" }
+                input id="password" name="password" type="password" autocomplete="current-password";
+            }
+            div { button type="submit" { "Log in" } }
+        }
+    };
+    layout("Log in", None, body)
+}
+
+/// The page, with the session cookie set when the visitor had none.
+fn with_cookie(state: &AppState, session: &Current, status: StatusCode, page: Markup) -> Response {
+    let mut response = (status, page).into_response();
+    if session.new {
+        if let Ok(v) = Sessions::cookie(&session.id, state.secure_cookies).parse() {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+pub async fn form(
+    State(state): State<AppState>,
+    Visitor { session }: Visitor,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref());
+    if session.signed.is_some() {
+        return Redirect::to(&next).into_response();
+    }
+    let message = if query.expired.is_some() {
+        Some("Your session has ended. Log in again to continue.")
+    } else if query.signed_out.is_some() {
+        Some("You have logged out.")
+    } else {
+        None
+    };
+    with_cookie(
+        &state,
+        &session,
+        StatusCode::OK,
+        login_page(&session, &next, "", message),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf: Option<String>,
+    next: Option<String>,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Visitor { session }: Visitor,
+    PageForm(form): PageForm<LoginForm>,
+) -> Result<Response, PageError> {
+    check_csrf(&session, form.csrf.as_deref())?;
+    let next = safe_next(form.next.as_deref());
+    match api(&state, None)
+        .login(form.email.trim(), &form.password)
+        .await
+    {
+        Ok(answer) => {
+            let must_change = answer.user.must_change_password;
+            let signed_in = state.sessions.sign_in(&session.id, SignedIn::of(&answer));
+            let to = if must_change {
+                "/account/password".to_owned()
+            } else {
+                next
+            };
+            let mut response = Redirect::to(&to).into_response();
+            if let Ok(v) = Sessions::cookie(&signed_in.id, state.secure_cookies).parse() {
+                response.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            Ok(response)
+        }
+        Err(e)
+            if e.status()
+                .is_some_and(|s| matches!(s.as_u16(), 400 | 401 | 422 | 429)) =>
+        {
+            let page = login_page(
+                &session,
+                &next,
+                form.email.trim(),
+                Some(
+                    "That email and password did not let you in. Check them and try again; \
+                      after several failures the account waits a few minutes.",
+                ),
+            );
+            Ok(with_cookie(
+                &state,
+                &session,
+                StatusCode::UNAUTHORIZED,
+                page,
+            ))
+        }
+        Err(e) => Err(PageError::from_api(e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    csrf: Option<String>,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    Visitor { session }: Visitor,
+    PageForm(form): PageForm<LogoutForm>,
+) -> Result<Response, PageError> {
+    check_csrf(&session, form.csrf.as_deref())?;
+    if let Some(signed) = state.sessions.end(&session.id) {
+        // Ends the session in the auth-service too; if it cannot be reached, the refresh token
+        // expires on its own and this portal has forgotten it already.
+        if let Err(e) = api(&state, None).logout(&signed.refresh).await {
+            tracing::warn!(error = %e, "logout: the auth-service did not revoke the session");
+        }
+    }
+    let mut response = Redirect::to("/login?signed_out=1").into_response();
+    if let Ok(v) = Sessions::cleared(state.secure_cookies).parse() {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}

@@ -1,0 +1,88 @@
+//! The portal's routes: one module per group of pages, the stylesheet, health, and the 404
+//! page for everything else.
+
+mod account;
+mod appointments;
+mod home;
+mod login;
+
+use crate::page::PageError;
+use crate::AppState;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(home::show))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route(
+            "/appointments/new",
+            get(appointments::form).post(appointments::book),
+        )
+        .route("/appointments", get(appointments::list))
+        .route("/appointments/{id}", get(appointments::show))
+        .route(
+            "/account/password",
+            get(account::form).post(account::change),
+        )
+        .route("/static/portal.css", get(stylesheet))
+        .route("/health/live", get(platform::http::live))
+        .route("/health/ready", get(ready))
+        .fallback(|| async { PageError::not_found() })
+        .with_state(state)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/portal.css"),
+    )
+}
+
+/// Ready when the gateway answers its liveness check.
+async fn ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let url = format!("{}/health/live", state.api.base().trim_end_matches('/'));
+    let up = reqwest::get(&url)
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    let status = if up {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let down: Vec<&str> = if up { vec![] } else { vec!["gateway"] };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": if up { "ready" } else { "unavailable" },
+            "unavailable": down,
+        })),
+    )
+}
+
+/// A form body read leniently: a browser's `application/x-www-form-urlencoded` fields as text;
+/// anything else is a 400 page, never axum's plain-text rejection.
+pub struct PageForm<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for PageForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, PageError> {
+        axum::Form::<T>::from_request(req, state)
+            .await
+            .map(|f| Self(f.0))
+            .map_err(|e| PageError::bad_request(format!("The form could not be read: {e}")))
+    }
+}

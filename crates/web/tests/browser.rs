@@ -1,0 +1,251 @@
+//! The portal in a real browser: Debian's headless Chromium driven through Debian's
+//! chromedriver (WebDriver, with fantoccini), nothing downloaded. The seed guide's acceptance
+//! test, literally: log in as the seeded admin at the portal, open `/appointments/new`, and
+//! the Doctor list offers the 6 seeded doctors. On failure the test saves a screenshot and the
+//! page's HTML under `<target>/tmp/browser/<test>/`; with `UPDATE_SCREENSHOTS=1` it also writes
+//! the README's screenshots (`docs/screenshots/`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{seeded_doctors, Portal, ADMIN_EMAIL, ADMIN_PASSWORD};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// A chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let exe = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        assert!(
+            Path::new(&exe).exists(),
+            "{exe} is missing: scripts/prepare installs Debian's chromium and chromium-driver"
+        );
+        let port = sandbox::process::free_port().unwrap();
+        let child = tokio::process::Command::new(&exe)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let status = format!("{url}/status");
+        sandbox::poll_until(sandbox::SETTLE, "chromedriver up", || async {
+            reqwest::get(&status)
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        })
+        .await;
+        Self { child, url }
+    }
+
+    /// A new headless browser window (its own profile: its own cookies).
+    async fn browser(&self) -> Client {
+        // Chromedriver is spoken to over plain HTTP, but the client is built with TLS support,
+        // which wants one crypto provider for the process (a second install is a no-op error).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1100,900"],
+            }),
+        );
+        ClientBuilder::rustls()
+            .expect("TLS roots")
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.child.start_kill().ok();
+    }
+}
+
+/// Where a test's screenshots and pages go.
+fn output_dir(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser")
+        .join(test);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Saves what the browser shows now: `<name>.png` and `<name>.html` in the test's folder.
+async fn keep(browser: &Client, test: &str, name: &str) -> PathBuf {
+    let dir = output_dir(test);
+    if let Ok(png) = browser.screenshot().await {
+        std::fs::write(dir.join(format!("{name}.png")), png).ok();
+    }
+    if let Ok(html) = browser.source().await {
+        std::fs::write(dir.join(format!("{name}.html")), html).ok();
+    }
+    dir
+}
+
+/// A screenshot for the README, when asked for (`UPDATE_SCREENSHOTS=1`).
+async fn screenshot_for_readme(browser: &Client, name: &str) {
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_none() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn log_in(
+    browser: &Client,
+    portal: &Portal,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    browser.goto(&portal.url("/login")).await?;
+    browser
+        .find(Locator::Id("email"))
+        .await?
+        .send_keys(email)
+        .await?;
+    browser
+        .find(Locator::Id("password"))
+        .await?
+        .send_keys(password)
+        .await?;
+    browser
+        .find(Locator::XPath("//button[normalize-space()='Log in']"))
+        .await?
+        .click()
+        .await?;
+    Ok(())
+}
+
+/// The texts of the Doctor list's options, placeholder left out.
+async fn doctor_options(browser: &Client) -> anyhow::Result<Vec<String>> {
+    // Found by its label, as a person finds it.
+    let label = browser
+        .find(Locator::XPath("//label[normalize-space()='Doctor']"))
+        .await?;
+    let id = label.attr("for").await?.unwrap_or_default();
+    let select = browser.find(Locator::Id(&id)).await?;
+    let mut names = Vec::new();
+    for option in select.find_all(Locator::Css("option")).await? {
+        let text = option.text().await?;
+        if text.starts_with("Dr ") {
+            names.push(text);
+        }
+    }
+    Ok(names)
+}
+
+/// Runs `steps` in a browser; on failure keeps a screenshot and the HTML, then fails.
+async fn in_browser<F, Fut>(test: &str, driver: &Driver, steps: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = (Client, anyhow::Result<()>)>,
+{
+    let browser = driver.browser().await;
+    let (browser, outcome) = steps(browser).await;
+    if let Err(e) = outcome {
+        let dir = keep(&browser, test, "failure").await;
+        browser.close().await.ok();
+        panic!("{test}: {e:#}; screenshot and page in {}", dir.display());
+    }
+    browser.close().await.ok();
+}
+
+#[tokio::test]
+async fn the_seeded_admin_sees_the_six_seeded_doctors_in_the_appointment_form() {
+    let portal = Portal::start().await;
+    let driver = Driver::start().await;
+    let expected = seeded_doctors(&portal.auth_db).await;
+    assert_eq!(expected.len(), 6);
+    in_browser("six_doctors", &driver, |browser| async {
+        let outcome = async {
+            browser.goto(&portal.url("/")).await?;
+            // Not signed in: the login page, which comes back to the page asked for.
+            anyhow::ensure!(browser.current_url().await?.path() == "/login");
+            screenshot_for_readme(&browser, "login").await;
+            log_in(&browser, &portal, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+            browser.goto(&portal.url("/appointments/new")).await?;
+            let offered = doctor_options(&browser).await?;
+            anyhow::ensure!(
+                offered == expected,
+                "offered {offered:?}, seeded {expected:?}"
+            );
+            screenshot_for_readme(&browser, "appointment-form").await;
+            keep(&browser, "six_doctors", "appointment-form").await;
+            Ok(())
+        }
+        .await;
+        (browser, outcome)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_booking_made_in_the_browser_is_listed() {
+    let portal = Portal::start().await;
+    let driver = Driver::start().await;
+    in_browser("booking", &driver, |browser| async {
+        let outcome = async {
+            log_in(&browser, &portal, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+            browser.goto(&portal.url("/appointments/new")).await?;
+            browser
+                .find(Locator::Id("patientName"))
+                .await?
+                .send_keys("Rudo Mhlanga")
+                .await?;
+            let select = browser.find(Locator::Id("doctorId")).await?;
+            select.select_by_index(1).await?;
+            // A date input takes the date as typed in the browser's locale order; setting the
+            // value directly is locale-proof.
+            let date = (chrono::Utc::now() + chrono::Duration::days(2))
+                .format("%Y-%m-%d")
+                .to_string();
+            browser
+                .execute(
+                    "document.getElementById('date').value = arguments[0]; \
+                     document.getElementById('time').value = '10:15';",
+                    vec![serde_json::json!(date)],
+                )
+                .await?;
+            browser
+                .find(Locator::XPath(
+                    "//button[normalize-space()='Book appointment']",
+                ))
+                .await?
+                .click()
+                .await?;
+            let notice = browser.find(Locator::Css("p.notice")).await?.text().await?;
+            anyhow::ensure!(
+                notice.starts_with("Booked: Rudo Mhlanga with Dr "),
+                "{notice}"
+            );
+            screenshot_for_readme(&browser, "booked").await;
+            browser.goto(&portal.url("/appointments")).await?;
+            let table = browser.find(Locator::Css("table")).await?.text().await?;
+            anyhow::ensure!(table.contains("Rudo Mhlanga"), "{table}");
+            screenshot_for_readme(&browser, "appointments").await;
+            Ok(())
+        }
+        .await;
+        (browser, outcome)
+    })
+    .await;
+}

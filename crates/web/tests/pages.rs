@@ -1,0 +1,254 @@
+//! The portal's pages over HTTP, as a browser without JavaScript uses them: redirects to the
+//! login and back, the session cookie, CSRF, one message for every failed login, the
+//! appointment form's Doctor list (every active doctor, never an empty list when the directory
+//! is down), booking with the values kept on an error, the list, logout.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{doctor_options, seeded_doctors, Browser, Portal, ADMIN_EMAIL, ADMIN_PASSWORD};
+
+#[tokio::test]
+async fn a_visitor_is_sent_to_login_and_back_to_the_page_asked_for() {
+    let portal = Portal::start().await;
+    let mut browser = Browser::new();
+    let page = browser.get(&portal.url("/appointments/new")).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(
+        page.location.as_deref(),
+        Some("/login?next=/appointments/new")
+    );
+
+    let login = browser
+        .get(&portal.url("/login?next=/appointments/new"))
+        .await;
+    assert_eq!(login.status, 200);
+    for needle in [
+        r#"<label for="email">Email</label>"#,
+        r#"<label for="password">Password</label>"#,
+        r#"<button type="submit">Log in</button>"#,
+    ] {
+        assert!(login.body.contains(needle), "{needle} in {}", login.body);
+    }
+    let csrf = login.csrf();
+    // No CSRF token: refused with a page, not processed.
+    let forged = browser
+        .post(
+            &portal.url("/login"),
+            &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(
+        forged.body.contains("did not come from this site"),
+        "{}",
+        forged.body
+    );
+    // Wrong password and unknown email: the same one message.
+    let mut messages = Vec::new();
+    for (email, password) in [
+        (ADMIN_EMAIL, "not the password"),
+        ("nobody@clinic.co.zw", "x"),
+    ] {
+        let page = browser
+            .post(
+                &portal.url("/login"),
+                &[
+                    ("csrf", &csrf),
+                    ("email", email),
+                    ("password", password),
+                    ("next", "/"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, 401);
+        let start = page.body.find("role=\"alert\"").unwrap();
+        messages.push(page.body[start..start + 120].to_owned());
+    }
+    assert_eq!(messages[0], messages[1]);
+
+    let signed_in = browser
+        .post(
+            &portal.url("/login"),
+            &[
+                ("csrf", &csrf),
+                ("email", ADMIN_EMAIL),
+                ("password", ADMIN_PASSWORD),
+                ("next", "/appointments/new"),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.status, 303);
+    assert_eq!(signed_in.location.as_deref(), Some("/appointments/new"));
+    let form = browser.get(&portal.url("/appointments/new")).await;
+    assert_eq!(form.status, 200);
+    assert_eq!(
+        doctor_options(&form.body),
+        seeded_doctors(&portal.auth_db).await
+    );
+    assert_eq!(doctor_options(&form.body).len(), 6);
+    assert!(form
+        .body
+        .contains(r#"<label for="doctorId">Doctor</label>"#));
+    // The old CSRF token died with the visitor's session.
+    assert_ne!(form.csrf(), csrf);
+
+    let home = browser.get(&portal.url("/")).await;
+    assert!(home.body.contains("Signed in as"), "{}", home.body);
+    assert_eq!(browser.get(&portal.url("/no/such/page")).await.status, 404);
+
+    let logout = browser
+        .post(&portal.url("/logout"), &[("csrf", &home.csrf())])
+        .await;
+    assert_eq!(logout.location.as_deref(), Some("/login?signed_out=1"));
+    assert_eq!(browser.get(&portal.url("/")).await.status, 303);
+}
+
+#[tokio::test]
+async fn booking_keeps_the_values_on_an_error_and_confirms_with_the_doctor_and_time() {
+    let portal = Portal::start().await;
+    let mut browser = Browser::new();
+    assert_eq!(
+        browser
+            .log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await
+            .status,
+        303
+    );
+    let form = browser.get(&portal.url("/appointments/new")).await;
+    let doctor_id = {
+        let start = form.body.find(r#"<option value=""#).unwrap();
+        let rest = &form.body[start..];
+        // The first option is "Choose a doctor" (empty value); take the second.
+        let second = rest[1..].find(r#"<option value=""#).unwrap() + 1;
+        let value = &rest[second + r#"<option value=""#.len()..];
+        value[..value.find('"').unwrap()].to_owned()
+    };
+    let date = (chrono::Utc::now() + chrono::Duration::days(3))
+        .format("%Y-%m-%d")
+        .to_string();
+    let missing_patient = browser
+        .post(
+            &portal.url("/appointments/new"),
+            &[
+                ("csrf", &form.csrf()),
+                ("patientName", ""),
+                ("doctorId", &doctor_id),
+                ("date", &date),
+                ("time", "09:30"),
+                ("durationMinutes", "45"),
+                ("reason", "Blood pressure review"),
+            ],
+        )
+        .await;
+    assert_eq!(missing_patient.status, 422);
+    let body = &missing_patient.body;
+    assert!(
+        body.contains("Enter the patient&#39;s name.")
+            || body.contains("Enter the patient's name."),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(r#"value="{doctor_id}" selected"#)),
+        "doctor kept: {body}"
+    );
+    assert!(body.contains(&format!(r#"value="{date}""#)), "date kept");
+    assert!(body.contains(r#"value="09:30""#) && body.contains(r#"value="45""#));
+    assert!(body.contains("Blood pressure review"), "reason kept");
+
+    let booked = browser
+        .post(
+            &portal.url("/appointments/new"),
+            &[
+                ("csrf", &form.csrf()),
+                ("patientName", "Rudo Mhlanga"),
+                ("doctorId", &doctor_id),
+                ("date", &date),
+                ("time", "09:30"),
+                ("durationMinutes", "45"),
+                ("reason", "Blood pressure review"),
+            ],
+        )
+        .await;
+    assert_eq!(booked.status, 303, "{}", booked.body);
+    let confirmation = browser
+        .get(&portal.url(booked.location.as_deref().unwrap()))
+        .await;
+    assert!(
+        confirmation.body.contains("Booked: Rudo Mhlanga with Dr "),
+        "{}",
+        confirmation.body
+    );
+    assert!(confirmation.body.contains("09:30"), "{}", confirmation.body);
+
+    // The same doctor at an overlapping time: refused, the form kept, the reason given.
+    let clash = browser
+        .post(
+            &portal.url("/appointments/new"),
+            &[
+                ("csrf", &form.csrf()),
+                ("patientName", "Tapiwa Nyathi"),
+                ("doctorId", &doctor_id),
+                ("date", &date),
+                ("time", "10:00"),
+                ("durationMinutes", "30"),
+                ("reason", ""),
+            ],
+        )
+        .await;
+    assert_eq!(clash.status, 422);
+    assert!(
+        clash.body.contains("already has an appointment"),
+        "{}",
+        clash.body
+    );
+    assert!(clash.body.contains("Tapiwa Nyathi"));
+
+    let list = browser.get(&portal.url("/appointments")).await;
+    assert!(list.body.contains("Rudo Mhlanga") && list.body.contains("<th scope=\"col\">"));
+    assert!(!list.body.contains("Tapiwa Nyathi"));
+}
+
+#[tokio::test]
+async fn with_the_directory_down_the_form_says_so_and_shows_no_empty_list() {
+    let mut portal = Portal::start().await;
+    let mut browser = Browser::new();
+    browser.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    portal.stop_directory().await;
+    let page = browser.get(&portal.url("/appointments/new")).await;
+    assert_eq!(page.status, 503);
+    assert!(
+        page.body.contains("staff directory cannot be reached"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"href="/appointments/new""#), "a retry");
+    assert!(
+        !page.body.contains("<select"),
+        "no Doctor list at all: {}",
+        page.body
+    );
+    assert!(!page.body.to_lowercase().contains("panicked"));
+}
+
+#[tokio::test]
+async fn a_pharmacist_reads_appointments_and_may_not_book() {
+    let portal = Portal::start().await;
+    let mut browser = Browser::new();
+    let pharmacist: String =
+        sqlx::query_scalar("SELECT email FROM users WHERE role = 'pharmacist'")
+            .fetch_one(&portal.auth_db)
+            .await
+            .unwrap();
+    let signed_in = browser
+        .log_in(&portal, &pharmacist, common::STAFF_PASSWORD)
+        .await;
+    assert_eq!(signed_in.status, 303);
+    assert_eq!(
+        browser.get(&portal.url("/appointments/new")).await.status,
+        403
+    );
+    assert_eq!(browser.get(&portal.url("/appointments")).await.status, 200);
+    let home = browser.get(&portal.url("/")).await;
+    assert!(!home.body.contains("/appointments/new"), "{}", home.body);
+}
