@@ -89,6 +89,10 @@ pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
     token: Option<Bearer>,
+    /// The address of the person this client acts for (a proxy such as the web portal), sent
+    /// as `X-Forwarded-For`: the gateway, trusting the proxy, limits that address, not the
+    /// proxy's own.
+    on_behalf_of: Option<std::net::IpAddr>,
 }
 
 /// The bearer token a client sends: one given, or a session's, renewed with its refresh token
@@ -143,7 +147,14 @@ impl ApiClient {
             http,
             base,
             token: None,
+            on_behalf_of: None,
         })
+    }
+
+    /// The same client, acting for a person at `client` (sent as `X-Forwarded-For`).
+    pub fn on_behalf_of(mut self, client: Option<std::net::IpAddr>) -> Self {
+        self.on_behalf_of = client;
+        self
     }
 
     /// The same client, sending `token` as its bearer token.
@@ -222,6 +233,9 @@ impl ApiClient {
         let url = self.url(segments, query);
         let what = format!("{method} {}", url.path());
         let mut request = self.http.request(method, url);
+        if let Some(ip) = self.on_behalf_of {
+            request = request.header("x-forwarded-for", ip.to_string());
+        }
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
         }

@@ -53,6 +53,8 @@ pub struct AppState {
     /// The gateway's API, unauthenticated: one connection pool for every user's calls (each
     /// call adds the user's token).
     pub api: api_client::ApiClient,
+    /// The same pool, for the portal's own checks (readiness).
+    pub http: reqwest::Client,
     pub secure_cookies: bool,
     pub utc_offset: FixedOffset,
 }
@@ -69,7 +71,7 @@ impl Application {
             .timeout(Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let api = api_client::ApiClient::with_http(http, &config.gateway_url)
+        let api = api_client::ApiClient::with_http(http.clone(), &config.gateway_url)
             .map_err(|e| anyhow::anyhow!("GATEWAY_URL: {e}"))?;
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -77,6 +79,7 @@ impl Application {
         let state = AppState {
             sessions: Arc::new(Sessions::default()),
             api,
+            http,
             secure_cookies: config.secure_cookies,
             utc_offset: config.utc_offset,
         };

@@ -107,7 +107,16 @@ impl PageError {
                 "The portal cannot reach the gateway right now. Try again in a moment.",
             ),
             api_client::Error::Refused { status, body } => match status.as_u16() {
+                // Handlers end the session on a 401 before it gets here ([`Staff::failed`]).
+                401 => Self {
+                    status: StatusCode::UNAUTHORIZED,
+                    title: "Session ended",
+                    message: "Your session has ended. Log in again to continue.".into(),
+                },
                 403 => Self::forbidden(body.message.clone()),
+                429 => Self::unavailable(
+                    "Too many requests from this device just now. Wait a minute, then try again.",
+                ),
                 404 => Self::not_found(),
                 502..=504 => Self::unavailable(format!("{} Try again in a moment.", body.message)),
                 _ => Self::internal(&e),

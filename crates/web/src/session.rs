@@ -7,7 +7,7 @@
 use contract::UserSnapshot;
 use rand::RngCore;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The session cookie's name.
@@ -46,6 +46,29 @@ struct Entry {
     csrf: String,
     signed: Option<SignedIn>,
     last_seen: Instant,
+    /// Held while the access token is renewed: one renewal at a time per session (a refresh
+    /// token is good once; a second use would end the session as a theft).
+    renewal: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Entry {
+    fn new(csrf: String, signed: Option<SignedIn>) -> Self {
+        Self {
+            csrf,
+            signed,
+            last_seen: Instant::now(),
+            renewal: Arc::default(),
+        }
+    }
+
+    fn alive(&self, now: Instant) -> bool {
+        let idle = if self.signed.is_some() {
+            IDLE_SIGNED
+        } else {
+            IDLE_VISITOR
+        };
+        now.duration_since(self.last_seen) < idle
+    }
 }
 
 /// What a request's session is.
@@ -87,41 +110,36 @@ impl Sessions {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The session of cookie value `id`, or a new visitor's session.
-    pub fn current(&self, id: Option<&str>) -> Current {
+    /// The live session of cookie value `id`, if any (nothing is created: a page for signed-in
+    /// users costs an anonymous request no memory).
+    pub fn find(&self, id: &str) -> Option<Current> {
         let mut map = self.lock();
         let now = Instant::now();
-        if let Some(id) = id {
-            if let Some(entry) = map.get_mut(id) {
-                let idle = if entry.signed.is_some() {
-                    IDLE_SIGNED
-                } else {
-                    IDLE_VISITOR
-                };
-                if now.duration_since(entry.last_seen) < idle {
-                    entry.last_seen = now;
-                    return Current {
-                        id: id.to_owned(),
-                        csrf: entry.csrf.clone(),
-                        signed: entry.signed.clone(),
-                        new: false,
-                    };
-                }
-                map.remove(id);
-            }
+        let entry = map.get_mut(id)?;
+        if !entry.alive(now) {
+            map.remove(id);
+            return None;
         }
+        entry.last_seen = now;
+        Some(Current {
+            id: id.to_owned(),
+            csrf: entry.csrf.clone(),
+            signed: entry.signed.clone(),
+            new: false,
+        })
+    }
+
+    /// The session of cookie value `id`, or a new visitor's session (the login form's).
+    pub fn current(&self, id: Option<&str>) -> Current {
+        if let Some(found) = id.and_then(|id| self.find(id)) {
+            return found;
+        }
+        let mut map = self.lock();
         if map.len() >= MAX_SESSIONS {
             Self::evict(&mut map);
         }
         let (id, csrf) = (random_token(), random_token());
-        map.insert(
-            id.clone(),
-            Entry {
-                csrf: csrf.clone(),
-                signed: None,
-                last_seen: now,
-            },
-        );
+        map.insert(id.clone(), Entry::new(csrf.clone(), None));
         Current {
             id,
             csrf,
@@ -130,22 +148,23 @@ impl Sessions {
         }
     }
 
-    /// Drops expired sessions, then the least recently used tenth if still full.
+    /// The lock a renewal of session `id`'s tokens holds.
+    pub fn renewal_lock(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.lock().get(id).map(|e| e.renewal.clone())
+    }
+
+    /// Drops expired sessions; if still full, visitors' least recently used first, then
+    /// signed-in users' — a flood of anonymous requests cannot sign staff out.
     fn evict(map: &mut HashMap<String, Entry>) {
         let now = Instant::now();
-        map.retain(|_, e| {
-            let idle = if e.signed.is_some() {
-                IDLE_SIGNED
-            } else {
-                IDLE_VISITOR
-            };
-            now.duration_since(e.last_seen) < idle
-        });
+        map.retain(|_, e| e.alive(now));
         if map.len() >= MAX_SESSIONS {
-            let mut seen: Vec<(Instant, String)> =
-                map.iter().map(|(k, e)| (e.last_seen, k.clone())).collect();
+            let mut seen: Vec<(bool, Instant, String)> = map
+                .iter()
+                .map(|(k, e)| (e.signed.is_some(), e.last_seen, k.clone()))
+                .collect();
             seen.sort();
-            for (_, id) in seen.into_iter().take(MAX_SESSIONS / 10) {
+            for (_, _, id) in seen.into_iter().take(MAX_SESSIONS / 10) {
                 map.remove(&id);
             }
         }
@@ -157,14 +176,7 @@ impl Sessions {
         let mut map = self.lock();
         map.remove(old);
         let (id, csrf) = (random_token(), random_token());
-        map.insert(
-            id.clone(),
-            Entry {
-                csrf: csrf.clone(),
-                signed: Some(signed.clone()),
-                last_seen: Instant::now(),
-            },
-        );
+        map.insert(id.clone(), Entry::new(csrf.clone(), Some(signed.clone())));
         Current {
             id,
             csrf,
@@ -214,6 +226,21 @@ pub fn cookie_id(headers: &axum::http::HeaderMap) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn signed() -> SignedIn {
+        SignedIn {
+            access: "a".into(),
+            refresh: "r".into(),
+            renew_at: Instant::now(),
+            user: serde_json::from_value(serde_json::json!({
+                "userId": "01a23c83-9cba-702c-9d34-aba14a814aea", "email": "a@clinic.test",
+                "firstName": "A", "lastName": "B", "role": "nurse", "phoneNumber": null,
+                "isActive": true, "mustChangePassword": false,
+                "createdAt": "2026-02-07T10:00:00.000Z"
+            }))
+            .unwrap(),
+        }
+    }
+
     #[test]
     fn a_login_replaces_the_session_id_and_its_csrf_token() {
         let sessions = Sessions::default();
@@ -221,10 +248,20 @@ mod tests {
         assert!(visitor.new);
         let again = sessions.current(Some(&visitor.id));
         assert!(!again.new);
-        assert_eq!(again.csrf, visitor.csrf);
-        assert!(sessions.current(Some("forged")).new);
         assert!(same_token(&visitor.csrf, &again.csrf));
         assert!(!same_token(&visitor.csrf, "x"));
+        assert!(sessions.find("forged").is_none(), "find creates nothing");
+
+        let user = sessions.sign_in(&visitor.id, signed());
+        assert_ne!(user.id, visitor.id);
+        assert_ne!(user.csrf, visitor.csrf);
+        assert!(
+            sessions.find(&visitor.id).is_none(),
+            "the id planted before the login is worth nothing after it"
+        );
+        assert!(sessions.find(&user.id).and_then(|c| c.signed).is_some());
+        assert!(sessions.end(&user.id).is_some());
+        assert!(sessions.find(&user.id).is_none());
     }
 
     #[test]

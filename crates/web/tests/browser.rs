@@ -10,6 +10,7 @@ mod common;
 
 use common::{seeded_doctors, Portal, ADMIN_EMAIL, ADMIN_PASSWORD};
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -50,9 +51,6 @@ impl Driver {
 
     /// A new headless browser window (its own profile: its own cookies).
     async fn browser(&self) -> Client {
-        // Chromedriver is spoken to over plain HTTP, but the client is built with TLS support,
-        // which wants one crypto provider for the process (a second install is a no-op error).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -63,8 +61,8 @@ impl Driver {
                          "--disable-gpu", "--window-size=1100,900"],
             }),
         );
-        ClientBuilder::rustls()
-            .expect("TLS roots")
+        // Plain HTTP to chromedriver on loopback: no TLS stack needed.
+        ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&self.url)
             .await

@@ -252,3 +252,197 @@ async fn a_pharmacist_reads_appointments_and_may_not_book() {
     let home = browser.get(&portal.url("/")).await;
     assert!(!home.body.contains("/appointments/new"), "{}", home.body);
 }
+
+/// Every login passes through the portal, so the gateway's per-address limit must count the
+/// person's address, not the portal's: one address hammering the login is stopped, a colleague
+/// at another address logs in as usual.
+#[tokio::test]
+async fn the_login_limit_counts_each_persons_address_not_the_portals() {
+    let portal = Portal::start_with(|gateway| {
+        gateway.auth_rate_limit = gateway::AuthRateLimit {
+            per_minute: 1,
+            burst: 3,
+        };
+    })
+    .await;
+    let mut guesser = Browser::at("10.20.30.40");
+    let form = guesser.get(&portal.url("/login")).await;
+    let csrf = form.csrf();
+    for _ in 0..4 {
+        let page = guesser
+            .post(
+                &portal.url("/login"),
+                &[
+                    ("csrf", &csrf),
+                    ("email", ADMIN_EMAIL),
+                    ("password", "guess"),
+                    ("next", "/"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            page.status, 401,
+            "one message for every cause, the limit included"
+        );
+    }
+    let mut colleague = Browser::at("10.20.30.41");
+    let signed_in = colleague.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    // The guesser is limited even with the right password now.
+    let limited = guesser
+        .post(
+            &portal.url("/login"),
+            &[
+                ("csrf", &csrf),
+                ("email", ADMIN_EMAIL),
+                ("password", ADMIN_PASSWORD),
+                ("next", "/"),
+            ],
+        )
+        .await;
+    assert_eq!(limited.status, 401);
+}
+
+/// The session id before a login is worth nothing after it, and a logout ends the session on
+/// the server: an old cookie replayed later is just a visitor's.
+#[tokio::test]
+async fn a_session_id_dies_at_login_and_at_logout() {
+    let portal = Portal::start().await;
+    let mut browser = Browser::new();
+    browser.get(&portal.url("/login")).await;
+    let before = browser.cookie.clone().expect("a visitor's cookie");
+    browser.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let signed_in = browser.cookie.clone().expect("the signed-in cookie");
+    assert_ne!(before, signed_in);
+
+    let mut replayed = Browser::new();
+    replayed.cookie = Some(before);
+    assert_eq!(
+        replayed.get(&portal.url("/")).await.status,
+        303,
+        "planted id not signed in"
+    );
+
+    let home = browser.get(&portal.url("/")).await;
+    assert_eq!(home.status, 200);
+    browser
+        .post(&portal.url("/logout"), &[("csrf", &home.csrf())])
+        .await;
+    let mut after_logout = Browser::new();
+    after_logout.cookie = Some(signed_in);
+    let page = after_logout.get(&portal.url("/")).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/login?next=/&expired=1"));
+}
+
+/// A form posted with another session's CSRF token is refused and changes nothing.
+#[tokio::test]
+async fn a_booking_with_a_wrong_csrf_token_is_refused() {
+    let portal = Portal::start().await;
+    let mut browser = Browser::new();
+    browser.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let page = browser
+        .post(
+            &portal.url("/appointments/new"),
+            &[
+                ("csrf", "forged-token"),
+                ("patientName", "X"),
+                ("doctorId", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 403);
+    let page = browser
+        .post(&portal.url("/account/password"), &[("newPassword", "x")])
+        .await;
+    assert_eq!(page.status, 403);
+}
+
+/// A new account must change its temporary password before anything else; then it can work.
+#[tokio::test]
+async fn a_new_doctor_changes_the_temporary_password_before_using_the_portal() {
+    let portal = Portal::start().await;
+    let admin = api_client::ApiClient::new(&portal.gateway.url())
+        .unwrap()
+        .logged_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let created = admin
+        .create_user(&contract::api::CreateUserRequest {
+            email: "new.doctor@clinic.co.zw".into(),
+            first_name: "Nokuthula".into(),
+            last_name: "Zulu".into(),
+            role: "doctor".into(),
+            phone_number: None,
+        })
+        .await
+        .unwrap();
+    let mut browser = Browser::new();
+    let first = browser
+        .log_in(
+            &portal,
+            "new.doctor@clinic.co.zw",
+            &created.temporary_password,
+        )
+        .await;
+    assert_eq!(first.location.as_deref(), Some("/account/password"));
+    let blocked = browser.get(&portal.url("/appointments/new")).await;
+    assert_eq!(blocked.location.as_deref(), Some("/account/password"));
+    let form = browser.get(&portal.url("/account/password")).await;
+    assert!(form.body.contains("Choose your own"), "{}", form.body);
+    let csrf = form.csrf();
+    let mismatch = browser
+        .post(
+            &portal.url("/account/password"),
+            &[
+                ("csrf", &csrf),
+                ("currentPassword", &created.temporary_password),
+                ("newPassword", "quiet night on ward seven"),
+                ("confirmPassword", "something else entirely"),
+            ],
+        )
+        .await;
+    assert_eq!(mismatch.status, 422);
+    let wrong = browser
+        .post(
+            &portal.url("/account/password"),
+            &[
+                ("csrf", &csrf),
+                ("currentPassword", "not it"),
+                ("newPassword", "quiet night on ward seven"),
+                ("confirmPassword", "quiet night on ward seven"),
+            ],
+        )
+        .await;
+    assert!(
+        wrong.body.contains("The current password is not right."),
+        "{}",
+        wrong.body
+    );
+    let changed = browser
+        .post(
+            &portal.url("/account/password"),
+            &[
+                ("csrf", &csrf),
+                ("currentPassword", &created.temporary_password),
+                ("newPassword", "quiet night on ward seven"),
+                ("confirmPassword", "quiet night on ward seven"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.location.as_deref(), Some("/"), "{}", changed.body);
+    // The doctor can book now, with themselves only (once the new doctor is in both copies).
+    let deadline = std::time::Instant::now() + sandbox::SETTLE;
+    loop {
+        let page = browser.get(&portal.url("/appointments/new")).await;
+        if doctor_options(&page.body) == ["Dr Nokuthula Zulu"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new doctor, alone, in their Doctor list: {}",
+            page.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

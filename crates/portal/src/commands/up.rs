@@ -35,8 +35,28 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     let appointments = appointment_service::Application::build(appointment_config(s))
         .await
         .map_err(Failure::unreachable)?;
-    let gateway = gateway::Application::build(gateway_config(s)).await?;
-    let web = web::Application::build(web_config(s)).await?;
+    let mut gateway_settings = gateway_config(s);
+    // The web portal started here is the proxy in front of the gateway: every login passes
+    // through it, so the gateway must limit each person's address it forwards, not the
+    // portal's own (unless GATEWAY_TRUSTED_PROXIES says otherwise).
+    if gateway_settings.trusted_proxies.is_empty() {
+        gateway_settings.trusted_proxies = vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ];
+    }
+    let gateway = gateway::Application::build(gateway_settings).await?;
+    // The portal reaches the gateway where it really listens (GATEWAY_ADDR may say port 0,
+    // or 0.0.0.0), unless GATEWAY_URL says otherwise.
+    let mut web_settings = web_config(s);
+    if s.gateway_url.is_none() {
+        let mut bound = gateway.local_addr().context("gateway address")?;
+        if bound.ip().is_unspecified() {
+            bound.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        web_settings.gateway_url = format!("http://{bound}");
+    }
+    let web = web::Application::build(web_settings).await?;
 
     // Declaring here means the queues exist before anything is published. If RabbitMQ is down
     // the relay and consumer declare it when they connect, so starting anyway loses nothing.

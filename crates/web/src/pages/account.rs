@@ -87,20 +87,28 @@ pub async fn change(
     {
         Ok(_) => {}
         Err(api_client::Error::Refused { status, body })
-            if matches!(status.as_u16(), 400 | 401 | 422) =>
+            if matches!(status.as_u16(), 400 | 422) =>
         {
-            let message = if status.as_u16() == 401 {
-                "The current password is not right.".to_owned()
-            } else {
-                body.message
+            let message = match body.field.as_deref() {
+                Some("currentPassword") => "The current password is not right.".to_owned(),
+                _ => body
+                    .message
+                    .split_once(": ")
+                    .map_or(body.message.clone(), |(_, m)| {
+                        format!("The new password {m}.")
+                    }),
             };
             return Ok(again(&message));
         }
-        Err(e) => return Err(PageError::from_api(e)),
+        Err(e) => return Ok(staff.failed(&state, e)),
     }
     // The change ended every session of the account: sign in again with the new password.
     let email = staff.signed.user.email.as_str().to_owned();
-    match api(&state, None).login(&email, &form.new_password).await {
+    match api(&state, None)
+        .on_behalf_of(staff.client)
+        .login(&email, &form.new_password)
+        .await
+    {
         Ok(answer) => {
             let session = state
                 .sessions
@@ -111,9 +119,11 @@ pub async fn change(
             }
             Ok(response)
         }
+        // Changed, but the new login did not go through (a limit, an outage): say so, so the
+        // old password is not tried again.
         Err(_) => {
             state.sessions.end(&staff.session.id);
-            Ok(Redirect::to("/login?expired=1").into_response())
+            Ok(Redirect::to("/login?changed=1").into_response())
         }
     }
 }

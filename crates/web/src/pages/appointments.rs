@@ -87,6 +87,16 @@ impl Problems {
     }
 }
 
+/// The id of `field`'s error message, for `aria-describedby`, when it has one.
+fn described(problems: &Problems, field: &str) -> Option<String> {
+    problems.of(field).map(|_| format!("{field}-error"))
+}
+
+/// `aria-invalid="true"` when `field` has an error.
+fn invalid(problems: &Problems, field: &str) -> Option<&'static str> {
+    problems.of(field).map(|_| "true")
+}
+
 fn field_error(problems: &Problems, field: &str) -> Markup {
     html! {
         @if let Some(message) = problems.of(field) {
@@ -119,12 +129,16 @@ fn booking_page(
             div {
                 label for="patientName" { "Patient name" }
                 input id="patientName" name="patientName" type="text" maxlength="200"
+                    aria-describedby=[described(problems, "patientName")]
+                    aria-invalid=[invalid(problems, "patientName")]
                     value=(values.patient_name);
                 (field_error(problems, "patientName"))
             }
             div {
                 label for="doctorId" { "Doctor" }
-                select id="doctorId" name="doctorId" {
+                select id="doctorId" name="doctorId"
+                    aria-describedby=[described(problems, "doctorId")]
+                    aria-invalid=[invalid(problems, "doctorId")] {
                     option value="" { "Choose a doctor" }
                     @for d in doctors {
                         @let id = d.user_id.0.to_string();
@@ -137,23 +151,31 @@ fn booking_page(
             }
             div {
                 label for="date" { "Date" }
-                input id="date" name="date" type="date" value=(values.date);
+                input id="date" name="date" type="date" value=(values.date)
+                    aria-describedby=[described(problems, "date")]
+                    aria-invalid=[invalid(problems, "date")];
                 (field_error(problems, "date"))
             }
             div {
                 label for="time" { "Time (UTC" (offset_label(offset)) ")" }
-                input id="time" name="time" type="time" value=(values.time);
+                input id="time" name="time" type="time" value=(values.time)
+                    aria-describedby=[described(problems, "time")]
+                    aria-invalid=[invalid(problems, "time")];
                 (field_error(problems, "time"))
             }
             div {
                 label for="durationMinutes" { "Duration (minutes)" }
                 input id="durationMinutes" name="durationMinutes" type="number" min="5"
+                    aria-describedby=[described(problems, "durationMinutes")]
+                    aria-invalid=[invalid(problems, "durationMinutes")]
                     max="480" step="5" value=(duration);
                 (field_error(problems, "durationMinutes"))
             }
             div {
                 label for="reason" { "Reason (optional)" }
-                textarea id="reason" name="reason" maxlength="500" rows="3" { (values.reason) }
+                textarea id="reason" name="reason" maxlength="500" rows="3"
+                    aria-describedby=[described(problems, "reason")]
+                    aria-invalid=[invalid(problems, "reason")] { (values.reason) }
                 (field_error(problems, "reason"))
             }
             div { button type="submit" { "Book appointment" } }
@@ -201,33 +223,44 @@ async fn form_page(
     problems: &Problems,
     status: StatusCode,
 ) -> Response {
-    match active_doctors(&staff.api(state)).await {
-        Ok(doctors) if doctors.is_empty() => {
-            let body = html! {
-                p class="problem" role="alert" {
-                    "The directory lists no active doctor, so no appointment can be booked. "
-                    "An admin activates doctors in the user administration."
-                }
-                p { a href="/appointments/new" { "Try again" } }
-            };
-            let page = layout(
-                "New appointment",
-                Some((&staff.signed, &staff.session)),
-                body,
-            );
-            (StatusCode::OK, page).into_response()
-        }
-        Ok(doctors) => {
-            let page = booking_page(staff, &doctors, values, problems, state.utc_offset);
-            (status, page).into_response()
-        }
-        Err(e) if e.status().is_some_and(|s| s.as_u16() == 401) => {
-            crate::staff::to_login("/appointments/new", true)
-        }
-        Err(e) => {
+    let doctors = match active_doctors(&staff.api(state)).await {
+        // A doctor books with themselves only: the list holds them alone.
+        Ok(doctors) if staff.signed.user.role == Role::Doctor => doctors
+            .into_iter()
+            .filter(|d| d.user_id == staff.signed.user.user_id)
+            .collect(),
+        Ok(doctors) => doctors,
+        Err(e) if unreachable(&e) => {
             tracing::warn!(error = %e, "appointment form: the directory cannot be reached");
-            directory_down(staff, &PageError::from_api(e).message)
+            return directory_down(staff, &PageError::from_api(e).message);
         }
+        Err(e) => return staff.failed(state, e),
+    };
+    if doctors.is_empty() {
+        let body = html! {
+            p class="problem" role="alert" {
+                "The directory lists no active doctor you can book with, so no appointment can "
+                "be booked. An admin activates doctors in the user administration."
+            }
+            p { a href="/appointments/new" { "Try again" } }
+        };
+        let page = layout(
+            "New appointment",
+            Some((&staff.signed, &staff.session)),
+            body,
+        );
+        return (StatusCode::OK, page).into_response();
+    }
+    let page = booking_page(staff, &doctors, values, problems, state.utc_offset);
+    (status, page).into_response()
+}
+
+/// The directory (or the way to it) is down: the API did not answer, or the gateway says an
+/// upstream is unreachable or unavailable.
+fn unreachable(e: &api_client::Error) -> bool {
+    match e {
+        api_client::Error::Unreachable { .. } => true,
+        _ => e.status().is_some_and(|s| matches!(s.as_u16(), 502..=504)),
     }
 }
 
@@ -345,7 +378,10 @@ pub async fn book(
         Err(api_client::Error::Refused { status, body }) if status.as_u16() == 503 => {
             problems.form = Some(body.message);
         }
-        Err(e) => return Err(PageError::from_api(e)),
+        Err(api_client::Error::Refused { status, body }) if status.as_u16() == 403 => {
+            problems.form = Some(capitalised(&body.message));
+        }
+        Err(e) => return Ok(staff.failed(&state, e)),
     }
     Ok(form_page(
         &state,
@@ -386,7 +422,7 @@ fn status_words(status: AppointmentStatus) -> &'static str {
 
 fn appointment_rows(items: &[Appointment], offset: FixedOffset) -> Markup {
     html! {
-        table {
+        div class="table-scroll" { table {
             thead { tr { th scope="col" { "When" } th scope="col" { "Patient" }
                          th scope="col" { "Doctor" } th scope="col" { "Minutes" }
                          th scope="col" { "Status" } } }
@@ -401,17 +437,17 @@ fn appointment_rows(items: &[Appointment], offset: FixedOffset) -> Markup {
                     }
                 }
             }
-        }
+        } }
     }
 }
 
-pub async fn list(State(state): State<AppState>, staff: Staff) -> Result<Markup, PageError> {
+pub async fn list(State(state): State<AppState>, staff: Staff) -> Result<Markup, Response> {
     let from = Utc::now().to_rfc3339();
     let page = staff
         .api(&state)
         .appointments(&[("from", from), ("limit", "200".into())])
         .await
-        .map_err(PageError::from_api)?;
+        .map_err(|e| staff.failed(&state, e))?;
     let body = html! {
         @if page.items.is_empty() {
             p { "No upcoming appointments." }
@@ -440,13 +476,15 @@ pub async fn show(
     staff: Staff,
     Path(id): Path<String>,
     Query(query): Query<ShowQuery>,
-) -> Result<Markup, PageError> {
-    let id: uuid::Uuid = id.parse().map_err(|_| PageError::not_found())?;
+) -> Result<Markup, Response> {
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|_| PageError::not_found().into_response())?;
     let a = staff
         .api(&state)
         .appointment(id)
         .await
-        .map_err(PageError::from_api)?;
+        .map_err(|e| staff.failed(&state, e))?;
     let at = when(a.starts_at.as_datetime(), state.utc_offset);
     let body = html! {
         @if query.booked.is_some() {
@@ -468,4 +506,35 @@ pub async fn show(
         Some((&staff.signed, &staff.session)),
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_typed_in_the_clinics_offset_is_booked_in_utc() {
+        let form = BookingForm {
+            patient_name: " Rudo ".into(),
+            doctor_id: "01a23c83-9cf7-70b7-aaa3-fc7abe52862e".into(),
+            date: "2027-01-15".into(),
+            time: "09:30".into(),
+            duration_minutes: "45".into(),
+            ..BookingForm::default()
+        };
+        let harare: FixedOffset = "+02:00".parse().unwrap();
+        let booking = to_booking(&form, harare).unwrap();
+        assert_eq!(booking.starts_at, "2027-01-15T07:30:00+00:00");
+        assert_eq!(
+            (booking.patient_name.as_str(), booking.duration_minutes),
+            ("Rudo", 45)
+        );
+        assert_eq!(booking.reason, None);
+        let missing = to_booking(&BookingForm::default(), harare).unwrap_err();
+        let fields: Vec<_> = missing.fields.iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            fields,
+            ["patientName", "doctorId", "date", "time", "durationMinutes"]
+        );
+    }
 }

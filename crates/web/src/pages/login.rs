@@ -1,5 +1,6 @@
 //! `/login` and `/logout`. A failed login shows one message whatever the cause (unknown email,
-//! wrong password, inactive or locked account), so the page tells nothing about accounts.
+//! wrong password, inactive account), so the page tells nothing about accounts; "too many
+//! attempts" (429: per address at the gateway, per email in the auth-service) is said apart.
 //! Logging out ends the session here and in the auth-service (its refresh token is revoked).
 
 use super::PageForm;
@@ -18,6 +19,7 @@ pub struct LoginQuery {
     next: Option<String>,
     expired: Option<String>,
     signed_out: Option<String>,
+    changed: Option<String>,
 }
 
 fn login_page(session: &Current, next: &str, email: &str, message: Option<&str>) -> Markup {
@@ -55,7 +57,7 @@ fn with_cookie(state: &AppState, session: &Current, status: StatusCode, page: Ma
 
 pub async fn form(
     State(state): State<AppState>,
-    Visitor { session }: Visitor,
+    Visitor { session, .. }: Visitor,
     Query(query): Query<LoginQuery>,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
@@ -66,15 +68,13 @@ pub async fn form(
         Some("Your session has ended. Log in again to continue.")
     } else if query.signed_out.is_some() {
         Some("You have logged out.")
+    } else if query.changed.is_some() {
+        Some("Your password was changed. Log in with the new one.")
     } else {
         None
     };
-    with_cookie(
-        &state,
-        &session,
-        StatusCode::OK,
-        login_page(&session, &next, "", message),
-    )
+    let page = login_page(&session, &next, "", message);
+    with_cookie(&state, &session, StatusCode::OK, page)
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,15 +89,31 @@ pub struct LoginForm {
 
 pub async fn submit(
     State(state): State<AppState>,
-    Visitor { session }: Visitor,
+    Visitor { session, client }: Visitor,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&session, form.csrf.as_deref())?;
     let next = safe_next(form.next.as_deref());
-    match api(&state, None)
+    if session.new {
+        // The form outlived its session (a login page left open on a ward tablet, or the
+        // portal restarted): offer it again with a fresh token rather than a dead end.
+        let page = login_page(
+            &session,
+            &next,
+            form.email.trim(),
+            Some("This page had expired. Enter your password again."),
+        );
+        return Ok(with_cookie(&state, &session, StatusCode::FORBIDDEN, page));
+    }
+    check_csrf(&session, form.csrf.as_deref())?;
+    let answer = api(&state, None)
+        .on_behalf_of(client)
         .login(form.email.trim(), &form.password)
-        .await
-    {
+        .await;
+    let refused = |message: &str| {
+        let page = login_page(&session, &next, form.email.trim(), Some(message));
+        with_cookie(&state, &session, StatusCode::UNAUTHORIZED, page)
+    };
+    match answer {
         Ok(answer) => {
             let must_change = answer.user.must_change_password;
             let signed_in = state.sessions.sign_in(&session.id, SignedIn::of(&answer));
@@ -112,24 +128,18 @@ pub async fn submit(
             }
             Ok(response)
         }
+        // Too many attempts: from this address (the gateway) or at this email (the
+        // auth-service, which counts unknown emails alike): either way nothing about accounts.
+        Err(e) if e.status().is_some_and(|s| s.as_u16() == 429) => Ok(refused(
+            "Too many login attempts just now. Wait a few minutes, then try again.",
+        )),
         Err(e)
             if e.status()
                 .is_some_and(|s| matches!(s.as_u16(), 400 | 401 | 422 | 429)) =>
         {
-            let page = login_page(
-                &session,
-                &next,
-                form.email.trim(),
-                Some(
-                    "That email and password did not let you in. Check them and try again; \
-                      after several failures the account waits a few minutes.",
-                ),
-            );
-            Ok(with_cookie(
-                &state,
-                &session,
-                StatusCode::UNAUTHORIZED,
-                page,
+            Ok(refused(
+                "That email and password did not let you in. Check them and try again; after \
+                 several failures the account waits a few minutes.",
             ))
         }
         Err(e) => Err(PageError::from_api(e)),
@@ -143,14 +153,21 @@ pub struct LogoutForm {
 
 pub async fn logout(
     State(state): State<AppState>,
-    Visitor { session }: Visitor,
+    Visitor { session, client }: Visitor,
     PageForm(form): PageForm<LogoutForm>,
 ) -> Result<Response, PageError> {
-    check_csrf(&session, form.csrf.as_deref())?;
+    // A session that is already gone has nothing to end: the cookie is cleared, no check.
+    if session.signed.is_some() {
+        check_csrf(&session, form.csrf.as_deref())?;
+    }
     if let Some(signed) = state.sessions.end(&session.id) {
         // Ends the session in the auth-service too; if it cannot be reached, the refresh token
         // expires on its own and this portal has forgotten it already.
-        if let Err(e) = api(&state, None).logout(&signed.refresh).await {
+        if let Err(e) = api(&state, None)
+            .on_behalf_of(client)
+            .logout(&signed.refresh)
+            .await
+        {
             tracing::warn!(error = %e, "logout: the auth-service did not revoke the session");
         }
     }

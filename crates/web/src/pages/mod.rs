@@ -50,7 +50,11 @@ async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
     let url = format!("{}/health/live", state.api.base().trim_end_matches('/'));
-    let up = reqwest::get(&url)
+    let up = state
+        .http
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
         .await
         .is_ok_and(|r| r.status().is_success());
     let status = if up {

@@ -26,6 +26,11 @@ pub struct Portal {
 
 impl Portal {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Portal::start`] with the gateway's configuration adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut gateway::Config)) -> Self {
         let sb = Sandbox::for_test().await;
         let auth = Running::launch(auth_service::Application::build(
             auth_service::Config::local(&sb.database_url("auth"), &sb.amqp_url, &sb.key_dir),
@@ -50,6 +55,9 @@ impl Portal {
             per_minute: 10_000,
             burst: 10_000,
         };
+        // The portal is the proxy in front of the gateway (as `portal up` sets it).
+        gateway_config.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+        adjust(&mut gateway_config);
         let gateway = Running::launch(gateway::Application::build(gateway_config)).await;
         let web =
             Running::launch(web::Application::build(web::Config::local(&gateway.url()))).await;
@@ -127,7 +135,10 @@ impl Portal {
 /// A browser-like client: no redirects followed, the session cookie kept.
 pub struct Browser {
     http: reqwest::Client,
-    cookie: Option<String>,
+    /// The session cookie (`portal_session=…`) the portal last set.
+    pub cookie: Option<String>,
+    /// The address this browser claims to come from (as a proxy in front of the portal says).
+    from: Option<String>,
 }
 
 /// An answer: status, `Location`, body.
@@ -158,6 +169,16 @@ impl Browser {
                 .build()
                 .expect("client"),
             cookie: None,
+            from: None,
+        }
+    }
+
+    /// A browser at `address` (sent as `X-Forwarded-For`, which the portal believes from a
+    /// local proxy).
+    pub fn at(address: &str) -> Self {
+        Self {
+            from: Some(address.to_owned()),
+            ..Self::new()
         }
     }
 
@@ -187,6 +208,9 @@ impl Browser {
         if let Some(c) = &self.cookie {
             req = req.header("cookie", c);
         }
+        if let Some(from) = &self.from {
+            req = req.header("x-forwarded-for", from);
+        }
         let response = req.send().await.expect("GET");
         self.read(response).await
     }
@@ -195,6 +219,9 @@ impl Browser {
         let mut req = self.http.post(url).form(form);
         if let Some(c) = &self.cookie {
             req = req.header("cookie", c);
+        }
+        if let Some(from) = &self.from {
+            req = req.header("x-forwarded-for", from);
         }
         let response = req.send().await.expect("POST");
         self.read(response).await
