@@ -368,6 +368,15 @@ impl ApiClient {
             .await
     }
 
+    /// A new temporary password for the user (shown only in this answer); they must change it
+    /// at their next login.
+    pub async fn reset_password(&self, id: Uuid) -> Result<CreateUserResponse> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("reset-password");
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
     pub async fn activate(&self, id: Uuid) -> Result<UserSnapshot> {
         self.user_action(id, "activate").await
     }

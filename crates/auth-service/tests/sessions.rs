@@ -223,3 +223,67 @@ async fn the_api_client_refreshes_and_logs_out() {
     let refused = client.refresh(&second.refresh_token).await.unwrap_err();
     assert_eq!(refused.status().map(|s| s.as_u16()), Some(401));
 }
+
+/// An admin resets a password: a temporary one shown only in the answer, `mustChangePassword`
+/// set, the user's sessions ended, and a versioned `user.updated` event that carries neither the
+/// password nor its hash. The user logs in with the temporary password.
+#[tokio::test]
+async fn an_admin_reset_gives_a_temporary_password_ends_sessions_and_writes_its_event() {
+    let sb = Sandbox::for_test().await;
+    let auth = common::start(common::config(&sb)).await;
+    let base = auth.url();
+    let pool = common::pool(&sb).await;
+    let id = common::create_user(&pool, "reset.me@clinic.test", Role::Nurse).await;
+    let session = login(&base, "reset.me@clinic.test").await;
+    let admin = common::admin_token(&pool, &base).await;
+    let url = format!("{base}/api/v1/auth/admin/users/{id}/reset-password");
+
+    let (s, refused) = post(
+        &url,
+        Some(session["accessToken"].as_str().unwrap()),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, 403, "only admins reset: {refused}");
+    let (s, reset) = post(&url, Some(&admin), &json!({})).await;
+    assert_eq!(s, 200, "{reset}");
+    let temporary = reset["temporaryPassword"].as_str().unwrap().to_owned();
+    assert!(temporary.len() >= 12);
+    assert_eq!(reset["user"]["mustChangePassword"], true);
+    assert_eq!(reset["user"]["userVersion"], 2);
+
+    let (s, _) = refresh(&base, &session["refreshToken"]).await;
+    assert_eq!(s, 401, "the user's sessions ended");
+    let (event_type, body): (String, String) = sqlx::query_as(
+        "SELECT event_type, body::text FROM outbox WHERE user_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(event_type, "user.updated");
+    assert!(body.contains("mustChangePassword"), "{body}");
+    assert!(
+        !body.contains(&temporary) && !body.contains("argon2"),
+        "{body}"
+    );
+
+    let (s, again) = post(
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        &json!({"email": "reset.me@clinic.test", "password": temporary}),
+    )
+    .await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["user"]["mustChangePassword"], true);
+    let (s, _) = post(
+        &format!(
+            "{base}/api/v1/auth/admin/users/{}/reset-password",
+            uuid::Uuid::new_v4()
+        ),
+        Some(&admin),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, 404);
+}

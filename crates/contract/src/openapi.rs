@@ -392,6 +392,18 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             ok(&user),
             &[400, 401, 403, 404, 409, 415, 422],
         )),
+        with_id(op(
+            "post",
+            "/api/v1/auth/admin/users/{id}/reset-password",
+            "resetPassword",
+            "admin",
+            "A new temporary password, shown only in this answer, to be changed at the next \
+             login; ends the user's sessions.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<CreateUserResponse>())),
+            &[401, 403, 404, 422],
+        )),
         events,
         directory,
         with_id(op(

@@ -366,7 +366,8 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub seed_admin_password: Option<String>,
-    /// Password of the 9 seeded staff [default: random and unknown; they must be reset].
+    /// Password of the 9 seeded staff [default: random and unknown; an admin resets them:
+    /// `portal users reset-password <email>`].
     #[arg(
         long,
         global = true,
@@ -596,6 +597,13 @@ pub enum UsersCommand {
         api: ApiClientArgs,
         user: UserRef,
         role: String,
+    },
+    /// Give a user a new temporary password (printed once), to be changed at their next
+    /// login; ends their sessions.
+    ResetPassword {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        user: UserRef,
     },
 }
 

@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{id}/activate", post(activate))
         .route("/admin/users/{id}/deactivate", post(deactivate))
         .route("/admin/users/{id}/role", put(set_role))
+        .route("/admin/users/{id}/reset-password", post(reset_password))
         .route("/admin/users/{id}/events", get(user_events))
 }
 
@@ -147,6 +148,33 @@ async fn set_role(
 ) -> Result<Json<UserSnapshot>, ApiError> {
     let change = UserChange::SetRole(req.role.parse::<Role>()?);
     apply(&state, &caller, &id, change).await
+}
+
+/// `POST /admin/users/{id}/reset-password`: a new random temporary password, shown only in
+/// this answer, which the user must change at the next login. Like every change it gets its
+/// version and its `user.updated` event (which carries no password or hash), and it ends the
+/// user's sessions.
+async fn reset_password(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<CreateUserResponse>, ApiError> {
+    require_current_admin(&state, &caller).await?;
+    parse_id(&id)?;
+    let temporary_password = password::temporary();
+    let hash = password::hash(temporary_password.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    let change = UserChange::Password {
+        hash,
+        must_change_password: true,
+    };
+    let Json(user) = apply(&state, &caller, &id, change).await?;
+    tracing::info!(target: "security", event = "password_reset", user_id = %user.user_id.0, by = %caller.0.sub, "password reset by an admin");
+    Ok(Json(CreateUserResponse {
+        user,
+        temporary_password,
+    }))
 }
 
 /// Creates an active account that must change its random temporary password at first login.

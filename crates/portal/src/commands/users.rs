@@ -199,6 +199,20 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
             let u = client.set_role(id, &role).await.map_err(failure)?;
             output(api.json, &json(&u), print_user);
         }
+        UsersCommand::ResetPassword { api, user } => {
+            let client = connect(&api).await?;
+            let id = client.resolve(&user).await.map_err(failure)?;
+            let reset = client.reset_password(id).await.map_err(failure)?;
+            if api.json {
+                output(true, &json(&reset), print_user);
+            } else {
+                print_user(&json(&reset.user));
+                println!(
+                    "temporary password    {} (shown only now; to be changed at the next login)",
+                    reset.temporary_password
+                );
+            }
+        }
     }
     Ok(())
 }

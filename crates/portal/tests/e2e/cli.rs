@@ -267,6 +267,20 @@ async fn portal_users_manages_users_through_the_admin_api() {
     ]))
     .await;
     assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&mut users(&["reset-password", "cli.doc@clinic.test"])).await;
+    assert_eq!(code, 0, "{out}");
+    let temporary = out
+        .lines()
+        .find_map(|l| l.strip_prefix("temporary password"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the temporary password printed")
+        .to_owned();
+    let relogin = api_client::ApiClient::new(&sys.gateway.url())
+        .unwrap()
+        .login("cli.doc@clinic.test", &temporary)
+        .await
+        .unwrap();
+    assert!(relogin.user.must_change_password);
     let (code, out) = run(&mut users(&["deactivate", "cli.doc@clinic.test"])).await;
     assert_eq!(code, 0, "{out}");
     let (code, out) = run(&mut users(&["show", "cli.doc@clinic.test", "--json"])).await;
@@ -279,7 +293,8 @@ async fn portal_users_manages_users_through_the_admin_api() {
             shown["isActive"].as_bool(),
             shown["userVersion"].as_i64()
         ),
-        (Some("Doctorate"), Some("consultant"), Some(false), Some(4))
+        // Created, updated, role set, password reset, deactivated.
+        (Some("Doctorate"), Some("consultant"), Some(false), Some(5))
     );
     let (code, out) = run(&mut users(&["activate", "cli.doc@clinic.test"])).await;
     assert_eq!(code, 0, "{out}");
