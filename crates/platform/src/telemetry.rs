@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
-            "warn,lapin=off,portal=info,auth_service=info,user_service=info,gateway=info,platform=info,ops=info",
+            "warn,lapin=off,portal=info,auth_service=info,user_service=info,\
+             appointment_service=info,consumer=info,gateway=info,web=info,platform=info,ops=info",
         )
     });
     // A second init (tests, embedded use) is harmless.
