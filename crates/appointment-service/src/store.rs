@@ -85,6 +85,16 @@ pub struct Booking {
     pub created_by: Uuid,
 }
 
+/// True when PostgreSQL aborted the transaction to break a deadlock (or a serialization
+/// failure): two bookings racing for one slot can each wait for the other's row under the
+/// exclusion constraint, and one of them is aborted. Run again, it meets the winner's committed
+/// row and is refused as an overlap.
+pub fn is_deadlock(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
 /// True when PostgreSQL refused a row because the doctor is already booked then.
 pub fn is_overlap(e: &sqlx::Error) -> bool {
     e.as_database_error()

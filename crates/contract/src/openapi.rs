@@ -54,7 +54,8 @@ fn error_words(status: u16) -> &'static str {
         401 => "No valid bearer token, or a refused login or refresh.",
         403 => {
             "The caller's role may not do this (a doctor acts on their own appointments only), \
-                or the action is turned off."
+                the action is turned off, or the account must change its password first \
+                (`password_change_required`: only `me` and `change-password` accept its token)."
         }
         404 => "No such user or appointment (or not visible to the caller).",
         409 => {
@@ -221,7 +222,7 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         true,
         None,
         ok(&either_page),
-        &[400, 401, 422],
+        &[400, 401, 403, 422],
     );
     directory.params = list_params();
     let appointment = schema(|g| g.subschema_for::<Appointment>());
@@ -415,7 +416,7 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             true,
             None,
             ok(&either_user),
-            &[401, 404, 422],
+            &[401, 403, 404, 422],
         )),
         op(
             "post",

@@ -156,8 +156,47 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// The verified claims of the caller's bearer token; 401 when absent or invalid.
+/// The verified claims of the caller's bearer token; 401 when absent or invalid, 403
+/// `password_change_required` when the account must change its password first (the token says
+/// so; only [`PendingPasswordChange`]'s routes accept such a token).
 pub struct Authenticated(pub Claims);
+
+/// Like [`Authenticated`], but also accepting the token of an account that must change its
+/// password: for reading the account and changing the password, nothing else.
+pub struct PendingPasswordChange(pub Claims);
+
+/// The bearer token of a request, verified.
+async fn verified_claims<S>(parts: &Parts, state: &S) -> Result<Claims, ApiError>
+where
+    Arc<JwtVerifier>: FromRef<S>,
+{
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
+    let verifier = Arc::<JwtVerifier>::from_ref(state);
+    verifier
+        .verify(token.trim())
+        .await
+        .map_err(|_| ApiError::unauthorized("invalid or expired token"))
+}
+
+impl<S> FromRequestParts<S> for PendingPasswordChange
+where
+    Arc<JwtVerifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        verified_claims(parts, state).await.map(Self)
+    }
+}
 
 impl Authenticated {
     /// 403 unless the caller is an admin.
@@ -178,21 +217,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
-        let verifier = Arc::<JwtVerifier>::from_ref(state);
-        verifier
-            .verify(token.trim())
-            .await
-            .map(Authenticated)
-            .map_err(|_| ApiError::unauthorized("invalid or expired token"))
+        let claims = verified_claims(parts, state).await?;
+        if claims.mcp {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                "this account must change its password first: POST /api/v1/auth/change-password",
+            ));
+        }
+        Ok(Self(claims))
     }
 }
 

@@ -52,6 +52,10 @@ pub struct Claims {
     pub aud: String,
     pub iat: i64,
     pub exp: i64,
+    /// The account must change its password first: such a token is accepted only to read the
+    /// account (`me`) and to change the password (absent, and so false, in other tokens).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mcp: bool,
 }
 
 /// One Ed25519 public key and its id (the RFC 7638 thumbprint).
@@ -351,6 +355,17 @@ impl KeyRing {
     }
 
     pub fn sign(&self, user_id: Uuid, email: &str, role: Role) -> anyhow::Result<String> {
+        self.sign_for(user_id, email, role, false)
+    }
+
+    /// [`KeyRing::sign`] for an account that must (or need not) change its password first.
+    pub fn sign_for(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        role: Role,
+        must_change_password: bool,
+    ) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
@@ -360,6 +375,7 @@ impl KeyRing {
             aud: AUDIENCE.to_owned(),
             iat: now,
             exp: now + self.ttl_seconds,
+            mcp: must_change_password,
         };
         let state = self
             .state

@@ -65,11 +65,17 @@ fn unless_overlap<T>(result: Result<T, sqlx::Error>) -> Result<T, ApiError> {
     result.map_err(|e| {
         if store::is_overlap(&e) {
             ApiError::conflict("the doctor already has an appointment at that time")
+        } else if store::is_deadlock(&e) {
+            ApiError::unavailable("the booking collided with others at the same moment; try again")
+                .retry_after(std::time::Duration::from_secs(1))
         } else {
             e.into()
         }
     })
 }
+
+/// How many times a write that PostgreSQL aborted as a deadlock is run again.
+const DEADLOCK_TRIES: u32 = 3;
 
 async fn answer(state: &AppState, id: Uuid) -> Result<Appointment, ApiError> {
     let row = store::find(&state.db, id)
@@ -129,8 +135,6 @@ async fn create(
         )
         .retry_after(std::time::Duration::from_secs(5)));
     }
-    let mut tx = state.db.begin().await?;
-    check_doctor(&mut tx, "doctorId", doctor_id).await?;
     let booking = Booking {
         patient_name,
         doctor_id,
@@ -139,8 +143,27 @@ async fn create(
         reason,
         created_by: caller.id.0,
     };
-    let id = unless_overlap(store::book(&mut tx, &booking).await)?;
-    unless_overlap(tx.commit().await)?;
+    let mut tries = 0;
+    let id = loop {
+        tries += 1;
+        let mut tx = state.db.begin().await?;
+        check_doctor(&mut tx, "doctorId", doctor_id).await?;
+        let booked = match store::book(&mut tx, &booking).await {
+            Ok(id) => tx.commit().await.map(|()| id),
+            Err(e) => Err(e),
+        };
+        match booked {
+            // Two bookings of one slot aborted as a deadlock: again, to meet the winner's row.
+            Err(e) if store::is_deadlock(&e) && tries < DEADLOCK_TRIES => {
+                tracing::info!(
+                    tries,
+                    "booking aborted as a deadlock with another; trying again"
+                );
+                continue;
+            }
+            other => break unless_overlap(other)?,
+        }
+    };
     let created = answer(&state, id).await?;
     let location = format!("/api/v1/appointments/{id}");
     Ok((

@@ -16,7 +16,7 @@ use contract::api::{
     RegisterRequest, RegistrationReceived,
 };
 use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
-use platform::http::{ApiError, ApiJson, Authenticated, ClientAddr};
+use platform::http::{ApiError, ApiJson, ClientAddr, PendingPasswordChange};
 
 pub fn router() -> Router<AppState> {
     // Bodies on these routes are a few fields; anything larger is refused before it is read.
@@ -198,7 +198,12 @@ fn tokens(
 ) -> Result<LoginResponse, ApiError> {
     let access_token = state
         .keys
-        .sign(user.id, &user.email, user.role()?)
+        .sign_for(
+            user.id,
+            &user.email,
+            user.role()?,
+            user.must_change_password,
+        )
         .map_err(ApiError::internal)?;
     Ok(LoginResponse {
         access_token,
@@ -260,7 +265,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 
 async fn me(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    PendingPasswordChange(claims): PendingPasswordChange,
 ) -> Result<Json<UserSnapshot>, ApiError> {
     let user = current_user(&state, claims.sub).await?;
     Ok(Json(user.snapshot()?))
@@ -282,7 +287,7 @@ async fn current_user(state: &AppState, id: uuid::Uuid) -> Result<store::UserRow
 /// write of a user, bumps its version and emits `user.updated`.
 async fn change_password(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    PendingPasswordChange(claims): PendingPasswordChange,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<Json<UserSnapshot>, ApiError> {
     if req.new_password == req.current_password {
