@@ -452,6 +452,12 @@ impl ApiClient {
         self.get(&["api", "v1", "users"], &filter.pairs()).await
     }
 
+    /// The directory as an admin sees it: every user with every field (the user-service's copy,
+    /// `userVersion` included), to compare with the admin list of `auth_db`.
+    pub async fn directory_as_admin(&self, filter: &ListFilter) -> Result<Page<UserSnapshot>> {
+        self.get(&["api", "v1", "users"], &filter.pairs()).await
+    }
+
     pub async fn directory_user(&self, id: Uuid) -> Result<DirectoryEntry> {
         self.get(&["api", "v1", "users", &id.to_string()], &[])
             .await

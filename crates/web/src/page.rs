@@ -54,6 +54,9 @@ pub fn links(role: Role) -> Vec<(&'static str, &'static str)> {
         links.push(("/appointments/new", "New appointment"));
     }
     links.push(("/appointments", "Appointments"));
+    if role == Role::Admin {
+        links.push(("/admin/users", "Users"));
+    }
     links.push(("/account/password", "Change password"));
     links
 }

@@ -446,3 +446,48 @@ async fn a_new_doctor_changes_the_temporary_password_before_using_the_portal() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `/admin/users`: the users of `auth_db` with a badge per user saying whether the directory
+/// holds their latest version; filters; admins only.
+#[tokio::test]
+async fn the_admin_user_list_shows_each_users_sync_state_and_is_for_admins_only() {
+    let portal = Portal::start().await;
+    let mut admin = Browser::new();
+    admin.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let deadline = std::time::Instant::now() + sandbox::SETTLE;
+    let page = loop {
+        let page = admin.get(&portal.url("/admin/users")).await;
+        assert_eq!(page.status, 200);
+        if page.body.matches("in sync").count() == 10 {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(page.body.contains("10 users") && !page.body.contains("syncing"));
+    for label in [
+        r#"<label for="role">Role</label>"#,
+        r#"<label for="q">Name or email</label>"#,
+    ] {
+        assert!(page.body.contains(label), "{label}");
+    }
+    let doctors = admin
+        .get(&portal.url("/admin/users?role=doctor&active=yes&q=&page=0"))
+        .await;
+    assert!(doctors.body.contains("6 users"), "{}", doctors.body);
+
+    let nurse: String = sqlx::query_scalar("SELECT email FROM users WHERE role = 'nurse'")
+        .fetch_one(&portal.auth_db)
+        .await
+        .unwrap();
+    let mut browser = Browser::new();
+    browser
+        .log_in(&portal, &nurse, common::STAFF_PASSWORD)
+        .await;
+    assert_eq!(browser.get(&portal.url("/admin/users")).await.status, 403);
+    assert!(!browser
+        .get(&portal.url("/"))
+        .await
+        .body
+        .contains("/admin/users"));
+}

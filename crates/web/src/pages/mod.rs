@@ -2,6 +2,7 @@
 //! page for everything else.
 
 mod account;
+mod admin;
 mod appointments;
 mod home;
 mod login;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
             "/account/password",
             get(account::form).post(account::change),
         )
+        .route("/admin/users", get(admin::users))
         .route("/static/portal.css", get(stylesheet))
         .route("/health/live", get(platform::http::live))
         .route("/health/ready", get(ready))
