@@ -1,14 +1,17 @@
 //! `/admin/users` (admins only): the users of `auth_db` with filters (role, active, a search by
 //! name or email) and paging, each with a badge comparing its `userVersion` in the auth-service
 //! with the directory's copy — "in sync", or "syncing…" while the change is on its way — so an
-//! admin sees a change arrive. Everyone else gets a 403 page.
+//! admin sees a change arrive; a form to create a user (the temporary password is shown once),
+//! and per user: activate or deactivate, and reset the password. Everyone else gets a 403 page.
 
+use super::PageForm;
 use crate::page::{layout, PageError};
 use crate::staff::Staff;
 use crate::AppState;
 use api_client::ListFilter;
-use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
 use contract::{Role, UserSnapshot};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -75,13 +78,167 @@ fn badge(user: &UserSnapshot, copies: &HashMap<uuid::Uuid, Option<i64>>) -> Mark
     }
 }
 
+/// The new-user form's fields as typed (kept when it comes back with an error).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewUserForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    phone_number: String,
+}
+
+/// The 403 page for anyone but an admin.
+fn admin_only(staff: &Staff) -> Option<Response> {
+    (staff.signed.user.role != Role::Admin)
+        .then(|| PageError::forbidden("This page is for admins.").into_response())
+}
+
+fn new_user_form(staff: &Staff, values: &NewUserForm, problem: Option<&str>) -> Markup {
+    html! {
+        h2 { "New user" }
+        @if let Some(problem) = problem { p class="problem" role="alert" { (problem) } }
+        form class="stacked" method="post" action="/admin/users" {
+            input type="hidden" name="csrf" value=(staff.session.csrf);
+            div { label for="email" { "Email" }
+                  input id="email" name="email" type="email" value=(values.email); }
+            div { label for="firstName" { "First name" }
+                  input id="firstName" name="firstName" type="text" value=(values.first_name); }
+            div { label for="lastName" { "Last name" }
+                  input id="lastName" name="lastName" type="text" value=(values.last_name); }
+            div { label for="newRole" { "Role" }
+                  select id="newRole" name="role" {
+                      @for r in Role::ALL {
+                          option value=(r.as_str()) selected[values.role == r.as_str()] { (r.as_str()) }
+                      }
+                  } }
+            div { label for="phoneNumber" { "Phone (optional)" }
+                  input id="phoneNumber" name="phoneNumber" type="tel" value=(values.phone_number); }
+            div { button type="submit" { "Create user" } }
+        }
+    }
+}
+
+/// A temporary password, shown once, selectable without JavaScript.
+fn temporary_page(staff: &Staff, title: &str, who: &UserSnapshot, password: &str) -> Response {
+    let body = html! {
+        p class="notice" role="status" {
+            (who.first_name) " " (who.last_name) " (" (who.email.as_str()) "): their temporary "
+            "password is below, shown only now. They must change it at their first login."
+        }
+        div class="stacked" {
+            label for="temporaryPassword" { "Temporary password" }
+            input id="temporaryPassword" type="text" readonly value=(password);
+        }
+        p { a href="/admin/users" { "Back to the users" } }
+    };
+    layout(title, Some((&staff.signed, &staff.session)), body).into_response()
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    staff: Staff,
+    PageForm(values): PageForm<NewUserForm>,
+) -> Response {
+    if let Some(refused) = admin_only(&staff) {
+        return refused;
+    }
+    if let Err(e) = staff.check_csrf(values.csrf.as_deref()) {
+        return e.into_response();
+    }
+    let phone = values.phone_number.trim();
+    let request = contract::api::CreateUserRequest {
+        email: values.email.trim().to_owned(),
+        first_name: values.first_name.trim().to_owned(),
+        last_name: values.last_name.trim().to_owned(),
+        role: values.role.clone(),
+        phone_number: (!phone.is_empty()).then(|| phone.to_owned()),
+    };
+    match staff.api(&state).create_user(&request).await {
+        Ok(created) => temporary_page(
+            &staff,
+            "User created",
+            &created.user,
+            &created.temporary_password,
+        ),
+        Err(api_client::Error::Refused { status, body })
+            if matches!(status.as_u16(), 409 | 422) =>
+        {
+            let page = layout(
+                "Users",
+                Some((&staff.signed, &staff.session)),
+                html! {
+                    (new_user_form(&staff, &values, Some(&body.message)))
+                    p { a href="/admin/users" { "Back to the users" } }
+                },
+            );
+            (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+        }
+        Err(e) => staff.failed(&state, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    csrf: Option<String>,
+}
+
+/// `POST /admin/users/{id}/{activate|deactivate|reset-password}`.
+pub async fn action(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path((id, action)): Path<(String, String)>,
+    PageForm(form): PageForm<ActionForm>,
+) -> Response {
+    if let Some(refused) = admin_only(&staff) {
+        return refused;
+    }
+    if let Err(e) = staff.check_csrf(form.csrf.as_deref()) {
+        return e.into_response();
+    }
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return PageError::not_found().into_response();
+    };
+    let api = staff.api(&state);
+    let done = match action.as_str() {
+        "activate" => api.activate(id).await.map(|_| ()),
+        "deactivate" => api.deactivate(id).await.map(|_| ()),
+        "reset-password" => {
+            return match api.reset_password(id).await {
+                Ok(reset) => temporary_page(
+                    &staff,
+                    "Password reset",
+                    &reset.user,
+                    &reset.temporary_password,
+                ),
+                Err(e) => staff.failed(&state, e),
+            }
+        }
+        _ => return PageError::not_found().into_response(),
+    };
+    match done {
+        Ok(()) => Redirect::to("/admin/users").into_response(),
+        Err(api_client::Error::Refused { status, body }) if status.as_u16() == 409 => {
+            PageError::forbidden(body.message).into_response()
+        }
+        Err(e) => staff.failed(&state, e),
+    }
+}
+
 pub async fn users(
     State(state): State<AppState>,
     staff: Staff,
     Query(query): Query<UsersQuery>,
 ) -> Response {
-    if staff.signed.user.role != Role::Admin {
-        return PageError::forbidden("This page is for admins.").into_response();
+    if let Some(refused) = admin_only(&staff) {
+        return refused;
     }
     let api = staff.api(&state);
     let filter = query.filter();
@@ -136,6 +293,7 @@ pub async fn users(
             thead { tr {
                 th scope="col" { "Name" } th scope="col" { "Email" } th scope="col" { "Role" }
                 th scope="col" { "Active" } th scope="col" { "Version" } th scope="col" { "Directory" }
+                th scope="col" { "Actions" }
             } }
             tbody {
                 @for u in &users.items {
@@ -146,6 +304,20 @@ pub async fn users(
                         td { @if u.is_active { "yes" } @else { "no" } }
                         td { (u.user_version.map_or("-".to_owned(), |v| v.to_string())) }
                         td { (badge(u, &copies)) }
+                        td class="actions" {
+                            @let id = u.user_id.0;
+                            @let name = format!("{} {}", u.first_name, u.last_name);
+                            form method="post" action=(format!("/admin/users/{id}/{}", if u.is_active { "deactivate" } else { "activate" })) {
+                                input type="hidden" name="csrf" value=(staff.session.csrf);
+                                button type="submit" aria-label=(format!("{} {name}", if u.is_active { "Deactivate" } else { "Activate" })) {
+                                    @if u.is_active { "Deactivate" } @else { "Activate" }
+                                }
+                            }
+                            form method="post" action=(format!("/admin/users/{id}/reset-password")) {
+                                input type="hidden" name="csrf" value=(staff.session.csrf);
+                                button type="submit" aria-label=(format!("Reset the password of {name}")) { "Reset password" }
+                            }
+                        }
                     }
                 }
             }
@@ -157,6 +329,7 @@ pub async fn users(
                 @if page + 1 < pages { " " a href=(query.link(page + 1)) { "Next" } }
             }
         }
+        (new_user_form(&staff, &NewUserForm::default(), None))
     };
     layout("Users", Some((&staff.signed, &staff.session)), body).into_response()
 }

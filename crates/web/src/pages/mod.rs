@@ -29,7 +29,8 @@ pub fn router(state: AppState) -> Router {
             "/account/password",
             get(account::form).post(account::change),
         )
-        .route("/admin/users", get(admin::users))
+        .route("/admin/users", get(admin::users).post(admin::create))
+        .route("/admin/users/{id}/{action}", post(admin::action))
         .route("/static/portal.css", get(stylesheet))
         .route("/health/live", get(platform::http::live))
         .route("/health/ready", get(ready))
