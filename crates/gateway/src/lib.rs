@@ -310,13 +310,6 @@ async fn to_users(State(state): State<AppState>, req: Request) -> Response {
     proxy(&state, &state.users, peer(&req), req).await
 }
 
-async fn to_appointments(State(state): State<AppState>, req: Request) -> Response {
-    match &state.appointments {
-        Some(upstream) => proxy(&state, upstream, peer(&req), req).await,
-        None => platform::http::fallback_not_found().await.into_response(),
-    }
-}
-
 /// `GET /api-docs/openapi.json`: the API's OpenAPI 3.1 document (`contracts/openapi.json`,
 /// which a test keeps equal to what the code generates).
 async fn openapi() -> Response {
@@ -416,9 +409,14 @@ impl Application {
             }),
         };
         let mut router = Router::new();
-        if state.appointments.is_some() {
+        // Routed only when configured: without it, the fallback's 404 answers.
+        if let Some(upstream) = state.appointments.clone() {
+            let to_appointments = move |State(state): State<AppState>, req: Request| {
+                let upstream = upstream.clone();
+                async move { proxy(&state, &upstream, peer(&req), req).await }
+            };
             router = router
-                .route("/api/v1/appointments", any(to_appointments))
+                .route("/api/v1/appointments", any(to_appointments.clone()))
                 .route("/api/v1/appointments/{*rest}", any(to_appointments));
         }
         let router = router

@@ -210,6 +210,20 @@ impl Sessions {
     }
 }
 
+/// `response` with `Set-Cookie: cookie` (a value of [`Sessions::cookie`] or
+/// [`Sessions::cleared`], which are always valid header values).
+pub fn with_cookie(
+    mut response: axum::response::Response,
+    cookie: &str,
+) -> axum::response::Response {
+    if let Ok(v) = cookie.parse() {
+        response
+            .headers_mut()
+            .insert(axum::http::header::SET_COOKIE, v);
+    }
+    response
+}
+
 /// The session id in a `Cookie` header.
 pub fn cookie_id(headers: &axum::http::HeaderMap) -> Option<String> {
     headers

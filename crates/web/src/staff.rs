@@ -60,15 +60,17 @@ pub fn to_login(next: &str, expired: bool) -> Response {
     Redirect::to(&format!("/login?next={next}{expired}")).into_response()
 }
 
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// `s` as a query-string value: letters, digits, `-_.~`, `/` and `@` as they are (readable,
+/// and legal in a query), everything else percent-encoded.
+pub fn url_encode(s: &str) -> String {
+    const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/')
+        .remove(b'@');
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// Where a login may send the browser back to: a path of this site only — never `//host`,

@@ -4,11 +4,11 @@
 
 use super::PageForm;
 use crate::page::{layout, PageError};
-use crate::session::{Sessions, SignedIn};
+use crate::session::{self, Sessions, SignedIn};
 use crate::staff::{api, Staff};
 use crate::AppState;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -113,11 +113,10 @@ pub async fn change(
             let session = state
                 .sessions
                 .sign_in(&staff.session.id, SignedIn::of(&answer));
-            let mut response = Redirect::to("/").into_response();
-            if let Ok(v) = Sessions::cookie(&session.id, state.secure_cookies).parse() {
-                response.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            Ok(response)
+            Ok(session::with_cookie(
+                Redirect::to("/").into_response(),
+                &Sessions::cookie(&session.id, state.secure_cookies),
+            ))
         }
         // Changed, but the new login did not go through (a limit, an outage): say so, so the
         // old password is not tried again.

@@ -49,16 +49,7 @@ impl UsersQuery {
 
     /// This query's link to page `page`.
     fn link(&self, page: u32) -> String {
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'@' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
+        let enc = crate::staff::url_encode;
         format!(
             "/admin/users?role={}&active={}&q={}&page={page}",
             enc(self.role.as_deref().unwrap_or("")),

@@ -5,11 +5,11 @@
 
 use super::PageForm;
 use crate::page::{layout, PageError};
-use crate::session::{Current, Sessions, SignedIn};
+use crate::session::{self, Current, Sessions, SignedIn};
 use crate::staff::{api, check_csrf, safe_next, Visitor};
 use crate::AppState;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -46,11 +46,12 @@ fn login_page(session: &Current, next: &str, email: &str, message: Option<&str>)
 
 /// The page, with the session cookie set when the visitor had none.
 fn with_cookie(state: &AppState, session: &Current, status: StatusCode, page: Markup) -> Response {
-    let mut response = (status, page).into_response();
+    let response = (status, page).into_response();
     if session.new {
-        if let Ok(v) = Sessions::cookie(&session.id, state.secure_cookies).parse() {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
+        return session::with_cookie(
+            response,
+            &Sessions::cookie(&session.id, state.secure_cookies),
+        );
     }
     response
 }
@@ -122,11 +123,10 @@ pub async fn submit(
             } else {
                 next
             };
-            let mut response = Redirect::to(&to).into_response();
-            if let Ok(v) = Sessions::cookie(&signed_in.id, state.secure_cookies).parse() {
-                response.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            Ok(response)
+            Ok(session::with_cookie(
+                Redirect::to(&to).into_response(),
+                &Sessions::cookie(&signed_in.id, state.secure_cookies),
+            ))
         }
         // Too many attempts: from this address (the gateway) or at this email (the
         // auth-service, which counts unknown emails alike): either way nothing about accounts.
@@ -171,9 +171,8 @@ pub async fn logout(
             tracing::warn!(error = %e, "logout: the auth-service did not revoke the session");
         }
     }
-    let mut response = Redirect::to("/login?signed_out=1").into_response();
-    if let Ok(v) = Sessions::cleared(state.secure_cookies).parse() {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    Ok(response)
+    Ok(session::with_cookie(
+        Redirect::to("/login?signed_out=1").into_response(),
+        &Sessions::cleared(state.secure_cookies),
+    ))
 }
