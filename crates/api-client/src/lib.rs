@@ -8,6 +8,7 @@ use contract::api::{
     DirectoryEntry, ErrorBody, LoginRequest, LoginResponse, NewAppointment, Page, ReassignRequest,
     RefreshRequest, RegisterRequest, RegistrationReceived, RoleRequest, UpdateUserRequest,
 };
+use contract::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
 use contract::UserSnapshot;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -463,6 +464,34 @@ impl ApiClient {
             .await
     }
 
+    // --- sync admin API (admins) ----------------------------------------------------------
+
+    /// The state of the synchronisation: outbox, queues, dead letters, the last verify.
+    pub async fn sync_status(&self) -> Result<SyncStatus> {
+        self.get(&SYNC, &[]).await
+    }
+
+    /// Starts a verify in the background (or answers the one running).
+    pub async fn start_verify(&self) -> Result<VerifyRun> {
+        let mut path = SYNC.to_vec();
+        path.push("verify");
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
+    /// The first `limit` messages of a dead-letter queue, left in place.
+    pub async fn dead_letters(&self, queue: &str, limit: usize) -> Result<DeadLetters> {
+        let mut path = SYNC.to_vec();
+        path.extend(["dead-letters", queue]);
+        self.get(&path, &[("limit", limit.to_string())]).await
+    }
+
+    /// Sends every message of a dead-letter queue back to its consumer.
+    pub async fn requeue_dead_letters(&self, queue: &str) -> Result<Requeued> {
+        let mut path = SYNC.to_vec();
+        path.extend(["dead-letters", queue, "requeue"]);
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
     // --- appointments (appointment-service) ----------------------------------------------
 
     pub async fn book(&self, request: &NewAppointment) -> Result<Appointment> {
@@ -504,6 +533,7 @@ impl ApiClient {
 }
 
 const APPOINTMENTS: [&str; 3] = ["api", "v1", "appointments"];
+const SYNC: [&str; 4] = ["api", "v1", "admin", "sync"];
 
 const AUTH_LOGIN: [&str; 4] = ["api", "v1", "auth", "login"];
 const ADMIN_USERS: [&str; 5] = ["api", "v1", "auth", "admin", "users"];

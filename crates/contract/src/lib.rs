@@ -23,6 +23,7 @@ pub mod domain;
 pub mod event;
 pub mod openapi;
 pub mod schema;
+pub mod sync_status;
 pub mod time;
 pub mod topology;
 pub mod wire;

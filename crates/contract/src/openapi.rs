@@ -14,8 +14,17 @@ use crate::api::{
 };
 use crate::domain::Role;
 use crate::event::UserSnapshot;
+use crate::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
 use schemars::gen::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
+
+/// The dead-letter queues of the standard consumers, and the unrouted queue: those the sync
+/// admin API opens.
+const DEAD_LETTER_QUEUES: [&str; 3] = [
+    "user-service.user-events.dlq",
+    "appointment-service.user-events.dlq",
+    crate::topology::UNROUTED_QUEUE,
+];
 
 /// Where the gateway serves the document.
 pub const PATH: &str = "/api-docs/openapi.json";
@@ -57,7 +66,7 @@ fn error_words(status: u16) -> &'static str {
                 the action is turned off, or the account must change its password first \
                 (`password_change_required`: only `me` and `change-password` accept its token)."
         }
-        404 => "No such user or appointment (or not visible to the caller).",
+        404 => "No such user, appointment or dead-letter queue (or not visible to the caller).",
         409 => {
             "Conflicts with the current state: a taken email, the last active admin, an \
                 appointment overlapping another of the doctor's, an appointment already \
@@ -71,7 +80,7 @@ fn error_words(status: u16) -> &'static str {
                 authentication requests from one address. `Retry-After` says when to retry."
         }
         503 => {
-            "A dependency is unavailable (database, password hashing queue), or the \
+            "A dependency is unavailable (database, broker, password hashing queue), or the \
                 appointment-service has not received the whole user history yet; retry shortly \
                 (`Retry-After` says when, if present)."
         }
@@ -225,6 +234,30 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         &[400, 401, 403, 422],
     );
     directory.params = list_params();
+    let verify_run = schema(|g| g.subschema_for::<VerifyRun>());
+    let with_queue = |mut o: Operation| {
+        o.params
+            .push(json!({"name": "queue", "in": "path", "required": true,
+            "description": "A dead-letter queue: a consumer's, or the unrouted queue.",
+            "schema": {"type": "string", "enum": DEAD_LETTER_QUEUES}}));
+        o
+    };
+    let mut dead_letters = with_queue(op(
+        "get",
+        "/api/v1/admin/sync/dead-letters/{queue}",
+        "deadLetters",
+        "sync",
+        "How many messages a dead-letter queue holds and the first of them, with their \
+         reasons (admins); every message stays in place.",
+        true,
+        None,
+        ok(&schema(|g| g.subschema_for::<DeadLetters>())),
+        &[400, 401, 403, 404, 503],
+    ));
+    dead_letters
+        .params
+        .push(json!({"name": "limit", "in": "query", "required": false,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}));
     let appointment = schema(|g| g.subschema_for::<Appointment>());
     let mut appointments = op(
         "get",
@@ -468,6 +501,45 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         )),
         op(
             "get",
+            "/api/v1/admin/sync",
+            "syncStatus",
+            "sync",
+            "The state of the synchronisation (admins): the outbox backlog and the age of its \
+             oldest event, each consumer's queue, retries and dead letters, and the last verify \
+             run. A part that cannot be read is null and named in `unavailable`.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<SyncStatus>())),
+            &[401, 403, 503],
+        ),
+        op(
+            "post",
+            "/api/v1/admin/sync/verify",
+            "startVerify",
+            "sync",
+            "Start comparing auth_db with every consumer's copy in the background (admins); \
+             answers the run started, or the one already running. Its progress and result are \
+             in syncStatus.",
+            true,
+            None,
+            Success::Json(202, "Started, or already running", verify_run),
+            &[401, 403, 503],
+        ),
+        dead_letters,
+        with_queue(op(
+            "post",
+            "/api/v1/admin/sync/dead-letters/{queue}/requeue",
+            "requeueDeadLetters",
+            "sync",
+            "Send every message of a dead-letter queue back to its consumer (admins): each is \
+             published with confirms before it is removed.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<Requeued>())),
+            &[401, 403, 404, 503],
+        )),
+        op(
+            "get",
             "/health/live",
             "live",
             "health",
@@ -566,4 +638,21 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{ConsumerQueues, APPOINTMENT_SERVICE, USER_SERVICE};
+
+    #[test]
+    fn the_documented_dead_letter_queues_are_the_consumers() {
+        assert_eq!(
+            DEAD_LETTER_QUEUES[..2],
+            [
+                ConsumerQueues::for_consumer(USER_SERVICE).dead_letter,
+                ConsumerQueues::for_consumer(APPOINTMENT_SERVICE).dead_letter
+            ]
+        );
+    }
 }

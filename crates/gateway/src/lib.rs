@@ -1,6 +1,6 @@
 //! The gateway: the portal's single HTTP entry point. `/api/v1/auth/*` goes to the
 //! auth-service, `/api/v1/users*` to the user-service, `/api/v1/appointments*` to the
-//! appointment-service; status, headers and bodies pass through
+//! appointment-service, `/api/v1/admin/sync*` to the sync admin API; status, headers and bodies pass through
 //! (streamed), hop-by-hop headers excepted. An unreachable upstream answers 502 with JSON, a
 //! slow one 504, neither naming the upstream's address.
 //!
@@ -39,6 +39,9 @@ pub struct Config {
     /// Base URL of the appointment-service, e.g. `http://127.0.0.1:3003`; without it
     /// `/api/v1/appointments` is not routed.
     pub appointments_url: Option<String>,
+    /// Base URL of the sync admin API, e.g. `http://127.0.0.1:3004`; without it
+    /// `/api/v1/admin/sync` is not routed.
+    pub sync_admin_url: Option<String>,
     /// How long an upstream may take to answer before the client gets 504.
     pub upstream_timeout: Duration,
     pub auth_rate_limit: AuthRateLimit,
@@ -55,6 +58,7 @@ impl Config {
             auth_url: auth_url.to_owned(),
             users_url: users_url.to_owned(),
             appointments_url: None,
+            sync_admin_url: None,
             upstream_timeout: Duration::from_secs(10),
             auth_rate_limit: AuthRateLimit::default(),
             trusted_proxies: Vec::new(),
@@ -91,6 +95,7 @@ struct AppState {
     auth: Arc<Upstream>,
     users: Arc<Upstream>,
     appointments: Option<Arc<Upstream>>,
+    sync_admin: Option<Arc<Upstream>>,
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     /// One `rate_limited` log line per address per minute: a flood would otherwise write one
     /// per refused request.
@@ -330,6 +335,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::V
         Some(&state.auth),
         Some(&state.users),
         state.appointments.as_ref(),
+        state.sync_admin.as_ref(),
     ];
     for upstream in upstreams.into_iter().flatten() {
         let url = format!("{}/health/live", upstream.base.trim_end_matches('/'));
@@ -407,17 +413,28 @@ impl Application {
                     base,
                 })
             }),
+            sync_admin: config.sync_admin_url.map(|base| {
+                Arc::new(Upstream {
+                    name: "sync-admin",
+                    base,
+                })
+            }),
         };
         let mut router = Router::new();
         // Routed only when configured: without it, the fallback's 404 answers.
-        if let Some(upstream) = state.appointments.clone() {
-            let to_appointments = move |State(state): State<AppState>, req: Request| {
+        let optional = [
+            ("/api/v1/appointments", state.appointments.clone()),
+            ("/api/v1/admin/sync", state.sync_admin.clone()),
+        ];
+        for (prefix, upstream) in optional {
+            let Some(upstream) = upstream else { continue };
+            let to_upstream = move |State(state): State<AppState>, req: Request| {
                 let upstream = upstream.clone();
                 async move { proxy(&state, &upstream, peer(&req), req).await }
             };
             router = router
-                .route("/api/v1/appointments", any(to_appointments.clone()))
-                .route("/api/v1/appointments/{*rest}", any(to_appointments));
+                .route(prefix, any(to_upstream.clone()))
+                .route(&format!("{prefix}/{{*rest}}"), any(to_upstream));
         }
         let router = router
             .route("/api/v1/auth/{*rest}", any(to_auth))

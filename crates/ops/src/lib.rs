@@ -9,12 +9,18 @@
 //!   to the outbox, once or on a schedule (`portal reconcile`, `RECONCILE_INTERVAL`).
 //! - [`setup`]: the least-privilege setup: an identity per part, only the rights it needs, the
 //!   generated credentials in one owner-only file (`portal setup`, `portal up`).
+//! - [`dlq`]: dead-letter queues looked at without loss and requeued with confirms (`portal
+//!   dlq`, the sync admin API).
+//! - [`status`]: the figures of the synchronisation an operator watches: the outbox backlog,
+//!   each consumer's queue and dead letters (the sync admin API, `/admin/sync`).
 //! - [`replay`]: stored events to one consumer's queue; a new consumer's queues and backfill
 //!   with its end-of-history mark (`portal replay`, `portal consumer add`, `portal up`).
 
+pub mod dlq;
 pub mod reconcile;
 pub mod replay;
 pub mod setup;
+pub mod status;
 pub mod verify;
 
 /// Why an operation failed, told apart the way scripts need it (the CLI's exit codes 2 and 1).

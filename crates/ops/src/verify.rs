@@ -9,6 +9,7 @@ use platform::users::{UserRecord, RECORD_COLUMNS};
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 /// A field of a user a copy may hold, as the event contract names it.
@@ -412,9 +413,23 @@ pub async fn compare_copy(
     copy: &CopySpec,
     max_listed: usize,
 ) -> Result<Report, VerifyError> {
+    compare_copy_counted(auth, pool, copy, max_listed, &AtomicU64::new(0)).await
+}
+
+/// [`compare_copy`] that keeps `checked` at the number of `auth_db` users compared so far, for a
+/// progress display while it runs (the sync admin API's background verify).
+pub async fn compare_copy_counted(
+    auth: &PgPool,
+    pool: &PgPool,
+    copy: &CopySpec,
+    max_listed: usize,
+    checked: &AtomicU64,
+) -> Result<Report, VerifyError> {
     let mut report = Report::default();
-    let checked = compare_copy_each(auth, pool, copy, |d| report.record(d, max_listed)).await?;
-    report.checked = checked;
+    report.checked = compare_streams(auth, pool, copy, None, Some(checked), |d| {
+        report.record(d, max_listed)
+    })
+    .await?;
     Ok(report)
 }
 
@@ -436,7 +451,7 @@ pub async fn compare_copy_each(
     copy: &CopySpec,
     on_difference: impl FnMut(Difference),
 ) -> Result<u64, VerifyError> {
-    compare_streams(auth, pool, copy, None, on_difference).await
+    compare_streams(auth, pool, copy, None, None, on_difference).await
 }
 
 /// The ids among `ids` that `verify` would still report in `user_db` (how `reconcile`
@@ -457,7 +472,7 @@ pub async fn still_different_in(
     ids: &[Uuid],
 ) -> Result<HashSet<Uuid>, VerifyError> {
     let mut different = HashSet::new();
-    compare_streams(auth, pool, copy, Some(ids), |d| {
+    compare_streams(auth, pool, copy, Some(ids), None, |d| {
         different.insert(d.id);
     })
     .await?;
@@ -469,6 +484,7 @@ async fn compare_streams(
     pool: &PgPool,
     copy: &CopySpec,
     only: Option<&[Uuid]>,
+    progress: Option<&AtomicU64>,
     mut on_difference: impl FnMut(Difference),
 ) -> Result<u64, VerifyError> {
     let (auth_err, copy_err) = (classify("auth_db"), classify(copy.database));
@@ -499,6 +515,9 @@ async fn compare_streams(
             (None, None) => break,
             (Some(x), Some(y)) if x.id == y.id => {
                 checked += 1;
+                if let Some(progress) = progress {
+                    progress.store(checked, Ordering::Relaxed);
+                }
                 if let Some(d) = compare_pair(copy, x, y) {
                     on_difference(d);
                 }
@@ -507,6 +526,9 @@ async fn compare_streams(
             }
             (Some(x), y) if y.as_ref().is_none_or(|y| x.id < y.id) => {
                 checked += 1;
+                if let Some(progress) = progress {
+                    progress.store(checked, Ordering::Relaxed);
+                }
                 on_difference(Difference {
                     id: x.id,
                     label: x.email.clone(),

@@ -245,6 +245,11 @@ pub async fn publish_confirmed<'a>(ch: &Channel, messages: Vec<Outgoing<'a>>) ->
 /// Messages ready in `queue` (a passive declare: exact, but unacked messages are not counted).
 /// A passive declare of a missing queue closes the channel, so callers give it one of its own.
 pub async fn queue_depth(ch: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    Ok(queue_counts(ch, queue).await?.0)
+}
+
+/// Messages ready in `queue` and consumers attached to it, as [`queue_depth`] reads them.
+pub async fn queue_counts(ch: &Channel, queue: &str) -> Result<(u32, u32), lapin::Error> {
     let declared = ch
         .queue_declare(
             queue,
@@ -255,7 +260,7 @@ pub async fn queue_depth(ch: &Channel, queue: &str) -> Result<u32, lapin::Error>
             FieldTable::default(),
         )
         .await?;
-    Ok(declared.message_count())
+    Ok((declared.message_count(), declared.consumer_count()))
 }
 
 /// [`queue_depth`] on a connection of its own, for callers that hold none.

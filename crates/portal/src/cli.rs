@@ -63,6 +63,9 @@ pub enum Command {
     AppointmentService,
     /// Run the web portal alone (it talks to the gateway at GATEWAY_URL).
     Web,
+    /// Run the sync admin API alone (outbox, queues, dead letters, verify in the background),
+    /// under the operator's identity; the gateway routes /api/v1/admin/sync to it.
+    SyncAdmin,
     /// Run the gateway alone.
     Gateway,
     /// Run the outbox relay alone (several may run; rows are claimed with SKIP LOCKED).
@@ -198,6 +201,14 @@ pub struct Settings {
         default_value = "127.0.0.1:3003"
     )]
     pub appointment_addr: SocketAddr,
+    /// Where the sync admin API listens.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNC_ADMIN_ADDR",
+        default_value = "127.0.0.1:3004"
+    )]
+    pub sync_admin_addr: SocketAddr,
     /// Where the gateway listens.
     #[arg(
         long,
@@ -232,6 +243,10 @@ pub struct Settings {
     /// `none` routes nothing to it (a system without the appointment-service).
     #[arg(long, global = true, env = "APPOINTMENT_SERVICE_URL")]
     pub appointment_service_url: Option<String>,
+    /// The sync admin API as the gateway reaches it [default: http://SYNC_ADMIN_ADDR]; `none`
+    /// routes nothing to it.
+    #[arg(long, global = true, env = "SYNC_ADMIN_URL")]
+    pub sync_admin_url: Option<String>,
     /// Directory of the JWT Ed25519 key pair (created by the auth-service on first start; the
     /// user-service needs only the .pub file).
     #[arg(

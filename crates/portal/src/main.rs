@@ -39,6 +39,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::AppointmentService => commands::serve::appointment_service(s).await,
         Command::Gateway => commands::serve::gateway(s).await,
         Command::Web => commands::serve::web(s).await,
+        Command::SyncAdmin => commands::serve::sync_admin(s).await,
         Command::Relay => commands::serve::relay(s).await,
         Command::Seed => commands::seed::run(s).await,
         Command::Users(command) => commands::users::run(*command).await,

@@ -9,6 +9,7 @@
 mod common;
 
 use common::{seeded_doctors, Portal, ADMIN_EMAIL, ADMIN_PASSWORD};
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::path::{Path, PathBuf};
@@ -123,6 +124,34 @@ async fn screenshot_for_readme(browser: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
+/// What the page says is wrong, if it says so (`role="alert"`), for a failure's message.
+async fn alert_text(browser: &Client) -> Option<String> {
+    let alert = browser.find(Locator::Css("[role='alert']")).await.ok()?;
+    alert.text().await.ok()
+}
+
+/// The element once the page shows it. A click that submits a form may return before the next
+/// page has loaded (CI once looked for the new page's element on the old one), so whatever
+/// follows a submit waits for it, within the tests' deadline, and a page that shows an alert
+/// instead fails at once with the alert's text.
+async fn appears(browser: &Client, locator: Locator<'_>) -> anyhow::Result<Element> {
+    let deadline = std::time::Instant::now() + sandbox::SETTLE;
+    loop {
+        if let Ok(found) = browser.find(locator).await {
+            return Ok(found);
+        }
+        if let Some(alert) = alert_text(browser).await {
+            anyhow::bail!("the page shows {alert:?} instead of {locator:?}");
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{locator:?} did not appear on {}",
+            browser.current_url().await?
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn log_in(
     browser: &Client,
     portal: &Portal,
@@ -145,6 +174,18 @@ async fn log_in(
         .await?
         .click()
         .await?;
+    // Signed in once the browser has left the login page (a refusal shows an alert there).
+    let deadline = std::time::Instant::now() + sandbox::SETTLE;
+    while browser.current_url().await?.path() == "/login" {
+        if let Some(alert) = alert_text(browser).await {
+            anyhow::bail!("{email} was not signed in: {alert}");
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{email}: still on the login page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     Ok(())
 }
 
@@ -245,7 +286,10 @@ async fn a_booking_made_in_the_browser_is_listed() {
                 .await?
                 .click()
                 .await?;
-            let notice = browser.find(Locator::Css("p.notice")).await?.text().await?;
+            let notice = appears(&browser, Locator::Css("p.notice"))
+                .await?
+                .text()
+                .await?;
             anyhow::ensure!(
                 notice.starts_with("Booked: Rudo Mhlanga with Dr "),
                 "{notice}"
@@ -308,7 +352,7 @@ async fn a_doctor_created_by_the_admin_appears_in_a_colleagues_list_and_goes_whe
             .await?
             .click()
             .await?;
-        let temporary = admin.find(Locator::Id("temporaryPassword")).await?;
+        let temporary = appears(&admin, Locator::Id("temporaryPassword")).await?;
         anyhow::ensure!(temporary
             .prop("value")
             .await?

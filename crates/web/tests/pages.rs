@@ -491,3 +491,131 @@ async fn the_admin_user_list_shows_each_users_sync_state_and_is_for_admins_only(
         .body
         .contains("/admin/users"));
 }
+
+/// The page an admin watches: `/admin/sync` shows the outbox and each consumer's queue with its
+/// consumer attached; a message the user-service can never apply appears with its reason and
+/// goes back to its consumer with "Requeue"; "Verify now" runs to its result for both copies;
+/// one user's event trail. The same figures through the API, which a nurse may not read.
+#[tokio::test]
+async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
+    let portal = Portal::start().await;
+    let mut admin = Browser::new();
+    admin.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    sandbox::amqp::publish_to_queue(
+        &portal.sb.amqp_url,
+        "user-service.user-events",
+        &[b"{ this is not json".to_vec()],
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + sandbox::SETTLE;
+    let page = loop {
+        let page = admin.get(&portal.url("/admin/sync")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        if page.body.contains("Dead letters in") && page.body.contains("0 waiting") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for needle in [
+        "user-service.user-events",
+        "appointment-service.user-events",
+        "not-json",
+        "No verify has run",
+        r#"<label for="user">Email or user id</label>"#,
+    ] {
+        assert!(page.body.contains(needle), "{needle}: {}", page.body);
+    }
+
+    // Requeue: the message goes back to its consumer (which dead-letters it again: still not
+    // JSON), and the page says how many went.
+    let csrf = page.csrf();
+    let done = admin
+        .post(
+            &portal.url("/admin/sync/requeue/user-service.user-events.dlq"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let back = done.location.unwrap();
+    assert_eq!(
+        back,
+        "/admin/sync?requeued=1&from=user-service.user-events.dlq"
+    );
+    assert!(admin
+        .get(&portal.url(&back))
+        .await
+        .body
+        .contains("1 messages requeued"));
+    let refused = admin
+        .post(&portal.url("/admin/sync/requeue/users"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    let forged = admin
+        .post(&portal.url("/admin/sync/verify"), &[("csrf", "forged")])
+        .await;
+    assert_eq!(forged.status, 403);
+
+    // Verify now, then its result for both copies.
+    let started = admin
+        .post(&portal.url("/admin/sync/verify"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let deadline = std::time::Instant::now() + sandbox::SETTLE;
+    let verified = loop {
+        let page = admin.get(&portal.url("/admin/sync")).await;
+        if page.body.contains("Last run finished") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        verified.body.matches("in sync: 10 users").count(),
+        2,
+        "{}",
+        verified.body
+    );
+
+    // One user's trail from the event store.
+    let trail = admin
+        .get(&portal.url("/admin/sync?user=admin%40clinic.co.zw"))
+        .await;
+    assert!(trail.body.contains("user.created"), "{}", trail.body);
+    let nobody = admin
+        .get(&portal.url("/admin/sync?user=nobody%40clinic.co.zw"))
+        .await;
+    assert!(nobody.body.contains("No user with the email or id"));
+
+    // The API behind it: an admin reads it; a nurse may not, nor the page.
+    let api = api_client::ApiClient::new(&portal.gateway.url())
+        .unwrap()
+        .logged_in(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let status = api.sync_status().await.unwrap();
+    assert!(status.unavailable.is_empty(), "{:?}", status.unavailable);
+    let consumers = status.consumers.unwrap();
+    assert!(consumers
+        .iter()
+        .all(|c| c.queue.consumers == Some(1) && c.queue.problem.is_none()));
+    let nurse: String = sqlx::query_scalar("SELECT email FROM users WHERE role = 'nurse'")
+        .fetch_one(&portal.auth_db)
+        .await
+        .unwrap();
+    let as_nurse = api_client::ApiClient::new(&portal.gateway.url())
+        .unwrap()
+        .logged_in(&nurse, common::STAFF_PASSWORD)
+        .await
+        .unwrap();
+    match as_nurse.sync_status().await {
+        Err(api_client::Error::Refused { status, .. }) => assert_eq!(status.as_u16(), 403),
+        other => panic!("a nurse read the sync status: {other:?}"),
+    }
+    let mut browser = Browser::new();
+    browser
+        .log_in(&portal, &nurse, common::STAFF_PASSWORD)
+        .await;
+    assert_eq!(browser.get(&portal.url("/admin/sync")).await.status, 403);
+}

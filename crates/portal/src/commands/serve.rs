@@ -1,4 +1,4 @@
-//! `portal auth-service | user-service | appointment-service | gateway | web | relay`: each part alone, in the foreground,
+//! `portal auth-service | user-service | appointment-service | sync-admin | gateway | web | relay`: each part alone, in the foreground,
 //! until SIGTERM or Ctrl-C. Also builds the service configurations `portal up` uses.
 
 use super::Failure;
@@ -90,6 +90,19 @@ pub fn web_config(s: &Settings) -> web::Config {
     }
 }
 
+/// The sync admin API under the operator's identity (the URLs `portal verify` and `portal dlq`
+/// use).
+pub fn sync_admin_config(s: &Settings) -> sync_admin::Config {
+    sync_admin::Config::standard(
+        s.sync_admin_addr,
+        s.operator_auth_db(),
+        s.operator_user_db(),
+        s.operator_appointment_db(),
+        s.operator_amqp(),
+        KeySource::Jwks(s.jwks_url()),
+    )
+}
+
 pub fn gateway_config(s: &Settings) -> gateway::Config {
     gateway::Config {
         http_addr: s.gateway_addr,
@@ -104,6 +117,11 @@ pub fn gateway_config(s: &Settings) -> gateway::Config {
             Some("none") => None,
             Some(url) => Some(url.to_owned()),
             None => Some(format!("http://{}", s.appointment_addr)),
+        },
+        sync_admin_url: match s.sync_admin_url.as_deref() {
+            Some("none") => None,
+            Some(url) => Some(url.to_owned()),
+            None => Some(format!("http://{}", s.sync_admin_addr)),
         },
         upstream_timeout: Duration::from_secs(30),
         auth_rate_limit: gateway::AuthRateLimit {
@@ -167,6 +185,13 @@ pub async fn appointment_service(s: &Settings) -> Result<(), Failure> {
 
 pub async fn web(s: &Settings) -> Result<(), Failure> {
     let app = web::Application::build(web_config(s)).await?;
+    app.run_until_stopped(platform::shutdown::on_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn sync_admin(s: &Settings) -> Result<(), Failure> {
+    let app = sync_admin::Application::build(sync_admin_config(s)).await?;
     app.run_until_stopped(platform::shutdown::on_signal())
         .await?;
     Ok(())

@@ -1,6 +1,8 @@
 //! `portal up`: the whole system in one foreground process.
 
-use super::serve::{appointment_config, auth_config, gateway_config, user_config, web_config};
+use super::serve::{
+    appointment_config, auth_config, gateway_config, sync_admin_config, user_config, web_config,
+};
 use super::{setup, Failure};
 use crate::cli::{AdminArgs, Cli, Settings};
 use anyhow::Context;
@@ -35,7 +37,14 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     let appointments = appointment_service::Application::build(appointment_config(s))
         .await
         .map_err(Failure::unreachable)?;
+    let sync_admin = sync_admin::Application::build(sync_admin_config(s)).await?;
     let mut gateway_settings = gateway_config(s);
+    if s.sync_admin_url.is_none() {
+        gateway_settings.sync_admin_url = Some(format!(
+            "http://{}",
+            sync_admin.local_addr().context("sync admin address")?
+        ));
+    }
     // The web portal started here is the proxy in front of the gateway: every login passes
     // through it, so the gateway must limit each person's address it forwards, not the
     // portal's own (unless GATEWAY_TRUSTED_PROXIES says otherwise).
@@ -138,6 +147,10 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
             .local_addr()
             .context("appointment-service address")?
     );
+    println!(
+        "sync admin    http://{}",
+        sync_admin.local_addr().context("sync admin address")?
+    );
     let password = match (
         &s.seed_admin_password,
         seeded
@@ -152,12 +165,13 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     println!("stop with Ctrl-C");
 
     let scheduled = super::serve::reconcile_schedule(s, shutdown.clone());
-    let (a, u, p, g, w) = tokio::join!(
+    let (a, u, p, g, w, y) = tokio::join!(
         auth.run_until_stopped(shutdown.clone()),
         users.run_until_stopped(shutdown.clone()),
         appointments.run_until_stopped(shutdown.clone()),
         gateway.run_until_stopped(shutdown.clone()),
         web.run_until_stopped(shutdown.clone()),
+        sync_admin.run_until_stopped(shutdown.clone()),
     );
     if let Some(task) = scheduled {
         task.await.ok();
@@ -167,6 +181,7 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     p?;
     g?;
     w?;
+    y?;
     println!("stopped cleanly");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The HTTP API fuzzed against its own OpenAPI document: schemathesis (from PyPI, installed by
 //! `scripts/prepare` into `/var/tmp/portal-schemathesis`) reads the document the gateway serves
 //! and sends generated requests — valid and invalid — to every operation, as an admin, against
-//! the whole system (auth-service, user-service, appointment-service, gateway) on real
+//! the whole system (auth-service, user-service, appointment-service, sync admin API, gateway) on real
 //! PostgreSQL and RabbitMQ. It fails on any 5xx answer and on any answer the document does not
 //! allow (status, content type, body schema). Its own test binary: it is the slowest suite.
 //! `SCHEMATHESIS_MAX_EXAMPLES` (default 40) sets how many cases per operation; the long form is
@@ -28,6 +28,7 @@ struct System {
     auth: Running,
     _users: Running,
     _appointments: Running,
+    _sync_admin: Running,
     gateway: Running,
     auth_db: PgPool,
     appointment_db: PgPool,
@@ -42,8 +43,17 @@ async fn start_system(sb: &Sandbox, tune: impl FnOnce(&mut gateway::Config)) -> 
     let auth = auth_common::start(auth_common::config(sb)).await;
     let users = user_common::start(user_common::config(sb)).await;
     let appointments = appointment_common::start(appointment_common::config(sb)).await;
+    let sync_admin = Running::launch(sync_admin::Application::build(sync_admin::Config::local(
+        &sb.database_url("auth"),
+        &sb.database_url("user"),
+        &sb.database_url("appointment"),
+        &sb.amqp_url,
+        &sb.key_dir,
+    )))
+    .await;
     let mut config = gateway::Config::local(&auth.url(), &users.url());
     config.appointments_url = Some(appointments.url());
+    config.sync_admin_url = Some(sync_admin.url());
     tune(&mut config);
     let gateway = Running::launch(gateway::Application::build(config)).await;
     let auth_db = auth_common::pool(sb).await;
@@ -63,6 +73,7 @@ async fn start_system(sb: &Sandbox, tune: impl FnOnce(&mut gateway::Config)) -> 
         auth,
         _users: users,
         _appointments: appointments,
+        _sync_admin: sync_admin,
         gateway,
         auth_db,
         appointment_db,
@@ -251,6 +262,7 @@ async fn every_documented_operation_is_served() {
                 "{}{}",
                 gateway.url(),
                 path.replace("{id}", &uuid::Uuid::new_v4().to_string())
+                    .replace("{queue}", "user-service.user-events.dlq")
             );
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let resp = client
@@ -270,5 +282,5 @@ async fn every_documented_operation_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 24, "every operation was called");
+    assert_eq!(checked, 28, "every operation was called");
 }

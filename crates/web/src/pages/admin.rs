@@ -87,9 +87,20 @@ pub struct NewUserForm {
 }
 
 /// The 403 page for anyone but an admin.
-fn admin_only(staff: &Staff) -> Option<Response> {
+pub(crate) fn admin_only(staff: &Staff) -> Option<Response> {
     (staff.signed.user.role != Role::Admin)
         .then(|| PageError::forbidden("This page is for admins.").into_response())
+}
+
+/// What refuses an admin form's POST: the 403 page for anyone but an admin, or for a missing
+/// or wrong CSRF token.
+pub(crate) fn refuse_admin_post(staff: &Staff, csrf: Option<&str>) -> Option<Response> {
+    admin_only(staff).or_else(|| {
+        staff
+            .check_csrf(csrf)
+            .err()
+            .map(IntoResponse::into_response)
+    })
 }
 
 fn new_user_form(staff: &Staff, values: &NewUserForm, problem: Option<&str>) -> Markup {
@@ -138,11 +149,8 @@ pub async fn create(
     staff: Staff,
     PageForm(values): PageForm<NewUserForm>,
 ) -> Response {
-    if let Some(refused) = admin_only(&staff) {
+    if let Some(refused) = refuse_admin_post(&staff, values.csrf.as_deref()) {
         return refused;
-    }
-    if let Err(e) = staff.check_csrf(values.csrf.as_deref()) {
-        return e.into_response();
     }
     let phone = values.phone_number.trim();
     let request = contract::api::CreateUserRequest {
@@ -176,9 +184,10 @@ pub async fn create(
     }
 }
 
+/// A form that carries nothing but its CSRF token (an action button).
 #[derive(Debug, Deserialize)]
 pub struct ActionForm {
-    csrf: Option<String>,
+    pub csrf: Option<String>,
 }
 
 /// `POST /admin/users/{id}/{activate|deactivate|reset-password}`.
@@ -188,11 +197,8 @@ pub async fn action(
     Path((id, action)): Path<(String, String)>,
     PageForm(form): PageForm<ActionForm>,
 ) -> Response {
-    if let Some(refused) = admin_only(&staff) {
+    if let Some(refused) = refuse_admin_post(&staff, form.csrf.as_deref()) {
         return refused;
-    }
-    if let Err(e) = staff.check_csrf(form.csrf.as_deref()) {
-        return e.into_response();
     }
     let Ok(id) = id.parse::<uuid::Uuid>() else {
         return PageError::not_found().into_response();

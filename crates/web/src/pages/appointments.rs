@@ -406,7 +406,7 @@ fn capitalised(s: &str) -> String {
 }
 
 /// A time as the clinic reads it.
-fn when(t: DateTime<Utc>, offset: FixedOffset) -> String {
+pub(crate) fn when(t: DateTime<Utc>, offset: FixedOffset) -> String {
     t.with_timezone(&offset)
         .format("%a %-d %b %Y, %H:%M")
         .to_string()

@@ -6,6 +6,7 @@ mod admin;
 mod appointments;
 mod home;
 mod login;
+mod sync;
 
 use crate::page::PageError;
 use crate::AppState;
@@ -31,6 +32,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/users", get(admin::users).post(admin::create))
         .route("/admin/users/{id}/{action}", post(admin::action))
+        .route("/admin/sync", get(sync::show))
+        .route("/admin/sync/verify", post(sync::verify))
+        .route("/admin/sync/requeue/{queue}", post(sync::requeue))
         .route("/static/portal.css", get(stylesheet))
         .route("/health/live", get(platform::http::live))
         .route("/health/ready", get(ready))

@@ -1,7 +1,7 @@
 //! The whole system for the web portal's tests, in this process on a test's sandbox: the
 //! auth-service (with its relay) seeded with the 10 demo users, the user-service, the
-//! appointment-service (backfilled), the gateway in front of them and the portal in front of
-//! the gateway; and a small browser-like HTTP client that keeps the session cookie.
+//! appointment-service (backfilled), the sync admin API, the gateway in front of them and the
+//! portal in front of the gateway; and a small browser-like HTTP client that keeps the session cookie.
 #![allow(dead_code)] // each test binary uses a part
 
 use contract::topology::{ConsumerQueues, APPOINTMENT_SERVICE};
@@ -19,6 +19,7 @@ pub struct Portal {
     pub auth: Running,
     pub users: Option<Running>,
     pub appointments: Running,
+    pub sync_admin: Running,
     pub gateway: Running,
     pub web: Running,
     pub auth_db: PgPool,
@@ -48,8 +49,18 @@ impl Portal {
             ),
         ))
         .await;
+        let sync_admin =
+            Running::launch(sync_admin::Application::build(sync_admin::Config::local(
+                &sb.database_url("auth"),
+                &sb.database_url("user"),
+                &sb.database_url("appointment"),
+                &sb.amqp_url,
+                &sb.key_dir,
+            )))
+            .await;
         let mut gateway_config = gateway::Config::local(&auth.url(), &users.url());
         gateway_config.appointments_url = Some(appointments.url());
+        gateway_config.sync_admin_url = Some(sync_admin.url());
         // The portal logs many people in from one address in these tests.
         gateway_config.auth_rate_limit = gateway::AuthRateLimit {
             per_minute: 10_000,
@@ -97,6 +108,7 @@ impl Portal {
             auth,
             users: Some(users),
             appointments,
+            sync_admin,
             gateway,
             web,
             auth_db,

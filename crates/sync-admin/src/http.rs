@@ -1,0 +1,203 @@
+//! `/api/v1/admin/sync` (an admin's bearer token, the account active and an admin in `auth_db`
+//! now, not only when the token was issued) and health.
+
+use crate::verify_job::VerifyJobs;
+use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use contract::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
+use contract::topology::{self, ConsumerQueues};
+use contract::Timestamp;
+use ops::OpsError;
+use platform::http::{ApiError, ApiQuery, Authenticated};
+use platform::jwt::JwtVerifier;
+use serde::Deserialize;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// `auth_db` as the operator reads it.
+    pub auth: PgPool,
+    /// The broker as the operator reaches it.
+    pub amqp_url: Arc<str>,
+    pub consumers: Arc<Vec<ConsumerQueues>>,
+    pub verifier: Arc<JwtVerifier>,
+    pub verify: Arc<VerifyJobs>,
+}
+
+impl FromRef<AppState> for Arc<JwtVerifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// An admin, by their token and by `auth_db` now: a token outlives a deactivation or a role
+/// change by up to its lifetime, and these endpoints move dead letters.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Authenticated::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        let now: Option<(bool, String)> =
+            sqlx::query_as("SELECT is_active, role FROM users WHERE id = $1")
+                .bind(caller.0.sub)
+                .fetch_optional(&state.auth)
+                .await
+                .map_err(|e| {
+                    if platform::db::is_unavailable(&e) {
+                        ApiError::unavailable("auth_db cannot be reached")
+                    } else {
+                        ApiError::internal(e)
+                    }
+                })?;
+        match now {
+            Some((true, role)) if role == "admin" => Ok(Self),
+            Some((true, _)) => Err(ApiError::forbidden("this action needs the admin role")),
+            _ => Err(ApiError::unauthorized("this account is deactivated")),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/admin/sync", get(status))
+        .route("/api/v1/admin/sync/verify", post(start_verify))
+        .route("/api/v1/admin/sync/dead-letters/{queue}", get(dead_letters))
+        .route(
+            "/api/v1/admin/sync/dead-letters/{queue}/requeue",
+            post(requeue),
+        )
+        .merge(platform::http::health_routes(ready))
+        .fallback(platform::http::fallback_not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(15),
+        ))
+        .with_state(state)
+}
+
+/// Ready when `auth_db` answers (the broker's state is a figure the page shows, not a reason
+/// to stop showing the page).
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    platform::http::readiness(&state.auth, "auth_db", None, None).await
+}
+
+/// `GET /api/v1/admin/sync`: every figure that can be read now; what cannot is named.
+async fn status(_: Admin, State(state): State<AppState>) -> Json<SyncStatus> {
+    let (outbox, consumers) = tokio::join!(
+        ops::status::outbox(&state.auth),
+        ops::status::consumers(&state.amqp_url, &state.consumers)
+    );
+    let mut unavailable = Vec::new();
+    let outbox = outbox
+        .map_err(|e| unavailable.push(format!("outbox: {e}")))
+        .ok();
+    let consumers = consumers
+        .map_err(|e| unavailable.push(format!("queues: {e}")))
+        .ok();
+    Json(SyncStatus {
+        at: Timestamp::now(),
+        outbox,
+        consumers,
+        verify: state.verify.snapshot(),
+        unavailable,
+    })
+}
+
+/// `POST /api/v1/admin/sync/verify`: 202 with the run started, or with the run already going.
+async fn start_verify(_: Admin, State(state): State<AppState>) -> (StatusCode, Json<VerifyRun>) {
+    let (run, _) = state.verify.start();
+    (StatusCode::ACCEPTED, Json(run))
+}
+
+/// The dead-letter queues these endpoints open: each consumer's, and the unrouted queue.
+fn known_queue(state: &AppState, queue: &str) -> Result<(), ApiError> {
+    let known =
+        queue == topology::UNROUTED_QUEUE || state.consumers.iter().any(|c| c.dead_letter == queue);
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no dead-letter queue {queue}: one of {}",
+            state
+                .consumers
+                .iter()
+                .map(|c| c.dead_letter.as_str())
+                .chain([topology::UNROUTED_QUEUE])
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+fn broker_error(e: OpsError) -> ApiError {
+    match e {
+        OpsError::Unreachable(what) => ApiError::unavailable(format!("cannot reach {what}")),
+        OpsError::Failed(e) => ApiError::internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/admin/sync/dead-letters/{queue}?limit=`: the first messages (1 to 100, 10 by
+/// default), left in place.
+async fn dead_letters(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<DeadLetters>, ApiError> {
+    known_queue(&state, &queue)?;
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 100"));
+    }
+    let (messages, first) = ops::dlq::list(&state.amqp_url, &queue, limit)
+        .await
+        .map_err(broker_error)?;
+    Ok(Json(DeadLetters {
+        queue,
+        messages,
+        first,
+    }))
+}
+
+/// `POST /api/v1/admin/sync/dead-letters/{queue}/requeue`: every message it holds back to its
+/// consumer (each published with confirms before it is removed).
+async fn requeue(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<Json<Requeued>, ApiError> {
+    known_queue(&state, &queue)?;
+    let opened = ops::dlq::open(&state.amqp_url, &queue, "portal sync admin requeue")
+        .await
+        .map_err(broker_error)?;
+    let of = opened.count;
+    let moved = ops::dlq::requeue_all(&opened, &queue).await;
+    opened.close().await;
+    let requeued = moved.map_err(ApiError::internal)?;
+    tracing::info!(
+        queue,
+        requeued,
+        of,
+        "dead letters requeued from the sync admin API"
+    );
+    Ok(Json(Requeued {
+        queue,
+        requeued,
+        of,
+    }))
+}
