@@ -572,7 +572,7 @@ async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(
-        verified.body.matches("in sync: 10 users").count(),
+        verified.body.matches("10 users compared").count(),
         2,
         "{}",
         verified.body
@@ -618,4 +618,136 @@ async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
         .log_in(&portal, &nurse, common::STAFF_PASSWORD)
         .await;
     assert_eq!(browser.get(&portal.url("/admin/sync")).await.status, 403);
+}
+
+/// `/admin/users/{id}/edit`: a profile and a role are each saved as one versioned change that
+/// reaches the directory; a refused change comes back with the values typed; an untouched form
+/// writes nothing; the last active admin cannot be demoted.
+#[tokio::test]
+async fn an_admin_edits_a_profile_and_a_role() {
+    let portal = Portal::start().await;
+    let mut admin = Browser::new();
+    admin.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (id, email, last_name): (uuid::Uuid, String, String) =
+        sqlx::query_as("SELECT id, email, last_name FROM users WHERE role = 'pharmacist'")
+            .fetch_one(&portal.auth_db)
+            .await
+            .unwrap();
+    let version = || async {
+        sqlx::query_scalar::<_, i64>("SELECT user_version FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&portal.auth_db)
+            .await
+            .unwrap()
+    };
+    let list = admin
+        .get(&portal.url(&format!("/admin/users?q={email}")))
+        .await;
+    let edit = format!("/admin/users/{id}/edit");
+    assert!(
+        list.body.contains(&format!(r#"href="{edit}""#)),
+        "{}",
+        list.body
+    );
+    let form = admin.get(&portal.url(&edit)).await;
+    assert_eq!(form.status, 200);
+    for label in [
+        r#"<label for="email">Email</label>"#,
+        r#"<label for="firstName">First name</label>"#,
+        r#"<label for="role">Role</label>"#,
+    ] {
+        assert!(form.body.contains(label), "{label}");
+    }
+    let csrf = form.csrf();
+    let before = version().await;
+
+    let refused = admin
+        .post(
+            &portal.url(&edit),
+            &[
+                ("csrf", &csrf),
+                ("email", "not an email"),
+                ("firstName", "Tendai"),
+                ("lastName", &last_name),
+                ("phoneNumber", ""),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(refused.body.contains(r#"value="Tendai""#) && refused.body.contains("role=\"alert\""));
+    assert_eq!(version().await, before);
+
+    let saved = admin
+        .post(
+            &portal.url(&edit),
+            &[
+                ("csrf", &csrf),
+                ("email", &email),
+                ("firstName", "Tendai"),
+                ("lastName", &last_name),
+                ("phoneNumber", ""),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(
+        saved.location.as_deref(),
+        Some(format!("{edit}?saved=profile").as_str())
+    );
+    assert_eq!(version().await, before + 1);
+    let role = admin
+        .post(
+            &portal.url(&format!("/admin/users/{id}/role")),
+            &[("csrf", &csrf), ("role", "consultant")],
+        )
+        .await;
+    assert_eq!(role.status, 303, "{}", role.body);
+    assert_eq!(version().await, before + 2);
+    let again = admin
+        .post(
+            &portal.url(&edit),
+            &[
+                ("csrf", &csrf),
+                ("email", &email),
+                ("firstName", "Tendai"),
+                ("lastName", &last_name),
+                ("phoneNumber", ""),
+            ],
+        )
+        .await;
+    assert_eq!(
+        again.location.as_deref(),
+        Some(format!("{edit}?saved=nothing").as_str())
+    );
+    assert_eq!(
+        version().await,
+        before + 2,
+        "an untouched form wrote a change"
+    );
+
+    // Both changes reach the directory's copy.
+    let user_db = platform::db::lazy_pool(&portal.sb.database_url("user"), 1).unwrap();
+    sandbox::poll_until(sandbox::SETTLE, "the edits in user_db", || async {
+        let row: (String, String) =
+            sqlx::query_as("SELECT first_name, role FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_one(&user_db)
+                .await
+                .ok()?;
+        (row == ("Tendai".to_owned(), "consultant".to_owned())).then_some(())
+    })
+    .await;
+
+    let admin_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE role = 'admin'")
+        .fetch_one(&portal.auth_db)
+        .await
+        .unwrap();
+    let demoted = admin
+        .post(
+            &portal.url(&format!("/admin/users/{admin_id}/role")),
+            &[("csrf", &csrf), ("role", "nurse")],
+        )
+        .await;
+    assert_eq!(demoted.status, 409, "{}", demoted.body);
+    assert!(demoted.body.contains("role=\"alert\""), "{}", demoted.body);
 }

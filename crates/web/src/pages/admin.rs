@@ -1,8 +1,9 @@
 //! `/admin/users` (admins only): the users of `auth_db` with filters (role, active, a search by
 //! name or email) and paging, each with a badge comparing its `userVersion` in the auth-service
 //! with the directory's copy — "in sync", or "syncing…" while the change is on its way — so an
-//! admin sees a change arrive; a form to create a user (the temporary password is shown once),
-//! and per user: activate or deactivate, and reset the password. Everyone else gets a 403 page.
+//! admin sees a change arrive; a form to create a user (the temporary password is shown once,
+//! with a copy button), and per user: activate or deactivate, reset the password, and a link
+//! to edit the profile and role (`user_edit`). Everyone else gets a 403 page.
 
 use super::PageForm;
 use crate::page::{layout, PageError};
@@ -138,7 +139,10 @@ fn temporary_page(staff: &Staff, title: &str, who: &UserSnapshot, password: &str
         div class="stacked" {
             label for="temporaryPassword" { "Temporary password" }
             input id="temporaryPassword" type="text" readonly value=(password);
+            button type="button" data-copy="temporaryPassword" hidden { "Copy" }
+            span class="hint" data-copied-for="temporaryPassword" role="status" {}
         }
+        script src="/static/copy.js" {}
         p { a href="/admin/users" { "Back to the users" } }
     };
     layout(title, Some((&staff.signed, &staff.session)), body).into_response()
@@ -310,6 +314,7 @@ pub async fn users(
                                     @if u.is_active { "Deactivate" } @else { "Activate" }
                                 }
                             }
+                            a href=(format!("/admin/users/{id}/edit")) aria-label=(format!("Edit {name}")) { "Edit" }
                             form method="post" action=(format!("/admin/users/{id}/reset-password")) {
                                 input type="hidden" name="csrf" value=(staff.session.csrf);
                                 button type="submit" aria-label=(format!("Reset the password of {name}")) { "Reset password" }

@@ -7,6 +7,7 @@ mod appointments;
 mod home;
 mod login;
 mod sync;
+mod user_edit;
 
 use crate::page::PageError;
 use crate::AppState;
@@ -31,11 +32,17 @@ pub fn router(state: AppState) -> Router {
             get(account::form).post(account::change),
         )
         .route("/admin/users", get(admin::users).post(admin::create))
+        .route(
+            "/admin/users/{id}/edit",
+            get(user_edit::form).post(user_edit::save),
+        )
+        .route("/admin/users/{id}/role", post(user_edit::role))
         .route("/admin/users/{id}/{action}", post(admin::action))
         .route("/admin/sync", get(sync::show))
         .route("/admin/sync/verify", post(sync::verify))
         .route("/admin/sync/requeue/{queue}", post(sync::requeue))
         .route("/static/portal.css", get(stylesheet))
+        .route("/static/copy.js", get(copy_script))
         .route("/health/live", get(platform::http::live))
         .route("/health/ready", get(ready))
         .fallback(|| async { PageError::not_found() })
@@ -49,6 +56,18 @@ async fn stylesheet() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../static/portal.css"),
+    )
+}
+
+/// The one script: a "Copy" button beside a value to copy (the temporary password). Without
+/// JavaScript the button stays hidden and the value is selectable as ever.
+async fn copy_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/copy.js"),
     )
 }
 

@@ -56,10 +56,10 @@ fn outbox_section(outbox: Option<&OutboxFigures>) -> Markup {
             h2 id="outbox" { "Outbox (auth_db)" }
             @match outbox {
                 None => p class="problem" { "Not available: see above." },
-                Some(o) if o.unpublished == 0 => p { span class="badge ok" { "0 waiting" } " every event is published." },
+                Some(o) if o.unpublished == 0 => p { span class="badge ok" { "0 waiting" } " Every event is published." },
                 Some(o) => p {
                     span class="badge wait" { (o.unpublished) " waiting" }
-                    @if let Some(s) = o.oldest_unpublished_age_seconds { " the oldest for " (age(s)) "." }
+                    @if let Some(s) = o.oldest_unpublished_age_seconds { " The oldest has waited " (age(s)) "." }
                 },
             }
         }
@@ -155,7 +155,7 @@ fn verify_section(staff: &Staff, verify: Option<&VerifyRun>, offset: FixedOffset
                     ul class="verify" { @for c in &run.copies { li {
                         strong { (c.service) " (" (c.database) ")" } ": "
                         @if let Some(error) = &c.error { span class="badge bad" { "not compared" } " " (error) }
-                        @else if c.in_sync == Some(true) { span class="badge ok" { "in sync" } " " (c.summary.clone().unwrap_or_default()) }
+                        @else if c.in_sync == Some(true) { span class="badge ok" { "in sync" } " " (c.checked) " users compared" }
                         @else if c.in_sync == Some(false) {
                             span class="badge bad" { "drift" } " " (c.summary.clone().unwrap_or_default())
                             ul { @for d in &c.differences { li { (d) } } }
@@ -324,7 +324,8 @@ pub async fn verify(
         return refused;
     }
     match staff.api(&state).start_verify().await {
-        Ok(_) => Redirect::to("/admin/sync#verify").into_response(),
+        // No fragment: the `Refresh` of a URL with one would only scroll, never reload.
+        Ok(_) => Redirect::to("/admin/sync").into_response(),
         Err(e) => staff.failed(&state, e),
     }
 }
