@@ -89,6 +89,7 @@ impl BenchEnv {
             .env("GATEWAY_ADDR", "127.0.0.1:0")
             // The benchmark measures the user synchronisation; it runs no appointment-service.
             .env("APPOINTMENT_SERVICE_URL", "none")
+            .env("SYNC_ADMIN_URL", "none")
             .env("RUST_LOG", "warn")
     }
 

@@ -328,14 +328,15 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-/// Ready when both upstreams answer their liveness check.
+/// Ready when the upstreams staff depend on answer their liveness check. The sync admin API
+/// is not among them: an operator's page being down must not take the gateway out of a load
+/// balancer.
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut down = Vec::new();
     let upstreams = [
         Some(&state.auth),
         Some(&state.users),
         state.appointments.as_ref(),
-        state.sync_admin.as_ref(),
     ];
     for upstream in upstreams.into_iter().flatten() {
         let url = format!("{}/health/live", upstream.base.trim_end_matches('/'));

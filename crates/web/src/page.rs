@@ -122,7 +122,11 @@ impl PageError {
                     "Too many requests from this device just now. Wait a minute, then try again.",
                 ),
                 404 => Self::not_found(),
-                502..=504 => Self::unavailable(format!("{} Try again in a moment.", body.message)),
+                // The gateway names the part: "user-service is unreachable; try again shortly".
+                502..=504 => Self::unavailable(format!(
+                    "Part of the system cannot be reached: {}.",
+                    body.message.trim_end_matches('.')
+                )),
                 _ => Self::internal(&e),
             },
             api_client::Error::Unexpected { .. } | api_client::Error::Invalid(_) => {

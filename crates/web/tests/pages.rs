@@ -618,6 +618,19 @@ async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
         .log_in(&portal, &nurse, common::STAFF_PASSWORD)
         .await;
     assert_eq!(browser.get(&portal.url("/admin/sync")).await.status, 403);
+
+    // A part that is down is named on the 503 page, without any detail of the failure.
+    let mut portal = portal;
+    portal.stop_sync_admin().await;
+    let down = admin.get(&portal.url("/admin/sync")).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(
+        down.body
+            .contains("Part of the system cannot be reached: sync-admin is unreachable"),
+        "{}",
+        down.body
+    );
+    assert!(!down.body.contains("127.0.0.1") && !down.body.contains("error sending"));
 }
 
 /// `/admin/users/{id}/edit`: a profile and a role are each saved as one versioned change that

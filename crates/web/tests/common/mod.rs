@@ -19,7 +19,7 @@ pub struct Portal {
     pub auth: Running,
     pub users: Option<Running>,
     pub appointments: Running,
-    pub sync_admin: Running,
+    pub sync_admin: Option<Running>,
     pub gateway: Running,
     pub web: Running,
     pub auth_db: PgPool,
@@ -108,7 +108,7 @@ impl Portal {
             auth,
             users: Some(users),
             appointments,
-            sync_admin,
+            sync_admin: Some(sync_admin),
             gateway,
             web,
             auth_db,
@@ -134,6 +134,13 @@ impl Portal {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.web.url())
+    }
+
+    /// Stops the sync admin API.
+    pub async fn stop_sync_admin(&mut self) {
+        if let Some(sync_admin) = self.sync_admin.take() {
+            sync_admin.stop().await.expect("stop the sync admin API");
+        }
     }
 
     /// Stops the user-service (the directory goes away).
