@@ -16,9 +16,10 @@ pub mod store;
 
 use anyhow::Context;
 use consumer::{ConsumerConfig, SyncStats};
-use contract::topology;
+use contract::topology::{self, ConsumerQueues};
 use copy::{ClinicianConsumer, ClinicianCopy};
 use platform::jwt::{JwtVerifier, KeyDir, KeySource};
+use platform::metrics::Metrics;
 use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -132,6 +133,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: http::AppState,
     consumer: ClinicianConsumer,
+    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -154,6 +156,16 @@ impl Application {
             },
             stats.clone(),
         );
+        let metrics = Metrics::new(Self::NAME)?;
+        metrics.watch_pool(db.clone(), "appointment_db")?;
+        let consumed = consumer_config(config.consumer.clone());
+        consumer::metrics::register(
+            &metrics,
+            &stats,
+            &consumed.name,
+            &config.amqp_url,
+            &ConsumerQueues::with_retry_delays(&consumed.name, &consumed.retry_delays),
+        )?;
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -167,6 +179,7 @@ impl Application {
             listener,
             state,
             consumer,
+            metrics,
         })
     }
 
@@ -197,7 +210,7 @@ impl Service for Application {
             );
         }
         let consumer = self.consumer.run(shutdown.clone());
-        let router = http::router(self.state.clone());
+        let router = platform::metrics::instrument(http::router(self.state.clone()), &self.metrics);
         platform::http::serve_with_worker(
             Self::NAME,
             self.listener,

@@ -30,8 +30,9 @@ pub mod throttle;
 
 use anyhow::Context;
 use platform::jwt::{JwtVerifier, KeyDir, KeyRing};
+use platform::metrics::Metrics;
 use platform::service::Service;
-use relay::{Relay, RelayConfig};
+use relay::{Relay, RelayConfig, RelayMetrics};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,6 +155,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: http::AppState,
     relay: Option<Relay>,
+    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -174,9 +176,15 @@ impl Application {
             declare_topology: !config.managed_by_setup,
             ..config.relay.clone()
         };
-        let relay = config
-            .run_relay
-            .then(|| Relay::new(db.clone(), config.amqp_url.clone(), relay_config));
+        let metrics = Metrics::new(Self::NAME)?;
+        metrics.watch_pool(db.clone(), "auth_db")?;
+        let relay = match config.run_relay {
+            true => Some(
+                Relay::new(db.clone(), config.amqp_url.clone(), relay_config)
+                    .with_metrics(RelayMetrics::register(&metrics, db.clone())?),
+            ),
+            false => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -192,6 +200,7 @@ impl Application {
             listener,
             state,
             relay,
+            metrics,
         })
     }
 
@@ -212,7 +221,7 @@ impl Service for Application {
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = self.relay.map(|w| w.run(shutdown.clone()));
         tokio::spawn(housekeeping(self.state.clone(), shutdown.clone()));
-        let router = http::router(self.state.clone());
+        let router = platform::metrics::instrument(http::router(self.state.clone()), &self.metrics);
         platform::http::serve_with_worker(
             Self::NAME,
             self.listener,

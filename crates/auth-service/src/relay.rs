@@ -13,7 +13,9 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
 use platform::amqp::{self, Answer, Outgoing};
 use platform::backoff::{Backoff, OutageLog};
+use platform::metrics::{Metrics, BATCH_BUCKETS, LATENCY_BUCKETS};
 use platform::shutdown::sleep_unless_cancelled;
+use prometheus::{Histogram, IntCounter, IntCounterVec};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +65,105 @@ pub struct Relay {
     publisher: String,
     config: RelayConfig,
     broker_up: Arc<AtomicBool>,
+    metrics: Option<RelayMetrics>,
+}
+
+/// What the relay does, for Prometheus:
+/// - `portal_outbox_unpublished`, `portal_outbox_oldest_unpublished_age_seconds`: the backlog,
+///   read at each scrape;
+/// - `portal_relay_published_total`: events the broker confirmed;
+/// - `portal_relay_batch_size`: rows claimed per step;
+/// - `portal_relay_confirm_duration_seconds`: from publishing a batch to its last confirm;
+/// - `portal_relay_errors_total{kind}`: `broker` (connection or channel lost), `database`,
+///   `returned` (unroutable), `refused` (nacked).
+#[derive(Clone)]
+pub struct RelayMetrics {
+    published: IntCounter,
+    batch_size: Histogram,
+    confirm_seconds: Histogram,
+    errors: IntCounterVec,
+}
+
+impl RelayMetrics {
+    /// Registers the relay's families with `metrics`; the backlog is read from `pool`.
+    pub fn register(metrics: &Metrics, pool: PgPool) -> prometheus::Result<Self> {
+        let unpublished = metrics.int_gauge(
+            "portal_outbox_unpublished",
+            "Events written to the outbox and not yet confirmed by the broker.",
+        )?;
+        let oldest = metrics.gauge(
+            "portal_outbox_oldest_unpublished_age_seconds",
+            "How long the oldest unpublished event has waited (0 when none waits).",
+        )?;
+        metrics.on_scrape(move || {
+            let (unpublished, oldest, pool) = (unpublished.clone(), oldest.clone(), pool.clone());
+            async move {
+                if let Ok(backlog) = outbox_backlog(&pool).await {
+                    unpublished.set(backlog.unpublished);
+                    oldest.set(backlog.oldest_age_seconds().unwrap_or(0.0));
+                }
+            }
+        });
+        let errors = metrics.counter_vec(
+            "portal_relay_errors_total",
+            "Relay failures by kind: broker, database, returned (unroutable), refused.",
+            &["kind"],
+        )?;
+        // Every kind present from the start at 0, so `increase()` sees the first one.
+        for kind in ["broker", "database", "returned", "refused"] {
+            errors.with_label_values(&[kind]);
+        }
+        Ok(Self {
+            errors,
+            published: metrics.counter(
+                "portal_relay_published_total",
+                "Events published to the broker and confirmed by it.",
+            )?,
+            batch_size: metrics.histogram(
+                "portal_relay_batch_size",
+                "Outbox rows claimed per relay step.",
+                &BATCH_BUCKETS,
+            )?,
+            confirm_seconds: metrics.histogram(
+                "portal_relay_confirm_duration_seconds",
+                "Time from publishing a batch to the broker's last confirm of it.",
+                &LATENCY_BUCKETS,
+            )?,
+        })
+    }
+
+    fn error(&self, kind: &str) {
+        self.errors.with_label_values(&[kind]).inc();
+    }
+}
+
+/// What waits in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub unpublished: i64,
+    /// When the oldest unpublished event was written.
+    pub oldest: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Backlog {
+    pub fn oldest_age_seconds(&self) -> Option<f64> {
+        self.oldest
+            .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+}
+
+/// The outbox's backlog, on the relay's own partial index of unpublished rows.
+pub async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
+    let (unpublished, oldest) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL), \
+                (SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog {
+        unpublished,
+        oldest,
+    })
 }
 
 impl Relay {
@@ -73,6 +174,19 @@ impl Relay {
             amqp_url,
             config,
             broker_up: Arc::new(AtomicBool::new(false)),
+            metrics: None,
+        }
+    }
+
+    /// The relay, counting what it does in `metrics`.
+    pub fn with_metrics(mut self, metrics: RelayMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn error(&self, kind: &str) {
+        if let Some(m) = &self.metrics {
+            m.error(kind);
         }
     }
 
@@ -113,11 +227,12 @@ impl Relay {
                 if listener.is_none() {
                     listener = listen(&self.pool).await.ok();
                 }
-                match publish_batch(
+                match publish_measured(
                     &self.pool,
                     &channel,
                     self.config.batch_size,
                     &self.publisher,
+                    self.metrics.as_ref(),
                 )
                 .await
                 {
@@ -129,6 +244,7 @@ impl Relay {
                         }
                     }
                     Err(RelayError::Broker(e)) => {
+                        self.error("broker");
                         broker.failed(&e);
                         self.broker_up.store(false, Ordering::Relaxed);
                         conn.close(200, "reconnecting").await.ok();
@@ -136,6 +252,7 @@ impl Relay {
                         continue 'connect;
                     }
                     Err(RelayError::Db(e)) => {
+                        self.error("database");
                         database.failed(&e);
                         listener = None;
                         sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
@@ -241,6 +358,17 @@ pub async fn publish_batch(
     batch_size: i64,
     publisher: &str,
 ) -> Result<usize, RelayError> {
+    publish_measured(pool, channel, batch_size, publisher, None).await
+}
+
+/// [`publish_batch`], counted in `metrics` when given.
+async fn publish_measured(
+    pool: &PgPool,
+    channel: &Channel,
+    batch_size: i64,
+    publisher: &str,
+    metrics: Option<&RelayMetrics>,
+) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<PendingEvent> = sqlx::query_as(
         "SELECT seq, event_id, event_type, body::text AS body FROM outbox \
@@ -267,18 +395,33 @@ pub async fn publish_batch(
             ),
         })
         .collect();
+    let started = std::time::Instant::now();
     let published = amqp::publish_confirmed(channel, messages).await;
     let mut confirmed = Vec::with_capacity(published.answers.len());
     for (row, answer) in rows.iter().zip(&published.answers) {
         match answer {
             Answer::Confirmed => confirmed.push(row.seq),
-            Answer::Returned(reply) => tracing::warn!(
-                seq = row.seq,
-                %reply,
-                "event returned unroutable (is the alternate exchange missing?); will retry"
-            ),
-            Answer::Refused => tracing::warn!(seq = row.seq, "broker refused event; will retry"),
+            Answer::Returned(reply) => {
+                if let Some(m) = metrics {
+                    m.error("returned");
+                }
+                tracing::warn!(
+                    seq = row.seq,
+                    %reply,
+                    "event returned unroutable (is the alternate exchange missing?); will retry"
+                )
+            }
+            Answer::Refused => {
+                if let Some(m) = metrics {
+                    m.error("refused");
+                }
+                tracing::warn!(seq = row.seq, "broker refused event; will retry")
+            }
         }
+    }
+    if let Some(m) = metrics {
+        m.batch_size.observe(rows.len() as f64);
+        m.confirm_seconds.observe(started.elapsed().as_secs_f64());
     }
 
     if !confirmed.is_empty() {
@@ -288,6 +431,9 @@ pub async fn publish_batch(
             .await?;
     }
     tx.commit().await?;
+    if let Some(m) = metrics {
+        m.published.inc_by(confirmed.len() as u64);
+    }
     match published.error {
         Some(e) => Err(e.into()),
         None => Ok(rows.len()),

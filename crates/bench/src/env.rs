@@ -87,6 +87,7 @@ impl BenchEnv {
             .env("USER_ADDR", "127.0.0.1:0")
             .env("AUTH_ADDR", "127.0.0.1:0")
             .env("GATEWAY_ADDR", "127.0.0.1:0")
+            .env("RELAY_HTTP_PORT", "0")
             // The benchmark measures the user synchronisation; it runs no appointment-service.
             .env("APPOINTMENT_SERVICE_URL", "none")
             .env("SYNC_ADMIN_URL", "none")

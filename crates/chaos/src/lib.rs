@@ -119,6 +119,8 @@ fn service_env(args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)
         ("AUTH_ADDR", any_port.clone()),
         ("USER_ADDR", any_port.clone()),
         ("GATEWAY_ADDR", any_port),
+        // Its relays side by side: each its own health and metrics port.
+        ("RELAY_HTTP_PORT", OsString::from("0")),
         ("RELAY_BATCH_SIZE", args.relay_batch_size.to_string().into()),
         (
             "CONSUMER_PREFETCH",

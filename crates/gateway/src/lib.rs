@@ -446,6 +446,8 @@ impl Application {
             .route("/health/ready", get(ready))
             .fallback(platform::http::fallback_not_found)
             .with_state(state);
+        let metrics = platform::metrics::Metrics::new(Self::NAME)?;
+        let router = platform::metrics::instrument(router, &metrics);
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;

@@ -4,32 +4,27 @@
 //! passive declare per queue), so a page may ask for them on every load.
 
 use crate::OpsError;
-use chrono::{DateTime, Utc};
 use contract::sync_status::{ConsumerFigures, OutboxFigures, QueueCounts};
 use contract::topology::ConsumerQueues;
 use lapin::Connection;
 use platform::secret::redact_url;
 use sqlx::PgPool;
 
-/// Reads the outbox's backlog (the relay's own partial index on unpublished rows).
+/// Reads the outbox's backlog (the relay's own query, which its metrics serve too).
 pub async fn outbox(auth: &PgPool) -> Result<OutboxFigures, OpsError> {
-    let (unpublished, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL), \
-                (SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1)",
-    )
-    .fetch_one(auth)
-    .await
-    .map_err(|e| match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => {
-            OpsError::Unreachable(format!("auth_db: {e}"))
-        }
-        other => OpsError::Failed(anyhow::anyhow!("cannot read the outbox: {other}")),
-    })?;
+    let backlog = auth_service::relay::outbox_backlog(auth)
+        .await
+        .map_err(|e| {
+            if platform::db::is_unavailable(&e) {
+                OpsError::Unreachable(format!("auth_db: {e}"))
+            } else {
+                OpsError::Failed(anyhow::anyhow!("cannot read the outbox: {e}"))
+            }
+        })?;
     Ok(OutboxFigures {
-        unpublished,
-        oldest_unpublished_at: oldest.map(Into::into),
-        oldest_unpublished_age_seconds: oldest
-            .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0),
+        unpublished: backlog.unpublished,
+        oldest_unpublished_at: backlog.oldest.map(Into::into),
+        oldest_unpublished_age_seconds: backlog.oldest_age_seconds(),
     })
 }
 

@@ -28,6 +28,7 @@ pub mod exit;
 pub mod hardening;
 pub mod http;
 pub mod jwt;
+pub mod metrics;
 pub mod rabbit_admin;
 pub mod secret;
 pub mod service;

@@ -68,7 +68,8 @@ pub enum Command {
     SyncAdmin,
     /// Run the gateway alone.
     Gateway,
-    /// Run the outbox relay alone (several may run; rows are claimed with SKIP LOCKED).
+    /// Run the outbox relay alone (several may run; rows are claimed with SKIP LOCKED), with
+    /// /health/live, /health/ready and /metrics on RELAY_HTTP_HOST:RELAY_HTTP_PORT.
     Relay,
     /// Create the 10 demo users through the auth-service's write path (idempotent).
     Seed,
@@ -201,6 +202,18 @@ pub struct Settings {
         default_value = "127.0.0.1:3003"
     )]
     pub appointment_addr: SocketAddr,
+    /// The port of a standalone relay's health and metrics (`portal relay`), on
+    /// RELAY_HTTP_HOST.
+    #[arg(long, global = true, env = "RELAY_HTTP_PORT", default_value_t = 3005)]
+    pub relay_http_port: u16,
+    /// The address a standalone relay's health and metrics listen on.
+    #[arg(
+        long,
+        global = true,
+        env = "RELAY_HTTP_HOST",
+        default_value = "127.0.0.1"
+    )]
+    pub relay_http_host: std::net::IpAddr,
     /// Where the sync admin API listens.
     #[arg(
         long,

@@ -91,6 +91,7 @@ impl Config {
 pub struct Application {
     listener: tokio::net::TcpListener,
     state: http::AppState,
+    metrics: Arc<platform::metrics::Metrics>,
 }
 
 impl Application {
@@ -112,7 +113,12 @@ impl Application {
             consumers: Arc::new(config.consumers),
             verifier: Arc::new(verifier),
         };
-        Ok(Self { listener, state })
+        let metrics = platform::metrics::Metrics::new(Self::NAME)?;
+        Ok(Self {
+            listener,
+            state,
+            metrics,
+        })
     }
 }
 
@@ -125,7 +131,8 @@ impl Service for Application {
 
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!("sync admin API listening on http://{}", self.local_addr()?);
-        platform::http::serve(self.listener, http::router(self.state), shutdown)
+        let router = platform::metrics::instrument(http::router(self.state), &self.metrics);
+        platform::http::serve(self.listener, router, shutdown)
             .await
             .context("sync admin HTTP server failed")
     }

@@ -12,8 +12,10 @@ pub mod store;
 
 use anyhow::Context;
 use consumer::{ConsumerConfig, SyncStats};
+use contract::topology::ConsumerQueues;
 use copy::{UserConsumer, UserCopy};
 use platform::jwt::{JwtVerifier, KeyDir, KeySource};
+use platform::metrics::Metrics;
 use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -97,6 +99,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: http::AppState,
     consumer: Option<UserConsumer>,
+    metrics: Arc<Metrics>,
 }
 
 impl Application {
@@ -121,6 +124,20 @@ impl Application {
                 stats.clone(),
             )
         });
+        let metrics = Metrics::new(Self::NAME)?;
+        metrics.watch_pool(db.clone(), "user_db")?;
+        if consumer.is_some() {
+            consumer::metrics::register(
+                &metrics,
+                &stats,
+                &config.consumer.name,
+                &config.amqp_url,
+                &ConsumerQueues::with_retry_delays(
+                    &config.consumer.name,
+                    &config.consumer.retry_delays,
+                ),
+            )?;
+        }
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -133,6 +150,7 @@ impl Application {
             listener,
             state,
             consumer,
+            metrics,
         })
     }
 
@@ -152,7 +170,7 @@ impl Service for Application {
     /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let consumer = self.consumer.map(|w| w.run(shutdown.clone()));
-        let router = http::router(self.state.clone());
+        let router = platform::metrics::instrument(http::router(self.state.clone()), &self.metrics);
         platform::http::serve_with_worker(
             Self::NAME,
             self.listener,

@@ -62,6 +62,7 @@ pub struct AppState {
 pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
+    metrics: Arc<platform::metrics::Metrics>,
 }
 
 impl Application {
@@ -83,7 +84,12 @@ impl Application {
             secure_cookies: config.secure_cookies,
             utc_offset: config.utc_offset,
         };
-        Ok(Self { listener, state })
+        let metrics = platform::metrics::Metrics::new(Self::NAME)?;
+        Ok(Self {
+            listener,
+            state,
+            metrics,
+        })
     }
 }
 
@@ -96,7 +102,8 @@ impl Service for Application {
 
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!("web portal listening on http://{}", self.local_addr()?);
-        platform::http::serve(self.listener, pages::router(self.state), shutdown)
+        let router = platform::metrics::instrument(pages::router(self.state), &self.metrics);
+        platform::http::serve(self.listener, router, shutdown)
             .await
             .context("web portal HTTP server failed")
     }

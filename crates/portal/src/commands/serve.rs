@@ -3,9 +3,10 @@
 
 use super::Failure;
 use crate::cli::Settings;
-use auth_service::relay::{Relay, RelayConfig};
+use auth_service::relay::{Relay, RelayConfig, RelayMetrics};
 use consumer::ConsumerConfig;
 use platform::jwt::{KeyDir, KeySource};
+use platform::metrics::Metrics;
 use platform::service::Service;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -204,13 +205,49 @@ pub async fn gateway(s: &Settings) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `portal relay`: the outbox relay alone, with a small HTTP port of its own
+/// (`RELAY_HTTP_HOST`:`RELAY_HTTP_PORT`) for `/health/live`, `/health/ready` (auth_db and the
+/// broker) and `/metrics`.
 pub async fn relay(s: &Settings) -> Result<(), Failure> {
     let pool = auth_service::open_database(&s.auth_database_url, 4, s.managed_by_setup)
         .await
         .map_err(Failure::unreachable)?;
-    Relay::new(pool, s.relay_amqp().to_owned(), relay_config(s))
-        .run(platform::shutdown::on_signal())
-        .await;
+    let metrics = Metrics::new("relay").map_err(anyhow::Error::from)?;
+    metrics
+        .watch_pool(pool.clone(), "auth_db")
+        .map_err(anyhow::Error::from)?;
+    let counted = RelayMetrics::register(&metrics, pool.clone()).map_err(anyhow::Error::from)?;
+    let relay =
+        Relay::new(pool.clone(), s.relay_amqp().to_owned(), relay_config(s)).with_metrics(counted);
+    let broker_up = relay.broker_up();
+    let addr = std::net::SocketAddr::new(s.relay_http_host, s.relay_http_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let ready_pool = pool.clone();
+    let ready = move || {
+        let (pool, broker_up) = (ready_pool.clone(), broker_up.clone());
+        async move {
+            let up = broker_up.load(std::sync::atomic::Ordering::Relaxed);
+            platform::http::readiness(&pool, "auth_db", Some(up), None).await
+        }
+    };
+    let router = platform::metrics::instrument(
+        axum::Router::new()
+            .merge(platform::http::health_routes(ready))
+            .fallback(platform::http::fallback_not_found),
+        &metrics,
+    );
+    let shutdown = platform::shutdown::on_signal();
+    platform::http::serve_with_worker(
+        "relay",
+        listener,
+        router,
+        Some(relay.run(shutdown.clone())),
+        &pool,
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 

@@ -325,6 +325,7 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         .env("AUTH_ADDR", port())
         .env("USER_ADDR", port())
         .env("APPOINTMENT_ADDR", port())
+        .env("SYNC_ADMIN_ADDR", port())
         .env("GATEWAY_ADDR", port())
         .env(
             "WEB_PORT",

@@ -23,6 +23,7 @@ mod copies;
 mod faults;
 mod identities;
 mod lifecycle;
+mod observability;
 mod pipeline;
 mod recovery;
 mod restarts;
