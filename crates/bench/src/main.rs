@@ -5,6 +5,6 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::telemetry::init();
+    platform::telemetry::init("portal-bench");
     platform::exit::exit_code(bench::run(bench::BenchArgs::parse()).await)
 }

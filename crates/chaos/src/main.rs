@@ -5,6 +5,6 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::telemetry::init();
+    platform::telemetry::init("portal-chaos");
     platform::exit::exit_code(chaos::run(chaos::ChaosArgs::parse()).await)
 }

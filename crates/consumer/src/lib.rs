@@ -485,7 +485,9 @@ impl<A: Apply> Consumer<A> {
                         .ignored_stale
                         .fetch_add(stale as u64, Ordering::Relaxed);
                     for user in &applied {
-                        tracing::info!(user_id = %user.id, "User synced: {}", user.label);
+                        // The id at INFO; who it is (an email) only at DEBUG.
+                        tracing::info!(user_id = %user.id, "user synced");
+                        tracing::debug!(user_id = %user.id, label = %user.label, "user synced");
                     }
                     if stale > 0 {
                         tracing::debug!(stale, "ignored events older than user_db's copy");

@@ -22,9 +22,25 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        platform::telemetry::init();
-        platform::exit::exit_code(run(Cli::parse()).await)
+        let cli = Cli::parse();
+        platform::telemetry::init(service_name(&cli.command));
+        platform::exit::exit_code(run(cli).await)
     })
+}
+
+/// The `service` of this process's JSON log lines: the part it runs, or `portal` (the whole
+/// system under `portal up`, or a tool).
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::AuthService { .. } => "auth-service",
+        Command::UserService { .. } => "user-service",
+        Command::AppointmentService => "appointment-service",
+        Command::Gateway => "gateway",
+        Command::Web => "web",
+        Command::SyncAdmin => "sync-admin",
+        Command::Relay => "relay",
+        _ => "portal",
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {

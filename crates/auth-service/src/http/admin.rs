@@ -192,7 +192,8 @@ async fn create_user(
     let mut tx = state.db.begin().await?;
     let user = store::create_user(&mut tx, profile.into_new_user(hash, true, true)).await?;
     tx.commit().await?;
-    tracing::info!(email = %user.email, role = %user.role, by = %caller.0.email, "user created by admin");
+    // Ids, not emails: logs at INFO carry no personal data.
+    tracing::info!(user_id = %user.id, role = %user.role, by = %caller.0.sub, "user created by admin");
     Ok((
         StatusCode::CREATED,
         Json(CreateUserResponse {

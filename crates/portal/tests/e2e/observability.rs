@@ -161,7 +161,11 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
                 "portal_http_request_duration_seconds_bucket",
             ],
         ),
-        ("web", &web, &["portal_http_requests_total", "portal_build_info"]),
+        (
+            "web",
+            &web,
+            &["portal_http_requests_total", "portal_build_info"],
+        ),
     ];
     let mut exported = String::new();
     for (service, running, expected) in families {
@@ -209,4 +213,90 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
             "deploy/ uses {name}, which no service exports"
         );
     }
+}
+
+/// With `LOG_FORMAT=json`, a relay, a user-service and a seed run as processes write one JSON
+/// object per line (time, level, service, message, fields), and their INFO lines name users by
+/// id, never by email, while the seed's 10 users are published and applied.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_and_name_no_email_at_info() {
+    use sandbox::process::{Process, Spec};
+    let sb = Sandbox::for_test().await;
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_portal"));
+    let settings = |spec: Spec| {
+        spec.env("AUTH_DATABASE_URL", sb.database_url("auth"))
+            .env("USER_DATABASE_URL", sb.database_url("user"))
+            .env("AMQP_URL", &sb.amqp_url)
+            .env("JWT_KEY_DIR", &sb.key_dir.0)
+            .env("LOG_FORMAT", "json")
+            .env(
+                "RUST_LOG",
+                "warn,portal=info,auth_service=info,user_service=info,consumer=info,platform=info",
+            )
+    };
+    // The key pair the user-service reads (the auth-service would create it).
+    sb.key_dir.ensure_key_pair().unwrap();
+    let relay = Process::start(
+        exe,
+        &settings(Spec::new("relay", &["relay"])).env("RELAY_HTTP_PORT", "0"),
+        &sb.dir,
+    )
+    .await
+    .unwrap();
+    let users = Process::start(
+        exe,
+        &settings(Spec::new("user-service", &["user-service"])).http("USER_ADDR"),
+        &sb.dir,
+    )
+    .await
+    .unwrap();
+    let seed = crate::cli::portal(&sb)
+        .arg("seed")
+        .env("LOG_FORMAT", "json")
+        .env(
+            "RUST_LOG",
+            "warn,portal=info,auth_service=info,platform=info",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(seed.status.success());
+    let user_db = crate::user_common::pool(&sb).await;
+    poll_until(SETTLE, "the seed applied", || async {
+        (sandbox::db::count(&user_db, "SELECT count(*) FROM users").await >= 10).then_some(())
+    })
+    .await;
+    let (relay_log, users_log) = (relay.log_path.clone(), users.log_path.clone());
+    relay.stop().await.unwrap();
+    users.stop().await.unwrap();
+
+    let mut synced = 0;
+    let logs = [
+        ("relay", std::fs::read_to_string(relay_log).unwrap()),
+        ("user-service", std::fs::read_to_string(users_log).unwrap()),
+        ("portal", String::from_utf8_lossy(&seed.stderr).into_owned()),
+    ];
+    for (service, log) in &logs {
+        // The seed reports on standard output; its log (standard error) may be empty.
+        assert!(
+            *service == "portal" || !log.trim().is_empty(),
+            "{service} logged nothing"
+        );
+        for line in log.lines().filter(|l| !l.trim().is_empty()) {
+            let object: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{service}: not a JSON line ({e}): {line}"));
+            for key in ["time", "level", "message", "fields"] {
+                assert!(!object[key].is_null(), "{service}: no {key}: {line}");
+            }
+            assert_eq!(object["service"], *service, "{line}");
+            if object["level"] == "INFO" {
+                assert!(!line.contains('@'), "{service}: an email at INFO: {line}");
+            }
+            if object["message"] == "user synced" {
+                assert!(object["fields"]["user_id"].is_string(), "{line}");
+                synced += 1;
+            }
+        }
+    }
+    assert!(synced >= 10, "{synced} 'user synced' lines");
 }
