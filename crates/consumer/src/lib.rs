@@ -178,6 +178,45 @@ pub struct SyncStats {
     pub(crate) observed: std::sync::OnceLock<metrics::Observed>,
     /// True while the consumer holds a broker connection.
     pub broker_up: AtomicBool,
+    /// The largest change-to-apply lag in the last applied batch, in milliseconds.
+    pub last_batch_lag_ms: AtomicU64,
+    /// When the last batch was applied, in Unix milliseconds (0 before the first).
+    pub last_applied_at_ms: AtomicU64,
+}
+
+impl SyncStats {
+    /// The counters as readiness reports them (`"sync"` in `/health/ready`), which
+    /// `portal status` reads.
+    pub fn summary(&self) -> serde_json::Value {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let applied_at = i64::try_from(read(&self.last_applied_at_ms))
+            .ok()
+            .filter(|ms| *ms > 0)
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| Timestamp::from(t).to_string());
+        serde_json::json!({
+            "applied": read(&self.applied),
+            "ignoredStale": read(&self.ignored_stale),
+            "deadLettered": read(&self.dead_lettered),
+            "retried": read(&self.retried),
+            "lastBatchLagMs": read(&self.last_batch_lag_ms),
+            "lastAppliedAt": applied_at,
+        })
+    }
+
+    /// Records a batch applied now whose oldest change was made at `oldest`.
+    fn batch_applied(&self, oldest: Option<chrono::DateTime<chrono::Utc>>) {
+        let now = chrono::Utc::now();
+        if let Some(oldest) = oldest {
+            let lag = (now - oldest).num_milliseconds().max(0);
+            self.last_batch_lag_ms
+                .store(u64::try_from(lag).unwrap_or(0), Ordering::Relaxed);
+        }
+        self.last_applied_at_ms.store(
+            u64::try_from(now.timestamp_millis()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -470,6 +509,10 @@ impl<A: Apply> Consumer<A> {
                     outage.recovered();
                     if let Some(observed) = self.stats.observed.get() {
                         observed.batch(&events, duplicates, started.elapsed());
+                    }
+                    if !events.is_empty() {
+                        self.stats
+                            .batch_applied(events.iter().map(|e| e.timestamp.as_datetime()).min());
                     }
                     self.stats
                         .duplicates

@@ -89,6 +89,11 @@ pub enum Command {
     Consumer(ConsumerCommand),
     /// Show one user's audit trail (its stored events), oldest first.
     Events(EventsArgs),
+    /// One screen for an operator: each part's readiness, the outbox backlog, each consumer's
+    /// queue, dead letters and lag, the last verify (the sync admin API's figures, as an admin:
+    /// PORTAL_TOKEN or PORTAL_EMAIL / PORTAL_PASSWORD). Exit 0 healthy, 1 degraded, 2 when the
+    /// gateway or the sync admin API cannot be reached.
+    Status(StatusArgs),
     /// Compare every user of auth_db with every consumer's copy (user_db, appointment_db) and
     /// report per service; exit 0 all in sync, 1 on differences in any copy, 2 when a database
     /// cannot be reached.
@@ -731,6 +736,18 @@ pub enum ConsumerCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub api: ApiClientArgs,
+    /// Redraw every SECONDS (2 when given without a value) until Ctrl-C.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+    /// Degraded when the oldest unpublished event has waited longer than this (seconds).
+    #[arg(long, env = "STATUS_MAX_OUTBOX_AGE", default_value_t = 60)]
+    pub max_outbox_age: u64,
 }
 
 #[derive(Args, Debug)]

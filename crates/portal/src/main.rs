@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Replay(args) => commands::replay::run(s, &args).await,
         Command::Consumer(command) => commands::replay::consumer(s, command).await,
         Command::Events(args) => commands::users::events(args).await,
+        Command::Status(args) => commands::status::run(s, args).await,
         Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
         Command::Chaos { args } => commands::tools::exec(s, "chaos", &args),
         Command::Bench { args } => commands::tools::exec(s, "bench", &args),

@@ -16,12 +16,7 @@ pub fn router() -> Router<AppState> {
 
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let s = &state.stats;
-    let counters = json!({
-        "applied": s.applied.load(Ordering::Relaxed),
-        "ignoredStale": s.ignored_stale.load(Ordering::Relaxed),
-        "deadLettered": s.dead_lettered.load(Ordering::Relaxed),
-        "retried": s.retried.load(Ordering::Relaxed),
-    });
+    let counters = s.summary();
     let (mut status, Json(mut body)) = platform::http::readiness(
         &state.db,
         "appointment_db",

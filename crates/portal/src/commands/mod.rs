@@ -7,6 +7,7 @@ pub mod replay;
 pub mod seed;
 pub mod serve;
 pub mod setup;
+pub mod status;
 pub mod tools;
 pub mod up;
 pub mod users;

@@ -10,7 +10,8 @@ use contract::api::{CreateUserRequest, UpdateUserRequest};
 use serde_json::Value;
 
 /// The exit code an API error deserves: 2 unreachable, 1 refused (with the API's message).
-fn failure(e: api_client::Error) -> Failure {
+/// The exit code an API error deserves (2 when the API cannot be reached).
+pub fn api_failure(e: api_client::Error) -> Failure {
     match e {
         api_client::Error::Unreachable { .. } => Failure::unreachable(e),
         other => Failure::from(anyhow!(other)),
@@ -18,12 +19,12 @@ fn failure(e: api_client::Error) -> Failure {
 }
 
 /// A client logged in as PORTAL_TOKEN, or as PORTAL_EMAIL / PORTAL_PASSWORD.
-async fn connect(args: &ApiClientArgs) -> Result<ApiClient, Failure> {
-    let client = ApiClient::new(args.url.trim_end_matches('/')).map_err(failure)?;
+pub async fn connect(args: &ApiClientArgs) -> Result<ApiClient, Failure> {
+    let client = ApiClient::new(args.url.trim_end_matches('/')).map_err(api_failure)?;
     match (&args.token, &args.login_email, &args.login_password) {
         (Some(token), _, _) => Ok(client.authenticated(token.clone())),
         (None, Some(email), Some(password)) => {
-            client.logged_in(email, password).await.map_err(failure)
+            client.logged_in(email, password).await.map_err(api_failure)
         }
         _ => {
             Err(anyhow!("set PORTAL_TOKEN, or PORTAL_EMAIL and PORTAL_PASSWORD of an admin").into())
@@ -121,13 +122,13 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
                 limit: Some(limit),
                 offset: Some(offset),
             };
-            let page = client.list_users(&filter).await.map_err(failure)?;
+            let page = client.list_users(&filter).await.map_err(api_failure)?;
             output(api.json, &json(&page), print_table);
         }
         UsersCommand::Show { api, user } => {
             let client = connect(&api).await?;
-            let id = client.resolve(&user).await.map_err(failure)?;
-            let u = client.user(id).await.map_err(failure)?;
+            let id = client.resolve(&user).await.map_err(api_failure)?;
+            let u = client.user(id).await.map_err(api_failure)?;
             output(api.json, &json(&u), print_user);
         }
         UsersCommand::Create {
@@ -146,7 +147,7 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
                 role,
                 phone_number: phone,
             };
-            let created = client.create_user(&request).await.map_err(failure)?;
+            let created = client.create_user(&request).await.map_err(api_failure)?;
             if api.json {
                 output(true, &json(&created), print_user);
             } else {
@@ -167,7 +168,7 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
             clear_phone,
         } => {
             let client = connect(&api).await?;
-            let id = client.resolve(&user).await.map_err(failure)?;
+            let id = client.resolve(&user).await.map_err(api_failure)?;
             let request = UpdateUserRequest {
                 email,
                 first_name,
@@ -178,31 +179,34 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
                     phone.map(Some)
                 },
             };
-            let u = client.update_user(id, &request).await.map_err(failure)?;
+            let u = client
+                .update_user(id, &request)
+                .await
+                .map_err(api_failure)?;
             output(api.json, &json(&u), print_user);
         }
         UsersCommand::Activate { api, user } => {
             let client = connect(&api).await?;
-            let id = client.resolve(&user).await.map_err(failure)?;
-            let u = client.activate(id).await.map_err(failure)?;
+            let id = client.resolve(&user).await.map_err(api_failure)?;
+            let u = client.activate(id).await.map_err(api_failure)?;
             output(api.json, &json(&u), print_user);
         }
         UsersCommand::Deactivate { api, user } => {
             let client = connect(&api).await?;
-            let id = client.resolve(&user).await.map_err(failure)?;
-            let u = client.deactivate(id).await.map_err(failure)?;
+            let id = client.resolve(&user).await.map_err(api_failure)?;
+            let u = client.deactivate(id).await.map_err(api_failure)?;
             output(api.json, &json(&u), print_user);
         }
         UsersCommand::SetRole { api, user, role } => {
             let client = connect(&api).await?;
-            let id = client.resolve(&user).await.map_err(failure)?;
-            let u = client.set_role(id, &role).await.map_err(failure)?;
+            let id = client.resolve(&user).await.map_err(api_failure)?;
+            let u = client.set_role(id, &role).await.map_err(api_failure)?;
             output(api.json, &json(&u), print_user);
         }
         UsersCommand::ResetPassword { api, user } => {
             let client = connect(&api).await?;
-            let id = client.resolve(&user).await.map_err(failure)?;
-            let reset = client.reset_password(id).await.map_err(failure)?;
+            let id = client.resolve(&user).await.map_err(api_failure)?;
+            let reset = client.reset_password(id).await.map_err(api_failure)?;
             if api.json {
                 output(true, &json(&reset), print_user);
             } else {
@@ -220,11 +224,11 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
 /// `portal events --user <id|email> [--since] [--type]`: the user's audit trail.
 pub async fn events(args: crate::cli::EventsArgs) -> Result<(), Failure> {
     let client = connect(&args.api).await?;
-    let id = client.resolve(&args.user).await.map_err(failure)?;
+    let id = client.resolve(&args.user).await.map_err(api_failure)?;
     let trail = client
         .user_events(id, args.since.as_deref(), args.event_type.as_deref())
         .await
-        .map_err(failure)?;
+        .map_err(api_failure)?;
     let trail = json(&trail);
     if args.api.json {
         println!(

@@ -5,11 +5,19 @@
 //! the dashboard under `deploy/` pass `promtool check rules` and name only metrics the services
 //! really export.
 
-use crate::{appointment_common, auth_common, start_system};
+use crate::{appointment_common, auth_common};
 use contract::Role;
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+/// The parts the metrics test reads by name.
+struct Sys<'a> {
+    auth: &'a Running,
+    users: &'a Running,
+    gateway: &'a Running,
+    auth_db: &'a sqlx::PgPool,
+}
 
 /// The value of the series `series` (name and labels exactly as printed) in `text`.
 fn value(text: &str, series: &str) -> Option<f64> {
@@ -68,11 +76,22 @@ const APPLIED_USERS: &str =
 const APPLIED_CLINICIANS: &str =
     r#"portal_consumer_messages_total{consumer="appointment-service",outcome="applied"}"#;
 
-#[tokio::test]
-async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_changes() {
-    let sb = Sandbox::for_test().await;
-    let sys = start_system(&sb).await;
-    let appointments = appointment_common::start_connected(appointment_common::config(&sb)).await;
+/// Every part in this process on one sandbox: the auth-service with its relay, the
+/// user-service, the appointment-service (backfilled), the sync admin API, the gateway in front
+/// of them (every route) and the web portal.
+struct Whole {
+    auth: Running,
+    users: Option<Running>,
+    appointments: Running,
+    sync_admin: Running,
+    gateway: Running,
+    web: Running,
+    auth_db: sqlx::PgPool,
+}
+
+async fn start_whole(sb: &Sandbox) -> Whole {
+    let (auth, users) = crate::start_services(sb).await;
+    let appointments = appointment_common::start_connected(appointment_common::config(sb)).await;
     let sync_admin = Running::launch(sync_admin::Application::build(sync_admin::Config::local(
         &sb.database_url("auth"),
         &sb.database_url("user"),
@@ -81,35 +100,71 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
         &sb.key_dir,
     )))
     .await;
-    let web = Running::launch(web::Application::build(web::Config::local(
-        &sys.gateway.url(),
-    )))
-    .await;
+    let mut config = gateway::Config::local(&auth.url(), &users.url());
+    config.appointments_url = Some(appointments.url());
+    config.sync_admin_url = Some(sync_admin.url());
+    let gateway = Running::launch(gateway::Application::build(config)).await;
+    let web = Running::launch(web::Application::build(web::Config::local(&gateway.url()))).await;
+    let auth_db = auth_common::pool(sb).await;
+    // The appointment-service's history, as `portal up` gives it: ready, and quiet, before
+    // the test starts counting.
+    ops::replay::backfill(
+        &auth_db,
+        &sb.amqp_url,
+        &appointment_common::queues().main,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    appointment_common::wait_ready(&appointments).await;
+    Whole {
+        auth,
+        users: Some(users),
+        appointments,
+        sync_admin,
+        gateway,
+        web,
+        auth_db,
+    }
+}
+
+#[tokio::test]
+async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_changes() {
+    let sb = Sandbox::for_test().await;
+    let whole = start_whole(&sb).await;
+    let (appointments, sync_admin, web) = (&whole.appointments, &whole.sync_admin, &whole.web);
+    let users = whole.users.as_ref().unwrap();
+    let sys = Sys {
+        auth: &whole.auth,
+        users,
+        gateway: &whole.gateway,
+        auth_db: &whole.auth_db,
+    };
     // Requests the HTTP families count: a known route and the 404 fallback.
-    for service in [&sys.gateway, &sync_admin, &web] {
+    for service in [sys.gateway, sync_admin, web] {
         sandbox::http::get(&format!("{}/health/live", service.url()), None).await;
     }
     sandbox::http::get(&format!("{}/no/such/page", sys.gateway.url()), None).await;
 
-    let before = (scrape(&sys.auth).await, scrape(&sys.users).await);
+    let before = (scrape(sys.auth).await, scrape(sys.users).await);
     let published_before = value(&before.0, "portal_relay_published_total").unwrap_or(0.0);
     let applied_before = value(&before.1, APPLIED_USERS).unwrap_or(0.0);
-    let clinicians_before = value(&scrape(&appointments).await, APPLIED_CLINICIANS).unwrap_or(0.0);
+    let clinicians_before = value(&scrape(appointments).await, APPLIED_CLINICIANS).unwrap_or(0.0);
     for i in 0..10 {
         auth_common::create_user(
-            &sys.auth_db,
+            sys.auth_db,
             &format!("metrics-{i}@clinic.test"),
             Role::Nurse,
         )
         .await;
     }
     poll_until(SETTLE, "10 more applied by each consumer", || async {
-        let users = value(&scrape(&sys.users).await, APPLIED_USERS)?;
-        let clinicians = value(&scrape(&appointments).await, APPLIED_CLINICIANS)?;
+        let users = value(&scrape(sys.users).await, APPLIED_USERS)?;
+        let clinicians = value(&scrape(appointments).await, APPLIED_CLINICIANS)?;
         (users - applied_before == 10.0 && clinicians - clinicians_before == 10.0).then_some(())
     })
     .await;
-    let auth = scrape(&sys.auth).await;
+    let auth = scrape(sys.auth).await;
     assert_eq!(
         value(&auth, "portal_relay_published_total").unwrap() - published_before,
         10.0,
@@ -124,7 +179,7 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
     let families: [(&str, &Running, &[&str]); 6] = [
         (
             "auth-service",
-            &sys.auth,
+            sys.auth,
             &[
                 "portal_outbox_unpublished",
                 "portal_outbox_oldest_unpublished_age_seconds",
@@ -136,7 +191,7 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
         ),
         (
             "user-service",
-            &sys.users,
+            sys.users,
             &[
                 "portal_consumer_lag_seconds_bucket",
                 "portal_consumer_apply_duration_seconds_bucket",
@@ -148,13 +203,13 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
         ),
         (
             "appointment-service",
-            &appointments,
+            appointments,
             &["portal_consumer_lag_seconds_bucket", APPLIED_CLINICIANS],
         ),
-        ("sync-admin", &sync_admin, &["portal_http_requests_total"]),
+        ("sync-admin", sync_admin, &["portal_http_requests_total"]),
         (
             "gateway",
-            &sys.gateway,
+            sys.gateway,
             &[
                 "portal_http_requests_total{method=\"GET\",route=\"/health/live\",status=\"200\"}",
                 "portal_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}",
@@ -163,7 +218,7 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
         ),
         (
             "web",
-            &web,
+            web,
             &["portal_http_requests_total", "portal_build_info"],
         ),
     ];
@@ -299,4 +354,97 @@ async fn json_logs_are_one_object_per_line_and_name_no_email_at_info() {
         }
     }
     assert!(synced >= 10, "{synced} 'user synced' lines");
+}
+
+/// `portal status` on a whole system: exit 0 and "healthy"; its `--json` carries the admin
+/// API's figures; a dead letter makes it exit 1 naming the queue; with the user-service stopped
+/// while a change waits, exit 1 naming it; with the gateway out of reach, exit 2.
+#[tokio::test]
+async fn portal_status_exits_by_the_systems_health_and_agrees_with_the_admin_api() {
+    let sb = Sandbox::for_test().await;
+    let mut whole = start_whole(&sb).await;
+    let token = auth_common::admin_token(&whole.auth_db, &whole.gateway.url()).await;
+    let web_port = whole.web.url().rsplit(':').next().unwrap().to_owned();
+    // Where the user-service was: after it stops, nothing answers there.
+    let users_url = whole.users.as_ref().unwrap().url();
+    let status = |gateway: &str, extra: &[&str]| {
+        let mut cmd = crate::cli::portal(&sb);
+        cmd.arg("status")
+            .args(extra)
+            .env("PORTAL_URL", gateway)
+            .env("PORTAL_TOKEN", &token)
+            .env("AUTH_SERVICE_URL", whole.auth.url())
+            .env("USER_SERVICE_URL", &users_url)
+            .env("APPOINTMENT_SERVICE_URL", whole.appointments.url())
+            .env("SYNC_ADMIN_URL", whole.sync_admin.url())
+            .env("WEB_PORT", &web_port);
+        cmd
+    };
+    let run = |mut cmd: tokio::process::Command| async move {
+        let out = cmd.output().await.unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let gateway = whole.gateway.url();
+    crate::all_published(&whole.auth_db).await;
+
+    let (code, screen, err) = run(status(&gateway, &[])).await;
+    assert_eq!(code, 0, "{screen}{err}");
+    assert!(screen.contains(": healthy"), "{screen}");
+    assert!(screen.contains("user-service") && screen.contains("appointment-service"));
+
+    let (code, json, err) = run(status(&gateway, &["--json"])).await;
+    assert_eq!(code, 0, "{json}{err}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let api = api_client::ApiClient::new(&gateway)
+        .unwrap()
+        .authenticated(token.clone());
+    let figures = serde_json::to_value(api.sync_status().await.unwrap()).unwrap();
+    for key in ["consumers", "verify", "unavailable"] {
+        assert_eq!(json["sync"][key], figures[key], "{key}");
+    }
+    assert_eq!(
+        json["sync"]["outbox"]["unpublished"],
+        figures["outbox"]["unpublished"]
+    );
+
+    // A message the user-service can never apply.
+    sandbox::amqp::publish_to_queue(
+        &sb.amqp_url,
+        "user-service.user-events",
+        &[b"not json".to_vec()],
+    )
+    .await
+    .unwrap();
+    poll_until(SETTLE, "the dead letter counted", || async {
+        let s = api.sync_status().await.ok()?;
+        s.consumers?
+            .iter()
+            .any(|c| c.dead_letter.messages == Some(1))
+            .then_some(())
+    })
+    .await;
+    let (code, screen, _) = run(status(&gateway, &[])).await;
+    assert_eq!(code, 1, "{screen}");
+    assert!(
+        screen.contains("1 messages in user-service.user-events.dlq"),
+        "{screen}"
+    );
+
+    // The user-service stopped while a change waits for it.
+    whole.users.take().unwrap().stop().await.unwrap();
+    auth_common::create_user(&whole.auth_db, "waiting@clinic.test", Role::Nurse).await;
+    let (code, screen, _) = run(status(&gateway, &[])).await;
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("user-service does not answer"), "{screen}");
+    assert!(
+        screen.contains("no consumer reads user-service.user-events"),
+        "{screen}"
+    );
+
+    let (code, screen, err) = run(status("http://127.0.0.1:1", &[])).await;
+    assert_eq!(code, 2, "{screen}{err}");
 }
