@@ -25,10 +25,12 @@ pub struct StoredEvent {
     pub body: String,
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
+    /// The trace of the request that wrote it, if one did.
+    pub trace_id: Option<String>,
 }
 
 const COLUMNS: &str = "seq, tx_id::text::int8 AS tx_id, event_id, event_type, user_id, \
-     user_version, body::text AS body, created_at, published_at";
+     user_version, body::text AS body, created_at, published_at, trace_id";
 
 /// Which events to read; `None` means "any".
 #[derive(Debug, Clone, Default)]

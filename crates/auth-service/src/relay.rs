@@ -341,12 +341,27 @@ async fn wait_for_notification(listener: &mut Option<PgListener>) -> bool {
     }
 }
 
+/// `properties` with the `traceparent` header continuing the event's trace, when it has one.
+fn traced(properties: lapin::BasicProperties, trace_id: Option<&str>) -> lapin::BasicProperties {
+    // A stored id that is not a valid trace id (written by hand) is left out rather than sent.
+    let Some(parent) = trace_id
+        .map(platform::trace::child_of)
+        .filter(|p| platform::trace::trace_id_of(p).is_some())
+    else {
+        return properties;
+    };
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(platform::trace::TRACEPARENT.into(), amqp::text(&parent));
+    properties.with_headers(headers)
+}
+
 #[derive(sqlx::FromRow)]
 struct PendingEvent {
     seq: i64,
     event_id: uuid::Uuid,
     event_type: String,
     body: String,
+    trace_id: Option<String>,
 }
 
 /// Publishes one batch and returns how many rows it claimed. Rows confirmed by the broker are
@@ -371,7 +386,7 @@ async fn publish_measured(
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<PendingEvent> = sqlx::query_as(
-        "SELECT seq, event_id, event_type, body::text AS body FROM outbox \
+        "SELECT seq, event_id, event_type, body::text AS body, trace_id FROM outbox \
          WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(batch_size)
@@ -388,10 +403,9 @@ async fn publish_measured(
             exchange: topology::EXCHANGE,
             routing_key: &row.event_type,
             body: row.body.as_bytes(),
-            properties: amqp::event_properties(
-                &row.event_id.to_string(),
-                &row.event_type,
-                publisher,
+            properties: traced(
+                amqp::event_properties(&row.event_id.to_string(), &row.event_type, publisher),
+                row.trace_id.as_deref(),
             ),
         })
         .collect();

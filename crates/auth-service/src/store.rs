@@ -424,14 +424,17 @@ pub async fn append_events(
         bodies.push(serde_json::to_string(e).map_err(|err| StoreError::Corrupt(err.to_string()))?);
     }
     sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, user_id, user_version, body) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::text[]::json[])",
+        "INSERT INTO outbox (event_id, event_type, user_id, user_version, body, trace_id) \
+         SELECT e.*, $6 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], \
+                                    $5::text[]::json[]) AS e",
     )
     .bind(&ids)
     .bind(&types)
     .bind(&users)
     .bind(&versions)
     .bind(&bodies)
+    // The trace of the request being served, if this runs inside one.
+    .bind(platform::trace::current())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -67,6 +67,9 @@ pub trait Apply: Send + Sync + 'static {
     }
 }
 
+/// The trace id of each user's change in a batch, from the `traceparent` the relay sent.
+type Traces = HashMap<uuid::Uuid, String>;
+
 /// A user whose copy a batch changed: counted, and logged with `label` (an email, a name).
 #[derive(Debug, sqlx::FromRow)]
 pub struct Changed {
@@ -399,6 +402,9 @@ impl<A: Apply> Consumer<A> {
         let mut acked = vec![false; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
         let mut history_complete: Option<HistoryComplete> = None;
+        // The trace of each user's change in this batch (the relay's `traceparent`), for the
+        // line that says it was applied.
+        let mut traces = Traces::new();
         for (i, delivery) in batch.iter().enumerate() {
             // Trust first: what an untrusted publisher sent is not even parsed.
             let publisher = amqp::publisher_of(&delivery.properties);
@@ -433,7 +439,16 @@ impl<A: Apply> Consumer<A> {
                 continue;
             }
             match event::decode(&delivery.data) {
-                Ok(envelope) => decoded.push((i, envelope)),
+                Ok(envelope) => {
+                    let trace = amqp::header_text(
+                        &amqp::headers_of(&delivery.properties),
+                        platform::trace::TRACEPARENT,
+                    );
+                    if let Some(id) = trace.as_deref().and_then(platform::trace::trace_id_of) {
+                        traces.insert(envelope.payload.user_id.0, id.to_owned());
+                    }
+                    decoded.push((i, envelope))
+                }
                 Err(why) => {
                     self.dead_letter(side, delivery, why.reason(), &why.to_string())
                         .await?;
@@ -445,7 +460,7 @@ impl<A: Apply> Consumer<A> {
         if !decoded.is_empty() || history_complete.is_some() {
             let events = decoded.iter().map(|(_, e)| e.clone()).collect();
             match self
-                .apply_with_retry(events, history_complete, shutdown)
+                .apply_with_retry(events, history_complete, &traces, shutdown)
                 .await
             {
                 Applied::Done => {}
@@ -454,7 +469,10 @@ impl<A: Apply> Consumer<A> {
                 // to find the message(s) at fault, and send only those to a retry queue.
                 Applied::Rejected(_) => {
                     for (i, envelope) in decoded {
-                        match self.apply_with_retry(vec![envelope], None, shutdown).await {
+                        match self
+                            .apply_with_retry(vec![envelope], None, &traces, shutdown)
+                            .await
+                        {
                             Applied::Done => {}
                             Applied::Cancelled => return Ok(false),
                             Applied::Rejected(e) => {
@@ -466,7 +484,7 @@ impl<A: Apply> Consumer<A> {
                     }
                     if history_complete.is_some() {
                         match self
-                            .apply_with_retry(Vec::new(), history_complete, shutdown)
+                            .apply_with_retry(Vec::new(), history_complete, &traces, shutdown)
                             .await
                         {
                             Applied::Done => {}
@@ -497,6 +515,7 @@ impl<A: Apply> Consumer<A> {
         &self,
         events: Vec<Envelope>,
         history_complete: Option<HistoryComplete>,
+        traces: &Traces,
         shutdown: &CancellationToken,
     ) -> Applied {
         let (events, duplicates) = newest_per_user(events);
@@ -529,7 +548,8 @@ impl<A: Apply> Consumer<A> {
                         .fetch_add(stale as u64, Ordering::Relaxed);
                     for user in &applied {
                         // The id at INFO; who it is (an email) only at DEBUG.
-                        tracing::info!(user_id = %user.id, "user synced");
+                        let trace_id = traces.get(&user.id).map_or("-", String::as_str);
+                        tracing::info!(user_id = %user.id, trace_id, "user synced");
                         tracing::debug!(user_id = %user.id, label = %user.label, "user synced");
                     }
                     if stale > 0 {

@@ -169,6 +169,10 @@ pub struct AuditEntry {
     pub created_at: Timestamp,
     /// When the relay published it; `null` while it waits in the outbox.
     pub published_at: Option<Timestamp>,
+    /// The W3C trace id of the request that wrote it (`null` for the seed, imports and
+    /// repairs): the same id is in the relay's `traceparent` and each consumer's log line.
+    #[serde(default)]
+    pub trace_id: Option<String>,
     /// The event as published.
     pub event: serde_json::Value,
 }

@@ -6,8 +6,8 @@
 //!
 //! It is also the first line of defence: paths with `..`, encoded dots or slashes, or empty
 //! segments are refused (400); `X-Forwarded-For` is set to the client's address (kept from a
-//! trusted proxy only, e.g. the web portal); every request gets an `X-Request-Id` (a valid
-//! incoming one is kept); and login, register, refresh and change-password are limited per
+//! trusted proxy only, e.g. the web portal); every request gets an `X-Request-Id` and a W3C
+//! `traceparent` (valid incoming ones are kept); and login, register, refresh and change-password are limited per
 //! client address (429 with `Retry-After`).
 
 use anyhow::Context;
@@ -172,6 +172,26 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown"))
         })
+}
+
+/// Gives every request a request id and a W3C `traceparent` (keeping valid incoming ones)
+/// before anything else sees it, so its access line, the upstream's, the outbox row it may
+/// write and the events that follow share them.
+async fn identify(mut req: Request, next: axum::middleware::Next) -> Response {
+    let id = request_id(req.headers());
+    req.headers_mut().insert(REQUEST_ID, id);
+    let valid = req
+        .headers()
+        .get(platform::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| platform::trace::trace_id_of(t).is_some());
+    if !valid {
+        if let Ok(fresh) = HeaderValue::from_str(&platform::trace::new_traceparent()) {
+            req.headers_mut()
+                .insert(platform::trace::TRACEPARENT, fresh);
+        }
+    }
+    next.run(req).await
 }
 
 /// The client's address: the peer's, or the address a trusted proxy forwarded.
@@ -447,7 +467,9 @@ impl Application {
             .fallback(platform::http::fallback_not_found)
             .with_state(state);
         let metrics = platform::metrics::Metrics::new(Self::NAME)?;
-        let router = platform::metrics::instrument(router, &metrics);
+        // Outermost: the ids are set before the access line and the upstream see the request.
+        let router = platform::metrics::instrument(router, &metrics)
+            .layer(axum::middleware::from_fn(identify));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;

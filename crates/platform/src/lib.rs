@@ -34,4 +34,5 @@ pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 pub mod users;

@@ -5,7 +5,8 @@
 //!
 //! [`instrument`] adds `/metrics` and the HTTP layer to a service's router: requests by route
 //! template (never the raw path: ids would make a series per user), method and status, and how
-//! long they took. Figures that are read rather than counted (the outbox backlog, queue depths,
+//! long they took; one access log line each; and the request's trace id made current for its
+//! handler. Figures that are read rather than counted (the outbox backlog, queue depths,
 //! pool use) are refreshed by probes run at each scrape ([`Metrics::on_scrape`]), each bounded
 //! by [`PROBE_TIMEOUT`], so a scrape never hangs on a database that is down.
 
@@ -231,20 +232,42 @@ pub fn instrument(router: Router, metrics: &Arc<Metrics>) -> Router {
         .layer(middleware::from_fn_with_state(metrics.clone(), track))
 }
 
-/// Counts and times one request under its route template (`unmatched` for the 404 fallback).
+/// Counts and times one request under its route template (`unmatched` for the 404 fallback),
+/// runs it with its trace id current ([`crate::trace::scope`]), and writes its access line
+/// (target `access`: method, route, status, duration, request id, trace id; never a token or a
+/// body).
 async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().as_str().to_owned();
+    // Read in a block of its own: a borrow of the request must not live across the await
+    // below (the future would not be `Send`).
+    let (request_id, traceparent) = {
+        let header = |name: &str| -> Option<String> {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (header("x-request-id"), header(crate::trace::TRACEPARENT))
+    };
+    let trace_id = traceparent.and_then(|t| crate::trace::trace_id_of(&t).map(str::to_owned));
     let started = Instant::now();
-    let response = next.run(req).await;
-    metrics.observe_http(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
+    let response = crate::trace::scope(trace_id.clone(), next.run(req)).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.observe_http(&route, &method, status, took);
+    tracing::info!(
+        target: "access",
+        method,
+        route,
+        status,
+        duration_ms = took.as_secs_f64() * 1000.0,
+        request_id = request_id.as_deref().unwrap_or("-"),
+        trace_id = trace_id.as_deref().unwrap_or("-"),
+        "{method} {route} {status}"
     );
     response
 }

@@ -1,5 +1,6 @@
 //! Logging set-up: `RUST_LOG` wins, otherwise `info` for our crates and `warn` for the rest,
-//! except the AMQP client's own I/O thread: every failure it sees reaches our code as an error,
+//! and `info` for the access lines (target `access`; `RUST_LOG=...,access=warn` silences
+//! them), except the AMQP client's own I/O thread: every failure it sees reaches our code as an error,
 //! which is logged once with its context (one line per outage and recovery), while its own
 //! lines repeat them and race with the runtime's shutdown at exit ("A Tokio 1.x context was
 //! found, but it is being shutdown"). `RUST_LOG=lapin=debug` brings them back.
@@ -51,7 +52,7 @@ impl LogFormat {
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
-            "warn,lapin=off,portal=info,auth_service=info,user_service=info,\
+            "warn,lapin=off,access=info,portal=info,auth_service=info,user_service=info,\
              appointment_service=info,consumer=info,gateway=info,web=info,sync_admin=info,\
              platform=info,ops=info",
         )

@@ -251,6 +251,7 @@ async fn user_events(
             user_version: e.user_version,
             created_at: e.created_at.into(),
             published_at: e.published_at.map(Into::into),
+            trace_id: e.trace_id,
             event: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
         })
         .collect::<Vec<_>>();

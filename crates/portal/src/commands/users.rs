@@ -239,8 +239,8 @@ pub async fn events(args: crate::cli::EventsArgs) -> Result<(), Failure> {
     }
     let items = trail["items"].as_array().cloned().unwrap_or_default();
     println!(
-        "{:>8}  {:<24} {:<18} {:>3}  {:<9} CHANGE",
-        "SEQ", "STORED", "TYPE", "VER", "PUBLISHED"
+        "{:>8}  {:<24} {:<18} {:>3}  {:<9} {:<32}  CHANGE",
+        "SEQ", "STORED", "TYPE", "VER", "PUBLISHED", "TRACE ID"
     );
     for e in &items {
         let payload = &e["event"]["payload"];
@@ -262,7 +262,7 @@ pub async fn events(args: crate::cli::EventsArgs) -> Result<(), Failure> {
             _ => String::new(),
         };
         println!(
-            "{:>8}  {:<24} {:<18} {:>3}  {:<9} {change}",
+            "{:>8}  {:<24} {:<18} {:>3}  {:<9} {:<32}  {change}",
             e["seq"],
             e["createdAt"].as_str().unwrap_or(""),
             e["eventType"].as_str().unwrap_or(""),
@@ -272,6 +272,7 @@ pub async fn events(args: crate::cli::EventsArgs) -> Result<(), Failure> {
             } else {
                 "yes"
             },
+            e["traceId"].as_str().unwrap_or("-"),
         );
     }
     println!("{} events", items.len());

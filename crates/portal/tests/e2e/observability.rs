@@ -270,6 +270,16 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
     }
 }
 
+/// `spec` as a `portal` child of the sandbox `sb`, logging JSON lines.
+fn json_logged(sb: &Sandbox, spec: sandbox::process::Spec) -> sandbox::process::Spec {
+    spec.env("AUTH_DATABASE_URL", sb.database_url("auth"))
+        .env("USER_DATABASE_URL", sb.database_url("user"))
+        .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
+        .env("AMQP_URL", &sb.amqp_url)
+        .env("JWT_KEY_DIR", &sb.key_dir.0)
+        .env("LOG_FORMAT", "json")
+}
+
 /// With `LOG_FORMAT=json`, a relay, a user-service and a seed run as processes write one JSON
 /// object per line (time, level, service, message, fields), and their INFO lines name users by
 /// id, never by email, while the seed's 10 users are published and applied.
@@ -279,15 +289,10 @@ async fn json_logs_are_one_object_per_line_and_name_no_email_at_info() {
     let sb = Sandbox::for_test().await;
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_portal"));
     let settings = |spec: Spec| {
-        spec.env("AUTH_DATABASE_URL", sb.database_url("auth"))
-            .env("USER_DATABASE_URL", sb.database_url("user"))
-            .env("AMQP_URL", &sb.amqp_url)
-            .env("JWT_KEY_DIR", &sb.key_dir.0)
-            .env("LOG_FORMAT", "json")
-            .env(
-                "RUST_LOG",
-                "warn,portal=info,auth_service=info,user_service=info,consumer=info,platform=info",
-            )
+        json_logged(&sb, spec).env(
+            "RUST_LOG",
+            "warn,portal=info,auth_service=info,user_service=info,consumer=info,platform=info",
+        )
     };
     // The key pair the user-service reads (the auth-service would create it).
     sb.key_dir.ensure_key_pair().unwrap();
@@ -447,4 +452,141 @@ async fn portal_status_exits_by_the_systems_health_and_agrees_with_the_admin_api
 
     let (code, screen, err) = run(status("http://127.0.0.1:1", &[])).await;
     assert_eq!(code, 2, "{screen}{err}");
+}
+
+/// One id from the HTTP request to the applied row: an admin's PATCH sent through the gateway
+/// with a chosen `traceparent` is stored with its trace id in the outbox (the audit trail shows
+/// it), published by the relay with that trace id in its `traceparent` AMQP header, and each
+/// consumer's "user synced" line carries it.
+#[tokio::test]
+async fn a_chosen_trace_id_follows_a_change_from_the_request_to_each_consumers_log() {
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+    use sandbox::process::{Process, Spec};
+    let sb = Sandbox::for_test().await;
+    let mut config = auth_common::config(&sb);
+    config.run_relay = false;
+    let auth = auth_common::start(config).await;
+    let gateway = Running::launch(gateway::Application::build(gateway::Config::local(
+        &auth.url(),
+        "http://127.0.0.1:1",
+    )))
+    .await;
+    let auth_db = auth_common::pool(&sb).await;
+    // A queue of the test's own on the exchange, to read the relay's headers.
+    platform::amqp::ensure_topology(&sb.amqp_url, &[])
+        .await
+        .unwrap();
+    let conn = platform::amqp::connect(&sb.amqp_url, "trace test")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "trace-watch",
+        QueueDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "trace-watch",
+        contract::topology::EXCHANGE,
+        "user.updated",
+        QueueBindOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_portal"));
+    let settings = |spec: Spec| json_logged(&sb, spec).env("RUST_LOG", "warn,consumer=info");
+    let relay = Process::start(
+        exe,
+        &settings(Spec::new("relay", &["relay"])).env("RELAY_HTTP_PORT", "0"),
+        &sb.dir,
+    )
+    .await
+    .unwrap();
+    let consumers = [
+        ("user-service", "USER_ADDR"),
+        ("appointment-service", "APPOINTMENT_ADDR"),
+    ];
+    let mut running = Vec::new();
+    for (name, addr) in consumers {
+        let process = Process::start(exe, &settings(Spec::new(name, &[name])).http(addr), &sb.dir)
+            .await
+            .unwrap();
+        let ready = format!("{}/health/ready", process.url().unwrap());
+        poll_until(SETTLE, "the consumer connected", || async {
+            let (_, body) = sandbox::http::get(&ready, None).await;
+            (body["checks"]["broker"] == true).then_some(())
+        })
+        .await;
+        running.push(process);
+    }
+
+    let nurse = auth_common::create_user(&auth_db, "traced@clinic.test", Role::Nurse).await;
+    let token = auth_common::admin_token(&auth_db, &gateway.url()).await;
+    let chosen = "0af7651916cd43dd8448eb211c80319c";
+    let answer = reqwest::Client::new()
+        .patch(format!("{}/api/v1/auth/admin/users/{nurse}", gateway.url()))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{chosen}-b7ad6b7169203331-01"))
+        .json(&serde_json::json!({"firstName": "Traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    // The audit trail (what `portal events --user` prints) holds it.
+    let (_, trail) = sandbox::http::get(
+        &format!("{}/api/v1/auth/admin/users/{nurse}/events", gateway.url()),
+        Some(&token),
+    )
+    .await;
+    let updated = trail["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["eventType"] == "user.updated")
+        .cloned()
+        .unwrap();
+    assert_eq!(updated["traceId"], chosen, "{trail}");
+
+    // The relay's AMQP header carries it.
+    let header = poll_until(SETTLE, "the update published", || async {
+        let m = ch
+            .basic_get("trace-watch", BasicGetOptions { no_ack: true })
+            .await
+            .ok()??;
+        let headers = platform::amqp::headers_of(&m.delivery.properties);
+        platform::amqp::header_text(&headers, "traceparent")
+    })
+    .await;
+    assert_eq!(
+        platform::trace::trace_id_of(&header),
+        Some(chosen),
+        "{header}"
+    );
+
+    // Each consumer's line says so.
+    for process in &running {
+        let log = process.log_path.clone();
+        poll_until(SETTLE, "the traced apply logged", || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|l| {
+                    l["message"] == "user synced"
+                        && l["fields"]["trace_id"] == chosen
+                        && l["fields"]["user_id"] == nurse.to_string()
+                })
+                .then_some(())
+        })
+        .await;
+    }
+    relay.stop().await.unwrap();
+    for process in running {
+        process.stop().await.unwrap();
+    }
+    conn.close(200, "done").await.ok();
 }

@@ -199,6 +199,7 @@ fn trail_section(
                         thead { tr {
                             th scope="col" { "Seq" } th scope="col" { "Stored" } th scope="col" { "Type" }
                             th scope="col" { "Version" } th scope="col" { "Published" }
+                            th scope="col" { "Trace id" }
                         } }
                         tbody { @for e in &events { tr {
                             td { (e.seq) }
@@ -209,6 +210,7 @@ fn trail_section(
                                 Some(t) => (when(t.as_datetime(), offset)),
                                 None => span class="badge wait" { "waiting in the outbox" },
                             } }
+                            td { code { (e.trace_id.as_deref().unwrap_or("-")) } }
                         } } }
                     } }
                 },
