@@ -207,6 +207,7 @@ impl Relay {
                 match open_channel(&self.amqp_url, self.config.declare_topology).await {
                     Ok(pair) => pair,
                     Err(e) => {
+                        self.error("broker");
                         broker.failed(&e);
                         sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
                         continue;
@@ -266,6 +267,7 @@ impl Relay {
                     }
                 }
                 if !conn.status().connected() {
+                    self.error("broker");
                     broker.failed(&"connection closed");
                     self.broker_up.store(false, Ordering::Relaxed);
                     continue 'connect;

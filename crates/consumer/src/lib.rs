@@ -526,12 +526,20 @@ impl<A: Apply> Consumer<A> {
             match self.apply_once(&events, history_complete).await {
                 Ok(applied) => {
                     outage.recovered();
+                    // Lag is measured on what changed the copy: a stale event (older than the
+                    // copy) says nothing about how far behind the copy is.
+                    let changed: std::collections::HashSet<uuid::Uuid> =
+                        applied.iter().map(|c| c.id).collect();
+                    let fresh: Vec<&Envelope> = events
+                        .iter()
+                        .filter(|e| changed.contains(&e.payload.user_id.0))
+                        .collect();
                     if let Some(observed) = self.stats.observed.get() {
-                        observed.batch(&events, duplicates, started.elapsed());
+                        observed.batch(events.len() + duplicates, &fresh, started.elapsed());
                     }
                     if !events.is_empty() {
                         self.stats
-                            .batch_applied(events.iter().map(|e| e.timestamp.as_datetime()).min());
+                            .batch_applied(fresh.iter().map(|e| e.timestamp.as_datetime()).min());
                     }
                     self.stats
                         .duplicates

@@ -4,7 +4,8 @@
 //!   publisher), from the [`SyncStats`] counters its readiness also shows;
 //! - `portal_consumer_batch_size`, `portal_consumer_apply_duration_seconds`: per applied batch;
 //! - `portal_consumer_lag_seconds`: from a change (the event's `timestamp`, written in the
-//!   transaction of the change with its outbox row) to its apply, per event;
+//!   transaction of the change with its outbox row) to its apply, per event that changed the
+//!   copy (a replay or backfill applies old changes: their lag is how far behind it was);
 //! - `portal_consumer_queue_messages{queue}` and `portal_consumer_queue_consumers{queue}` for
 //!   its main, retry and dead-letter queues, read at each scrape by passive declares.
 
@@ -36,15 +37,15 @@ impl std::fmt::Debug for Observed {
 }
 
 impl Observed {
-    /// One committed batch: `events` applied (or found stale), `duplicates` dropped before.
-    pub(crate) fn batch(&self, events: &[Envelope], duplicates: usize, took: Duration) {
-        if events.is_empty() && duplicates == 0 {
+    /// One committed batch of `size` messages, of which `applied` changed the copy.
+    pub(crate) fn batch(&self, size: usize, applied: &[&Envelope], took: Duration) {
+        if size == 0 {
             return;
         }
-        self.batch_size.observe((events.len() + duplicates) as f64);
+        self.batch_size.observe(size as f64);
         self.apply_seconds.observe(took.as_secs_f64());
         let now = chrono::Utc::now();
-        for event in events {
+        for event in applied {
             let lag = (now - event.timestamp.as_datetime()).num_microseconds();
             self.lag_seconds
                 .observe(lag.unwrap_or(0).max(0) as f64 / 1_000_000.0);
@@ -73,13 +74,13 @@ pub fn register(
         let (messages, s, name) = (messages.clone(), counted.clone(), name.clone());
         async move {
             let read = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            // `ignored_stale` first: the consumer adds to `duplicates` before it, so this order
+            // never counts a duplicate as stale.
+            let ignored = read(&s.ignored_stale);
             let duplicates = read(&s.duplicates);
             for (outcome, total) in [
                 ("applied", read(&s.applied)),
-                (
-                    "stale_ignored",
-                    read(&s.ignored_stale).saturating_sub(duplicates),
-                ),
+                ("stale_ignored", ignored.saturating_sub(duplicates)),
                 ("duplicate", duplicates),
                 ("retried", read(&s.retried)),
                 ("dead_lettered", read(&s.dead_lettered)),
@@ -134,6 +135,9 @@ pub fn register(
             url.clone(),
         );
         async move {
+            // Figures that cannot be read now are left out, not served stale.
+            ready.reset();
+            attached.reset();
             let Ok(conn) = platform::amqp::connect(&url, "metrics").await else {
                 return;
             };

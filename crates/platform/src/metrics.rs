@@ -36,6 +36,9 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 /// Batch size buckets: 1 to 1000 messages or rows.
 pub const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
+/// The longest the pool's acquire probe waits (below [`PROBE_TIMEOUT`], so it reports).
+pub const ACQUIRE_WAIT_CAP: Duration = Duration::from_millis(1500);
+
 /// How long one probe may take at a scrape before the figures are served without it.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -47,6 +50,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
     probes: Mutex<Vec<Probe>>,
+    scraping: tokio::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -86,6 +90,7 @@ impl Metrics {
             http_requests,
             http_seconds,
             probes: Mutex::new(Vec::new()),
+            scraping: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -150,16 +155,26 @@ impl Metrics {
             .push(probe);
     }
 
-    /// The use of a database pool (connections idle, in use, and the maximum), read at each
-    /// scrape, as `portal_db_pool_connections{database, state}`.
+    /// The use of a database pool, read at each scrape: connections idle, in use and the
+    /// maximum (`portal_db_pool_connections{database, state}`), and how long an acquire waited
+    /// (`portal_db_pool_acquire_wait_seconds{database}`).
     pub fn watch_pool(&self, pool: sqlx::PgPool, database: &'static str) -> prometheus::Result<()> {
         let connections = self.int_gauge_vec(
             "portal_db_pool_connections",
             "Connections of the service's database pool: idle, in use, and the pool's maximum.",
             &["database", "state"],
         )?;
+        let wait = self.register(prometheus::GaugeVec::new(
+            Opts::new(
+                "portal_db_pool_acquire_wait_seconds",
+                "How long taking a connection from the pool took at the last scrape (what a \
+                 request would have waited then); ACQUIRE_WAIT_CAP or more means the pool is \
+                 exhausted or the database unreachable.",
+            ),
+            &["database"],
+        )?)?;
         self.on_scrape(move || {
-            let (connections, pool) = (connections.clone(), pool.clone());
+            let (connections, wait, pool) = (connections.clone(), wait.clone(), pool.clone());
             async move {
                 let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
                 let size = i64::from(pool.size());
@@ -169,6 +184,14 @@ impl Metrics {
                     .with_label_values(&[database, "in_use"])
                     .set((size - idle).max(0));
                 connections.with_label_values(&[database, "max"]).set(max);
+                // sqlx counts no waits: one acquire per scrape samples them instead.
+                let started = Instant::now();
+                let waited = match tokio::time::timeout(ACQUIRE_WAIT_CAP, pool.acquire()).await {
+                    Ok(Ok(_connection)) => started.elapsed(),
+                    _ => ACQUIRE_WAIT_CAP,
+                };
+                wait.with_label_values(&[database])
+                    .set(waited.as_secs_f64());
             }
         });
         Ok(())
@@ -176,6 +199,9 @@ impl Metrics {
 
     /// Every family in the text format, after the probes have run.
     pub async fn render(&self) -> String {
+        // One scrape at a time: probes bring counters up to totals kept elsewhere
+        // ([`catch_up`]), which two at once would both add.
+        let _one = self.scraping.lock().await;
         let probes: Vec<Probe> = self
             .probes
             .lock()
@@ -241,7 +267,12 @@ async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    // A fixed set: any token is a valid HTTP method, and each would be a series of its own.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     // Read in a block of its own: a borrow of the request must not live across the await
     // below (the future would not be `Send`).
     let (request_id, traceparent) = {

@@ -52,7 +52,7 @@ impl LogFormat {
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
-            "warn,lapin=off,access=info,portal=info,auth_service=info,user_service=info,\
+            "warn,lapin=off,access=info,security=info,portal=info,auth_service=info,user_service=info,\
              appointment_service=info,consumer=info,gateway=info,web=info,sync_admin=info,\
              platform=info,ops=info",
         )

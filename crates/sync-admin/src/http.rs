@@ -66,21 +66,28 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// How long each figure of `GET /api/v1/admin/sync` may take before it is reported unreadable.
+const FIGURES_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let bounded = Router::new()
         .route("/api/v1/admin/sync", get(status))
         .route("/api/v1/admin/sync/verify", post(start_verify))
         .route("/api/v1/admin/sync/dead-letters/{queue}", get(dead_letters))
+        .merge(platform::http::health_routes(ready))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(15),
+        ));
+    // A requeue is not cut short: a large dead-letter queue takes as long as it takes, and an
+    // answer cut off midway would hide how many moved (each is confirmed before it is removed).
+    Router::new()
         .route(
             "/api/v1/admin/sync/dead-letters/{queue}/requeue",
             post(requeue),
         )
-        .merge(platform::http::health_routes(ready))
+        .merge(bounded)
         .fallback(platform::http::fallback_not_found)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(15),
-        ))
         .with_state(state)
 }
 
@@ -92,10 +99,17 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::V
 
 /// `GET /api/v1/admin/sync`: every figure that can be read now; what cannot is named.
 async fn status(_: Admin, State(state): State<AppState>) -> Json<SyncStatus> {
+    // Bounded: a broker that accepts connections and never answers must not hold the page.
     let (outbox, consumers) = tokio::join!(
-        ops::status::outbox(&state.auth),
-        ops::status::consumers(&state.amqp_url, &state.consumers)
+        tokio::time::timeout(FIGURES_TIMEOUT, ops::status::outbox(&state.auth)),
+        tokio::time::timeout(
+            FIGURES_TIMEOUT,
+            ops::status::consumers(&state.amqp_url, &state.consumers)
+        )
     );
+    let late = |what: &str| OpsError::Unreachable(format!("{what} did not answer in time"));
+    let outbox = outbox.unwrap_or_else(|_| Err(late("auth_db")));
+    let consumers = consumers.unwrap_or_else(|_| Err(late("RabbitMQ")));
     let mut unavailable = Vec::new();
     let outbox = outbox
         .map_err(|e| unavailable.push(format!("outbox: {e}")))

@@ -87,7 +87,26 @@ impl VerifyJobs {
         *last = Some(current);
         drop(last);
         tracing::info!("verify started from the sync admin API");
-        tokio::spawn(self.clone().run(checked));
+        let run_task = tokio::spawn(self.clone().run(checked));
+        // A run that panics must not stay "running" for ever (no new run could start, and the
+        // page would refresh itself for ever): its end is watched.
+        let jobs = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_task.await {
+                tracing::error!(error = %e, "verify run ended abnormally");
+                jobs.update(|run| {
+                    if run.state == VerifyState::Running {
+                        for copy in &mut run.copies {
+                            if copy.in_sync.is_none() && copy.error.is_none() {
+                                copy.error = Some("the run ended abnormally".to_owned());
+                            }
+                        }
+                        run.state = VerifyState::Failed;
+                        run.finished_at = Some(Timestamp::now());
+                    }
+                });
+            }
+        });
         (run, true)
     }
 

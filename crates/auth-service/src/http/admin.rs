@@ -65,8 +65,8 @@ async fn apply(
     tx.commit().await?;
     if let Outcome::Changed(user) = &outcome {
         tracing::info!(
-            email = %user.email, version = user.version(), event = event_type.as_str(),
-            by = %caller.0.email, "user changed by admin"
+            user_id = %user.id, version = user.version(), event = event_type.as_str(),
+            by = %caller.0.sub, "user changed by admin"
         );
     }
     Ok(Json(outcome.user().snapshot()?))

@@ -109,11 +109,13 @@ fn problems(parts: &[Part], sync: &SyncStatus, max_outbox_age: f64) -> Vec<Strin
         }
     }
     for c in sync.consumers.iter().flatten() {
-        if let Some(problem) = &c.queue.problem {
-            out.push(format!(
-                "{}: cannot read {}: {problem}",
-                c.consumer, c.queue.name
-            ));
+        for queue in [&c.queue, &c.dead_letter] {
+            if let Some(problem) = &queue.problem {
+                out.push(format!(
+                    "{}: cannot read {}: {problem}",
+                    c.consumer, queue.name
+                ));
+            }
         }
         if c.queue.consumers == Some(0) {
             out.push(format!(
@@ -156,7 +158,10 @@ async fn gather(
 ) -> Result<Snapshot, Failure> {
     let sync = match api.sync_status().await {
         Ok(sync) => sync,
-        Err(api_client::Error::Refused { status, body }) if status.as_u16() >= 500 => {
+        // The gateway could not reach it (502), or it did not answer in time (504).
+        Err(api_client::Error::Refused { status, body })
+            if matches!(status.as_u16(), 502 | 504) =>
+        {
             return Err(Failure::unreachable(anyhow!(
                 "the sync admin API cannot be reached through the gateway: {}",
                 body.message
@@ -287,7 +292,21 @@ pub async fn run(s: &Settings, args: StatusArgs) -> Result<(), Failure> {
     let api = connect(&args.api).await?;
     let http = reqwest::Client::new();
     loop {
-        let snap = gather(s, &api, &args, &http).await?;
+        let snap = match gather(s, &api, &args, &http).await {
+            Ok(snap) => snap,
+            // Watching: a failure is shown and the next round tries again.
+            Err(e) if args.watch.is_some() => {
+                print!("\x1b[2J\x1b[H");
+                println!("portal status: {:#}", e.error);
+                let every = Duration::from_secs(args.watch.unwrap_or(2).max(1));
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Err(e),
+                    _ = tokio::time::sleep(every) => {}
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if args.api.json {
             println!(
                 "{}",

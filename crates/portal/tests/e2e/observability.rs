@@ -187,6 +187,7 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
                 "portal_relay_confirm_duration_seconds_bucket",
                 "portal_relay_batch_size_bucket",
                 "portal_db_pool_connections{database=\"auth_db\",state=\"max\"}",
+                "portal_db_pool_acquire_wait_seconds{database=\"auth_db\"}",
             ],
         ),
         (
