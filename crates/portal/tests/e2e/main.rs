@@ -20,6 +20,7 @@ mod appointments;
 mod cli;
 mod convergence;
 mod copies;
+mod deploy;
 mod faults;
 mod identities;
 mod lifecycle;

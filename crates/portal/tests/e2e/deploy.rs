@@ -1,0 +1,62 @@
+//! The deployment under `deploy/systemd/`: the template unit, instantiated for every part, and
+//! the setup unit pass `systemd-analyze verify` (Debian's systemd, offline: nothing is started),
+//! and every instance names a `portal` command that exists.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The parts `portal@.service` runs, one instance each.
+const PARTS: [&str; 7] = [
+    "auth-service",
+    "user-service",
+    "appointment-service",
+    "relay",
+    "gateway",
+    "web",
+    "sync-admin",
+];
+
+#[test]
+fn the_systemd_units_verify_for_every_part() {
+    let analyze =
+        std::env::var("SYSTEMD_ANALYZE").unwrap_or_else(|_| "/usr/bin/systemd-analyze".into());
+    assert!(
+        Path::new(&analyze).exists(),
+        "{analyze} is missing: it comes with Debian's systemd package"
+    );
+    let exe = env!("CARGO_BIN_EXE_portal");
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("systemd-units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The units name the installed binary; here, the one this test built.
+    let installed = |unit: &str| {
+        std::fs::read_to_string(units.join(unit))
+            .unwrap()
+            .replace("/usr/local/bin/portal", exe)
+    };
+    let mut files = Vec::new();
+    for part in PARTS {
+        let help = Command::new(exe).args([part, "--help"]).output().unwrap();
+        assert!(help.status.success(), "`portal {part}` is not a command");
+        let file = dir.join(format!("portal@{part}.service"));
+        std::fs::write(&file, installed("portal@.service")).unwrap();
+        files.push(file);
+    }
+    let setup = dir.join("portal-setup.service");
+    std::fs::write(&setup, installed("portal-setup.service")).unwrap();
+    files.push(setup);
+    let out = Command::new(&analyze)
+        .arg("verify")
+        .args(&files)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify:\n{said}");
+    assert!(
+        said.trim().is_empty(),
+        "systemd-analyze verify complained:\n{said}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
