@@ -142,6 +142,11 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> anyhow::Result<SeedRe
         }
     }
     let mut tx = pool.begin().await?;
+    // Seeds started at the same time (two replicas, two `portal up`) take turns: the second
+    // finds the first's users instead of failing on their emails.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('portal seed'))")
+        .execute(&mut *tx)
+        .await?;
     for person in people {
         if store::find_by_email(&mut *tx, &person.email)
             .await?

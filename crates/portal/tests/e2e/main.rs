@@ -28,6 +28,7 @@ mod observability;
 mod pipeline;
 mod recovery;
 mod restarts;
+mod starts;
 mod tls;
 
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
