@@ -182,7 +182,12 @@ async fn log_in(
     let deadline = std::time::Instant::now() + sandbox::SETTLE;
     while browser.current_url().await?.path() == "/login" {
         if let Some(alert) = alert_text(browser).await {
-            anyhow::bail!("{email} was not signed in: {alert}");
+            // The alert may be the next page's (the password page says why it is shown): only
+            // one read on the login page itself is a refusal.
+            if browser.current_url().await?.path() == "/login" {
+                anyhow::bail!("{email} was not signed in: {alert}");
+            }
+            continue;
         }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
