@@ -203,9 +203,9 @@ impl Relay {
         let mut backoff = Backoff::reconnect();
         let mut last_prune: Option<std::time::Instant> = None;
         'connect: while !shutdown.is_cancelled() {
-            let (conn, channel) =
-                match open_channel(&self.amqp_url, self.config.declare_topology).await {
-                    Ok(pair) => pair,
+            let (conn, channel, node) =
+                match open_channel_on(&self.amqp_url, self.config.declare_topology).await {
+                    Ok(opened) => opened,
                     Err(e) => {
                         self.error("broker");
                         broker.failed(&e);
@@ -217,6 +217,7 @@ impl Relay {
             self.broker_up.store(true, Ordering::Relaxed);
             tracing::info!(
                 batch_size = self.config.batch_size,
+                node = %node,
                 "relay connected, publishing outbox"
             );
             let mut listener: Option<PgListener> = None;
@@ -309,7 +310,17 @@ pub async fn open_channel(
     url: &str,
     declare_topology: bool,
 ) -> Result<(Connection, Channel), lapin::Error> {
-    let conn = amqp::connect(url, "auth-service relay").await?;
+    open_channel_on(url, declare_topology)
+        .await
+        .map(|(conn, channel, _)| (conn, channel))
+}
+
+/// [`open_channel`] on the first node of `url` that answers, also naming that node.
+async fn open_channel_on(
+    url: &str,
+    declare_topology: bool,
+) -> Result<(Connection, Channel, String), lapin::Error> {
+    let (conn, node) = amqp::connect_node(url, "auth-service relay").await?;
     let channel = conn.create_channel().await?;
     // The relay declares the topology too, so the consumer's queue exists before the first
     // publish even if the user-service has never run (unless the setup did, under an identity
@@ -326,7 +337,7 @@ pub async fn open_channel(
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    Ok((conn, channel))
+    Ok((conn, channel, node))
 }
 
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {

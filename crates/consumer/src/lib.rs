@@ -284,7 +284,7 @@ impl<A: Apply> Consumer<A> {
         let mut broker = OutageLog::new("consumer: RabbitMQ");
         let mut backoff = Backoff::reconnect();
         while !shutdown.is_cancelled() {
-            let (conn, channel, side) = match self.open().await {
+            let (conn, channel, side, node) = match self.open().await {
                 Ok(opened) => opened,
                 Err(e) => {
                     broker.failed(&e);
@@ -295,7 +295,7 @@ impl<A: Apply> Consumer<A> {
             broker.recovered();
             backoff.reset();
             self.stats.broker_up.store(true, Ordering::Relaxed);
-            tracing::info!(queue = %self.queues.main, prefetch = self.config.prefetch, "consumer connected");
+            tracing::info!(queue = %self.queues.main, prefetch = self.config.prefetch, node = %node, "consumer connected");
             let result = self.consume(&channel, &side, &shutdown).await;
             self.stats.broker_up.store(false, Ordering::Relaxed);
             conn.close(200, "consumer stopping").await.ok();
@@ -312,7 +312,7 @@ impl<A: Apply> Consumer<A> {
     /// handles it exactly as the running consumer does (dead letters, retries, one transaction,
     /// acks after the commit). Returns how many messages it took.
     pub async fn process_ready(&self) -> anyhow::Result<usize> {
-        let (conn, channel, side) = self.open().await?;
+        let (conn, channel, side, _) = self.open().await?;
         let mut batch = Vec::new();
         while batch.len() < usize::from(self.config.prefetch.max(1)) {
             match channel
@@ -332,8 +332,11 @@ impl<A: Apply> Consumer<A> {
         Ok(taken)
     }
 
-    async fn open(&self) -> Result<(Connection, Channel, Channel), lapin::Error> {
-        let conn = amqp::connect(&self.amqp_url, &format!("{} consumer", self.config.name)).await?;
+    /// A connection to the first node that answers, its consuming channel, its side channel
+    /// (confirms on) and the node's URL without the password.
+    async fn open(&self) -> Result<(Connection, Channel, Channel, String), lapin::Error> {
+        let (conn, node) =
+            amqp::connect_node(&self.amqp_url, &format!("{} consumer", self.config.name)).await?;
         let channel = conn.create_channel().await?;
         if self.config.declare_topology {
             amqp::declare_topology(&channel, std::slice::from_ref(&self.queues)).await?;
@@ -350,7 +353,7 @@ impl<A: Apply> Consumer<A> {
 
         let side = conn.create_channel().await?;
         side.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok((conn, channel, side))
+        Ok((conn, channel, side, node))
     }
 
     async fn consume(

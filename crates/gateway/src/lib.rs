@@ -1,7 +1,8 @@
 //! The gateway: the portal's single HTTP entry point. `/api/v1/auth/*` goes to the
 //! auth-service, `/api/v1/users*` to the user-service, `/api/v1/appointments*` to the
 //! appointment-service, `/api/v1/admin/sync*` to the sync admin API; status, headers and bodies pass through
-//! (streamed), hop-by-hop headers excepted. An unreachable upstream answers 502 with JSON, a
+//! (answers streamed), hop-by-hop headers excepted. Each service may have several replicas,
+//! spread and checked as [`upstream`] says. An unreachable upstream answers 502 with JSON, a
 //! slow one 504, neither naming the upstream's address.
 //!
 //! It is also the first line of defence: paths with `..`, encoded dots or slashes, or empty
@@ -28,11 +29,19 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use upstream::Upstream;
+
+mod upstream;
+
+/// The largest request body the gateway takes. Bodies are held until an upstream has them, so
+/// that a request no replica received can go to another; the services' own limit is the same.
+const MAX_BODY: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http_addr: SocketAddr,
-    /// Base URL of the auth-service, e.g. `http://127.0.0.1:3001`.
+    /// Base URL of the auth-service, e.g. `http://127.0.0.1:3001`; several replicas as a
+    /// comma-separated list (as for every upstream below).
     pub auth_url: String,
     /// Base URL of the user-service, e.g. `http://127.0.0.1:3002`.
     pub users_url: String,
@@ -44,6 +53,8 @@ pub struct Config {
     pub sync_admin_url: Option<String>,
     /// How long an upstream may take to answer before the client gets 504.
     pub upstream_timeout: Duration,
+    /// How often each replica's readiness is checked.
+    pub health_interval: Duration,
     pub auth_rate_limit: AuthRateLimit,
     /// Proxies in front of the gateway (the web portal) whose `X-Forwarded-For` is believed;
     /// anyone else's is replaced by their own address.
@@ -60,6 +71,7 @@ impl Config {
             appointments_url: None,
             sync_admin_url: None,
             upstream_timeout: Duration::from_secs(10),
+            health_interval: Duration::from_secs(2),
             auth_rate_limit: AuthRateLimit::default(),
             trusted_proxies: Vec::new(),
         }
@@ -81,12 +93,6 @@ impl Default for AuthRateLimit {
             burst: 10,
         }
     }
-}
-
-/// One routed upstream.
-struct Upstream {
-    name: &'static str,
-    base: String,
 }
 
 #[derive(Clone)]
@@ -272,7 +278,6 @@ async fn forward(
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_owned();
-    let url = format!("{}{}", upstream.base.trim_end_matches('/'), path);
     let method = req.method().clone();
     let mut headers = forwardable(req.headers());
     headers.insert(
@@ -285,40 +290,74 @@ async fn forward(
         headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
     }
     headers.insert(HeaderName::from_static(REQUEST_ID), id);
-    let body = reqwest::Body::wrap_stream(req.into_body().into_data_stream());
-    let sent = state
-        .client
-        .request(method, &url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
-    match sent {
-        Ok(resp) => {
-            let status = resp.status();
-            let headers = forwardable(resp.headers());
-            let stream = resp.bytes_stream().map_err(std::io::Error::other);
-            let mut out = Response::new(Body::from_stream(stream));
-            *out.status_mut() = status;
-            *out.headers_mut() = headers;
-            out
-        }
-        Err(e) if e.is_timeout() => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "gateway_timeout",
-            format!("{} did not answer in time", upstream.name),
-        )
-        .into_response(),
-        Err(e) => {
-            tracing::warn!(upstream = upstream.name, error = %e, "upstream unreachable");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                format!("{} is unreachable; try again shortly", upstream.name),
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the request body could not be read or is larger than {} MiB",
+                    MAX_BODY / 1024 / 1024
+                ),
             )
             .into_response()
         }
+    };
+    // Safe methods change nothing, so a failure after sending is retried too.
+    let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    for member in upstream.order() {
+        let sent = state
+            .client
+            .request(method.clone(), format!("{}{path}", member.base))
+            .headers(headers.clone())
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(resp) => {
+                let status = resp.status();
+                let headers = forwardable(resp.headers());
+                let stream = resp.bytes_stream().map_err(std::io::Error::other);
+                let mut out = Response::new(Body::from_stream(stream));
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                return out;
+            }
+            Err(e) if e.is_timeout() => {
+                return ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway_timeout",
+                    format!("{} did not answer in time", upstream.name),
+                )
+                .into_response()
+            }
+            Err(e) if e.is_connect() => {
+                // Nothing reached it: another replica may take the request, whatever it is.
+                upstream.mark(member, false, "refused a connection");
+                tracing::debug!(upstream = upstream.name, replica = %member.base, error = %e, "replica unreachable; trying the next");
+            }
+            Err(e) if safe => {
+                tracing::warn!(upstream = upstream.name, replica = %member.base, error = %e, "replica failed a safe request; trying the next");
+            }
+            Err(e) => {
+                // It may have reached the replica: sending it again could apply it twice.
+                tracing::warn!(upstream = upstream.name, replica = %member.base, error = %e, "replica failed during a request that changes data; not retried");
+                return unreachable(upstream);
+            }
+        }
     }
+    tracing::warn!(upstream = upstream.name, "upstream unreachable");
+    unreachable(upstream)
+}
+
+fn unreachable(upstream: &Upstream) -> Response {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "bad_gateway",
+        format!("{} is unreachable; try again shortly", upstream.name),
+    )
+    .into_response()
 }
 
 fn peer(req: &Request) -> Option<IpAddr> {
@@ -359,15 +398,21 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::V
         state.appointments.as_ref(),
     ];
     for upstream in upstreams.into_iter().flatten() {
-        let url = format!("{}/health/live", upstream.base.trim_end_matches('/'));
-        let ok = state
-            .client
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if !ok {
+        // Ready while any replica of each answers.
+        let mut any = false;
+        for member in upstream.members() {
+            any = state
+                .client
+                .get(format!("{}/health/live", member.base))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if any {
+                break;
+            }
+        }
+        if !any {
             down.push(upstream.name);
         }
     }
@@ -396,6 +441,12 @@ impl Application {
             .timeout(config.upstream_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let metrics = platform::metrics::Metrics::new(Self::NAME)?;
+        let healthy = metrics.int_gauge_vec(
+            "portal_gateway_upstream_healthy",
+            "1 while the gateway sends requests to a replica, 0 while it leaves it out.",
+            &["upstream", "replica"],
+        )?;
         let limit = config.auth_rate_limit;
         let quota = Quota::per_minute(NonZeroU32::new(limit.per_minute).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN));
@@ -420,27 +471,34 @@ impl Application {
             log_limiter,
             trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             client,
-            auth: Arc::new(Upstream {
-                name: "auth-service",
-                base: config.auth_url,
+            auth: Arc::new(Upstream::new(
+                "auth-service",
+                &config.auth_url,
+                Some(healthy.clone()),
+            )),
+            users: Arc::new(Upstream::new(
+                "user-service",
+                &config.users_url,
+                Some(healthy.clone()),
+            )),
+            appointments: config.appointments_url.map(|list| {
+                Arc::new(Upstream::new(
+                    "appointment-service",
+                    &list,
+                    Some(healthy.clone()),
+                ))
             }),
-            users: Arc::new(Upstream {
-                name: "user-service",
-                base: config.users_url,
-            }),
-            appointments: config.appointments_url.map(|base| {
-                Arc::new(Upstream {
-                    name: "appointment-service",
-                    base,
-                })
-            }),
-            sync_admin: config.sync_admin_url.map(|base| {
-                Arc::new(Upstream {
-                    name: "sync-admin",
-                    base,
-                })
-            }),
+            sync_admin: config
+                .sync_admin_url
+                .map(|list| Arc::new(Upstream::new("sync-admin", &list, Some(healthy.clone())))),
         };
+        let watched: Vec<Arc<Upstream>> = [Some(&state.auth), Some(&state.users)]
+            .into_iter()
+            .chain([state.appointments.as_ref(), state.sync_admin.as_ref()])
+            .flatten()
+            .cloned()
+            .collect();
+        upstream::watch(state.client.clone(), &watched, config.health_interval);
         let mut router = Router::new();
         // Routed only when configured: without it, the fallback's 404 answers.
         let optional = [
@@ -466,7 +524,6 @@ impl Application {
             .route("/health/ready", get(ready))
             .fallback(platform::http::fallback_not_found)
             .with_state(state);
-        let metrics = platform::metrics::Metrics::new(Self::NAME)?;
         // Outermost: the ids are set before the access line and the upstream see the request.
         let router = platform::metrics::instrument(router, &metrics)
             .layer(axum::middleware::from_fn(identify));

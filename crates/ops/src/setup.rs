@@ -209,16 +209,20 @@ fn check_name(name: &str) -> anyhow::Result<&str> {
 }
 
 /// `url` logging in as `user` with `password` to `path` (a database or a vhost).
+/// `base` logging in as `user`, with `path` when given; each URL of a list (a broker cluster's
+/// nodes) alike.
 fn url_as(base: &str, user: &str, password: &str, path: Option<&str>) -> anyhow::Result<String> {
-    let mut url =
-        Url::parse(base).with_context(|| format!("bad URL {}", secret::redact_url(base)))?;
-    url.set_username(user)
-        .and_then(|()| url.set_password(Some(password)))
-        .map_err(|()| anyhow!("cannot put credentials in {}", secret::redact_url(base)))?;
-    if let Some(path) = path {
-        url.set_path(&format!("/{path}"));
-    }
-    Ok(url.to_string())
+    platform::addresses::map(base, |base| {
+        let mut url =
+            Url::parse(base).with_context(|| format!("bad URL {}", secret::redact_url(base)))?;
+        url.set_username(user)
+            .and_then(|()| url.set_password(Some(password)))
+            .map_err(|()| anyhow!("cannot put credentials in {}", secret::redact_url(base)))?;
+        if let Some(path) = path {
+            url.set_path(&format!("/{path}"));
+        }
+        Ok(url.to_string())
+    })
 }
 
 /// A key of the advisory lock that serialises setups (any process, any machine, one server).
@@ -369,7 +373,9 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
     pool.close().await;
 
     // --- RabbitMQ: users, topology, permissions -------------------------------------------
-    let admin_url = Url::parse(&config.admin_amqp_url).context("bad ADMIN_AMQP_URL")?;
+    // A cluster's nodes share users, vhosts and credentials: the first URL says them.
+    let admin_url = Url::parse(platform::addresses::first(&config.admin_amqp_url))
+        .context("bad ADMIN_AMQP_URL")?;
     let vhost = percent_encoding::percent_decode_str(admin_url.path().trim_start_matches('/'))
         .decode_utf8_lossy()
         .into_owned();

@@ -14,14 +14,76 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
-/// Opens a connection named `name` (shown in the management UI) that runs on tokio.
+/// How long one node may take to accept a connection before the next is tried: a node that
+/// is cut off (not refusing, just silent) must not hold a reconnect for TCP's minutes.
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// For each list of nodes this process connects to, the node to try first: the last one that
+/// accepted. A connection lost with its node comes back on the next node that answers and stays
+/// there, instead of returning to a node that may be hanging.
+static PREFERRED: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Mutex::default);
+
+/// Opens a connection named `name` (shown in the management UI) that runs on tokio. `url` may
+/// be a cluster: comma-separated URLs, one per node (`amqp://u:p@a:5672/v,amqp://u:p@b:5672/v`).
+/// The nodes are tried in turn, starting with the one that last accepted (the first, at
+/// start), each for at most 5 s; the error is the last node's when none accepts.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default()
+    connect_node(url, name).await.map(|(conn, _)| conn)
+}
+
+/// [`connect`], also telling which node accepted (its URL without the password), for the log
+/// line of a long-lived connection.
+pub async fn connect_node(url: &str, name: &str) -> Result<(Connection, String), lapin::Error> {
+    let nodes = crate::addresses::split(url);
+    if nodes.len() <= 1 {
+        let node = crate::addresses::first(url);
+        let conn = Connection::connect(node, properties(name)).await?;
+        return Ok((conn, crate::secret::redact_url(node)));
+    }
+    let start = PREFERRED
+        .lock()
+        .map(|p| p.get(url).copied().unwrap_or(0))
+        .unwrap_or(0);
+    let mut last_error = None;
+    for offset in 0..nodes.len() {
+        let i = (start + offset) % nodes.len();
+        let attempt = Connection::connect(nodes[i], properties(name));
+        match tokio::time::timeout(NODE_CONNECT_TIMEOUT, attempt).await {
+            Ok(Ok(conn)) => {
+                if let Ok(mut preferred) = PREFERRED.lock() {
+                    preferred.insert(url.to_owned(), i);
+                }
+                return Ok((conn, crate::secret::redact_url(nodes[i])));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(node = %crate::secret::redact_url(nodes[i]), error = %e, "RabbitMQ node refused; trying the next");
+                last_error = Some(e);
+            }
+            Err(_) => {
+                tracing::debug!(node = %crate::secret::redact_url(nodes[i]), "RabbitMQ node did not answer in 5 s; trying the next");
+                last_error = Some(lapin::Error::IOError(std::sync::Arc::new(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no RabbitMQ node answered within 5 s",
+                    ),
+                )));
+            }
+        }
+    }
+    Err(last_error.unwrap_or(lapin::Error::InvalidConnectionState(
+        lapin::ConnectionState::Closed,
+    )))
+}
+
+fn properties(name: &str) -> ConnectionProperties {
+    ConnectionProperties::default()
         .with_connection_name(name.into())
         .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    Connection::connect(url, props).await
+        .with_reactor(tokio_reactor_trait::Tokio)
 }
 
 fn field_table(arguments: &[(&'static str, Argument)]) -> FieldTable {
@@ -105,7 +167,8 @@ pub async fn ensure_topology(url: &str, consumers: &[ConsumerQueues]) -> Result<
 /// The broker user `url` logs in as (decoded); `guest`, RabbitMQ's default, when it names none.
 /// It is what the broker checks a message's `user_id` against.
 pub fn broker_user(url: &str) -> String {
-    url::Url::parse(url)
+    // Every node of a cluster is reached as the same user: the first URL's.
+    url::Url::parse(crate::addresses::first(url))
         .ok()
         .map(|u| {
             percent_encoding::percent_decode_str(u.username())

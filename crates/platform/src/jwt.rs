@@ -489,7 +489,20 @@ impl JwtVerifier {
         }
     }
 
-    async fn fetch(&self, url: &str) -> anyhow::Result<Vec<PublicKey>> {
+    /// From the first of `urls` (comma-separated: every auth-service replica publishes the
+    /// same keys) that answers.
+    async fn fetch(&self, urls: &str) -> anyhow::Result<Vec<PublicKey>> {
+        let mut last = None;
+        for url in crate::addresses::split(urls) {
+            match self.fetch_one(url).await {
+                Ok(keys) => return Ok(keys),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no JWKS URL is set")))
+    }
+
+    async fn fetch_one(&self, url: &str) -> anyhow::Result<Vec<PublicKey>> {
         let doc: serde_json::Value = self
             .client
             .get(url)

@@ -1,6 +1,8 @@
 //! Plumbing the services share, so each service's code is only about its own job.
 //!
 //! Layout:
+//! - [`addresses`]: comma-separated lists of URLs (a broker cluster's nodes, a service's
+//!   replicas).
 //! - [`duration`]: durations as people write them (`90s`, `15m`, `1h 30m`).
 //! - [`exit`]: exit codes every binary shares (0, 1 failed, 2 unreachable).
 //! - [`db`]: create a database if absent, open a pool with timeouts.
@@ -19,6 +21,7 @@
 //! - [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
 //! - [`telemetry`]: tracing set-up.
 
+pub mod addresses;
 pub mod amqp;
 pub mod backoff;
 pub mod build;

@@ -7,7 +7,20 @@ use url::Url;
 
 /// `url` with its password replaced by `***` (a URL that does not parse is not shown at all,
 /// since it may hold a password in a shape this cannot find).
+/// A list of URLs (`a,b`) is redacted entry by entry.
 pub fn redact_url(url: &str) -> String {
+    let entries = crate::addresses::split(url);
+    if entries.len() > 1 {
+        return entries
+            .into_iter()
+            .map(redact_one)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
@@ -89,6 +102,14 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/auth_db"
         );
         assert!(!redact_url("postgres://u:p@ss@[bad").contains("p@ss"));
+    }
+
+    #[test]
+    fn each_url_of_a_list_is_redacted() {
+        assert_eq!(
+            redact_url("amqp://r:s1@a:5672/v, amqp://r:s1@b:5673/v"),
+            "amqp://r:***@a:5672/v,amqp://r:***@b:5673/v"
+        );
     }
 
     #[cfg(unix)]

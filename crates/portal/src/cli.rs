@@ -173,7 +173,8 @@ pub struct Settings {
     )]
     pub appointment_database_url: String,
     /// RabbitMQ [default: amqp://guest:***@127.0.0.1:5672/%2f] (its value is never shown: it
-    /// holds a password).
+    /// holds a password). A cluster: one URL per node, comma-separated; connections take the
+    /// first node that answers and move to another when theirs is lost (as every *_AMQP_URL).
     #[arg(
         long,
         global = true,
@@ -235,10 +236,12 @@ pub struct Settings {
         default_value = "127.0.0.1:3000"
     )]
     pub gateway_addr: SocketAddr,
-    /// The auth-service as the gateway reaches it [default: http://AUTH_ADDR].
+    /// The auth-service as the gateway reaches it; several replicas comma-separated
+    /// [default: http://AUTH_ADDR].
     #[arg(long, global = true, env = "AUTH_SERVICE_URL")]
     pub auth_service_url: Option<String>,
-    /// The user-service as the gateway reaches it [default: http://USER_ADDR].
+    /// The user-service as the gateway reaches it; several replicas comma-separated
+    /// [default: http://USER_ADDR].
     #[arg(long, global = true, env = "USER_SERVICE_URL")]
     pub user_service_url: Option<String>,
     /// The port the web portal listens on (on WEB_HOST).
@@ -301,6 +304,10 @@ pub struct Settings {
     /// How many of those one address may make at once before the rate applies.
     #[arg(long, global = true, env = "GATEWAY_AUTH_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub gateway_auth_burst: u32,
+    /// How often the gateway checks each replica's readiness (it leaves out those that fail
+    /// and takes them back when they pass).
+    #[arg(long, global = true, env = "GATEWAY_HEALTH_INTERVAL", default_value = "2s", value_parser = platform::duration::parse_interval)]
+    pub gateway_health_interval: std::time::Duration,
     /// Proxies in front of the gateway whose X-Forwarded-For it believes (e.g. the web
     /// portal's address), comma-separated; every other client's header is replaced.
     #[arg(
@@ -421,11 +428,13 @@ impl Settings {
     /// Where the auth-service publishes its public keys.
     pub fn jwks_url(&self) -> String {
         self.jwks_url.clone().unwrap_or_else(|| {
-            format!(
-                "{}{}",
-                self.auth_service_url().trim_end_matches('/'),
-                platform::jwt::JWKS_PATH
-            )
+            // Each auth-service replica's, tried in turn.
+            let auth = self.auth_service_url();
+            platform::addresses::split(&auth)
+                .into_iter()
+                .map(|base| format!("{}{}", base.trim_end_matches('/'), platform::jwt::JWKS_PATH))
+                .collect::<Vec<_>>()
+                .join(",")
         })
     }
 

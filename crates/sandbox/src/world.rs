@@ -45,17 +45,21 @@ impl Servers {
     }
 }
 
-/// `url` with its path (a database name or a vhost) replaced by `/<path>`, query kept.
+/// `url` with its path (a database name or a vhost) replaced by `/<path>`, query kept; each
+/// URL of a list (a broker cluster's nodes).
 pub fn with_path(url: &str, path: &str) -> anyhow::Result<String> {
-    let mut parsed = Url::parse(url).with_context(|| format!("bad URL {}", redact(url)))?;
-    parsed.set_path(&format!("/{path}"));
-    Ok(parsed.to_string())
+    platform::addresses::map(url, |url| {
+        let mut parsed = Url::parse(url).with_context(|| format!("bad URL {}", redact(url)))?;
+        parsed.set_path(&format!("/{path}"));
+        anyhow::Ok(parsed.to_string())
+    })
 }
 
 pub use platform::secret::redact_url as redact;
 
 /// The (decoded) user and password of a URL.
 fn credentials(url: &str) -> anyhow::Result<(String, String)> {
+    let url = platform::addresses::first(url);
     let parsed = Url::parse(url).with_context(|| format!("bad URL {}", redact(url)))?;
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
@@ -192,11 +196,14 @@ impl Sandbox {
                 &platform::rabbit_admin::Permissions::all(),
             )
             .await?;
-        let mut url = Url::parse(&self.amqp_url).context("the sandbox's AMQP URL")?;
-        url.set_username(&user)
-            .and_then(|()| url.set_password(Some(&password)))
-            .map_err(|()| anyhow!("cannot put credentials in the AMQP URL"))?;
-        Ok((user, url.to_string()))
+        let url = platform::addresses::map(&self.amqp_url, |node| {
+            let mut url = Url::parse(node).context("the sandbox's AMQP URL")?;
+            url.set_username(&user)
+                .and_then(|()| url.set_password(Some(&password)))
+                .map_err(|()| anyhow!("cannot put credentials in the AMQP URL"))?;
+            anyhow::Ok(url.to_string())
+        })?;
+        Ok((user, url))
     }
 
     /// The RabbitMQ management API's base URL (called with the sandbox's AMQP credentials).

@@ -125,6 +125,7 @@ pub fn gateway_config(s: &Settings) -> gateway::Config {
             None => Some(format!("http://{}", s.sync_admin_addr)),
         },
         upstream_timeout: Duration::from_secs(30),
+        health_interval: s.gateway_health_interval,
         auth_rate_limit: gateway::AuthRateLimit {
             per_minute: s.gateway_auth_rate,
             burst: s.gateway_auth_burst,

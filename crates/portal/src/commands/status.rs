@@ -59,6 +59,13 @@ fn parts(s: &Settings, gateway: &str) -> Vec<(&'static str, String)> {
     ]
     .into_iter()
     .filter_map(|(name, url)| url.map(|u| (name, u)))
+    // Each replica of a list (`http://a:3001,http://b:3001`) is a row of its own.
+    .flat_map(|(name, list)| {
+        platform::addresses::split(&list)
+            .into_iter()
+            .map(|url| (name, url.trim_end_matches('/').to_owned()))
+            .collect::<Vec<_>>()
+    })
     .collect()
 }
 

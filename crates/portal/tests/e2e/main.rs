@@ -27,6 +27,7 @@ mod lifecycle;
 mod observability;
 mod pipeline;
 mod recovery;
+mod replicas;
 mod restarts;
 mod starts;
 mod tls;
