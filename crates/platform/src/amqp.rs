@@ -35,14 +35,14 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     connect_node(url, name).await.map(|(conn, _)| conn)
 }
 
-/// [`connect`], also telling which node accepted (its URL without the password), for the log
-/// line of a long-lived connection.
+/// [`connect`], also telling which node accepted (`host:port`), for the log line of a
+/// long-lived connection.
 pub async fn connect_node(url: &str, name: &str) -> Result<(Connection, String), lapin::Error> {
     let nodes = crate::addresses::split(url);
     if nodes.len() <= 1 {
         let node = crate::addresses::first(url);
         let conn = Connection::connect(node, properties(name)).await?;
-        return Ok((conn, crate::secret::redact_url(node)));
+        return Ok((conn, node_label(node)));
     }
     let start = PREFERRED
         .lock()
@@ -57,7 +57,7 @@ pub async fn connect_node(url: &str, name: &str) -> Result<(Connection, String),
                 if let Ok(mut preferred) = PREFERRED.lock() {
                     preferred.insert(url.to_owned(), i);
                 }
-                return Ok((conn, crate::secret::redact_url(nodes[i])));
+                return Ok((conn, node_label(nodes[i])));
             }
             Ok(Err(e)) => {
                 tracing::debug!(node = %crate::secret::redact_url(nodes[i]), error = %e, "RabbitMQ node refused; trying the next");
@@ -77,6 +77,19 @@ pub async fn connect_node(url: &str, name: &str) -> Result<(Connection, String),
     Err(last_error.unwrap_or(lapin::Error::InvalidConnectionState(
         lapin::ConnectionState::Closed,
     )))
+}
+
+/// `host:port` of a node's URL: what an operator needs to know, without user or password.
+fn node_label(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or("?"),
+            u.port()
+                .unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 })
+        ),
+        Err(_) => "<a URL that does not parse>".to_owned(),
+    }
 }
 
 fn properties(name: &str) -> ConnectionProperties {
