@@ -321,18 +321,15 @@ async fn open_channel_on(
     declare_topology: bool,
 ) -> Result<(Connection, Channel, String), lapin::Error> {
     let (conn, node) = amqp::connect_node(url, "auth-service relay").await?;
-    let channel = conn.create_channel().await?;
+    let mut channel = conn.create_channel().await?;
     // The relay declares the topology too, so the consumer's queue exists before the first
     // publish even if the user-service has never run (unless the setup did, under an identity
     // the relay's does not have).
     if declare_topology {
-        amqp::declare_topology(
-            &channel,
-            &[topology::ConsumerQueues::for_consumer(
-                topology::USER_SERVICE,
-            )],
-        )
-        .await?;
+        let queues = topology::ConsumerQueues::for_consumer(topology::USER_SERVICE);
+        channel =
+            amqp::declare_topology_on(&conn, channel, std::slice::from_ref(&queues), &queues.main)
+                .await?;
     }
     channel
         .confirm_select(ConfirmSelectOptions::default())

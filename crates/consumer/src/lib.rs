@@ -337,9 +337,15 @@ impl<A: Apply> Consumer<A> {
     async fn open(&self) -> Result<(Connection, Channel, Channel, String), lapin::Error> {
         let (conn, node) =
             amqp::connect_node(&self.amqp_url, &format!("{} consumer", self.config.name)).await?;
-        let channel = conn.create_channel().await?;
+        let mut channel = conn.create_channel().await?;
         if self.config.declare_topology {
-            amqp::declare_topology(&channel, std::slice::from_ref(&self.queues)).await?;
+            channel = amqp::declare_topology_on(
+                &conn,
+                channel,
+                std::slice::from_ref(&self.queues),
+                &self.queues.main,
+            )
+            .await?;
         } else {
             // Fails clearly when the setup has not made the queue (a passive declare needs no
             // permission).

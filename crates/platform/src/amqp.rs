@@ -168,6 +168,31 @@ pub async fn declare_topology(
     declare(ch, &topology::declarations(consumers)).await
 }
 
+/// Declares the topology for `consumers` on `channel`, as a long-lived connection does each
+/// time it (re)connects, and gives back a usable channel. On a cluster, a classic queue (the
+/// retry queues) cannot be declared while the node that holds it is down: the broker closes the
+/// channel (404). The topology was then declared before, so when `main` exists (a passive
+/// declare on a fresh channel) that channel is given back and the work goes on; otherwise the
+/// declaration's error is returned.
+pub async fn declare_topology_on(
+    conn: &Connection,
+    channel: Channel,
+    consumers: &[ConsumerQueues],
+    main: &str,
+) -> Result<Channel, lapin::Error> {
+    let Err(e) = declare_topology(&channel, consumers).await else {
+        return Ok(channel);
+    };
+    let fresh = conn.create_channel().await?;
+    match queue_depth(&fresh, main).await {
+        Ok(_) => {
+            tracing::warn!(error = %e, queue = main, "could not declare every queue (is a RabbitMQ node down?); the queue exists, going on");
+            Ok(fresh)
+        }
+        Err(_) => Err(e),
+    }
+}
+
 /// Connects, declares the topology for `consumers`, and closes: used by `portal up`.
 pub async fn ensure_topology(url: &str, consumers: &[ConsumerQueues]) -> Result<(), lapin::Error> {
     let conn = connect(url, "portal-topology").await?;

@@ -452,17 +452,39 @@ async fn the_system_rides_out_losing_the_queue_leader_and_a_clean_node_restart()
         .fetch_one(&user_db)
         .await
         .unwrap();
-    let verify = Command::new(env!("CARGO_BIN_EXE_portal"))
-        .arg("verify")
-        .env("PORTAL_CREDENTIALS", "none")
-        .env("AUTH_DATABASE_URL", sb.database_url("auth"))
-        .env("USER_DATABASE_URL", sb.database_url("user"))
-        .env("AMQP_URL", &sb.amqp_url)
-        .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
-        .output()
-        .unwrap();
+    // Every copy (the appointment-service's too) in sync, within a deadline: how long the
+    // slowest consumer took to catch up after the load stopped is reported.
+    let run_verify = || {
+        Command::new(env!("CARGO_BIN_EXE_portal"))
+            .arg("verify")
+            .env("PORTAL_CREDENTIALS", "none")
+            .env("AUTH_DATABASE_URL", sb.database_url("auth"))
+            .env("USER_DATABASE_URL", sb.database_url("user"))
+            .env("AMQP_URL", &sb.amqp_url)
+            .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
+            .output()
+            .unwrap()
+    };
+    let quiet = Instant::now();
+    let mut verify = run_verify();
+    while !verify.status.success() && quiet.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        verify = run_verify();
+    }
+    let caught_up = quiet.elapsed();
     let verify_out = String::from_utf8_lossy(&verify.stdout).into_owned()
         + &String::from_utf8_lossy(&verify.stderr);
+    // The parts' logs outlive the sandbox, for reading after a failure.
+    let kept = std::env::temp_dir().join(format!("portal-cluster-logs-{}", sb.id));
+    std::fs::create_dir_all(&kept).ok();
+    for p in &parts {
+        std::fs::copy(&p.log_path, kept.join(format!("{}.log", p.name))).ok();
+    }
+    println!(
+        "cluster: every copy in sync {:.1}s after user_db was (parts' logs in {})",
+        caught_up.as_secs_f64(),
+        kept.display()
+    );
     let dead = sb
         .management
         .queue_messages(&sb.vhost, &queue.dead_letter)
