@@ -324,6 +324,12 @@ async fn forward(
                 *out.headers_mut() = headers;
                 return out;
             }
+            Err(e) if e.is_connect() => {
+                // Nothing reached it (refused, or no connection within the connect timeout):
+                // another replica may take the request, whatever it is.
+                upstream.mark(member, false, "could not connect");
+                tracing::debug!(upstream = upstream.name, replica = %member.base, error = %e, "replica unreachable; trying the next");
+            }
             Err(e) if e.is_timeout() => {
                 return ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -331,11 +337,6 @@ async fn forward(
                     format!("{} did not answer in time", upstream.name),
                 )
                 .into_response()
-            }
-            Err(e) if e.is_connect() => {
-                // Nothing reached it: another replica may take the request, whatever it is.
-                upstream.mark(member, false, "refused a connection");
-                tracing::debug!(upstream = upstream.name, replica = %member.base, error = %e, "replica unreachable; trying the next");
             }
             Err(e) if safe => {
                 tracing::warn!(upstream = upstream.name, replica = %member.base, error = %e, "replica failed a safe request; trying the next");
