@@ -124,6 +124,8 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO \"{service}\""),
         format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{service}\""),
         format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
+        format!("GRANT SELECT, UPDATE ON relay_wakeup TO \"{service}\""),
+        format!("GRANT SELECT ON relay_wakeup TO \"{operator}\""),
         format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON refresh_tokens, login_throttle TO \"{service}\""
         ),

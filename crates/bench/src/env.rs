@@ -5,6 +5,7 @@
 //! vhost.
 
 use super::BenchArgs;
+use crate::report::Setting;
 use sandbox::process::{self, Process, Spec};
 use sandbox::Sandbox;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -109,13 +110,8 @@ impl BenchEnv {
     }
 
     /// The relay alone.
-    pub async fn spawn_relay(&self, batch_size: i64) -> anyhow::Result<Process> {
-        self.spawn(
-            "relay",
-            "relay",
-            &[("RELAY_BATCH_SIZE", batch_size.to_string())],
-        )
-        .await
+    pub async fn spawn_relay(&self, setting: Setting) -> anyhow::Result<Process> {
+        self.spawn("relay", "relay", &relay_env(setting)).await
     }
 
     /// The user-service (directory and consumer).
@@ -168,4 +164,12 @@ impl BenchEnv {
             "rabbitmq": rabbit,
         })
     }
+}
+
+/// The relay's part of `setting`, as the environment of a `portal` process.
+pub fn relay_env(setting: Setting) -> [(&'static str, String); 2] {
+    [
+        ("RELAY_BATCH_SIZE", setting.relay_batch_size.to_string()),
+        ("RELAY_IN_FLIGHT", setting.relay_in_flight.to_string()),
+    ]
 }

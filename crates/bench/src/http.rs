@@ -76,23 +76,23 @@ pub async fn through_gateway(
         ("AUTH_SERVICE_URL", format!("http://{auth_addr}")),
         ("USER_SERVICE_URL", format!("http://{user_addr}")),
     ];
-    let with = |extra: (&'static str, String)| {
+    let with = |extra: &[(&'static str, String)]| {
         let mut all = addresses.to_vec();
-        all.push(extra);
+        all.extend_from_slice(extra);
         all
     };
     let mut auth_service = env
         .spawn(
             "auth-service",
             "auth-service",
-            &with(("RELAY_BATCH_SIZE", setting.relay_batch_size.to_string())),
+            &with(&crate::env::relay_env(setting)),
         )
         .await?;
     let mut user_service = env
         .spawn(
             "user-service",
             "user-service",
-            &with(("CONSUMER_PREFETCH", setting.prefetch.to_string())),
+            &with(&[("CONSUMER_PREFETCH", setting.prefetch.to_string())]),
         )
         .await?;
     let mut gateway = env.spawn("gateway", "gateway", &addresses).await?;

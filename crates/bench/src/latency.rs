@@ -41,7 +41,7 @@ pub async fn fixed_rate(
     }
     let label = format!("row 4: latency at {rate}/s");
     let (auth, user) = env.fresh_databases(WRITERS).await?;
-    let mut relay = env.spawn_relay(setting.relay_batch_size).await?;
+    let mut relay = env.spawn_relay(setting).await?;
     let mut users = env.spawn_user_service(setting.prefetch).await?;
     let spin = super::spinner(format!("{label}: starting relay and user-service"));
     sync::probe(env, &auth, &user, &mut [&mut relay, &mut users]).await?;

@@ -110,6 +110,9 @@ pub struct BenchArgs {
     /// Relay batch size of the batched setting (the naive one is 1).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub relay_batch_size: i64,
+    /// Relay batches in flight of the batched setting (the naive one is 1).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub relay_in_flight: u16,
     /// Consumer prefetch of the batched setting (the naive one is 1).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
@@ -196,6 +199,7 @@ async fn run_rows(
     let wanted = |row: u8| args.only.is_empty() || args.only.contains(&row);
     let batched = report::Setting {
         relay_batch_size: args.relay_batch_size,
+        relay_in_flight: args.relay_in_flight,
         prefetch: args.prefetch,
     };
     if wanted(1) {

@@ -9,10 +9,12 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Relay batch size and consumer prefetch: the only difference between batched and naive.
+/// Relay batch size and batches in flight, and consumer prefetch: the only difference between
+/// batched and naive.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Setting {
     pub relay_batch_size: i64,
+    pub relay_in_flight: u16,
     pub prefetch: u16,
 }
 
@@ -20,6 +22,7 @@ impl Setting {
     /// One confirm awaited per event, one transaction per message: the same code, unbatched.
     pub const NAIVE: Setting = Setting {
         relay_batch_size: 1,
+        relay_in_flight: 1,
         prefetch: 1,
     };
 }
@@ -192,6 +195,7 @@ impl Report {
             sizes,
             batched_setting: Setting {
                 relay_batch_size: args.relay_batch_size,
+                relay_in_flight: args.relay_in_flight,
                 prefetch: args.prefetch,
             },
             broker: None,
@@ -309,8 +313,8 @@ impl Report {
         let s = &self.batched_setting;
         let _ = writeln!(
             out,
-            "batched setting: relay batch {}, consumer prefetch {}; naive: 1 and 1",
-            s.relay_batch_size, s.prefetch
+            "batched setting: relay batch {} ({} in flight), consumer prefetch {}; naive: 1 (1) and 1",
+            s.relay_batch_size, s.relay_in_flight, s.prefetch
         );
         let mut row = |n: &str, what: String, result: String| {
             let _ = writeln!(out, "{n:<3} {what:<46} {result}");

@@ -248,7 +248,7 @@ pub async fn throughput(
     label: &str,
 ) -> anyhow::Result<SyncRun> {
     let (auth, user) = env.fresh_databases(2).await?;
-    let mut relay = env.spawn_relay(setting.relay_batch_size).await?;
+    let mut relay = env.spawn_relay(setting).await?;
     let mut users = env.spawn_user_service(setting.prefetch).await?;
     let spin = super::spinner(format!("{label}: starting relay and user-service"));
     probe(env, &auth, &user, &mut [&mut relay, &mut users]).await?;
@@ -301,7 +301,7 @@ pub async fn backlog_then_verify(
     write_batch: u64,
 ) -> anyhow::Result<(BacklogRun, VerifyRun)> {
     let (auth, user) = env.fresh_databases(2).await?;
-    let mut relay = env.spawn_relay(setting.relay_batch_size).await?;
+    let mut relay = env.spawn_relay(setting).await?;
     let build_started = Instant::now();
     let bar = super::bar(n, "row 5: backlog, writing auth_db");
     let written = write_bulk(env, &auth, n, write_batch, "b", &bar).await?;

@@ -11,7 +11,7 @@ use contract::wire::EventProperties;
 use lapin::options::{
     BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::publisher_confirm::Confirmation;
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::collections::HashMap;
@@ -308,11 +308,25 @@ impl Published {
 /// (A `Vec`, not an iterator: a borrowing closure held across the awaits makes the future
 /// unspawnable.)
 pub async fn publish_confirmed<'a>(ch: &Channel, messages: Vec<Outgoing<'a>>) -> Published {
+    publish_all(ch, messages).await.answers().await
+}
+
+/// Messages sent and their confirms not yet awaited: [`publish_all`]'s result. A caller that
+/// overlaps publishing with other work (the relay claims its next batch meanwhile) collects the
+/// answers later with [`Sent::answers`].
+pub struct Sent {
+    pending: Vec<PublisherConfirm>,
+    error: Option<lapin::Error>,
+}
+
+/// The first half of [`publish_confirmed`]: sends every message `mandatory`, awaiting no
+/// confirm. Stops at the first message the channel would not take.
+pub async fn publish_all<'a>(ch: &Channel, messages: Vec<Outgoing<'a>>) -> Sent {
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
     };
-    let mut pending = Vec::new();
+    let mut pending = Vec::with_capacity(messages.len());
     let mut error = None;
     for m in messages {
         match ch
@@ -326,21 +340,31 @@ pub async fn publish_confirmed<'a>(ch: &Channel, messages: Vec<Outgoing<'a>>) ->
             }
         }
     }
-    let mut answers = Vec::with_capacity(pending.len());
-    for confirm in pending {
-        match confirm.await {
-            Ok(Confirmation::Ack(None)) => answers.push(Answer::Confirmed),
-            Ok(Confirmation::Ack(Some(returned))) => {
-                answers.push(Answer::Returned(returned.reply_text.to_string()))
-            }
-            Ok(Confirmation::Nack(_) | Confirmation::NotRequested) => answers.push(Answer::Refused),
-            Err(e) => {
-                error.get_or_insert(e);
-                break;
+    Sent { pending, error }
+}
+
+impl Sent {
+    /// The broker's answers, in order, as far as they came.
+    pub async fn answers(self) -> Published {
+        let Sent { pending, mut error } = self;
+        let mut answers = Vec::with_capacity(pending.len());
+        for confirm in pending {
+            match confirm.await {
+                Ok(Confirmation::Ack(None)) => answers.push(Answer::Confirmed),
+                Ok(Confirmation::Ack(Some(returned))) => {
+                    answers.push(Answer::Returned(returned.reply_text.to_string()))
+                }
+                Ok(Confirmation::Nack(_) | Confirmation::NotRequested) => {
+                    answers.push(Answer::Refused)
+                }
+                Err(e) => {
+                    error.get_or_insert(e);
+                    break;
+                }
             }
         }
+        Published { answers, error }
     }
-    Published { answers, error }
 }
 
 /// Messages ready in `queue` (a passive declare: exact, but unacked messages are not counted).

@@ -324,6 +324,9 @@ pub struct Settings {
     /// Outbox rows the relay publishes per batch (1 = naive, one confirm awaited per event).
     #[arg(long, global = true, env = "RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub relay_batch_size: i64,
+    /// Relay batches whose confirms may be outstanding at once (1 = wait for each batch).
+    #[arg(long, global = true, env = "RELAY_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub relay_in_flight: u16,
     /// Messages the consumer holds unacked and applies per transaction (1 = naive).
     #[arg(long, global = true, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_prefetch: u16,

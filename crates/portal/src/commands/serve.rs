@@ -38,6 +38,7 @@ pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
 pub fn relay_config(s: &Settings) -> RelayConfig {
     RelayConfig {
         batch_size: s.relay_batch_size,
+        in_flight: usize::from(s.relay_in_flight),
         retention: s
             .event_retention_days
             .map(|days| Duration::from_secs(u64::from(days) * 86_400)),

@@ -49,6 +49,7 @@ pub fn exec(s: &Settings, tool: &str, args: &[OsString]) -> Result<(), Failure> 
         // Its services are its own: they must not read this install's credentials file.
         .env("PORTAL_CREDENTIALS", "none")
         .env("RELAY_BATCH_SIZE", s.relay_batch_size.to_string())
+        .env("RELAY_IN_FLIGHT", s.relay_in_flight.to_string())
         .env("CONSUMER_PREFETCH", s.consumer_prefetch.to_string())
         .env("PORTAL_BIN", &me)
         .exec();

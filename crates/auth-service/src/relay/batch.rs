@@ -1,0 +1,166 @@
+//! One relay batch: claim unpublished rows (locked by the batch's transaction, so several
+//! relays and several batches in flight never take the same row), send them to the broker,
+//! then — later, while the relay claims the next batch — collect the confirms, mark the
+//! confirmed rows published and commit. A crash before the commit only republishes; the
+//! consumers' version rule absorbs the duplicate.
+
+use super::{RelayError, RelayMetrics};
+use contract::topology;
+use lapin::Channel;
+use platform::amqp::{self, Answer, Outgoing, Sent};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::time::Instant;
+
+/// `properties` with the `traceparent` header continuing the event's trace, when it has one.
+fn traced(properties: lapin::BasicProperties, trace_id: Option<&str>) -> lapin::BasicProperties {
+    // A stored id that is not a valid trace id (written by hand) is left out rather than sent.
+    let Some(parent) = trace_id
+        .map(platform::trace::child_of)
+        .filter(|p| platform::trace::trace_id_of(p).is_some())
+    else {
+        return properties;
+    };
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(platform::trace::TRACEPARENT.into(), amqp::text(&parent));
+    properties.with_headers(headers)
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingEvent {
+    seq: i64,
+    event_id: uuid::Uuid,
+    event_type: String,
+    body: String,
+    trace_id: Option<String>,
+}
+
+/// A batch whose messages are sent and whose confirms are outstanding; its rows stay locked by
+/// `tx` until [`InFlight::finish`] marks them.
+pub struct InFlight {
+    tx: Transaction<'static, Postgres>,
+    seqs: Vec<i64>,
+    sent: Sent,
+    sent_at: Instant,
+}
+
+impl InFlight {
+    /// Rows the batch claimed.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+}
+
+/// Claims up to `batch_size` unpublished rows in sequence order and sends them, awaiting no
+/// confirm; `None` when no row waits (or every waiting one is another batch's).
+pub async fn claim_and_send(
+    pool: &PgPool,
+    channel: &Channel,
+    batch_size: i64,
+    publisher: &str,
+) -> Result<Option<InFlight>, RelayError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<PendingEvent> = sqlx::query_as(
+        "SELECT seq, event_id, event_type, body::text AS body, trace_id FROM outbox \
+         WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(batch_size)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    let messages: Vec<Outgoing> = rows
+        .iter()
+        .map(|row| Outgoing {
+            exchange: topology::EXCHANGE,
+            routing_key: &row.event_type,
+            body: row.body.as_bytes(),
+            properties: traced(
+                amqp::event_properties(&row.event_id.to_string(), &row.event_type, publisher),
+                row.trace_id.as_deref(),
+            ),
+        })
+        .collect();
+    let sent_at = Instant::now();
+    let sent = amqp::publish_all(channel, messages).await;
+    Ok(Some(InFlight {
+        tx,
+        seqs: rows.iter().map(|r| r.seq).collect(),
+        sent,
+        sent_at,
+    }))
+}
+
+impl InFlight {
+    /// Awaits the broker's answers, marks the confirmed rows published and commits; returns how
+    /// many rows the batch claimed. Rows confirmed are marked even when a later confirm in the
+    /// batch fails, so a failure republishes at most the unconfirmed rows.
+    pub async fn finish(self, metrics: Option<&RelayMetrics>) -> Result<usize, RelayError> {
+        let InFlight {
+            mut tx,
+            seqs,
+            sent,
+            sent_at,
+        } = self;
+        let published = sent.answers().await;
+        let mut confirmed = Vec::with_capacity(published.answers.len());
+        for (seq, answer) in seqs.iter().zip(&published.answers) {
+            match answer {
+                Answer::Confirmed => confirmed.push(*seq),
+                Answer::Returned(reply) => {
+                    if let Some(m) = metrics {
+                        m.error("returned");
+                    }
+                    tracing::warn!(
+                        seq,
+                        %reply,
+                        "event returned unroutable (is the alternate exchange missing?); will retry"
+                    )
+                }
+                Answer::Refused => {
+                    if let Some(m) = metrics {
+                        m.error("refused");
+                    }
+                    tracing::warn!(seq, "broker refused event; will retry")
+                }
+            }
+        }
+        if let Some(m) = metrics {
+            m.batch_size.observe(seqs.len() as f64);
+            m.confirm_seconds.observe(sent_at.elapsed().as_secs_f64());
+        }
+        if !confirmed.is_empty() {
+            sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+                .bind(&confirmed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some(m) = metrics {
+            m.published.inc_by(confirmed.len() as u64);
+        }
+        match published.error {
+            Some(e) => Err(e.into()),
+            None => Ok(seqs.len()),
+        }
+    }
+}
+
+/// Publishes one batch and waits for it: [`claim_and_send`] then [`InFlight::finish`]; returns
+/// how many rows it claimed (public so tests can run the relay one step at a time).
+pub async fn publish_batch(
+    pool: &PgPool,
+    channel: &Channel,
+    batch_size: i64,
+    publisher: &str,
+) -> Result<usize, RelayError> {
+    match claim_and_send(pool, channel, batch_size, publisher).await? {
+        Some(batch) => batch.finish(None).await,
+        None => Ok(0),
+    }
+}

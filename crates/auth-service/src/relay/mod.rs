@@ -1,0 +1,411 @@
+//! The outbox relay: moves committed events from `auth_db.outbox` to the `user.events` exchange.
+//!
+//! Each batch claims up to `batch_size` unpublished rows in sequence order (`FOR UPDATE SKIP
+//! LOCKED`, so several relays, and several batches of one relay, never take the same row) and
+//! sends them all before awaiting any confirm ([`batch`]). While up to `in_flight` batches
+//! await their confirms, the relay claims and sends the next; each batch then marks its
+//! confirmed rows published and commits on its own. A crash before that commit only
+//! republishes; the consumers' version rule absorbs the duplicate. The rows of one user leave
+//! in sequence order on the relay's one channel, so the broker keeps their order too.
+//!
+//! While events flow the relay claims again at once and polls with short pauses, and tells
+//! writers not to notify; idle, it sleeps on `LISTEN outbox_events` with a fallback poll
+//! ([`pace`]). With `batch_size = 1` and `in_flight = 1` the same code is the naive
+//! one-confirm-per-event relay used as the benchmark baseline.
+
+use contract::topology;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection};
+use platform::amqp;
+use platform::backoff::{Backoff, OutageLog};
+use platform::shutdown::sleep_unless_cancelled;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+pub mod batch;
+mod metrics;
+pub mod pace;
+
+pub use batch::{claim_and_send, publish_batch, InFlight};
+pub use metrics::{outbox_backlog, Backlog, RelayMetrics};
+use pace::{Next, Pace};
+
+/// The channel PostgreSQL notifies on when outbox rows commit (see the migration's trigger).
+pub const NOTIFY_CHANNEL: &str = "outbox_events";
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows claimed and published per batch; 1 (with `in_flight` 1) gives the naive relay.
+    pub batch_size: i64,
+    /// Batches sent whose confirms may be outstanding at once (each holds a database
+    /// connection until it is marked).
+    pub in_flight: usize,
+    /// Fallback poll interval for when a notification was missed (listener reconnecting).
+    pub poll_interval: Duration,
+    /// Keep published events this long in the event store; `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// Declare the topology when connecting (off when the least-privilege setup declared it
+    /// and the relay's broker user may not).
+    pub declare_topology: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            in_flight: 4,
+            poll_interval: Duration::from_secs(1),
+            retention: None,
+            declare_topology: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("auth_db: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub struct Relay {
+    pool: PgPool,
+    amqp_url: String,
+    /// The broker user the relay publishes as: every event's `user_id`.
+    publisher: String,
+    config: RelayConfig,
+    broker_up: Arc<AtomicBool>,
+    metrics: Option<RelayMetrics>,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, amqp_url: String, config: RelayConfig) -> Self {
+        Self {
+            pool,
+            publisher: amqp::broker_user(&amqp_url),
+            amqp_url,
+            config,
+            broker_up: Arc::new(AtomicBool::new(false)),
+            metrics: None,
+        }
+    }
+
+    /// The relay, counting what it does in `metrics`.
+    pub fn with_metrics(mut self, metrics: RelayMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn error(&self, kind: &str) {
+        if let Some(m) = &self.metrics {
+            m.error(kind);
+        }
+    }
+
+    /// True while the relay holds a broker connection (for readiness).
+    pub fn broker_up(&self) -> Arc<AtomicBool> {
+        self.broker_up.clone()
+    }
+
+    /// Runs until `shutdown`, reconnecting to RabbitMQ and PostgreSQL with backoff. A batch in
+    /// flight when shutdown comes is finished (confirmed and marked) before returning.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut broker = OutageLog::new("relay: RabbitMQ");
+        let mut database = OutageLog::new("relay: auth_db");
+        let mut backoff = Backoff::reconnect();
+        let mut last_prune: Option<std::time::Instant> = None;
+        'connect: while !shutdown.is_cancelled() {
+            let (conn, channel, node) =
+                match open_channel_on(&self.amqp_url, self.config.declare_topology).await {
+                    Ok(opened) => opened,
+                    Err(e) => {
+                        self.error("broker");
+                        broker.failed(&e);
+                        sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
+                        continue;
+                    }
+                };
+            broker.recovered();
+            self.broker_up.store(true, Ordering::Relaxed);
+            tracing::info!(
+                batch_size = self.config.batch_size,
+                node = %node,
+                "relay connected, publishing outbox"
+            );
+            let mut listener: Option<PgListener> = None;
+            let mut pace = Pace::default();
+            let mut flight = Flight::new(self.config.in_flight, self.metrics.clone());
+            loop {
+                if shutdown.is_cancelled() {
+                    flight.drain().await.ok();
+                    conn.close(200, "relay shutting down").await.ok();
+                    break 'connect;
+                }
+                if listener.is_none() {
+                    listener = listen(&self.pool).await.ok();
+                }
+                let claimed = async {
+                    flight.finished()?;
+                    flight.room().await?;
+                    let batch = claim_and_send(
+                        &self.pool,
+                        &channel,
+                        self.config.batch_size,
+                        &self.publisher,
+                    )
+                    .await?;
+                    Ok::<_, RelayError>(batch.map_or(0, |b| flight.launch(b)))
+                }
+                .await;
+                let claimed = match claimed {
+                    Ok(n) => {
+                        database.recovered();
+                        backoff.reset();
+                        n
+                    }
+                    Err(RelayError::Broker(e)) => {
+                        self.error("broker");
+                        broker.failed(&e);
+                        self.broker_up.store(false, Ordering::Relaxed);
+                        // Their confirms fail with the channel: they mark what was confirmed.
+                        flight.drain().await.ok();
+                        conn.close(200, "reconnecting").await.ok();
+                        sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
+                        continue 'connect;
+                    }
+                    Err(RelayError::Db(e)) => {
+                        self.error("database");
+                        database.failed(&e);
+                        listener = None;
+                        // Whatever the flag says now, claim and find out again once back.
+                        pace = Pace::default();
+                        sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
+                        continue;
+                    }
+                };
+                if let Some(retention) = self.config.retention {
+                    if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                        last_prune = Some(std::time::Instant::now());
+                        self.prune(retention).await;
+                    }
+                }
+                match pace.after_claim(claimed) {
+                    Next::Claim => continue,
+                    Next::DeclareFlowing | Next::DeclareWaiting => {
+                        let waiting = matches!(pace, Pace::Waiting);
+                        if let Err(e) = declare_waiting(&self.pool, waiting).await {
+                            self.error("database");
+                            database.failed(&e);
+                            pace = Pace::default();
+                            sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
+                        }
+                        continue;
+                    }
+                    Next::Pause(pause) => {
+                        sleep_unless_cancelled(pause, &shutdown).await;
+                        continue;
+                    }
+                    // Idle for a while: what is still in flight finishes before the sleep, so
+                    // its failure is seen now rather than at the next wake-up.
+                    Next::Sleep => {
+                        if let Err(e) = flight.drain().await {
+                            match e {
+                                RelayError::Broker(e) => {
+                                    self.error("broker");
+                                    broker.failed(&e);
+                                    self.broker_up.store(false, Ordering::Relaxed);
+                                    conn.close(200, "reconnecting").await.ok();
+                                    continue 'connect;
+                                }
+                                RelayError::Db(e) => {
+                                    self.error("database");
+                                    database.failed(&e);
+                                    pace = Pace::default();
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                }
+                if !conn.status().connected() {
+                    self.error("broker");
+                    broker.failed(&"connection closed");
+                    self.broker_up.store(false, Ordering::Relaxed);
+                    continue 'connect;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    ok = wait_for_notification(&mut listener) => if !ok { listener = None },
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+        }
+        // Writers notify again: another relay sleeping on notifications must not depend on
+        // one that has gone. Best effort: the fallback poll covers a failure.
+        declare_waiting(&self.pool, true).await.ok();
+        self.broker_up.store(false, Ordering::Relaxed);
+        tracing::info!("relay stopped");
+    }
+}
+
+/// The batches of one connection that were sent and are not finished yet, at most `limit`:
+/// each finishes (confirms, marks, commits) in a task of its own while the relay claims on.
+struct Flight {
+    tasks: JoinSet<Result<usize, RelayError>>,
+    limit: usize,
+    metrics: Option<RelayMetrics>,
+}
+
+impl Flight {
+    fn new(limit: usize, metrics: Option<RelayMetrics>) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            limit: limit.max(1),
+            metrics,
+        }
+    }
+
+    /// Lets `batch` finish on its own; returns the rows it claimed.
+    fn launch(&mut self, batch: InFlight) -> usize {
+        let claimed = batch.len();
+        let metrics = self.metrics.clone();
+        self.tasks
+            .spawn(async move { batch.finish(metrics.as_ref()).await });
+        claimed
+    }
+
+    /// The first failure among the batches already finished.
+    fn finished(&mut self) -> Result<(), RelayError> {
+        let mut first = Ok(());
+        while let Some(done) = self.tasks.try_join_next() {
+            keep_first(&mut first, done);
+        }
+        first
+    }
+
+    /// Waits until another batch may be sent; the first failure among those it waited for.
+    async fn room(&mut self) -> Result<(), RelayError> {
+        let mut first = Ok(());
+        while self.tasks.len() >= self.limit {
+            match self.tasks.join_next().await {
+                Some(done) => keep_first(&mut first, done),
+                None => break,
+            }
+        }
+        first
+    }
+
+    /// Waits for every batch in flight; the first failure.
+    async fn drain(&mut self) -> Result<(), RelayError> {
+        let mut first = Ok(());
+        while let Some(done) = self.tasks.join_next().await {
+            keep_first(&mut first, done);
+        }
+        first
+    }
+}
+
+fn keep_first(
+    first: &mut Result<(), RelayError>,
+    done: Result<Result<usize, RelayError>, JoinError>,
+) {
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            if first.is_ok() {
+                *first = Err(e);
+            }
+        }
+        // A panic in a batch rolls its transaction back: its rows are published again.
+        Err(e) => {
+            tracing::error!(error = %e, "relay: a batch failed; its events will be sent again")
+        }
+    }
+}
+
+/// How often the retention policy runs (it is cheap; once an hour keeps the store bounded).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+impl Relay {
+    async fn prune(&self, retention: Duration) {
+        let Ok(age) = chrono::Duration::from_std(retention) else {
+            return;
+        };
+        match crate::event_store::prune(&self.pool, chrono::Utc::now() - age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                "event store: pruned published events past retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "event store: pruning failed; will try again"),
+        }
+    }
+}
+
+/// A connection and a channel in confirm mode, with the topology declared: what
+/// [`publish_batch`] needs (public so tests can run the relay one step at a time).
+pub async fn open_channel(
+    url: &str,
+    declare_topology: bool,
+) -> Result<(Connection, Channel), lapin::Error> {
+    open_channel_on(url, declare_topology)
+        .await
+        .map(|(conn, channel, _)| (conn, channel))
+}
+
+/// [`open_channel`] on the first node of `url` that answers, also naming that node.
+async fn open_channel_on(
+    url: &str,
+    declare_topology: bool,
+) -> Result<(Connection, Channel, String), lapin::Error> {
+    let (conn, node) = amqp::connect_node(url, "auth-service relay").await?;
+    let mut channel = conn.create_channel().await?;
+    // The relay declares the topology too, so the consumer's queue exists before the first
+    // publish even if the user-service has never run (unless the setup did, under an identity
+    // the relay's does not have).
+    if declare_topology {
+        let queues = topology::ConsumerQueues::for_consumer(topology::USER_SERVICE);
+        channel =
+            amqp::declare_topology_on(&conn, channel, std::slice::from_ref(&queues), &queues.main)
+                .await?;
+    }
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((conn, channel, node))
+}
+
+/// Sets `relay_wakeup.waiting`: whether writers notify (see the migration `0005`). The flag is
+/// a hint, not a guarantee (the fallback poll is one), so its commit need not wait for the WAL
+/// flush.
+pub async fn declare_waiting(pool: &PgPool, waiting: bool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE relay_wakeup SET waiting = $1 WHERE waiting IS DISTINCT FROM $1")
+        .bind(waiting)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Waits for one notification; false when the listener broke (the caller drops it and polls).
+async fn wait_for_notification(listener: &mut Option<PgListener>) -> bool {
+    match listener {
+        Some(l) => l.recv().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
