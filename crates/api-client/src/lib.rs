@@ -4,9 +4,10 @@
 //! and the chaos load all talk to the API through it.
 
 use contract::api::{
-    Appointment, AuditEntry, ChangePasswordRequest, CreateUserRequest, CreateUserResponse,
-    DirectoryEntry, ErrorBody, LoginRequest, LoginResponse, NewAppointment, Page, ReassignRequest,
-    RefreshRequest, RegisterRequest, RegistrationReceived, RoleRequest, UpdateUserRequest,
+    Appointment, AuditEntry, BulkCreateRequest, BulkCreateResponse, ChangePasswordRequest,
+    CreateUserRequest, CreateUserResponse, DirectoryEntry, ErrorBody, LoginRequest, LoginResponse,
+    NewAppointment, Page, ReassignRequest, RefreshRequest, RegisterRequest, RegistrationReceived,
+    RoleRequest, UpdateUserRequest,
 };
 use contract::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
 use contract::UserSnapshot;
@@ -362,6 +363,16 @@ impl ApiClient {
 
     pub async fn create_user(&self, request: &CreateUserRequest) -> Result<CreateUserResponse> {
         self.send(Method::POST, &ADMIN_USERS, Some(request)).await
+    }
+
+    /// Up to [`contract::api::BULK_MAX_USERS`] accounts in one request; an answer per item.
+    pub async fn bulk_create_users(
+        &self,
+        request: &BulkCreateRequest,
+    ) -> Result<BulkCreateResponse> {
+        let mut path = ADMIN_USERS.to_vec();
+        path.push("bulk");
+        self.send(Method::POST, &path, Some(request)).await
     }
 
     pub async fn update_user(&self, id: Uuid, request: &UpdateUserRequest) -> Result<UserSnapshot> {

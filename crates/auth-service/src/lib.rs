@@ -92,6 +92,8 @@ pub struct SecurityConfig {
     pub registration_enabled: bool,
     /// Password hashes that may wait or run at once; more are answered 503.
     pub hash_queue_limit: Option<usize>,
+    /// How long a temporary password (creation, reset, import) logs in.
+    pub temporary_password_ttl: Duration,
 }
 
 impl Default for SecurityConfig {
@@ -101,6 +103,7 @@ impl Default for SecurityConfig {
             login: LoginPolicy::default(),
             registration_enabled: true,
             hash_queue_limit: None,
+            temporary_password_ttl: password::temporary::DEFAULT_TTL,
         }
     }
 }

@@ -21,6 +21,25 @@ use uuid::Uuid;
 
 mod common;
 
+/// Binds `queue` to the events like a subscriber's, once the relay has declared the exchange
+/// (it does when it connects).
+async fn bind_to_events(conn: &lapin::Connection, queue: &str) {
+    poll_until(SETTLE, "the exchange", || async {
+        let probe = conn.create_channel().await.ok()?;
+        probe
+            .queue_bind(
+                queue,
+                EXCHANGE,
+                "user.#",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .ok()
+    })
+    .await;
+}
+
 async fn waiting(pool: &PgPool) -> bool {
     sqlx::query_scalar("SELECT waiting FROM relay_wakeup")
         .fetch_one(pool)
@@ -148,21 +167,7 @@ async fn with_small_batches_in_flight_each_users_events_arrive_in_version_order(
     let shutdown = CancellationToken::new();
     let relay =
         tokio::spawn(Relay::new(pool.clone(), sb.amqp_url.clone(), config).run(shutdown.clone()));
-    // The relay declares the exchange when it connects; bind once it exists.
-    poll_until(SETTLE, "the exchange", || async {
-        let probe = conn.create_channel().await.ok()?;
-        probe
-            .queue_bind(
-                q.name().as_str(),
-                EXCHANGE,
-                "user.#",
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .ok()
-    })
-    .await;
+    bind_to_events(&conn, q.name().as_str()).await;
 
     let (users, changes) = (6, 30);
     let writers: Vec<_> = (0..users)
@@ -224,4 +229,88 @@ async fn with_small_batches_in_flight_each_users_events_arrive_in_version_order(
     shutdown.cancel();
     relay.await.unwrap();
     conn.close(200, "done").await.ok();
+}
+
+/// The relay's count of events the broker refused (nacked), from its metrics.
+async fn refused(metrics: &platform::metrics::Metrics) -> u64 {
+    metrics
+        .render()
+        .await
+        .lines()
+        .find(|l| l.starts_with("portal_relay_errors_total") && l.contains("kind=\"refused\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Found by hand on a three-node cluster: a relay that reconnected while a quorum queue elected
+/// its leader had every publish nacked, and retried at once on the same channel, about 250
+/// times a second with a log line each. Now a refusal is one outage, retried on a new
+/// connection after the backoff, and the event goes out once the broker takes it.
+#[tokio::test]
+async fn a_broker_refusing_events_is_retried_with_backoff_on_a_new_connection() {
+    let sb = Sandbox::for_test().await;
+    let pool = common::pool(&sb).await;
+    let metrics = platform::metrics::Metrics::new("relay-test").unwrap();
+    let relay_metrics =
+        auth_service::relay::RelayMetrics::register(&metrics, pool.clone()).unwrap();
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(
+        Relay::new(pool.clone(), sb.amqp_url.clone(), RelayConfig::default())
+            .with_metrics(relay_metrics)
+            .run(shutdown.clone()),
+    );
+    // A full queue that refuses more (reject-publish) bound like a subscriber: the broker
+    // nacks every event routed to it.
+    let conn = platform::amqp::connect(&sb.amqp_url, "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongLongInt(1),
+    );
+    args.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare("full", QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    ch.basic_publish(
+        "",
+        "full",
+        Default::default(),
+        b"the one message it holds",
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    bind_to_events(&conn, "full").await;
+
+    common::create_user(&pool, "refused@clinic.test", Role::Nurse).await;
+    poll_until(SETTLE, "a first refusal", || async {
+        (refused(&metrics).await >= 1).then_some(())
+    })
+    .await;
+    let first = std::time::Instant::now();
+    poll_until(SETTLE, "two more attempts", || async {
+        (refused(&metrics).await >= 3).then_some(())
+    })
+    .await;
+    // The backoff waits at least 50 ms, then 100 ms: a busy loop refuses three in a few ms.
+    assert!(
+        first.elapsed() >= Duration::from_millis(120),
+        "retried after {:?}",
+        first.elapsed()
+    );
+    assert_eq!(common::unpublished(&pool).await, 1, "not marked published");
+
+    // Room in the queue again: the next attempt is accepted and the event marked published.
+    ch.queue_purge("full", Default::default()).await.unwrap();
+    poll_until(SETTLE, "the event published", || async {
+        (common::unpublished(&pool).await == 0).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    relay.await.unwrap();
 }

@@ -109,6 +109,21 @@ impl BenchEnv {
         Process::start(&self.exe, &spec, &self.sandbox.dir).await
     }
 
+    /// `portal <args>` run once against the bench databases and vhost (a command, not a
+    /// service), with `extra` in its environment.
+    pub fn command(&self, args: &[&str], extra: &[(&str, String)]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.args(args)
+            .env("PORTAL_CREDENTIALS", "none")
+            .env("AUTH_DATABASE_URL", &self.auth_db_url)
+            .env("USER_DATABASE_URL", &self.user_db_url)
+            .env("AMQP_URL", &self.sandbox.amqp_url)
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// The relay alone.
     pub async fn spawn_relay(&self, setting: Setting) -> anyhow::Result<Process> {
         self.spawn("relay", "relay", &relay_env(setting)).await

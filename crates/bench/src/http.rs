@@ -1,4 +1,5 @@
-//! Row 8: writes over HTTP through the gateway. The auth-service (with its relay), the
+//! Row 8: writes over HTTP through the gateway, and the services every HTTP row runs
+//! ([`Stack`]). The auth-service (with its relay), the
 //! user-service and the gateway run as child processes on free ports; `clients` concurrent
 //! clients send the write request of [`write_request`] back to back for `seconds`. Reported:
 //! requests per second, latency percentiles, and the sync lag when the load stops (changes
@@ -57,6 +58,144 @@ async fn versions_behind(
     Ok(a - u)
 }
 
+/// The services of the HTTP rows (8, 9) as child processes on free ports, ready, with an admin
+/// logged in through the gateway whose account has reached `user_db` (so the relay and the
+/// consumer are connected).
+pub(crate) struct Stack {
+    pub auth: sqlx::PgPool,
+    pub user: sqlx::PgPool,
+    pub auth_service: Process,
+    pub user_service: Process,
+    pub gateway: Process,
+    pub gateway_url: String,
+    pub http: reqwest::Client,
+    pub admin_email: &'static str,
+    pub token: String,
+}
+
+impl Stack {
+    pub async fn start(
+        env: &BenchEnv,
+        setting: Setting,
+        clients: usize,
+        label: &str,
+    ) -> anyhow::Result<Self> {
+        let (auth, user) = env.fresh_databases(2).await?;
+        let (auth_port, user_port, gateway_port) = (free_port()?, free_port()?, free_port()?);
+        let auth_addr = format!("127.0.0.1:{auth_port}");
+        let user_addr = format!("127.0.0.1:{user_port}");
+        let gateway_addr = format!("127.0.0.1:{gateway_port}");
+        let addresses = [
+            ("AUTH_ADDR", auth_addr.clone()),
+            ("USER_ADDR", user_addr.clone()),
+            ("GATEWAY_ADDR", gateway_addr.clone()),
+            ("AUTH_SERVICE_URL", format!("http://{auth_addr}")),
+            ("USER_SERVICE_URL", format!("http://{user_addr}")),
+        ];
+        let with = |extra: &[(&'static str, String)]| {
+            let mut all = addresses.to_vec();
+            all.extend_from_slice(extra);
+            all
+        };
+        let mut auth_service = env
+            .spawn(
+                "auth-service",
+                "auth-service",
+                &with(&crate::env::relay_env(setting)),
+            )
+            .await?;
+        let mut user_service = env
+            .spawn(
+                "user-service",
+                "user-service",
+                &with(&[("CONSUMER_PREFETCH", setting.prefetch.to_string())]),
+            )
+            .await?;
+        let mut gateway = env.spawn("gateway", "gateway", &addresses).await?;
+        let gateway_url = format!("http://{gateway_addr}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(clients)
+            .build()?;
+
+        let spin = super::spinner(format!("{label}: starting services"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for s in [&mut auth_service, &mut user_service, &mut gateway] {
+                s.check_alive()?;
+            }
+            let ready = http
+                .get(format!("{gateway_url}/health/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the gateway was not ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The admin is written through the store with the precomputed hash of PASSWORD; being
+        // synced to user_db it is also the probe that the relay and consumer are up.
+        let admin_email = "bench.admin@bench.example";
+        let new = NewUser::staff(
+            admin_email,
+            "Bench",
+            "Admin",
+            Role::Admin,
+            env.password_hash.clone(),
+        )?;
+        let mut tx = auth.begin().await?;
+        let admin = store::create_user(&mut tx, new).await?;
+        tx.commit().await?;
+        let token = ApiClient::with_http(http.clone(), &gateway_url)?
+            .login(admin_email, PASSWORD)
+            .await
+            .context("admin login through the gateway")?
+            .access_token;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sqlx::query_scalar::<_, i32>("SELECT 1 FROM users WHERE id = $1")
+            .bind(admin.id)
+            .fetch_optional(&user)
+            .await?
+            .is_none()
+        {
+            for s in [&mut auth_service, &mut user_service] {
+                s.check_alive()?;
+            }
+            if Instant::now() > deadline {
+                bail!("the admin did not reach user_db within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        spin.finish_and_clear();
+        Ok(Self {
+            auth,
+            user,
+            auth_service,
+            user_service,
+            gateway,
+            gateway_url,
+            http,
+            admin_email,
+            token,
+        })
+    }
+
+    /// Stops the services, checks `user_db` against `auth_db` and closes the pools.
+    pub async fn stop_and_verify(self) -> anyhow::Result<()> {
+        for s in [self.gateway, self.auth_service, self.user_service] {
+            s.stop().await?;
+        }
+        sync::verify_in_sync(&self.auth, &self.user).await?;
+        self.auth.close().await;
+        self.user.close().await;
+        Ok(())
+    }
+}
+
 pub async fn through_gateway(
     env: &BenchEnv,
     setting: Setting,
@@ -64,102 +203,28 @@ pub async fn through_gateway(
     seconds: u64,
 ) -> anyhow::Result<HttpRun> {
     let label = "row 8: HTTP through the gateway";
-    let (auth, user) = env.fresh_databases(2).await?;
-    let (auth_port, user_port, gateway_port) = (free_port()?, free_port()?, free_port()?);
-    let auth_addr = format!("127.0.0.1:{auth_port}");
-    let user_addr = format!("127.0.0.1:{user_port}");
-    let gateway_addr = format!("127.0.0.1:{gateway_port}");
-    let addresses = [
-        ("AUTH_ADDR", auth_addr.clone()),
-        ("USER_ADDR", user_addr.clone()),
-        ("GATEWAY_ADDR", gateway_addr.clone()),
-        ("AUTH_SERVICE_URL", format!("http://{auth_addr}")),
-        ("USER_SERVICE_URL", format!("http://{user_addr}")),
-    ];
-    let with = |extra: &[(&'static str, String)]| {
-        let mut all = addresses.to_vec();
-        all.extend_from_slice(extra);
-        all
-    };
-    let mut auth_service = env
-        .spawn(
-            "auth-service",
-            "auth-service",
-            &with(&crate::env::relay_env(setting)),
-        )
-        .await?;
-    let mut user_service = env
-        .spawn(
-            "user-service",
-            "user-service",
-            &with(&[("CONSUMER_PREFETCH", setting.prefetch.to_string())]),
-        )
-        .await?;
-    let mut gateway = env.spawn("gateway", "gateway", &addresses).await?;
-    let gateway_url = format!("http://{gateway_addr}");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(clients)
-        .build()?;
-
-    let spin = super::spinner(format!("{label}: starting services"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for s in [&mut auth_service, &mut user_service, &mut gateway] {
-            s.check_alive()?;
-        }
-        let ready = http
-            .get(format!("{gateway_url}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the gateway was not ready within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The admin is written through the store with the precomputed hash of PASSWORD; being
-    // synced to user_db it is also the probe that the relay and consumer are up.
-    let admin_email = "bench.admin@bench.example";
-    let staff = |email: &str, first: &str, last: &str, role: Role| {
-        NewUser::staff(email, first, last, role, env.password_hash.clone())
-    };
+    let mut stack = Stack::start(env, setting, clients, label).await?;
+    let (auth, user) = (stack.auth.clone(), stack.user.clone());
     let mut tx = auth.begin().await?;
-    let admin =
-        store::create_user(&mut tx, staff(admin_email, "Bench", "Admin", Role::Admin)?).await?;
     let mut targets = Vec::with_capacity(TARGETS);
     for i in 0..TARGETS {
         let email = format!("target{i}@bench.example");
-        let target = staff(&email, "Tendai", &format!("Target{i}"), Role::Doctor)?;
+        let target = NewUser::staff(
+            &email,
+            "Tendai",
+            &format!("Target{i}"),
+            Role::Doctor,
+            env.password_hash.clone(),
+        )?;
         targets.push(store::create_user(&mut tx, target).await?.id);
     }
     tx.commit().await?;
     let targets = std::sync::Arc::new(targets);
-    let token = ApiClient::with_http(http.clone(), &gateway_url)?
-        .login(admin_email, PASSWORD)
-        .await
-        .context("admin login through the gateway")?
-        .access_token;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sqlx::query_scalar::<_, i32>("SELECT 1 FROM users WHERE id = $1")
-        .bind(admin.id)
-        .fetch_optional(&user)
-        .await?
-        .is_none()
-    {
-        for s in [&mut auth_service, &mut user_service] {
-            s.check_alive()?;
-        }
-        if Instant::now() > deadline {
-            bail!("the admin did not reach user_db within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    spin.finish_and_clear();
-
+    let (http, gateway_url, token) = (
+        stack.http.clone(),
+        stack.gateway_url.clone(),
+        stack.token.clone(),
+    );
     let bar = super::bar(seconds, format!("{label}: seconds of load"));
     let started = Instant::now();
     let stop_at = started + Duration::from_secs(seconds);
@@ -212,7 +277,7 @@ pub async fn through_gateway(
     let spin = super::spinner(format!("{label}: waiting for user_db"));
     let deadline = Instant::now() + Duration::from_secs(120);
     while versions_behind(&auth, &user, &targets).await? > 0 {
-        for s in [&mut auth_service, &mut user_service] {
+        for s in [&mut stack.auth_service, &mut stack.user_service] {
             s.check_alive()?;
         }
         if Instant::now() > deadline {
@@ -245,27 +310,17 @@ pub async fn through_gateway(
         max_ms: ms.max,
         pending_at_end,
         lag_seconds,
-        auth_service_peak_rss_mib: auth_service.peak_rss_kib()? as f64 / 1024.0,
-        user_service_peak_rss_mib: user_service.peak_rss_kib()? as f64 / 1024.0,
-        gateway_peak_rss_mib: gateway.peak_rss_kib()? as f64 / 1024.0,
+        auth_service_peak_rss_mib: stack.auth_service.peak_rss_kib()? as f64 / 1024.0,
+        user_service_peak_rss_mib: stack.user_service.peak_rss_kib()? as f64 / 1024.0,
+        gateway_peak_rss_mib: stack.gateway.peak_rss_kib()? as f64 / 1024.0,
     };
     bar.finish_with_message(format!(
         "{label}: {:.0} req/s, p99 {:.0} ms",
         run.requests_per_s, run.p99_ms
     ));
-    stop_all([gateway, auth_service, user_service]).await?;
-    sync::verify_in_sync(&auth, &user).await?;
-    auth.close().await;
-    user.close().await;
+    stack.stop_and_verify().await?;
     if failures > 0 {
         bail!("{failures} HTTP requests failed");
     }
     Ok(run)
-}
-
-async fn stop_all(services: [Process; 3]) -> anyhow::Result<()> {
-    for s in services {
-        s.stop().await?;
-    }
-    Ok(())
 }

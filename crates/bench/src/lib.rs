@@ -11,11 +11,13 @@
 //! Layout: [`env`] owns the databases, vhost, keys and child processes; [`broker`] the raw
 //! broker ceiling; [`sync`] the throughput runs (batched and naive), the backlog drain and the
 //! waiting for `user_db`; [`latency`] the fixed-rate runs; [`http`] load through the gateway;
+//! [`import`] the onboarding of a CSV file;
 //! [`profile`] CPU time per process; [`report`] the table and the JSON file.
 
 mod broker;
 mod env;
 mod http;
+mod import;
 mod latency;
 mod profile;
 mod report;
@@ -39,6 +41,7 @@ const FULL: Sizes = Sizes {
     backlog: 1_000_000,
     verify_users: 1_000_000,
     http_seconds: 20,
+    import_users: 100_000,
 };
 const QUICK: Sizes = Sizes {
     events: 5_000,
@@ -48,6 +51,7 @@ const QUICK: Sizes = Sizes {
     backlog: 5_000,
     verify_users: 5_000,
     http_seconds: 2,
+    import_users: 1_000,
 };
 
 #[derive(Parser, Debug, Clone)]
@@ -62,7 +66,8 @@ const QUICK: Sizes = Sizes {
         the naive setting (relay batch 1, prefetch 1); (4) commit-to-commit latency at fixed \
         offered rates; (5) a backlog built with the consumer stopped, then drained; (6) portal \
         verify over many users; (7) peak RSS of the relay and user-service processes during (2); \
-        (8) HTTP writes through the gateway.\n\n\
+        (8) HTTP writes through the gateway; (9) bulk onboarding, `portal users import` of a CSV \
+        file until every account is applied in user_db.\n\n\
         It uses the PostgreSQL server of AUTH_DATABASE_URL and the RabbitMQ of AMQP_URL but \
         only its own databases <ID>_auth and <ID>_user (dropped and recreated) and its own vhost \
         (<ID> with _ as -), all removed at the end. Exit 0 when every step ran and every copy \
@@ -104,6 +109,9 @@ pub struct BenchArgs {
     /// Seconds of HTTP load through the gateway (8) [default: 20; quick 2].
     #[arg(long)]
     pub http_seconds: Option<u64>,
+    /// Accounts in the CSV file of the onboarding row (9) [default: 100000; quick 1000].
+    #[arg(long)]
+    pub import_users: Option<u64>,
     /// Concurrent HTTP clients (8).
     #[arg(long, default_value_t = 32)]
     pub http_clients: usize,
@@ -121,7 +129,7 @@ pub struct BenchArgs {
     pub write_batch: u64,
     /// Run only these rows (e.g. `--only 4` or `--only 1,2,7`), to investigate one of them;
     /// rows 2 and 7, and 5 and 6, always run together.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=8))]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
     pub only: Vec<u8>,
     /// Names the databases (<ID>_auth, <ID>_user) and the vhost (<ID>, `_` → `-`).
     #[arg(long, default_value = "bench", value_parser = parse_id)]
@@ -148,6 +156,7 @@ pub struct Sizes {
     pub backlog: u64,
     pub verify_users: u64,
     pub http_seconds: u64,
+    pub import_users: u64,
 }
 
 impl BenchArgs {
@@ -161,6 +170,7 @@ impl BenchArgs {
             backlog: self.backlog.unwrap_or(base.backlog),
             verify_users: self.verify_users.unwrap_or(base.verify_users),
             http_seconds: self.http_seconds.unwrap_or(base.http_seconds),
+            import_users: self.import_users.unwrap_or(base.import_users),
         }
     }
 }
@@ -247,6 +257,10 @@ async fn run_rows(
     if wanted(8) {
         let run = http::through_gateway(env, batched, args.http_clients, sizes.http_seconds);
         report.http = Some(run.await.context("row 8, HTTP through the gateway")?);
+    }
+    if wanted(9) {
+        let run = import::onboarding(env, batched, sizes.import_users);
+        report.import = Some(run.await.context("row 9, bulk onboarding")?);
     }
     Ok(())
 }

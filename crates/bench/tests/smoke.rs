@@ -36,7 +36,7 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
         stdout.contains("every step ended with portal verify: in sync"),
         "{stdout}"
     );
-    for row in ["1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 "] {
+    for row in ["1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ", "9 "] {
         assert!(
             stdout.lines().any(|l| l.starts_with(row)),
             "row {row}missing from the table:\n{stdout}"
@@ -61,6 +61,8 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
     assert_eq!(json["verify"]["users"], 5000);
     assert!(json["sync"]["relay_peak_rss_mib"].as_f64().unwrap() > 0.0);
     assert!(json["http"]["requests"].as_u64().unwrap() > 0);
+    assert_eq!(json["import"]["users"], 1000);
+    assert!(json["import"]["applied_seconds"].as_f64().unwrap() > 0.0);
 
     // Nothing left behind: the databases and the vhost are gone.
     let leftovers = tokio::runtime::Builder::new_current_thread()

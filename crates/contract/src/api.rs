@@ -111,8 +111,63 @@ pub type CreateUserRequest = NewProfile;
 #[serde(rename_all = "camelCase")]
 pub struct CreateUserResponse {
     pub user: UserSnapshot,
-    /// Shown only in this answer; only its hash is stored. Must be changed at first login.
+    /// Shown only in this answer; only its hash is stored. It expires (72 hours by default)
+    /// and must be changed at first login.
     pub temporary_password: String,
+}
+
+/// The most accounts one bulk request may carry.
+pub const BULK_MAX_USERS: usize = 1_000;
+
+/// `POST /api/v1/auth/admin/users/bulk`: up to [`BULK_MAX_USERS`] accounts, each created as
+/// [`CreateUserRequest`] would be. Idempotent by email: an account whose email exists is left
+/// as it is.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkCreateRequest {
+    #[schemars(length(min = 1, max = 1000))]
+    pub users: Vec<NewProfile>,
+}
+
+/// What became of one item of a [`BulkCreateRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkStatus {
+    /// Created now, with a temporary password.
+    Created,
+    /// An account with this email existed already; nothing was changed.
+    Exists,
+    /// Not created: `error` says why.
+    Invalid,
+}
+
+/// The answer for one item, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkItem {
+    /// The item's position in `users`, from 0.
+    pub index: usize,
+    pub status: BulkStatus,
+    /// The account created (`created`) or found (`exists`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// Shown only in this answer (`created`); only its hash is stored. It expires (72 hours by
+    /// default) and must be changed at first login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporary_password: Option<String>,
+    /// Why the item was not created (`invalid`), as an error answer would say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The answer to [`BulkCreateRequest`]: the counts and one item per account.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkCreateResponse {
+    pub created: usize,
+    pub existing: usize,
+    pub invalid: usize,
+    pub items: Vec<BulkItem>,
 }
 
 /// `PATCH /api/v1/auth/admin/users/{id}`: profile fields an admin may edit. Role and status have

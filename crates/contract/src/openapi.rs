@@ -7,10 +7,10 @@
 //! against it (`scripts/schemathesis`), which fails on any answer the document does not allow.
 
 use crate::api::{
-    Appointment, AppointmentStatus, AuditEntry, ChangePasswordRequest, CreateUserRequest,
-    CreateUserResponse, DirectoryEntry, ErrorBody, LoginRequest, LoginResponse, NewAppointment,
-    Page, ReassignRequest, RefreshRequest, RegisterRequest, RegistrationReceived, RoleRequest,
-    UpdateUserRequest,
+    Appointment, AppointmentStatus, AuditEntry, BulkCreateRequest, BulkCreateResponse,
+    ChangePasswordRequest, CreateUserRequest, CreateUserResponse, DirectoryEntry, ErrorBody,
+    LoginRequest, LoginResponse, NewAppointment, Page, ReassignRequest, RefreshRequest,
+    RegisterRequest, RegistrationReceived, RoleRequest, UpdateUserRequest,
 };
 use crate::domain::Role;
 use crate::event::UserSnapshot;
@@ -369,6 +369,21 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
                 schema(|g| g.subschema_for::<CreateUserResponse>()),
             ),
             &[400, 401, 403, 409, 415, 422],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/admin/users/bulk",
+            "bulkCreateUsers",
+            "admin",
+            "Create up to 1,000 active accounts in one transaction, each with a temporary password \
+             shown only in this answer (it expires, 72 hours by default, and must be changed at \
+             first login). Every item is answered in request order: `created`, `exists` (an \
+             account with this email exists; nothing changed, so sending the same list again is \
+             harmless) or `invalid` with its error.",
+            true,
+            Some(schema(|g| g.subschema_for::<BulkCreateRequest>())),
+            ok(&schema(|g| g.subschema_for::<BulkCreateResponse>())),
+            &[400, 401, 403, 413, 415, 422],
         ),
         list,
         with_id(op(

@@ -284,6 +284,10 @@ pub struct Settings {
     /// How long a login lasts at most, renewed or not (its refresh tokens' absolute expiry).
     #[arg(long, global = true, env = "SESSION_TTL", default_value = "12h", value_parser = platform::duration::parse_interval)]
     pub session_ttl: std::time::Duration,
+    /// How long a temporary password (account creation, reset, import) logs in; it must be
+    /// changed at first use.
+    #[arg(long, global = true, env = "TEMPORARY_PASSWORD_TTL", default_value = "72h", value_parser = platform::duration::parse_interval)]
+    pub temporary_password_ttl: std::time::Duration,
     /// Whether anyone may register (the account stays inactive until an admin activates it).
     #[arg(long, global = true, env = "REGISTRATION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub registration_enabled: bool,
@@ -649,6 +653,27 @@ pub enum UsersCommand {
         #[command(flatten)]
         api: ApiClientArgs,
         user: UserRef,
+    },
+    /// Create many users from a CSV file (header row: email, firstName, lastName, role and
+    /// optionally phoneNumber). Invalid rows are listed with their line number and the others
+    /// imported; rows whose email exists are left alone, so importing again creates nothing.
+    /// The temporary passwords go to a new owner-only CSV file. Exit 0: every row created or
+    /// already there; 1: some rows invalid or the API refused; 2: the API unreachable.
+    Import {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        /// The CSV file.
+        file: PathBuf,
+        /// Where to write the temporary passwords (must not exist)
+        /// [default: FILE's name with .passwords-<time>.csv, beside it].
+        #[arg(long)]
+        passwords_out: Option<PathBuf>,
+        /// Users per request (1-1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch_size: u16,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=32))]
+        concurrency: u8,
     },
 }
 

@@ -3,6 +3,7 @@
 
 use super::auth::Profile;
 use super::AppState;
+use crate::bulk::{self, Created};
 use crate::password;
 use crate::store::{self, Outcome, ProfileChange, UserChange};
 use axum::extract::{Path, State};
@@ -10,7 +11,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use contract::api::{
-    AuditEntry, CreateUserRequest, CreateUserResponse, Page, RoleRequest, UpdateUserRequest,
+    AuditEntry, BulkCreateRequest, BulkCreateResponse, BulkItem, BulkStatus, CreateUserRequest,
+    CreateUserResponse, ErrorBody, Page, RoleRequest, UpdateUserRequest, BULK_MAX_USERS,
 };
 use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::http::{ApiError, ApiJson, ApiQuery, Authenticated, ListParams};
@@ -20,6 +22,7 @@ use uuid::Uuid;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/users", post(create_user).get(list_users))
+        .route("/admin/users/bulk", post(bulk_create))
         .route("/admin/users/{id}", get(show_user).patch(update_user))
         .route("/admin/users/{id}/activate", post(activate))
         .route("/admin/users/{id}/deactivate", post(deactivate))
@@ -161,10 +164,8 @@ async fn reset_password(
 ) -> Result<Json<CreateUserResponse>, ApiError> {
     require_current_admin(&state, &caller).await?;
     parse_id(&id)?;
-    let temporary_password = password::temporary();
-    let hash = password::hash(temporary_password.clone())
-        .await
-        .map_err(ApiError::internal)?;
+    let (temporary_password, hash) =
+        password::temporary_with_hash(state.security.temporary_password_ttl);
     let change = UserChange::Password {
         hash,
         must_change_password: true,
@@ -185,10 +186,8 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<CreateUserResponse>), ApiError> {
     require_current_admin(&state, &caller).await?;
     let profile = Profile::parse(&req)?;
-    let temporary_password = password::temporary();
-    let hash = password::hash(temporary_password.clone())
-        .await
-        .map_err(ApiError::internal)?;
+    let (temporary_password, hash) =
+        password::temporary_with_hash(state.security.temporary_password_ttl);
     let mut tx = state.db.begin().await?;
     let user = store::create_user(&mut tx, profile.into_new_user(hash, true, true)).await?;
     tx.commit().await?;
@@ -201,6 +200,97 @@ async fn create_user(
             temporary_password,
         }),
     ))
+}
+
+/// `POST /admin/users/bulk`: up to [`BULK_MAX_USERS`] accounts in one transaction, each
+/// active with a temporary password that must be changed at first login. An invalid item is
+/// answered with its reason and the others are created; an email that exists (or appears
+/// earlier in the request) creates nothing, so sending the same list again is harmless.
+async fn bulk_create(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    ApiJson(req): ApiJson<BulkCreateRequest>,
+) -> Result<Json<BulkCreateResponse>, ApiError> {
+    require_current_admin(&state, &caller).await?;
+    if req.users.is_empty() || req.users.len() > BULK_MAX_USERS {
+        return Err(ValidationError::new(
+            "users",
+            format!("must hold 1 to {BULK_MAX_USERS} accounts"),
+        )
+        .into());
+    }
+    let mut items: Vec<Option<BulkItem>> = vec![None; req.users.len()];
+    let mut valid: Vec<usize> = Vec::with_capacity(req.users.len());
+    let mut new_users = Vec::with_capacity(req.users.len());
+    let mut passwords = Vec::with_capacity(req.users.len());
+    let mut seen = std::collections::HashSet::new();
+    for (index, item) in req.users.iter().enumerate() {
+        let profile = Profile::parse(item).and_then(|p| {
+            if seen.insert(p.email.as_str().to_owned()) {
+                Ok(p)
+            } else {
+                Err(ValidationError::new("email", "appears more than once in this request").into())
+            }
+        });
+        match profile {
+            Ok(profile) => {
+                let (temporary_password, hash) =
+                    password::temporary_with_hash(state.security.temporary_password_ttl);
+                valid.push(index);
+                passwords.push(temporary_password);
+                new_users.push(profile.into_new_user(hash, true, true));
+            }
+            Err(e) => items[index] = Some(invalid_item(index, e)),
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    let outcomes = bulk::create_missing(&mut tx, new_users).await?;
+    tx.commit().await?;
+    for ((index, outcome), temporary_password) in valid.into_iter().zip(outcomes).zip(passwords) {
+        items[index] = Some(match outcome {
+            Created::New(row) => BulkItem {
+                index,
+                status: BulkStatus::Created,
+                user_id: Some(contract::UserId(row.id)),
+                temporary_password: Some(temporary_password),
+                error: None,
+            },
+            Created::Existing(id) => BulkItem {
+                index,
+                status: BulkStatus::Exists,
+                user_id: Some(contract::UserId(id)),
+                temporary_password: None,
+                error: None,
+            },
+        });
+    }
+    let items: Vec<BulkItem> = items.into_iter().flatten().collect();
+    let count = |s: BulkStatus| items.iter().filter(|i| i.status == s).count();
+    let answer = BulkCreateResponse {
+        created: count(BulkStatus::Created),
+        existing: count(BulkStatus::Exists),
+        invalid: count(BulkStatus::Invalid),
+        items,
+    };
+    tracing::info!(
+        created = answer.created, existing = answer.existing, invalid = answer.invalid,
+        by = %caller.0.sub, "users imported by admin"
+    );
+    Ok(Json(answer))
+}
+
+fn invalid_item(index: usize, e: ApiError) -> BulkItem {
+    BulkItem {
+        index,
+        status: BulkStatus::Invalid,
+        user_id: None,
+        temporary_password: None,
+        error: Some(ErrorBody {
+            error: e.code.to_owned(),
+            message: e.message,
+            field: e.field.map(str::to_owned),
+        }),
+    }
 }
 
 #[derive(Deserialize)]

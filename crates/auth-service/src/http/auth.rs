@@ -175,9 +175,18 @@ async fn login(
         || state.dummy_hash.as_str().to_owned(),
         |u| u.password_hash.clone(),
     );
-    let matches = password::verify_in(slot, req.password, stored_hash).await?;
+    let verdict = password::verify_in(slot, req.password, stored_hash).await?;
     let user = match user {
-        Some(u) if matches && u.is_active => u,
+        Some(u) if verdict.matches() && u.is_active => u,
+        // Only the right password learns that it has expired.
+        Some(u) if verdict == password::Verdict::Expired && u.is_active => {
+            tracing::warn!(target: "security", event = "login_expired_temporary", user_id = %u.id, %client, "login refused: temporary password expired");
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "temporary_password_expired",
+                "this temporary password has expired; ask an administrator to reset it",
+            ));
+        }
         user => {
             tracing::warn!(target: "security", event = "login_failed", user_id = ?user.map(|u| u.id), %client, attempt = n, "login failed");
             tokio::time::sleep(state.security.login.delay_after(n)).await;
@@ -305,11 +314,26 @@ async fn change_password(
             last_name: &user.last_name,
         },
     )?;
-    if req.current_password.chars().count() > password::MAX_LENGTH
-        || !password::verify(req.current_password, user.password_hash.clone()).await?
-    {
-        tracing::warn!(target: "security", event = "change_password_failed", user_id = %user.id, "change-password with a wrong current password");
-        return Err(ValidationError::new("currentPassword", "is not the current password").into());
+    let verdict = if req.current_password.chars().count() > password::MAX_LENGTH {
+        password::Verdict::Wrong
+    } else {
+        password::verify(req.current_password, user.password_hash.clone()).await?
+    };
+    match verdict {
+        password::Verdict::Matches => {}
+        password::Verdict::Expired => {
+            return Err(ValidationError::new(
+                "currentPassword",
+                "is a temporary password that has expired; ask an administrator for a new one",
+            )
+            .into())
+        }
+        password::Verdict::Wrong => {
+            tracing::warn!(target: "security", event = "change_password_failed", user_id = %user.id, "change-password with a wrong current password");
+            return Err(
+                ValidationError::new("currentPassword", "is not the current password").into(),
+            );
+        }
     }
     let hash = password::hash(req.new_password).await?;
     let change = UserChange::Password {

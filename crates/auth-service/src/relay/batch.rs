@@ -109,26 +109,17 @@ impl InFlight {
         } = self;
         let published = sent.answers().await;
         let mut confirmed = Vec::with_capacity(published.answers.len());
+        let (mut refused, mut returned) = (0u64, 0u64);
         for (seq, answer) in seqs.iter().zip(&published.answers) {
             match answer {
                 Answer::Confirmed => confirmed.push(*seq),
-                Answer::Returned(reply) => {
-                    if let Some(m) = metrics {
-                        m.error("returned");
-                    }
-                    tracing::warn!(
-                        seq,
-                        %reply,
-                        "event returned unroutable (is the alternate exchange missing?); will retry"
-                    )
-                }
-                Answer::Refused => {
-                    if let Some(m) = metrics {
-                        m.error("refused");
-                    }
-                    tracing::warn!(seq, "broker refused event; will retry")
-                }
+                Answer::Returned(_) => returned += 1,
+                Answer::Refused => refused += 1,
             }
+        }
+        if let Some(m) = metrics {
+            m.error_by("returned", returned);
+            m.error_by("refused", refused);
         }
         if let Some(m) = metrics {
             m.batch_size.observe(seqs.len() as f64);
@@ -146,6 +137,11 @@ impl InFlight {
         }
         match published.error {
             Some(e) => Err(e.into()),
+            // Not retried at once on the same channel: a nack means the queue's process
+            // failed, and a channel opened while a quorum queue elected its leader was seen
+            // to nack every publish from then on (one node of three killed); a new connection,
+            // after the backoff, clears it. A return means the alternate exchange is missing.
+            None if refused + returned > 0 => Err(RelayError::NotAccepted { refused, returned }),
             None => Ok(seqs.len()),
         }
     }

@@ -69,7 +69,13 @@ impl RelayMetrics {
     }
 
     pub(super) fn error(&self, kind: &str) {
-        self.errors.with_label_values(&[kind]).inc();
+        self.error_by(kind, 1);
+    }
+
+    pub(super) fn error_by(&self, kind: &str, n: u64) {
+        if n > 0 {
+            self.errors.with_label_values(&[kind]).inc_by(n);
+        }
     }
 }
 

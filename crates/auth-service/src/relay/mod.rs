@@ -72,6 +72,20 @@ pub enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("auth_db: {0}")]
     Db(#[from] sqlx::Error),
+    /// The broker answered, but did not take every event of a batch.
+    #[error(
+        "RabbitMQ did not accept {} events ({refused} refused, {returned} returned unroutable{})",
+        refused + returned,
+        if *returned > 0 { ": is the alternate exchange missing?" } else { "" }
+    )]
+    NotAccepted { refused: u64, returned: u64 },
+}
+
+impl RelayError {
+    /// A failure of the broker or of this connection to it: reconnect after the backoff.
+    fn is_broker(&self) -> bool {
+        matches!(self, RelayError::Broker(_) | RelayError::NotAccepted { .. })
+    }
 }
 
 pub struct Relay {
@@ -120,6 +134,10 @@ impl Relay {
         let mut database = OutageLog::new("relay: auth_db");
         let mut backoff = Backoff::reconnect();
         let mut last_prune: Option<std::time::Instant> = None;
+        // Batches accepted before the broker refused events, while it refuses them.
+        let mut refused_since: Option<u64> = None;
+        // Every batch in flight is finished before the relay reconnects.
+        let mut flight = Flight::new(self.config.in_flight, self.metrics.clone());
         'connect: while !shutdown.is_cancelled() {
             let (conn, channel, node) =
                 match open_channel_on(&self.amqp_url, self.config.declare_topology).await {
@@ -131,7 +149,11 @@ impl Relay {
                         continue;
                     }
                 };
-            broker.recovered();
+            // After refusals the outage lasts until the broker accepts a batch again, so that
+            // reconnecting does not count as recovering (nor reset the backoff).
+            if refused_since.is_none() {
+                broker.recovered();
+            }
             self.broker_up.store(true, Ordering::Relaxed);
             tracing::info!(
                 batch_size = self.config.batch_size,
@@ -140,7 +162,8 @@ impl Relay {
             );
             let mut listener: Option<PgListener> = None;
             let mut pace = Pace::default();
-            let mut flight = Flight::new(self.config.in_flight, self.metrics.clone());
+            // A failure of the batches drained before sleeping.
+            let mut drained: Option<RelayError> = None;
             loop {
                 if shutdown.is_cancelled() {
                     flight.drain().await.ok();
@@ -151,6 +174,9 @@ impl Relay {
                     listener = listen(&self.pool).await.ok();
                 }
                 let claimed = async {
+                    if let Some(e) = drained.take() {
+                        return Err(e);
+                    }
                     flight.finished()?;
                     flight.room().await?;
                     let batch = claim_and_send(
@@ -163,14 +189,25 @@ impl Relay {
                     Ok::<_, RelayError>(batch.map_or(0, |b| flight.launch(b)))
                 }
                 .await;
+                if refused_since.is_some_and(|before| flight.accepted > before) {
+                    refused_since = None;
+                    broker.recovered();
+                }
                 let claimed = match claimed {
                     Ok(n) => {
                         database.recovered();
-                        backoff.reset();
+                        if refused_since.is_none() {
+                            backoff.reset();
+                        }
                         n
                     }
-                    Err(RelayError::Broker(e)) => {
-                        self.error("broker");
+                    Err(e) if e.is_broker() => {
+                        match e {
+                            RelayError::Broker(_) => self.error("broker"),
+                            _ => {
+                                refused_since.get_or_insert(flight.accepted);
+                            }
+                        }
                         broker.failed(&e);
                         self.broker_up.store(false, Ordering::Relaxed);
                         // Their confirms fail with the channel: they mark what was confirmed.
@@ -179,7 +216,7 @@ impl Relay {
                         sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
                         continue 'connect;
                     }
-                    Err(RelayError::Db(e)) => {
+                    Err(e) => {
                         self.error("database");
                         database.failed(&e);
                         listener = None;
@@ -213,23 +250,11 @@ impl Relay {
                     }
                     // Idle for a while: what is still in flight finishes before the sleep, so
                     // its failure is seen now rather than at the next wake-up.
+                    // (Handled as the next claim's failure.)
                     Next::Sleep => {
                         if let Err(e) = flight.drain().await {
-                            match e {
-                                RelayError::Broker(e) => {
-                                    self.error("broker");
-                                    broker.failed(&e);
-                                    self.broker_up.store(false, Ordering::Relaxed);
-                                    conn.close(200, "reconnecting").await.ok();
-                                    continue 'connect;
-                                }
-                                RelayError::Db(e) => {
-                                    self.error("database");
-                                    database.failed(&e);
-                                    pace = Pace::default();
-                                    continue;
-                                }
-                            }
+                            drained = Some(e);
+                            continue;
                         }
                     }
                 }
@@ -237,6 +262,7 @@ impl Relay {
                     self.error("broker");
                     broker.failed(&"connection closed");
                     self.broker_up.store(false, Ordering::Relaxed);
+                    flight.drain().await.ok();
                     continue 'connect;
                 }
                 tokio::select! {
@@ -260,6 +286,8 @@ struct Flight {
     tasks: JoinSet<Result<usize, RelayError>>,
     limit: usize,
     metrics: Option<RelayMetrics>,
+    /// Batches finished with every event confirmed, since the relay started.
+    accepted: u64,
 }
 
 impl Flight {
@@ -268,6 +296,7 @@ impl Flight {
             tasks: JoinSet::new(),
             limit: limit.max(1),
             metrics,
+            accepted: 0,
         }
     }
 
@@ -284,7 +313,7 @@ impl Flight {
     fn finished(&mut self) -> Result<(), RelayError> {
         let mut first = Ok(());
         while let Some(done) = self.tasks.try_join_next() {
-            keep_first(&mut first, done);
+            keep_first(&mut first, &mut self.accepted, done);
         }
         first
     }
@@ -294,7 +323,7 @@ impl Flight {
         let mut first = Ok(());
         while self.tasks.len() >= self.limit {
             match self.tasks.join_next().await {
-                Some(done) => keep_first(&mut first, done),
+                Some(done) => keep_first(&mut first, &mut self.accepted, done),
                 None => break,
             }
         }
@@ -305,7 +334,7 @@ impl Flight {
     async fn drain(&mut self) -> Result<(), RelayError> {
         let mut first = Ok(());
         while let Some(done) = self.tasks.join_next().await {
-            keep_first(&mut first, done);
+            keep_first(&mut first, &mut self.accepted, done);
         }
         first
     }
@@ -313,10 +342,11 @@ impl Flight {
 
 fn keep_first(
     first: &mut Result<(), RelayError>,
+    accepted: &mut u64,
     done: Result<Result<usize, RelayError>, JoinError>,
 ) {
     match done {
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) => *accepted += 1,
         Ok(Err(e)) => {
             if first.is_ok() {
                 *first = Err(e);

@@ -2,6 +2,7 @@
 
 pub mod dlq;
 pub mod docs;
+pub mod import;
 pub mod reconcile;
 pub mod replay;
 pub mod seed;

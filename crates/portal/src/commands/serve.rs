@@ -27,6 +27,7 @@ pub fn auth_config(s: &Settings, run_relay: bool) -> auth_service::Config {
             },
             registration_enabled: s.registration_enabled,
             hash_queue_limit: s.hash_queue_limit.map(|n| n as usize),
+            temporary_password_ttl: s.temporary_password_ttl,
         },
         run_relay,
         max_db_connections: 16,

@@ -19,16 +19,26 @@ pub fn credentials_path() -> Option<PathBuf> {
 }
 
 /// Puts every variable of the credentials file at `path` into this process's environment,
-/// unless the environment already sets it (what is set explicitly wins). Called before any
-/// thread starts; an absent file changes nothing, one others may read is refused.
+/// unless the operator's environment sets it (what is set explicitly wins). Called before any
+/// thread starts, and by `portal up` again once its setup has rewritten the file; an absent
+/// file changes nothing, one others may read is refused.
 pub fn load_into_env(path: &Path) -> anyhow::Result<()> {
+    let mut from_file = FROM_FILE.lock().unwrap_or_else(|e| e.into_inner());
     for (key, value) in Credentials::load(path)?.0 {
-        if std::env::var_os(&key).is_none() {
-            std::env::set_var(key, value);
+        // A value this process took from the file earlier is not the operator's: the file
+        // has been rewritten since (`portal up` after its setup, with new broker addresses,
+        // say), and its new value wins.
+        if std::env::var_os(&key).is_none() || from_file.contains(&key) {
+            std::env::set_var(&key, value);
+            from_file.insert(key);
         }
     }
     Ok(())
 }
+
+/// The variables [`load_into_env`] put into the environment (not set by the operator).
+static FROM_FILE: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// The setup of this machine's install: the databases of AUTH_DATABASE_URL and
 /// USER_DATABASE_URL on the server of ADMIN_DATABASE_URL, the vhost of ADMIN_AMQP_URL.
@@ -75,4 +85,49 @@ pub async fn run(s: &Settings, admin: &AdminArgs) -> Result<(), Failure> {
         .map_err(Failure::unreachable)?;
     print_report(&report, &config.credentials);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// Found by hand: `portal up` with the cluster's addresses on an install that had run on one
+    /// node set up the cluster, then started the parts on the old node, because the values read
+    /// from the file at start counted as the operator's.
+    #[test]
+    fn a_rewritten_file_wins_over_its_own_earlier_values_but_not_over_the_operator() {
+        let dir = std::env::temp_dir().join(format!("portal-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("credentials.env");
+        std::env::set_var("PORTAL_TEST_CREDS_OPERATOR", "set by the operator");
+        write_private(
+            &path,
+            "PORTAL_TEST_CREDS_URL=amqp://old:5672\nPORTAL_TEST_CREDS_OPERATOR=from the file\n",
+        );
+        load_into_env(&path).unwrap();
+        assert_eq!(
+            std::env::var("PORTAL_TEST_CREDS_URL").unwrap(),
+            "amqp://old:5672"
+        );
+        write_private(
+            &path,
+            "PORTAL_TEST_CREDS_URL=amqp://new:5681\nPORTAL_TEST_CREDS_OPERATOR=from the file\n",
+        );
+        load_into_env(&path).unwrap();
+        assert_eq!(
+            std::env::var("PORTAL_TEST_CREDS_URL").unwrap(),
+            "amqp://new:5681"
+        );
+        assert_eq!(
+            std::env::var("PORTAL_TEST_CREDS_OPERATOR").unwrap(),
+            "set by the operator"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

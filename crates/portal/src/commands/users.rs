@@ -203,6 +203,22 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
             let u = client.set_role(id, &role).await.map_err(api_failure)?;
             output(api.json, &json(&u), print_user);
         }
+        UsersCommand::Import {
+            api,
+            file,
+            passwords_out,
+            batch_size,
+            concurrency,
+        } => {
+            super::import::run(super::import::ImportArgs {
+                api,
+                file,
+                passwords_out,
+                batch_size: usize::from(batch_size),
+                concurrency: usize::from(concurrency),
+            })
+            .await?;
+        }
         UsersCommand::ResetPassword { api, user } => {
             let client = connect(&api).await?;
             let id = client.resolve(&user).await.map_err(api_failure)?;

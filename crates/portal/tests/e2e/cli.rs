@@ -314,6 +314,109 @@ async fn portal_users_manages_users_through_the_admin_api() {
     crate::eventually_in_sync(&auth, &sys.user_db).await; // user_db follows the CLI's changes
 }
 
+/// `portal users import`: bad lines are listed with their line number and the rest imported,
+/// the temporary passwords land in a new owner-only file and log in, and importing the same
+/// file again creates nothing; the copy follows.
+#[tokio::test]
+async fn portal_users_import_reports_bad_lines_imports_the_rest_and_is_idempotent() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::for_test().await;
+    let sys = start_system(&sb).await;
+    let auth = sys.auth_db.clone();
+    auth_common::create_user(&auth, "import-admin@clinic.test", Role::Admin).await;
+    let dir = sb.dir.join("import");
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("staff.csv");
+    std::fs::write(
+        &csv,
+        "email,firstName,lastName,role,phoneNumber\n\
+         farai.doc@clinic.test,Farai,Ncube,doctor,+263 77 100 0001\n\
+         not-an-email,Bad,Row,nurse,\n\
+         \"rudo.nurse@clinic.test\",Rudo,\"Chikwanha, RN\",nurse,\n\
+         tinashe@clinic.test,Tinashe,Mhlanga,surgeon,\n\
+         kuda.pharm@clinic.test,Kuda,Sibanda,pharmacist\n\
+         import-admin@clinic.test,Import,Admin,admin,\n",
+    )
+    .unwrap();
+    let passwords = dir.join("passwords.csv");
+    let import = |out: &std::path::Path| {
+        let mut cmd = portal(&sb);
+        cmd.args(["users", "import"])
+            .arg(&csv)
+            .arg("--passwords-out")
+            .arg(out);
+        as_admin(&mut cmd, &sys.gateway.url(), "import-admin@clinic.test");
+        cmd
+    };
+
+    let (code, out) = run(&mut import(&passwords)).await;
+    assert_eq!(code, 1, "some rows were invalid: {out}");
+    assert!(out.contains("line 3: email"), "{out}");
+    assert!(out.contains("line 5: role"), "{out}");
+    assert!(
+        out.contains("line 6: has 4 fields where the header has 5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("6 rows: 2 created, 1 already there, 3 invalid"),
+        "{out}"
+    );
+    let mode = std::fs::metadata(&passwords).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the passwords file is owner-only");
+    let written = std::fs::read_to_string(&passwords).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two accounts: {written}");
+    let farai: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(&farai[..2], ["2", "farai.doc@clinic.test"]);
+    let login = api_client::ApiClient::new(&sys.gateway.url())
+        .unwrap()
+        .login("farai.doc@clinic.test", farai[3])
+        .await
+        .unwrap();
+    assert!(login.user.must_change_password);
+    let rudo = auth_service::store::find_by_email(
+        &auth,
+        &contract::Email::parse("rudo.nurse@clinic.test").unwrap(),
+    )
+    .await
+    .unwrap()
+    .expect("a quoted field with a comma is one field");
+    assert_eq!(rudo.last_name, "Chikwanha, RN");
+
+    // Again: nothing created, no passwords file, the same exit for the same bad lines.
+    let users_before = count(&auth, "SELECT count(*) FROM users").await;
+    let second = dir.join("second.csv");
+    let (code, out) = run(&mut import(&second)).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("6 rows: 0 created, 3 already there, 3 invalid"),
+        "{out}"
+    );
+    assert!(!second.exists(), "no passwords, no file");
+    assert_eq!(
+        count(&auth, "SELECT count(*) FROM users").await,
+        users_before
+    );
+    // An existing passwords file is never overwritten: refused before anything is sent.
+    let (code, out) = run(&mut import(&passwords)).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("already exists"), "{out}");
+    assert!(!out.contains("rows:"), "nothing sent: {out}");
+    assert_eq!(std::fs::read_to_string(&passwords).unwrap(), written);
+
+    // A file without the required columns is refused before anything is sent.
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "mail,firstName,lastName,role\nx@y.test,A,B,nurse\n").unwrap();
+    let mut cmd = portal(&sb);
+    cmd.args(["users", "import"]).arg(&bad);
+    as_admin(&mut cmd, &sys.gateway.url(), "import-admin@clinic.test");
+    let (code, out) = run(&mut cmd).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown column \"mail\""), "{out}");
+
+    crate::eventually_in_sync(&auth, &sys.user_db).await;
+}
+
 #[tokio::test]
 async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
     use tokio::io::{AsyncBufReadExt, BufReader};

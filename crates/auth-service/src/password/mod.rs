@@ -6,6 +6,9 @@
 //! glibc kept per thread arena, and the auth-service reached gigabytes (seen in the benchmark
 //! and the chaos run). On a few long-lived threads the same blocks are reused, so memory stays
 //! at a few blocks; more hashes in parallel than cores would not be faster anyway.
+//!
+//! Generated temporary passwords are the exception: they are stored with a fast keyed hash and
+//! an expiry ([`temporary`]).
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
 use argon2::{Argon2, Block};
@@ -16,7 +19,25 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 
+pub mod temporary;
+
 type Job = Box<dyn FnOnce() + Send>;
+
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Matches,
+    Wrong,
+    /// A temporary password, right but past its expiry ([`temporary`]).
+    Expired,
+}
+
+impl Verdict {
+    /// True only for a right password that may still be used.
+    pub fn matches(self) -> bool {
+        self == Verdict::Matches
+    }
+}
 
 /// Why a hash was not computed.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +171,7 @@ pub const MAX_LENGTH: usize = 128;
 fn common_passwords() -> &'static HashSet<&'static str> {
     static LIST: OnceLock<HashSet<&'static str>> = OnceLock::new();
     LIST.get_or_init(|| {
-        include_str!("../data/common-passwords.txt")
+        include_str!("../../data/common-passwords.txt")
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
@@ -258,8 +279,9 @@ fn hash_here(password: &str) -> anyhow::Result<String> {
     Ok(phc.to_string())
 }
 
-/// True when `password` matches `stored_hash`; checked off the async runtime.
-pub async fn verify(password: String, stored_hash: String) -> Result<bool, HashError> {
+/// Checks `password` against `stored_hash` (argon2id, or a temporary password's hash) off the
+/// async runtime.
+pub async fn verify(password: String, stored_hash: String) -> Result<Verdict, HashError> {
     verify_in(Slot::reserve()?, password, stored_hash).await
 }
 
@@ -268,7 +290,7 @@ pub async fn verify_in(
     slot: Slot,
     password: String,
     stored_hash: String,
-) -> Result<bool, HashError> {
+) -> Result<Verdict, HashError> {
     run_reserved(slot, move || verify_here(&password, &stored_hash))
         .await?
         .map_err(HashError::Failed)
@@ -282,8 +304,32 @@ thread_local! {
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Checks `password` against `stored`, on this thread.
+fn verify_here(password: &str, stored: &str) -> anyhow::Result<Verdict> {
+    if temporary::is_temporary(stored) {
+        // Spend what an argon2 check spends, so the time a login takes does not tell whether
+        // the account holds a temporary password.
+        let argon2 = Argon2::default();
+        let params = argon2.params().clone();
+        let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+        argon2_into(
+            &argon2,
+            &params,
+            password.as_bytes(),
+            b"portal-equal-time",
+            &mut out,
+        )?;
+        return temporary::check(password, stored, chrono::Utc::now());
+    }
+    Ok(if argon2_matches(password, stored)? {
+        Verdict::Matches
+    } else {
+        Verdict::Wrong
+    })
+}
+
 /// Checks `password` against the PHC string `stored`, on this thread, in its reused memory.
-fn verify_here(password: &str, stored: &str) -> anyhow::Result<bool> {
+fn argon2_matches(password: &str, stored: &str) -> anyhow::Result<bool> {
     let unreadable = |e: argon2::password_hash::Error| {
         anyhow::anyhow!("stored password hash is unreadable: {e}")
     };
@@ -311,6 +357,14 @@ fn verify_here(password: &str, stored: &str) -> anyhow::Result<bool> {
     Ok(computed == expected)
 }
 
+/// A new temporary password and its stored form, valid for `ttl`: what an admin's creation, a
+/// reset and a bulk import give out (see [`temporary`] for why it is not argon2).
+pub fn temporary_with_hash(ttl: std::time::Duration) -> (String, String) {
+    let password = temporary();
+    let stored = temporary::hash(&password, ttl, chrono::Utc::now());
+    (password, stored)
+}
+
 /// A random password for accounts an admin creates: 20 characters from an alphabet without
 /// look-alikes (no 0/O, 1/l/I), about 116 bits.
 pub fn temporary() -> String {
@@ -329,8 +383,14 @@ mod tests {
     async fn hashes_verify_only_the_right_password() {
         let h = hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(verify("correct horse".into(), h.clone()).await.unwrap());
-        assert!(!verify("wrong horse".into(), h).await.unwrap());
+        assert!(verify("correct horse".into(), h.clone())
+            .await
+            .unwrap()
+            .matches());
+        assert_eq!(
+            verify("wrong horse".into(), h).await.unwrap(),
+            Verdict::Wrong
+        );
     }
 
     #[test]
@@ -340,8 +400,8 @@ mod tests {
             .hash_password(b"night shift", &SaltString::generate(&mut OsRng))
             .unwrap()
             .to_string();
-        assert!(verify_here("night shift", &theirs).unwrap());
-        assert!(!verify_here("day shift", &theirs).unwrap());
+        assert!(verify_here("night shift", &theirs).unwrap().matches());
+        assert_eq!(verify_here("day shift", &theirs).unwrap(), Verdict::Wrong);
         let ours = hash_here("night shift").unwrap();
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(Argon2::default()
