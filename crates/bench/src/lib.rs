@@ -121,7 +121,8 @@ pub struct BenchArgs {
     /// Relay batches in flight of the batched setting (the naive one is 1).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub relay_in_flight: u16,
-    /// Consumer prefetch of the batched setting (the naive one is 1).
+    /// Consumer prefetch window of the batched setting (the naive one is 1); each transaction
+    /// applies at most CONSUMER_BATCH_SIZE (500) of it.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Users per transaction when the benchmark writes in bulk.

@@ -377,7 +377,7 @@ impl Report {
         let s = &self.batched_setting;
         let _ = writeln!(
             out,
-            "batched setting: relay batch {} ({} in flight), consumer prefetch {}; naive: 1 (1) and 1",
+            "batched setting: relay batch {} ({} in flight), consumer prefetch {} (transactions of at most 500); naive: 1 (1) and 1",
             s.relay_batch_size, s.relay_in_flight, s.prefetch
         );
         let mut row = |n: &str, what: String, result: String| {

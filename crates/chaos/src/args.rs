@@ -81,7 +81,7 @@ pub struct ChaosArgs {
     /// Outbox rows the relay publishes per batch (as `portal relay`).
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub relay_batch_size: i64,
-    /// Messages the consumer holds unacked and applies per transaction (as `portal user-service`).
+    /// Messages delivered to the consumer and not yet acked (as `portal user-service`).
     #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_prefetch: u16,
     #[command(flatten)]

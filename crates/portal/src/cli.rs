@@ -331,9 +331,14 @@ pub struct Settings {
     /// Relay batches whose confirms may be outstanding at once (1 = wait for each batch).
     #[arg(long, global = true, env = "RELAY_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub relay_in_flight: u16,
-    /// Messages the consumer holds unacked and applies per transaction (1 = naive).
+    /// Messages the broker may have delivered to a consumer unacked; above
+    /// CONSUMER_BATCH_SIZE, the next batch arrives while one commits (1 = naive: one message per
+    /// transaction).
     #[arg(long, global = true, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_prefetch: u16,
+    /// The most messages a consumer applies in one transaction (at most CONSUMER_PREFETCH).
+    #[arg(long, global = true, env = "CONSUMER_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumer_batch_size: u16,
     /// RabbitMQ as the outbox relay (`portal auth-service`, `portal relay`) [default: AMQP_URL].
     #[arg(long, global = true, env = "RELAY_AMQP_URL", hide_env_values = true)]
     pub relay_amqp_url: Option<String>,

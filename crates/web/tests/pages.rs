@@ -764,3 +764,57 @@ async fn an_admin_edits_a_profile_and_a_role() {
     assert_eq!(demoted.status, 409, "{}", demoted.body);
     assert!(demoted.body.contains("role=\"alert\""), "{}", demoted.body);
 }
+
+/// An expired temporary password gets its own message, since only the right one learns of it;
+/// a wrong password on the same account gets the one message of every failed login.
+#[tokio::test]
+async fn an_expired_temporary_password_is_told_apart_only_to_the_right_password() {
+    let portal = Portal::start().await;
+    let temporary = auth_service::password::temporary();
+    let stored = auth_service::password::temporary::hash(
+        &temporary,
+        std::time::Duration::ZERO,
+        chrono::Utc::now(),
+    );
+    let new = auth_service::store::NewUser::staff(
+        "late.starter@clinic.co.zw",
+        "Late",
+        "Starter",
+        contract::Role::Nurse,
+        stored,
+    )
+    .unwrap();
+    auth_service::store::insert_user(&portal.auth_db, new)
+        .await
+        .unwrap();
+    let mut browser = Browser::new();
+    let csrf = browser.get(&portal.url("/login")).await.csrf();
+    let mut pages = Vec::new();
+    for password in [temporary.as_str(), "not the password"] {
+        let page = browser
+            .post(
+                &portal.url("/login"),
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("email", "late.starter@clinic.co.zw"),
+                    ("password", password),
+                    ("next", "/"),
+                ],
+            )
+            .await;
+        pages.push(page);
+    }
+    let (right, wrong) = (&pages[0], &pages[1]);
+    assert_eq!(right.status, 401);
+    assert!(
+        right.body.contains("This temporary password has expired"),
+        "{}",
+        right.body
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(
+        !wrong.body.contains("expired") && wrong.body.contains("did not let you in"),
+        "{}",
+        wrong.body
+    );
+}

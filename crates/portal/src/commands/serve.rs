@@ -59,6 +59,7 @@ pub fn user_config(s: &Settings, run_consumer: bool) -> user_service::Config {
         managed_by_setup: s.managed_by_setup,
         consumer: ConsumerConfig {
             prefetch: s.consumer_prefetch,
+            batch_size: s.consumer_batch_size,
             trusted_publishers: s.trusted_publishers.clone(),
             ..ConsumerConfig::default()
         },
@@ -75,6 +76,7 @@ pub fn appointment_config(s: &Settings) -> appointment_service::Config {
         managed_by_setup: s.managed_by_setup,
         consumer: appointment_service::consumer_config(ConsumerConfig {
             prefetch: s.consumer_prefetch,
+            batch_size: s.consumer_batch_size,
             trusted_publishers: s.trusted_publishers.clone(),
             ..ConsumerConfig::default()
         }),

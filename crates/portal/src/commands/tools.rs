@@ -51,6 +51,7 @@ pub fn exec(s: &Settings, tool: &str, args: &[OsString]) -> Result<(), Failure> 
         .env("RELAY_BATCH_SIZE", s.relay_batch_size.to_string())
         .env("RELAY_IN_FLIGHT", s.relay_in_flight.to_string())
         .env("CONSUMER_PREFETCH", s.consumer_prefetch.to_string())
+        .env("CONSUMER_BATCH_SIZE", s.consumer_batch_size.to_string())
         .env("PORTAL_BIN", &me)
         .exec();
     Err(anyhow!("cannot run {}: {error}", program.display()).into())

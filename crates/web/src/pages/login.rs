@@ -1,6 +1,7 @@
 //! `/login` and `/logout`. A failed login shows one message whatever the cause (unknown email,
 //! wrong password, inactive account), so the page tells nothing about accounts; "too many
-//! attempts" (429: per address at the gateway, per email in the auth-service) is said apart.
+//! attempts" (429: per address at the gateway, per email in the auth-service) and an expired
+//! temporary password (only ever told to the right password) are said apart.
 //! Logging out ends the session here and in the auth-service (its refresh token is revoked).
 
 use super::PageForm;
@@ -126,6 +127,16 @@ pub async fn submit(
             Ok(session::with_cookie(
                 Redirect::to(&to).into_response(),
                 &Sessions::cookie(&signed_in.id, state.secure_cookies),
+            ))
+        }
+        // Said only to whoever typed the right temporary password (the auth-service checks it
+        // first), so it tells nothing about other accounts.
+        Err(api_client::Error::Refused { body, .. })
+            if body.error == "temporary_password_expired" =>
+        {
+            Ok(refused(
+                "This temporary password has expired. Ask an administrator to reset your \
+                 password; they will give you a new temporary one.",
             ))
         }
         // Too many attempts: from this address (the gateway) or at this email (the
