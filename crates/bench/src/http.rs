@@ -6,6 +6,7 @@
 //! committed in `auth_db` but not yet in `user_db`, and how long until they were).
 
 use super::env::{BenchEnv, PASSWORD};
+use super::profile::{self, CpuProfile};
 use super::report::Setting;
 use super::report::{HttpRun, Percentiles};
 use super::sync;
@@ -225,6 +226,9 @@ pub async fn through_gateway(
         stack.gateway_url.clone(),
         stack.token.clone(),
     );
+    // CPU of every process from here until the last change is applied: the load and the
+    // catch-up, so each change's whole cost (write, relay, broker, apply) is counted.
+    let cpu_before = profile::snapshot(&[&stack.auth_service, &stack.user_service, &stack.gateway]);
     let bar = super::bar(seconds, format!("{label}: seconds of load"));
     let started = Instant::now();
     let stop_at = started + Duration::from_secs(seconds);
@@ -292,6 +296,10 @@ pub async fn through_gateway(
     let lag_seconds = last_apply.map_or(0.0, |t| {
         ((t - load_end).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0)
     });
+    let cpu = profile::since(
+        &cpu_before,
+        &[&stack.auth_service, &stack.user_service, &stack.gateway],
+    );
     spin.finish_and_clear();
     if latencies.is_empty() {
         bail!("no HTTP request succeeded ({failures} failed)");
@@ -313,6 +321,8 @@ pub async fn through_gateway(
         auth_service_peak_rss_mib: stack.auth_service.peak_rss_kib()? as f64 / 1024.0,
         user_service_peak_rss_mib: stack.user_service.peak_rss_kib()? as f64 / 1024.0,
         gateway_peak_rss_mib: stack.gateway.peak_rss_kib()? as f64 / 1024.0,
+        server_cpu_ms_per_change: server_cpu_per_change(&cpu, requests),
+        cpu,
     };
     bar.finish_with_message(format!(
         "{label}: {:.0} req/s, p99 {:.0} ms",
@@ -323,4 +333,33 @@ pub async fn through_gateway(
         bail!("{failures} HTTP requests failed");
     }
     Ok(run)
+}
+
+/// The processes that serve a change (not the load generator, not the rest of the machine).
+pub const SERVER_PROCESSES: [&str; 5] = [
+    "postgresql",
+    "rabbitmq",
+    "auth-service",
+    "user-service",
+    "gateway",
+];
+
+/// Milliseconds of CPU per change, per server process and in all.
+fn server_cpu_per_change(cpu: &CpuProfile, changes: u64) -> Vec<(String, f64)> {
+    let per = |seconds: f64| 1000.0 * seconds / (changes.max(1) as f64);
+    let mut rows: Vec<(String, f64)> = SERVER_PROCESSES
+        .iter()
+        .map(|name| {
+            let seconds = cpu
+                .groups
+                .iter()
+                .filter(|g| g.group == *name)
+                .map(|g| g.cpu_seconds)
+                .sum();
+            ((*name).to_owned(), per(seconds))
+        })
+        .collect();
+    let all = rows.iter().map(|(_, ms)| ms).sum();
+    rows.insert(0, ("all".to_owned(), all));
+    rows
 }

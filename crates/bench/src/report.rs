@@ -142,6 +142,10 @@ pub struct HttpRun {
     pub auth_service_peak_rss_mib: f64,
     pub user_service_peak_rss_mib: f64,
     pub gateway_peak_rss_mib: f64,
+    /// Server CPU per change, milliseconds: `all` first, then per process (PostgreSQL with its
+    /// backends, RabbitMQ, each service), from the load's start to the last apply.
+    pub server_cpu_ms_per_change: Vec<(String, f64)>,
+    pub cpu: CpuProfile,
 }
 
 /// Row 9: `portal users import` of a CSV file, until every account is applied in `user_db`.
@@ -323,6 +327,14 @@ impl Report {
                 ),
                 h.requests_per_s >= 2500.0 && h.p99_ms <= 50.0 && h.lag_seconds <= 0.1,
             );
+            if let Some((_, all)) = h.server_cpu_ms_per_change.first() {
+                check(
+                    "8",
+                    "server CPU <= 1.0 ms per change".into(),
+                    format!("{all:.2} ms"),
+                    *all <= 1.0,
+                );
+            }
             let worst = h
                 .auth_service_peak_rss_mib
                 .max(h.user_service_peak_rss_mib)
@@ -520,6 +532,19 @@ impl Report {
                     h.requests_per_s, h.p50_ms, h.p99_ms, h.pending_at_end, h.lag_seconds
                 ),
             );
+            let per: Vec<String> = h
+                .server_cpu_ms_per_change
+                .iter()
+                .skip(1)
+                .map(|(name, ms)| format!("{name} {ms:.2}"))
+                .collect();
+            if let Some((_, all)) = h.server_cpu_ms_per_change.first() {
+                row(
+                    "",
+                    "  server CPU per change during (8)".into(),
+                    format!("{all:.2} ms: {}", per.join(", ")),
+                );
+            }
             row(
                 "",
                 "  peak RSS during (8)".into(),
@@ -565,6 +590,9 @@ impl Report {
         }
         if let Some(b) = &self.backlog {
             let _ = writeln!(out, "cpu during (5) drain: {}", b.cpu.summary());
+        }
+        if let Some(h) = &self.http {
+            let _ = writeln!(out, "cpu during (8): {}", h.cpu.summary());
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "targets:");
