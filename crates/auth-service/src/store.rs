@@ -289,6 +289,28 @@ impl Outcome {
 /// admins demoting each other at once cannot both succeed.
 const ADMIN_GUARD_LOCK: i64 = 0x706f_7274_616c_0001;
 
+/// Marks the temporary password `stored` of user `id` used ([`password::temporary::spent`]);
+/// false when the user's hash is no longer `stored` (another login used it first, or it was
+/// changed). Not a change of the user — no version, no event: the hash is in no copy and no
+/// event, and the login that spends it is in the security log.
+pub async fn spend_temporary_password(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    stored: &str,
+) -> Result<bool, StoreError> {
+    let Some(spent) = crate::password::temporary::spent(stored) else {
+        return Ok(true);
+    };
+    let done =
+        sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
+            .bind(id)
+            .bind(stored)
+            .bind(spent)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Applies `change` to user `id` in the caller's transaction. The user row is locked first, so
 /// concurrent changes to one user queue up: each sees the previous one's result, versions go up by
 /// exactly one, and every committed change has exactly one event (of `change.event_type()`;

@@ -1,7 +1,8 @@
 //! `POST /api/v1/auth/admin/users/bulk` and temporary passwords: every item is answered (created,
 //! exists, invalid with its field), valid items are created with one `user.created` event each
 //! even when others are invalid, the same list sent again creates nothing (also when two copies
-//! race), and a temporary password logs in only until it expires, with an error of its own.
+//! race), and a temporary password logs in once and only until it expires, with errors of its
+//! own.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use auth_service::password;
@@ -75,6 +76,31 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
         .unwrap();
     assert!(login.user.must_change_password);
     assert!(login.user.is_active);
+    // It logs in once: a second login with it is refused with its own error…
+    let (s, b) = post(
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        &json!({"email": "new.one@clinic.test", "password": temporary}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"].clone()),
+        (401, json!("temporary_password_used")),
+        "{b}"
+    );
+    // …while the session it started may still replace it.
+    let (s, b) = post(
+        &format!("{base}/api/v1/auth/change-password"),
+        Some(&login.access_token),
+        &json!({"currentPassword": temporary, "newPassword": "ward seven night rounds"}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["mustChangePassword"].clone()),
+        (200, json!(false)),
+        "{b}"
+    );
+    common::login(&base, "new.one@clinic.test", "ward seven night rounds").await;
     let stored: String =
         sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'new.three@clinic.test'")
             .fetch_one(&pool)
@@ -93,7 +119,8 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
     assert_eq!(again["items"][0]["userId"], items[0]["userId"]);
     assert_eq!(
         sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await,
-        events_before + 2
+        events_before + 3,
+        "the two creations and the password change; spending the temporary password is none"
     );
 
     // Refusals of the whole request.

@@ -176,15 +176,35 @@ async fn login(
         |u| u.password_hash.clone(),
     );
     let verdict = password::verify_in(slot, req.password, stored_hash).await?;
+    // A temporary password logs in once: this login spends it (only one of two at once can).
+    let verdict = match &user {
+        Some(u)
+            if verdict.matches()
+                && u.is_active
+                && password::temporary::is_temporary(&u.password_hash)
+                && !store::spend_temporary_password(&state.db, u.id, &u.password_hash).await? =>
+        {
+            password::Verdict::Spent
+        }
+        _ => verdict,
+    };
     let user = match user {
         Some(u) if verdict.matches() && u.is_active => u,
-        // Only the right password learns that it has expired.
+        // Only the right password learns that it has expired or been used.
         Some(u) if verdict == password::Verdict::Expired && u.is_active => {
             tracing::warn!(target: "security", event = "login_expired_temporary", user_id = %u.id, %client, "login refused: temporary password expired");
             return Err(ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
                 "temporary_password_expired",
                 "this temporary password has expired; ask an administrator to reset it",
+            ));
+        }
+        Some(u) if verdict == password::Verdict::Spent && u.is_active => {
+            tracing::warn!(target: "security", event = "login_spent_temporary", user_id = %u.id, %client, "login refused: temporary password already used");
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "temporary_password_used",
+                "this temporary password has been used already; ask an administrator to reset it",
             ));
         }
         user => {
@@ -320,7 +340,8 @@ async fn change_password(
         password::verify(req.current_password, user.password_hash.clone()).await?
     };
     match verdict {
-        password::Verdict::Matches => {}
+        // Spent by the login that started this session: it may still set the new password.
+        password::Verdict::Matches | password::Verdict::Spent => {}
         password::Verdict::Expired => {
             return Err(ValidationError::new(
                 "currentPassword",

@@ -30,6 +30,9 @@ pub enum Verdict {
     Wrong,
     /// A temporary password, right but past its expiry ([`temporary`]).
     Expired,
+    /// A temporary password, right but already used to log in ([`temporary::spent`]): it may
+    /// still change the password in the session that login started, nothing else.
+    Spent,
 }
 
 impl Verdict {

@@ -8,7 +8,9 @@
 //! of its own; it is stored as
 //! `$portal-temp$v=1$exp=<unix seconds>$<salt, base64>$<mac, base64>`. The password must be
 //! changed on first use (`mustChangePassword`), and after `exp` it no longer logs in even when
-//! right. Passwords people choose keep argon2id ([`super::hash`]).
+//! right. It is one-time: the login that uses it rewrites it with `exp=0` ([`spent`]), after
+//! which it only serves to change the password in the session that login started.
+//! Passwords people choose keep argon2id ([`super::hash`]).
 
 use super::Verdict;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
@@ -21,6 +23,17 @@ const PREFIX: &str = "$portal-temp$v=1$";
 
 /// How long a temporary password logs in when nothing else is configured.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(72 * 3600);
+
+/// The `exp` of a temporary password that has been used to log in.
+const SPENT: i64 = 0;
+
+/// `stored` once used: the same secret, which no longer logs in ([`Verdict::Spent`]); `None`
+/// when `stored` is not a temporary password's hash.
+pub fn spent(stored: &str) -> Option<String> {
+    let rest = stored.strip_prefix(PREFIX)?;
+    let (_, after) = rest.split_once('$')?;
+    Some(format!("{PREFIX}exp={SPENT}${after}"))
+}
 
 /// Whether `stored` is a temporary password's hash (otherwise it is argon2's PHC string).
 pub fn is_temporary(stored: &str) -> bool {
@@ -71,7 +84,9 @@ pub fn check(
     if hmac::verify(&key, password.as_bytes(), &tag).is_err() {
         return Ok(Verdict::Wrong);
     }
-    Ok(if now.timestamp() >= expires {
+    Ok(if expires == SPENT {
+        Verdict::Spent
+    } else if now.timestamp() >= expires {
         Verdict::Expired
     } else {
         Verdict::Matches
@@ -103,6 +118,24 @@ mod tests {
         );
         // Wrong stays wrong after expiry: expiry says nothing about a wrong password.
         assert_eq!(check("nope", &stored, later).unwrap(), Verdict::Wrong);
+    }
+
+    #[test]
+    fn a_spent_temporary_password_is_told_apart_only_when_right() {
+        let now = chrono::Utc::now();
+        let stored = hash("Kp7mQx2RtZ9wNv4HcJ8s", Duration::from_secs(3600), now);
+        let used = spent(&stored).unwrap();
+        assert!(is_temporary(&used));
+        assert_eq!(
+            check("Kp7mQx2RtZ9wNv4HcJ8s", &used, now).unwrap(),
+            Verdict::Spent
+        );
+        assert_eq!(
+            check("Kp7mQx2RtZ9wNv4HcJ8t", &used, now).unwrap(),
+            Verdict::Wrong
+        );
+        assert_eq!(spent(&used).unwrap(), used);
+        assert!(spent("$argon2id$v=19$m=19456,t=2,p=1$AA$AA").is_none());
     }
 
     #[test]

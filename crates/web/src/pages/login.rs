@@ -139,6 +139,12 @@ pub async fn submit(
                  password; they will give you a new temporary one.",
             ))
         }
+        Err(api_client::Error::Refused { body, .. }) if body.error == "temporary_password_used" => {
+            Ok(refused(
+                "This temporary password has been used already: it works once. Ask an \
+                 administrator to reset your password; they will give you a new temporary one.",
+            ))
+        }
         // Too many attempts: from this address (the gateway) or at this email (the
         // auth-service, which counts unknown emails alike): either way nothing about accounts.
         Err(e) if e.status().is_some_and(|s| s.as_u16() == 429) => Ok(refused(
