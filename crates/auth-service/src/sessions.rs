@@ -44,7 +44,11 @@ fn new_token() -> String {
 }
 
 /// Starts a new family (a login) for `user_id`, ending `lifetime` from now.
-pub async fn start(db: &PgPool, user_id: Uuid, lifetime: Duration) -> sqlx::Result<Issued> {
+pub async fn start(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: Uuid,
+    lifetime: Duration,
+) -> sqlx::Result<Issued> {
     let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(12));
     let issued = Issued {
         token: new_token(),

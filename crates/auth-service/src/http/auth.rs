@@ -176,17 +176,13 @@ async fn login(
         |u| u.password_hash.clone(),
     );
     let verdict = password::verify_in(slot, req.password, stored_hash).await?;
-    // A temporary password logs in once: this login spends it (only one of two at once can).
-    let verdict = match &user {
-        Some(u)
-            if verdict.matches()
-                && u.is_active
-                && password::temporary::is_temporary(&u.password_hash)
-                && !store::spend_temporary_password(&state.db, u.id, &u.password_hash).await? =>
-        {
-            password::Verdict::Spent
-        }
-        _ => verdict,
+    let used = |u: &store::UserRow| {
+        tracing::warn!(target: "security", event = "login_spent_temporary", user_id = %u.id, %client, "login refused: temporary password already used");
+        ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "temporary_password_used",
+            "this temporary password has been used already; ask an administrator to reset it",
+        )
     };
     let user = match user {
         Some(u) if verdict.matches() && u.is_active => u,
@@ -199,22 +195,25 @@ async fn login(
                 "this temporary password has expired; ask an administrator to reset it",
             ));
         }
-        Some(u) if verdict == password::Verdict::Spent && u.is_active => {
-            tracing::warn!(target: "security", event = "login_spent_temporary", user_id = %u.id, %client, "login refused: temporary password already used");
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "temporary_password_used",
-                "this temporary password has been used already; ask an administrator to reset it",
-            ));
-        }
+        Some(u) if verdict == password::Verdict::Spent && u.is_active => return Err(used(&u)),
         user => {
             tracing::warn!(target: "security", event = "login_failed", user_id = ?user.map(|u| u.id), %client, attempt = n, "login failed");
             tokio::time::sleep(state.security.login.delay_after(n)).await;
             return Err(ApiError::unauthorized("invalid email or password"));
         }
     };
+    // A temporary password logs in once: this login spends it in the transaction that starts
+    // its session (a failure in between leaves it unspent), and of two logins at once only one
+    // can.
+    let mut tx = state.db.begin().await?;
+    if password::temporary::is_temporary(&user.password_hash)
+        && !store::spend_temporary_password(&mut *tx, user.id, &user.password_hash).await?
+    {
+        return Err(used(&user));
+    }
+    let session = sessions::start(&mut *tx, user.id, state.security.session_ttl).await?;
+    tx.commit().await?;
     throttle::succeeded(&state.db, &account).await?;
-    let session = sessions::start(&state.db, user.id, state.security.session_ttl).await?;
     tracing::info!(target: "security", event = "login", user_id = %user.id, %client, "login succeeded");
     Ok(Json(tokens(&state, &user, session)?).into_response())
 }
