@@ -18,6 +18,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The columns of the file, as the API names the fields.
 const COLUMNS: [&str; 5] = ["email", "firstName", "lastName", "role", "phoneNumber"];
@@ -70,27 +71,37 @@ pub async fn run(args: ImportArgs) -> Result<(), Failure> {
         ..Summary::default()
     };
     let batch_size = args.batch_size.clamp(1, BULK_MAX_USERS);
-    // Batches are sent a few at a time and answered in file order.
+    // Batches are sent a few at a time and answered in file order. After a failure no further
+    // batch is sent, but those already sent are still read to the end: the server may have
+    // created their accounts, and their passwords must reach the file.
+    let failed = AtomicBool::new(false);
     let mut answers = futures::stream::iter(rows.chunks(batch_size).map(|batch| {
-        let client = &client;
+        let (client, failed) = (&client, &failed);
         async move {
+            if failed.load(Ordering::SeqCst) {
+                return (batch, None);
+            }
             let request = BulkCreateRequest {
                 users: batch.iter().map(|r| r.profile.clone()).collect(),
             };
-            (batch, client.bulk_create_users(&request).await)
+            let answer = client.bulk_create_users(&request).await;
+            if answer.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            (batch, Some(answer))
         }
     }))
     .buffered(args.concurrency.max(1));
     let mut stopped = None;
     while let Some((batch, answer)) = answers.next().await {
         let answer = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                // Batches already answered are imported; importing the file again finishes
-                // the rest without creating anything twice.
-                stopped = Some((batch.first().map_or(0, |r| r.line), e));
-                break;
+            Some(Ok(answer)) => answer,
+            // Importing the file again finishes the rest without creating anything twice.
+            Some(Err(e)) => {
+                stopped.get_or_insert((batch.first().map_or(0, |r| r.line), e));
+                continue;
             }
+            None => continue, // not sent: an earlier batch failed
         };
         for item in answer.items {
             let Some(row) = batch.get(item.index) else {
@@ -130,8 +141,8 @@ pub async fn run(args: ImportArgs) -> Result<(), Failure> {
         return Err(Failure {
             code: failure.code,
             error: failure.error.context(format!(
-                "stopped at the batch starting on line {line} ({done} rows imported or already \
-                 there before it); importing the file again finishes the rest"
+                "the batch starting on line {line} failed and no later batch was sent ({done} \
+                 rows imported or already there); importing the file again finishes the rest"
             )),
         });
     }
