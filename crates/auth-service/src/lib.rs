@@ -200,6 +200,7 @@ impl Application {
             dummy_hash: Arc::new(dummy_hash),
             broker_up: relay.as_ref().map(Relay::broker_up),
             security: Arc::new(config.security.clone()),
+            bulk_turn: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         Ok(Self {
             listener,

@@ -99,6 +99,8 @@ pub enum StoreError {
     NotFound,
     #[error("this is the last active admin: activate or appoint another admin first")]
     LastActiveAdmin,
+    #[error("this account is no longer an active admin")]
+    NotAdmin,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -114,32 +116,95 @@ pub(crate) fn map_unique(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Inserts `new` as version 1 and its `user.created` event, in the caller's transaction.
+/// Inserts `new` as version 1 and its `user.created` event, in the caller's transaction, with
+/// one statement.
 pub async fn create_user(
     tx: &mut Transaction<'_, Postgres>,
     new: NewUser,
 ) -> Result<UserRow, StoreError> {
     let now = Timestamp::now().as_datetime();
-    let row: UserRow = sqlx::query_as(&format!(
-        "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
-         RETURNING {USER_COLUMNS}"
-    ))
-    .bind(UserId::new().0)
-    .bind(new.email.as_str())
-    .bind(&new.password_hash)
-    .bind(new.first_name.as_str())
-    .bind(new.last_name.as_str())
-    .bind(new.role.as_str())
-    .bind(new.phone_number.as_ref().map(PhoneNumber::as_str))
-    .bind(new.is_active)
-    .bind(new.must_change_password)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(map_unique)?;
+    let row = UserRow {
+        user: UserRecord {
+            id: UserId::new().0,
+            email: new.email.as_str().to_owned(),
+            first_name: new.first_name.as_str().to_owned(),
+            last_name: new.last_name.as_str().to_owned(),
+            role: new.role.as_str().to_owned(),
+            phone_number: new.phone_number.as_ref().map(|p| p.as_str().to_owned()),
+            is_active: new.is_active,
+            must_change_password: new.must_change_password,
+            created_at: now,
+            updated_at: Some(now),
+            user_version: Some(1),
+        },
+        password_hash: new.password_hash,
+    };
     let event = Envelope::new(EventType::Created, row.snapshot()?);
-    append_events(tx, &[event]).await?;
+    let sql = with_event(
+        &format!(
+            "INSERT INTO users ({USER_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
+        ),
+        12,
+    );
+    let query = sqlx::query(&sql)
+        .bind(row.id)
+        .bind(&row.email)
+        .bind(&row.password_hash)
+        .bind(&row.first_name)
+        .bind(&row.last_name)
+        .bind(&row.role)
+        .bind(&row.phone_number)
+        .bind(row.is_active)
+        .bind(row.must_change_password)
+        .bind(row.version())
+        .bind(now);
+    let done = bind_event(query, &event)?
+        .execute(&mut **tx)
+        .await
+        .map_err(map_unique)?;
+    expect_one(done.rows_affected(), &row, "was created")?;
     Ok(row)
+}
+
+/// One statement that runs `write` (an INSERT or UPDATE of one `users` row, with parameters
+/// `$1`…`$(first - 1)`) and adds the outbox row of that write's event, bound from `$first` on by
+/// [`bind_event`]: the change and its event are written together or not at all, in one round
+/// trip. The event row is written only if `write` wrote the user.
+fn with_event(write: &str, first: usize) -> String {
+    let [id, kind, version, body, trace] = std::array::from_fn(|i| first + i);
+    format!(
+        "WITH written AS ({write} RETURNING id) \
+         INSERT INTO outbox (event_id, event_type, user_id, user_version, body, trace_id) \
+         SELECT ${id}, ${kind}, id, ${version}, ${body}::json, ${trace} FROM written"
+    )
+}
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the parameters [`with_event`] adds after the write's.
+fn bind_event<'q>(query: Query<'q>, event: &'q Envelope) -> Result<Query<'q>, StoreError> {
+    let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(query
+        .bind(event.event_id)
+        .bind(event.event_type.as_str())
+        .bind(event.payload.user_version)
+        .bind(body)
+        // The trace of the request being served, if this runs inside one.
+        .bind(platform::trace::current()))
+}
+
+/// A statement of [`with_event`] must have written exactly one event row.
+fn expect_one(rows: u64, row: &UserRow, what: &str) -> Result<(), StoreError> {
+    if rows == 1 {
+        return Ok(());
+    }
+    // Impossible while the caller holds the row's lock; refuse rather than leave a gap.
+    Err(StoreError::Corrupt(format!(
+        "user {} {what} at version {}: {rows} rows written",
+        row.id,
+        row.version()
+    )))
 }
 
 /// [`create_user`] in a transaction of its own.
@@ -291,21 +356,33 @@ const ADMIN_GUARD_LOCK: i64 = 0x706f_7274_616c_0001;
 
 /// Marks the temporary password `stored` of user `id` used ([`password::temporary::spent`]);
 /// false when the user's hash is no longer `stored` (another login used it first, or it was
-/// changed). Not a change of the user — no version, no event: the hash is in no copy and no
-/// event, and the login that spends it is in the security log.
+/// changed).
 pub async fn spend_temporary_password(
     db: impl PgExecutor<'_>,
     id: Uuid,
     stored: &str,
 ) -> Result<bool, StoreError> {
-    let Some(spent) = crate::password::temporary::spent(stored) else {
-        return Ok(true);
-    };
+    match crate::password::temporary::spent(stored) {
+        Some(spent) => replace_password_hash(db, id, stored, &spent).await,
+        None => Ok(true),
+    }
+}
+
+/// Replaces user `id`'s password hash `stored` by `new`, the same password in another form (a
+/// temporary one marked spent, or re-hashed with today's parameters); false when the hash is no
+/// longer `stored`. Not a change of the user — no version, no event: the hash is in no copy and
+/// no event, and the login that does it is in the security log.
+pub async fn replace_password_hash(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    stored: &str,
+    new: &str,
+) -> Result<bool, StoreError> {
     let done =
         sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
             .bind(id)
             .bind(stored)
-            .bind(spent)
+            .bind(new)
             .execute(db)
             .await?;
     Ok(done.rows_affected() == 1)
@@ -321,6 +398,48 @@ pub async fn change_user(
     id: Uuid,
     change: UserChange,
 ) -> Result<Outcome, StoreError> {
+    change_user_as(tx, None, id, change).await
+}
+
+/// [`change_user`] asked for by `admin`, who must still be an active admin
+/// ([`StoreError::NotAdmin`] otherwise): a token outlives a deactivation or demotion by up to its
+/// lifetime, and admin powers should not. The check is read in the statement that locks the
+/// user, so it costs no round trip of its own.
+pub async fn change_user_by_admin(
+    tx: &mut Transaction<'_, Postgres>,
+    admin: Uuid,
+    id: Uuid,
+    change: UserChange,
+) -> Result<Outcome, StoreError> {
+    change_user_as(tx, Some(admin), id, change).await
+}
+
+/// A locked user and, when a caller was named, whether that caller is an active admin now.
+#[derive(sqlx::FromRow)]
+struct Locked {
+    #[sqlx(flatten)]
+    row: UserRow,
+    by_active_admin: Option<bool>,
+}
+
+/// True when `id` is an active admin now.
+pub async fn is_active_admin(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
+    let standing: Option<bool> =
+        sqlx::query_scalar("SELECT is_active AND role = 'admin' FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(standing == Some(true))
+}
+
+/// Four round trips per change (begin, lock and check, write, commit): the change's row and its
+/// event are one statement, and the caller's standing is read with the lock.
+async fn change_user_as(
+    tx: &mut Transaction<'_, Postgres>,
+    admin: Option<Uuid>,
+    id: Uuid,
+    change: UserChange,
+) -> Result<Outcome, StoreError> {
     if change.may_remove_an_admin() {
         // Taken before the row lock, always in this order, so it cannot deadlock.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -328,17 +447,29 @@ pub async fn change_user(
             .execute(&mut **tx)
             .await?;
     }
-    let before: UserRow = sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    let locked: Option<Locked> = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS}, \
+                (SELECT a.is_active AND a.role = 'admin' FROM users a WHERE a.id = $2) \
+                  AS by_active_admin \
+         FROM users WHERE id = $1 FOR UPDATE"
     ))
     .bind(id)
+    .bind(admin)
     .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
+    .await?;
+    let before = match (locked, admin) {
+        (Some(l), Some(_)) if l.by_active_admin != Some(true) => return Err(StoreError::NotAdmin),
+        (Some(l), _) => l.row,
+        // No such user; a caller who is no longer an admin is told that first, as for any id.
+        (None, Some(admin)) if !is_active_admin(&mut **tx, admin).await? => {
+            return Err(StoreError::NotAdmin)
+        }
+        (None, _) => return Err(StoreError::NotFound),
+    };
 
     // A new password is a write even though no synced field changes: it still gets its version
     // and event, so the event store stays a complete history of the row.
-    let (after, changed) = change.apply_to(&before);
+    let (mut after, changed) = change.apply_to(&before);
     if changed.is_empty() && !matches!(change, UserChange::Password { .. }) {
         return Ok(Outcome::Unchanged(before));
     }
@@ -357,28 +488,12 @@ pub async fn change_user(
         }
     }
 
-    let row: UserRow = sqlx::query_as(&format!(
-        "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
-             phone_number = $6, is_active = $7, must_change_password = $8, password_hash = $9, \
-             user_version = user_version + 1, updated_at = $10 \
-         WHERE id = $1 RETURNING {USER_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&after.email)
-    .bind(&after.first_name)
-    .bind(&after.last_name)
-    .bind(&after.role)
-    .bind(&after.phone_number)
-    .bind(after.is_active)
-    .bind(after.must_change_password)
-    .bind(&after.password_hash)
-    .bind(Timestamp::now().as_datetime())
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(map_unique)?;
-
+    // The row is locked, so its next state is known before it is written: the event is built
+    // from exactly what the UPDATE stores.
+    after.user.user_version = Some(before.version() + 1);
+    after.user.updated_at = Some(Timestamp::now().as_datetime());
     let event_type = change.event_type();
-    let mut snapshot = row.snapshot()?;
+    let mut snapshot = after.snapshot()?;
     match event_type {
         EventType::Updated => {
             snapshot.changed_fields = Some(changed.iter().map(|f| f.to_string()).collect())
@@ -386,11 +501,44 @@ pub async fn change_user(
         EventType::RoleChanged => snapshot.previous_role = Some(before.role()?),
         _ => {}
     }
-    append_events(tx, &[Envelope::new(event_type, snapshot)]).await?;
+    write_change(tx, &after, &Envelope::new(event_type, snapshot)).await?;
     if change.ends_sessions() {
         crate::sessions::revoke_user(tx, id).await?;
     }
-    Ok(Outcome::Changed(row))
+    Ok(Outcome::Changed(after))
+}
+
+/// Writes `after` over the locked row it was computed from (one version further) and its event
+/// to the outbox, in one statement.
+async fn write_change(
+    tx: &mut Transaction<'_, Postgres>,
+    after: &UserRow,
+    event: &Envelope,
+) -> Result<(), StoreError> {
+    let sql = with_event(
+        "UPDATE users SET email = $2, first_name = $3, last_name = $4, role = $5, \
+                phone_number = $6, is_active = $7, must_change_password = $8, \
+                password_hash = $9, user_version = $10, updated_at = $11 \
+         WHERE id = $1 AND user_version = $10 - 1",
+        12,
+    );
+    let query = sqlx::query(&sql)
+        .bind(after.id)
+        .bind(&after.email)
+        .bind(&after.first_name)
+        .bind(&after.last_name)
+        .bind(&after.role)
+        .bind(&after.phone_number)
+        .bind(after.is_active)
+        .bind(after.must_change_password)
+        .bind(&after.password_hash)
+        .bind(after.version())
+        .bind(after.updated_at);
+    let done = bind_event(query, event)?
+        .execute(&mut **tx)
+        .await
+        .map_err(map_unique)?;
+    expect_one(done.rows_affected(), after, "was not one version behind")
 }
 
 /// Writes a `user.snapshot` repair event of each user's current state, in the caller's

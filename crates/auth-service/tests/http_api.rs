@@ -249,12 +249,50 @@ async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
     assert_eq!(s, 409);
 
     // With a second active admin, the first may step down, and then its token loses its powers.
-    common::create_user(&pool, "second-admin@clinic.test", Role::Admin).await;
+    let second = common::create_user(&pool, "second-admin@clinic.test", Role::Admin).await;
     let (s, u) = step_down().await;
     assert_eq!((s, u["role"].clone()), (200, json!("doctor")));
     let (s, _) = get(&format!("{base}/api/v1/auth/admin/users"), Some(&token)).await;
     assert_eq!(
         s, 403,
         "a demoted admin's token no longer grants admin powers"
+    );
+
+    // Nor may it change anyone: a change reads the caller's standing with the user's lock. An
+    // existing user, an unknown one and a malformed id all answer 403, and nothing is written.
+    let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for target in [second.to_string(), unknown, "not-a-uuid".to_owned()] {
+        let (s, b) = send(
+            Method::PATCH,
+            &format!("{base}/api/v1/auth/admin/users/{target}"),
+            Some(&token),
+            Some(&json!({"firstName": "Changed"})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["error"].clone()),
+            (403, json!("forbidden")),
+            "{target}: {b}"
+        );
+        assert!(
+            b["message"]
+                .as_str()
+                .unwrap()
+                .contains("no longer an active admin"),
+            "{b}"
+        );
+    }
+    let (s, _) = post(
+        &format!("{base}/api/v1/auth/admin/users/{second}/reset-password"),
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, 403, "a reset is a change like the others");
+    assert_eq!(
+        sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await,
+        events_before,
+        "a refused change writes no event"
     );
 }

@@ -3,7 +3,8 @@
 //! locked, and the lock ends by itself), over-long passwords are refused before hashing, the
 //! password policy refuses common passwords and the person's own words, self-registration
 //! can be turned off and never tells whether an email has an account, every answer carries the
-//! security headers, and bodies on the auth routes are small.
+//! security headers, and bodies on the auth routes are small. A password hashed with older
+//! argon2 parameters is re-hashed by its next login.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::Role;
@@ -251,4 +252,45 @@ async fn seeded_passwords_meet_the_same_policy() {
         .await
         .unwrap();
     assert_eq!(users().await, 10);
+}
+
+/// Accounts hashed before the parameters changed (argon2's default: 19 MiB, 2 passes) still log
+/// in, and their first login re-hashes the password with today's (7 MiB, 5 passes) — without a
+/// new version or event, since the hash is in no copy.
+#[tokio::test]
+async fn a_login_rehashes_a_password_hashed_with_older_parameters() {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let sb = Sandbox::for_test().await;
+    let svc = common::start(common::config(&sb)).await;
+    let pool = common::pool(&sb).await;
+    let id = common::create_user(&pool, "old-hash@clinic.test", Role::Nurse).await;
+    let old = argon2::Argon2::default()
+        .hash_password(TEST_PASSWORD.as_bytes(), &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(&old)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let state = || async {
+        sqlx::query_as::<_, (String, i64, i64)>(
+            "SELECT password_hash, user_version, (SELECT count(*) FROM outbox) FROM users \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let (_, version, events) = state().await;
+
+    common::login(&svc.url(), "old-hash@clinic.test", TEST_PASSWORD).await;
+    let (hash, version_after, events_after) = state().await;
+    assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
+    assert_eq!((version_after, events_after), (version, events));
+    // The new hash is of the same password.
+    common::login(&svc.url(), "old-hash@clinic.test", TEST_PASSWORD).await;
+    assert_eq!(state().await.0, hash, "re-hashed once");
 }

@@ -2,7 +2,7 @@
 
 use crate::secret::redact_url;
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
@@ -140,12 +140,44 @@ pub async fn create_database_owned(
     Ok(false)
 }
 
+/// The connection options of `url`. A URL that chooses no `sslmode` (and no `PGSSLMODE` in the
+/// environment) for a server on this machine connects without TLS: the bytes never leave the
+/// kernel, and the mode it would get otherwise (`prefer`) encrypts without checking who answers,
+/// so on loopback it protects nothing and costs CPU on both ends (BENCHMARKS.md, the HTTP row).
+/// An `sslmode` the operator gives is always obeyed, and a remote server keeps `prefer`.
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let opts = PgConnectOptions::from_str(url)
+        .with_context(|| format!("bad database URL {}", redact_url(url)))?;
+    let chosen = names_sslmode(url) || std::env::var_os("PGSSLMODE").is_some();
+    Ok(if !chosen && is_loopback(opts.get_host()) {
+        opts.ssl_mode(PgSslMode::Disable)
+    } else {
+        opts
+    })
+}
+
+/// True when the URL's query sets the TLS mode (sqlx reads both spellings).
+fn names_sslmode(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            key.eq_ignore_ascii_case("sslmode") || key.eq_ignore_ascii_case("ssl-mode")
+        })
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A pool for `url` whose acquire times out, so callers get an error rather than a hang when the
 /// database is down. Connecting is lazy: the service starts even when the database is not up yet.
 pub fn lazy_pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let opts = PgConnectOptions::from_str(url)
-        .with_context(|| format!("bad database URL {}", redact_url(url)))?
-        .disable_statement_logging();
+    let opts = connect_options(url)?.disable_statement_logging();
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -167,5 +199,68 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         // empty answer as a protocol error, but it is an outage like a refused connection.
         sqlx::Error::Protocol(message) => message.contains("SSLRequest"),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_server_on_this_machine_without_a_chosen_sslmode_is_reached_without_tls() {
+        assert!(names_sslmode("postgres://u@db.example/x?sslmode=require"));
+        assert!(names_sslmode(
+            "postgres://u@h/x?application_name=a&SSL-MODE=disable"
+        ));
+        assert!(!names_sslmode("postgres://u@h/x?application_name=sslmode"));
+        assert!(!names_sslmode("postgres://u@h/x"));
+        for host in ["127.0.0.1", "127.0.0.2", "localhost", "[::1]", "::1"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "10.0.0.5",
+            "db.example",
+            "localhost.example",
+            "[2001:db8::1]",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    /// Against the machine's PostgreSQL (which offers TLS on Debian): the loopback default is a
+    /// plain connection, and an explicit `sslmode=require` still gets TLS.
+    #[tokio::test]
+    async fn the_loopback_default_is_plain_and_a_chosen_mode_is_obeyed() {
+        if std::env::var_os("PGSSLMODE").is_some() {
+            return; // the operator's choice wins everywhere; nothing to check here
+        }
+        // The tests' server, as the sandbox names it.
+        let server = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        if !server.contains("127.0.0.1") && !server.contains("localhost") {
+            return; // a remote test server keeps its own TLS mode
+        }
+        let base = format!("{}/postgres", server.trim_end_matches('/'));
+        let server_offers_tls: bool = {
+            let pool = lazy_pool(&base, 1).expect("pool");
+            let on: String = sqlx::query_scalar("SHOW ssl")
+                .fetch_one(&pool)
+                .await
+                .expect("PostgreSQL is reachable");
+            on == "on"
+        };
+        let uses_tls = |url: String| async move {
+            let pool = lazy_pool(&url, 1).expect("pool");
+            let ssl: bool =
+                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("query");
+            ssl
+        };
+        assert!(!uses_tls(base.clone()).await, "loopback without sslmode");
+        if server_offers_tls {
+            assert!(uses_tls(format!("{base}?sslmode=require")).await);
+        }
     }
 }

@@ -415,6 +415,7 @@ pub struct JwtVerifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     validation: Validation,
+    verified: crate::token_cache::TokenCache,
 }
 
 impl JwtVerifier {
@@ -441,6 +442,7 @@ impl JwtVerifier {
             keys: RwLock::new(HashMap::new()),
             refreshed: tokio::sync::Mutex::new(None),
             validation,
+            verified: Default::default(),
         })
     }
 
@@ -452,6 +454,8 @@ impl JwtVerifier {
         if let Ok(mut held) = self.keys.write() {
             *held = map;
         }
+        // Tokens checked with keys that may be gone now are checked again.
+        self.verified.clear();
     }
 
     fn try_verify(&self, kid: &str, token: &str) -> Option<Result<Claims, VerifyError>> {
@@ -516,7 +520,20 @@ impl JwtVerifier {
         keys_of_jwks(&doc)
     }
 
+    /// The claims of `token` if its signature, issuer, audience and expiry hold. A token
+    /// verified before is answered from [`crate::token_cache`] until it expires.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if let Some(claims) = self.verified.get(token, now, self.validation.leeway) {
+            return Ok(claims);
+        }
+        let claims = self.verify_fully(token).await?;
+        self.verified
+            .put(token, &claims, now, self.validation.leeway);
+        Ok(claims)
+    }
+
+    async fn verify_fully(&self, token: &str) -> Result<Claims, VerifyError> {
         let kid = jsonwebtoken::decode_header(token)?
             .kid
             .ok_or(VerifyError::NoKeyId)?;
@@ -549,6 +566,14 @@ mod tests {
         let claims = verifier.verify(&token).await.unwrap();
         assert_eq!(claims.sub, id);
         assert_eq!(claims.role, Role::Doctor);
+        // Checked once, then answered from the cache until the keys change.
+        assert_eq!(verifier.verified.len(), 1);
+        assert_eq!(verifier.verify(&token).await.unwrap().sub, id);
+        verifier.install(Vec::new());
+        assert!(
+            verifier.verified.is_empty(),
+            "new keys: every token is checked again"
+        );
 
         // A token from another key pair, one without a key id, and a tampered one are refused.
         let other = KeyDir(keys.0.join("other"));

@@ -9,6 +9,8 @@
 //! - [`build`]: the version and git commit of this build.
 //! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
 //! - [`jwt`]: the Ed25519 key pair, signing (auth-service only) and verification (everyone).
+//! - [`token_cache`]: tokens already verified, so each is checked with Ed25519 once.
+//! - [`memory`]: malloc returns large buffers to the system when they are freed.
 //! - [`users`]: the `users` record every copy shares, its snapshot, and the user-list query
 //!   (filters, paging, SQL) both directories run.
 //! - [`hardening`]: security headers on every answer, a log line per 401/403.
@@ -31,11 +33,13 @@ pub mod exit;
 pub mod hardening;
 pub mod http;
 pub mod jwt;
+pub mod memory;
 pub mod metrics;
 pub mod rabbit_admin;
 pub mod secret;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod token_cache;
 pub mod trace;
 pub mod users;

@@ -676,8 +676,9 @@ pub enum UsersCommand {
         /// Users per request (1-1000).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
         batch_size: u16,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=32))]
+        /// Requests in flight at once (an auth-service creates one batch at a time: with two,
+        /// the next batch is already there when one is done).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=32))]
         concurrency: u8,
     },
 }

@@ -6,6 +6,8 @@ use portal::commands::{self, setup, Failure};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: how malloc hands back large buffers.
+    platform::memory::return_large_buffers();
     // Before any thread exists: the credentials `portal setup` wrote become settings (what the
     // environment sets explicitly wins).
     if let Some(path) = setup::credentials_path() {

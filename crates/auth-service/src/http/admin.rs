@@ -32,19 +32,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The caller must hold an admin token AND still be an active admin now: a token outlives a
-/// deactivation or demotion by up to its lifetime, and admin powers should not.
+/// deactivation or demotion by up to its lifetime, and admin powers should not. (A change checks
+/// the second part in the statement that locks its user: [`store::change_user_by_admin`].)
 async fn require_current_admin(state: &AppState, caller: &Authenticated) -> Result<(), ApiError> {
     caller.require_admin()?;
-    let still_admin: Option<bool> =
-        sqlx::query_scalar("SELECT is_active AND role = 'admin' FROM users WHERE id = $1")
-            .bind(caller.0.sub)
-            .fetch_optional(&state.db)
-            .await?;
-    match still_admin {
-        Some(true) => Ok(()),
-        _ => Err(ApiError::forbidden(
-            "this account is no longer an active admin",
-        )),
+    if store::is_active_admin(&state.db, caller.0.sub).await? {
+        Ok(())
+    } else {
+        Err(store::StoreError::NotAdmin.into())
     }
 }
 
@@ -60,11 +55,18 @@ async fn apply(
     id: &str,
     change: UserChange,
 ) -> Result<Json<UserSnapshot>, ApiError> {
-    require_current_admin(state, caller).await?;
-    let id = parse_id(id)?;
+    caller.require_admin()?;
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(bad) => {
+            // A caller who is no longer an admin learns that first, whatever the id.
+            require_current_admin(state, caller).await?;
+            return Err(bad);
+        }
+    };
     let event_type = change.event_type();
     let mut tx = state.db.begin().await?;
-    let outcome = store::change_user(&mut tx, id, change).await?;
+    let outcome = store::change_user_by_admin(&mut tx, caller.0.sub, id, change).await?;
     tx.commit().await?;
     if let Outcome::Changed(user) = &outcome {
         tracing::info!(
@@ -162,8 +164,6 @@ async fn reset_password(
     caller: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<CreateUserResponse>, ApiError> {
-    require_current_admin(&state, &caller).await?;
-    parse_id(&id)?;
     let (temporary_password, hash) =
         password::temporary_with_hash(state.security.temporary_password_ttl);
     let change = UserChange::Password {
@@ -219,6 +219,11 @@ async fn bulk_create(
         )
         .into());
     }
+    let _turn = state
+        .bulk_turn
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("the service is shutting down"))?;
     let mut items: Vec<Option<BulkItem>> = vec![None; req.users.len()];
     let mut valid: Vec<usize> = Vec::with_capacity(req.users.len());
     let mut new_users = Vec::with_capacity(req.users.len());
@@ -243,9 +248,14 @@ async fn bulk_create(
             Err(e) => items[index] = Some(invalid_item(index, e)),
         }
     }
-    let mut tx = state.db.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let outcomes = bulk::create_missing(&mut tx, new_users).await?;
     tx.commit().await?;
+    // The statements of a thousand accounts grew this connection's buffers to megabytes; back in
+    // the pool they would stay that size, in every connection a bulk request ever used.
+    sqlx::Connection::shrink_buffers(&mut *conn);
+    drop(conn);
     for ((index, outcome), temporary_password) in valid.into_iter().zip(outcomes).zip(passwords) {
         items[index] = Some(match outcome {
             Created::New(row) => BulkItem {

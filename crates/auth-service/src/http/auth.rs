@@ -175,6 +175,11 @@ async fn login(
         || state.dummy_hash.as_str().to_owned(),
         |u| u.password_hash.clone(),
     );
+    // A hash made with older parameters is re-hashed once the password is known to be right.
+    let outdated = user
+        .as_ref()
+        .filter(|u| password::is_outdated(&u.password_hash))
+        .map(|_| req.password.clone());
     let verdict = password::verify_in(slot, req.password, stored_hash).await?;
     let used = |u: &store::UserRow| {
         tracing::warn!(target: "security", event = "login_spent_temporary", user_id = %u.id, %client, "login refused: temporary password already used");
@@ -202,6 +207,18 @@ async fn login(
             return Err(ApiError::unauthorized("invalid email or password"));
         }
     };
+    // Hashed before the transaction, so no connection is held while it waits for argon2; a
+    // busy hashing queue only postpones the re-hash to a later login.
+    let rehashed = match outdated {
+        Some(plain) => match password::hash(plain).await {
+            Ok(hash) => Some(hash),
+            Err(e) => {
+                tracing::warn!(user_id = %user.id, error = %e, "password not re-hashed this time");
+                None
+            }
+        },
+        None => None,
+    };
     // A temporary password logs in once: this login spends it in the transaction that starts
     // its session (a failure in between leaves it unspent), and of two logins at once only one
     // can.
@@ -210,6 +227,12 @@ async fn login(
         && !store::spend_temporary_password(&mut *tx, user.id, &user.password_hash).await?
     {
         return Err(used(&user));
+    }
+    if let Some(hash) = rehashed {
+        // False when the password changed meanwhile: the newer one stays.
+        if store::replace_password_hash(&mut *tx, user.id, &user.password_hash, &hash).await? {
+            tracing::info!(target: "security", event = "password_rehashed", user_id = %user.id, "password re-hashed with the current parameters");
+        }
     }
     let session = sessions::start(&mut *tx, user.id, state.security.session_ttl).await?;
     tx.commit().await?;

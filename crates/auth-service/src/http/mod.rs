@@ -31,6 +31,10 @@ pub struct AppState {
     /// Set by the relay while it holds a broker connection; `None` when no relay runs here.
     pub broker_up: Option<Arc<AtomicBool>>,
     pub security: Arc<SecurityConfig>,
+    /// One bulk creation at a time in this process: each holds a thousand accounts, their
+    /// events and their answer in memory, and four at once took the auth-service from 39 to
+    /// 63 MiB (BENCHMARKS.md, row 9); the others wait their turn, which costs little time.
+    pub bulk_turn: Arc<tokio::sync::Semaphore>,
 }
 
 impl FromRef<AppState> for Arc<JwtVerifier> {
@@ -59,6 +63,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound => ApiError::not_found("no such user"),
             e @ StoreError::LastActiveAdmin => ApiError::conflict(e.to_string()),
+            e @ StoreError::NotAdmin => ApiError::forbidden(e.to_string()),
             StoreError::Db(e) => e.into(),
             StoreError::Corrupt(detail) => ApiError::internal(detail),
         }

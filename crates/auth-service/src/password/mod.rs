@@ -1,11 +1,17 @@
 //! Password hashing with argon2id, always off the async runtime: a hash takes tens of
 //! milliseconds of CPU and would otherwise stall every request sharing the runtime thread.
 //!
-//! Hashes run on a small pool of dedicated threads, one per core. Each hash needs a 19 MiB
-//! block; on tokio's blocking pool, 32 concurrent logins ran on many threads whose freed blocks
+//! Hashes run on a small pool of dedicated threads, one per core. Each hash needs a block of
+//! memory; on tokio's blocking pool, 32 concurrent logins ran on many threads whose freed blocks
 //! glibc kept per thread arena, and the auth-service reached gigabytes (seen in the benchmark
 //! and the chaos run). On a few long-lived threads the same blocks are reused, so memory stays
 //! at a few blocks; more hashes in parallel than cores would not be faster anyway.
+//!
+//! The parameters ([`params`]) are OWASP's 7 MiB, 5 passes, 1 lane: one of the settings its
+//! password storage cheat sheet lists as equal in strength to argon2's default (19 MiB, 2
+//! passes), trading memory for CPU. The block each hashing thread keeps is then 7 MiB rather
+//! than 19, which kept the auth-service under 50 MiB (BENCHMARKS.md). Hashes made with other
+//! parameters still verify, and a login with one re-hashes the password ([`is_outdated`]).
 //!
 //! Generated temporary passwords are the exception: they are stored with a fast keyed hash and
 //! an expiry ([`temporary`]).
@@ -262,19 +268,49 @@ fn argon2_into(
         .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
 }
 
-/// argon2id with the default parameters and a random salt, as a PHC string.
+/// The argon2id parameters of new hashes: 7 MiB, 5 passes, 1 lane (see the module's text).
+pub fn params() -> argon2::Params {
+    // Constant, valid values: `Params::new` cannot refuse them (a unit test builds them).
+    argon2::Params::new(7 * 1024, 5, 1, None).unwrap_or_default()
+}
+
+fn hasher() -> Argon2<'static> {
+    Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params(),
+    )
+}
+
+/// True when `stored` is an argon2 hash made with other parameters than [`params`] (an
+/// account from before they changed): the next login with the right password re-hashes it.
+pub fn is_outdated(stored: &str) -> bool {
+    if temporary::is_temporary(stored) {
+        return false;
+    }
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let current = params();
+    argon2::Params::try_from(&parsed).is_ok_and(|p| {
+        (p.m_cost(), p.t_cost(), p.p_cost())
+            != (current.m_cost(), current.t_cost(), current.p_cost())
+    }) || parsed.algorithm != argon2::Algorithm::Argon2id.ident()
+}
+
+/// argon2id with [`params`] and a random salt, as a PHC string.
 fn hash_here(password: &str) -> anyhow::Result<String> {
     let failed = |e: argon2::password_hash::Error| anyhow::anyhow!("password hashing failed: {e}");
     let salt = SaltString::generate(&mut OsRng);
     let mut salt_buf = [0u8; 64];
     let raw_salt = salt.as_salt().decode_b64(&mut salt_buf).map_err(failed)?;
-    let argon2 = Argon2::default();
+    let argon2 = hasher();
     let params = argon2.params().clone();
     let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
     argon2_into(&argon2, &params, password.as_bytes(), raw_salt, &mut out)?;
     let phc = PasswordHash {
-        algorithm: argon2::Algorithm::default().ident(),
-        version: Some(argon2::Version::default().into()),
+        algorithm: argon2::Algorithm::Argon2id.ident(),
+        version: Some(argon2::Version::V0x13.into()),
         params: argon2::password_hash::ParamsString::try_from(&params).map_err(failed)?,
         salt: Some(salt.as_salt()),
         hash: Some(argon2::password_hash::Output::new(&out).map_err(failed)?),
@@ -312,7 +348,7 @@ fn verify_here(password: &str, stored: &str) -> anyhow::Result<Verdict> {
     if temporary::is_temporary(stored) {
         // Spend what an argon2 check spends, so the time a login takes does not tell whether
         // the account holds a temporary password.
-        let argon2 = Argon2::default();
+        let argon2 = hasher();
         let params = argon2.params().clone();
         let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
         argon2_into(
@@ -411,6 +447,26 @@ mod tests {
             .verify_password(b"night shift", &parsed)
             .is_ok());
         assert!(verify_here("x", "not a hash").is_err());
+    }
+
+    #[test]
+    fn new_hashes_use_owasps_7_mib_setting_and_older_ones_are_outdated() {
+        use argon2::password_hash::PasswordHasher;
+        let p = argon2::Params::new(7 * 1024, 5, 1, None).expect("valid parameters");
+        assert_eq!(params(), p);
+        let ours = hash_here("night shift").unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{ours}");
+        assert!(!is_outdated(&ours));
+        // argon2's default (19 MiB, 2 passes): what accounts from before hold; still verifies.
+        let before = Argon2::default()
+            .hash_password(b"night shift", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(is_outdated(&before));
+        assert!(verify_here("night shift", &before).unwrap().matches());
+        let (_, temporary) = temporary_with_hash(std::time::Duration::from_secs(60));
+        assert!(!is_outdated(&temporary));
+        assert!(!is_outdated("not a hash"));
     }
 
     #[test]

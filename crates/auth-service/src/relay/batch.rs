@@ -9,6 +9,7 @@ use contract::topology;
 use lapin::Channel;
 use platform::amqp::{self, Answer, Outgoing, Sent};
 use sqlx::{PgPool, Postgres, Transaction};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// `properties` with the `traceparent` header continuing the event's trace, when it has one.
@@ -55,12 +56,15 @@ impl InFlight {
 }
 
 /// Claims up to `batch_size` unpublished rows in sequence order and sends them, awaiting no
-/// confirm; `None` when no row waits (or every waiting one is another batch's).
+/// confirm; `None` when no row waits (or every waiting one is another batch's), or when
+/// `failing` says a batch of this connection was not accepted: its rows, unlocked by that
+/// batch's commit, wait for the relay's backoff instead of being sent again at once.
 pub async fn claim_and_send(
     pool: &PgPool,
     channel: &Channel,
     batch_size: i64,
     publisher: &str,
+    failing: &AtomicBool,
 ) -> Result<Option<InFlight>, RelayError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<PendingEvent> = sqlx::query_as(
@@ -70,8 +74,9 @@ pub async fn claim_and_send(
     .bind(batch_size)
     .fetch_all(&mut *tx)
     .await?;
-    if rows.is_empty() {
-        tx.commit().await?;
+    // Read after the rows: a failing batch sets the flag before the commit that unlocks its rows.
+    if rows.is_empty() || failing.load(Ordering::SeqCst) {
+        tx.rollback().await?;
         return Ok(None);
     }
     let messages: Vec<Outgoing> = rows
@@ -100,7 +105,12 @@ impl InFlight {
     /// Awaits the broker's answers, marks the confirmed rows published and commits; returns how
     /// many rows the batch claimed. Rows confirmed are marked even when a later confirm in the
     /// batch fails, so a failure republishes at most the unconfirmed rows.
-    pub async fn finish(self, metrics: Option<&RelayMetrics>) -> Result<usize, RelayError> {
+    /// `failing` is set, before the commit, when not every event was accepted.
+    pub async fn finish(
+        self,
+        metrics: Option<&RelayMetrics>,
+        failing: &AtomicBool,
+    ) -> Result<usize, RelayError> {
         let InFlight {
             mut tx,
             seqs,
@@ -124,6 +134,9 @@ impl InFlight {
         if let Some(m) = metrics {
             m.batch_size.observe(seqs.len() as f64);
             m.confirm_seconds.observe(sent_at.elapsed().as_secs_f64());
+        }
+        if published.error.is_some() || refused + returned > 0 {
+            failing.store(true, Ordering::SeqCst);
         }
         if !confirmed.is_empty() {
             sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
@@ -155,8 +168,9 @@ pub async fn publish_batch(
     batch_size: i64,
     publisher: &str,
 ) -> Result<usize, RelayError> {
-    match claim_and_send(pool, channel, batch_size, publisher).await? {
-        Some(batch) => batch.finish(None).await,
+    let failing = AtomicBool::new(false);
+    match claim_and_send(pool, channel, batch_size, publisher, &failing).await? {
+        Some(batch) => batch.finish(None, &failing).await,
         None => Ok(0),
     }
 }

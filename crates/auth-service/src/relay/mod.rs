@@ -149,6 +149,8 @@ impl Relay {
                         continue;
                     }
                 };
+            // Every batch of the previous connection has finished (drained before reconnecting).
+            flight.failing.store(false, Ordering::SeqCst);
             // After refusals the outage lasts until the broker accepts a batch again, so that
             // reconnecting does not count as recovering (nor reset the backoff).
             if refused_since.is_none() {
@@ -184,6 +186,7 @@ impl Relay {
                         &channel,
                         self.config.batch_size,
                         &self.publisher,
+                        &flight.failing,
                     )
                     .await?;
                     Ok::<_, RelayError>(batch.map_or(0, |b| flight.launch(b)))
@@ -244,8 +247,8 @@ impl Relay {
                         }
                         continue;
                     }
-                    Next::Pause(pause) => {
-                        sleep_unless_cancelled(pause, &shutdown).await;
+                    Next::Pause(p) => {
+                        pace::pause(p, &shutdown).await;
                         continue;
                     }
                     // Idle for a while: what is still in flight finishes before the sleep, so
@@ -288,6 +291,8 @@ struct Flight {
     metrics: Option<RelayMetrics>,
     /// Batches finished with every event confirmed, since the relay started.
     accepted: u64,
+    /// Set by a batch not accepted, until the relay has reconnected: no batch is sent meanwhile.
+    failing: Arc<AtomicBool>,
 }
 
 impl Flight {
@@ -297,6 +302,7 @@ impl Flight {
             limit: limit.max(1),
             metrics,
             accepted: 0,
+            failing: Arc::default(),
         }
     }
 
@@ -304,8 +310,9 @@ impl Flight {
     fn launch(&mut self, batch: InFlight) -> usize {
         let claimed = batch.len();
         let metrics = self.metrics.clone();
+        let failing = self.failing.clone();
         self.tasks
-            .spawn(async move { batch.finish(metrics.as_ref()).await });
+            .spawn(async move { batch.finish(metrics.as_ref(), &failing).await });
         claimed
     }
 
