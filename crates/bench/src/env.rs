@@ -89,7 +89,8 @@ impl BenchEnv {
             .env("AUTH_ADDR", "127.0.0.1:0")
             .env("GATEWAY_ADDR", "127.0.0.1:0")
             .env("RELAY_HTTP_PORT", "0")
-            // The benchmark measures the user synchronisation; it runs no appointment-service.
+            // The gateway routes no appointments: only row 9 runs an appointment-service, as a
+            // second consumer of the import.
             .env("APPOINTMENT_SERVICE_URL", "none")
             .env("SYNC_ADMIN_URL", "none")
             .env("RUST_LOG", "warn")

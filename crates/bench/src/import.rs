@@ -1,14 +1,18 @@
 //! Row 9: onboarding a hospital's staff. A CSV file of `users` accounts is imported with
 //! `portal users import` (the command an operator runs: 1,000 accounts per request through the
 //! gateway, temporary passwords written to an owner-only file) while the auth-service with its
-//! relay and the user-service run; timed on the PostgreSQL server's clock from just before the
-//! command starts to the last account applied in `user_db`.
+//! relay, the user-service and the appointment-service run; timed on the PostgreSQL server's
+//! clock from just before the command starts to the last account applied in every consumer's
+//! copy (`user_db`'s `users`, `appointment_db`'s `clinicians`).
 
 use super::env::{BenchEnv, PASSWORD};
 use super::http::Stack;
 use super::report::{ImportRun, Setting};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
+use contract::topology::{ConsumerQueues, APPOINTMENT_SERVICE};
+use sandbox::process::{free_port, Process};
+use sqlx::PgPool;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -30,9 +34,89 @@ fn write_csv(path: &std::path::Path, users: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The appointment-service on a fresh database of its own, joined as `portal up` joins it: once
+/// its consumer holds its broker connection (its queue declared and bound), the history is sent
+/// to its queue (`portal consumer add`'s backfill) and awaited in `clinicians`.
+async fn start_appointments(env: &BenchEnv, auth: &PgPool) -> anyhow::Result<(Process, PgPool)> {
+    let url = env.sandbox.recreate_database("appointment").await?;
+    let pool = appointment_service::prepare_database(&url, 2).await?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let mut service = env
+        .spawn(
+            "appointment-service",
+            "appointment-service",
+            &[
+                ("APPOINTMENT_DATABASE_URL", url),
+                ("APPOINTMENT_ADDR", addr.clone()),
+            ],
+        )
+        .await?;
+    let ready = format!("http://{addr}/health/ready");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let connected = match reqwest::get(&ready).await {
+            Ok(answer) => answer
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|body| body["checks"]["broker"] == true),
+            Err(_) => false,
+        };
+        if connected {
+            break;
+        }
+        service.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("the appointment-service's consumer was not connected within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queue = ConsumerQueues::for_consumer(APPOINTMENT_SERVICE).main;
+    ops::replay::backfill(auth, &env.sandbox.amqp_url, &queue, |_| {}).await?;
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(auth)
+        .await?;
+    applied(&pool, "clinicians", users, &mut [&mut service]).await?;
+    Ok((service, pool))
+}
+
+/// Waits until `pool`'s `table` holds `expected` rows (checking that `services` live), then
+/// answers its last apply on the server clock.
+async fn applied(
+    pool: &PgPool,
+    table: &str,
+    expected: i64,
+    services: &mut [&mut Process],
+) -> anyhow::Result<DateTime<Utc>> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(pool)
+            .await?;
+        if n >= expected {
+            break;
+        }
+        for s in services.iter_mut() {
+            s.check_alive()?;
+        }
+        if Instant::now() > deadline {
+            bail!("{table} held {n} of {expected} rows after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(
+        sqlx::query_scalar(&format!("SELECT max(synced_at) FROM {table}"))
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 pub async fn onboarding(env: &BenchEnv, setting: Setting, users: u64) -> anyhow::Result<ImportRun> {
     let label = "row 9: bulk onboarding";
     let mut stack = Stack::start(env, setting, 8, label).await?;
+    let (mut appointments, clinicians) = start_appointments(env, &stack.auth).await?;
+    let clinicians_before: i64 = sqlx::query_scalar("SELECT count(*) FROM clinicians")
+        .fetch_one(&clinicians)
+        .await?;
     let dir = env.sandbox.dir.join("import");
     std::fs::create_dir_all(&dir)?;
     let csv = dir.join("staff.csv");
@@ -83,39 +167,47 @@ pub async fn onboarding(env: &BenchEnv, setting: Setting, users: u64) -> anyhow:
     if created != users {
         bail!("{created} temporary passwords written for {users} rows");
     }
-    spin.set_message(format!("{label}: waiting for user_db"));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let expected = before + users as i64;
-    loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-            .fetch_one(&stack.user)
-            .await?;
-        if n >= expected {
-            break;
-        }
-        for s in [&mut stack.auth_service, &mut stack.user_service] {
-            s.check_alive()?;
-        }
-        if Instant::now() > deadline {
-            bail!("user_db held {n} of {expected} users after 600 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let last_apply: DateTime<Utc> = sqlx::query_scalar("SELECT max(synced_at) FROM users")
-        .fetch_one(&stack.user)
-        .await?;
+    spin.set_message(format!("{label}: waiting for user_db and appointment_db"));
+    let user_last = applied(
+        &stack.user,
+        "users",
+        before + users as i64,
+        &mut [&mut stack.auth_service, &mut stack.user_service],
+    )
+    .await?;
+    let appointment_last = applied(
+        &clinicians,
+        "clinicians",
+        clinicians_before + users as i64,
+        &mut [&mut stack.auth_service, &mut appointments],
+    )
+    .await?;
     spin.finish_and_clear();
-    let applied_seconds = (last_apply - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let since_start = |t: DateTime<Utc>| (t - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let (user_db_seconds, appointment_db_seconds) =
+        (since_start(user_last), since_start(appointment_last));
+    let applied_seconds = user_db_seconds.max(appointment_db_seconds);
     let run = ImportRun {
         users,
         command_seconds,
         applied_seconds,
+        user_db_seconds,
+        appointment_db_seconds,
         users_per_s: users as f64 / applied_seconds.max(1e-6),
         auth_service_peak_rss_mib: stack.auth_service.peak_rss_kib()? as f64 / 1024.0,
         auth_service_peak_before_mib: auth_peak_before_kib as f64 / 1024.0,
         user_service_peak_rss_mib: stack.user_service.peak_rss_kib()? as f64 / 1024.0,
+        appointment_service_peak_rss_mib: appointments.peak_rss_kib()? as f64 / 1024.0,
         gateway_peak_rss_mib: stack.gateway.peak_rss_kib()? as f64 / 1024.0,
     };
+    appointments.stop().await?;
+    // The appointment-service's copy agrees with auth_db user by user, as `portal verify` checks.
+    let report =
+        ops::verify::compare_copy(&stack.auth, &clinicians, &ops::verify::CLINICIANS, 5).await?;
+    if !report.is_in_sync() {
+        bail!("appointment_db after the import: {}", report.summary());
+    }
+    clinicians.close().await;
     stack.stop_and_verify().await?;
     Ok(run)
 }

@@ -154,13 +154,19 @@ pub struct ImportRun {
     pub users: u64,
     /// The command's own run, from start to exit.
     pub command_seconds: f64,
-    /// Server clock: from just before the command to the last account applied in `user_db`.
+    /// Server clock: from just before the command to the last account applied in every
+    /// consumer's copy (the later of the two below).
     pub applied_seconds: f64,
+    /// The same, to the last account applied in `user_db`.
+    pub user_db_seconds: f64,
+    /// The same, to the last account applied in the appointment-service's `clinicians`.
+    pub appointment_db_seconds: f64,
     pub users_per_s: f64,
     pub auth_service_peak_rss_mib: f64,
     /// The auth-service's peak before the command started (its start and the admin's login).
     pub auth_service_peak_before_mib: f64,
     pub user_service_peak_rss_mib: f64,
+    pub appointment_service_peak_rss_mib: f64,
     pub gateway_peak_rss_mib: f64,
 }
 
@@ -361,6 +367,7 @@ impl Report {
             let worst = i
                 .auth_service_peak_rss_mib
                 .max(i.user_service_peak_rss_mib)
+                .max(i.appointment_service_peak_rss_mib)
                 .max(i.gateway_peak_rss_mib);
             check(
                 "9",
@@ -564,9 +571,11 @@ impl Report {
                     thousands(i.users as f64)
                 ),
                 format!(
-                    "applied in user_db {:.1} s after the start ({} users/s; command {:.1} s)",
+                    "applied in every consumer {:.1} s after the start ({} users/s; user_db {:.1} s, appointment_db {:.1} s; command {:.1} s)",
                     i.applied_seconds,
                     thousands(i.users_per_s),
+                    i.user_db_seconds,
+                    i.appointment_db_seconds,
                     i.command_seconds
                 ),
             );
@@ -574,10 +583,11 @@ impl Report {
                 "",
                 "  peak RSS during (9)".into(),
                 format!(
-                    "auth-service {:.0} MiB ({:.0} before), user-service {:.0} MiB, gateway {:.0} MiB",
+                    "auth-service {:.0} MiB ({:.0} before), user-service {:.0} MiB, appointment-service {:.0} MiB, gateway {:.0} MiB",
                     i.auth_service_peak_rss_mib,
                     i.auth_service_peak_before_mib,
                     i.user_service_peak_rss_mib,
+                    i.appointment_service_peak_rss_mib,
                     i.gateway_peak_rss_mib
                 ),
             );
