@@ -247,8 +247,8 @@ impl Relay {
                         }
                         continue;
                     }
-                    Next::Pause(p) => {
-                        pace::pause(p, &shutdown).await;
+                    Next::Pause(pause) => {
+                        sleep_unless_cancelled(pause, &shutdown).await;
                         continue;
                     }
                     // Idle for a while: what is still in flight finishes before the sleep, so

@@ -2,7 +2,7 @@
 //! tested without a database.
 //!
 //! While events flow the relay claims again as soon as a batch is done, and after an empty
-//! claim it polls with short, growing pauses (from a quarter of a millisecond); writers are told not to notify (the
+//! claim it polls with short, growing pauses; writers are told not to notify (the
 //! `relay_wakeup` flag is false), which keeps `NOTIFY` — a lock every notifying commit takes in
 //! turn — off their commit path. After [`IDLE_AFTER`] of empty claims the relay declares itself
 //! waiting, claims once more (to find what committed before the flag did), and then sleeps until
@@ -14,25 +14,10 @@ use std::time::Duration;
 /// notifications.
 pub const IDLE_AFTER: Duration = Duration::from_millis(50);
 /// The first pause after an empty claim while flowing; each following one doubles, up to
-/// [`MAX_PAUSE`]. Below a millisecond, because at 1,000 changes a second the next one is
-/// usually less than a millisecond away, and what an event waits for its claim is latency.
-const FIRST_PAUSE: Duration = Duration::from_micros(250);
+/// [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
 /// The longest pause while flowing: what an event arriving in a lull may wait at most.
 pub const MAX_PAUSE: Duration = Duration::from_millis(4);
-
-/// Waits `pause` (or until `shutdown`). tokio's timers tick in whole milliseconds, so a pause
-/// shorter than one sleeps on a blocking-pool thread instead (the OS's timers are precise to
-/// tens of microseconds).
-pub async fn pause(pause: Duration, shutdown: &tokio_util::sync::CancellationToken) {
-    if pause >= Duration::from_millis(1) {
-        platform::shutdown::sleep_unless_cancelled(pause, shutdown).await;
-    } else if tokio::task::spawn_blocking(move || std::thread::sleep(pause))
-        .await
-        .is_err()
-    {
-        // The blocking pool is shutting down with the runtime: nothing left to pace.
-    }
-}
 
 /// What the relay does after a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,15 +93,13 @@ mod tests {
     fn a_flowing_relay_claims_at_once_after_rows_and_polls_with_growing_pauses_after_none() {
         let mut pace = Pace::default();
         assert_eq!(pace.after_claim(3), Next::Claim);
-        assert_eq!(pace.after_claim(0), Next::Pause(Duration::from_micros(250)));
-        assert_eq!(pace.after_claim(0), Next::Pause(Duration::from_micros(500)));
         assert_eq!(pace.after_claim(0), Next::Pause(Duration::from_millis(1)));
         assert_eq!(pace.after_claim(0), Next::Pause(Duration::from_millis(2)));
         assert_eq!(pace.after_claim(0), Next::Pause(Duration::from_millis(4)));
         assert_eq!(pace.after_claim(0), Next::Pause(MAX_PAUSE));
         // Rows again: the pauses start over.
         assert_eq!(pace.after_claim(1), Next::Claim);
-        assert_eq!(pace.after_claim(0), Next::Pause(Duration::from_micros(250)));
+        assert_eq!(pace.after_claim(0), Next::Pause(Duration::from_millis(1)));
     }
 
     #[test]
