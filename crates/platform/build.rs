@@ -14,15 +14,16 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=PORTAL_GIT_COMMIT={commit}");
-    // Built again when HEAD moves: a new commit, a checkout, a branch that advances.
-    for path in ["HEAD", "packed-refs"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={p}");
+    // Built again when HEAD moves: a new commit, a checkout, a branch that advances (its loose
+    // ref under refs/heads, or packed-refs once `git pack-refs` moved it there). Only paths that
+    // exist are named: cargo takes a missing file for a changed one, and would run this script
+    // (and compile every crate above `platform`) on every build.
+    for name in ["HEAD", "refs/heads", "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", name]) {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {
-            println!("cargo:rerun-if-changed={p}");
-        }
-    }
+    println!("cargo:rerun-if-changed=build.rs");
 }

@@ -6,8 +6,8 @@
 use contract::api::{
     Appointment, AuditEntry, BulkCreateRequest, BulkCreateResponse, ChangePasswordRequest,
     CreateUserRequest, CreateUserResponse, DirectoryEntry, ErrorBody, LoginRequest, LoginResponse,
-    NewAppointment, Page, ReassignRequest, RefreshRequest, RegisterRequest, RegistrationReceived,
-    RoleRequest, UpdateUserRequest,
+    NewAppointment, Page, RefreshRequest, RegisterRequest, RegistrationReceived, RoleRequest,
+    UpdateUserRequest,
 };
 use contract::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
 use contract::UserSnapshot;
@@ -334,10 +334,6 @@ impl ApiClient {
         .await
     }
 
-    pub async fn me(&self) -> Result<UserSnapshot> {
-        self.get(&["api", "v1", "auth", "me"], &[]).await
-    }
-
     pub async fn change_password(&self, current: &str, new: &str) -> Result<UserSnapshot> {
         let body = ChangePasswordRequest {
             current_password: current.to_owned(),
@@ -470,11 +466,6 @@ impl ApiClient {
         self.get(&["api", "v1", "users"], &filter.pairs()).await
     }
 
-    pub async fn directory_user(&self, id: Uuid) -> Result<DirectoryEntry> {
-        self.get(&["api", "v1", "users", &id.to_string()], &[])
-            .await
-    }
-
     // --- sync admin API (admins) ----------------------------------------------------------
 
     /// The state of the synchronisation: outbox, queues, dead letters, the last verify.
@@ -517,29 +508,6 @@ impl ApiClient {
     pub async fn appointment(&self, id: Uuid) -> Result<Appointment> {
         let id = id.to_string();
         self.get(&["api", "v1", "appointments", &id], &[]).await
-    }
-
-    pub async fn cancel_appointment(&self, id: Uuid) -> Result<Appointment> {
-        let id = id.to_string();
-        self.send(
-            Method::POST,
-            &["api", "v1", "appointments", &id, "cancel"],
-            None::<&()>,
-        )
-        .await
-    }
-
-    pub async fn reassign_appointment(&self, id: Uuid, doctor: Uuid) -> Result<Appointment> {
-        let id = id.to_string();
-        let body = ReassignRequest {
-            doctor_id: doctor.to_string(),
-        };
-        self.send(
-            Method::POST,
-            &["api", "v1", "appointments", &id, "reassign"],
-            Some(&body),
-        )
-        .await
     }
 }
 

@@ -6,7 +6,7 @@
 //! is no longer an active doctor become `needs_reassignment`; re-activation does not undo it.
 //! The end-of-history mark is kept with the number of users a complete copy holds.
 
-use consumer::{Apply, Changed};
+use consumer::{Apply, Changed, Comparison};
 use contract::wire::HistoryComplete;
 use contract::Envelope;
 
@@ -18,48 +18,44 @@ impl Apply for ClinicianCopy {
     async fn apply(
         &self,
         conn: &mut sqlx::PgConnection,
-        events: &[Envelope],
+        events: &[&Envelope],
+        newer: Comparison,
     ) -> Result<Vec<Changed>, sqlx::Error> {
-        let mut changed = Vec::new();
+        let column = |f: fn(&Envelope) -> String| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let id: Vec<_> = events.iter().map(|e| e.payload.user_id.0).collect();
+        let active: Vec<_> = events.iter().map(|e| e.payload.is_active).collect();
+        let version: Vec<_> = events.iter().map(|e| e.payload.user_version).collect();
+        let stamp: Vec<_> = events.iter().map(|e| e.timestamp.as_datetime()).collect();
+        let rows: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
+            "INSERT INTO clinicians AS c (id, first_name, last_name, role, is_active, \
+                 user_version, event_timestamp) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                 $5::bool[], $6::int8[], $7::timestamptz[]) \
+             ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name, \
+                 last_name = EXCLUDED.last_name, role = EXCLUDED.role, \
+                 is_active = EXCLUDED.is_active, user_version = EXCLUDED.user_version, \
+                 event_timestamp = EXCLUDED.event_timestamp, synced_at = now() \
+             WHERE {rule} \
+             RETURNING id, first_name || ' ' || last_name, \
+                 is_active AND role = 'doctor'",
+            rule = consumer::version_rule("c", newer)
+        ))
+        .bind(&id)
+        .bind(column(|e| e.payload.first_name.clone()))
+        .bind(column(|e| e.payload.last_name.clone()))
+        .bind(column(|e| e.payload.role.as_str().to_owned()))
+        .bind(&active)
+        .bind(&version)
+        .bind(&stamp)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut changed = Vec::with_capacity(rows.len());
         let mut left = Vec::new();
-        for (newer, part) in consumer::by_comparison(events) {
-            if part.is_empty() {
-                continue;
+        for (id, label, bookable) in rows {
+            if !bookable {
+                left.push(id);
             }
-            let column = |f: fn(&Envelope) -> String| part.iter().map(|e| f(e)).collect::<Vec<_>>();
-            let id: Vec<_> = part.iter().map(|e| e.payload.user_id.0).collect();
-            let active: Vec<_> = part.iter().map(|e| e.payload.is_active).collect();
-            let version: Vec<_> = part.iter().map(|e| e.payload.user_version).collect();
-            let stamp: Vec<_> = part.iter().map(|e| e.timestamp.as_datetime()).collect();
-            let rows: Vec<(uuid::Uuid, String, bool)> = sqlx::query_as(&format!(
-                "INSERT INTO clinicians AS c (id, first_name, last_name, role, is_active, \
-                     user_version, event_timestamp) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
-                     $5::bool[], $6::int8[], $7::timestamptz[]) \
-                 ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name, \
-                     last_name = EXCLUDED.last_name, role = EXCLUDED.role, \
-                     is_active = EXCLUDED.is_active, user_version = EXCLUDED.user_version, \
-                     event_timestamp = EXCLUDED.event_timestamp, synced_at = now() \
-                 WHERE {rule} \
-                 RETURNING id, first_name || ' ' || last_name, \
-                     is_active AND role = 'doctor'",
-                rule = consumer::version_rule("c", newer)
-            ))
-            .bind(&id)
-            .bind(column(|e| e.payload.first_name.clone()))
-            .bind(column(|e| e.payload.last_name.clone()))
-            .bind(column(|e| e.payload.role.as_str().to_owned()))
-            .bind(&active)
-            .bind(&version)
-            .bind(&stamp)
-            .fetch_all(&mut *conn)
-            .await?;
-            for (id, label, bookable) in rows {
-                if !bookable {
-                    left.push(id);
-                }
-                changed.push(Changed { id, label });
-            }
+            changed.push(Changed { id, label });
         }
         if !left.is_empty() {
             // A statement of its own, so its snapshot is taken after the upsert has waited for

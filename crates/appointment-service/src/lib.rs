@@ -5,25 +5,26 @@
 //!
 //! Layout:
 //! - [`copy`]: how a batch of user events changes `appointment_db` (the only consumer code of
-//!   its own; the rest is the shared `consumer` crate's).
+//!   its own; the rest, and the service's skeleton, is the shared `consumer` crate's).
 //! - [`store`]: the appointments: booking (the overlap rule is an exclusion constraint),
 //!   listing, cancelling, reassigning.
+//! - [`settings`]: its command-line and environment settings, and how they become a
+//!   [`Config`].
 //! - [`http`]: `/api/v1/appointments` (bearer token from the auth-service) and health.
 
 pub mod copy;
 pub mod http;
+pub mod settings;
 pub mod store;
 
-use anyhow::Context;
-use consumer::{ConsumerConfig, SyncStats};
-use contract::topology::{self, ConsumerQueues};
-use copy::{ClinicianConsumer, ClinicianCopy};
-use platform::jwt::{JwtVerifier, KeyDir, KeySource};
-use platform::metrics::Metrics;
+use consumer::service::{ConsumerService, Spec};
+use consumer::ConsumerConfig;
+use contract::topology;
+use copy::ClinicianCopy;
+use platform::jwt::{KeyDir, KeySource};
 use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -130,57 +131,34 @@ pub async fn history(db: impl sqlx::PgExecutor<'_>) -> Result<History, sqlx::Err
 }
 
 pub struct Application {
-    listener: tokio::net::TcpListener,
+    service: ConsumerService<ClinicianCopy>,
     state: http::AppState,
-    consumer: ClinicianConsumer,
-    metrics: Arc<Metrics>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = open_database(
-            &config.database_url,
-            config.max_db_connections,
-            config.managed_by_setup,
-        )
-        .await?;
-        let verifier = JwtVerifier::new(config.keys.clone())?;
-        let stats = Arc::new(SyncStats::default());
-        let consumer = ClinicianConsumer::new(
-            db.clone(),
-            ClinicianCopy,
-            config.amqp_url.clone(),
-            ConsumerConfig {
-                declare_topology: !config.managed_by_setup,
-                ..consumer_config(config.consumer.clone())
-            },
-            stats.clone(),
-        );
-        let metrics = Metrics::new(Self::NAME)?;
-        metrics.watch_pool(db.clone(), "appointment_db")?;
-        let consumed = consumer_config(config.consumer.clone());
-        consumer::metrics::register(
-            &metrics,
-            &stats,
-            &consumed.name,
-            &config.amqp_url,
-            &ConsumerQueues::with_retry_delays(&consumed.name, &consumed.retry_delays),
-        )?;
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-        let state = http::AppState {
-            db,
-            verifier: Arc::new(verifier),
-            stats,
-            complete: Arc::default(),
-        };
-        Ok(Self {
-            listener,
-            state,
-            consumer,
-            metrics,
+        let service = ConsumerService::build(Spec {
+            name: Self::NAME,
+            database: "appointment_db",
+            migrations: &MIGRATIONS,
+            copy: ClinicianCopy,
+            http_addr: config.http_addr,
+            database_url: config.database_url,
+            max_db_connections: config.max_db_connections,
+            managed_by_setup: config.managed_by_setup,
+            amqp_url: config.amqp_url,
+            keys: config.keys,
+            // Always here: booking needs the copy kept current.
+            consumer: Some(consumer_config(config.consumer)),
         })
+        .await?;
+        let state = http::AppState {
+            db: service.db().clone(),
+            verifier: service.verifier().clone(),
+            stats: service.stats().clone(),
+            complete: Default::default(),
+        };
+        Ok(Self { service, state })
     }
 
     /// The service's database (tools and tests).
@@ -193,7 +171,7 @@ impl Service for Application {
     const NAME: &'static str = "appointment-service";
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.service.local_addr()
     }
 
     /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
@@ -209,16 +187,7 @@ impl Service for Application {
                 topology::APPOINTMENT_SERVICE
             );
         }
-        let consumer = self.consumer.run(shutdown.clone());
-        let router = platform::metrics::instrument(http::router(self.state.clone()), &self.metrics);
-        platform::http::serve_with_worker(
-            Self::NAME,
-            self.listener,
-            router,
-            Some(consumer),
-            &self.state.db,
-            shutdown,
-        )
-        .await
+        let router = http::router(self.state);
+        self.service.run_until_stopped(router, shutdown).await
     }
 }

@@ -3,10 +3,8 @@
 //! concurrency, what each role may do, and what a deactivation does to future appointments.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::{booking, clinician_event, token_for};
 use contract::Role;
+use sandbox::appointments::{self, booking, clinician_event, token_for};
 use sandbox::http::{assert_json_error, get, post};
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use serde_json::{json, Value};
@@ -26,15 +24,15 @@ struct Clinic {
 impl Clinic {
     async fn open() -> Self {
         let sb = Sandbox::for_test().await;
-        let service = common::start(common::config(&sb)).await;
-        let pool = common::pool(&sb).await;
+        let service = appointments::start(appointments::config(&sb)).await;
+        let pool = appointments::pool(&sb).await;
         let (doctor, colleague, inactive, nurse) = (
             Uuid::new_v4(),
             Uuid::new_v4(),
             Uuid::new_v4(),
             Uuid::new_v4(),
         );
-        common::publish_events(
+        appointments::publish_events(
             &sb,
             &[
                 clinician_event(doctor, 1, "Moyo", "doctor", true),
@@ -44,8 +42,8 @@ impl Clinic {
             ],
         )
         .await;
-        common::mark_history_complete(&sb, 4).await;
-        common::wait_ready(&service).await;
+        appointments::mark_history_complete(&sb, 4).await;
+        appointments::wait_ready(&service).await;
         Self {
             sb,
             service,
@@ -288,12 +286,12 @@ async fn a_deactivated_doctors_future_appointments_need_reassignment_until_moved
     .await
     .unwrap();
 
-    common::publish_events(
+    appointments::publish_events(
         &c.sb,
         &[clinician_event(c.doctor, 2, "Moyo", "doctor", false)],
     )
     .await;
-    common::wait_for_clinician(&c.pool, c.doctor, 2).await;
+    appointments::wait_for_clinician(&c.pool, c.doctor, 2).await;
     let status_of = |id: Uuid| {
         let pool = c.pool.clone();
         async move {
@@ -313,12 +311,12 @@ async fn a_deactivated_doctors_future_appointments_need_reassignment_until_moved
     assert_eq!(refused["field"], "doctorId");
 
     // Re-activation does not undo the flag: an admin decides.
-    common::publish_events(
+    appointments::publish_events(
         &c.sb,
         &[clinician_event(c.doctor, 3, "Moyo", "doctor", true)],
     )
     .await;
-    common::wait_for_clinician(&c.pool, c.doctor, 3).await;
+    appointments::wait_for_clinician(&c.pool, c.doctor, 3).await;
     assert_eq!(status_of(id(&future)).await, "needs_reassignment");
     let (_, flagged) = get(&c.url("?status=needs_reassignment"), Some(&nurse)).await;
     assert_eq!(flagged["total"], 2, "{flagged}");
@@ -347,24 +345,24 @@ async fn a_deactivated_doctors_future_appointments_need_reassignment_until_moved
     );
 
     // A role change away from doctor flags too.
-    common::publish_events(
+    appointments::publish_events(
         &c.sb,
         &[clinician_event(c.colleague, 2, "Dube", "consultant", true)],
     )
     .await;
-    common::wait_for_clinician(&c.pool, c.colleague, 2).await;
+    appointments::wait_for_clinician(&c.pool, c.colleague, 2).await;
     assert_eq!(status_of(id(&future)).await, "needs_reassignment");
 }
 
 #[tokio::test]
 async fn before_the_history_is_complete_the_service_is_not_ready_and_books_nothing() {
     let sb = Sandbox::for_test().await;
-    let service = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
+    let service = appointments::start(appointments::config(&sb)).await;
+    let pool = appointments::pool(&sb).await;
     let ready_url = format!("{}/health/ready", service.url());
     let doctor = Uuid::new_v4();
-    common::publish_events(&sb, &[clinician_event(doctor, 1, "Moyo", "doctor", true)]).await;
-    common::wait_for_clinician(&pool, doctor, 1).await;
+    appointments::publish_events(&sb, &[clinician_event(doctor, 1, "Moyo", "doctor", true)]).await;
+    appointments::wait_for_clinician(&pool, doctor, 1).await;
     let (status, ready) = get(&ready_url, None).await;
     assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["unavailable"], json!(["history"]), "{ready}");
@@ -375,7 +373,7 @@ async fn before_the_history_is_complete_the_service_is_not_ready_and_books_nothi
 
     // The mark counts two users; one is still on its way (a retry queue, another replica):
     // not complete yet, whatever the mark's place in the queue.
-    common::mark_history_complete(&sb, 2).await;
+    appointments::mark_history_complete(&sb, 2).await;
     poll_until(SETTLE, "the mark applied", || async {
         let (_, ready) = get(&ready_url, None).await;
         ready["message"]
@@ -391,8 +389,8 @@ async fn before_the_history_is_complete_the_service_is_not_ready_and_books_nothi
     );
 
     let late = Uuid::new_v4();
-    common::publish_events(&sb, &[clinician_event(late, 1, "Dube", "nurse", true)]).await;
-    common::wait_ready(&service).await;
+    appointments::publish_events(&sb, &[clinician_event(late, 1, "Dube", "nurse", true)]).await;
+    appointments::wait_ready(&service).await;
     assert_eq!(
         post(&url, Some(&nurse), &booking(doctor, 24, 30)).await.0,
         201
@@ -401,7 +399,7 @@ async fn before_the_history_is_complete_the_service_is_not_ready_and_books_nothi
     assert_eq!(ready["checks"]["history"], true, "{ready}");
 
     // A mark whose body is not one is dead-lettered, not applied.
-    common::publish_mark(&sb, b"{\"users\": \"many\"}").await;
+    appointments::publish_mark(&sb, b"{\"users\": \"many\"}").await;
     poll_until(SETTLE, "the bad mark dead-lettered", || async {
         let (_, ready) = get(&ready_url, None).await;
         (ready["sync"]["deadLettered"] == 1).then_some(())
@@ -444,8 +442,10 @@ async fn the_database_refuses_the_second_of_two_overlapping_bookings_in_flight()
     poll_until(SETTLE, "the second insert waiting on the first", || async {
         let waiting = sandbox::db::count(
             &c.pool,
+            // This test's database only: another test's lock wait must not count.
             "SELECT count(*) FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO appointments%'",
+             WHERE datname = current_database() \
+               AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO appointments%'",
         )
         .await;
         (waiting == 1).then_some(())
@@ -486,7 +486,7 @@ async fn a_booking_committed_while_the_doctor_is_deactivated_is_flagged() {
     )
     .await
     .unwrap();
-    common::publish_events(
+    appointments::publish_events(
         &c.sb,
         &[clinician_event(c.doctor, 2, "Moyo", "doctor", false)],
     )
@@ -498,7 +498,8 @@ async fn a_booking_committed_while_the_doctor_is_deactivated_is_flagged() {
             let waiting = sandbox::db::count(
                 &c.pool,
                 "SELECT count(*) FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO clinicians%'",
+             WHERE datname = current_database() \
+               AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO clinicians%'",
             )
             .await;
             (waiting == 1).then_some(())
@@ -506,7 +507,7 @@ async fn a_booking_committed_while_the_doctor_is_deactivated_is_flagged() {
     )
     .await;
     booking_tx.commit().await.unwrap();
-    common::wait_for_clinician(&c.pool, c.doctor, 2).await;
+    appointments::wait_for_clinician(&c.pool, c.doctor, 2).await;
     let status: String = sqlx::query_scalar("SELECT status FROM appointments WHERE id = $1")
         .bind(id)
         .fetch_one(&c.pool)

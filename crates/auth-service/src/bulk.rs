@@ -7,7 +7,7 @@
 
 use crate::store::{self, NewUser, StoreError, UserRow, USER_COLUMNS};
 use contract::{Envelope, EventType, PhoneNumber, Timestamp, UserId};
-use platform::users::UserRecord;
+use directory::record::UserRecord;
 use sqlx::{Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;

@@ -13,6 +13,8 @@
 //! - [`sessions`]: refresh-token families: rotation, reuse detection, revocation.
 //! - [`throttle`]: login attempts per account, growing delays and a temporary lock.
 //! - [`seed`]: the demo staff, written through [`store`].
+//! - [`settings`]: the settings of the service, the relay and the seed as `clap` groups, and
+//!   how they become a [`Config`].
 //!
 //! [`Application::build`] binds and migrates; [`Application::run_until_stopped`] serves (and
 //! relays) until the token is cancelled. `portal up`, `portal auth-service` and the tests all
@@ -25,6 +27,7 @@ pub mod password;
 pub mod relay;
 pub mod seed;
 pub mod sessions;
+pub mod settings;
 pub mod store;
 pub mod throttle;
 
@@ -82,6 +85,9 @@ impl Config {
     }
 }
 
+/// How long a login lasts at most unless SESSION_TTL says otherwise.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
 /// Sessions and login protection.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {
@@ -99,7 +105,7 @@ pub struct SecurityConfig {
 impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
-            session_ttl: Duration::from_secs(12 * 3600),
+            session_ttl: DEFAULT_SESSION_TTL,
             login: LoginPolicy::default(),
             registration_enabled: true,
             hash_queue_limit: None,

@@ -6,7 +6,7 @@
 use contract::{
     Email, Envelope, EventType, PersonName, PhoneNumber, Role, Timestamp, UserId, UserSnapshot,
 };
-use platform::users::UserRecord;
+use directory::record::UserRecord;
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 

@@ -26,14 +26,19 @@ pub struct LoginPolicy {
 impl Default for LoginPolicy {
     fn default() -> Self {
         Self {
-            max_failures: 10,
+            max_failures: Self::DEFAULT_MAX_FAILURES,
             window: Duration::from_secs(60),
-            lock: Duration::from_secs(300),
+            lock: Self::DEFAULT_LOCK,
         }
     }
 }
 
 impl LoginPolicy {
+    /// Failed attempts in a window before the account locks, unless LOGIN_MAX_FAILURES says.
+    pub const DEFAULT_MAX_FAILURES: i32 = 10;
+    /// How long a lock lasts, unless LOGIN_LOCK says.
+    pub const DEFAULT_LOCK: Duration = Duration::from_secs(300);
+
     /// How long the answer to the `attempt`-th failure of a window waits: nothing for the first
     /// three, then 250 ms more for each, at most 2 s. It slows a guesser without holding a
     /// thread (the wait is asynchronous) and without locking out a person who mistyped.

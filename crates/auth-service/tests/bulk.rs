@@ -6,9 +6,8 @@
 use auth_service::bulk;
 use auth_service::store::{NewUser, StoreError};
 use contract::{Email, Envelope, EventType, PersonName, PhoneNumber, Role};
+use sandbox::auth;
 use sandbox::Sandbox;
-
-mod common;
 
 fn user(email: &str, phone: Option<&str>) -> NewUser {
     NewUser {
@@ -26,7 +25,7 @@ fn user(email: &str, phone: Option<&str>) -> NewUser {
 #[tokio::test]
 async fn bulk_users_get_their_created_events_in_order_and_duplicates_fail_the_batch() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
 
     let mut tx = pool.begin().await.unwrap();
     let rows = bulk::create_users(

@@ -8,11 +8,10 @@
 use auth_service::password;
 use auth_service::store::{insert_user, NewUser};
 use contract::Role;
+use sandbox::auth;
 use sandbox::http::post;
 use sandbox::{Sandbox, TEST_PASSWORD};
 use serde_json::{json, Value};
-
-mod common;
 
 fn person(email: &str, role: &str) -> Value {
     json!({"email": email, "firstName": "Chipo", "lastName": "Dube", "role": role})
@@ -21,11 +20,11 @@ fn person(email: &str, role: &str) -> Value {
 #[tokio::test]
 async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempotent() {
     let sb = Sandbox::for_test().await;
-    let svc = common::start(common::config(&sb)).await;
+    let svc = auth::start(auth::config(&sb)).await;
     let base = svc.url();
-    let pool = common::pool(&sb).await;
-    let token = common::admin_token(&pool, &base).await;
-    let existing = common::create_user(&pool, "already@clinic.test", Role::Nurse).await;
+    let pool = auth::pool(&sb).await;
+    let token = auth::admin_token(&pool, &base).await;
+    let existing = auth::create_user(&pool, "already@clinic.test", Role::Nurse).await;
     let bulk = format!("{base}/api/v1/auth/admin/users/bulk");
     let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await;
 
@@ -100,7 +99,7 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
         (200, json!(false)),
         "{b}"
     );
-    common::login(&base, "new.one@clinic.test", "ward seven night rounds").await;
+    auth::login(&base, "new.one@clinic.test", "ward seven night rounds").await;
     let stored: String =
         sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'new.three@clinic.test'")
             .fetch_one(&pool)
@@ -131,8 +130,8 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
         .collect();
     let (s, b) = post(&bulk, Some(&token), &json!({ "users": many })).await;
     assert_eq!((s, b["field"].clone()), (422, json!("users")), "{b}");
-    common::create_user(&pool, "nurse@clinic.test", Role::Nurse).await;
-    let nurse = common::login(&base, "nurse@clinic.test", TEST_PASSWORD).await;
+    auth::create_user(&pool, "nurse@clinic.test", Role::Nurse).await;
+    let nurse = auth::login(&base, "nurse@clinic.test", TEST_PASSWORD).await;
     let (s, _) = post(&bulk, Some(&nurse), &list).await;
     assert_eq!(s, 403);
     let (s, _) = post(&bulk, None, &list).await;
@@ -142,10 +141,10 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
 #[tokio::test]
 async fn two_imports_of_the_same_list_at_once_create_each_account_once() {
     let sb = Sandbox::for_test().await;
-    let svc = common::start(common::config(&sb)).await;
+    let svc = auth::start(auth::config(&sb)).await;
     let base = svc.url();
-    let pool = common::pool(&sb).await;
-    let token = common::admin_token(&pool, &base).await;
+    let pool = auth::pool(&sb).await;
+    let token = auth::admin_token(&pool, &base).await;
     let bulk = format!("{base}/api/v1/auth/admin/users/bulk");
     let users: Vec<Value> = (0..300)
         .map(|i| person(&format!("race{i}@clinic.test"), "nurse"))
@@ -173,9 +172,9 @@ async fn two_imports_of_the_same_list_at_once_create_each_account_once() {
 #[tokio::test]
 async fn an_expired_temporary_password_is_refused_with_its_own_error() {
     let sb = Sandbox::for_test().await;
-    let svc = common::start(common::config(&sb)).await;
+    let svc = auth::start(auth::config(&sb)).await;
     let base = svc.url();
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     let (expired_pw, live_pw) = (password::temporary(), password::temporary());
     let now = chrono::Utc::now();
     let write = |email: &str, hash: String| {

@@ -6,19 +6,18 @@
 use auth_service::event_store::{self, Cursor, EventFilter};
 use auth_service::store::{self, NewUser};
 use contract::Role;
+use sandbox::auth;
 use sandbox::{poll_until, Sandbox, SETTLE};
 use uuid::Uuid;
-
-mod common;
 
 #[tokio::test]
 async fn reading_the_store_from_a_cursor_never_skips_an_event_that_commits_late() {
     let sb = Sandbox::for_test().await;
-    let auth = common::pool(&sb).await;
+    let auth = auth::pool(&sb).await;
     // Transaction A writes first (lower sequence) but commits last.
     let mut late = auth.begin().await.unwrap();
     let a = uncommitted_user(&mut late, "late@clinic.test").await;
-    let b = common::create_user(&auth, "early@clinic.test", Role::Doctor).await;
+    let b = auth::create_user(&auth, "early@clinic.test", Role::Doctor).await;
 
     // A reader paging by sequence alone would now read B (seq 2), move its cursor past 2, and
     // never see A (seq 1) once A commits. This reader stops at the running transaction.
@@ -65,14 +64,14 @@ async fn uncommitted_user(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, email:
 #[tokio::test]
 async fn retention_prunes_only_published_events() {
     let sb = Sandbox::for_test().await;
-    let auth = common::pool(&sb).await;
-    common::create_user(&auth, "kept@clinic.test", Role::Doctor).await;
-    common::create_user(&auth, "published@clinic.test", Role::Doctor).await;
+    let auth = auth::pool(&sb).await;
+    auth::create_user(&auth, "kept@clinic.test", Role::Doctor).await;
+    auth::create_user(&auth, "published@clinic.test", Role::Doctor).await;
     sqlx::query("UPDATE outbox SET published_at = now() WHERE body::jsonb #>> '{payload,email}' = 'published@clinic.test'")
         .execute(&auth).await.unwrap();
     let removed = event_store::prune(&auth, chrono::Utc::now() + chrono::Duration::seconds(1))
         .await
         .unwrap();
     assert_eq!(removed, 1);
-    assert_eq!(common::unpublished(&auth).await, 1);
+    assert_eq!(auth::unpublished(&auth).await, 1);
 }

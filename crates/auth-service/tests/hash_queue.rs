@@ -4,20 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::Role;
+use sandbox::auth;
 use sandbox::{Sandbox, TEST_PASSWORD};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-mod common;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_beyond_the_hashing_queue_is_answered_503() {
     let sb = Sandbox::for_test().await;
-    let mut config = common::config(&sb);
+    let mut config = auth::config(&sb);
     config.security.hash_queue_limit = Some(2);
-    let auth = common::start(config).await;
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "after@clinic.test", Role::Nurse).await;
+    let auth = auth::start(config).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "after@clinic.test", Role::Nurse).await;
     let client = reqwest::Client::new();
     let login = format!("{}/api/v1/auth/login", auth.url());
     // Each guess at another address, so the per-account throttle never steps in.

@@ -5,21 +5,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::Role;
+use sandbox::auth;
 use sandbox::http::{assert_json_error, get, post, send, Method};
 use sandbox::{Sandbox, TEST_PASSWORD};
 use serde_json::json;
 
-mod common;
-
 #[tokio::test]
 async fn auth_errors_are_json_with_the_right_status() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let base = auth.url();
-    let pool = common::pool(&sb).await;
-    let admin = common::admin_token(&pool, &base).await;
-    common::create_user(&pool, "doctor@clinic.test", Role::Doctor).await;
-    let doctor = common::login(&base, "doctor@clinic.test", TEST_PASSWORD).await;
+    let pool = auth::pool(&sb).await;
+    let admin = auth::admin_token(&pool, &base).await;
+    auth::create_user(&pool, "doctor@clinic.test", Role::Doctor).await;
+    let doctor = auth::login(&base, "doctor@clinic.test", TEST_PASSWORD).await;
     let create = format!("{base}/api/v1/auth/admin/users");
     let body = json!({"email": "new@clinic.test", "firstName": "New", "lastName": "User", "role": "nurse"});
 
@@ -87,10 +86,10 @@ async fn auth_errors_are_json_with_the_right_status() {
 #[tokio::test]
 async fn login_failures_all_look_the_same() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let login = format!("{}/api/v1/auth/login", auth.url());
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "active@clinic.test", Role::Nurse).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "active@clinic.test", Role::Nurse).await;
     let (s, registered) = post(
         &format!("{}/api/v1/auth/register", auth.url()),
         None,
@@ -145,13 +144,13 @@ async fn login_failures_all_look_the_same() {
 #[tokio::test]
 async fn admin_changes_answer_401_403_404_409_and_422_in_json() {
     let sb = Sandbox::for_test().await;
-    let auth_svc = common::start(common::config(&sb)).await;
+    let auth_svc = auth::start(auth::config(&sb)).await;
     let base = auth_svc.url();
-    let pool = common::pool(&sb).await;
-    let token = common::admin_token(&pool, &base).await;
-    let nurse = common::create_user(&pool, "nurse@clinic.test", Role::Nurse).await;
-    common::create_user(&pool, "taken@clinic.test", Role::Nurse).await;
-    let nurse_token = common::login(&base, "nurse@clinic.test", TEST_PASSWORD).await;
+    let pool = auth::pool(&sb).await;
+    let token = auth::admin_token(&pool, &base).await;
+    let nurse = auth::create_user(&pool, "nurse@clinic.test", Role::Nurse).await;
+    auth::create_user(&pool, "taken@clinic.test", Role::Nurse).await;
+    let nurse_token = auth::login(&base, "nurse@clinic.test", TEST_PASSWORD).await;
     let user = format!("{base}/api/v1/auth/admin/users/{nurse}");
     let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await;
 
@@ -222,11 +221,11 @@ async fn admin_changes_answer_401_403_404_409_and_422_in_json() {
 #[tokio::test]
 async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
     let sb = Sandbox::for_test().await;
-    let auth_svc = common::start(common::config(&sb)).await;
+    let auth_svc = auth::start(auth::config(&sb)).await;
     let base = auth_svc.url();
-    let pool = common::pool(&sb).await;
-    let only = common::create_user(&pool, "only-admin@clinic.test", Role::Admin).await;
-    let token = common::login(&base, "only-admin@clinic.test", TEST_PASSWORD).await;
+    let pool = auth::pool(&sb).await;
+    let only = auth::create_user(&pool, "only-admin@clinic.test", Role::Admin).await;
+    let token = auth::login(&base, "only-admin@clinic.test", TEST_PASSWORD).await;
     let me = format!("{base}/api/v1/auth/admin/users/{only}");
 
     let (s, b) = post(&format!("{me}/deactivate"), Some(&token), &json!({})).await;
@@ -249,7 +248,7 @@ async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
     assert_eq!(s, 409);
 
     // With a second active admin, the first may step down, and then its token loses its powers.
-    let second = common::create_user(&pool, "second-admin@clinic.test", Role::Admin).await;
+    let second = auth::create_user(&pool, "second-admin@clinic.test", Role::Admin).await;
     let (s, u) = step_down().await;
     assert_eq!((s, u["role"].clone()), (200, json!("doctor")));
     let (s, _) = get(&format!("{base}/api/v1/auth/admin/users"), Some(&token)).await;

@@ -8,20 +8,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::Role;
+use sandbox::auth;
 use sandbox::http::{assert_json_error, post};
 use sandbox::{Sandbox, TEST_PASSWORD};
 use serde_json::json;
-
-mod common;
 
 #[tokio::test]
 async fn the_eleventh_wrong_password_locks_the_account_on_every_process_until_the_lock_ends() {
     let sb = Sandbox::for_test().await;
     // Two auth-service processes on one database: the count is the database's, not theirs.
-    let one = common::start(common::config(&sb)).await;
-    let two = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "target@clinic.test", Role::Doctor).await;
+    let one = auth::start(auth::config(&sb)).await;
+    let two = auth::start(auth::config(&sb)).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "target@clinic.test", Role::Doctor).await;
     let attempt = |base: String, password: &'static str| async move {
         let resp = reqwest::Client::new()
             .post(format!("{base}/api/v1/auth/login"))
@@ -64,7 +63,7 @@ async fn the_eleventh_wrong_password_locks_the_account_on_every_process_until_th
 #[tokio::test]
 async fn passwords_are_bounded_and_checked_against_the_policy() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let base = auth.url();
     let register = format!("{base}/api/v1/auth/register");
     let person = |password: &str| {
@@ -105,9 +104,9 @@ async fn passwords_are_bounded_and_checked_against_the_policy() {
 #[tokio::test]
 async fn registration_never_tells_whether_an_email_exists_and_can_be_turned_off() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "taken@clinic.test", Role::Doctor).await;
+    let auth = auth::start(auth::config(&sb)).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "taken@clinic.test", Role::Doctor).await;
     let register = format!("{}/api/v1/auth/register", auth.url());
     let body = |email: &str| {
         json!({"email": email, "password": "evening handover at the desk",
@@ -122,9 +121,9 @@ async fn registration_never_tells_whether_an_email_exists_and_can_be_turned_off(
     assert_eq!(taken.0, 202);
     assert_eq!(taken, fresh, "the same answer either way");
 
-    let mut closed = common::config(&sb);
+    let mut closed = auth::config(&sb);
     closed.security.registration_enabled = false;
-    let closed = common::start(closed).await;
+    let closed = auth::start(closed).await;
     let (s, b) = post(
         &format!("{}/api/v1/auth/register", closed.url()),
         None,
@@ -138,7 +137,7 @@ async fn registration_never_tells_whether_an_email_exists_and_can_be_turned_off(
 #[tokio::test]
 async fn answers_carry_security_headers_and_auth_bodies_are_small() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let base = auth.url();
     let client = reqwest::Client::new();
     let resp = client
@@ -160,8 +159,8 @@ async fn answers_carry_security_headers_and_auth_bodies_are_small() {
     ] {
         assert_eq!(resp.headers()[name], value, "{name}");
     }
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "ok@clinic.test", Role::Nurse).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "ok@clinic.test", Role::Nurse).await;
     let resp = client
         .post(format!("{base}/api/v1/auth/login"))
         .json(&json!({"email": "ok@clinic.test", "password": TEST_PASSWORD}))
@@ -191,7 +190,7 @@ async fn answers_carry_security_headers_and_auth_bodies_are_small() {
 async fn the_attempt_that_locks_says_so_once() {
     use auth_service::throttle::{attempt, Attempt, LoginPolicy};
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     let policy = LoginPolicy::default();
     for n in 1..=10 {
         assert_eq!(
@@ -225,7 +224,7 @@ async fn the_attempt_that_locks_says_so_once() {
 #[tokio::test]
 async fn seeded_passwords_meet_the_same_policy() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     let options = |admin: &str, staff: Option<&str>| auth_service::seed::SeedOptions {
         admin_email: contract::Email::parse("admin@clinic.test").unwrap(),
         admin_password: Some(admin.to_owned()),
@@ -261,9 +260,9 @@ async fn seeded_passwords_meet_the_same_policy() {
 async fn a_login_rehashes_a_password_hashed_with_older_parameters() {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let sb = Sandbox::for_test().await;
-    let svc = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
-    let id = common::create_user(&pool, "old-hash@clinic.test", Role::Nurse).await;
+    let svc = auth::start(auth::config(&sb)).await;
+    let pool = auth::pool(&sb).await;
+    let id = auth::create_user(&pool, "old-hash@clinic.test", Role::Nurse).await;
     let old = argon2::Argon2::default()
         .hash_password(TEST_PASSWORD.as_bytes(), &SaltString::generate(&mut OsRng))
         .unwrap()
@@ -286,11 +285,11 @@ async fn a_login_rehashes_a_password_hashed_with_older_parameters() {
     };
     let (_, version, events) = state().await;
 
-    common::login(&svc.url(), "old-hash@clinic.test", TEST_PASSWORD).await;
+    auth::login(&svc.url(), "old-hash@clinic.test", TEST_PASSWORD).await;
     let (hash, version_after, events_after) = state().await;
     assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
     assert_eq!((version_after, events_after), (version, events));
     // The new hash is of the same password.
-    common::login(&svc.url(), "old-hash@clinic.test", TEST_PASSWORD).await;
+    auth::login(&svc.url(), "old-hash@clinic.test", TEST_PASSWORD).await;
     assert_eq!(state().await.0, hash, "re-hashed once");
 }

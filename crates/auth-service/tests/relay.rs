@@ -8,11 +8,10 @@ use contract::topology::{EXCHANGE, UNROUTED_QUEUE};
 use contract::Role;
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use sandbox::auth;
 use sandbox::http::post;
 use sandbox::Sandbox;
 use serde_json::json;
-
-mod common;
 
 /// The broker user this test publishes as (the sandbox's).
 fn publisher(sb: &Sandbox) -> String {
@@ -25,9 +24,9 @@ const BATCH: i64 = 500;
 #[tokio::test]
 async fn the_published_envelope_matches_the_contract_field_by_field() {
     let sb = Sandbox::for_test().await;
-    let mut config = common::config(&sb);
+    let mut config = auth::config(&sb);
     config.run_relay = false; // the test steps the relay itself
-    let auth = common::start(config).await;
+    let auth = auth::start(config).await;
     // The relay's channel declares the topology; then a queue of the test's own, bound like
     // any other subscriber.
     let (conn, ch) = open_channel(&sb.amqp_url, true).await.unwrap();
@@ -60,7 +59,7 @@ async fn the_published_envelope_matches_the_contract_field_by_field() {
     )
     .await;
     assert_eq!(status, 202, "{created}");
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     assert_eq!(
         publish_batch(&pool, &ch, BATCH, &publisher(&sb))
             .await
@@ -170,18 +169,18 @@ async fn the_published_envelope_matches_the_contract_field_by_field() {
 #[tokio::test]
 async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
     let sb = Sandbox::for_test().await;
-    let auth = common::pool(&sb).await;
+    let auth = auth::pool(&sb).await;
     // One channel for both steps, as a running relay keeps it: opening it declares the
     // topology (the consumer's queue included) once.
     let (conn, ch) = open_channel(&sb.amqp_url, true).await.unwrap();
-    common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
+    auth::create_user(&auth, "first@clinic.test", Role::Doctor).await;
     assert_eq!(
         publish_batch(&auth, &ch, BATCH, &publisher(&sb))
             .await
             .unwrap(),
         1
     );
-    assert_eq!(common::unpublished(&auth).await, 0);
+    assert_eq!(auth::unpublished(&auth).await, 0);
     let queue =
         contract::topology::ConsumerQueues::for_consumer(contract::topology::USER_SERVICE).main;
     assert_eq!(
@@ -194,7 +193,7 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
 
     // Someone deletes the consumer's queue: nothing is bound to user.# any more.
     ch.queue_delete(&queue, Default::default()).await.unwrap();
-    common::create_user(&auth, "orphan@clinic.test", Role::Doctor).await;
+    auth::create_user(&auth, "orphan@clinic.test", Role::Doctor).await;
     assert_eq!(
         publish_batch(&auth, &ch, BATCH, &publisher(&sb))
             .await
@@ -208,7 +207,7 @@ async fn events_no_queue_would_take_are_kept_in_the_unrouted_queue() {
         1,
         "the orphan event in user.events.unrouted"
     );
-    assert_eq!(common::unpublished(&auth).await, 0);
+    assert_eq!(auth::unpublished(&auth).await, 0);
     let kept = ch
         .basic_get(UNROUTED_QUEUE, BasicGetOptions { no_ack: true })
         .await

@@ -10,6 +10,7 @@ use contract::topology::EXCHANGE;
 use contract::Role;
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use sandbox::auth;
 use sandbox::poll::{poll_until, SETTLE};
 use sandbox::Sandbox;
 use sqlx::postgres::PgListener;
@@ -18,8 +19,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-mod common;
 
 /// Binds `queue` to the events like a subscriber's, once the relay has declared the exchange
 /// (it does when it connects).
@@ -50,16 +49,16 @@ async fn waiting(pool: &PgPool) -> bool {
 #[tokio::test]
 async fn writers_notify_only_while_the_relay_says_it_is_waiting() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     assert!(waiting(&pool).await, "a new database notifies, as before");
     let mut listener = PgListener::connect_with(&pool).await.unwrap();
     listener.listen(NOTIFY_CHANNEL).await.unwrap();
 
     declare_waiting(&pool, false).await.unwrap();
     assert!(!waiting(&pool).await);
-    common::create_user(&pool, "flowing@clinic.test", Role::Nurse).await;
+    auth::create_user(&pool, "flowing@clinic.test", Role::Nurse).await;
     declare_waiting(&pool, true).await.unwrap();
-    common::create_user(&pool, "waiting@clinic.test", Role::Nurse).await;
+    auth::create_user(&pool, "waiting@clinic.test", Role::Nurse).await;
     // A marker after both: notifications arrive in commit order, so what comes before it is
     // exactly what the two writers sent.
     sqlx::query("SELECT pg_notify($1, 'marker')")
@@ -84,7 +83,7 @@ async fn writers_notify_only_while_the_relay_says_it_is_waiting() {
 #[tokio::test]
 async fn a_relay_without_a_fallback_poll_publishes_idle_and_flowing_events_promptly() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     let config = RelayConfig {
         // Never in this test: every event must be found by a notification or by the relay's
         // own polling while events flow.
@@ -101,9 +100,9 @@ async fn a_relay_without_a_fallback_poll_publishes_idle_and_flowing_events_promp
             waiting(&pool).await.then_some(())
         })
         .await;
-        common::create_user(&pool, &format!("idle{round}@clinic.test"), Role::Doctor).await;
+        auth::create_user(&pool, &format!("idle{round}@clinic.test"), Role::Doctor).await;
         poll_until(SETTLE, "the idle relay to publish", || async {
-            (common::unpublished(&pool).await == 0).then_some(())
+            (auth::unpublished(&pool).await == 0).then_some(())
         })
         .await;
         // A burst from concurrent writers: the relay polls by itself while they flow.
@@ -113,7 +112,7 @@ async fn a_relay_without_a_fallback_poll_publishes_idle_and_flowing_events_promp
                 tokio::spawn(async move {
                     for i in 0..25 {
                         let email = format!("burst{round}-{w}-{i}@clinic.test");
-                        common::create_user(&pool, &email, Role::Nurse).await;
+                        auth::create_user(&pool, &email, Role::Nurse).await;
                     }
                 })
             })
@@ -122,7 +121,7 @@ async fn a_relay_without_a_fallback_poll_publishes_idle_and_flowing_events_promp
             w.await.unwrap();
         }
         poll_until(SETTLE, "the flowing relay to publish the burst", || async {
-            (common::unpublished(&pool).await == 0).then_some(())
+            (auth::unpublished(&pool).await == 0).then_some(())
         })
         .await;
     }
@@ -142,7 +141,7 @@ async fn a_relay_without_a_fallback_poll_publishes_idle_and_flowing_events_promp
 #[tokio::test]
 async fn with_small_batches_in_flight_each_users_events_arrive_in_version_order() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     // The test's own queue, bound like any subscriber's, read back in delivery order.
     let conn = platform::amqp::connect(&sb.amqp_url, "test").await.unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -175,7 +174,7 @@ async fn with_small_batches_in_flight_each_users_events_arrive_in_version_order(
             let pool = pool.clone();
             tokio::spawn(async move {
                 let id =
-                    common::create_user(&pool, &format!("order{u}@clinic.test"), Role::Nurse).await;
+                    auth::create_user(&pool, &format!("order{u}@clinic.test"), Role::Nurse).await;
                 for i in 0..changes {
                     let change = if i % 2 == 0 {
                         UserChange::Deactivate
@@ -250,7 +249,7 @@ async fn refused(metrics: &platform::metrics::Metrics) -> u64 {
 #[tokio::test]
 async fn a_broker_refusing_events_is_retried_with_backoff_on_a_new_connection() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
+    let pool = auth::pool(&sb).await;
     let metrics = platform::metrics::Metrics::new("relay-test").unwrap();
     let relay_metrics =
         auth_service::relay::RelayMetrics::register(&metrics, pool.clone()).unwrap();
@@ -287,7 +286,7 @@ async fn a_broker_refusing_events_is_retried_with_backoff_on_a_new_connection() 
     .unwrap();
     bind_to_events(&conn, "full").await;
 
-    common::create_user(&pool, "refused@clinic.test", Role::Nurse).await;
+    auth::create_user(&pool, "refused@clinic.test", Role::Nurse).await;
     poll_until(SETTLE, "a first refusal", || async {
         (refused(&metrics).await >= 1).then_some(())
     })
@@ -303,12 +302,12 @@ async fn a_broker_refusing_events_is_retried_with_backoff_on_a_new_connection() 
         "retried after {:?}",
         first.elapsed()
     );
-    assert_eq!(common::unpublished(&pool).await, 1, "not marked published");
+    assert_eq!(auth::unpublished(&pool).await, 1, "not marked published");
 
     // Room in the queue again: the next attempt is accepted and the event marked published.
     ch.queue_purge("full", Default::default()).await.unwrap();
     poll_until(SETTLE, "the event published", || async {
-        (common::unpublished(&pool).await == 0).then_some(())
+        (auth::unpublished(&pool).await == 0).then_some(())
     })
     .await;
     shutdown.cancel();

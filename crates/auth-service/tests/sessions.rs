@@ -7,11 +7,10 @@
 
 use contract::Role;
 use platform::jwt::{JwtVerifier, KeySource, JWKS_PATH};
+use sandbox::auth;
 use sandbox::http::{get, post, send, Method};
 use sandbox::{poll_until, Sandbox, SETTLE, TEST_PASSWORD};
 use serde_json::{json, Value};
-
-mod common;
 
 async fn login(base: &str, email: &str) -> Value {
     let (s, b) = post(
@@ -36,10 +35,10 @@ async fn refresh(base: &str, token: &Value) -> (u16, Value) {
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let base = auth.url();
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "nurse@clinic.test", Role::Nurse).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "nurse@clinic.test", Role::Nurse).await;
 
     let first = login(&base, "nurse@clinic.test").await;
     assert_eq!(first["expiresIn"], 600);
@@ -95,15 +94,15 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
 #[tokio::test]
 async fn deactivation_role_change_and_password_change_end_every_session() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let base = auth.url();
-    let pool = common::pool(&sb).await;
-    let admin = common::admin_token(&pool, &base).await;
+    let pool = auth::pool(&sb).await;
+    let admin = auth::admin_token(&pool, &base).await;
     let admin_users = format!("{base}/api/v1/auth/admin/users");
 
-    let leaver = common::create_user(&pool, "leaver@clinic.test", Role::Nurse).await;
-    let promoted = common::create_user(&pool, "promoted@clinic.test", Role::Nurse).await;
-    common::create_user(&pool, "careful@clinic.test", Role::Doctor).await;
+    let leaver = auth::create_user(&pool, "leaver@clinic.test", Role::Nurse).await;
+    let promoted = auth::create_user(&pool, "promoted@clinic.test", Role::Nurse).await;
+    auth::create_user(&pool, "careful@clinic.test", Role::Doctor).await;
     let sessions = [
         login(&base, "leaver@clinic.test").await,
         login(&base, "promoted@clinic.test").await,
@@ -148,10 +147,10 @@ async fn deactivation_role_change_and_password_change_end_every_session() {
 #[tokio::test]
 async fn a_rotated_key_is_published_and_used_while_older_tokens_stay_valid() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let base = auth.url();
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "doctor@clinic.test", Role::Doctor).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "doctor@clinic.test", Role::Doctor).await;
     let jwks_url = format!("{base}{JWKS_PATH}");
     // What another service does: fetch the keys over HTTP, never read the files.
     let verifier = JwtVerifier::new(KeySource::Jwks(jwks_url.clone())).unwrap();
@@ -209,9 +208,9 @@ async fn a_rotated_key_is_published_and_used_while_older_tokens_stay_valid() {
 #[tokio::test]
 async fn the_api_client_refreshes_and_logs_out() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
-    common::create_user(&pool, "client@clinic.test", Role::Nurse).await;
+    let auth = auth::start(auth::config(&sb)).await;
+    let pool = auth::pool(&sb).await;
+    auth::create_user(&pool, "client@clinic.test", Role::Nurse).await;
     let client = sandbox::ApiClient::new(&auth.url()).unwrap();
     let first = client
         .login("client@clinic.test", TEST_PASSWORD)
@@ -230,12 +229,12 @@ async fn the_api_client_refreshes_and_logs_out() {
 #[tokio::test]
 async fn an_admin_reset_gives_a_temporary_password_ends_sessions_and_writes_its_event() {
     let sb = Sandbox::for_test().await;
-    let auth = common::start(common::config(&sb)).await;
+    let auth = auth::start(auth::config(&sb)).await;
     let base = auth.url();
-    let pool = common::pool(&sb).await;
-    let id = common::create_user(&pool, "reset.me@clinic.test", Role::Nurse).await;
+    let pool = auth::pool(&sb).await;
+    let id = auth::create_user(&pool, "reset.me@clinic.test", Role::Nurse).await;
     let session = login(&base, "reset.me@clinic.test").await;
-    let admin = common::admin_token(&pool, &base).await;
+    let admin = auth::admin_token(&pool, &base).await;
     let url = format!("{base}/api/v1/auth/admin/users/{id}/reset-password");
 
     let (s, refused) = post(

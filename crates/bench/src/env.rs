@@ -114,7 +114,8 @@ impl BenchEnv {
     /// service), with `extra` in its environment.
     pub fn command(&self, args: &[&str], extra: &[(&str, String)]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.args(args)
+        sandbox::process::isolated_async(&mut cmd)
+            .args(args)
             .env("PORTAL_CREDENTIALS", "none")
             .env("AUTH_DATABASE_URL", &self.auth_db_url)
             .env("USER_DATABASE_URL", &self.user_db_url)

@@ -202,8 +202,13 @@ pub async fn onboarding(env: &BenchEnv, setting: Setting, users: u64) -> anyhow:
     };
     appointments.stop().await?;
     // The appointment-service's copy agrees with auth_db user by user, as `portal verify` checks.
-    let report =
-        ops::verify::compare_copy(&stack.auth, &clinicians, &ops::verify::CLINICIANS, 5).await?;
+    let report = ops::verify::compare(
+        &stack.auth,
+        &ops::verify::APPOINTMENT_SERVICE,
+        &clinicians,
+        ops::verify::Options::listing(5),
+    )
+    .await?;
     if !report.is_in_sync() {
         bail!("appointment_db after the import: {}", report.summary());
     }

@@ -24,6 +24,7 @@ mod report;
 mod sync;
 
 use anyhow::Context;
+use auth_service::relay::RelayConfig;
 use clap::Parser;
 use env::BenchEnv;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -116,14 +117,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub http_clients: usize,
     /// Relay batch size of the batched setting (the naive one is 1).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    #[arg(long, default_value_t = RelayConfig::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub relay_batch_size: i64,
     /// Relay batches in flight of the batched setting (the naive one is 1).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = RelayConfig::DEFAULT_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub relay_in_flight: u16,
     /// Consumer prefetch window of the batched setting (the naive one is 1); each transaction
     /// applies at most CONSUMER_BATCH_SIZE (500) of it.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = consumer::ConsumerConfig::DEFAULT_PREFETCH, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Users per transaction when the benchmark writes in bulk.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=50_000))]

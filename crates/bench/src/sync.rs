@@ -225,7 +225,13 @@ pub async fn max_seq(auth: &PgPool) -> anyhow::Result<i64> {
 /// Fails unless `verify` finds the two databases identical; returns the report and its time.
 pub async fn verify_in_sync(auth: &PgPool, user: &PgPool) -> anyhow::Result<VerifyRun> {
     let started = Instant::now();
-    let report = ops::verify::compare(auth, user, 5).await?;
+    let report = ops::verify::compare(
+        auth,
+        &ops::verify::USER_SERVICE,
+        user,
+        ops::verify::Options::listing(5),
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     if !report.is_in_sync() {
         let listed: Vec<String> = report.listed.iter().map(ToString::to_string).collect();

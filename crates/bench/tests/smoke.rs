@@ -3,11 +3,18 @@
 //! JSON and leaving nothing behind. It checks that the benchmark works, not how fast anything is.
 //! The services it starts run from the `portal` binary beside it; when only this crate was
 //! built, the test builds `portal` first (`sandbox::process::tool_for_test`).
+//!
+//! It runs as a person would next to an install: `portal bench` in a directory holding an
+//! install's credentials file whose broker identities name another vhost, with the same values
+//! in the environment too (as `portal` put them there before it stopped doing so). The
+//! benchmark must leave that vhost's queues untouched.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use contract::topology::{self, ConsumerQueues};
 use sandbox::process::tool_for_test;
 use sandbox::world::{random_id, with_path};
 use sandbox::Servers;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 #[test]
@@ -17,7 +24,60 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
     let out = std::env::temp_dir().join(format!("bench-smoke-{suffix}.json"));
     let servers = Servers::from_test_env();
     let admin_db = with_path(&servers.postgres, "postgres").unwrap();
-    let mut bench = tool_for_test(env!("CARGO_BIN_EXE_portal-bench")).expect("portal-bench");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // An install beside the benchmark: its own vhost with both consumers' queues, and its
+    // credentials file in the working directory.
+    let install_vhost = format!("pt-{suffix}-install");
+    let install_amqp = with_path(&servers.amqp, &install_vhost).unwrap();
+    let install_queues = [
+        ConsumerQueues::for_consumer(topology::USER_SERVICE),
+        ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE),
+    ];
+    runtime.block_on(async {
+        servers
+            .management()
+            .unwrap()
+            .create_vhost(&install_vhost)
+            .await
+            .unwrap();
+        platform::amqp::ensure_topology(&install_amqp, &install_queues)
+            .await
+            .unwrap();
+    });
+    let install_dir = std::env::temp_dir().join(format!("bench-install-{suffix}"));
+    let credentials = install_dir.join(".portal/credentials.env");
+    std::fs::create_dir_all(credentials.parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        credentials.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let install_vars = [
+        "RELAY_AMQP_URL",
+        "USER_SERVICE_AMQP_URL",
+        "APPOINTMENT_SERVICE_AMQP_URL",
+        "OPERATOR_AMQP_URL",
+    ];
+    std::fs::write(
+        &credentials,
+        install_vars
+            .iter()
+            .map(|var| format!("{var}={install_amqp}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let portal = sandbox::process::portal_bin_or_build().expect("portal");
+    let mut bench = tool_for_test(portal.to_str().unwrap()).expect("portal bench");
+    bench.current_dir(&install_dir).arg("bench");
+    for var in install_vars {
+        bench.env(var, &install_amqp);
+    }
     let started = Instant::now();
     let output = bench
         .args(["--quick", "--id", &id, "--latency-rates", "200,500"])
@@ -64,27 +124,43 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
     assert_eq!(json["import"]["users"], 1000);
     assert!(json["import"]["applied_seconds"].as_f64().unwrap() > 0.0);
 
-    // Nothing left behind: the databases and the vhost are gone.
-    let leftovers = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let pool = sqlx::PgPool::connect(&admin_db).await.unwrap();
-            let dbs: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
-                    .bind(format!("{id}\\_%"))
-                    .fetch_one(&pool)
+    // The install's queues saw nothing of the benchmark's 100,000s of events.
+    let install_depths = runtime.block_on(async {
+        let mut depths = Vec::new();
+        for queues in &install_queues {
+            for queue in [&queues.main, &queues.dead_letter] {
+                let ready = platform::amqp::ready_messages(&install_amqp, queue)
                     .await
                     .unwrap();
-            let vhost = servers
-                .management()
-                .unwrap()
-                .vhost_exists(&id.replace('_', "-"))
-                .await
-                .unwrap();
-            (dbs, vhost)
-        });
+                depths.push((queue.clone(), ready));
+            }
+        }
+        let management = servers.management().unwrap();
+        management.delete_vhost(&install_vhost).await.unwrap();
+        depths
+    });
+    std::fs::remove_dir_all(&install_dir).ok();
+    assert!(
+        install_depths.iter().all(|(_, ready)| *ready == 0),
+        "the benchmark published into the install's vhost: {install_depths:?}"
+    );
+
+    // Nothing left behind: the databases and the vhost are gone.
+    let leftovers = runtime.block_on(async {
+        let pool = sqlx::PgPool::connect(&admin_db).await.unwrap();
+        let dbs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("{id}\\_%"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let vhost = servers
+            .management()
+            .unwrap()
+            .vhost_exists(&id.replace('_', "-"))
+            .await
+            .unwrap();
+        (dbs, vhost)
+    });
     assert_eq!(leftovers.0, 0, "bench databases left behind");
     assert!(!leftovers.1, "bench vhost left behind");
     println!("quick bench took {:.1} s", started.elapsed().as_secs_f64());

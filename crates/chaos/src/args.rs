@@ -78,12 +78,15 @@ pub struct ChaosArgs {
     /// Keep the databases, the vhost and the logs afterwards, for inspection.
     #[arg(long)]
     pub keep: bool,
-    /// Outbox rows the relay publishes per batch (as `portal relay`).
-    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
-    pub relay_batch_size: i64,
-    /// Messages delivered to the consumer and not yet acked (as `portal user-service`).
-    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
-    pub consumer_prefetch: u16,
+    /// The relays it starts batch as `portal relay` does with these.
+    #[command(
+        flatten,
+        next_help_heading = "Relay and consumer (environment variable, default)"
+    )]
+    pub relay: auth_service::settings::RelayTuningArgs,
+    /// The user-services it starts take their events as `portal user-service` does with these.
+    #[command(flatten)]
+    pub consumer: consumer::settings::ConsumerTuningArgs,
     #[command(flatten)]
     pub servers: sandbox::ServerArgs,
 }

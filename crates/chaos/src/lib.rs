@@ -111,7 +111,7 @@ pub async fn run(args: ChaosArgs) -> Result<(), Failure> {
 /// are set per start.
 fn service_env(args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)> {
     let any_port = OsString::from("127.0.0.1:0");
-    vec![
+    [
         ("AUTH_DATABASE_URL", env.auth_db_url.clone().into()),
         ("USER_DATABASE_URL", env.user_db_url.clone().into()),
         ("AMQP_URL", env.amqp_url.clone().into()),
@@ -121,13 +121,17 @@ fn service_env(args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)
         ("GATEWAY_ADDR", any_port),
         // Its relays side by side: each its own health and metrics port.
         ("RELAY_HTTP_PORT", OsString::from("0")),
-        ("RELAY_BATCH_SIZE", args.relay_batch_size.to_string().into()),
-        (
-            "CONSUMER_PREFETCH",
-            args.consumer_prefetch.to_string().into(),
-        ),
         ("RUST_LOG", "warn".into()),
     ]
+    .into_iter()
+    .chain(
+        args.relay
+            .env()
+            .into_iter()
+            .chain(args.consumer.env())
+            .map(|(var, value)| (var, OsString::from(value))),
+    )
+    .collect()
 }
 
 /// Writes an active admin straight through the auth-service's store (with its event, like
@@ -272,9 +276,14 @@ async fn execute(
     } else {
         None
     };
-    let verify = ops::verify::compare(&auth_pool, &user_pool, 20)
-        .await
-        .map_err(|e| e.to_string());
+    let verify = ops::verify::compare(
+        &auth_pool,
+        &ops::verify::USER_SERVICE,
+        &user_pool,
+        ops::verify::Options::listing(20),
+    )
+    .await
+    .map_err(|e| e.to_string());
     if let Ok(report) = &verify {
         for difference in &report.listed {
             println!("  {difference}");

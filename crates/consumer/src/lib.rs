@@ -1,7 +1,7 @@
 //! The user-event consumer, shared by every service that keeps a copy of the users (the
-//! user-service's `users`; a further consumer's own table): RabbitMQ → the service's database.
-//! A service supplies only [`Apply`], how one batch of snapshots changes its own tables; the
-//! rest is here, once.
+//! user-service's `users`, the appointment-service's `clinicians`, a further consumer's own
+//! table): RabbitMQ → the service's database. A service supplies only [`Apply`], how one part
+//! of a batch (changes, or repairs) changes its own tables; the rest is here, once.
 //!
 //! It takes whatever has been delivered right now, up to a batch (never waiting for a batch to
 //! fill, so a lone event is applied at once; a prefetch window larger than a batch lets the
@@ -16,10 +16,17 @@
 //! nothing is lost and the budget is not burnt in a tight loop; if RabbitMQ goes away the
 //! unacked messages are redelivered and the consumer reconnects.
 //!
+//! [`settings`] is the consumer's part of every consumer service's command line.
+//!
+//! [`service`] is the rest of a consumer service's skeleton: its database, token verifier,
+//! counters, consumer, metrics and listener, built and run in one place.
+//!
 //! [`metrics`] makes what it does visible to Prometheus (outcomes, batches, apply time, lag
 //! from the change to its apply, queue depths).
 
 pub mod metrics;
+pub mod service;
+pub mod settings;
 
 use contract::topology::{self, ConsumerQueues};
 use contract::wire::{self, header, HistoryComplete};
@@ -42,16 +49,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How a service applies one batch of snapshots to its own copy, inside the consumer's open
-/// transaction (commit and ack are the consumer's). `events` hold at most one event per user,
-/// the newest of the batch; the implementation applies each whose `userVersion` is newer than
-/// the stored one (a repair, `user.snapshot`: newer or equal) and returns the users whose copy
-/// changed — in the same transaction as anything else the event changes in that service.
+/// How a service applies snapshots to its own copy, inside the consumer's open transaction
+/// (commit and ack are the consumer's). The consumer splits each batch ([`by_comparison`]) and
+/// calls [`Apply::apply`] once per non-empty part, changes before repairs: `events` hold at most
+/// one event per user, the newest of the batch, and `newer` is how each must compare with the
+/// stored version to replace it. The implementation is one upsert whose `WHERE` is
+/// [`version_rule`]`(alias, newer)`, returning the users whose copy changed, plus anything else
+/// the event changes in that service, in statements of their own after the upsert (a CTE of the
+/// upsert would read with the snapshot taken before the upsert waited for a concurrent writer).
 pub trait Apply: Send + Sync + 'static {
     fn apply(
         &self,
         conn: &mut sqlx::PgConnection,
-        events: &[Envelope],
+        events: &[&Envelope],
+        newer: Comparison,
     ) -> impl Future<Output = Result<Vec<Changed>, sqlx::Error>> + Send;
 
     /// Records, in the transaction of the batch that carried it, the end-of-history mark a
@@ -109,22 +120,47 @@ pub fn newest_per_user(events: Vec<Envelope>) -> (Vec<Envelope>, usize) {
     (kept, dropped)
 }
 
-/// The batch split by how the version rule compares each snapshot with the stored one: changes
-/// replace a strictly older copy (`>`), repairs (`user.snapshot`) an older or equal one (`>=`).
-/// Each part goes into one conditional upsert with [`version_rule`].
-pub fn by_comparison(events: &[Envelope]) -> [(&'static str, Vec<&Envelope>); 2] {
+/// How a snapshot's version must compare with the stored one to replace it: a change must be
+/// strictly newer, a repair (`user.snapshot`) newer or equal, so it puts right a row altered
+/// behind the system's back at the same version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// `>`: changes.
+    Newer,
+    /// `>=`: repairs.
+    NewerOrEqual,
+}
+
+impl Comparison {
+    /// The SQL operator.
+    pub fn operator(self) -> &'static str {
+        match self {
+            Self::Newer => ">",
+            Self::NewerOrEqual => ">=",
+        }
+    }
+}
+
+/// The batch split by how the version rule compares each snapshot with the stored one:
+/// changes, then repairs (either part may be empty). The consumer applies each non-empty part
+/// with one [`Apply::apply`].
+pub fn by_comparison(events: &[Envelope]) -> [(Comparison, Vec<&Envelope>); 2] {
     let (repairs, changes): (Vec<&Envelope>, Vec<&Envelope>) =
         events.iter().partition(|e| e.event_type.is_repair());
-    [(">", changes), (">=", repairs)]
+    [
+        (Comparison::Newer, changes),
+        (Comparison::NewerOrEqual, repairs),
+    ]
 }
 
 /// The version rule as the `WHERE` of an `INSERT INTO <table> AS <stored> ... ON CONFLICT (id)
 /// DO UPDATE SET ...`, the one place every copy takes it from: a versioned snapshot replaces a
-/// row whose version it beats by `newer` ([`by_comparison`]) or an unversioned row; an
+/// row whose version it beats by `newer` ([`Comparison`]) or an unversioned row; an
 /// unversioned one (the portal's original producer) replaces only an unversioned row with an
 /// older event timestamp. Both tables need `user_version bigint` and `event_timestamp
 /// timestamptz` columns.
-pub fn version_rule(stored: &str, newer: &str) -> String {
+pub fn version_rule(stored: &str, newer: Comparison) -> String {
+    let newer = newer.operator();
     format!(
         "(EXCLUDED.user_version IS NOT NULL \
            AND ({stored}.user_version IS NULL OR EXCLUDED.user_version {newer} {stored}.user_version)) \
@@ -144,7 +180,7 @@ pub struct ConsumerConfig {
     /// The largest batch applied in one transaction (at most `prefetch`).
     pub batch_size: u16,
     /// Waits before each new attempt of a message that failed for a reason of its own (not
-    /// because `user_db` is down); after the last, it is dead-lettered.
+    /// because the copy's database is down); after the last, it is dead-lettered.
     pub retry_delays: Vec<Duration>,
     /// Broker users trusted beside the system's own publishers and this consumer's own user
     /// (`TRUSTED_PUBLISHERS`, e.g. a legacy producer during a migration, which must then set
@@ -156,6 +192,11 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// The broker's window unless CONSUMER_PREFETCH says otherwise.
+    pub const DEFAULT_PREFETCH: u16 = 500;
+    /// Messages per transaction unless CONSUMER_BATCH_SIZE says otherwise.
+    pub const DEFAULT_BATCH_SIZE: u16 = 500;
+
     /// Messages per transaction: the batch size, never more than the window.
     pub fn batch_limit(&self) -> usize {
         usize::from(self.batch_size.min(self.prefetch).max(1))
@@ -166,8 +207,8 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         Self {
             name: topology::USER_SERVICE.to_owned(),
-            prefetch: 500,
-            batch_size: 500,
+            prefetch: Self::DEFAULT_PREFETCH,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
             retry_delays: topology::RETRY_DELAYS.to_vec(),
             trusted_publishers: Vec::new(),
             declare_topology: true,
@@ -178,9 +219,9 @@ impl Default for ConsumerConfig {
 /// Counters of what the consumer did, for readiness and metrics.
 #[derive(Debug, Default)]
 pub struct SyncStats {
-    /// Snapshots that changed `user_db`.
+    /// Snapshots that changed the copy.
     pub applied: AtomicU64,
-    /// Events acked without effect because `user_db` already held that version or a newer one.
+    /// Events acked without effect because the copy already held that version or a newer one.
     pub ignored_stale: AtomicU64,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: AtomicU64,
@@ -405,13 +446,13 @@ impl<A: Apply> Consumer<A> {
                 }
             }
             if !self.handle_batch(batch, side, shutdown).await? {
-                return Ok(()); // shut down while user_db was unreachable; broker redelivers
+                return Ok(()); // shut down while its database was unreachable; broker redelivers
             }
         }
     }
 
     /// Dead-letters the undecodable, applies the rest, acks the batch. Returns false when it
-    /// gave up waiting for `user_db` because of shutdown (nothing acked, nothing lost).
+    /// gave up waiting for its database because of shutdown (nothing acked, nothing lost).
     async fn handle_batch(
         &self,
         batch: Vec<Delivery>,
@@ -419,7 +460,7 @@ impl<A: Apply> Consumer<A> {
         shutdown: &CancellationToken,
     ) -> Result<bool, ConsumeError> {
         // A message copied to the retry or dead-letter queue is acked at once, on its own: were
-        // it left for the batch's ack, a redelivery (connection lost while `user_db` is down)
+        // it left for the batch's ack, a redelivery (connection lost while its database is down)
         // would copy it a second time.
         let mut acked = vec![false; batch.len()];
         let mut decoded = Vec::with_capacity(batch.len());
@@ -530,9 +571,9 @@ impl<A: Apply> Consumer<A> {
         Ok(true)
     }
 
-    /// Applies in one transaction. While `user_db` is unreachable it waits and tries again with
-    /// backoff, without limit and without spending any message's retry budget: the outage is the
-    /// database's, not the message's. Any other error is the data's, and is returned.
+    /// Applies in one transaction. While its database is unreachable it waits and tries again
+    /// with backoff, without limit and without spending any message's retry budget: the outage
+    /// is the database's, not the message's. Any other error is the data's, and is returned.
     async fn apply_with_retry(
         &self,
         events: Vec<Envelope>,
@@ -583,7 +624,7 @@ impl<A: Apply> Consumer<A> {
                         tracing::debug!(user_id = %user.id, label = %user.label, "user synced");
                     }
                     if stale > 0 {
-                        tracing::debug!(stale, "ignored events older than user_db's copy");
+                        tracing::debug!(stale, "ignored events older than the copy");
                     }
                     return Applied::Done;
                 }
@@ -608,11 +649,12 @@ impl<A: Apply> Consumer<A> {
         history_complete: Option<HistoryComplete>,
     ) -> Result<Vec<Changed>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let applied = if events.is_empty() {
-            Vec::new()
-        } else {
-            self.copy.apply(&mut tx, events).await?
-        };
+        let mut applied = Vec::new();
+        for (newer, part) in by_comparison(events) {
+            if !part.is_empty() {
+                applied.extend(self.copy.apply(&mut tx, &part, newer).await?);
+            }
+        }
         if let Some(mark) = history_complete {
             self.copy.history_complete(&mut tx, mark).await?;
         }
@@ -712,9 +754,9 @@ impl<A: Apply> Consumer<A> {
 /// The outcome of [`Consumer::apply_with_retry`].
 enum Applied {
     Done,
-    /// Shutdown came while `user_db` was unreachable.
+    /// Shutdown came while the copy's database was unreachable.
     Cancelled,
-    /// `user_db` refused the data (not an outage).
+    /// The copy's database refused the data (not an outage).
     Rejected(sqlx::Error),
 }
 
@@ -779,6 +821,28 @@ mod tests {
                 changed_fields: None,
             },
         )
+    }
+
+    #[test]
+    fn a_batch_splits_into_changes_then_repairs_each_with_its_comparison() {
+        let (a, b, c) = (UserId::new(), UserId::new(), UserId::new());
+        let mut repair = event(b, Some(2), "b@x.co");
+        repair.event_type = EventType::Snapshot;
+        let events = vec![
+            event(a, Some(1), "a@x.co"),
+            repair,
+            event(c, None, "c@x.co"),
+        ];
+        let [(first, changes), (second, repairs)] = by_comparison(&events);
+        assert_eq!(
+            (first, second),
+            (Comparison::Newer, Comparison::NewerOrEqual)
+        );
+        let ids = |part: &[&Envelope]| part.iter().map(|e| e.payload.user_id).collect::<Vec<_>>();
+        assert_eq!(ids(&changes), [a, c]);
+        assert_eq!(ids(&repairs), [b]);
+        assert!(version_rule("u", first).contains("EXCLUDED.user_version > u.user_version"));
+        assert!(version_rule("u", second).contains("EXCLUDED.user_version >= u.user_version"));
     }
 
     #[test]

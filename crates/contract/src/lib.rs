@@ -12,6 +12,8 @@
 //! - [`api`]: the JSON bodies of the HTTP API, shared by the services and their clients.
 //! - [`schema`]: the JSON Schemas and the AsyncAPI document generated from the above, checked in
 //!   under `contracts/` for teams that do not read Rust.
+//! - [`sync_status`]: the JSON bodies of the sync admin API (the outbox, each consumer's
+//!   queues and dead letters, the last verify).
 //! - [`openapi`]: the HTTP API as an OpenAPI 3.1 document (bodies from [`api`]), checked in as
 //!   `contracts/openapi.json` and served by the gateway.
 //!

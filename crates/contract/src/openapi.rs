@@ -4,7 +4,7 @@
 //! OpenAPI 3.1 uses); the operations — paths, parameters, every status each may answer — are
 //! declared here, next to the types. The checked-in `contracts/openapi.json` is compared with
 //! [`document`] by `tests/contracts_are_current.rs`; schemathesis fuzzes the running system
-//! against it (`scripts/schemathesis`), which fails on any answer the document does not allow.
+//! against it (`crates/portal/tests/api_fuzz`), which fails on any answer the document does not allow.
 
 use crate::api::{
     Appointment, AppointmentStatus, AuditEntry, BulkCreateRequest, BulkCreateResponse,

@@ -10,6 +10,8 @@
 //! trusted proxy only, e.g. the web portal); every request gets an `X-Request-Id` and a W3C
 //! `traceparent` (valid incoming ones are kept); and login, register, refresh and change-password are limited per
 //! client address (429 with `Retry-After`).
+//!
+//! Its settings, and how they become a [`Config`], are [`settings`].
 
 use anyhow::Context;
 use axum::body::Body;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use upstream::Upstream;
 
+pub mod settings;
 mod upstream;
 
 /// The largest request body the gateway takes. Bodies are held until an upstream has them, so
@@ -86,11 +89,18 @@ pub struct AuthRateLimit {
     pub burst: u32,
 }
 
+impl AuthRateLimit {
+    /// Requests per minute per address unless GATEWAY_AUTH_RATE says otherwise.
+    pub const DEFAULT_PER_MINUTE: u32 = 30;
+    /// Requests at once per address unless GATEWAY_AUTH_BURST says otherwise.
+    pub const DEFAULT_BURST: u32 = 10;
+}
+
 impl Default for AuthRateLimit {
     fn default() -> Self {
         Self {
-            per_minute: 30,
-            burst: 10,
+            per_minute: Self::DEFAULT_PER_MINUTE,
+            burst: Self::DEFAULT_BURST,
         }
     }
 }
@@ -204,7 +214,7 @@ async fn identify(mut req: Request, next: axum::middleware::Next) -> Response {
 fn client_address(state: &AppState, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
     let peer = peer?;
     if state.trusted_proxies.contains(&peer) {
-        return Some(platform::http::forwarded_for(headers).unwrap_or(peer));
+        return Some(platform::client_addr::forwarded_for(headers).unwrap_or(peer));
     }
     Some(peer)
 }

@@ -2,7 +2,9 @@
 //! for `portal dlq` and the sync admin API alike.
 //!
 //! Messages are read with `basic.get` without acking; closing the channel puts back every
-//! message not explicitly acked, so looking at a queue never loses or reorders what stays in it.
+//! message not explicitly acked, so looking at a queue never loses what stays in it. A quorum
+//! queue (every queue here) appends what comes back at its end, so to keep the order a look
+//! takes every message the queue held, however few it shows: all come back, in order.
 //! A requeue publishes a copy with confirms and only then acks the original: a message is never
 //! in neither place.
 
@@ -94,15 +96,23 @@ pub async fn open(amqp_url: &str, queue: &str, connection_name: &str) -> Result<
     }
 }
 
-/// Takes up to `n` messages off the queue, unacked (they return when the channel closes).
-pub async fn peek(ch: &Channel, queue: &str, n: usize) -> anyhow::Result<Vec<BasicGetMessage>> {
+/// The first `n` messages of the queue, unacked (they return when the channel closes). Every
+/// other message the queue held when it was opened is taken too, unacked and not kept: had
+/// only the first `n` been taken, they would come back behind the rest and a look would
+/// reorder the queue (found by the sync admin API's tests: listing 1 of 3 turned [1, 2, 3]
+/// into [2, 3, 1]).
+pub async fn peek(opened: &Opened, queue: &str, n: usize) -> anyhow::Result<Vec<BasicGetMessage>> {
     let mut out = Vec::new();
-    while out.len() < n {
-        match ch
+    let held = usize::try_from(opened.count).unwrap_or(usize::MAX).max(n);
+    for _ in 0..held {
+        match opened
+            .channel
             .basic_get(queue, BasicGetOptions { no_ack: false })
             .await?
         {
-            Some(m) => out.push(m),
+            Some(m) if out.len() < n => out.push(m),
+            // Dropped here, still unacked: it goes back, in its place, when the channel closes.
+            Some(_) => {}
             None => break,
         }
     }
@@ -142,7 +152,7 @@ pub async fn list(
     limit: usize,
 ) -> Result<(u32, Vec<DeadLetter>), OpsError> {
     let opened = open(amqp_url, queue, "portal dead letters").await?;
-    let listed = peek(&opened.channel, queue, limit).await.map(|messages| {
+    let listed = peek(&opened, queue, limit).await.map(|messages| {
         messages
             .iter()
             .enumerate()

@@ -7,6 +7,7 @@
 //!   `users`, `appointment_db`'s `clinicians`) (`portal verify`).
 //! - [`reconcile`]: finds drift the same way and repairs it with `user.snapshot` events written
 //!   to the outbox, once or on a schedule (`portal reconcile`, `RECONCILE_INTERVAL`).
+//! - [`settings`]: the operator's identity (databases, broker) as a `clap` group.
 //! - [`setup`]: the least-privilege setup: an identity per part, only the rights it needs, the
 //!   generated credentials in one owner-only file (`portal setup`, `portal up`).
 //! - [`dlq`]: dead-letter queues looked at without loss and requeued with confirms (`portal
@@ -19,6 +20,7 @@
 pub mod dlq;
 pub mod reconcile;
 pub mod replay;
+pub mod settings;
 pub mod setup;
 pub mod status;
 pub mod verify;

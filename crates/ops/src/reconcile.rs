@@ -17,7 +17,7 @@
 //!
 //! Memory grows with the drift (the ids to repair), never with the number of users.
 
-use crate::verify::{compare_copy_each, still_different_in, CopySpec, Kind, VerifyError};
+use crate::verify::{self, CopySpec, Difference, Kind, VerifyError};
 use auth_service::store;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashSet};
@@ -235,21 +235,21 @@ pub async fn reconcile(
     for (spec, pool) in copies {
         let mut copy = CopySummary::new(spec);
         let mut extra = Vec::new();
-        copy.checked = compare_copy_each(auth, pool, spec, |d| {
-            match d.kind {
-                Kind::Missing => copy.missing += 1,
-                Kind::Stale { .. } => copy.stale += 1,
-                Kind::Ahead { .. } | Kind::Mismatch { .. } => copy.mismatched += 1,
-                Kind::Extra => copy.extra += 1,
-            }
+        let mut note = |d: &Difference| {
             if matches!(d.kind, Kind::Extra) {
                 extra.push(d.id);
             } else {
                 repairs.add(d.id, d.version_to_pass());
                 copy.repairing.push(d.id);
             }
-        })
-        .await?;
+        };
+        let report =
+            verify::compare(auth, spec, pool, verify::Options::default().each(&mut note)).await?;
+        copy.checked = report.checked;
+        copy.missing = report.missing;
+        copy.stale = report.stale;
+        copy.mismatched = report.mismatched;
+        copy.extra = report.extra;
         summary.copies.push(copy);
         extras.push(extra);
     }
@@ -316,7 +316,15 @@ pub async fn confirm(
             let Some((spec, pool)) = copies.iter().find(|(s, _)| s.service == copy.service) else {
                 continue;
             };
-            let different = still_different_in(auth, pool, spec, &copy.repairing).await?;
+            // The repaired users that `verify` still reports.
+            let mut different = HashSet::new();
+            let mut note = |d: &Difference| {
+                different.insert(d.id);
+            };
+            let repaired_only = verify::Options::default()
+                .only(&copy.repairing)
+                .each(&mut note);
+            verify::compare(auth, spec, pool, repaired_only).await?;
             let before = copy.repairing.len();
             copy.repairing.retain(|id| different.contains(id));
             let done = (before - copy.repairing.len()) as u64;
@@ -392,7 +400,7 @@ pub fn spawn_schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::{CLINICIANS, USERS};
+    use crate::verify::{APPOINTMENT_SERVICE, USER_SERVICE};
 
     #[test]
     fn one_repair_per_user_passing_the_highest_version_ahead() {
@@ -411,9 +419,9 @@ mod tests {
 
     #[test]
     fn the_summary_has_a_line_per_service_and_totals() {
-        let mut users = CopySummary::new(&USERS);
+        let mut users = CopySummary::new(&USER_SERVICE);
         (users.checked, users.missing, users.repaired) = (10, 1, 1);
-        let mut clinicians = CopySummary::new(&CLINICIANS);
+        let mut clinicians = CopySummary::new(&APPOINTMENT_SERVICE);
         (clinicians.checked, clinicians.stale, clinicians.extra) = (10, 2, 1);
         (
             clinicians.repaired,

@@ -1,13 +1,15 @@
 //! The comparison behind `portal verify`: streams `auth_db`'s users and one consumer's copy of
-//! them (a [`CopySpec`]: the user-service's `users` in `user_db`, the appointment-service's
-//! `clinicians` in `appointment_db`) in id order and merges them, so memory stays flat however
-//! many users there are. Every copy holds a row for every user, kept by the same version rule;
-//! only the fields the copy holds are compared.
+//! them (a [`CopySpec`] named by its consumer: [`USER_SERVICE`], the `users` of `user_db`;
+//! [`APPOINTMENT_SERVICE`], the `clinicians` of `appointment_db`) in id order and merges them,
+//! so memory stays flat however many users there are. Every copy holds a row for every user,
+//! kept by the same version rule; only the fields the copy holds are compared.
+//!
+//! One entry point, [`compare`]; its [`Options`] limit it to given users (how `reconcile`
+//! confirms its repairs), report its progress, and hand every difference to a callback.
 
+use directory::record::{UserRecord, RECORD_COLUMNS};
 use futures::stream::{BoxStream, StreamExt};
-use platform::users::{UserRecord, RECORD_COLUMNS};
 use sqlx::PgPool;
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
@@ -126,8 +128,8 @@ pub struct CopySpec {
     pub label: Label,
 }
 
-/// The user-service's `users` in `user_db`: every synced field.
-pub const USERS: CopySpec = CopySpec {
+/// The user-service's copy: `users` in `user_db`, every synced field.
+pub const USER_SERVICE: CopySpec = CopySpec {
     service: "user-service",
     database: "user_db",
     table: "users",
@@ -135,9 +137,9 @@ pub const USERS: CopySpec = CopySpec {
     label: Label::Email,
 };
 
-/// The appointment-service's `clinicians` in `appointment_db`: only what booking needs (no
-/// email, no phone).
-pub const CLINICIANS: CopySpec = CopySpec {
+/// The appointment-service's copy: `clinicians` in `appointment_db`, only what booking needs
+/// (no email, no phone).
+pub const APPOINTMENT_SERVICE: CopySpec = CopySpec {
     service: "appointment-service",
     database: "appointment_db",
     table: "clinicians",
@@ -396,87 +398,81 @@ fn compare_pair(spec: &CopySpec, a: &UserRecord, c: &UserRecord) -> Option<Diffe
     })
 }
 
-/// Compares every user of `auth_db` and `user_db`; lists at most `max_listed` differences.
+/// What a [`compare`] covers, and what it tells besides its [`Report`]. `Options::default()`
+/// compares every user and lists no difference (they are counted all the same).
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Differences listed in the report, the first in id order; the rest are only counted.
+    pub max_listed: usize,
+    /// Only these users (by id), e.g. the ones a repair was written for; every user when
+    /// `None`.
+    pub only: Option<&'a [Uuid]>,
+    /// Kept at the number of `auth_db` users compared so far, for a progress display while the
+    /// comparison runs (the sync admin API's background verify).
+    pub progress: Option<&'a AtomicU64>,
+    /// Hears every difference as it is found, listed or not (what `reconcile` repairs): memory
+    /// stays flat however many differences there are.
+    pub on_difference: Option<&'a mut (dyn FnMut(&Difference) + Send)>,
+}
+
+impl<'a> Options<'a> {
+    /// Every user, listing at most `max_listed` differences.
+    pub fn listing(max_listed: usize) -> Self {
+        Self {
+            max_listed,
+            ..Self::default()
+        }
+    }
+
+    /// Only the users `ids`.
+    pub fn only(self, ids: &'a [Uuid]) -> Self {
+        Self {
+            only: Some(ids),
+            ..self
+        }
+    }
+
+    /// With `checked` kept at the number of users compared so far.
+    pub fn progress(self, checked: &'a AtomicU64) -> Self {
+        Self {
+            progress: Some(checked),
+            ..self
+        }
+    }
+
+    /// With `on_difference` told of every difference.
+    pub fn each(self, on_difference: &'a mut (dyn FnMut(&Difference) + Send)) -> Self {
+        Self {
+            on_difference: Some(on_difference),
+            ..self
+        }
+    }
+}
+
+/// Compares `auth_db` (`auth`) with one consumer's copy (`copy`, whose database `pool` is):
+/// every user or only `options.only`, in id order, holding only the current row of each side.
+/// The report counts every difference and lists the first `options.max_listed`.
 pub async fn compare(
     auth: &PgPool,
-    users: &PgPool,
-    max_listed: usize,
-) -> Result<Report, VerifyError> {
-    compare_copy(auth, users, &USERS, max_listed).await
-}
-
-/// Compares every user of `auth_db` with `copy` (on `pool`); lists at most `max_listed`
-/// differences.
-pub async fn compare_copy(
-    auth: &PgPool,
-    pool: &PgPool,
     copy: &CopySpec,
-    max_listed: usize,
-) -> Result<Report, VerifyError> {
-    compare_copy_counted(auth, pool, copy, max_listed, &AtomicU64::new(0)).await
-}
-
-/// [`compare_copy`] that keeps `checked` at the number of `auth_db` users compared so far, for a
-/// progress display while it runs (the sync admin API's background verify).
-pub async fn compare_copy_counted(
-    auth: &PgPool,
     pool: &PgPool,
-    copy: &CopySpec,
-    max_listed: usize,
-    checked: &AtomicU64,
+    options: Options<'_>,
 ) -> Result<Report, VerifyError> {
+    let Options {
+        max_listed,
+        only,
+        progress,
+        mut on_difference,
+    } = options;
     let mut report = Report::default();
-    report.checked = compare_streams(auth, pool, copy, None, Some(checked), |d| {
+    report.checked = compare_streams(auth, pool, copy, only, progress, |d| {
+        if let Some(on_difference) = on_difference.as_mut() {
+            on_difference(&d);
+        }
         report.record(d, max_listed)
     })
     .await?;
     Ok(report)
-}
-
-/// Streams `auth_db` and `user_db` in id order and calls `on_difference` for each difference;
-/// returns how many users `auth_db` holds. Memory stays flat: only the current row of each side
-/// is held.
-pub async fn compare_each(
-    auth: &PgPool,
-    users: &PgPool,
-    on_difference: impl FnMut(Difference),
-) -> Result<u64, VerifyError> {
-    compare_copy_each(auth, users, &USERS, on_difference).await
-}
-
-/// [`compare_each`] for any copy.
-pub async fn compare_copy_each(
-    auth: &PgPool,
-    pool: &PgPool,
-    copy: &CopySpec,
-    on_difference: impl FnMut(Difference),
-) -> Result<u64, VerifyError> {
-    compare_streams(auth, pool, copy, None, None, on_difference).await
-}
-
-/// The ids among `ids` that `verify` would still report in `user_db` (how `reconcile`
-/// confirms a repair).
-pub async fn still_different(
-    auth: &PgPool,
-    users: &PgPool,
-    ids: &[Uuid],
-) -> Result<HashSet<Uuid>, VerifyError> {
-    still_different_in(auth, users, &USERS, ids).await
-}
-
-/// [`still_different`] for any copy.
-pub async fn still_different_in(
-    auth: &PgPool,
-    pool: &PgPool,
-    copy: &CopySpec,
-    ids: &[Uuid],
-) -> Result<HashSet<Uuid>, VerifyError> {
-    let mut different = HashSet::new();
-    compare_streams(auth, pool, copy, Some(ids), None, |d| {
-        different.insert(d.id);
-    })
-    .await?;
-    Ok(different)
 }
 
 async fn compare_streams(
@@ -584,23 +580,23 @@ mod tests {
 
     #[test]
     fn equal_rows_have_no_difference() {
-        assert_eq!(compare_pair(&USERS, &user(3), &user(3)), None);
+        assert_eq!(compare_pair(&USER_SERVICE, &user(3), &user(3)), None);
     }
 
     #[test]
     fn an_older_copy_is_stale_and_a_changed_field_a_mismatch() {
         assert!(matches!(
-            compare_pair(&USERS, &user(3), &user(2)).map(|d| d.kind),
+            compare_pair(&USER_SERVICE, &user(3), &user(2)).map(|d| d.kind),
             Some(Kind::Stale { .. })
         ));
         assert!(matches!(
-            compare_pair(&USERS, &user(3), &user(9_000_000_000)).map(|d| d.kind),
+            compare_pair(&USER_SERVICE, &user(3), &user(9_000_000_000)).map(|d| d.kind),
             Some(Kind::Ahead { .. })
         ));
         let mut changed = user(3);
         changed.role = "nurse".into();
         assert!(matches!(
-            compare_pair(&USERS, &user(3), &changed).map(|d| d.kind),
+            compare_pair(&USER_SERVICE, &user(3), &changed).map(|d| d.kind),
             Some(Kind::Mismatch { field: "role", .. })
         ));
     }
@@ -610,17 +606,20 @@ mod tests {
         let mut auth = user(3);
         auth.phone_number = Some("+263 77 000 0000".into());
         auth.must_change_password = true;
-        assert_eq!(compare_pair(&CLINICIANS, &auth, &clinician(3)), None);
+        assert_eq!(
+            compare_pair(&APPOINTMENT_SERVICE, &auth, &clinician(3)),
+            None
+        );
         let mut renamed = clinician(3);
         renamed.last_name = "Changed".into();
-        let d = compare_pair(&CLINICIANS, &auth, &renamed).unwrap();
+        let d = compare_pair(&APPOINTMENT_SERVICE, &auth, &renamed).unwrap();
         assert_eq!(d.label, "a@b.co", "named by auth_db's email");
         assert_eq!(
             d.to_string(),
             "mismatch 00000000-0000-0000-0000-000000000000 a@b.co: lastName is \"Changed\" in \
              appointment_db, \"B\" in auth_db"
         );
-        let ahead = compare_pair(&CLINICIANS, &auth, &clinician(7)).unwrap();
+        let ahead = compare_pair(&APPOINTMENT_SERVICE, &auth, &clinician(7)).unwrap();
         assert_eq!(ahead.version_to_pass(), Some(7));
         assert!(ahead
             .to_string()
@@ -635,10 +634,10 @@ mod tests {
             database: copy.database,
             kind: Kind::Missing,
         };
-        assert!(missing(&USERS)
+        assert!(missing(&USER_SERVICE)
             .to_string()
             .ends_with("a@b.co: in auth_db, not in user_db"));
-        assert!(missing(&CLINICIANS)
+        assert!(missing(&APPOINTMENT_SERVICE)
             .to_string()
             .ends_with("a@b.co: in auth_db, not in appointment_db"));
         let stale = Difference {
@@ -646,26 +645,30 @@ mod tests {
                 auth_version: Some(4),
                 copy_version: None,
             },
-            ..missing(&USERS)
+            ..missing(&USER_SERVICE)
         };
         assert!(stale
             .to_string()
             .ends_with("user_db has version none, auth_db has 4"));
         // A clinician only in the copy has no email: it is named.
-        assert_eq!(CLINICIANS.label(&clinician(1)), "A B");
-        assert_eq!(USERS.label(&user(1)), "a@b.co");
+        assert_eq!(APPOINTMENT_SERVICE.label(&clinician(1)), "A B");
+        assert_eq!(USER_SERVICE.label(&user(1)), "a@b.co");
     }
 
     #[test]
     fn a_copy_reads_its_own_columns_and_placeholders_for_the_rest() {
         assert_eq!(
-            query(&CLINICIANS.select_list(), CLINICIANS.table, true),
+            query(
+                &APPOINTMENT_SERVICE.select_list(),
+                APPOINTMENT_SERVICE.table,
+                true
+            ),
             "SELECT id, user_version, ''::text AS email, first_name, last_name, role, \
              NULL::text AS phone_number, is_active, false AS must_change_password, \
              'epoch'::timestamptz AS created_at, NULL::timestamptz AS updated_at \
              FROM clinicians WHERE id = ANY($1) ORDER BY id"
         );
-        let users = USERS.select_list();
+        let users = USER_SERVICE.select_list();
         for field in Field::ALL {
             assert!(
                 users.contains(&format!(" {},", field.column())),

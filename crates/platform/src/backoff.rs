@@ -98,8 +98,4 @@ impl OutageLog {
             );
         }
     }
-
-    pub fn is_down(&self) -> bool {
-        self.down_since.is_some()
-    }
 }

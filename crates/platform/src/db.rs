@@ -231,15 +231,19 @@ mod tests {
     /// plain connection, and an explicit `sslmode=require` still gets TLS.
     #[tokio::test]
     async fn the_loopback_default_is_plain_and_a_chosen_mode_is_obeyed() {
-        if std::env::var_os("PGSSLMODE").is_some() {
-            return; // the operator's choice wins everywhere; nothing to check here
-        }
+        // Either half left out would let the test pass having checked nothing: it says why.
+        assert!(
+            std::env::var_os("PGSSLMODE").is_none(),
+            "PGSSLMODE is set, and the operator's choice wins everywhere: unset it to run this test"
+        );
         // The tests' server, as the sandbox names it.
         let server = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-        if !server.contains("127.0.0.1") && !server.contains("localhost") {
-            return; // a remote test server keeps its own TLS mode
-        }
+        assert!(
+            server.contains("127.0.0.1") || server.contains("localhost"),
+            "TEST_DATABASE_URL names a remote server, which keeps its own TLS mode: this test needs \
+             one on loopback"
+        );
         let base = format!("{}/postgres", server.trim_end_matches('/'));
         let server_offers_tls: bool = {
             let pool = lazy_pool(&base, 1).expect("pool");
@@ -259,8 +263,11 @@ mod tests {
             ssl
         };
         assert!(!uses_tls(base.clone()).await, "loopback without sslmode");
-        if server_offers_tls {
-            assert!(uses_tls(format!("{base}?sslmode=require")).await);
-        }
+        assert!(
+            server_offers_tls,
+            "the test server has ssl = off, so a chosen sslmode cannot be checked: Debian's \
+             PostgreSQL offers TLS with its snakeoil certificate; turn ssl on"
+        );
+        assert!(uses_tls(format!("{base}?sslmode=require")).await);
     }
 }

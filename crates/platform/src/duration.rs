@@ -21,6 +21,25 @@ pub fn parse_interval(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// A positive duration as a setting: read by [`parse_interval`], shown as humantime writes it
+/// (`12h`), so a default defined once as a `Duration` constant is also what `--help` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        parse_interval(raw).map(Self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +56,13 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_interval("0s").is_err());
         assert_eq!(parse_interval("15m"), Ok(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn an_interval_reads_back_what_it_shows() {
+        let twelve_hours = Interval(Duration::from_secs(12 * 3600));
+        assert_eq!(twelve_hours.to_string(), "12h");
+        assert_eq!("12h".parse::<Interval>(), Ok(twelve_hours));
+        assert!("0s".parse::<Interval>().is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Exit codes scripts can trust, the same for every binary: 0 success, 1 it ran and said no
 //! (verify found differences, a refusal, a failed run), 2 a database or the broker could not be
-//! reached.
+//! reached, 64 (`EX_USAGE`) the command line or the configuration is wrong — a mistake that
+//! trying again cannot mend, so a systemd unit does not restart on it.
 
 use std::process::ExitCode;
 
@@ -11,7 +12,18 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
+/// The exit code of a usage or configuration error (sysexits' `EX_USAGE`).
+pub const USAGE: u8 = 64;
+
 impl Failure {
+    /// Exit 64: a bad flag, setting or credentials file.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: USAGE,
+            error: error.into(),
+        }
+    }
+
     /// Exit 2: a dependency could not be reached.
     pub fn unreachable(error: impl Into<anyhow::Error>) -> Self {
         Self {
@@ -25,6 +37,24 @@ impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Self { code: 1, error }
     }
+}
+
+/// Parses the command line as `T`: `--help` and `--version` print and exit 0; any other
+/// mistake prints clap's message and exits 64 (clap's own `exit` would use 2, the code that
+/// means "a server is unreachable").
+pub fn parse_args<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => exit_on_clap_error(e),
+    }
+}
+
+/// Prints a clap error (or the help or version it carries) and exits: 0 for help and version,
+/// 64 otherwise.
+pub fn exit_on_clap_error(e: clap::Error) -> ! {
+    let code = if e.use_stderr() { i32::from(USAGE) } else { 0 };
+    let _ = e.print();
+    std::process::exit(code)
 }
 
 /// Prints a failure as `error: …` on stderr and turns the result into the process's exit code.

@@ -4,7 +4,7 @@
 //! personal data, tokens and temporary passwords that no cache may keep), and one `security`
 //! log line per 401 or 403 with the client's address.
 
-use crate::http::ClientAddr;
+use crate::client_addr::ClientAddr;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::middleware::Next;

@@ -1,6 +1,7 @@
 //! HTTP building blocks shared by the services: one error type that always answers JSON
 //! `{"error", "message"}`, a JSON body extractor whose rejections are JSON too, the bearer-token
-//! extractor, and serving until shutdown.
+//! extractor, the caller who is still active in the service's own copy of the users
+//! ([`ActiveCaller`]), and serving until shutdown.
 
 use crate::jwt::{Claims, JwtVerifier};
 use axum::extract::rejection::JsonRejection;
@@ -10,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use contract::api::ErrorBody;
-use contract::{Role, ValidationError};
+use contract::{Role, UserId, ValidationError};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::sync::Arc;
@@ -229,49 +230,84 @@ where
     }
 }
 
-/// The client's address: the peer, or, when the peer is a proxy on this machine (the gateway,
-/// which overwrites the header), the address in `X-Forwarded-For`. Logged with security events
-/// and used for per-client limits.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<std::net::IpAddr>);
+/// Where a service checks that the caller of a request is still active: its own copy of the
+/// users (a consumer's copy, or `auth_db` itself). Implemented by the service's state; see
+/// [`ActiveCaller`].
+pub trait CallerCopy: Send + Sync {
+    /// One statement with the user's id as `$1` answering `(is_active bool, role text)` from
+    /// the copy, e.g. `SELECT is_active, role FROM users WHERE id = $1`.
+    const LOOKUP: &'static str;
+    /// How a user the copy does not hold is answered.
+    const UNKNOWN: UnknownCaller = UnknownCaller::TakenAtTheirToken;
+    /// The 503 message when the copy's database cannot be reached; `None`: the answer every
+    /// database error gets ([`ApiError`]'s `From<sqlx::Error>`).
+    const UNREACHABLE: Option<&'static str> = None;
 
-impl ClientAddr {
-    pub fn of(parts: &Parts) -> Self {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        match peer {
-            Some(ip) if ip.is_loopback() => Self(forwarded_for(&parts.headers).or(Some(ip))),
-            other => Self(other),
-        }
+    /// The database that holds the copy.
+    fn copy_db(&self) -> &sqlx::PgPool;
+}
+
+/// How [`ActiveCaller`] answers a user the copy does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownCaller {
+    /// A consumer's copy: a user created a moment ago may not be copied yet, and the
+    /// auth-service checked the account when it issued the token.
+    TakenAtTheirToken,
+    /// The source of truth: a user it does not hold does not exist (401, as deactivated).
+    Deactivated,
+}
+
+/// The caller of a request: a valid token whose user is not inactive in the service's copy
+/// ([`CallerCopy`]), with the role that copy knows. A deactivated user's unexpired token stops
+/// working as soon as the deactivation reaches the copy, not when the token expires: 401 `this
+/// account is deactivated`.
+#[derive(Debug, Clone)]
+pub struct ActiveCaller {
+    pub id: UserId,
+    /// The copy's role (the token's while the copy does not hold the user).
+    pub role: Role,
+}
+
+impl ActiveCaller {
+    /// `claims` (already verified) checked against `copy`.
+    pub async fn check<C: CallerCopy>(claims: Claims, copy: &C) -> Result<Self, ApiError> {
+        let held: Option<(bool, String)> = sqlx::query_as(C::LOOKUP)
+            .bind(claims.sub)
+            .fetch_optional(copy.copy_db())
+            .await
+            .map_err(|e| match C::UNREACHABLE {
+                Some(message) if crate::db::is_unavailable(&e) => ApiError::unavailable(message),
+                _ => ApiError::from(e),
+            })?;
+        let deactivated = || ApiError::unauthorized("this account is deactivated");
+        let role = match held {
+            Some((false, _)) => return Err(deactivated()),
+            // A role the copy spells in a way this build does not know: the token's.
+            Some((true, role)) => role.parse().unwrap_or(claims.role),
+            None if C::UNKNOWN == UnknownCaller::Deactivated => return Err(deactivated()),
+            None => claims.role,
+        };
+        Ok(Self {
+            id: UserId(claims.sub),
+            role,
+        })
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
     }
 }
 
-/// The address the nearest proxy put last in `X-Forwarded-For` (the only entry a proxy of ours
-/// wrote; earlier ones are the client's own claims).
-pub fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next_back())
-        .and_then(|v| v.trim().parse().ok())
-}
+impl<S> FromRequestParts<S> for ActiveCaller
+where
+    Arc<JwtVerifier>: FromRef<S>,
+    S: CallerCopy,
+{
+    type Rejection = ApiError;
 
-impl std::fmt::Display for ClientAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(ip) => write!(f, "{ip}"),
-            None => f.write_str("unknown"),
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::of(parts))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
+        Self::check(claims, state).await
     }
 }
 
@@ -373,21 +409,6 @@ pub async fn serve_with_worker(
     served.map_err(|e| anyhow::anyhow!("{name} HTTP server failed: {e}"))
 }
 
-/// One page of a `users` table as the API answers it: both directories run exactly this.
-pub async fn user_page(
-    db: &sqlx::PgPool,
-    query: &crate::users::ListQuery,
-) -> Result<Json<contract::api::Page<contract::UserSnapshot>>, ApiError> {
-    let mut conn = db.acquire().await?;
-    let (rows, total) = crate::users::page(&mut conn, query).await?;
-    let items = rows
-        .iter()
-        .map(crate::users::UserRecord::snapshot)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(contract::api::Page { items, total }))
-}
-
 /// `Query<T>` whose rejection is an [`ApiError`] (400, JSON) rather than axum's plain text.
 pub struct ApiQuery<T>(pub T);
 
@@ -399,19 +420,5 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|q| Self(q.0))
             .map_err(|e| ApiError::bad_request(e.body_text()))
-    }
-}
-
-/// The validated query string of a user list (`role`, `isActive`, `q`, `limit`, `offset`);
-/// every bad value is a 422 naming it.
-pub struct ListParams(pub crate::users::ListQuery);
-
-impl<S: Send + Sync> FromRequestParts<S> for ListParams {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let ApiQuery(raw) =
-            ApiQuery::<crate::users::RawListQuery>::from_request_parts(parts, state).await?;
-        Ok(Self(crate::users::ListQuery::parse(&raw)?))
     }
 }

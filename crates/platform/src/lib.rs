@@ -4,21 +4,26 @@
 //! - [`addresses`]: comma-separated lists of URLs (a broker cluster's nodes, a service's
 //!   replicas).
 //! - [`duration`]: durations as people write them (`90s`, `15m`, `1h 30m`).
-//! - [`exit`]: exit codes every binary shares (0, 1 failed, 2 unreachable).
+//! - [`exit`]: exit codes every binary shares (0, 1 failed, 2 unreachable, 64 usage), and
+//!   command-line parsing that keeps to them.
 //! - [`db`]: create a database if absent, open a pool with timeouts.
 //! - [`build`]: the version and git commit of this build.
 //! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
-//! - [`jwt`]: the Ed25519 key pair, signing (auth-service only) and verification (everyone).
-//! - [`token_cache`]: tokens already verified, so each is checked with Ed25519 once.
+//! - [`jwt`]: the Ed25519 key pair and its rotation, signing (auth-service only), and
+//!   verification (everyone), with a cache of tokens already verified.
 //! - [`memory`]: malloc returns large buffers to the system when they are freed.
-//! - [`users`]: the `users` record every copy shares, its snapshot, and the user-list query
-//!   (filters, paging, SQL) both directories run.
+//! - [`client_addr`]: the client's address (the peer, or `X-Forwarded-For` behind our proxy).
 //! - [`hardening`]: security headers on every answer, a log line per 401/403.
 //! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
 //!   health answers and serving until shutdown.
+//! - [`metrics`]: a Prometheus registry per service, `GET /metrics`, the HTTP layer that counts
+//!   requests and writes access lines.
+//! - [`trace`]: one W3C trace id from the gateway's request to each consumer's apply.
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
 //! - [`rabbit_admin`]: the RabbitMQ management API (users, permissions, vhosts, connections).
 //! - [`secret`]: URLs without passwords for messages; owner-only files and directories.
+//! - [`settings`]: the settings several parts read (broker, setup state, where the
+//!   auth-service is) as `clap` groups, with their defaults defined once.
 //! - [`service`]: the `Service` trait every service's `Application` implements.
 //! - [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
 //! - [`telemetry`]: tracing set-up.
@@ -27,6 +32,7 @@ pub mod addresses;
 pub mod amqp;
 pub mod backoff;
 pub mod build;
+pub mod client_addr;
 pub mod db;
 pub mod duration;
 pub mod exit;
@@ -38,8 +44,7 @@ pub mod metrics;
 pub mod rabbit_admin;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
-pub mod token_cache;
 pub mod trace;
-pub mod users;

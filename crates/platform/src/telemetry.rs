@@ -29,22 +29,21 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    /// `LOG_FORMAT` (`text`, `json`, `auto` or unset); anything else is text, with a warning
-    /// once logging is up.
-    fn from_env() -> (Self, Option<String>) {
-        match std::env::var("LOG_FORMAT").ok().as_deref() {
-            Some("text") => (Self::Text, None),
-            Some("json") => (Self::Json, None),
+    /// `LOG_FORMAT` (`text`, `json`, `auto` or unset); anything else is a configuration error
+    /// (a typo must not turn a log pipeline's JSON into text unnoticed).
+    fn from_env() -> Result<Self, String> {
+        Self::parse(std::env::var("LOG_FORMAT").ok().as_deref())
+    }
+
+    fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
             None | Some("auto") | Some("") => match std::io::stderr().is_terminal() {
-                true => (Self::Text, None),
-                false => (Self::Json, None),
+                true => Ok(Self::Text),
+                false => Ok(Self::Json),
             },
-            Some(other) => (
-                Self::Text,
-                Some(format!(
-                    "LOG_FORMAT={other:?} is not text, json or auto: writing text"
-                )),
-            ),
+            Some(other) => Err(format!("LOG_FORMAT={other:?} is not text, json or auto")),
         }
     }
 }
@@ -60,9 +59,10 @@ fn filter() -> EnvFilter {
 }
 
 /// Sets up logging for `service` (the name JSON lines carry, e.g. `auth-service`, or `portal`
-/// for a process running several). A second call (tests, embedded use) is harmless.
-pub fn init(service: &str) {
-    let (format, warning) = LogFormat::from_env();
+/// for a process running several). A second call (tests, embedded use) is harmless. A bad
+/// `LOG_FORMAT` is refused with the reason, before anything is logged.
+pub fn init(service: &str) -> Result<(), String> {
+    let format = LogFormat::from_env()?;
     let _ = match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter())
@@ -77,9 +77,7 @@ pub fn init(service: &str) {
             })
             .try_init(),
     };
-    if let Some(warning) = warning {
-        tracing::warn!("{warning}");
-    }
+    Ok(())
 }
 
 /// One JSON object per event.
@@ -162,5 +160,23 @@ impl Visit for Fields {
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.put(field, serde_json::Value::String(value.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFormat;
+
+    #[test]
+    fn a_log_format_that_is_not_text_json_or_auto_is_refused_by_name() {
+        assert_eq!(LogFormat::parse(Some("json")), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::parse(Some("text")), Ok(LogFormat::Text));
+        assert!(LogFormat::parse(Some("auto")).is_ok());
+        assert!(LogFormat::parse(None).is_ok());
+        let refused = LogFormat::parse(Some("jsno")).unwrap_err();
+        assert!(
+            refused.contains("LOG_FORMAT") && refused.contains("jsno"),
+            "{refused}"
+        );
     }
 }

@@ -1,10 +1,22 @@
-//! Command-line definitions. Every setting can come from the environment; `--help` lists the
-//! variable and its default.
+//! Command-line definitions. Every setting can come from the environment (or the credentials
+//! file `portal setup` writes, see [`crate::settings`]); `--help` lists the variable and its
+//! default. Each command takes only the settings of the parts it runs: the groups are defined
+//! next to each part (`auth_service::settings`, `user_service::settings`, …) and flattened here.
 
-use clap::{Args, Parser, Subcommand};
+use appointment_service::settings::{AppointmentDbArgs, AppointmentServiceArgs};
+use auth_service::settings::{
+    AuthDbArgs, AuthServiceArgs, KeyDirArgs, RelayArgs, RelayHttpArgs, SeedArgs,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use consumer::settings::ConsumerArgs;
 use contract::topology::{ConsumerQueues, USER_SERVICE};
-use std::net::SocketAddr;
+use gateway::settings::GatewayArgs;
+use ops::settings::OperatorArgs;
+use platform::settings::{AuthLocationArgs, BrokerArgs, SetupStateArgs};
 use std::path::PathBuf;
+use sync_admin::settings::SyncAdminArgs;
+use user_service::settings::{UserDbArgs, UserServiceArgs};
+use web::settings::WebArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -15,12 +27,14 @@ use std::path::PathBuf;
         Users are written in the auth-service (auth_db) together with an outbox event; the relay \
         publishes the events to the RabbitMQ exchange user.events; the user-service applies them \
         to its copy (user_db) and serves the directory. The gateway is the single HTTP entry.\n\n\
+        Settings come from flags, else the environment, else the credentials file \
+        (PORTAL_CREDENTIALS, default .portal/credentials.env; `none` reads none), else their \
+        defaults; each command's --help lists the settings it reads. \
+        `portal config check` shows the effective settings of each part.\n\n\
         Exit codes: 0 success, 1 failure (verify: differences found), 2 a database or the broker \
-        could not be reached."
+        could not be reached, 64 a bad command line, setting or credentials file."
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub settings: Settings,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,51 +42,34 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Set up least-privilege identities (as `portal setup`), prepare databases and topology,
-    /// start auth-service (with relay), user-service, appointment-service and gateway in the
-    /// foreground under those identities, seed an empty auth_db, backfill a new
-    /// appointment_db, print the URLs and admin login.
-    Up {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Skip the setup: run the services with AUTH_DATABASE_URL, USER_DATABASE_URL and
-        /// AMQP_URL as given (development with administrative credentials).
-        #[arg(long)]
-        no_setup: bool,
-    },
+    /// start auth-service (with relay), user-service, appointment-service, sync admin API,
+    /// gateway and web portal in the foreground under those identities, seed an empty auth_db,
+    /// backfill a new appointment_db, print the URLs and admin login.
+    Up(Box<UpArgs>),
     /// Create (or bring back up to date) a PostgreSQL role per service, a migration role that
     /// owns the schemas, an operator role, a RabbitMQ user per component with only the rights it
     /// needs, migrate, declare the topology, and write the generated credentials to an
     /// owner-only file the other commands read. Idempotent; safe to run while others do.
-    Setup {
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
+    Setup(SetupArgs),
     /// Run the auth-service alone (with its outbox relay unless --no-relay).
-    AuthService {
-        /// Do not run the outbox relay in this process (run `portal relay` separately).
-        #[arg(long)]
-        no_relay: bool,
-    },
+    AuthService(AuthServiceCommand),
     /// Run the user-service alone (directory API and event consumer).
-    UserService {
-        /// Serve the directory only; do not consume events.
-        #[arg(long)]
-        no_consumer: bool,
-    },
+    UserService(UserServiceCommand),
     /// Run the appointment-service alone (appointment API and its own event consumer).
-    AppointmentService,
+    AppointmentService(AppointmentServiceCommand),
     /// Run the web portal alone (it talks to the gateway at GATEWAY_URL).
-    Web,
-    /// Run the sync admin API alone (outbox, queues, dead letters, verify in the background),
-    /// under the operator's identity; the gateway routes /api/v1/admin/sync to it.
-    SyncAdmin,
+    Web(WebCommand),
+    /// Run the sync admin API alone (outbox, queues, dead letters, verify in the background,
+    /// the scheduled reconcile), under the operator's identity; the gateway routes
+    /// /api/v1/admin/sync to it.
+    SyncAdmin(SyncAdminCommand),
     /// Run the gateway alone.
-    Gateway,
+    Gateway(GatewayCommand),
     /// Run the outbox relay alone (several may run; rows are claimed with SKIP LOCKED), with
     /// /health/live, /health/ready and /metrics on RELAY_HTTP_HOST:RELAY_HTTP_PORT.
-    Relay,
+    Relay(RelayCommand),
     /// Create the 10 demo users through the auth-service's write path (idempotent).
-    Seed,
+    Seed(SeedCommand),
     /// Manage users through the admin API (a thin client for scripts and operators).
     #[command(subcommand)]
     Users(Box<UsersCommand>),
@@ -81,9 +78,9 @@ pub enum Command {
     /// Find users that differ between auth_db and any consumer's copy (user_db,
     /// appointment_db) and repair them by publishing one `user.snapshot` event per user through
     /// the normal pipeline; reports one line per service.
-    Reconcile(ReconcileArgs),
+    Reconcile(ReconcileCommand),
     /// Publish stored events to ONE consumer's queue (not to every subscriber), with confirms.
-    Replay(ReplayArgs),
+    Replay(ReplayCommand),
     /// Manage consumer services of the user events.
     #[command(subcommand)]
     Consumer(ConsumerCommand),
@@ -97,11 +94,11 @@ pub enum Command {
     /// Compare every user of auth_db with every consumer's copy (user_db, appointment_db) and
     /// report per service; exit 0 all in sync, 1 on differences in any copy, 2 when a database
     /// cannot be reached.
-    Verify {
-        /// Print at most this many differences per copy (all are counted).
-        #[arg(long, default_value_t = 50)]
-        max_listed: usize,
-    },
+    Verify(VerifyCommand),
+    /// Check the settings: each part's (or one part's) settings as it would read them now, from
+    /// flags, environment and credentials file, with secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Chaos run: a mixed user load while services are killed, broker connections cut and
     /// user_db backends terminated; passes when verify then finds 0 differences. Runs
     /// `portal-chaos` from beside this binary (`portal chaos --help` lists its flags).
@@ -138,371 +135,271 @@ pub enum KeysCommand {
     /// Make a new signing key in JWT_KEY_DIR and retire the current one: running
     /// auth-services sign with the new key within 5 seconds; the old public key stays published
     /// for an hour, so tokens signed with it stay valid until they expire. Prints the new key id.
-    Rotate,
+    Rotate(KeysRotateCommand),
 }
 
-/// Settings shared by all commands.
+#[derive(Args, Debug)]
+pub struct KeysRotateCommand {
+    #[command(flatten)]
+    pub keys: KeyDirArgs,
+}
+
+/// The parts a system runs, by the name of the command that runs each alone.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    AuthService,
+    UserService,
+    AppointmentService,
+    SyncAdmin,
+    Gateway,
+    Web,
+    Relay,
+}
+
+impl Part {
+    /// Every part, in the order `portal up` starts them (the relay last: it runs inside the
+    /// auth-service there).
+    pub const ALL: [Part; 7] = [
+        Part::AuthService,
+        Part::UserService,
+        Part::AppointmentService,
+        Part::SyncAdmin,
+        Part::Gateway,
+        Part::Web,
+        Part::Relay,
+    ];
+
+    /// The `portal` subcommand that runs it, e.g. `auth-service`.
+    pub fn command(self) -> &'static str {
+        match self {
+            Part::AuthService => "auth-service",
+            Part::UserService => "user-service",
+            Part::AppointmentService => "appointment-service",
+            Part::SyncAdmin => "sync-admin",
+            Part::Gateway => "gateway",
+            Part::Web => "web",
+            Part::Relay => "relay",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Read the settings of PART (or of every part) as `portal PART` would now, check each one
+    /// and the credentials file, and print the effective configuration with each value's source
+    /// and secrets redacted. Exit 0 when every setting is valid, 1 naming each bad one.
+    Check {
+        /// Only this part [default: every part].
+        #[arg(value_enum)]
+        part: Option<Part>,
+    },
+}
+
+/// `portal up`: every part's settings, each once.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Skip the setup: run the services with AUTH_DATABASE_URL, USER_DATABASE_URL and
+    /// AMQP_URL as given (development with administrative credentials).
+    #[arg(long)]
+    pub no_setup: bool,
+    #[command(flatten)]
+    pub auth: AuthServiceSettings,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    #[command(flatten)]
+    pub user_db: UserDbArgs,
+    #[command(flatten)]
+    pub user: UserServiceArgs,
+    #[command(flatten)]
+    pub appointment_db: AppointmentDbArgs,
+    #[command(flatten)]
+    pub appointment: AppointmentServiceArgs,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub sync_admin: SyncAdminArgs,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub web: WebArgs,
+    #[command(flatten)]
+    pub auth_location: AuthLocationArgs,
+}
+
+/// The auth-service's settings with the relay's, the broker's and the setup state: what
+/// `portal auth-service` reads, and `portal up` with the rest.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Settings (environment variable, default)")]
-pub struct Settings {
-    /// auth-service database (its value is never shown: it may hold a password).
-    #[arg(
-        long,
-        global = true,
-        env = "AUTH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/auth_db",
-        hide_env_values = true
-    )]
-    pub auth_database_url: String,
-    /// user-service database (its value is never shown: it may hold a password).
-    #[arg(
-        long,
-        global = true,
-        env = "USER_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/user_db",
-        hide_env_values = true
-    )]
-    pub user_database_url: String,
-    /// appointment-service database (its value is never shown: it may hold a password).
-    #[arg(
-        long,
-        global = true,
-        env = "APPOINTMENT_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/appointment_db",
-        hide_env_values = true
-    )]
-    pub appointment_database_url: String,
-    /// RabbitMQ [default: amqp://guest:***@127.0.0.1:5672/%2f] (its value is never shown: it
-    /// holds a password). A cluster: one URL per node, comma-separated; connections take the
-    /// first node that answers and move to another when theirs is lost (as every *_AMQP_URL).
-    #[arg(
-        long,
-        global = true,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub amqp_url: String,
-    /// Where the auth-service listens.
-    #[arg(
-        long,
-        global = true,
-        env = "AUTH_ADDR",
-        default_value = "127.0.0.1:3001"
-    )]
-    pub auth_addr: SocketAddr,
-    /// Where the user-service listens.
-    #[arg(
-        long,
-        global = true,
-        env = "USER_ADDR",
-        default_value = "127.0.0.1:3002"
-    )]
-    pub user_addr: SocketAddr,
-    /// Where the appointment-service listens.
-    #[arg(
-        long,
-        global = true,
-        env = "APPOINTMENT_ADDR",
-        default_value = "127.0.0.1:3003"
-    )]
-    pub appointment_addr: SocketAddr,
-    /// The port of a standalone relay's health and metrics (`portal relay`), on
-    /// RELAY_HTTP_HOST.
-    #[arg(long, global = true, env = "RELAY_HTTP_PORT", default_value_t = 3005)]
-    pub relay_http_port: u16,
-    /// The address a standalone relay's health and metrics listen on.
-    #[arg(
-        long,
-        global = true,
-        env = "RELAY_HTTP_HOST",
-        default_value = "127.0.0.1"
-    )]
-    pub relay_http_host: std::net::IpAddr,
-    /// Where the sync admin API listens.
-    #[arg(
-        long,
-        global = true,
-        env = "SYNC_ADMIN_ADDR",
-        default_value = "127.0.0.1:3004"
-    )]
-    pub sync_admin_addr: SocketAddr,
-    /// Where the gateway listens.
-    #[arg(
-        long,
-        global = true,
-        env = "GATEWAY_ADDR",
-        default_value = "127.0.0.1:3000"
-    )]
-    pub gateway_addr: SocketAddr,
-    /// The auth-service as the gateway reaches it; several replicas comma-separated
-    /// [default: http://AUTH_ADDR].
-    #[arg(long, global = true, env = "AUTH_SERVICE_URL")]
-    pub auth_service_url: Option<String>,
-    /// The user-service as the gateway reaches it; several replicas comma-separated
-    /// [default: http://USER_ADDR].
-    #[arg(long, global = true, env = "USER_SERVICE_URL")]
-    pub user_service_url: Option<String>,
-    /// The port the web portal listens on (on WEB_HOST).
-    #[arg(long, global = true, env = "WEB_PORT", default_value_t = 3100)]
-    pub web_port: u16,
-    /// The address the web portal listens on.
-    #[arg(long, global = true, env = "WEB_HOST", default_value = "127.0.0.1")]
-    pub web_host: std::net::IpAddr,
-    /// The gateway as the web portal reaches it [default: http://GATEWAY_ADDR].
-    #[arg(long, global = true, env = "GATEWAY_URL")]
-    pub gateway_url: Option<String>,
-    /// Mark the web portal's session cookie Secure (set when it is served over https, e.g.
-    /// behind a TLS-terminating proxy).
-    #[arg(long, global = true, env = "WEB_SECURE_COOKIES")]
-    pub web_secure_cookies: bool,
-    /// The clinic's offset from UTC, e.g. +02:00: the web portal takes and shows times in it.
-    #[arg(long, global = true, env = "PORTAL_UTC_OFFSET", default_value = "+00:00", value_parser = parse_offset)]
-    pub utc_offset: chrono::FixedOffset,
-    /// The appointment-service as the gateway reaches it [default: http://APPOINTMENT_ADDR];
-    /// `none` routes nothing to it (a system without the appointment-service).
-    #[arg(long, global = true, env = "APPOINTMENT_SERVICE_URL")]
-    pub appointment_service_url: Option<String>,
-    /// The sync admin API as the gateway reaches it [default: http://SYNC_ADMIN_ADDR]; `none`
-    /// routes nothing to it.
-    #[arg(long, global = true, env = "SYNC_ADMIN_URL")]
-    pub sync_admin_url: Option<String>,
-    /// Directory of the JWT Ed25519 key pair (created by the auth-service on first start; the
-    /// user-service needs only the .pub file).
-    #[arg(
-        long,
-        global = true,
-        env = "JWT_KEY_DIR",
-        default_value = ".portal/keys"
-    )]
-    pub jwt_key_dir: PathBuf,
-    /// Lifetime of access tokens, in seconds (60 to 900); a client renews them with its refresh
-    /// token.
-    #[arg(long, global = true, env = "TOKEN_TTL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(platform::jwt::MIN_ACCESS_TTL_SECONDS..=platform::jwt::MAX_ACCESS_TTL_SECONDS))]
-    pub token_ttl_seconds: i64,
-    /// How long a login lasts at most, renewed or not (its refresh tokens' absolute expiry).
-    #[arg(long, global = true, env = "SESSION_TTL", default_value = "12h", value_parser = platform::duration::parse_interval)]
-    pub session_ttl: std::time::Duration,
-    /// How long a temporary password (account creation, reset, import) logs in; it must be
-    /// changed at first use.
-    #[arg(long, global = true, env = "TEMPORARY_PASSWORD_TTL", default_value = "72h", value_parser = platform::duration::parse_interval)]
-    pub temporary_password_ttl: std::time::Duration,
-    /// Whether anyone may register (the account stays inactive until an admin activates it).
-    #[arg(long, global = true, env = "REGISTRATION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
-    pub registration_enabled: bool,
-    /// Failed logins of one account within a minute before it is locked.
-    #[arg(long, global = true, env = "LOGIN_MAX_FAILURES", default_value_t = 10, value_parser = clap::value_parser!(i32).range(3..=1000))]
-    pub login_max_failures: i32,
-    /// How long a locked account stays locked.
-    #[arg(long, global = true, env = "LOGIN_LOCK", default_value = "5m", value_parser = platform::duration::parse_interval)]
-    pub login_lock: std::time::Duration,
-    /// Password hashes that may wait or run at once before logins are answered 503
-    /// [default: 16 per core].
-    #[arg(long, global = true, env = "HASH_QUEUE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
-    pub hash_queue_limit: Option<u32>,
-    /// Login, register, refresh and change-password requests one client address may make per
-    /// minute at the gateway, together.
-    #[arg(long, global = true, env = "GATEWAY_AUTH_RATE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
-    pub gateway_auth_rate: u32,
-    /// How many of those one address may make at once before the rate applies.
-    #[arg(long, global = true, env = "GATEWAY_AUTH_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    pub gateway_auth_burst: u32,
-    /// How often the gateway checks each replica's readiness (it leaves out those that fail
-    /// and takes them back when they pass).
-    #[arg(long, global = true, env = "GATEWAY_HEALTH_INTERVAL", default_value = "2s", value_parser = platform::duration::parse_interval)]
-    pub gateway_health_interval: std::time::Duration,
-    /// Proxies in front of the gateway whose X-Forwarded-For it believes (e.g. the web
-    /// portal's address), comma-separated; every other client's header is replaced.
-    #[arg(
-        long,
-        global = true,
-        env = "GATEWAY_TRUSTED_PROXIES",
-        value_delimiter = ','
-    )]
-    pub gateway_trusted_proxies: Vec<std::net::IpAddr>,
-    /// Where the other services fetch the auth-service's public keys
-    /// [default: AUTH_SERVICE_URL/api/v1/auth/.well-known/jwks.json].
-    #[arg(long, global = true, env = "JWKS_URL")]
-    pub jwks_url: Option<String>,
-    /// Outbox rows the relay publishes per batch (1 = naive, one confirm awaited per event).
-    #[arg(long, global = true, env = "RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
-    pub relay_batch_size: i64,
-    /// Relay batches whose confirms may be outstanding at once (1 = wait for each batch).
-    #[arg(long, global = true, env = "RELAY_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub relay_in_flight: u16,
-    /// Messages the broker may have delivered to a consumer unacked; above
-    /// CONSUMER_BATCH_SIZE, the next batch arrives while one commits (1 = naive: one message per
-    /// transaction).
-    #[arg(long, global = true, env = "CONSUMER_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
-    pub consumer_prefetch: u16,
-    /// The most messages a consumer applies in one transaction (at most CONSUMER_PREFETCH).
-    #[arg(long, global = true, env = "CONSUMER_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
-    pub consumer_batch_size: u16,
-    /// RabbitMQ as the outbox relay (`portal auth-service`, `portal relay`) [default: AMQP_URL].
-    #[arg(long, global = true, env = "RELAY_AMQP_URL", hide_env_values = true)]
-    pub relay_amqp_url: Option<String>,
-    /// RabbitMQ as the user-service's consumer [default: AMQP_URL].
-    #[arg(
-        long,
-        global = true,
-        env = "USER_SERVICE_AMQP_URL",
-        hide_env_values = true
-    )]
-    pub user_service_amqp_url: Option<String>,
-    /// RabbitMQ as the appointment-service's consumer [default: AMQP_URL].
-    #[arg(
-        long,
-        global = true,
-        env = "APPOINTMENT_SERVICE_AMQP_URL",
-        hide_env_values = true
-    )]
-    pub appointment_service_amqp_url: Option<String>,
-    /// RabbitMQ as the operator's tools (replay, dlq, consumer add) [default: AMQP_URL].
-    #[arg(long, global = true, env = "OPERATOR_AMQP_URL", hide_env_values = true)]
-    pub operator_amqp_url: Option<String>,
-    /// auth_db as the operator's tools (verify, reconcile, replay) [default: AUTH_DATABASE_URL].
-    #[arg(
-        long,
-        global = true,
-        env = "OPERATOR_AUTH_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub operator_auth_database_url: Option<String>,
-    /// user_db as the operator's tools (verify, reconcile) [default: USER_DATABASE_URL].
-    #[arg(
-        long,
-        global = true,
-        env = "OPERATOR_USER_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub operator_user_database_url: Option<String>,
-    /// appointment_db as the operator's tools (verify, reconcile) [default:
-    /// APPOINTMENT_DATABASE_URL].
-    #[arg(
-        long,
-        global = true,
-        env = "OPERATOR_APPOINTMENT_DATABASE_URL",
-        hide_env_values = true
-    )]
-    pub operator_appointment_database_url: Option<String>,
-    /// Set by `portal setup` in the credentials file: the schema and the broker topology are the
-    /// setup's, so the services (under identities that may change neither) only check them.
-    #[arg(long, global = true, env = "MANAGED_BY_SETUP")]
-    pub managed_by_setup: bool,
-    /// Broker users whose events consumers apply besides the system's own publishers
-    /// (portal-relay, portal-operator), comma-separated: e.g. a legacy producer during a
-    /// migration, which must then set the AMQP user_id property.
-    #[arg(long, global = true, env = "TRUSTED_PUBLISHERS", value_delimiter = ',')]
-    pub trusted_publishers: Vec<String>,
-    /// Keep published events this many days in the event store [default: keep everything].
-    #[arg(long, global = true, env = "EVENT_RETENTION_DAYS")]
-    pub event_retention_days: Option<u32>,
-    /// Run `reconcile` inside `portal user-service` / `portal up` every so often, e.g. 15m or
-    /// 1h 30m [default: off].
-    #[arg(long, global = true, env = "RECONCILE_INTERVAL", value_parser = platform::duration::parse_interval)]
-    pub reconcile_interval: Option<std::time::Duration>,
-    /// Seeded admin's email.
-    #[arg(
-        long,
-        global = true,
-        env = "SEED_ADMIN_EMAIL",
-        default_value = "admin@clinic.co.zw"
-    )]
-    pub seed_admin_email: String,
-    /// Seeded admin's password [default: random, printed once].
-    #[arg(
-        long,
-        global = true,
-        env = "SEED_ADMIN_PASSWORD",
-        hide_env_values = true
-    )]
-    pub seed_admin_password: Option<String>,
-    /// Password of the 9 seeded staff [default: random and unknown; an admin resets them:
-    /// `portal users reset-password <email>`].
-    #[arg(
-        long,
-        global = true,
-        env = "SEED_STAFF_PASSWORD",
-        hide_env_values = true
-    )]
-    pub seed_staff_password: Option<String>,
+pub struct AuthServiceSettings {
+    #[command(flatten)]
+    pub db: AuthDbArgs,
+    #[command(flatten)]
+    pub service: AuthServiceArgs,
+    #[command(flatten)]
+    pub keys: KeyDirArgs,
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
 }
 
-impl Settings {
-    /// The auth-service as the gateway and the other services reach it.
-    pub fn auth_service_url(&self) -> String {
-        self.auth_service_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.auth_addr))
-    }
-
-    /// Where the auth-service publishes its public keys.
-    pub fn jwks_url(&self) -> String {
-        self.jwks_url.clone().unwrap_or_else(|| {
-            // Each auth-service replica's, tried in turn.
-            let auth = self.auth_service_url();
-            platform::addresses::split(&auth)
-                .into_iter()
-                .map(|base| format!("{}{}", base.trim_end_matches('/'), platform::jwt::JWKS_PATH))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-    }
-
-    /// The outbox relay's broker URL.
-    pub fn relay_amqp(&self) -> &str {
-        self.relay_amqp_url.as_deref().unwrap_or(&self.amqp_url)
-    }
-
-    /// The user-service consumer's broker URL.
-    pub fn user_service_amqp(&self) -> &str {
-        self.user_service_amqp_url
-            .as_deref()
-            .unwrap_or(&self.amqp_url)
-    }
-
-    /// The appointment-service consumer's broker URL.
-    pub fn appointment_service_amqp(&self) -> &str {
-        self.appointment_service_amqp_url
-            .as_deref()
-            .unwrap_or(&self.amqp_url)
-    }
-
-    /// The operator tools' `appointment_db`.
-    pub fn operator_appointment_db(&self) -> &str {
-        self.operator_appointment_database_url
-            .as_deref()
-            .unwrap_or(&self.appointment_database_url)
-    }
-
-    /// The operator tools' broker URL.
-    pub fn operator_amqp(&self) -> &str {
-        self.operator_amqp_url.as_deref().unwrap_or(&self.amqp_url)
-    }
-
-    /// The operator tools' `auth_db`.
-    pub fn operator_auth_db(&self) -> &str {
-        self.operator_auth_database_url
-            .as_deref()
-            .unwrap_or(&self.auth_database_url)
-    }
-
-    /// The operator tools' `user_db`.
-    pub fn operator_user_db(&self) -> &str {
-        self.operator_user_database_url
-            .as_deref()
-            .unwrap_or(&self.user_database_url)
+impl AuthServiceSettings {
+    pub fn into_config(&self, run_relay: bool) -> auth_service::Config {
+        self.service.into_config(
+            &self.db,
+            &self.keys,
+            &self.relay,
+            &self.broker.amqp_url,
+            self.setup.managed_by_setup,
+            run_relay,
+        )
     }
 }
 
-/// `+02:00`, `-05:30`, `Z` or `+00:00`.
-fn parse_offset(s: &str) -> Result<chrono::FixedOffset, String> {
-    if s == "Z" {
-        return Ok(chrono::FixedOffset::east_opt(0).ok_or("no UTC")?);
-    }
-    s.parse::<chrono::FixedOffset>()
-        .map_err(|_| format!("{s:?} is not an offset from UTC such as +02:00"))
+#[derive(Args, Debug)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(flatten)]
+    pub auth_db: AuthDbArgs,
+    #[command(flatten)]
+    pub user_db: UserDbArgs,
+    #[command(flatten)]
+    pub appointment_db: AppointmentDbArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AuthServiceCommand {
+    /// Do not run the outbox relay in this process (run `portal relay` separately).
+    #[arg(long)]
+    pub no_relay: bool,
+    #[command(flatten)]
+    pub settings: AuthServiceSettings,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
+pub struct UserServiceCommand {
+    /// Serve the directory only; do not consume events.
+    #[arg(long)]
+    pub no_consumer: bool,
+    #[command(flatten)]
+    pub db: UserDbArgs,
+    #[command(flatten)]
+    pub service: UserServiceArgs,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
+    #[command(flatten)]
+    pub auth_location: AuthLocationArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
+pub struct AppointmentServiceCommand {
+    #[command(flatten)]
+    pub db: AppointmentDbArgs,
+    #[command(flatten)]
+    pub service: AppointmentServiceArgs,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
+    #[command(flatten)]
+    pub auth_location: AuthLocationArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
+pub struct WebCommand {
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
+pub struct SyncAdminCommand {
+    #[command(flatten)]
+    pub sync_admin: SyncAdminArgs,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub auth_location: AuthLocationArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
+pub struct GatewayCommand {
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub auth_location: AuthLocationArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
+pub struct RelayCommand {
+    #[command(flatten)]
+    pub db: AuthDbArgs,
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
+    pub http: RelayHttpArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Settings (environment variable, default)")]
+pub struct SeedCommand {
+    #[command(flatten)]
+    pub db: AuthDbArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyCommand {
+    /// Print at most this many differences per copy (all are counted).
+    #[arg(long, default_value_t = 50)]
+    pub max_listed: usize,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileCommand {
+    #[command(flatten)]
+    pub args: ReconcileArgs,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayCommand {
+    #[command(flatten)]
+    pub args: ReplayArgs,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
 }
 
 /// The administrative credentials `portal setup` (and `portal up`, which runs it) creates the
@@ -688,6 +585,8 @@ pub struct DlqArgs {
     /// The queue to work on: a consumer's dead-letter queue, or `user.events.unrouted`.
     #[arg(long, default_value_t = ConsumerQueues::for_consumer(USER_SERVICE).dead_letter)]
     pub queue: String,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
     #[command(subcommand)]
     pub action: DlqAction,
 }
@@ -778,6 +677,10 @@ pub enum ConsumerCommand {
         /// Under the least-privilege setup, the queues are declared as the administrator.
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        operator: OperatorArgs,
+        #[command(flatten)]
+        setup: SetupStateArgs,
     },
 }
 
@@ -791,6 +694,13 @@ pub struct StatusArgs {
     /// Degraded when the oldest unpublished event has waited longer than this (seconds).
     #[arg(long, env = "STATUS_MAX_OUTBOX_AGE", default_value_t = 60)]
     pub max_outbox_age: u64,
+    /// Where the parts are: as the gateway reaches them.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub auth_location: AuthLocationArgs,
+    #[command(flatten)]
+    pub web: WebArgs,
 }
 
 #[derive(Args, Debug)]

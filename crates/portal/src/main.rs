@@ -1,20 +1,29 @@
 //! `portal`: see `portal --help`.
 
-use clap::Parser;
 use portal::cli::{Cli, Command, KeysCommand};
 use portal::commands::{self, setup, Failure};
+use portal::settings::Sources;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // First, while this is the only thread: how malloc hands back large buffers.
     platform::memory::return_large_buffers();
-    // Before any thread exists: the credentials `portal setup` wrote become settings (what the
-    // environment sets explicitly wins).
-    if let Some(path) = setup::credentials_path() {
-        if let Err(e) = setup::load_into_env(&path) {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(1);
+    let sources = match Sources::load() {
+        Ok(sources) => sources,
+        Err(e) => return platform::exit::exit_code(Err(Failure::usage(e))),
+    };
+    let cli = match sources.parse_from(std::env::args_os()) {
+        Ok((cli, _)) => cli,
+        Err(e) => platform::exit::exit_on_clap_error(e),
+    };
+    // Setup and up write the file PORTAL_CREDENTIALS names; every other command needs it there.
+    if !matches!(cli.command, Command::Setup(_) | Command::Up(_)) {
+        if let Err(e) = sources.require_named_file() {
+            return platform::exit::exit_code(Err(Failure::usage(e)));
         }
+    }
+    if let Err(e) = platform::telemetry::init(service_name(&cli.command)) {
+        return platform::exit::exit_code(Err(Failure::usage(anyhow::anyhow!(e))));
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -23,54 +32,48 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async {
-        let cli = Cli::parse();
-        platform::telemetry::init(service_name(&cli.command));
-        platform::exit::exit_code(run(cli).await)
-    })
+    runtime.block_on(async { platform::exit::exit_code(run(cli, &sources).await) })
 }
 
 /// The `service` of this process's JSON log lines: the part it runs, or `portal` (the whole
 /// system under `portal up`, or a tool).
 fn service_name(command: &Command) -> &'static str {
     match command {
-        Command::AuthService { .. } => "auth-service",
-        Command::UserService { .. } => "user-service",
-        Command::AppointmentService => "appointment-service",
-        Command::Gateway => "gateway",
-        Command::Web => "web",
-        Command::SyncAdmin => "sync-admin",
-        Command::Relay => "relay",
+        Command::AuthService(_) => "auth-service",
+        Command::UserService(_) => "user-service",
+        Command::AppointmentService(_) => "appointment-service",
+        Command::Gateway(_) => "gateway",
+        Command::Web(_) => "web",
+        Command::SyncAdmin(_) => "sync-admin",
+        Command::Relay(_) => "relay",
         _ => "portal",
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    let s = &cli.settings;
+async fn run(cli: Cli, sources: &Sources) -> Result<(), Failure> {
     match cli.command {
-        Command::Up { admin, no_setup } => commands::up::run(s, &admin, no_setup).await,
-        Command::Setup { admin } => setup::run(s, &admin).await,
-        Command::AuthService { no_relay } => commands::serve::auth_service(s, !no_relay).await,
-        Command::UserService { no_consumer } => {
-            commands::serve::user_service(s, !no_consumer).await
-        }
-        Command::AppointmentService => commands::serve::appointment_service(s).await,
-        Command::Gateway => commands::serve::gateway(s).await,
-        Command::Web => commands::serve::web(s).await,
-        Command::SyncAdmin => commands::serve::sync_admin(s).await,
-        Command::Relay => commands::serve::relay(s).await,
-        Command::Seed => commands::seed::run(s).await,
+        Command::Up(args) => commands::up::run(*args, sources).await,
+        Command::Setup(args) => setup::run(&args).await,
+        Command::AuthService(c) => commands::serve::auth_service(&c).await,
+        Command::UserService(c) => commands::serve::user_service(&c).await,
+        Command::AppointmentService(c) => commands::serve::appointment_service(&c).await,
+        Command::Gateway(c) => commands::serve::gateway(&c).await,
+        Command::Web(c) => commands::serve::web(&c).await,
+        Command::SyncAdmin(c) => commands::serve::sync_admin(&c).await,
+        Command::Relay(c) => commands::serve::relay(&c).await,
+        Command::Seed(c) => commands::seed::run(&c).await,
         Command::Users(command) => commands::users::run(*command).await,
-        Command::Dlq(args) => commands::dlq::run(s, args).await,
-        Command::Reconcile(args) => commands::reconcile::run(s, &args).await,
-        Command::Replay(args) => commands::replay::run(s, &args).await,
-        Command::Consumer(command) => commands::replay::consumer(s, command).await,
+        Command::Dlq(args) => commands::dlq::run(args).await,
+        Command::Reconcile(c) => commands::reconcile::run(&c).await,
+        Command::Replay(c) => commands::replay::run(&c.operator, &c.args).await,
+        Command::Consumer(command) => commands::replay::consumer(command).await,
         Command::Events(args) => commands::users::events(args).await,
-        Command::Status(args) => commands::status::run(s, args).await,
-        Command::Verify { max_listed } => commands::verify::run(s, max_listed).await,
-        Command::Chaos { args } => commands::tools::exec(s, "chaos", &args),
-        Command::Bench { args } => commands::tools::exec(s, "bench", &args),
-        Command::Keys(KeysCommand::Rotate) => commands::serve::rotate_keys(s),
+        Command::Status(args) => commands::status::run(args).await,
+        Command::Verify(c) => commands::verify::run(&c.operator, c.max_listed).await,
+        Command::Config(command) => commands::config::run(command, sources),
+        Command::Chaos { args } => commands::tools::exec(sources, "chaos", &args),
+        Command::Bench { args } => commands::tools::exec(sources, "bench", &args),
+        Command::Keys(KeysCommand::Rotate(c)) => commands::serve::rotate_keys(&c.keys),
         Command::Completions { shell } => commands::docs::run_completions(shell),
         Command::Man { dir } => commands::docs::run_man(dir.as_deref()),
     }

@@ -1,31 +1,24 @@
 //! The settings every tool that builds its own sandbox takes (`portal-bench`, `portal-chaos`):
 //! which servers to use and which `portal` binary to run. Environment first, flags override.
+//! The database and broker settings are the parts' own groups, read for their servers only.
 
 use crate::world::Servers;
+use auth_service::settings::AuthDbArgs;
 use clap::Args;
+use platform::settings::BrokerArgs;
 use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
-#[command(next_help_heading = "Servers (environment variable, default)")]
+#[command(
+    next_help_heading = "Servers: the run's own databases and vhost are made on those of these URLs (environment variable, default)"
+)]
 pub struct ServerArgs {
-    /// PostgreSQL: the server of this URL (its database part is replaced by the run's own).
-    #[arg(
-        long,
-        env = "AUTH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/auth_db",
-        hide_env_values = true
-    )]
-    pub auth_database_url: String,
-    /// RabbitMQ: the broker of this URL (its vhost part is replaced by the run's own)
-    /// [default: amqp://guest:***@127.0.0.1:5672/%2f].
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub amqp_url: String,
+    /// PostgreSQL: the server of AUTH_DATABASE_URL (its database part is replaced).
+    #[command(flatten)]
+    pub database: AuthDbArgs,
+    /// RabbitMQ: the broker of AMQP_URL (its vhost part is replaced).
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// RabbitMQ management API (vhost creation); called with AMQP_URL's credentials.
     #[arg(
         long,
@@ -41,8 +34,8 @@ pub struct ServerArgs {
 impl ServerArgs {
     pub fn servers(&self) -> Servers {
         Servers {
-            postgres: self.auth_database_url.clone(),
-            amqp: self.amqp_url.clone(),
+            postgres: self.database.auth_database_url.clone(),
+            amqp: self.broker.amqp_url.clone(),
             management: self.management_url.clone(),
         }
     }

@@ -15,12 +15,21 @@
 //! - [`http`], [`amqp`], [`events`], [`db`]: what tests of every crate do with the servers:
 //!   JSON requests read as status and body, bodies published straight to a queue, user events
 //!   written by hand, counts read from a database.
+//! - [`auth`], [`users`], [`appointments`]: each service's test helpers, for its own tests and
+//!   the whole system's: its configuration on a sandbox, started in-process, a pool on its
+//!   database, and what its tests do to it (users written through the store, logins, events
+//!   published straight to a consumer's queue, tokens signed with the sandbox's key).
+//! - [`system`]: the one builder every test starts the system, or any part of it, with:
+//!   [`System::builder`]`(&sb).users().gateway().start()` and so on, seeded and backfilled on
+//!   request, with pools on the databases and the checks the tests share.
 //!
 //! The typed HTTP client the tests and tools drive the API with is [`api_client::ApiClient`],
 //! re-exported here.
 
 pub mod amqp;
+pub mod appointments;
 pub mod args;
+pub mod auth;
 pub mod db;
 pub mod events;
 pub mod http;
@@ -29,6 +38,8 @@ pub mod poll;
 pub mod process;
 pub mod proxy;
 pub mod servers;
+pub mod system;
+pub mod users;
 pub mod world;
 
 pub use api_client::ApiClient;
@@ -37,6 +48,7 @@ pub use in_process::Running;
 /// The RabbitMQ management API client (production code: the least-privilege setup uses it).
 pub use platform::rabbit_admin as management;
 pub use poll::{poll_until, wait_for_user_version, SETTLE};
+pub use system::{System, SystemBuilder};
 pub use world::{Sandbox, Servers};
 
 /// The password every account that tests and tools create for themselves is given.

@@ -14,6 +14,26 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
+/// What a child of the tests, the benchmark and the chaos run keeps of the caller's
+/// environment: where programs are, nothing else. Every setting it needs is given to it
+/// explicitly, so neither an operator's exported settings (`SEED_ADMIN_PASSWORD`, an
+/// `AMQP_URL`…) nor values an install's credentials file put there reach a sandbox's services.
+pub fn kept_env() -> impl Iterator<Item = (&'static str, std::ffi::OsString)> {
+    ["PATH"]
+        .into_iter()
+        .filter_map(|var| std::env::var_os(var).map(|value| (var, value)))
+}
+
+/// `cmd` with only [`kept_env`] of the caller's environment (for `std::process`).
+pub fn isolated(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env_clear().envs(kept_env())
+}
+
+/// `cmd` with only [`kept_env`] of the caller's environment (for `tokio::process`).
+pub fn isolated_async(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear().envs(kept_env())
+}
+
 /// How long a (re)started HTTP service may take to answer `/health/live`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a service may take to stop after SIGTERM before it is killed.
@@ -89,14 +109,15 @@ pub fn portal_bin_or_build() -> anyhow::Result<PathBuf> {
 pub fn tool_for_test(exe: &str) -> anyhow::Result<std::process::Command> {
     let servers = crate::Servers::from_test_env();
     let mut cmd = std::process::Command::new(exe);
-    cmd.env(
-        "AUTH_DATABASE_URL",
-        crate::world::with_path(&servers.postgres, "postgres")?,
-    )
-    .env("AMQP_URL", &servers.amqp)
-    .env("RABBITMQ_MANAGEMENT_URL", &servers.management)
-    .env("PORTAL_BIN", portal_bin_or_build()?)
-    .env("RUST_LOG", "warn");
+    isolated(&mut cmd)
+        .env(
+            "AUTH_DATABASE_URL",
+            crate::world::with_path(&servers.postgres, "postgres")?,
+        )
+        .env("AMQP_URL", &servers.amqp)
+        .env("RABBITMQ_MANAGEMENT_URL", &servers.management)
+        .env("PORTAL_BIN", portal_bin_or_build()?)
+        .env("RUST_LOG", "warn");
     Ok(cmd)
 }
 
@@ -182,7 +203,8 @@ impl Process {
                 .open(&log_path)
                 .with_context(|| format!("cannot open {}", log_path.display()))?;
             let mut cmd = Command::new(exe);
-            cmd.args(&spec.args)
+            isolated_async(&mut cmd)
+                .args(&spec.args)
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().context("log file handle")?)

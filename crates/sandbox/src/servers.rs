@@ -245,10 +245,6 @@ impl PrivatePostgres {
     pub fn stop(&self) -> anyhow::Result<()> {
         self.pg_ctl_stop("fast")
     }
-
-    pub fn start_again(&self) -> anyhow::Result<()> {
-        self.pg_ctl_start()
-    }
 }
 
 impl Drop for PrivatePostgres {

@@ -11,7 +11,7 @@ use contract::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
 use contract::topology::{self, ConsumerQueues};
 use contract::Timestamp;
 use ops::OpsError;
-use platform::http::{ApiError, ApiQuery, Authenticated};
+use platform::http::{ActiveCaller, ApiError, ApiQuery, Authenticated, CallerCopy, UnknownCaller};
 use platform::jwt::JwtVerifier;
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -36,6 +36,18 @@ impl FromRef<AppState> for Arc<JwtVerifier> {
     }
 }
 
+/// Callers are checked against `auth_db` itself, the source of truth: a user it does not hold
+/// does not exist (401, as deactivated), and its being unreachable is named.
+impl CallerCopy for AppState {
+    const LOOKUP: &'static str = "SELECT is_active, role FROM users WHERE id = $1";
+    const UNKNOWN: UnknownCaller = UnknownCaller::Deactivated;
+    const UNREACHABLE: Option<&'static str> = Some("auth_db cannot be reached");
+
+    fn copy_db(&self) -> &PgPool {
+        &self.auth
+    }
+}
+
 /// An admin, by their token and by `auth_db` now: a token outlives a deactivation or a role
 /// change by up to its lifetime, and these endpoints move dead letters.
 pub struct Admin;
@@ -45,23 +57,12 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Authenticated::from_request_parts(parts, state).await?;
+        // The token's role first: a non-admin's request costs no query.
         caller.require_admin()?;
-        let now: Option<(bool, String)> =
-            sqlx::query_as("SELECT is_active, role FROM users WHERE id = $1")
-                .bind(caller.0.sub)
-                .fetch_optional(&state.auth)
-                .await
-                .map_err(|e| {
-                    if platform::db::is_unavailable(&e) {
-                        ApiError::unavailable("auth_db cannot be reached")
-                    } else {
-                        ApiError::internal(e)
-                    }
-                })?;
-        match now {
-            Some((true, role)) if role == "admin" => Ok(Self),
-            Some((true, _)) => Err(ApiError::forbidden("this action needs the admin role")),
-            _ => Err(ApiError::unauthorized("this account is deactivated")),
+        if ActiveCaller::check(caller.0, state).await?.is_admin() {
+            Ok(Self)
+        } else {
+            Err(ApiError::forbidden("this action needs the admin role"))
         }
     }
 }

@@ -11,9 +11,11 @@
 //!
 //! Layout:
 //! - [`http`]: the routes, and the admin check (the token, and `auth_db` now).
+//! - [`settings`]: its settings, and how they become a [`Config`].
 //! - [`verify_job`]: one verify run at a time, in the background, with live progress.
 
 pub mod http;
+pub mod settings;
 pub mod verify_job;
 
 use anyhow::Context;
@@ -38,6 +40,8 @@ pub struct Config {
     pub consumers: Vec<ConsumerQueues>,
     /// Where the auth-service's public keys are.
     pub keys: KeySource,
+    /// Reconcile every copy this often (`RECONCILE_INTERVAL`); `None`: never by itself.
+    pub reconcile_interval: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -54,9 +58,9 @@ impl Config {
             http_addr,
             auth_database_url: auth_database_url.to_owned(),
             copies: vec![
-                (&ops::verify::USERS, user_database_url.to_owned()),
+                (&ops::verify::USER_SERVICE, user_database_url.to_owned()),
                 (
-                    &ops::verify::CLINICIANS,
+                    &ops::verify::APPOINTMENT_SERVICE,
                     appointment_database_url.to_owned(),
                 ),
             ],
@@ -66,6 +70,7 @@ impl Config {
                 ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE),
             ],
             keys,
+            reconcile_interval: None,
         }
     }
 
@@ -92,6 +97,15 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: http::AppState,
     metrics: Arc<platform::metrics::Metrics>,
+    /// The scheduled reconcile, when it runs.
+    schedule: Option<Schedule>,
+}
+
+/// The scheduled reconcile's `auth_db` URL, copies and interval.
+struct Schedule {
+    auth_database_url: String,
+    copies: Vec<(&'static CopySpec, String)>,
+    every: std::time::Duration,
 }
 
 impl Application {
@@ -114,10 +128,16 @@ impl Application {
             verifier: Arc::new(verifier),
         };
         let metrics = platform::metrics::Metrics::new(Self::NAME)?;
+        let schedule = config.reconcile_interval.map(|every| Schedule {
+            auth_database_url: config.auth_database_url.clone(),
+            copies: config.copies.clone(),
+            every,
+        });
         Ok(Self {
             listener,
             state,
             metrics,
+            schedule,
         })
     }
 }
@@ -132,8 +152,23 @@ impl Service for Application {
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!("sync admin API listening on http://{}", self.local_addr()?);
         let router = platform::metrics::instrument(http::router(self.state), &self.metrics);
-        platform::http::serve(self.listener, router, shutdown)
+        // The schedule ends with the API, whatever ended it (not the caller's other parts).
+        let schedule_stop = shutdown.child_token();
+        let scheduled = self.schedule.map(|s| {
+            ops::reconcile::spawn_schedule(
+                s.auth_database_url,
+                s.copies,
+                s.every,
+                schedule_stop.clone(),
+            )
+        });
+        let served = platform::http::serve(self.listener, router, shutdown)
             .await
-            .context("sync admin HTTP server failed")
+            .context("sync admin HTTP server failed");
+        schedule_stop.cancel();
+        if let Some(task) = scheduled {
+            task.await.ok();
+        }
+        served
     }
 }

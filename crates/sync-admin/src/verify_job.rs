@@ -138,8 +138,8 @@ impl VerifyJobs {
         }
         let mut failed = false;
         for (i, (spec, pool)) in self.copies.iter().enumerate() {
-            let result =
-                verify::compare_copy_counted(&self.auth, pool, spec, MAX_LISTED, &checked[i]).await;
+            let options = verify::Options::listing(MAX_LISTED).progress(&checked[i]);
+            let result = verify::compare(&self.auth, spec, pool, options).await;
             match &result {
                 Ok(report) if report.is_in_sync() => tracing::info!(
                     "verify: {} ({}) in sync: {} users",

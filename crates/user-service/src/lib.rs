@@ -1,21 +1,26 @@
 //! The user-service: keeps `user_db` in step with user events and serves the user directory.
 //!
 //! Layout:
-//! - [`copy`]: how a batch of user events changes `user_db`; the consuming itself (batches,
-//!   dead letters, acks after commit) is the shared `consumer` crate's.
-//! - [`store`]: the conditional upsert (the ordering rule) and the directory queries.
+//! - [`store`]: the conditional upsert (the ordering rule), which is the service's
+//!   `consumer::Apply` ([`copy::UserCopy`]; the consuming itself — batches, dead letters, acks
+//!   after commit — and the service's skeleton are the shared `consumer` crate's), and the
+//!   directory queries.
+//! - [`settings`]: its command-line and environment settings, and how they become a
+//!   [`Config`].
 //! - [`http`]: `/api/v1/users` (bearer token from the auth-service) and health endpoints.
 
-pub mod copy;
 pub mod http;
+pub mod settings;
 pub mod store;
 
-use anyhow::Context;
+/// Where every consumer service keeps its `consumer::Apply` (`UserCopy`, `UserConsumer`): here,
+/// the store's upsert.
+pub use store as copy;
+
+use consumer::service::{ConsumerService, Spec};
 use consumer::{ConsumerConfig, SyncStats};
-use contract::topology::ConsumerQueues;
-use copy::{UserConsumer, UserCopy};
-use platform::jwt::{JwtVerifier, KeyDir, KeySource};
-use platform::metrics::Metrics;
+use copy::UserCopy;
+use platform::jwt::{KeyDir, KeySource};
 use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -96,62 +101,32 @@ pub async fn open_database(
 }
 
 pub struct Application {
-    listener: tokio::net::TcpListener,
+    service: ConsumerService<UserCopy>,
     state: http::AppState,
-    consumer: Option<UserConsumer>,
-    metrics: Arc<Metrics>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = open_database(
-            &config.database_url,
-            config.max_db_connections,
-            config.managed_by_setup,
-        )
-        .await?;
-        let verifier = JwtVerifier::new(config.keys.clone())?;
-        let stats = Arc::new(SyncStats::default());
-        let consumer = config.run_consumer.then(|| {
-            UserConsumer::new(
-                db.clone(),
-                UserCopy,
-                config.amqp_url.clone(),
-                ConsumerConfig {
-                    declare_topology: !config.managed_by_setup,
-                    ..config.consumer.clone()
-                },
-                stats.clone(),
-            )
-        });
-        let metrics = Metrics::new(Self::NAME)?;
-        metrics.watch_pool(db.clone(), "user_db")?;
-        if consumer.is_some() {
-            consumer::metrics::register(
-                &metrics,
-                &stats,
-                &config.consumer.name,
-                &config.amqp_url,
-                &ConsumerQueues::with_retry_delays(
-                    &config.consumer.name,
-                    &config.consumer.retry_delays,
-                ),
-            )?;
-        }
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-        let state = http::AppState {
-            db,
-            verifier: Arc::new(verifier),
-            stats: consumer.is_some().then_some(stats),
-        };
-        Ok(Self {
-            listener,
-            state,
-            consumer,
-            metrics,
+        let service = ConsumerService::build(Spec {
+            name: Self::NAME,
+            database: "user_db",
+            migrations: &MIGRATIONS,
+            copy: UserCopy,
+            http_addr: config.http_addr,
+            database_url: config.database_url,
+            max_db_connections: config.max_db_connections,
+            managed_by_setup: config.managed_by_setup,
+            amqp_url: config.amqp_url,
+            keys: config.keys,
+            consumer: config.run_consumer.then_some(config.consumer),
         })
+        .await?;
+        let state = http::AppState {
+            db: service.db().clone(),
+            verifier: service.verifier().clone(),
+            stats: service.runs_consumer().then(|| service.stats().clone()),
+        };
+        Ok(Self { service, state })
     }
 
     /// The consumer's counters (`None` when no consumer runs here).
@@ -164,21 +139,12 @@ impl Service for Application {
     const NAME: &'static str = "user-service";
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.service.local_addr()
     }
 
     /// Serves and consumes until `shutdown`; then finishes the batch in hand and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let consumer = self.consumer.map(|w| w.run(shutdown.clone()));
-        let router = platform::metrics::instrument(http::router(self.state.clone()), &self.metrics);
-        platform::http::serve_with_worker(
-            Self::NAME,
-            self.listener,
-            router,
-            consumer,
-            &self.state.db,
-            shutdown,
-        )
-        .await
+        let router = http::router(self.state);
+        self.service.run_until_stopped(router, shutdown).await
     }
 }

@@ -1,36 +1,40 @@
-//! `user_db` access: the conditional multi-row upsert that applies snapshots, and the directory
-//! queries.
+//! `user_db` access: [`UserCopy`], the service's [`consumer::Apply`] (the conditional
+//! multi-row upsert that applies snapshots), and the directory queries.
 
-use consumer::Changed;
+use consumer::{Apply, Changed, Comparison};
 use contract::{Envelope, Timestamp};
-use platform::users::{UserRecord, RECORD_COLUMNS};
+use directory::record::{UserRecord, RECORD_COLUMNS};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// Applies each snapshot whose version is newer than the stored one (repairs: newer or equal);
-/// returns the users that changed. `events` must hold at most one event per user
-/// ([`consumer::newest_per_user`]).
-pub async fn apply(
-    conn: &mut PgConnection,
-    events: &[Envelope],
-) -> Result<Vec<Changed>, sqlx::Error> {
-    let mut applied = Vec::new();
-    for (newer, part) in consumer::by_comparison(events) {
-        applied.extend(upsert(&mut *conn, &part, newer).await?);
+/// `user_db`'s `users`, kept by the version rule: one conditional multi-row upsert per part of
+/// a batch (the shared [`consumer`] crate does the rest — batches, trust, retries, dead
+/// letters, reconnection).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserCopy;
+
+/// The user-service's consumer.
+pub type UserConsumer = consumer::Consumer<UserCopy>;
+
+impl Apply for UserCopy {
+    /// Applies each snapshot whose version beats the stored one by `newer` (`>` for changes,
+    /// `>=` for repairs); returns the users that changed. `events` hold at most one event per
+    /// user ([`consumer::newest_per_user`]) and are never empty.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&Envelope],
+        newer: Comparison,
+    ) -> Result<Vec<Changed>, sqlx::Error> {
+        upsert(conn, events, newer).await
     }
-    Ok(applied)
 }
 
-/// One conditional multi-row upsert; `newer` is the version comparison that lets a snapshot
-/// replace the stored row (`>` for changes, `>=` for repairs).
 async fn upsert(
     conn: &mut PgConnection,
     events: &[&Envelope],
-    newer: &str,
+    newer: Comparison,
 ) -> Result<Vec<Changed>, sqlx::Error> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
     let n = events.len();
     let mut id = Vec::with_capacity(n);
     let mut email = Vec::with_capacity(n);

@@ -7,18 +7,17 @@
 use lapin::types::AMQPValue;
 use platform::amqp::header_text;
 use sandbox::events::{body, user_event};
+use sandbox::users;
 use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-mod common;
-
 #[tokio::test]
 async fn bad_messages_are_dead_lettered_with_their_reason_and_block_nothing() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
-    let (consumer, _) = common::consumer(&sb, &pool);
+    let pool = users::pool(&sb).await;
+    let (consumer, _) = users::consumer(&sb, &pool);
     let good = Uuid::new_v4();
     let mut unknown_type = user_event(Uuid::new_v4(), Some(1), "x@clinic.test", "doctor", true);
     unknown_type["eventType"] = json!("user.teleported");
@@ -27,7 +26,7 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_block_nothing() {
     let mut major_two = user_event(Uuid::new_v4(), Some(1), "z@clinic.test", "doctor", true);
     major_two["version"] = json!("2.0");
 
-    common::publish(
+    users::publish(
         &sb,
         &[
             b"{this is not json".to_vec(),
@@ -49,7 +48,7 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_block_nothing() {
     wait_for_user_version(&pool, good, 1, SETTLE).await;
 
     let mut reasons = Vec::new();
-    for headers in common::dead_letters(&sb).await {
+    for headers in users::dead_letters(&sb).await {
         let text = |k: &str| match headers.inner().get(k) {
             Some(AMQPValue::LongString(s)) => s.to_string(),
             other => panic!("header {k} missing or not a string: {other:?}"),
@@ -75,7 +74,7 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_block_nothing() {
         1
     );
     assert_eq!(
-        common::depth(&sb, &common::queues().main).await,
+        users::depth(&sb, &users::queues().main).await,
         0,
         "the main queue drained"
     );
@@ -84,10 +83,10 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_block_nothing() {
 #[tokio::test]
 async fn a_message_user_db_refuses_is_retried_with_growing_delay_then_dead_lettered() {
     let sb = Sandbox::for_test().await;
-    let mut config = common::config(&sb);
+    let mut config = users::config(&sb);
     config.consumer.retry_delays = vec![Duration::from_millis(200), Duration::from_millis(600)];
-    let users = common::start(config).await;
-    let pool = common::pool(&sb).await;
+    let users = users::start(config).await;
+    let pool = users::pool(&sb).await;
     // A valid event that user_db refuses for a reason of its own data: a constraint this copy
     // has and the event does not meet.
     sqlx::query("ALTER TABLE users ADD CONSTRAINT no_poison CHECK (last_name <> 'Poison')")
@@ -103,7 +102,7 @@ async fn a_message_user_db_refuses_is_retried_with_growing_delay_then_dead_lette
     );
     poison["payload"]["lastName"] = json!("Poison");
     let good = Uuid::new_v4();
-    common::publish_events(
+    users::publish_events(
         &sb,
         &[
             poison,
@@ -114,25 +113,25 @@ async fn a_message_user_db_refuses_is_retried_with_growing_delay_then_dead_lette
     wait_for_user_version(&pool, good, 1, SETTLE).await;
 
     let started = Instant::now();
-    let dlq = common::queues().dead_letter;
+    let dlq = users::queues().dead_letter;
     poll_until(
         SETTLE,
         "the poison message in the dead-letter queue",
-        || async { (common::depth(&sb, &dlq).await == 1).then_some(()) },
+        || async { (users::depth(&sb, &dlq).await == 1).then_some(()) },
     )
     .await;
     assert!(
         started.elapsed() >= Duration::from_millis(700),
         "both retry delays were waited"
     );
-    let sync = common::sync_counters(&users).await;
+    let sync = users::sync_counters(&users).await;
     assert_eq!(
         (sync["retried"].as_u64(), sync["deadLettered"].as_u64()),
         (Some(2), Some(1)),
         "{sync}"
     );
 
-    let dead = common::dead_letters(&sb).await;
+    let dead = users::dead_letters(&sb).await;
     assert_eq!(dead.len(), 1);
     let h = |k: &str| header_text(&dead[0], k).unwrap_or_default();
     assert_eq!(h("x-error-reason"), "retries-exhausted");
@@ -147,6 +146,6 @@ async fn a_message_user_db_refuses_is_retried_with_growing_delay_then_dead_lette
         "user-service.user-events.retry.200ms",
         "user-service.user-events.retry.600ms",
     ] {
-        assert_eq!(common::depth(&sb, retry).await, 0);
+        assert_eq!(users::depth(&sb, retry).await, 0);
     }
 }

@@ -8,18 +8,17 @@
 use contract::Role;
 use sandbox::events::user_event;
 use sandbox::http::{assert_json_error, get};
+use sandbox::users;
 use sandbox::{wait_for_user_version, Sandbox, SETTLE};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-mod common;
-
 #[tokio::test]
 async fn directory_errors_are_json_with_the_right_status() {
     let sb = Sandbox::for_test().await;
-    let users = common::start(common::config(&sb)).await;
+    let users = users::start(users::config(&sb)).await;
     let base = users.url();
-    let doctor = common::token(&sb, Role::Doctor);
+    let doctor = users::token(&sb, Role::Doctor);
 
     // 401: no token.
     let (s, b) = get(&format!("{base}/api/v1/users"), None).await;
@@ -56,8 +55,8 @@ fn listed(page: &Value) -> (Vec<String>, Vec<String>) {
 #[tokio::test]
 async fn a_colleague_sees_active_clinical_staff_by_name_role_and_phone_and_an_admin_sees_all() {
     let sb = Sandbox::for_test().await;
-    let users = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
+    let users = users::start(users::config(&sb)).await;
+    let pool = users::pool(&sb).await;
     let base = users.url();
     let (doctor, retired, admin, pharmacist, nurse) = (
         Uuid::new_v4(),
@@ -68,7 +67,7 @@ async fn a_colleague_sees_active_clinical_staff_by_name_role_and_phone_and_an_ad
     );
     let mut with_phone = user_event(pharmacist, Some(1), "pharm@clinic.test", "pharmacist", true);
     with_phone["payload"]["phoneNumber"] = json!("+263 77 201 0008");
-    common::publish_events(
+    users::publish_events(
         &sb,
         &[
             user_event(doctor, Some(1), "doc@clinic.test", "doctor", true),
@@ -81,7 +80,7 @@ async fn a_colleague_sees_active_clinical_staff_by_name_role_and_phone_and_an_ad
     .await;
     wait_for_user_version(&pool, nurse, 1, SETTLE).await;
 
-    let as_nurse = common::token_for(&sb, nurse, Role::Nurse);
+    let as_nurse = users::token_for(&sb, nurse, Role::Nurse);
     let (s, page) = get(&format!("{base}/api/v1/users?limit=500"), Some(&as_nurse)).await;
     assert_eq!(s, 200, "{page}");
     let (mut ids, fields) = listed(&page);
@@ -128,7 +127,7 @@ async fn a_colleague_sees_active_clinical_staff_by_name_role_and_phone_and_an_ad
     let (s, one) = get(&format!("{base}/api/v1/users/{doctor}"), Some(&as_nurse)).await;
     assert_eq!((s, one.get("email")), (200, None), "{one}");
 
-    let as_admin = common::token_for(&sb, admin, Role::Admin);
+    let as_admin = users::token_for(&sb, admin, Role::Admin);
     let (s, page) = get(&format!("{base}/api/v1/users?limit=500"), Some(&as_admin)).await;
     assert_eq!((s, page["total"].as_i64()), (200, Some(5)), "{page}");
     let (_, fields) = listed(&page);
@@ -145,11 +144,11 @@ async fn a_colleague_sees_active_clinical_staff_by_name_role_and_phone_and_an_ad
 #[tokio::test]
 async fn the_token_of_a_user_inactive_in_this_copy_is_refused() {
     let sb = Sandbox::for_test().await;
-    let users = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
+    let users = users::start(users::config(&sb)).await;
+    let pool = users::pool(&sb).await;
     let base = users.url();
     let nurse = Uuid::new_v4();
-    common::publish_events(
+    users::publish_events(
         &sb,
         &[user_event(
             nurse,
@@ -161,13 +160,13 @@ async fn the_token_of_a_user_inactive_in_this_copy_is_refused() {
     )
     .await;
     wait_for_user_version(&pool, nurse, 1, SETTLE).await;
-    let token = common::token_for(&sb, nurse, Role::Nurse);
+    let token = users::token_for(&sb, nurse, Role::Nurse);
     assert_eq!(
         get(&format!("{base}/api/v1/users"), Some(&token)).await.0,
         200
     );
 
-    common::publish_events(
+    users::publish_events(
         &sb,
         &[user_event(
             nurse,

@@ -6,11 +6,10 @@
 
 use sandbox::events::user_event;
 use sandbox::http::get;
+use sandbox::users;
 use sandbox::{wait_for_user_version, Sandbox, SETTLE};
 use serde_json::json;
 use uuid::Uuid;
-
-mod common;
 
 async fn row(pool: &sqlx::PgPool, id: Uuid) -> Option<(Option<i64>, String, String, bool)> {
     sqlx::query_as("SELECT user_version, email, role, is_active FROM users WHERE id = $1")
@@ -23,22 +22,22 @@ async fn row(pool: &sqlx::PgPool, id: Uuid) -> Option<(Option<i64>, String, Stri
 #[tokio::test]
 async fn a_duplicate_or_an_older_version_after_a_newer_one_changes_nothing() {
     let sb = Sandbox::for_test().await;
-    let users = common::start(common::config(&sb)).await;
-    let pool = common::pool(&sb).await;
+    let users = users::start(users::config(&sb)).await;
+    let pool = users::pool(&sb).await;
     let user = Uuid::new_v4();
     let v2 = user_event(user, Some(2), "v2@clinic.test", "consultant", false);
 
-    common::publish_events(&sb, std::slice::from_ref(&v2)).await;
+    users::publish_events(&sb, std::slice::from_ref(&v2)).await;
     wait_for_user_version(&pool, user, 2, SETTLE).await;
     // Redelivered newest, then a late older snapshot, then a marker that proves both were read.
-    common::publish_events(&sb, &[v2]).await;
-    common::publish_events(
+    users::publish_events(&sb, &[v2]).await;
+    users::publish_events(
         &sb,
         &[user_event(user, Some(1), "v1@clinic.test", "doctor", true)],
     )
     .await;
     let marker = Uuid::new_v4();
-    common::publish_events(
+    users::publish_events(
         &sb,
         &[user_event(
             marker,
@@ -64,8 +63,8 @@ async fn a_duplicate_or_an_older_version_after_a_newer_one_changes_nothing() {
 #[tokio::test]
 async fn events_of_older_producers_without_user_version_are_ordered_by_timestamp() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
-    let (consumer, _) = common::consumer(&sb, &pool);
+    let pool = users::pool(&sb).await;
+    let (consumer, _) = users::consumer(&sb, &pool);
     let user = Uuid::new_v4();
     let mut newer = user_event(user, None, "newer@clinic.test", "doctor", true);
     newer["timestamp"] = json!("2026-02-07T10:00:05.000Z");
@@ -80,7 +79,7 @@ async fn events_of_older_producers_without_user_version_are_ordered_by_timestamp
         older,
         user_event(marker, Some(1), "marker@clinic.test", "nurse", true),
     ] {
-        common::publish_events(&sb, &[event]).await;
+        users::publish_events(&sb, &[event]).await;
         assert_eq!(consumer.process_ready().await.unwrap(), 1);
     }
     wait_for_user_version(&pool, marker, 1, SETTLE).await;

@@ -6,23 +6,22 @@
 use sandbox::events::user_event;
 use sandbox::http::get;
 use sandbox::proxy::TcpProxy;
+use sandbox::users;
 use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE};
 use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
 
-mod common;
-
 #[tokio::test]
 async fn while_user_db_is_unreachable_events_wait_without_spending_their_retry_budget() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await; // direct, for the test's own reads
+    let pool = users::pool(&sb).await; // direct, for the test's own reads
     let (proxy, via_proxy) = TcpProxy::in_front_of(&sb.database_url("user"))
         .await
         .unwrap();
-    let mut config = common::config(&sb);
+    let mut config = users::config(&sb);
     config.database_url = via_proxy;
-    let users = common::start(config).await;
+    let users = users::start(config).await;
 
     proxy.cut();
     let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
@@ -30,7 +29,7 @@ async fn while_user_db_is_unreachable_events_wait_without_spending_their_retry_b
         .iter()
         .map(|&id| user_event(id, Some(1), &format!("{id}@clinic.test"), "doctor", true))
         .collect();
-    common::publish_events(&sb, &events).await;
+    users::publish_events(&sb, &events).await;
     poll_until(SETTLE, "readiness to name user_db", || async {
         let (s, b) = get(&format!("{}/health/ready", users.url()), None).await;
         (s == 503 && b["unavailable"] == json!(["user_db"])).then_some(())
@@ -38,10 +37,10 @@ async fn while_user_db_is_unreachable_events_wait_without_spending_their_retry_b
     .await;
     // The consumer holds the messages (none ready in the queue) and has not given up on any.
     poll_until(SETTLE, "the consumer to hold the messages", || async {
-        (common::depth(&sb, &common::queues().main).await == 0).then_some(())
+        (users::depth(&sb, &users::queues().main).await == 0).then_some(())
     })
     .await;
-    let sync = common::sync_counters(&users).await;
+    let sync = users::sync_counters(&users).await;
     assert_eq!(
         (sync["retried"].as_u64(), sync["deadLettered"].as_u64()),
         (Some(0), Some(0)),
@@ -52,11 +51,11 @@ async fn while_user_db_is_unreachable_events_wait_without_spending_their_retry_b
     for id in &ids {
         wait_for_user_version(&pool, *id, 1, Duration::from_secs(30)).await;
     }
-    let sync = common::sync_counters(&users).await;
+    let sync = users::sync_counters(&users).await;
     assert_eq!(
         (sync["retried"].as_u64(), sync["deadLettered"].as_u64()),
         (Some(0), Some(0)),
         "{sync}"
     );
-    assert_eq!(common::depth(&sb, &common::queues().dead_letter).await, 0);
+    assert_eq!(users::depth(&sb, &users::queues().dead_letter).await, 0);
 }

@@ -7,10 +7,9 @@
 use lapin::options::ConfirmSelectOptions;
 use platform::amqp::{self, Outgoing};
 use sandbox::events::{body, user_event};
+use sandbox::users;
 use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE};
 use uuid::Uuid;
-
-mod common;
 
 /// Publishes `event` to the user-service's queue over `url`, named as `user_id` (or none).
 async fn publish_as(
@@ -30,7 +29,7 @@ async fn publish_as(
         &ch,
         vec![Outgoing {
             exchange: "",
-            routing_key: &common::queues().main,
+            routing_key: &users::queues().main,
             body: &bytes,
             properties,
         }],
@@ -44,15 +43,15 @@ async fn publish_as(
 #[tokio::test]
 async fn an_untrusted_publishers_events_are_dead_lettered_unread_and_a_listed_one_is_applied() {
     let sb = Sandbox::for_test().await;
-    let pool = common::pool(&sb).await;
-    platform::amqp::ensure_topology(&sb.amqp_url, &[common::queues()])
+    let pool = users::pool(&sb).await;
+    platform::amqp::ensure_topology(&sb.amqp_url, &[users::queues()])
         .await
         .unwrap();
     let (stranger, stranger_url) = sb.extra_broker_user("stranger").await.unwrap();
     let (legacy, legacy_url) = sb.extra_broker_user("legacy").await.unwrap();
-    let mut config = common::config(&sb);
+    let mut config = users::config(&sb);
     config.consumer.trusted_publishers = vec![legacy.clone()];
-    let _users = common::start(config).await;
+    let _users = users::start(config).await;
 
     // A broker user that may publish but is no trusted publisher, and a message naming no one.
     let (forged, unnamed, listed) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -70,7 +69,7 @@ async fn an_untrusted_publishers_events_are_dead_lettered_unread_and_a_listed_on
     wait_for_user_version(&pool, listed, 1, SETTLE).await;
 
     let dead = poll_until(SETTLE, "two dead letters", || async {
-        let dead = common::dead_letters(&sb).await;
+        let dead = users::dead_letters(&sb).await;
         (dead.len() == 2).then_some(dead)
     })
     .await;
@@ -113,7 +112,7 @@ async fn an_untrusted_publishers_events_are_dead_lettered_unread_and_a_listed_on
 #[tokio::test]
 async fn the_broker_refuses_a_message_that_names_another_publisher() {
     let sb = Sandbox::for_test().await;
-    platform::amqp::ensure_topology(&sb.amqp_url, &[common::queues()])
+    platform::amqp::ensure_topology(&sb.amqp_url, &[users::queues()])
         .await
         .unwrap();
     let (stranger, stranger_url) = sb.extra_broker_user("stranger").await.unwrap();

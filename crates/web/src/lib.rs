@@ -7,11 +7,14 @@
 //! - [`staff`]: who is asking (a visitor, or a signed-in user whose token is renewed when due),
 //!   the CSRF check, the API client with the user's token.
 //! - [`page`]: the page layout, error pages and how API failures become them.
+//! - [`settings`]: its command-line and environment settings, and how they become a
+//!   [`Config`].
 //! - [`pages`]: one module per group of pages (login, home, appointments, account).
 
 pub mod page;
 pub mod pages;
 pub mod session;
+pub mod settings;
 pub mod staff;
 
 use anyhow::Context;

@@ -13,7 +13,7 @@ use api_client::ApiClient;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
-use platform::http::ClientAddr;
+use platform::client_addr::ClientAddr;
 use std::net::IpAddr;
 use std::time::Instant;
 

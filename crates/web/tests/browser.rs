@@ -511,7 +511,7 @@ async fn heading(browser: &Client) -> anyhow::Result<String> {
 async fn a_new_doctor_must_change_the_temporary_password_before_anything_else() {
     let portal = Portal::start().await;
     let driver = Driver::start().await;
-    let api = api_client::ApiClient::new(&portal.gateway.url())
+    let api = api_client::ApiClient::new(&portal.gateway().url())
         .unwrap()
         .logged_in(ADMIN_EMAIL, ADMIN_PASSWORD)
         .await

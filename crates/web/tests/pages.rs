@@ -362,7 +362,7 @@ async fn a_booking_with_a_wrong_csrf_token_is_refused() {
 #[tokio::test]
 async fn a_new_doctor_changes_the_temporary_password_before_using_the_portal() {
     let portal = Portal::start().await;
-    let admin = api_client::ApiClient::new(&portal.gateway.url())
+    let admin = api_client::ApiClient::new(&portal.gateway().url())
         .unwrap()
         .logged_in(ADMIN_EMAIL, ADMIN_PASSWORD)
         .await
@@ -589,7 +589,7 @@ async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
     assert!(nobody.body.contains("No user with the email or id"));
 
     // The API behind it: an admin reads it; a nurse may not, nor the page.
-    let api = api_client::ApiClient::new(&portal.gateway.url())
+    let api = api_client::ApiClient::new(&portal.gateway().url())
         .unwrap()
         .logged_in(ADMIN_EMAIL, ADMIN_PASSWORD)
         .await
@@ -604,7 +604,7 @@ async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
         .fetch_one(&portal.auth_db)
         .await
         .unwrap();
-    let as_nurse = api_client::ApiClient::new(&portal.gateway.url())
+    let as_nurse = api_client::ApiClient::new(&portal.gateway().url())
         .unwrap()
         .logged_in(&nurse, common::STAFF_PASSWORD)
         .await

@@ -2,7 +2,7 @@
 //! own; nurses and admins see and manage all; pharmacists and consultants read only. A doctor is
 //! bookable when this service's own copy holds them as an active doctor.
 
-use super::caller::Caller;
+use super::caller::{Caller, Permissions};
 use super::AppState;
 use crate::store::{self, Booking, Filter};
 use axum::extract::{Path, State};

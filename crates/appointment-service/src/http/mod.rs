@@ -9,6 +9,7 @@ use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::Router;
 use consumer::SyncStats;
+use platform::http::CallerCopy;
 use platform::jwt::JwtVerifier;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +49,17 @@ impl AppState {
 impl FromRef<AppState> for Arc<JwtVerifier> {
     fn from_ref(state: &AppState) -> Self {
         state.verifier.clone()
+    }
+}
+
+/// Callers are checked against this copy: a deactivated user's unexpired token stops working
+/// here as soon as the deactivation is applied; someone not copied yet (created a moment ago)
+/// is taken at the token's word.
+impl CallerCopy for AppState {
+    const LOOKUP: &'static str = "SELECT is_active, role FROM clinicians WHERE id = $1";
+
+    fn copy_db(&self) -> &PgPool {
+        &self.db
     }
 }
 

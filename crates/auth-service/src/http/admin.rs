@@ -15,7 +15,8 @@ use contract::api::{
     CreateUserResponse, ErrorBody, Page, RoleRequest, UpdateUserRequest, BULK_MAX_USERS,
 };
 use contract::{Email, EventType, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
-use platform::http::{ApiError, ApiJson, ApiQuery, Authenticated, ListParams};
+use directory::http::ListParams;
+use platform::http::{ApiError, ApiJson, ApiQuery, Authenticated};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -83,7 +84,7 @@ async fn list_users(
     ListParams(query): ListParams,
 ) -> Result<Json<Page<UserSnapshot>>, ApiError> {
     require_current_admin(&state, &caller).await?;
-    platform::http::user_page(&state.db, &query).await
+    directory::http::user_page(&state.db, &query).await
 }
 
 async fn show_user(

@@ -16,7 +16,8 @@ use contract::api::{
     RegisterRequest, RegistrationReceived,
 };
 use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
-use platform::http::{ApiError, ApiJson, ClientAddr, PendingPasswordChange};
+use platform::client_addr::ClientAddr;
+use platform::http::{ApiError, ApiJson, PendingPasswordChange};
 
 pub fn router() -> Router<AppState> {
     // Bodies on these routes are a few fields; anything larger is refused before it is read.

@@ -54,11 +54,18 @@ pub struct RelayConfig {
     pub declare_topology: bool,
 }
 
+impl RelayConfig {
+    /// Rows per batch unless RELAY_BATCH_SIZE says otherwise.
+    pub const DEFAULT_BATCH_SIZE: i64 = 500;
+    /// Batches awaiting confirms at once unless RELAY_IN_FLIGHT says otherwise.
+    pub const DEFAULT_IN_FLIGHT: u16 = 4;
+}
+
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 500,
-            in_flight: 4,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            in_flight: usize::from(Self::DEFAULT_IN_FLIGHT),
             poll_interval: Duration::from_secs(1),
             retention: None,
             declare_topology: true,

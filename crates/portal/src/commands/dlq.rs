@@ -3,17 +3,16 @@
 //! The printing around [`ops::dlq`], which reads without losing or reordering anything.
 
 use super::Failure;
-use crate::cli::{DlqAction, DlqArgs, Settings};
+use crate::cli::{DlqAction, DlqArgs};
 use anyhow::{anyhow, Context};
 use lapin::message::BasicGetMessage;
 use lapin::options::QueuePurgeOptions;
-use lapin::Channel;
 use ops::dlq::{self, peek, routing_key, Opened};
 use ops::OpsError;
 use platform::amqp;
 
-async fn open(s: &Settings, queue: &str) -> Result<Opened, Failure> {
-    dlq::open(s.operator_amqp(), queue, "portal dlq")
+async fn open(amqp_url: &str, queue: &str) -> Result<Opened, Failure> {
+    dlq::open(amqp_url, queue, "portal dlq")
         .await
         .map_err(|e| match e {
             OpsError::Unreachable(_) => Failure::unreachable(anyhow!("cannot reach {e}")),
@@ -21,9 +20,9 @@ async fn open(s: &Settings, queue: &str) -> Result<Opened, Failure> {
         })
 }
 
-pub async fn run(s: &Settings, args: DlqArgs) -> Result<(), Failure> {
+pub async fn run(args: DlqArgs) -> Result<(), Failure> {
     let queue = args.queue.as_str();
-    let opened = open(s, queue).await?;
+    let opened = open(&args.operator.operator_amqp_url, queue).await?;
     let result = act(&opened, queue, args.action).await;
     opened.close().await;
     result
@@ -33,7 +32,7 @@ async fn act(opened: &Opened, queue: &str, action: DlqAction) -> Result<(), Fail
     let (ch, count) = (&opened.channel, opened.count);
     match action {
         DlqAction::List { limit } => {
-            let messages = peek(ch, queue, limit).await?;
+            let messages = peek(opened, queue, limit).await?;
             if !messages.is_empty() {
                 println!(
                     "{:>4}  {:<20} {:<18} {:<24} {:>6}  DETAIL",
@@ -58,7 +57,7 @@ async fn act(opened: &Opened, queue: &str, action: DlqAction) -> Result<(), Fail
             println!("{count} messages in {queue}");
         }
         DlqAction::Show { n } => {
-            let m = nth(ch, queue, n, count).await?;
+            let m = nth(opened, queue, n).await?;
             println!("position      {n} of {count} in {queue}");
             println!("routing key   {}", routing_key(&m));
             for (k, v) in amqp::headers_of(&m.delivery.properties).inner() {
@@ -77,7 +76,7 @@ async fn act(opened: &Opened, queue: &str, action: DlqAction) -> Result<(), Fail
             } else {
                 let n = n.ok_or_else(|| anyhow!("give a position or --all"))?;
                 let target = dlq::target_for(queue)?;
-                let m = nth(ch, queue, n, count).await?;
+                let m = nth(opened, queue, n).await?;
                 dlq::requeue(ch, &m, &target, &opened.publisher).await?;
                 println!(
                     "requeued message {n} from {queue}; {} left",
@@ -100,14 +99,14 @@ async fn act(opened: &Opened, queue: &str, action: DlqAction) -> Result<(), Fail
     Ok(())
 }
 
-/// The message at 1-based position `n` (the ones before it return to the queue on close).
-async fn nth(ch: &Channel, queue: &str, n: usize, count: u32) -> Result<BasicGetMessage, Failure> {
+/// The message at 1-based position `n` (the others return to the queue, in order, on close).
+async fn nth(opened: &Opened, queue: &str, n: usize) -> Result<BasicGetMessage, Failure> {
     if n == 0 {
         return Err(anyhow!("positions start at 1").into());
     }
-    let mut messages = peek(ch, queue, n).await?;
+    let mut messages = peek(opened, queue, n).await?;
     if messages.len() < n {
-        return Err(anyhow!("no message {n}: {queue} holds {count}").into());
+        return Err(anyhow!("no message {n}: {queue} holds {}", opened.count).into());
     }
     Ok(messages.swap_remove(n - 1))
 }

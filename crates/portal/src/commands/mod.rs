@@ -1,5 +1,6 @@
 //! One module per `portal` command.
 
+pub mod config;
 pub mod dlq;
 pub mod docs;
 pub mod import;

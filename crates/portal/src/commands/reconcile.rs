@@ -4,7 +4,7 @@
 
 use super::verify::{and_list, copies};
 use super::Failure;
-use crate::cli::{ReconcileArgs, Settings};
+use crate::cli::{ReconcileArgs, ReconcileCommand};
 use anyhow::anyhow;
 use contract::topology::{self, ConsumerQueues};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,20 +20,21 @@ fn failure(e: ReconcileError) -> Failure {
     }
 }
 
-pub async fn run(s: &Settings, args: &ReconcileArgs) -> Result<(), Failure> {
-    let auth = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
+pub async fn run(c: &ReconcileCommand) -> Result<(), Failure> {
+    let args = &c.args;
+    let auth = platform::db::lazy_pool(&c.operator.operator_auth_database_url, 2)?;
     let mut pools = Vec::new();
-    for (copy, url) in copies(s) {
+    for (copy, url) in copies(&c.operator) {
         pools.push((copy, platform::db::lazy_pool(url, 2)?));
     }
     let copies: Vec<CopyPool<'_>> = pools.iter().map(|(copy, pool)| (*copy, pool)).collect();
     // Under the least-privilege setup the topology is the setup's (the operator may not declare).
-    if args.yes && !args.dry_run && !s.managed_by_setup {
+    if args.yes && !args.dry_run && !c.setup.managed_by_setup {
         // Repairs travel through the exchange: make sure every consumer's queue exists (it may
         // be the very thing that was deleted) so they are not parked in user.events.unrouted.
         let queues = [topology::USER_SERVICE, topology::APPOINTMENT_SERVICE]
             .map(ConsumerQueues::for_consumer);
-        if let Err(e) = platform::amqp::ensure_topology(&s.amqp_url, &queues).await {
+        if let Err(e) = platform::amqp::ensure_topology(&c.broker.amqp_url, &queues).await {
             tracing::warn!("cannot declare the topology ({e}); repairs wait in the outbox until RabbitMQ is back");
         }
     }

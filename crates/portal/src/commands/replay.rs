@@ -2,12 +2,13 @@
 //! around [`ops::replay`].
 
 use super::{failure, Failure};
-use crate::cli::{ConsumerCommand, ReplayArgs, Settings};
+use crate::cli::{ConsumerCommand, ReplayArgs};
 use anyhow::{anyhow, Context};
 use auth_service::event_store::{self, EventFilter};
 use contract::{Email, EventType};
 use indicatif::{ProgressBar, ProgressStyle};
 use ops::replay::{create_consumer_queues, replay_to, Sent};
+use ops::settings::OperatorArgs;
 use sqlx::PgPool;
 
 fn parse_time(field: &str, raw: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
@@ -72,8 +73,8 @@ fn describe(sent: &Sent, queue: &str) -> String {
     }
 }
 
-pub async fn run(s: &Settings, args: &ReplayArgs) -> Result<(), Failure> {
-    let pool = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
+pub async fn run(operator: &OperatorArgs, args: &ReplayArgs) -> Result<(), Failure> {
+    let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 2)?;
     sqlx::query("SELECT 1")
         .execute(&pool)
         .await
@@ -87,19 +88,27 @@ pub async fn run(s: &Settings, args: &ReplayArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let bar = progress_bar(total.max(0) as u64);
-    let sent = replay_to(&pool, s.operator_amqp(), &args.to, &filter, |n| bar.inc(n)).await;
+    let sent = replay_to(&pool, &operator.operator_amqp_url, &args.to, &filter, |n| {
+        bar.inc(n)
+    })
+    .await;
     bar.finish_and_clear();
     println!("{}", describe(&sent.map_err(failure)?, &args.to));
     Ok(())
 }
 
-pub async fn consumer(s: &Settings, command: ConsumerCommand) -> Result<(), Failure> {
-    let ConsumerCommand::Add { name, admin } = command;
+pub async fn consumer(command: ConsumerCommand) -> Result<(), Failure> {
+    let ConsumerCommand::Add {
+        name,
+        admin,
+        operator,
+        setup,
+    } = command;
     // Declaring and binding queues is the setup's right when it manages the topology.
-    let declare_as = if s.managed_by_setup {
+    let declare_as = if setup.managed_by_setup {
         admin.admin_amqp_url.as_str()
     } else {
-        s.operator_amqp()
+        operator.operator_amqp_url.as_str()
     };
     let queues = create_consumer_queues(declare_as, &name)
         .await
@@ -110,7 +119,7 @@ pub async fn consumer(s: &Settings, command: ConsumerCommand) -> Result<(), Fail
         queues.dead_letter,
         queues.retries.len()
     );
-    let sent = backfill(s, &queues.main).await?;
+    let sent = backfill(&operator, &queues.main).await?;
     println!(
         "backfilled: {}, then the end-of-history mark",
         describe(&sent, &queues.main)
@@ -119,13 +128,14 @@ pub async fn consumer(s: &Settings, command: ConsumerCommand) -> Result<(), Fail
 }
 
 /// Every stored event to `queue`, with a progress bar, then the history-complete marker.
-pub async fn backfill(s: &Settings, queue: &str) -> Result<Sent, Failure> {
-    let pool = platform::db::lazy_pool(s.operator_auth_db(), 2)?;
+pub async fn backfill(operator: &OperatorArgs, queue: &str) -> Result<Sent, Failure> {
+    let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 2)?;
     let total = event_store::count(&pool, &EventFilter::default())
         .await
         .map_err(|e| Failure::unreachable(anyhow!("cannot reach auth_db: {e}")))?;
     let bar = progress_bar(total.max(0) as u64);
-    let sent = ops::replay::backfill(&pool, s.operator_amqp(), queue, |n| bar.inc(n)).await;
+    let sent =
+        ops::replay::backfill(&pool, &operator.operator_amqp_url, queue, |n| bar.inc(n)).await;
     bar.finish_and_clear();
     sent.map_err(failure)
 }

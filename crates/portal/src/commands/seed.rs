@@ -1,18 +1,8 @@
 //! `portal seed`: the 10 demo users, through the auth-service's own write path.
 
 use super::Failure;
-use crate::cli::Settings;
-use anyhow::Context;
-use auth_service::seed::{SeedOptions, SeedReport};
-use contract::Email;
-
-pub fn options(s: &Settings) -> anyhow::Result<SeedOptions> {
-    Ok(SeedOptions {
-        admin_email: Email::parse(&s.seed_admin_email).context("SEED_ADMIN_EMAIL")?,
-        admin_password: s.seed_admin_password.clone(),
-        staff_password: s.seed_staff_password.clone(),
-    })
-}
+use crate::cli::SeedCommand;
+use auth_service::seed::SeedReport;
 
 pub fn print_report(report: &SeedReport) {
     for (email, role) in &report.created {
@@ -28,9 +18,9 @@ pub fn print_report(report: &SeedReport) {
     }
 }
 
-pub async fn run(s: &Settings) -> Result<(), Failure> {
-    let options = options(s)?;
-    let pool = auth_service::open_database(&s.auth_database_url, 2, s.managed_by_setup)
+pub async fn run(c: &SeedCommand) -> Result<(), Failure> {
+    let options = c.seed.into_options().map_err(Failure::usage)?;
+    let pool = auth_service::open_database(&c.db.auth_database_url, 2, c.setup.managed_by_setup)
         .await
         .map_err(Failure::unreachable)?;
     let report = auth_service::seed::seed(&pool, &options).await?;

@@ -10,10 +10,11 @@
 
 use super::users::{api_failure, connect};
 use super::Failure;
-use crate::cli::{Settings, StatusArgs};
+use crate::cli::StatusArgs;
 use anyhow::anyhow;
 use api_client::ApiClient;
 use contract::sync_status::{SyncStatus, VerifyState};
+use gateway::settings::Upstreams;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -33,27 +34,26 @@ struct Snapshot {
     problems: Vec<String>,
 }
 
-/// The parts `portal status` asks for readiness, where the settings say they are.
-fn parts(s: &Settings, gateway: &str) -> Vec<(&'static str, String)> {
-    let or_addr = |url: &Option<String>, addr: std::net::SocketAddr| match url.as_deref() {
-        Some("none") => None,
-        Some(url) => Some(url.trim_end_matches('/').to_owned()),
-        None => Some(format!("http://{addr}")),
-    };
+/// The parts `portal status` asks for readiness, where the settings say the gateway reaches
+/// them (the standard addresses by default).
+fn parts(args: &StatusArgs) -> Vec<(&'static str, String)> {
+    let routes = args
+        .gateway
+        .into_config(&args.auth_location, &Upstreams::default());
     [
-        ("gateway", Some(gateway.trim_end_matches('/').to_owned())),
-        ("auth-service", Some(s.auth_service_url())),
-        ("user-service", or_addr(&s.user_service_url, s.user_addr)),
         (
-            "appointment-service",
-            or_addr(&s.appointment_service_url, s.appointment_addr),
+            "gateway",
+            Some(args.api.url.trim_end_matches('/').to_owned()),
         ),
-        ("sync-admin", or_addr(&s.sync_admin_url, s.sync_admin_addr)),
+        ("auth-service", Some(routes.auth_url)),
+        ("user-service", Some(routes.users_url)),
+        ("appointment-service", routes.appointments_url),
+        ("sync-admin", routes.sync_admin_url),
         (
             "web",
             Some(format!(
                 "http://{}",
-                std::net::SocketAddr::new(s.web_host, s.web_port)
+                std::net::SocketAddr::new(args.web.web_host, args.web.web_port)
             )),
         ),
     ]
@@ -158,7 +158,6 @@ fn problems(parts: &[Part], sync: &SyncStatus, max_outbox_age: f64) -> Vec<Strin
 }
 
 async fn gather(
-    s: &Settings,
     api: &ApiClient,
     args: &StatusArgs,
     http: &reqwest::Client,
@@ -176,7 +175,7 @@ async fn gather(
         }
         Err(e) => return Err(api_failure(e)),
     };
-    let asked = parts(s, &args.api.url);
+    let asked = parts(args);
     let parts = futures::future::join_all(
         asked
             .into_iter()
@@ -295,11 +294,11 @@ fn verdict(snap: &Snapshot) -> Result<(), Failure> {
     }
 }
 
-pub async fn run(s: &Settings, args: StatusArgs) -> Result<(), Failure> {
+pub async fn run(args: StatusArgs) -> Result<(), Failure> {
     let api = connect(&args.api).await?;
     let http = reqwest::Client::new();
     loop {
-        let snap = match gather(s, &api, &args, &http).await {
+        let snap = match gather(&api, &args, &http).await {
             Ok(snap) => snap,
             // Watching: a failure is shown and the next round tries again.
             Err(e) if args.watch.is_some() => {

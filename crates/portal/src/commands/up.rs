@@ -1,50 +1,84 @@
 //! `portal up`: the whole system in one foreground process.
 
-use super::serve::{
-    appointment_config, auth_config, gateway_config, sync_admin_config, user_config, web_config,
-};
 use super::{setup, Failure};
-use crate::cli::{AdminArgs, Cli, Settings};
+use crate::cli::{Command, UpArgs};
+use crate::settings::Sources;
 use anyhow::Context;
-use clap::Parser;
 use contract::topology;
+use gateway::settings::Upstreams;
 use platform::service::Service;
 
 /// Runs the least-privilege setup (unless `no_setup`, or PORTAL_CREDENTIALS=none), then the
 /// system under the identities it wrote.
-pub async fn run(s: &Settings, admin: &AdminArgs, no_setup: bool) -> Result<(), Failure> {
-    if no_setup || setup::credentials_path().is_none() {
-        return run_services(s).await;
+pub async fn run(args: UpArgs, sources: &Sources) -> Result<(), Failure> {
+    if args.no_setup || sources.path.is_none() {
+        return run_services(&args).await;
     }
-    setup::run(s, admin).await?;
-    // The settings again, now with the credentials the setup wrote (what the environment sets
-    // explicitly still wins).
-    setup::load_into_env(&admin.credentials)?;
-    let cli = Cli::try_parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    run_services(&cli.settings).await
+    setup::run_with(
+        &args.admin,
+        &args.auth.db,
+        &args.user_db,
+        &args.appointment_db,
+    )
+    .await?;
+    // The settings again, now with the credentials the setup wrote (a flag or the environment
+    // still wins).
+    let sources = Sources::load().map_err(Failure::usage)?;
+    let (cli, _) = sources
+        .parse_from(std::env::args_os())
+        .map_err(|e| Failure::usage(anyhow::anyhow!("{e}")))?;
+    match cli.command {
+        Command::Up(args) => run_services(&args).await,
+        _ => Err(anyhow::anyhow!("the command line changed under `portal up`").into()),
+    }
 }
 
-async fn run_services(s: &Settings) -> Result<(), Failure> {
-    let seed_options = super::seed::options(s)?;
+async fn run_services(s: &UpArgs) -> Result<(), Failure> {
+    let seed_options = s.seed.into_options().map_err(Failure::usage)?;
     // The user-service reads the public key, so the auth-service (which creates the key pair)
     // is built first.
-    let auth = auth_service::Application::build(auth_config(s, true))
+    let auth = auth_service::Application::build(s.auth.into_config(true))
         .await
         .map_err(Failure::unreachable)?;
-    let users = user_service::Application::build(user_config(s, true))
-        .await
-        .map_err(Failure::unreachable)?;
-    let appointments = appointment_service::Application::build(appointment_config(s))
-        .await
-        .map_err(Failure::unreachable)?;
-    let sync_admin = sync_admin::Application::build(sync_admin_config(s)).await?;
-    let mut gateway_settings = gateway_config(s);
-    if s.sync_admin_url.is_none() {
-        gateway_settings.sync_admin_url = Some(format!(
-            "http://{}",
-            sync_admin.local_addr().context("sync admin address")?
-        ));
-    }
+    // The other parts find the auth-service where it really listens (AUTH_ADDR may say port 0,
+    // or 0.0.0.0), unless AUTH_SERVICE_URL says otherwise.
+    let auth_url = local_url(&auth, "auth-service")?;
+    let users = user_service::Application::build(s.user.into_config(
+        &s.user_db,
+        &s.consumer,
+        &s.auth.broker,
+        &s.auth.setup,
+        &s.auth_location,
+        &auth_url,
+        true,
+    ))
+    .await
+    .map_err(Failure::unreachable)?;
+    let appointments = appointment_service::Application::build(s.appointment.into_config(
+        &s.appointment_db,
+        &s.consumer,
+        &s.auth.broker,
+        &s.auth.setup,
+        &s.auth_location,
+        &auth_url,
+    ))
+    .await
+    .map_err(Failure::unreachable)?;
+    let sync_admin = sync_admin::Application::build(s.sync_admin.into_config(
+        &s.operator,
+        &s.auth_location,
+        &auth_url,
+    ))
+    .await?;
+    let mut gateway_settings = s.gateway.into_config(
+        &s.auth_location,
+        &Upstreams {
+            auth: auth_url.clone(),
+            users: local_url(&users, "user-service")?,
+            appointments: local_url(&appointments, "appointment-service")?,
+            sync_admin: local_url(&sync_admin, "sync admin")?,
+        },
+    );
     // The web portal started here is the proxy in front of the gateway: every login passes
     // through it, so the gateway must limit each person's address it forwards, not the
     // portal's own (unless GATEWAY_TRUSTED_PROXIES says otherwise).
@@ -55,24 +89,18 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
         ];
     }
     let gateway = gateway::Application::build(gateway_settings).await?;
-    // The portal reaches the gateway where it really listens (GATEWAY_ADDR may say port 0,
-    // or 0.0.0.0), unless GATEWAY_URL says otherwise.
-    let mut web_settings = web_config(s);
-    if s.gateway_url.is_none() {
-        let mut bound = gateway.local_addr().context("gateway address")?;
-        if bound.ip().is_unspecified() {
-            bound.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        web_settings.gateway_url = format!("http://{bound}");
-    }
-    let web = web::Application::build(web_settings).await?;
+    // The portal reaches the gateway where it really listens, unless GATEWAY_URL says
+    // otherwise.
+    let web = web::Application::build(s.web.into_config(&local_url(&gateway, "gateway")?)).await?;
+    let amqp_url = &s.auth.broker.amqp_url;
+    let managed_by_setup = s.auth.setup.managed_by_setup;
 
     // Declaring here means the queues exist before anything is published. If RabbitMQ is down
     // the relay and consumer declare it when they connect, so starting anyway loses nothing.
     // (Under the least-privilege setup, the setup has declared it.)
-    if !s.managed_by_setup {
+    if !managed_by_setup {
         if let Err(e) = platform::amqp::ensure_topology(
-            &s.amqp_url,
+            amqp_url,
             &[
                 topology::ConsumerQueues::for_consumer(topology::USER_SERVICE),
                 topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE),
@@ -106,7 +134,7 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
         .context("reading appointment_db")?;
     if history.expected.is_none() {
         let queue = topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE).main;
-        match super::replay::backfill(s, &queue).await {
+        match super::replay::backfill(&s.operator, &queue).await {
             Ok(sent) => println!(
                 "appointment-service: {} stored events and the end-of-history mark sent to \
                  {queue}; it is ready once it has applied them",
@@ -152,7 +180,7 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
         sync_admin.local_addr().context("sync admin address")?
     );
     let password = match (
-        &s.seed_admin_password,
+        &s.seed.seed_admin_password,
         seeded
             .as_ref()
             .and_then(|r| r.generated_admin_password.as_ref()),
@@ -161,10 +189,9 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
         (None, Some(generated)) => format!("{generated} (generated, shown only now)"),
         (None, None) => "the password printed when auth_db was first seeded".to_owned(),
     };
-    println!("admin login   {} with {password}", s.seed_admin_email);
+    println!("admin login   {} with {password}", s.seed.seed_admin_email);
     println!("stop with Ctrl-C");
 
-    let scheduled = super::serve::reconcile_schedule(s, shutdown.clone());
     let (a, u, p, g, w, y) = tokio::join!(
         auth.run_until_stopped(shutdown.clone()),
         users.run_until_stopped(shutdown.clone()),
@@ -173,9 +200,6 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
         web.run_until_stopped(shutdown.clone()),
         sync_admin.run_until_stopped(shutdown.clone()),
     );
-    if let Some(task) = scheduled {
-        task.await.ok();
-    }
     a?;
     u?;
     p?;
@@ -184,4 +208,16 @@ async fn run_services(s: &Settings) -> Result<(), Failure> {
     y?;
     println!("stopped cleanly");
     Ok(())
+}
+
+/// `http://` and where `service` really listens, with an unspecified address (0.0.0.0) as
+/// 127.0.0.1: how the other parts of this process reach it.
+fn local_url(service: &impl Service, name: &str) -> anyhow::Result<String> {
+    let mut bound = service
+        .local_addr()
+        .with_context(|| format!("{name} address"))?;
+    if bound.ip().is_unspecified() {
+        bound.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(format!("http://{bound}"))
 }

@@ -5,15 +5,18 @@
 //! reach are still reported).
 
 use super::Failure;
-use crate::cli::Settings;
 use anyhow::anyhow;
+use ops::settings::OperatorArgs;
 use ops::verify::{self, CopySpec, Report, VerifyError};
 
 /// The copies `verify` and `reconcile` cover, each with the operator's URL of its database.
-pub fn copies(s: &Settings) -> [(&'static CopySpec, &str); 2] {
+pub fn copies(operator: &OperatorArgs) -> [(&'static CopySpec, &str); 2] {
     [
-        (&verify::USERS, s.operator_user_db()),
-        (&verify::CLINICIANS, s.operator_appointment_db()),
+        (&verify::USER_SERVICE, &operator.operator_user_database_url),
+        (
+            &verify::APPOINTMENT_SERVICE,
+            &operator.operator_appointment_database_url,
+        ),
     ]
 }
 
@@ -41,14 +44,14 @@ pub fn and_list(items: &[&str]) -> String {
     }
 }
 
-pub async fn run(s: &Settings, max_listed: usize) -> Result<(), Failure> {
-    let auth = platform::db::lazy_pool(s.operator_auth_db(), 1)?;
+pub async fn run(operator: &OperatorArgs, max_listed: usize) -> Result<(), Failure> {
+    let auth = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
     let mut differ = Vec::new();
     let mut unreachable = Vec::new();
     let mut failed = Vec::new();
-    for (copy, url) in copies(s) {
+    for (copy, url) in copies(operator) {
         let pool = platform::db::lazy_pool(url, 1)?;
-        match verify::compare_copy(&auth, &pool, copy, max_listed).await {
+        match verify::compare(&auth, copy, &pool, verify::Options::listing(max_listed)).await {
             Ok(report) => {
                 for line in report_lines(copy, &report) {
                     println!("{line}");
@@ -110,7 +113,7 @@ mod tests {
             ..Report::default()
         };
         assert_eq!(
-            report_lines(&verify::CLINICIANS, &in_sync),
+            report_lines(&verify::APPOINTMENT_SERVICE, &in_sync),
             ["appointment-service (appointment_db): in sync: 10 users"]
         );
         let mut drift = Report {
@@ -129,7 +132,7 @@ mod tests {
             );
         }
         assert_eq!(
-            report_lines(&verify::USERS, &drift),
+            report_lines(&verify::USER_SERVICE, &drift),
             [
                 "user-service (user_db): out of sync: 2 differences among 10 users (missing 2, \
                  stale 0, mismatched 0, extra 0)",

@@ -13,11 +13,8 @@
 //! -- --nocapture` runs more and prints the figures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../../auth-service/tests/common/mod.rs"]
-mod auth_common;
-
 use sandbox::process::{Process, Spec};
-use sandbox::{poll_until, Running, Sandbox, Servers};
+use sandbox::{auth, poll_until, Running, Sandbox, Servers};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::path::PathBuf;
@@ -25,6 +22,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The longest a change may take to reach `user_db` while nodes fail (SCALING.md's figures
+/// with a margin for a debug build on a busy machine).
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// The longest the load may go without a 2xx answer while nodes fail.
+const MAX_GAP: Duration = Duration::from_secs(2);
 
 /// A three-node cluster of this test's own, stopped and removed when dropped.
 struct Cluster {
@@ -353,13 +356,12 @@ async fn the_system_rides_out_losing_the_queue_leader_and_a_clean_node_restart()
     config.health_interval = Duration::from_millis(500);
     let gateway = Running::launch(gateway::Application::build(config)).await;
     let gw = gateway.url();
-    let auth_db = auth_common::pool(&sb).await;
+    let auth_db = auth::pool(&sb).await;
     let user_db = user_service::prepare_database(&sb.database_url("user"), 2)
         .await
         .unwrap();
-    let token = auth_common::admin_token(&auth_db, &gw).await;
-    let probe_user =
-        auth_common::create_user(&auth_db, "probe@cluster.test", contract::Role::Nurse).await;
+    let token = auth::admin_token(&auth_db, &gw).await;
+    let probe_user = auth::create_user(&auth_db, "probe@cluster.test", contract::Role::Nurse).await;
     sandbox::wait_for_user_version(&user_db, probe_user, 1, sandbox::SETTLE).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -429,18 +431,23 @@ async fn the_system_rides_out_losing_the_queue_leader_and_a_clean_node_restart()
     poll_until(
         Duration::from_secs(120),
         "every outbox event published",
-        || async { (auth_common::unpublished(&auth_db).await == 0).then_some(()) },
+        || async { (auth::unpublished(&auth_db).await == 0).then_some(()) },
     )
     .await;
     poll_until(
         Duration::from_secs(120),
         "user_db equal to auth_db",
         || async {
-            ops::verify::compare(&auth_db, &user_db, 5)
-                .await
-                .ok()?
-                .is_in_sync()
-                .then_some(())
+            ops::verify::compare(
+                &auth_db,
+                &ops::verify::USER_SERVICE,
+                &user_db,
+                ops::verify::Options::listing(5),
+            )
+            .await
+            .ok()?
+            .is_in_sync()
+            .then_some(())
         },
     )
     .await;
@@ -455,7 +462,8 @@ async fn the_system_rides_out_losing_the_queue_leader_and_a_clean_node_restart()
     // Every copy (the appointment-service's too) in sync, within a deadline: how long the
     // slowest consumer took to catch up after the load stopped is reported.
     let run_verify = || {
-        Command::new(env!("CARGO_BIN_EXE_portal"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portal"));
+        sandbox::process::isolated(&mut cmd)
             .arg("verify")
             .env("PORTAL_CREDENTIALS", "none")
             .env("AUTH_DATABASE_URL", sb.database_url("auth"))
@@ -522,6 +530,21 @@ async fn the_system_rides_out_losing_the_queue_leader_and_a_clean_node_restart()
         })
         .collect();
     println!("cluster: connections that moved: {moved:?}");
+    // SCALING.md measured a pause of 0.52-1.02 s and gaps between 2xx answers of 0.25-0.34 s
+    // (release build); a debug build on a busy two-core machine gets five times that. The 20 s
+    // pause of the classic-retry-queue bug fails here.
+    assert!(
+        pause <= MAX_PAUSE,
+        "the sync paused {:.2}s after a node loss (SCALING.md: at most 1.02s; allowed {:.0}s)",
+        pause.as_secs_f64(),
+        MAX_PAUSE.as_secs_f64()
+    );
+    assert!(
+        gap <= MAX_GAP,
+        "the load went {:.2}s without a 2xx answer (SCALING.md: at most 0.34s; allowed {:.0}s)",
+        gap.as_secs_f64(),
+        MAX_GAP.as_secs_f64()
+    );
     assert!(
         !moved.is_empty(),
         "a part connected to a lost node resumed on another"

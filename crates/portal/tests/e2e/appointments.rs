@@ -3,15 +3,16 @@
 //! learns a thousand existing users from a backfill before it reports ready, and a service
 //! killed with SIGKILL while doctors change loses nothing.
 
-use crate::{all_published, appointment_common, auth_common, pools, start_services};
 use api_client::ApiClient;
 use auth_service::store::{self, NewUser, UserChange};
 use contract::api::{AppointmentStatus, CreateUserRequest, NewAppointment};
 use contract::topology::{ConsumerQueues, APPOINTMENT_SERVICE};
 use contract::Role;
-use ops::verify::{compare_copy, CLINICIANS};
+use ops::verify::{compare, Options};
+use sandbox::auth::all_published;
 use sandbox::db::count;
 use sandbox::process::{Process, Spec};
+use sandbox::{appointments, auth, users, System};
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use sqlx::PgPool;
 use std::time::Instant;
@@ -30,7 +31,7 @@ async fn backfill(sb: &Sandbox, auth: &PgPool) -> u64 {
 /// Waits until `auth_db` and the copy on `pool` are equal by `portal verify`'s comparison.
 async fn copy_in_sync(auth: &PgPool, pool: &PgPool, copy: &ops::verify::CopySpec) {
     poll_until(SETTLE, "the copy equal to auth_db", || async {
-        compare_copy(auth, pool, copy, 5)
+        compare(auth, copy, pool, Options::listing(5))
             .await
             .ok()?
             .is_in_sync()
@@ -52,18 +53,18 @@ fn new_appointment(doctor: Uuid, days: i64) -> NewAppointment {
 #[tokio::test]
 async fn a_doctor_created_through_the_gateway_is_bookable_and_flagged_once_deactivated() {
     let sb = Sandbox::for_test().await;
-    let (auth, users) = start_services(&sb).await;
-    let appointments = appointment_common::start_connected(appointment_common::config(&sb)).await;
-    let mut gateway_config = gateway::Config::local(&auth.url(), &users.url());
-    gateway_config.appointments_url = Some(appointments.url());
-    let gateway = Running::launch(gateway::Application::build(gateway_config)).await;
-    let (auth_db, _) = pools(&sb).await;
-    backfill(&sb, &auth_db).await;
-    appointment_common::wait_ready(&appointments).await;
+    // The appointment-service backfilled and ready before the doctor exists.
+    let sys = System::builder(&sb)
+        .users()
+        .backfilled()
+        .gateway()
+        .start()
+        .await;
+    let gateway = sys.gateway();
 
     let admin = ApiClient::new(&gateway.url())
         .unwrap()
-        .authenticated(auth_common::admin_token(&auth_db, &gateway.url()).await);
+        .authenticated(sys.admin_token().await);
     let created = admin
         .create_user(&CreateUserRequest {
             email: "rumbi.chikore@clinic.test".into(),
@@ -108,8 +109,8 @@ async fn a_doctor_created_through_the_gateway_is_bookable_and_flagged_once_deact
 #[tokio::test]
 async fn a_fresh_service_started_after_a_thousand_users_knows_every_doctor_before_it_is_ready() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let auth = auth_common::pool(&sb).await;
+    let sys = System::builder(&sb).start().await;
+    let auth = sys.auth_db.clone();
     let hash = auth_service::password::hash(sandbox::TEST_PASSWORD.into())
         .await
         .unwrap();
@@ -146,8 +147,8 @@ async fn a_fresh_service_started_after_a_thousand_users_knows_every_doctor_befor
     }
     all_published(&auth).await;
 
-    let service = appointment_common::start_connected(appointment_common::config(&sb)).await;
-    let pool = appointment_common::pool(&sb).await;
+    let service = appointments::start_connected(appointments::config(&sb)).await;
+    let pool = appointments::pool(&sb).await;
     let url = format!("{}/health/ready", service.url());
     let (status, ready) = sandbox::http::get(&url, None).await;
     assert_eq!(status, 503, "not ready before the backfill: {ready}");
@@ -170,7 +171,14 @@ async fn a_fresh_service_started_after_a_thousand_users_knows_every_doctor_befor
         )
         .await,
     );
-    let report = compare_copy(&auth, &pool, &CLINICIANS, 5).await.unwrap();
+    let report = compare(
+        &auth,
+        &ops::verify::APPOINTMENT_SERVICE,
+        &pool,
+        Options::listing(5),
+    )
+    .await
+    .unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
     assert_eq!(report.checked, 1000);
 }
@@ -202,18 +210,17 @@ async fn appointment_process(sb: &Sandbox, auth: &Running) -> Process {
 #[tokio::test]
 async fn an_appointment_service_killed_with_sigkill_while_doctors_change_loses_nothing() {
     let sb = Sandbox::for_test().await;
-    let (auth_service, _users) = start_services(&sb).await;
-    let (auth, user_db) = pools(&sb).await;
-    let pool = appointment_common::pool(&sb).await;
-    let mut child = appointment_process(&sb, &auth_service).await;
-    let first = auth_common::create_user(&auth, "first-doctor@clinic.test", Role::Doctor).await;
-    appointment_common::wait_for_clinician(&pool, first, 1).await;
+    let sys = System::builder(&sb).users().start().await;
+    let (auth, user_db) = (sys.auth_db.clone(), sys.user_db().clone());
+    let pool = appointments::pool(&sb).await;
+    let mut child = appointment_process(&sb, &sys.auth).await;
+    let first = auth::create_user(&auth, "first-doctor@clinic.test", Role::Doctor).await;
+    appointments::wait_for_clinician(&pool, first, 1).await;
 
     let mut doctors = vec![first];
     for i in 0..20 {
-        doctors.push(
-            auth_common::create_user(&auth, &format!("doctor{i}@clinic.test"), Role::Doctor).await,
-        );
+        doctors
+            .push(auth::create_user(&auth, &format!("doctor{i}@clinic.test"), Role::Doctor).await);
     }
     let (writer, changed) = (auth.clone(), doctors.clone());
     let change = move |round: usize| {
@@ -263,7 +270,7 @@ async fn an_appointment_service_killed_with_sigkill_while_doctors_change_loses_n
     eprintln!("{rounds} rounds of 21 changes, the service killed during them");
     all_published(&auth).await;
 
-    let _restarted = appointment_process(&sb, &auth_service).await;
-    copy_in_sync(&auth, &pool, &CLINICIANS).await;
-    crate::eventually_in_sync(&auth, &user_db).await;
+    let _restarted = appointment_process(&sb, &sys.auth).await;
+    copy_in_sync(&auth, &pool, &ops::verify::APPOINTMENT_SERVICE).await;
+    users::eventually_in_sync(&auth, &user_db).await;
 }

@@ -2,21 +2,22 @@
 //! verify (one section per consumer's copy), and a user-service process killed with SIGKILL
 //! catching up after restart.
 
-use crate::{
-    all_published, appointment_common, assert_in_sync, auth_common, pools, start_services,
-    start_system,
-};
 use contract::Role;
+use sandbox::auth::all_published;
 use sandbox::db::count;
-use sandbox::{poll_until, wait_for_user_version, Running, Sandbox, SETTLE, TEST_PASSWORD};
+use sandbox::users::assert_in_sync;
+use sandbox::{auth, users, System};
+use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE, TEST_PASSWORD};
 use std::process::Output;
 use tokio::process::Command;
 
 /// `portal` on the sandbox's databases, vhost and keys, its services on free ports.
 pub fn portal(sb: &Sandbox) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portal"));
-    // The sandbox's settings only: no install's credentials file, no setup.
-    cmd.env("PORTAL_CREDENTIALS", "none")
+    // The sandbox's settings only: nothing of the caller's environment (an operator's exported
+    // SEED_ADMIN_PASSWORD, say), no install's credentials file, no setup.
+    sandbox::process::isolated_async(&mut cmd)
+        .env("PORTAL_CREDENTIALS", "none")
         .env("AUTH_DATABASE_URL", sb.database_url("auth"))
         .env("USER_DATABASE_URL", sb.database_url("user"))
         .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
@@ -30,13 +31,6 @@ pub fn portal(sb: &Sandbox) -> Command {
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
     cmd
-}
-
-/// An appointment-service in this process on the sandbox's `appointment_db` (created and
-/// migrated), once its consumer is connected: its queue is bound from then on, so it receives
-/// every user event written later. Start it before creating users whose copy `verify` checks.
-pub async fn start_appointments(sb: &Sandbox) -> Running {
-    appointment_common::start_connected(appointment_common::config(sb)).await
 }
 
 /// Runs `portal <args>` against the sandbox; exit code and stdout+stderr.
@@ -74,10 +68,9 @@ async fn run(cmd: &mut Command) -> (i32, String) {
 #[tokio::test]
 async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apart() {
     let sb = Sandbox::for_test().await;
-    let _appointments = start_appointments(&sb).await;
-    let _services = start_services(&sb).await;
-    let (auth, users) = pools(&sb).await;
-    let appointment_db = appointment_common::pool(&sb).await;
+    let sys = System::builder(&sb).users().appointments().start().await;
+    let (auth, users) = (sys.auth_db.clone(), sys.user_db().clone());
+    let appointment_db = sys.appointment_db().clone();
 
     let (code, out) = run(portal(&sb)
         .arg("seed")
@@ -174,15 +167,15 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
 #[tokio::test]
 async fn a_user_service_killed_with_sigkill_catches_up_after_restart() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let (auth, users) = pools(&sb).await;
+    let sys = System::builder(&sb).start().await;
+    let (auth, users) = (sys.auth_db.clone(), users::pool(&sb).await);
 
     let mut child = portal(&sb).arg("user-service").spawn().unwrap();
-    let first = auth_common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
+    let first = auth::create_user(&auth, "first@clinic.test", Role::Doctor).await;
     wait_for_user_version(&users, first, 1, SETTLE).await;
 
     child.kill().await.unwrap(); // SIGKILL: no clean shutdown
-    let during = auth_common::create_user(&auth, "while-dead@clinic.test", Role::Doctor).await;
+    let during = auth::create_user(&auth, "while-dead@clinic.test", Role::Doctor).await;
     all_published(&auth).await; // while the consumer is dead
 
     let _restarted = portal(&sb).arg("user-service").spawn().unwrap();
@@ -190,43 +183,242 @@ async fn a_user_service_killed_with_sigkill_catches_up_after_restart() {
     assert_in_sync(&auth, &users).await;
 }
 
+/// Every command has help, and a part's help lists the settings that part reads and not
+/// another part's: `portal web --help` is about the web portal.
 #[tokio::test]
-async fn every_command_has_help() {
-    for args in [
-        vec!["--help"],
-        vec!["up", "--help"],
-        vec!["verify", "--help"],
-        vec!["seed", "--help"],
-        vec!["relay", "--help"],
-        vec!["user-service", "--help"],
-        vec!["auth-service", "--help"],
-        vec!["gateway", "--help"],
-        vec!["appointment-service", "--help"],
-        vec!["web", "--help"],
-    ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portal"))
-            .args(&args)
+async fn every_command_has_help_listing_its_own_settings_only() {
+    let help = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portal"));
+        let out = sandbox::process::isolated(&mut cmd)
+            .args(args)
+            .arg("--help")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("AUTH_DATABASE_URL"),
-            "{args:?} lists the environment: {text}"
-        );
+        assert!(out.status.success(), "{args:?} --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(help(&[]).contains("64"), "the exit codes are listed");
+    // (command, settings its help lists, settings of other parts it does not)
+    let cases: [(&str, &[&str], &[&str]); 11] = [
+        (
+            "up",
+            &[
+                "AUTH_DATABASE_URL",
+                "USER_DATABASE_URL",
+                "WEB_PORT",
+                "GATEWAY_ADDR",
+                "RECONCILE_INTERVAL",
+            ],
+            &[],
+        ),
+        (
+            "auth-service",
+            &[
+                "AUTH_DATABASE_URL",
+                "AUTH_ADDR",
+                "LOGIN_MAX_FAILURES",
+                "RELAY_BATCH_SIZE",
+            ],
+            &[
+                "USER_DATABASE_URL",
+                "WEB_PORT",
+                "GATEWAY_AUTH_RATE",
+                "CONSUMER_PREFETCH",
+                "SEED_ADMIN_EMAIL",
+            ],
+        ),
+        (
+            "relay",
+            &["AUTH_DATABASE_URL", "RELAY_BATCH_SIZE", "RELAY_HTTP_PORT"],
+            &["TOKEN_TTL_SECONDS", "WEB_PORT", "USER_DATABASE_URL"],
+        ),
+        (
+            "user-service",
+            &[
+                "USER_DATABASE_URL",
+                "USER_ADDR",
+                "CONSUMER_PREFETCH",
+                "JWKS_URL",
+            ],
+            &[
+                "AUTH_DATABASE_URL",
+                "WEB_PORT",
+                "RELAY_BATCH_SIZE",
+                "RECONCILE_INTERVAL",
+            ],
+        ),
+        (
+            "appointment-service",
+            &[
+                "APPOINTMENT_DATABASE_URL",
+                "APPOINTMENT_ADDR",
+                "CONSUMER_BATCH_SIZE",
+            ],
+            &["AUTH_DATABASE_URL", "USER_DATABASE_URL", "WEB_PORT"],
+        ),
+        (
+            "gateway",
+            &[
+                "GATEWAY_ADDR",
+                "AUTH_SERVICE_URL",
+                "GATEWAY_TRUSTED_PROXIES",
+            ],
+            &["AUTH_DATABASE_URL", "AMQP_URL", "WEB_PORT"],
+        ),
+        (
+            "web",
+            &["WEB_PORT", "GATEWAY_URL", "PORTAL_UTC_OFFSET"],
+            &["AUTH_DATABASE_URL", "AMQP_URL", "GATEWAY_ADDR"],
+        ),
+        (
+            "sync-admin",
+            &[
+                "SYNC_ADMIN_ADDR",
+                "OPERATOR_AUTH_DATABASE_URL",
+                "RECONCILE_INTERVAL",
+            ],
+            &["WEB_PORT", "RELAY_BATCH_SIZE"],
+        ),
+        (
+            "seed",
+            &["AUTH_DATABASE_URL", "SEED_ADMIN_EMAIL"],
+            &["WEB_PORT", "USER_DATABASE_URL"],
+        ),
+        (
+            "verify",
+            &[
+                "OPERATOR_AUTH_DATABASE_URL",
+                "OPERATOR_APPOINTMENT_DATABASE_URL",
+            ],
+            &["WEB_PORT", "LOGIN_LOCK"],
+        ),
+        ("config", &["check"], &[]),
+    ];
+    for (command, listed, absent) in cases {
+        let text = help(&[command]);
+        for var in listed {
+            assert!(
+                text.contains(var),
+                "`portal {command} --help` lists {var}:\n{text}"
+            );
+        }
+        for var in absent {
+            assert!(
+                !text.contains(var),
+                "`portal {command} --help` does not list {var}:\n{text}"
+            );
+        }
     }
+}
+
+/// A mistyped flag is a usage error (64), not "a server is unreachable" (2): a systemd unit
+/// (`RestartPreventExitStatus=64`) does not restart in a loop on it, and a script can tell.
+#[tokio::test]
+async fn a_usage_or_configuration_error_exits_64() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portal"));
+        let out = sandbox::process::isolated(&mut cmd)
+            .env("PORTAL_CREDENTIALS", "none")
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--no-such-flag"], &[]);
+    assert_eq!(code, Some(64), "{err}");
+    let (code, err) = run(&["relay"], &[("RELAY_BATCH_SIZE", "many")]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("RELAY_BATCH_SIZE"),
+        "the variable is named: {err}"
+    );
+    let (code, err) = run(&["verify"], &[("LOG_FORMAT", "jsno")]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("LOG_FORMAT"), "{err}");
+    // A credentials file that is named but missing is refused, not read as absent.
+    let (code, err) = run(
+        &["verify"],
+        &[("PORTAL_CREDENTIALS", "/nonexistent/portal/credentials.env")],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("/nonexistent/portal/credentials.env"), "{err}");
+    let (code, _) = run(&["--version"], &[]);
+    assert_eq!(code, Some(0));
+}
+
+/// `portal config check` passes on good settings, printing each part's effective settings
+/// with secrets redacted and the file's values marked as such, and names a bad variable.
+#[tokio::test]
+async fn config_check_shows_the_effective_settings_and_names_a_bad_one() {
+    const SECRET: &str = "cfg-s3cret";
+    let dir = std::env::temp_dir().join(format!(
+        "portal-config-check-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let creds = dir.join("credentials.env");
+    std::fs::write(
+        &creds,
+        format!("USER_DATABASE_URL=postgres://portal_users:{SECRET}@127.0.0.1:5432/user_db\nRELAY_BATCH_SIZE=250\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portal"));
+        let out = sandbox::process::isolated(&mut cmd)
+            .env("PORTAL_CREDENTIALS", &creds)
+            .envs(env.iter().copied())
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(SECRET), "no secret shown:\n{out}");
+    let user_db = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("USER_DATABASE_URL"))
+        .unwrap_or_else(|| panic!("USER_DATABASE_URL listed:\n{out}"));
+    assert!(
+        user_db.contains("portal_users:***@") && user_db.contains("(credentials file)"),
+        "{user_db}"
+    );
+    assert!(
+        out.contains("RELAY_BATCH_SIZE") && out.contains("250"),
+        "{out}"
+    );
+    let (code, out) = check(&[("GATEWAY_HEALTH_INTERVAL", "often")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("gateway:") && out.contains("GATEWAY_HEALTH_INTERVAL"),
+        "{out}"
+    );
+    let (code, out) = check(&[("AMQP_URL", "not a url")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("AMQP_URL"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn portal_users_manages_users_through_the_admin_api() {
     let sb = Sandbox::for_test().await;
-    let sys = start_system(&sb).await;
+    let sys = System::builder(&sb).users().gateway().start().await;
     let auth = sys.auth_db.clone();
-    auth_common::create_user(&auth, "ops-admin@clinic.test", Role::Admin).await;
+    auth::create_user(&auth, "ops-admin@clinic.test", Role::Admin).await;
     let users = |args: &[&str]| {
         let mut cmd = portal(&sb);
         cmd.arg("users").args(args);
-        as_admin(&mut cmd, &sys.gateway.url(), "ops-admin@clinic.test");
+        as_admin(&mut cmd, &sys.gateway().url(), "ops-admin@clinic.test");
         cmd
     };
 
@@ -275,7 +467,7 @@ async fn portal_users_manages_users_through_the_admin_api() {
         .and_then(|rest| rest.split_whitespace().next())
         .expect("the temporary password printed")
         .to_owned();
-    let relogin = api_client::ApiClient::new(&sys.gateway.url())
+    let relogin = api_client::ApiClient::new(&sys.gateway().url())
         .unwrap()
         .login("cli.doc@clinic.test", &temporary)
         .await
@@ -311,7 +503,7 @@ async fn portal_users_manages_users_through_the_admin_api() {
     let (code, out) = run(users(&["list"]).env("PORTAL_URL", "http://127.0.0.1:1")).await;
     assert_eq!(code, 2, "{out}");
 
-    crate::eventually_in_sync(&auth, &sys.user_db).await; // user_db follows the CLI's changes
+    sys.eventually_in_sync().await; // user_db follows the CLI's changes
 }
 
 /// `portal users import`: bad lines are listed with their line number and the rest imported,
@@ -321,9 +513,9 @@ async fn portal_users_manages_users_through_the_admin_api() {
 async fn portal_users_import_reports_bad_lines_imports_the_rest_and_is_idempotent() {
     use std::os::unix::fs::PermissionsExt;
     let sb = Sandbox::for_test().await;
-    let sys = start_system(&sb).await;
+    let sys = System::builder(&sb).users().gateway().start().await;
     let auth = sys.auth_db.clone();
-    auth_common::create_user(&auth, "import-admin@clinic.test", Role::Admin).await;
+    auth::create_user(&auth, "import-admin@clinic.test", Role::Admin).await;
     let dir = sb.dir.join("import");
     std::fs::create_dir_all(&dir).unwrap();
     let csv = dir.join("staff.csv");
@@ -345,7 +537,7 @@ async fn portal_users_import_reports_bad_lines_imports_the_rest_and_is_idempoten
             .arg(&csv)
             .arg("--passwords-out")
             .arg(out);
-        as_admin(&mut cmd, &sys.gateway.url(), "import-admin@clinic.test");
+        as_admin(&mut cmd, &sys.gateway().url(), "import-admin@clinic.test");
         cmd
     };
 
@@ -368,7 +560,7 @@ async fn portal_users_import_reports_bad_lines_imports_the_rest_and_is_idempoten
     assert_eq!(lines.len(), 3, "a header and two accounts: {written}");
     let farai: Vec<&str> = lines[1].split(',').collect();
     assert_eq!(&farai[..2], ["2", "farai.doc@clinic.test"]);
-    let login = api_client::ApiClient::new(&sys.gateway.url())
+    let login = api_client::ApiClient::new(&sys.gateway().url())
         .unwrap()
         .login("farai.doc@clinic.test", farai[3])
         .await
@@ -409,12 +601,12 @@ async fn portal_users_import_reports_bad_lines_imports_the_rest_and_is_idempoten
     std::fs::write(&bad, "mail,firstName,lastName,role\nx@y.test,A,B,nurse\n").unwrap();
     let mut cmd = portal(&sb);
     cmd.args(["users", "import"]).arg(&bad);
-    as_admin(&mut cmd, &sys.gateway.url(), "import-admin@clinic.test");
+    as_admin(&mut cmd, &sys.gateway().url(), "import-admin@clinic.test");
     let (code, out) = run(&mut cmd).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("unknown column \"mail\""), "{out}");
 
-    crate::eventually_in_sync(&auth, &sys.user_db).await;
+    sys.eventually_in_sync().await;
 }
 
 #[tokio::test]
@@ -463,7 +655,7 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
         "a new appointment_db is backfilled: {seen:?}"
     );
     // The system works before it is stopped.
-    let (auth, users) = pools(&sb).await;
+    let (auth, users) = (auth::pool(&sb).await, users::pool(&sb).await);
     poll_until(SETTLE, "the seed synced", || async {
         (count(&users, "SELECT count(*) FROM users").await == 10).then_some(())
     })
@@ -557,24 +749,25 @@ async fn portal_up_stops_cleanly_on_sigterm_within_ten_seconds() {
 async fn passwords_in_urls_never_reach_help_errors_or_logs() {
     const SECRET: &str = "t0p-s3cret-pw";
     let unreachable = |cmd: &mut Command| {
-        cmd.env(
-            "AUTH_DATABASE_URL",
-            format!("postgres://postgres:{SECRET}@127.0.0.1:1/auth_db"),
-        )
-        .env(
-            "USER_DATABASE_URL",
-            format!("postgres://postgres:{SECRET}@127.0.0.1:1/user_db"),
-        )
-        .env(
-            "APPOINTMENT_DATABASE_URL",
-            format!("postgres://postgres:{SECRET}@127.0.0.1:1/appointment_db"),
-        )
-        .env("AMQP_URL", format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f"))
-        .env("SEED_ADMIN_PASSWORD", SECRET)
-        .env("PORTAL_CREDENTIALS", "none")
-        .env("PORTAL_PASSWORD", SECRET)
-        .env("RUST_LOG", "debug")
-        .kill_on_drop(true);
+        sandbox::process::isolated_async(cmd)
+            .env(
+                "AUTH_DATABASE_URL",
+                format!("postgres://postgres:{SECRET}@127.0.0.1:1/auth_db"),
+            )
+            .env(
+                "USER_DATABASE_URL",
+                format!("postgres://postgres:{SECRET}@127.0.0.1:1/user_db"),
+            )
+            .env(
+                "APPOINTMENT_DATABASE_URL",
+                format!("postgres://postgres:{SECRET}@127.0.0.1:1/appointment_db"),
+            )
+            .env("AMQP_URL", format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f"))
+            .env("SEED_ADMIN_PASSWORD", SECRET)
+            .env("PORTAL_CREDENTIALS", "none")
+            .env("PORTAL_PASSWORD", SECRET)
+            .env("RUST_LOG", "debug")
+            .kill_on_drop(true);
     };
     let mut outputs = Vec::new();
     for args in [

@@ -2,13 +2,14 @@
 //! on the shared consumer), competing consumers, and a late event that must not undo a newer
 //! one. Every scenario ends with the comparison `portal verify` uses reporting no difference.
 
-use crate::{appointment_common, auth_common, eventually_in_sync, start_ready_users, user_common};
 use auth_service::store::{self, ProfileChange, UserChange};
 use contract::{Email, PersonName, Role};
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sandbox::{poll_until, Running, Sandbox, SETTLE};
+use sandbox::users::eventually_in_sync;
+use sandbox::{appointments, auth, users, System, SystemBuilder};
+use sandbox::{poll_until, Sandbox, SETTLE};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -74,14 +75,11 @@ async fn outbox_bodies(pool: &PgPool) -> Vec<Vec<u8>> {
 }
 
 /// An auth-service without its relay (the test is the only publisher, in its own order) and a
-/// user-service, and pools on both databases.
-async fn start_without_relay(sb: &Sandbox) -> (Running, Running, PgPool, PgPool) {
-    let mut config = auth_common::config(sb);
-    config.run_relay = false;
-    let auth = auth_common::start(config).await;
-    let users = user_common::start(user_common::config(sb)).await;
-    let (auth_db, user_db) = crate::pools(sb).await;
-    (auth, users, auth_db, user_db)
+/// user-service.
+fn without_relay(sb: &Sandbox) -> SystemBuilder<'_> {
+    System::builder(sb)
+        .auth_with(|config| config.run_relay = false)
+        .users()
 }
 
 /// Runs one generated history: `users` users, `ops` changes, delivered duplicated and shuffled
@@ -89,14 +87,14 @@ async fn start_without_relay(sb: &Sandbox) -> (Running, Running, PgPool, PgPool)
 /// appointment-service's `clinicians`), each in its own order.
 async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u64) {
     let sb = Sandbox::for_test().await;
-    let (_auth, _user_service, auth, user_db) = start_without_relay(&sb).await;
-    let _appointments = appointment_common::start(appointment_common::config(&sb)).await;
-    let appointment_db = appointment_common::pool(&sb).await;
+    let sys = without_relay(&sb).appointments().start().await;
+    let (auth, user_db) = (sys.auth_db.clone(), sys.user_db().clone());
+    let appointment_db = sys.appointment_db().clone();
 
     let mut ids = Vec::new();
     for i in 0..users {
         let role = Role::ALL[i % Role::ALL.len()];
-        ids.push(auth_common::create_user(&auth, &format!("user{i}@clinic.test"), role).await);
+        ids.push(auth::create_user(&auth, &format!("user{i}@clinic.test"), role).await);
     }
     for (who, op) in &ops {
         perform(&auth, ids[who % ids.len()], op).await;
@@ -113,24 +111,41 @@ async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u
         deliveries.shuffle(&mut rng);
         deliveries
     };
-    user_common::publish(&sb, &shuffled()).await;
-    appointment_common::publish(&sb, &shuffled()).await;
+    users::publish(&sb, &shuffled()).await;
+    appointments::publish(&sb, &shuffled()).await;
 
     eventually_in_sync(&auth, &user_db).await;
-    let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
+    let report = ops::verify::compare(
+        &auth,
+        &ops::verify::USER_SERVICE,
+        &user_db,
+        ops::verify::Options::listing(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.checked, users as u64);
     poll_until(SETTLE, "clinicians equal to auth_db", || async {
-        ops::verify::compare_copy(&auth, &appointment_db, &ops::verify::CLINICIANS, 5)
-            .await
-            .ok()?
-            .is_in_sync()
-            .then_some(())
+        ops::verify::compare(
+            &auth,
+            &ops::verify::APPOINTMENT_SERVICE,
+            &appointment_db,
+            ops::verify::Options::listing(5),
+        )
+        .await
+        .ok()?
+        .is_in_sync()
+        .then_some(())
     })
     .await;
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+    // `PROPTEST_CASES` sets the long form; CI runs 12 histories.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn any_history_delivered_duplicated_and_shuffled_ends_with_user_db_equal_to_auth_db(
@@ -146,8 +161,9 @@ proptest! {
 #[tokio::test]
 async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
     let sb = Sandbox::for_test().await;
-    let (_auth, _users, auth, user_db) = start_without_relay(&sb).await;
-    let id = auth_common::create_user(&auth, "late@clinic.test", Role::Doctor).await;
+    let sys = without_relay(&sb).start().await;
+    let (auth, user_db) = (sys.auth_db.clone(), sys.user_db().clone());
+    let id = auth::create_user(&auth, "late@clinic.test", Role::Doctor).await;
     perform(&auth, id, &Op::SetRole(Role::Consultant)).await; // v2
     perform(&auth, id, &Op::SetRole(Role::Nurse)).await; // v3
     perform(&auth, id, &Op::Deactivate).await; // v4
@@ -161,11 +177,11 @@ async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
         bodies[1].clone(),
         bodies[2].clone(),
     ];
-    user_common::publish(&sb, &late).await;
+    users::publish(&sb, &late).await;
     let marker = Uuid::new_v4();
     let marker_event =
         sandbox::events::user_event(marker, Some(1), "marker@clinic.test", "nurse", true);
-    user_common::publish_events(&sb, &[marker_event]).await;
+    users::publish_events(&sb, &[marker_event]).await;
     sandbox::wait_for_user_version(&user_db, marker, 1, SETTLE).await;
 
     let (role, active, version): (String, bool, i64) =
@@ -180,24 +196,22 @@ async fn a_late_role_change_does_not_undo_a_newer_deactivation() {
         .execute(&user_db)
         .await
         .unwrap();
-    crate::assert_in_sync(&auth, &user_db).await;
+    users::assert_in_sync(&auth, &user_db).await;
 }
 
 #[tokio::test]
 async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let mut config = user_common::config(&sb);
+    let sys = System::builder(&sb).start().await;
+    let mut config = users::config(&sb);
     config.consumer.prefetch = 20; // small windows so the broker spreads the burst over both
                                    // Both consumers connected before the burst.
-    let one = start_ready_users(config.clone()).await;
-    let two = start_ready_users(config).await;
-    let (auth, user_db) = crate::pools(&sb).await;
+    let one = users::start_ready(config.clone()).await;
+    let two = users::start_ready(config).await;
+    let (auth, user_db) = (sys.auth_db.clone(), users::pool(&sb).await);
     let mut ids = Vec::new();
     for i in 0..40 {
-        ids.push(
-            auth_common::create_user(&auth, &format!("burst{i}@clinic.test"), Role::Doctor).await,
-        );
+        ids.push(auth::create_user(&auth, &format!("burst{i}@clinic.test"), Role::Doctor).await);
     }
     let ops = [
         Op::SetRole(Role::Nurse),
@@ -229,7 +243,7 @@ async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
 
     let mut received = Vec::new();
     for instance in [&one, &two] {
-        let sync = user_common::sync_counters(instance).await;
+        let sync = users::sync_counters(instance).await;
         received.push(sync["applied"].as_u64().unwrap() + sync["ignoredStale"].as_u64().unwrap());
     }
     assert!(

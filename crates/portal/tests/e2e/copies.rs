@@ -2,22 +2,28 @@
 //! appointment-service's `clinicians` alone is reported under that service while the
 //! user-service's copy stays in sync, and one repair per user, through the exchange, fixes it.
 
-use crate::cli::{portal_output, start_appointments};
-use crate::{appointment_common, auth_common, eventually_in_sync, pools, start_services};
+use crate::cli::portal_output;
 use contract::Role;
-use ops::verify::{self, CLINICIANS};
+use ops::verify::{self, APPOINTMENT_SERVICE};
 use sandbox::db::count;
+use sandbox::users::eventually_in_sync;
+use sandbox::{auth, System};
 use sandbox::{poll_until, Sandbox, SETTLE};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 async fn clinicians_in_sync(auth: &PgPool, appointment_db: &PgPool) {
     poll_until(SETTLE, "appointment_db to equal auth_db", || async {
-        verify::compare_copy(auth, appointment_db, &CLINICIANS, 5)
-            .await
-            .ok()?
-            .is_in_sync()
-            .then_some(())
+        verify::compare(
+            auth,
+            &APPOINTMENT_SERVICE,
+            appointment_db,
+            verify::Options::listing(5),
+        )
+        .await
+        .ok()?
+        .is_in_sync()
+        .then_some(())
     })
     .await;
 }
@@ -25,16 +31,15 @@ async fn clinicians_in_sync(auth: &PgPool, appointment_db: &PgPool) {
 #[tokio::test]
 async fn drift_in_clinicians_only_is_reported_under_its_service_and_repaired() {
     let sb = Sandbox::for_test().await;
-    let _appointments = start_appointments(&sb).await;
-    let _services = start_services(&sb).await;
-    let (auth, users) = pools(&sb).await;
-    let appointment_db = appointment_common::pool(&sb).await;
+    let sys = System::builder(&sb).users().appointments().start().await;
+    let (auth, users) = (sys.auth_db.clone(), sys.user_db().clone());
+    let appointment_db = sys.appointment_db().clone();
     let mut ids = Vec::new();
     for (i, role) in [Role::Doctor, Role::Doctor, Role::Nurse, Role::Doctor]
         .into_iter()
         .enumerate()
     {
-        ids.push(auth_common::create_user(&auth, &format!("clin{i}@clinic.test"), role).await);
+        ids.push(auth::create_user(&auth, &format!("clin{i}@clinic.test"), role).await);
     }
     eventually_in_sync(&auth, &users).await;
     clinicians_in_sync(&auth, &appointment_db).await;

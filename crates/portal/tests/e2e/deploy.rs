@@ -35,6 +35,13 @@ fn the_systemd_units_verify_for_every_part() {
             .unwrap()
             .replace("/usr/local/bin/portal", exe)
     };
+    // A usage or configuration error (exit 64) is not restarted in a loop.
+    assert!(
+        installed("portal@.service")
+            .lines()
+            .any(|l| l.trim() == "RestartPreventExitStatus=64"),
+        "portal@.service does not restart on exit 64"
+    );
     let mut files = Vec::new();
     for part in PARTS {
         let help = Command::new(exe).args([part, "--help"]).output().unwrap();

@@ -5,13 +5,15 @@
 //! events) is recovered with `portal dlq`.
 
 use crate::cli::portal_output;
-use crate::{all_published, auth_common, eventually_in_sync, start_ready_users, user_common};
 use contract::topology::UNROUTED_QUEUE;
 use contract::Role;
+use sandbox::auth::all_published;
 use sandbox::db::count;
 use sandbox::events::{body, user_event};
 use sandbox::http::{get, post};
 use sandbox::proxy::TcpProxy;
+use sandbox::users::eventually_in_sync;
+use sandbox::{auth, users, System};
 use sandbox::{poll_until, wait_for_user_version, Sandbox, SETTLE};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -26,14 +28,14 @@ async fn requests_that_need_a_database_that_is_down_answer_503_json_within_the_t
     let (user_proxy, user_db_via_proxy) = TcpProxy::in_front_of(&sb.database_url("user"))
         .await
         .unwrap();
-    let mut auth_config = auth_common::config(&sb);
-    auth_config.database_url = auth_db_via_proxy;
-    let mut user_config = user_common::config(&sb);
-    user_config.database_url = user_db_via_proxy;
-    let auth = auth_common::start(auth_config).await;
-    let users = user_common::start(user_config).await;
-    let (auth_pool, user_pool) = crate::pools(&sb).await;
-    let token = auth_common::admin_token(&auth_pool, &auth.url()).await;
+    let sys = System::builder(&sb)
+        .auth_with(|config| config.database_url = auth_db_via_proxy)
+        .users_with(|config| config.database_url = user_db_via_proxy)
+        .start()
+        .await;
+    let (auth, users) = (&sys.auth, sys.users());
+    let (auth_pool, user_pool) = (&sys.auth_db, sys.user_db());
+    let token = sys.admin_token().await;
 
     auth_proxy.cut();
     user_proxy.cut();
@@ -73,14 +75,14 @@ async fn requests_that_need_a_database_that_is_down_answer_503_json_within_the_t
         (s == 202).then_some(())
     })
     .await;
-    eventually_in_sync(&auth_pool, &user_pool).await;
+    eventually_in_sync(auth_pool, user_pool).await;
 }
 
 #[tokio::test]
 async fn relay_and_consumer_survive_closed_broker_connections_and_terminated_backends() {
     let sb = Sandbox::for_test().await;
-    let _services = crate::start_services(&sb).await;
-    let auth = auth_common::pool(&sb).await;
+    let sys = System::builder(&sb).users().start().await;
+    let auth = sys.auth_db.clone();
     let user_db_name = format!("{}_user", sb.base);
     let admin = sqlx::PgPool::connect(&sb.admin_database_url())
         .await
@@ -90,8 +92,7 @@ async fn relay_and_consumer_survive_closed_broker_connections_and_terminated_bac
     for round in 0..3 {
         for i in 0..20 {
             last =
-                auth_common::create_user(&auth, &format!("r{round}-{i}@clinic.test"), Role::Nurse)
-                    .await;
+                auth::create_user(&auth, &format!("r{round}-{i}@clinic.test"), Role::Nurse).await;
         }
         // Close every connection of this test's vhost (relay, consumer), like
         // `rabbitmqctl close_all_connections` but for this vhost only.
@@ -105,7 +106,7 @@ async fn relay_and_consumer_survive_closed_broker_connections_and_terminated_bac
             .await
             .unwrap();
     }
-    let user_db = user_common::pool(&sb).await;
+    let user_db = users::pool(&sb).await;
     wait_for_user_version(&user_db, last, 1, Duration::from_secs(30)).await;
     assert_eq!(count(&auth, "SELECT count(*) FROM users").await, 60);
     eventually_in_sync(&auth, &user_db).await;
@@ -116,29 +117,29 @@ async fn portal_dlq_requeues_unrouted_events_to_a_user_service_that_declared_its
     // The auth-service's own tests show an event no queue takes is kept in the unrouted queue;
     // here the operator brings it to the user-service with the `portal` binary.
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await; // its relay declares the topology
-    let auth = auth_common::pool(&sb).await;
-    auth_common::create_user(&auth, "first@clinic.test", Role::Doctor).await;
+    let sys = System::builder(&sb).start().await; // its relay declares the topology
+    let auth = sys.auth_db.clone();
+    auth::create_user(&auth, "first@clinic.test", Role::Doctor).await;
     all_published(&auth).await;
     // Someone deletes the consumer's queue: nothing is bound to user.# any more.
     let conn = platform::amqp::connect(&sb.amqp_url, "queue deleter")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_delete(&user_common::queues().main, Default::default())
+    ch.queue_delete(&users::queues().main, Default::default())
         .await
         .unwrap();
-    auth_common::create_user(&auth, "orphan@clinic.test", Role::Doctor).await;
+    auth::create_user(&auth, "orphan@clinic.test", Role::Doctor).await;
     poll_until(
         SETTLE,
         "the orphan event in user.events.unrouted",
-        || async { (user_common::depth(&sb, UNROUTED_QUEUE).await == 1).then_some(()) },
+        || async { (users::depth(&sb, UNROUTED_QUEUE).await == 1).then_some(()) },
     )
     .await;
 
     // The user-service re-declares its queue on start; `portal dlq requeue` re-publishes the
     // kept event to the exchange, and the directory ends complete.
-    let _users_svc = start_ready_users(user_common::config(&sb)).await;
+    let _users_svc = users::start_ready(users::config(&sb)).await;
     let out = portal_output(
         &sb,
         &["dlq", "--queue", "user.events.unrouted", "requeue", "--all"],
@@ -148,7 +149,7 @@ async fn portal_dlq_requeues_unrouted_events_to_a_user_service_that_declared_its
     assert!(out.1.contains("requeued 1 of 1"), "{}", out.1);
     // The first user's event went down with the deleted queue: verify names exactly that user
     // (repairing it is `portal reconcile`'s job).
-    let user_db = user_common::pool(&sb).await;
+    let user_db = users::pool(&sb).await;
     poll_until(SETTLE, "the requeued event applied", || async {
         (count(
             &user_db,
@@ -159,7 +160,14 @@ async fn portal_dlq_requeues_unrouted_events_to_a_user_service_that_declared_its
             .then_some(())
     })
     .await;
-    let report = ops::verify::compare(&auth, &user_db, 5).await.unwrap();
+    let report = ops::verify::compare(
+        &auth,
+        &ops::verify::USER_SERVICE,
+        &user_db,
+        ops::verify::Options::listing(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (report.missing, report.total_differences()),
         (1, 1),
@@ -172,9 +180,9 @@ async fn portal_dlq_requeues_unrouted_events_to_a_user_service_that_declared_its
 #[tokio::test]
 async fn portal_dlq_lists_shows_requeues_and_purges() {
     let sb = Sandbox::for_test().await;
-    let _users = user_common::start(user_common::config(&sb)).await;
-    let pool = user_common::pool(&sb).await;
-    let dlq = user_common::queues().dead_letter;
+    let _users = users::start(users::config(&sb)).await;
+    let pool = users::pool(&sb).await;
+    let dlq = users::queues().dead_letter;
     let mut bad_version = user_event(
         Uuid::new_v4(),
         Some(1),
@@ -184,7 +192,7 @@ async fn portal_dlq_lists_shows_requeues_and_purges() {
     );
     bad_version["payload"]["firstName"] = json!("Fixable");
     bad_version["version"] = json!("2.0");
-    user_common::publish(
+    users::publish(
         &sb,
         &[
             b"not json".to_vec(),
@@ -194,7 +202,7 @@ async fn portal_dlq_lists_shows_requeues_and_purges() {
     )
     .await;
     poll_until(SETTLE, "three dead letters", || async {
-        (user_common::depth(&sb, &dlq).await == 3).then_some(())
+        (users::depth(&sb, &dlq).await == 3).then_some(())
     })
     .await;
 
@@ -216,11 +224,7 @@ async fn portal_dlq_lists_shows_requeues_and_purges() {
             && out.contains("\"Fixable\""),
         "{out}"
     );
-    assert_eq!(
-        user_common::depth(&sb, &dlq).await,
-        3,
-        "looking loses nothing"
-    );
+    assert_eq!(users::depth(&sb, &dlq).await, 3, "looking loses nothing");
 
     // Requeued as it is, the 2.0 message fails again and comes back with its reason.
     let (code, out) = portal_output(&sb, &["dlq", "requeue", "2"]).await;
@@ -239,6 +243,6 @@ async fn portal_dlq_lists_shows_requeues_and_purges() {
     let (code, out) = portal_output(&sb, &["dlq", "purge", "--yes"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("purged 3"), "{out}");
-    assert_eq!(user_common::depth(&sb, &dlq).await, 0);
+    assert_eq!(users::depth(&sb, &dlq).await, 0);
     assert_eq!(count(&pool, "SELECT count(*) FROM users").await, 0);
 }

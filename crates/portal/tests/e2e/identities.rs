@@ -6,12 +6,12 @@
 //! recreated database lost. Everything is named after this test's sandbox (roles and broker
 //! users are server-wide) and removed with it.
 
-use crate::auth_common;
 use contract::topology::{ConsumerQueues, EXCHANGE, USER_SERVICE};
 use contract::Role;
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use ops::setup::{Credentials, Identities, SetupConfig};
 use platform::amqp::{self, Outgoing};
+use sandbox::{appointments, auth, System};
 use sandbox::{poll_until, Sandbox, SETTLE};
 use sqlx::Connection;
 
@@ -123,39 +123,47 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     assert_eq!(creds.get("MANAGED_BY_SETUP"), Some("true"));
 
     // The system, under the identities the setup wrote.
-    let mut auth_config = auth_common::config(&sb);
-    auth_config.database_url = get("AUTH_DATABASE_URL");
-    auth_config.amqp_url = get("RELAY_AMQP_URL");
-    auth_config.managed_by_setup = true;
-    let mut user_config = crate::user_common::config(&sb);
-    user_config.database_url = get("USER_DATABASE_URL");
-    user_config.amqp_url = get("USER_SERVICE_AMQP_URL");
-    user_config.managed_by_setup = true;
-    user_config.consumer.trusted_publishers = get("TRUSTED_PUBLISHERS")
+    let trusted_publishers: Vec<String> = get("TRUSTED_PUBLISHERS")
         .split(',')
         .map(str::to_owned)
         .collect();
-    let mut appointment_config = crate::appointment_common::config(&sb);
-    appointment_config.database_url = get("APPOINTMENT_DATABASE_URL");
-    appointment_config.amqp_url = get("APPOINTMENT_SERVICE_AMQP_URL");
-    appointment_config.managed_by_setup = true;
-    appointment_config.consumer.trusted_publishers =
-        user_config.consumer.trusted_publishers.clone();
-    let _auth = auth_common::start(auth_config).await;
-    let _users = crate::user_common::start(user_config).await;
-    let appointments = crate::appointment_common::start_connected(appointment_config).await;
-    let admin_auth = auth_common::pool(&sb).await; // the test's own writes, as the administrator
-    let doctor =
-        auth_common::create_user(&admin_auth, "least.priv@clinic.test", Role::Doctor).await;
+    let sys = System::builder(&sb)
+        .auth_with(|config| {
+            config.database_url = get("AUTH_DATABASE_URL");
+            config.amqp_url = get("RELAY_AMQP_URL");
+            config.managed_by_setup = true;
+        })
+        .users_with(|config| {
+            config.database_url = get("USER_DATABASE_URL");
+            config.amqp_url = get("USER_SERVICE_AMQP_URL");
+            config.managed_by_setup = true;
+            config.consumer.trusted_publishers = trusted_publishers.clone();
+        })
+        .appointments_with(|config| {
+            config.database_url = get("APPOINTMENT_DATABASE_URL");
+            config.amqp_url = get("APPOINTMENT_SERVICE_AMQP_URL");
+            config.managed_by_setup = true;
+            config.consumer.trusted_publishers = trusted_publishers.clone();
+        })
+        .start()
+        .await;
+    let appointments = sys.appointments();
+    let admin_auth = sys.auth_db.clone(); // the test's own writes, as the administrator
+    let doctor = auth::create_user(&admin_auth, "least.priv@clinic.test", Role::Doctor).await;
     let operator_auth = platform::db::lazy_pool(&get("OPERATOR_AUTH_DATABASE_URL"), 2).unwrap();
     let operator_users = platform::db::lazy_pool(&get("OPERATOR_USER_DATABASE_URL"), 2).unwrap();
     poll_until(
         SETTLE,
         "the doctor in user_db, seen by the operator",
         || async {
-            let report = ops::verify::compare(&operator_auth, &operator_users, 5)
-                .await
-                .ok()?;
+            let report = ops::verify::compare(
+                &operator_auth,
+                &ops::verify::USER_SERVICE,
+                &operator_users,
+                ops::verify::Options::listing(5),
+            )
+            .await
+            .ok()?;
             (report.is_in_sync() && report.checked == 1).then_some(())
         },
     )
@@ -166,11 +174,11 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
         SETTLE,
         "the doctor in appointment_db, seen by the operator",
         || async {
-            let report = ops::verify::compare_copy(
+            let report = ops::verify::compare(
                 &operator_auth,
+                &ops::verify::APPOINTMENT_SERVICE,
                 &operator_appointments,
-                &ops::verify::CLINICIANS,
-                5,
+                ops::verify::Options::listing(5),
             )
             .await
             .ok()?;
@@ -184,12 +192,12 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     ops::replay::backfill(&operator_auth, &get("OPERATOR_AMQP_URL"), &queue, |_| {})
         .await
         .unwrap();
-    crate::appointment_common::wait_ready(&appointments).await;
-    let nurse = crate::appointment_common::token_for(&sb, uuid::Uuid::new_v4(), Role::Nurse);
+    appointments::wait_ready(appointments).await;
+    let nurse = appointments::token_for(&sb, uuid::Uuid::new_v4(), Role::Nurse);
     let (status, booked) = sandbox::http::post(
         &format!("{}/api/v1/appointments", appointments.url()),
         Some(&nurse),
-        &crate::appointment_common::booking(doctor, 24, 30),
+        &appointments::booking(doctor, 24, 30),
     )
     .await;
     assert_eq!(status, 201, "{booked}");

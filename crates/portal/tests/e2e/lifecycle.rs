@@ -1,13 +1,13 @@
 //! The whole user lifecycle through the gateway: each admin change commits with exactly one
 //! event of its type, and the directory follows within a second.
 
-use crate::{assert_in_sync, auth_common, start_system};
 use contract::Role;
 use sandbox::http::{get, post, Method};
+use sandbox::users::assert_in_sync;
+use sandbox::{auth, System};
 use sandbox::{poll_until, Sandbox, SETTLE};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use std::time::Duration;
 
 /// `method url` with `token` and an optional JSON body.
 async fn send(method: Method, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -28,7 +28,8 @@ async fn events(pool: &PgPool, user: &str) -> Vec<(String, i64, Value)> {
         .collect()
 }
 
-/// Waits (at most a second) until the directory's copy of `id` satisfies `check`.
+/// Waits (with the harness's generous deadline) until the directory's copy of `id` satisfies
+/// `check`.
 async fn directory_shows(
     gw: &str,
     token: &str,
@@ -37,7 +38,7 @@ async fn directory_shows(
     check: impl Fn(Option<&Value>) -> bool,
 ) {
     poll_until(
-        Duration::from_secs(1),
+        SETTLE,
         &format!("directory ?{query} to reflect the change of {id}"),
         || async {
             let (_, page) = get(&format!("{gw}/api/v1/users?{query}"), Some(token)).await;
@@ -51,8 +52,8 @@ async fn directory_shows(
 #[tokio::test]
 async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_directory_follows() {
     let sb = Sandbox::for_test().await;
-    let sys = start_system(&sb).await;
-    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let sys = System::builder(&sb).users().gateway().start().await;
+    let (gw, auth) = (sys.gateway().url(), sys.auth_db.clone());
     let token = sys.admin_token().await;
     let admin = format!("{gw}/api/v1/auth/admin/users");
     let doctors = "role=doctor&isActive=true";
@@ -157,20 +158,20 @@ async fn an_admin_edits_deactivates_reactivates_and_reroles_a_doctor_and_the_dir
     assert_eq!(history[5].2["role"], "consultant");
     assert!(history[3].2.get("changedFields").is_none());
 
-    assert_in_sync(&auth, &sys.user_db).await;
+    assert_in_sync(&auth, sys.user_db()).await;
 }
 
 #[tokio::test]
 async fn changing_a_password_clears_must_change_password_and_emits_user_updated() {
     let sb = Sandbox::for_test().await;
-    let sys = start_system(&sb).await;
-    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let sys = System::builder(&sb).users().gateway().start().await;
+    let (gw, auth) = (sys.gateway().url(), sys.auth_db.clone());
     let token = sys.admin_token().await;
     let (_, created) = post(&format!("{gw}/api/v1/auth/admin/users"), Some(&token),
         &json!({"email": "temp@clinic.test", "firstName": "Temp", "lastName": "Orary", "role": "pharmacist"})).await;
     let temporary = created["temporaryPassword"].as_str().unwrap().to_owned();
     let id = created["user"]["userId"].as_str().unwrap().to_owned();
-    let user_token = auth_common::login(&gw, "temp@clinic.test", &temporary).await;
+    let user_token = auth::login(&gw, "temp@clinic.test", &temporary).await;
     let url = format!("{gw}/api/v1/auth/change-password");
 
     let (s, b) = post(
@@ -197,7 +198,7 @@ async fn changing_a_password_clears_must_change_password_and_emits_user_updated(
         (s, u["mustChangePassword"].clone(), u["userVersion"].clone()),
         (200, json!(false), json!(2))
     );
-    auth_common::login(&gw, "temp@clinic.test", "a-brand-new-pass").await;
+    auth::login(&gw, "temp@clinic.test", "a-brand-new-pass").await;
 
     let history = events(&auth, &id).await;
     assert_eq!(
@@ -215,10 +216,10 @@ async fn changing_a_password_clears_must_change_password_and_emits_user_updated(
 #[tokio::test]
 async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
     let sb = Sandbox::for_test().await;
-    let sys = start_system(&sb).await;
+    let sys = System::builder(&sb).users().gateway().start().await;
     let (base, auth) = (sys.auth.url(), sys.auth_db.clone());
     let token = sys.admin_token().await;
-    let id = auth_common::create_user(&auth, "busy@clinic.test", Role::Doctor).await;
+    let id = auth::create_user(&auth, "busy@clinic.test", Role::Doctor).await;
     let roles = ["nurse", "pharmacist", "consultant", "doctor"];
     let url = format!("{base}/api/v1/auth/admin/users/{id}/role");
     let requests = (0..50).map(|i| {
@@ -264,8 +265,8 @@ async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
             "each change saw the one before"
         );
     }
-    sandbox::wait_for_user_version(&sys.user_db, id, final_version, SETTLE).await;
-    assert_in_sync(&auth, &sys.user_db).await;
+    sandbox::wait_for_user_version(sys.user_db(), id, final_version, SETTLE).await;
+    assert_in_sync(&auth, sys.user_db()).await;
 }
 
 /// A deactivated nurse's token, still unexpired, stops opening the directory within a second
@@ -274,11 +275,11 @@ async fn fifty_concurrent_role_changes_to_one_user_leave_no_version_gap() {
 #[tokio::test]
 async fn a_deactivated_users_token_is_refused_by_the_directory_within_a_second() {
     let sb = Sandbox::for_test().await;
-    let sys = start_system(&sb).await;
-    let gw = sys.gateway.url();
+    let sys = System::builder(&sb).users().gateway().start().await;
+    let gw = sys.gateway().url();
     let admin = sys.admin_token().await;
-    let nurse = auth_common::create_user(&sys.auth_db, "ward.nurse@clinic.test", Role::Nurse).await;
-    let token = auth_common::login(&gw, "ward.nurse@clinic.test", sandbox::TEST_PASSWORD).await;
+    let nurse = auth::create_user(&sys.auth_db, "ward.nurse@clinic.test", Role::Nurse).await;
+    let token = auth::login(&gw, "ward.nurse@clinic.test", sandbox::TEST_PASSWORD).await;
     let directory = format!("{gw}/api/v1/users");
     poll_until(SETTLE, "the nurse's copy in user_db", || async {
         (get(&directory, Some(&token)).await.0 == 200).then_some(())
@@ -299,7 +300,7 @@ async fn a_deactivated_users_token_is_refused_by_the_directory_within_a_second()
         (401, Some("this account is deactivated"))
     );
     poll_until(
-        Duration::from_secs(1),
+        SETTLE,
         "the directory to refuse the deactivated nurse's token",
         || async { (get(&directory, Some(&token)).await.0 == 401).then_some(()) },
     )

@@ -5,8 +5,8 @@
 //! the dashboard under `deploy/` pass `promtool check rules` and name only metrics the services
 //! really export.
 
-use crate::{appointment_common, auth_common};
 use contract::Role;
+use sandbox::{auth, users, System};
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -77,67 +77,29 @@ const APPLIED_CLINICIANS: &str =
     r#"portal_consumer_messages_total{consumer="appointment-service",outcome="applied"}"#;
 
 /// Every part in this process on one sandbox: the auth-service with its relay, the
-/// user-service, the appointment-service (backfilled), the sync admin API, the gateway in front
-/// of them (every route) and the web portal.
-struct Whole {
-    auth: Running,
-    users: Option<Running>,
-    appointments: Running,
-    sync_admin: Running,
-    gateway: Running,
-    web: Running,
-    auth_db: sqlx::PgPool,
-}
-
-async fn start_whole(sb: &Sandbox) -> Whole {
-    let (auth, users) = crate::start_services(sb).await;
-    let appointments = appointment_common::start_connected(appointment_common::config(sb)).await;
-    let sync_admin = Running::launch(sync_admin::Application::build(sync_admin::Config::local(
-        &sb.database_url("auth"),
-        &sb.database_url("user"),
-        &sb.database_url("appointment"),
-        &sb.amqp_url,
-        &sb.key_dir,
-    )))
-    .await;
-    let mut config = gateway::Config::local(&auth.url(), &users.url());
-    config.appointments_url = Some(appointments.url());
-    config.sync_admin_url = Some(sync_admin.url());
-    let gateway = Running::launch(gateway::Application::build(config)).await;
-    let web = Running::launch(web::Application::build(web::Config::local(&gateway.url()))).await;
-    let auth_db = auth_common::pool(sb).await;
-    // The appointment-service's history, as `portal up` gives it: ready, and quiet, before
-    // the test starts counting.
-    ops::replay::backfill(
-        &auth_db,
-        &sb.amqp_url,
-        &appointment_common::queues().main,
-        |_| {},
-    )
-    .await
-    .unwrap();
-    appointment_common::wait_ready(&appointments).await;
-    Whole {
-        auth,
-        users: Some(users),
-        appointments,
-        sync_admin,
-        gateway,
-        web,
-        auth_db,
-    }
+/// user-service, the appointment-service (backfilled, so ready and quiet before the test starts
+/// counting), the sync admin API, the gateway in front of them (every route) and the web portal.
+async fn start_whole(sb: &Sandbox) -> System {
+    System::builder(sb)
+        .users()
+        .backfilled()
+        .sync_admin()
+        .gateway()
+        .web()
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_changes() {
     let sb = Sandbox::for_test().await;
     let whole = start_whole(&sb).await;
-    let (appointments, sync_admin, web) = (&whole.appointments, &whole.sync_admin, &whole.web);
+    let (appointments, sync_admin, web) = (whole.appointments(), whole.sync_admin(), whole.web());
     let users = whole.users.as_ref().unwrap();
     let sys = Sys {
         auth: &whole.auth,
         users,
-        gateway: &whole.gateway,
+        gateway: whole.gateway(),
         auth_db: &whole.auth_db,
     };
     // Requests the HTTP families count: a known route and the 404 fallback.
@@ -151,7 +113,7 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
     let applied_before = value(&before.1, APPLIED_USERS).unwrap_or(0.0);
     let clinicians_before = value(&scrape(appointments).await, APPLIED_CLINICIANS).unwrap_or(0.0);
     for i in 0..10 {
-        auth_common::create_user(
+        auth::create_user(
             sys.auth_db,
             &format!("metrics-{i}@clinic.test"),
             Role::Nurse,
@@ -322,7 +284,7 @@ async fn json_logs_are_one_object_per_line_and_name_no_email_at_info() {
         .await
         .unwrap();
     assert!(seed.status.success());
-    let user_db = crate::user_common::pool(&sb).await;
+    let user_db = users::pool(&sb).await;
     poll_until(SETTLE, "the seed applied", || async {
         (sandbox::db::count(&user_db, "SELECT count(*) FROM users").await >= 10).then_some(())
     })
@@ -369,8 +331,8 @@ async fn json_logs_are_one_object_per_line_and_name_no_email_at_info() {
 async fn portal_status_exits_by_the_systems_health_and_agrees_with_the_admin_api() {
     let sb = Sandbox::for_test().await;
     let mut whole = start_whole(&sb).await;
-    let token = auth_common::admin_token(&whole.auth_db, &whole.gateway.url()).await;
-    let web_port = whole.web.url().rsplit(':').next().unwrap().to_owned();
+    let token = whole.admin_token().await;
+    let web_port = whole.web().url().rsplit(':').next().unwrap().to_owned();
     // Where the user-service was: after it stops, nothing answers there.
     let users_url = whole.users.as_ref().unwrap().url();
     let status = |gateway: &str, extra: &[&str]| {
@@ -381,8 +343,13 @@ async fn portal_status_exits_by_the_systems_health_and_agrees_with_the_admin_api
             .env("PORTAL_TOKEN", &token)
             .env("AUTH_SERVICE_URL", whole.auth.url())
             .env("USER_SERVICE_URL", &users_url)
-            .env("APPOINTMENT_SERVICE_URL", whole.appointments.url())
-            .env("SYNC_ADMIN_URL", whole.sync_admin.url())
+            // Fields, not `System`'s accessors: the closure holds these parts only, and the
+            // user-service is taken out and stopped below.
+            .env(
+                "APPOINTMENT_SERVICE_URL",
+                whole.appointments.as_ref().unwrap().url(),
+            )
+            .env("SYNC_ADMIN_URL", whole.sync_admin.as_ref().unwrap().url())
             .env("WEB_PORT", &web_port);
         cmd
     };
@@ -394,8 +361,8 @@ async fn portal_status_exits_by_the_systems_health_and_agrees_with_the_admin_api
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let gateway = whole.gateway.url();
-    crate::all_published(&whole.auth_db).await;
+    let gateway = whole.gateway().url();
+    whole.all_published().await;
 
     let (code, screen, err) = run(status(&gateway, &[])).await;
     assert_eq!(code, 0, "{screen}{err}");
@@ -442,7 +409,7 @@ async fn portal_status_exits_by_the_systems_health_and_agrees_with_the_admin_api
 
     // The user-service stopped while a change waits for it.
     whole.users.take().unwrap().stop().await.unwrap();
-    auth_common::create_user(&whole.auth_db, "waiting@clinic.test", Role::Nurse).await;
+    auth::create_user(&whole.auth_db, "waiting@clinic.test", Role::Nurse).await;
     let (code, screen, _) = run(status(&gateway, &[])).await;
     assert_eq!(code, 1, "{screen}");
     assert!(screen.contains("user-service does not answer"), "{screen}");
@@ -464,15 +431,14 @@ async fn a_chosen_trace_id_follows_a_change_from_the_request_to_each_consumers_l
     use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
     use sandbox::process::{Process, Spec};
     let sb = Sandbox::for_test().await;
-    let mut config = auth_common::config(&sb);
-    config.run_relay = false;
-    let auth = auth_common::start(config).await;
-    let gateway = Running::launch(gateway::Application::build(gateway::Config::local(
-        &auth.url(),
-        "http://127.0.0.1:1",
-    )))
-    .await;
-    let auth_db = auth_common::pool(&sb).await;
+    // No user-service in this process (the consumers run as processes below): the gateway's
+    // directory routes go to a closed port.
+    let sys = System::builder(&sb)
+        .auth_with(|config| config.run_relay = false)
+        .gateway()
+        .start()
+        .await;
+    let (gateway, auth_db) = (sys.gateway(), sys.auth_db.clone());
     // A queue of the test's own on the exchange, to read the relay's headers.
     platform::amqp::ensure_topology(&sb.amqp_url, &[])
         .await
@@ -525,8 +491,8 @@ async fn a_chosen_trace_id_follows_a_change_from_the_request_to_each_consumers_l
         running.push(process);
     }
 
-    let nurse = auth_common::create_user(&auth_db, "traced@clinic.test", Role::Nurse).await;
-    let token = auth_common::admin_token(&auth_db, &gateway.url()).await;
+    let nurse = auth::create_user(&auth_db, "traced@clinic.test", Role::Nurse).await;
+    let token = auth::admin_token(&auth_db, &gateway.url()).await;
     let chosen = "0af7651916cd43dd8448eb211c80319c";
     let answer = reqwest::Client::new()
         .patch(format!("{}/api/v1/auth/admin/users/{nurse}", gateway.url()))

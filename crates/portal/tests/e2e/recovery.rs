@@ -3,14 +3,13 @@
 //! backfills a late consumer; `events` and the API show each user's audit trail.
 
 use crate::cli::portal_output;
-use crate::{
-    all_published, auth_common, eventually_in_sync, pools, start_ready_users, start_services,
-    user_common,
-};
 use auth_service::store::{self, UserChange};
 use contract::Role;
+use sandbox::auth::all_published;
 use sandbox::db::count;
 use sandbox::http::get;
+use sandbox::users::eventually_in_sync;
+use sandbox::{auth, users, System};
 use sandbox::{poll_until, Sandbox, SETTLE};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -38,15 +37,11 @@ async fn reconcile_and_resync(sb: &Sandbox, auth: &PgPool, users: &PgPool, expec
 #[tokio::test]
 async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile() {
     let sb = Sandbox::for_test().await;
-    let _appointments = crate::cli::start_appointments(&sb).await;
-    let (_auth, users_svc) = start_services(&sb).await;
-    let mut users_svc = Some(users_svc);
-    let (auth, users) = pools(&sb).await;
+    let mut sys = System::builder(&sb).users().appointments().start().await;
+    let (auth, users) = (sys.auth_db.clone(), sys.user_db().clone());
     let mut ids = Vec::new();
     for i in 0..12 {
-        ids.push(
-            auth_common::create_user(&auth, &format!("staff{i}@clinic.test"), Role::Doctor).await,
-        );
+        ids.push(auth::create_user(&auth, &format!("staff{i}@clinic.test"), Role::Doctor).await);
     }
     eventually_in_sync(&auth, &users).await;
 
@@ -96,12 +91,12 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
     reconcile_and_resync(&sb, &auth, &users, "mismatched 1, extra 0, repaired 1").await;
 
     // 3. The consumer's queue purged while events were in it.
-    users_svc.take().unwrap().stop().await.unwrap();
+    sys.users.take().unwrap().stop().await.unwrap();
     for id in &ids[..4] {
         change_role(&auth, *id, Role::Consultant).await;
     }
     poll_until(SETTLE, "the events waiting in the queue", || async {
-        (user_common::depth(&sb, "user-service.user-events").await >= 4).then_some(())
+        (users::depth(&sb, "user-service.user-events").await >= 4).then_some(())
     })
     .await;
     let conn = platform::amqp::connect(&sb.amqp_url, "drift")
@@ -128,13 +123,13 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
     );
     assert_eq!(verify_exit(&sb).await.0, 1, "still reported");
     // They apply once it is back.
-    users_svc = Some(start_ready_users(user_common::config(&sb)).await);
+    sys.users = Some(users::start_ready(users::config(&sb)).await);
     eventually_in_sync(&auth, &users).await;
     assert_eq!(verify_exit(&sb).await.0, 0);
 
     // 4. The consumer's queue deleted and re-created: what was published meanwhile went to
     // user.events.unrouted, not to the consumer.
-    users_svc.take().unwrap().stop().await.unwrap();
+    sys.users.take().unwrap().stop().await.unwrap();
     ch.queue_delete("user-service.user-events", Default::default())
         .await
         .unwrap();
@@ -142,7 +137,7 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
         change_role(&auth, *id, Role::Pharmacist).await;
     }
     all_published(&auth).await; // while the queue was gone
-    let _users_svc = start_ready_users(user_common::config(&sb)).await; // re-creates its queue
+    let _users = users::start_ready(users::config(&sb)).await; // re-creates its queue
     assert_eq!(verify_exit(&sb).await.0, 1);
     reconcile_and_resync(&sb, &auth, &users, "stale 3").await;
 
@@ -167,11 +162,10 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
 #[tokio::test]
 async fn a_fresh_empty_user_db_rebuilt_by_replay_equals_auth_db() {
     let sb = Sandbox::for_test().await;
-    let (_auth, users_svc) = start_services(&sb).await;
-    let (auth, old_user_db) = pools(&sb).await;
+    let mut sys = System::builder(&sb).users().start().await;
+    let (auth, old_user_db) = (sys.auth_db.clone(), sys.user_db().clone());
     for i in 0..15 {
-        let id =
-            auth_common::create_user(&auth, &format!("replay{i}@clinic.test"), Role::Nurse).await;
+        let id = auth::create_user(&auth, &format!("replay{i}@clinic.test"), Role::Nurse).await;
         if i % 3 == 0 {
             change_role(&auth, id, Role::Doctor).await;
         }
@@ -179,10 +173,10 @@ async fn a_fresh_empty_user_db_rebuilt_by_replay_equals_auth_db() {
     eventually_in_sync(&auth, &old_user_db).await;
     old_user_db.close().await;
 
-    users_svc.stop().await.unwrap();
+    sys.users.take().unwrap().stop().await.unwrap();
     sb.recreate_database("user").await.unwrap(); // dropped, and empty again
-    let _users_svc = user_common::start(user_common::config(&sb)).await; // migrates it
-    let users = user_common::pool(&sb).await;
+    let _users = users::start(users::config(&sb)).await; // migrates it
+    let users = users::pool(&sb).await;
     assert_eq!(count(&users, "SELECT count(*) FROM users").await, 0);
 
     let (code, out) = portal_output(
@@ -233,11 +227,10 @@ async fn last_message_type(sb: &Sandbox, queue: &str) -> Option<String> {
 #[tokio::test]
 async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
     let sb = Sandbox::for_test().await;
-    let _auth = auth_common::start(auth_common::config(&sb)).await;
-    let auth = auth_common::pool(&sb).await;
+    let sys = System::builder(&sb).start().await;
+    let auth = sys.auth_db.clone();
     for i in 0..5 {
-        let id =
-            auth_common::create_user(&auth, &format!("hist{i}@clinic.test"), Role::Doctor).await;
+        let id = auth::create_user(&auth, &format!("hist{i}@clinic.test"), Role::Doctor).await;
         change_role(&auth, id, Role::Nurse).await;
     }
     all_published(&auth).await; // the history
@@ -246,12 +239,12 @@ async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
     assert!(out.contains("backfilled: sent 10 events"), "{out}");
     assert!(out.contains("then the end-of-history mark"), "{out}");
     // The 10 stored events, then the end-of-history mark.
-    assert_eq!(user_common::depth(&sb, "audit.user-events").await, 11);
+    assert_eq!(users::depth(&sb, "audit.user-events").await, 11);
     let mark = last_message_type(&sb, "audit.user-events").await;
     assert_eq!(mark.as_deref(), Some(contract::wire::HISTORY_COMPLETE_TYPE));
-    auth_common::create_user(&auth, "live@clinic.test", Role::Doctor).await;
+    auth::create_user(&auth, "live@clinic.test", Role::Doctor).await;
     poll_until(SETTLE, "the live event in audit.user-events", || async {
-        (user_common::depth(&sb, "audit.user-events").await == 12).then_some(())
+        (users::depth(&sb, "audit.user-events").await == 12).then_some(())
     })
     .await;
     let (code, out) = portal_output(&sb, &["consumer", "add", "Bad Name"]).await;
@@ -261,10 +254,10 @@ async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
 #[tokio::test]
 async fn each_user_has_an_audit_trail_oldest_first() {
     let sb = Sandbox::for_test().await;
-    let sys = crate::start_system(&sb).await;
-    let (gw, auth) = (sys.gateway.url(), sys.auth_db.clone());
+    let sys = System::builder(&sb).users().gateway().start().await;
+    let (gw, auth) = (sys.gateway().url(), sys.auth_db.clone());
     let token = sys.admin_token().await;
-    let id = auth_common::create_user(&auth, "trail@clinic.test", Role::Doctor).await;
+    let id = auth::create_user(&auth, "trail@clinic.test", Role::Doctor).await;
     change_role(&auth, id, Role::Consultant).await;
     change_role(&auth, id, Role::Nurse).await;
 
@@ -306,7 +299,7 @@ async fn each_user_has_an_audit_trail_oldest_first() {
     .await;
     assert_eq!(s, 422);
 
-    auth_common::create_user(&auth, "auditor@clinic.test", Role::Admin).await;
+    auth::create_user(&auth, "auditor@clinic.test", Role::Admin).await;
     let (code, out) = crate::cli::portal_cli(
         &sb,
         &["events", "--user", "trail@clinic.test"],
@@ -329,11 +322,10 @@ async fn each_user_has_an_audit_trail_oldest_first() {
 #[tokio::test]
 async fn a_copy_forged_ahead_of_auth_db_is_reported_and_really_repaired() {
     let sb = Sandbox::for_test().await;
-    let _appointments = crate::cli::start_appointments(&sb).await;
-    let (_auth, _users) = start_services(&sb).await;
-    let (auth, users) = pools(&sb).await;
-    let forged = auth_common::create_user(&auth, "forged@clinic.test", Role::Doctor).await;
-    let untouched = auth_common::create_user(&auth, "fine@clinic.test", Role::Nurse).await;
+    let sys = System::builder(&sb).users().appointments().start().await;
+    let (auth, users) = (sys.auth_db.clone(), sys.user_db().clone());
+    let forged = auth::create_user(&auth, "forged@clinic.test", Role::Doctor).await;
+    let untouched = auth::create_user(&auth, "fine@clinic.test", Role::Nurse).await;
     eventually_in_sync(&auth, &users).await;
 
     sqlx::query("UPDATE users SET user_version = 9000000000, role = 'admin' WHERE id = $1")

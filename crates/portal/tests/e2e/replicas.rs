@@ -3,8 +3,8 @@
 //! is lost (each is in `auth_db` and reaches `user_db`), only requests in flight at the kill
 //! may fail, and everything after it succeeds on the other replica.
 
-use crate::{pools, user_common};
 use sandbox::process::{Process, Spec};
+use sandbox::{auth, users};
 use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,8 +66,8 @@ async fn create_until(
 #[tokio::test]
 async fn an_auth_service_killed_under_load_loses_no_acknowledged_create() {
     let sb = Sandbox::for_test().await;
-    let (auth_db, user_db) = pools(&sb).await;
-    let users = user_common::start(user_common::config(&sb)).await;
+    let (auth_db, user_db) = (auth::pool(&sb).await, users::pool(&sb).await);
+    let users = users::start(users::config(&sb)).await;
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_portal"));
     let spec = |name: &str| {
         Spec::new(name, &["auth-service"])
@@ -86,7 +86,7 @@ async fn an_auth_service_killed_under_load_loses_no_acknowledged_create() {
     );
     config.health_interval = Duration::from_millis(200);
     let gateway = Running::launch(gateway::Application::build(config)).await;
-    let token = crate::auth_common::admin_token(&auth_db, &gateway.url()).await;
+    let token = auth::admin_token(&auth_db, &gateway.url()).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let out = Arc::new(Mutex::new(Outcome::default()));

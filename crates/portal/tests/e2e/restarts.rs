@@ -5,11 +5,12 @@
 //! the services use, so the machine's servers and every test running beside this one are never
 //! touched. Needs root (as CI runs): the servers run as the `postgres` and `rabbitmq` users.
 
-use crate::{assert_in_sync, auth_common, user_common};
 use auth_service::store::{insert_user, NewUser};
 use contract::Role;
 use platform::jwt::KeyDir;
 use sandbox::servers::{PrivatePostgres, PrivateRabbit};
+use sandbox::users::assert_in_sync;
+use sandbox::{auth, users};
 use sandbox::{poll_until, wait_for_user_version};
 use std::time::Duration;
 use tokio::task::block_in_place;
@@ -39,13 +40,13 @@ async fn relay_and_consumer_ride_out_restarts_of_rabbitmq_and_postgresql() {
         format!("{}/auth_db", postgres.url()),
         format!("{}/user_db", postgres.url()),
     );
-    let _auth = auth_common::start(auth_service::Config::local(
+    let _auth = auth::start(auth_service::Config::local(
         &auth_url,
         &rabbit.url(),
         &keys.0,
     ))
     .await;
-    let _users = user_common::start(user_service::Config::local(
+    let _users = users::start(user_service::Config::local(
         &user_url,
         &rabbit.url(),
         &keys.0,
@@ -53,13 +54,12 @@ async fn relay_and_consumer_ride_out_restarts_of_rabbitmq_and_postgresql() {
     .await;
     let auth = auth_service::prepare_database(&auth_url, 4).await.unwrap();
     let users = user_service::prepare_database(&user_url, 4).await.unwrap();
-    let before = auth_common::create_user(&auth, "before@clinic.test", Role::Doctor).await;
+    let before = auth::create_user(&auth, "before@clinic.test", Role::Doctor).await;
     wait_for_user_version(&users, before, 1, SETTLE).await;
 
     // RabbitMQ goes away; a user written meanwhile waits in the outbox and arrives after.
     block_in_place(|| rabbit.stop_app()).unwrap();
-    let during =
-        auth_common::create_user(&auth, "during-broker-restart@clinic.test", Role::Nurse).await;
+    let during = auth::create_user(&auth, "during-broker-restart@clinic.test", Role::Nurse).await;
     block_in_place(|| rabbit.start_app()).unwrap();
     wait_for_user_version(&users, during, 1, SETTLE).await;
 

@@ -3,7 +3,7 @@
 //! a moment earlier is a success, not an error — and two seeds at once create the 10 users once.
 
 use crate::cli::portal;
-use sandbox::{poll_until, Sandbox, SETTLE};
+use sandbox::{auth, poll_until, users, Sandbox, SETTLE};
 use std::process::Stdio;
 
 #[tokio::test]
@@ -83,7 +83,7 @@ async fn every_part_started_at_once_on_an_empty_server_comes_up() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (auth_db, user_db) = crate::pools(&sb).await;
+    let (auth_db, user_db) = (auth::pool(&sb).await, users::pool(&sb).await);
     assert_eq!(
         sandbox::db::count(&auth_db, "SELECT count(*) FROM users").await,
         10

@@ -1,6 +1,5 @@
 //! The user-service's HTTP API: the user directory (bearer token required) and health.
 
-mod caller;
 mod health;
 mod users;
 
@@ -8,6 +7,7 @@ use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::Router;
 use consumer::SyncStats;
+use platform::http::CallerCopy;
 use platform::jwt::JwtVerifier;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -25,6 +25,17 @@ pub struct AppState {
 impl FromRef<AppState> for Arc<JwtVerifier> {
     fn from_ref(state: &AppState) -> Self {
         state.verifier.clone()
+    }
+}
+
+/// Callers are checked against this copy: a deactivated user's unexpired token stops working
+/// here as soon as the deactivation event is applied (within the sync delay), not when the
+/// token expires; a user not copied yet (created a moment ago) is taken at the token's word.
+impl CallerCopy for AppState {
+    const LOOKUP: &'static str = "SELECT is_active, role FROM users WHERE id = $1";
+
+    fn copy_db(&self) -> &PgPool {
+        &self.db
     }
 }
 

@@ -2,7 +2,6 @@
 //! every user and every field; everyone else sees active clinical staff only, with what a
 //! colleague needs (name, role, phone).
 
-use super::caller::Caller;
 use super::AppState;
 use crate::store;
 use axum::extract::{Path, State};
@@ -11,8 +10,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use contract::api::Page;
 use contract::ValidationError;
-use platform::http::{ApiError, ListParams};
-use platform::users::UserRecord;
+use directory::http::ListParams;
+use directory::record::UserRecord;
+use platform::http::{ActiveCaller, ApiError};
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -23,17 +23,17 @@ pub fn router() -> Router<AppState> {
 
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: ActiveCaller,
     ListParams(mut query): ListParams,
 ) -> Result<Response, ApiError> {
     if caller.is_admin() {
-        return Ok(platform::http::user_page(&state.db, &query)
+        return Ok(directory::http::user_page(&state.db, &query)
             .await?
             .into_response());
     }
     query.colleagues_only = true;
     let mut conn = state.db.acquire().await?;
-    let (rows, total) = platform::users::page(&mut conn, &query).await?;
+    let (rows, total) = directory::list::page(&mut conn, &query).await?;
     let items = rows
         .iter()
         .map(UserRecord::colleague)
@@ -44,7 +44,7 @@ async fn list(
 
 async fn show(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: ActiveCaller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: Uuid = id

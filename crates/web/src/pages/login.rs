@@ -152,7 +152,7 @@ pub async fn submit(
         )),
         Err(e)
             if e.status()
-                .is_some_and(|s| matches!(s.as_u16(), 400 | 401 | 422 | 429)) =>
+                .is_some_and(|s| matches!(s.as_u16(), 400 | 401 | 422)) =>
         {
             Ok(refused(
                 "That email and password did not let you in. Check them and try again; after \

@@ -1,12 +1,14 @@
-//! The whole system for the web portal's tests, in this process on a test's sandbox: the
-//! auth-service (with its relay) seeded with the 10 demo users, the user-service, the
-//! appointment-service (backfilled), the sync admin API, the gateway in front of them and the
-//! portal in front of the gateway; and a small browser-like HTTP client that keeps the session cookie.
+//! The whole system for the web portal's tests, started in this process on a test's sandbox by
+//! `sandbox::System`: the auth-service (with its relay) seeded with the 10 demo users, the
+//! user-service, the appointment-service (backfilled), the sync admin API, the gateway in front
+//! of them and the portal in front of the gateway; and a small browser-like HTTP client that
+//! keeps the session cookie.
 #![allow(dead_code)] // each test binary uses a part
 
-use contract::topology::{ConsumerQueues, APPOINTMENT_SERVICE};
-use sandbox::{poll_until, Running, Sandbox, SETTLE};
+use auth_service::seed::SeedOptions;
+use sandbox::{Sandbox, System};
 use sqlx::PgPool;
+use std::ops::{Deref, DerefMut};
 
 /// The seeded admin's login.
 pub const ADMIN_EMAIL: &str = "admin@clinic.co.zw";
@@ -14,138 +16,77 @@ pub const ADMIN_PASSWORD: &str = "evening handover at the desk";
 /// The seeded staff's password (every seeded non-admin).
 pub const STAFF_PASSWORD: &str = "ward round at seven";
 
+/// The system on its own sandbox (removed when dropped); its parts are reached through
+/// [`System`] (`portal.gateway()`, `portal.auth_db`, …).
 pub struct Portal {
     pub sb: Sandbox,
-    pub auth: Running,
-    pub users: Option<Running>,
-    pub appointments: Running,
-    pub sync_admin: Option<Running>,
-    pub gateway: Running,
-    pub web: Running,
-    pub auth_db: PgPool,
+    pub system: System,
+}
+
+impl Deref for Portal {
+    type Target = System;
+
+    fn deref(&self) -> &System {
+        &self.system
+    }
+}
+
+impl DerefMut for Portal {
+    fn deref_mut(&mut self) -> &mut System {
+        &mut self.system
+    }
 }
 
 impl Portal {
+    /// The whole system, seeded, backfilled and ready: the appointment-service knows every
+    /// seeded doctor and the directory lists them.
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
     /// [`Portal::start`] with the gateway's configuration adjusted by `adjust`.
-    pub async fn start_with(adjust: impl FnOnce(&mut gateway::Config)) -> Self {
+    pub async fn start_with(adjust: impl FnOnce(&mut gateway::Config) + Send) -> Self {
         let sb = Sandbox::for_test().await;
-        let auth = Running::launch(auth_service::Application::build(
-            auth_service::Config::local(&sb.database_url("auth"), &sb.amqp_url, &sb.key_dir),
-        ))
-        .await;
-        let users = Running::launch(user_service::Application::build(
-            user_service::Config::local(&sb.database_url("user"), &sb.amqp_url, &sb.key_dir),
-        ))
-        .await;
-        let appointments = Running::launch(appointment_service::Application::build(
-            appointment_service::Config::local(
-                &sb.database_url("appointment"),
-                &sb.amqp_url,
-                &sb.key_dir,
-            ),
-        ))
-        .await;
-        let sync_admin =
-            Running::launch(sync_admin::Application::build(sync_admin::Config::local(
-                &sb.database_url("auth"),
-                &sb.database_url("user"),
-                &sb.database_url("appointment"),
-                &sb.amqp_url,
-                &sb.key_dir,
-            )))
-            .await;
-        let mut gateway_config = gateway::Config::local(&auth.url(), &users.url());
-        gateway_config.appointments_url = Some(appointments.url());
-        gateway_config.sync_admin_url = Some(sync_admin.url());
-        // The portal logs many people in from one address in these tests.
-        gateway_config.auth_rate_limit = gateway::AuthRateLimit {
-            per_minute: 10_000,
-            burst: 10_000,
-        };
-        // The portal is the proxy in front of the gateway (as `portal up` sets it).
-        gateway_config.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
-        adjust(&mut gateway_config);
-        let gateway = Running::launch(gateway::Application::build(gateway_config)).await;
-        let web =
-            Running::launch(web::Application::build(web::Config::local(&gateway.url()))).await;
-        let auth_db = auth_service::prepare_database(&sb.database_url("auth"), 4)
-            .await
-            .expect("auth_db");
-        // Both consumers' queues exist before the seed's events are published.
-        platform::amqp::ensure_topology(
-            &sb.amqp_url,
-            &[
-                ConsumerQueues::for_consumer(contract::topology::USER_SERVICE),
-                ConsumerQueues::for_consumer(APPOINTMENT_SERVICE),
-            ],
-        )
-        .await
-        .expect("topology");
-        auth_service::seed::seed(
-            &auth_db,
-            &auth_service::seed::SeedOptions {
+        let system = System::builder(&sb)
+            .users()
+            .sync_admin()
+            .gateway_with(|config| {
+                // The portal logs many people in from one address in these tests.
+                config.auth_rate_limit = gateway::AuthRateLimit {
+                    per_minute: 10_000,
+                    burst: 10_000,
+                };
+                // The portal is the proxy in front of the gateway (as `portal up` sets it).
+                config.trusted_proxies = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+                adjust(config);
+            })
+            .web()
+            .seeded(SeedOptions {
                 admin_email: contract::Email::parse(ADMIN_EMAIL).expect("email"),
                 admin_password: Some(ADMIN_PASSWORD.into()),
                 staff_password: Some(STAFF_PASSWORD.into()),
-            },
-        )
-        .await
-        .expect("seed");
-        ops::replay::backfill(
-            &auth_db,
-            &sb.amqp_url,
-            &ConsumerQueues::for_consumer(APPOINTMENT_SERVICE).main,
-            |_| {},
-        )
-        .await
-        .expect("backfill");
-        let portal = Self {
-            sb,
-            auth,
-            users: Some(users),
-            appointments,
-            sync_admin: Some(sync_admin),
-            gateway,
-            web,
-            auth_db,
-        };
-        portal.wait_ready().await;
-        portal
+            })
+            .backfilled()
+            .start()
+            .await;
+        Self { sb, system }
     }
 
-    /// Waits until the appointment-service is ready (it knows every seeded doctor) and the
-    /// directory lists the 6 seeded doctors.
-    pub async fn wait_ready(&self) {
-        let ready = format!("{}/health/ready", self.appointments.url());
-        poll_until(SETTLE, "the appointment-service ready", || async {
-            (sandbox::http::get(&ready, None).await.0 == 200).then_some(())
-        })
-        .await;
-        let user_db = platform::db::lazy_pool(&self.sb.database_url("user"), 1).expect("pool");
-        poll_until(SETTLE, "the seed in user_db", || async {
-            (sandbox::db::count(&user_db, "SELECT count(*) FROM users").await == 10).then_some(())
-        })
-        .await;
-    }
-
+    /// `path` on the web portal.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.web.url())
+        format!("{}{path}", self.web().url())
     }
 
     /// Stops the sync admin API.
     pub async fn stop_sync_admin(&mut self) {
-        if let Some(sync_admin) = self.sync_admin.take() {
+        if let Some(sync_admin) = self.system.sync_admin.take() {
             sync_admin.stop().await.expect("stop the sync admin API");
         }
     }
 
     /// Stops the user-service (the directory goes away).
     pub async fn stop_directory(&mut self) {
-        if let Some(users) = self.users.take() {
+        if let Some(users) = self.system.users.take() {
             users.stop().await.expect("stop the user-service");
         }
     }

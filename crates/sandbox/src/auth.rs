@@ -1,11 +1,10 @@
-//! What the auth-service's tests share, and the end-to-end tests too (they include this file by
-//! path rather than copying it): the service in-process on a test's sandbox, users written
-//! through the store with [`TEST_PASSWORD`], logins, and the relay run one step at a time.
-#![allow(dead_code)] // each test binary uses a part
+//! The auth-service's test helpers, shared by its own tests and every test of the whole system:
+//! the service in-process on a test's sandbox, users written through the store with
+//! [`TEST_PASSWORD`], logins, and what the relay has published.
 
+use crate::{poll_until, Running, Sandbox, SETTLE, TEST_PASSWORD};
 use auth_service::store::{insert_user, NewUser};
 use contract::Role;
-use sandbox::{Running, Sandbox, TEST_PASSWORD};
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -48,7 +47,7 @@ pub async fn create_user(pool: &PgPool, email: &str, role: Role) -> Uuid {
 
 /// Logs in through `base_url` (the service or the gateway) and returns the access token.
 pub async fn login(base_url: &str, email: &str, password: &str) -> String {
-    sandbox::ApiClient::new(base_url)
+    crate::ApiClient::new(base_url)
         .expect("API client")
         .login(email, password)
         .await
@@ -65,9 +64,17 @@ pub async fn admin_token(pool: &PgPool, base_url: &str) -> String {
 
 /// Outbox rows not published yet.
 pub async fn unpublished(pool: &PgPool) -> i64 {
-    sandbox::db::count(
+    crate::db::count(
         pool,
         "SELECT count(*) FROM outbox WHERE published_at IS NULL",
     )
     .await
+}
+
+/// Waits until the relay has published every event of `auth_db`'s outbox.
+pub async fn all_published(auth: &PgPool) {
+    poll_until(SETTLE, "every outbox event published", || async {
+        (unpublished(auth).await == 0).then_some(())
+    })
+    .await;
 }

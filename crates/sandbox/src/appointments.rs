@@ -1,13 +1,12 @@
-//! What the appointment-service's tests share, and the end-to-end tests too (they include this
-//! file by path): the service in-process on a test's sandbox, events and the end-of-history mark
+//! The appointment-service's test helpers, shared by its own tests and every test of the whole
+//! system: the service in-process on a test's sandbox, events and the end-of-history mark
 //! published straight to its queue, tokens signed with the sandbox's key, and booking calls.
-#![allow(dead_code)] // each test binary uses a part
 
+use crate::{poll_until, Running, Sandbox, SETTLE};
 use contract::topology::{ConsumerQueues, APPOINTMENT_SERVICE};
 use contract::Role;
 use platform::amqp::{self, Outgoing};
 use platform::jwt::KeyRing;
-use sandbox::{poll_until, Running, Sandbox, SETTLE};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -36,7 +35,7 @@ pub async fn start_connected(config: appointment_service::Config) -> Running {
         "the appointment-service's consumer connected",
         || async {
             let (_, body) =
-                sandbox::http::get(&format!("{}/health/ready", service.url()), None).await;
+                crate::http::get(&format!("{}/health/ready", service.url()), None).await;
             (body["checks"]["broker"] == true).then_some(())
         },
     )
@@ -56,14 +55,14 @@ pub async fn publish(sb: &Sandbox, bodies: &[Vec<u8>]) {
     amqp::ensure_topology(&sb.amqp_url, &[queues()])
         .await
         .expect("declare the topology");
-    sandbox::amqp::publish_to_queue(&sb.amqp_url, &queues().main, bodies)
+    crate::amqp::publish_to_queue(&sb.amqp_url, &queues().main, bodies)
         .await
         .expect("publish to the appointment-service's queue");
 }
 
 /// [`publish`] of events written as JSON.
 pub async fn publish_events(sb: &Sandbox, events: &[Value]) {
-    let bodies: Vec<Vec<u8>> = events.iter().map(sandbox::events::body).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(crate::events::body).collect();
     publish(sb, &bodies).await;
 }
 
@@ -103,8 +102,7 @@ pub async fn publish_mark(sb: &Sandbox, body: &[u8]) {
 /// Waits until the service answers `/health/ready` with 200.
 pub async fn wait_ready(service: &Running) {
     poll_until(SETTLE, "the appointment-service ready", || async {
-        let (status, _) =
-            sandbox::http::get(&format!("{}/health/ready", service.url()), None).await;
+        let (status, _) = crate::http::get(&format!("{}/health/ready", service.url()), None).await;
         (status == 200).then_some(())
     })
     .await;
@@ -112,7 +110,7 @@ pub async fn wait_ready(service: &Running) {
 
 /// A clinician event: `user` as `first last` with `role`, `version`, active or not.
 pub fn clinician_event(user: Uuid, version: i64, last: &str, role: &str, active: bool) -> Value {
-    let mut event = sandbox::events::user_event(
+    let mut event = crate::events::user_event(
         user,
         Some(version),
         &format!("{}@clinic.test", last.to_lowercase()),

@@ -1,6 +1,7 @@
-//! Access tokens already verified, so a token is checked with Ed25519 once rather than on every
-//! request it comes with. The profile of the HTTP row (BENCHMARKS.md) put signature checks at
-//! 15% of the busiest service threads; a client sends the same token for its whole lifetime.
+//! The verifier's private memory of access tokens already verified, so a token is checked with
+//! Ed25519 once rather than on every request it comes with. The profile of the HTTP row
+//! (BENCHMARKS.md) put signature checks at 15% of the busiest service threads; a client sends
+//! the same token for its whole lifetime.
 //!
 //! Entries are keyed by the SHA-256 of the token's exact text (a lookup compares digests, never
 //! the secret itself), hold the claims the full check produced, and are honoured only until the
@@ -8,7 +9,7 @@
 //! it. The cache is bounded and emptied whenever the verifier's keys change, so a withdrawn key
 //! stops its tokens as soon as the verifier learns of it.
 
-use crate::jwt::Claims;
+use super::claims::Claims;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -72,10 +73,12 @@ impl TokenCache {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.verified.lock().map(|v| v.len()).unwrap_or(0)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,15 +1,15 @@
-//! What the user-service's tests share, and the end-to-end tests too (they include this file by
-//! path rather than copying it): the service in-process on a test's sandbox, its consumer driven
-//! one batch at a time, events published straight to its queue, tokens signed with the
-//! sandbox's key, and the dead letters read back.
-#![allow(dead_code)] // each test binary uses a part
+//! The user-service's test helpers, shared by its own tests and every test of the whole system:
+//! the service in-process on a test's sandbox, its consumer driven one batch at a time, events
+//! published straight to its queue, tokens signed with the sandbox's key, the dead letters read
+//! back, and its copy compared with `auth_db` as `portal verify` does.
 
+use crate::{poll_until, Running, Sandbox, SETTLE};
 use consumer::{ConsumerConfig, SyncStats};
 use contract::topology::{ConsumerQueues, USER_SERVICE};
 use contract::Role;
 use lapin::types::FieldTable;
+use ops::verify::{Options, USER_SERVICE as USER_COPY};
 use platform::jwt::KeyRing;
-use sandbox::{Running, Sandbox};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -28,6 +28,17 @@ pub fn config(sb: &Sandbox) -> user_service::Config {
 /// Builds (migrating the database) and runs the service in this process.
 pub async fn start(config: user_service::Config) -> Running {
     Running::launch(user_service::Application::build(config)).await
+}
+
+/// [`start`], then waits until the service is ready: its consumer connected, its queue declared.
+pub async fn start_ready(config: user_service::Config) -> Running {
+    let users = start(config).await;
+    poll_until(SETTLE, "the user-service ready", || async {
+        let (status, _) = crate::http::get(&format!("{}/health/ready", users.url()), None).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    users
 }
 
 /// A pool on the sandbox's `user` database, created and migrated if need be.
@@ -57,14 +68,14 @@ pub async fn publish(sb: &Sandbox, bodies: &[Vec<u8>]) {
     platform::amqp::ensure_topology(&sb.amqp_url, &[queues()])
         .await
         .expect("declare the topology");
-    sandbox::amqp::publish_to_queue(&sb.amqp_url, &queues().main, bodies)
+    crate::amqp::publish_to_queue(&sb.amqp_url, &queues().main, bodies)
         .await
         .expect("publish to the user-service's queue");
 }
 
 /// [`publish`] of events written as JSON.
 pub async fn publish_events(sb: &Sandbox, events: &[Value]) {
-    let bodies: Vec<Vec<u8>> = events.iter().map(sandbox::events::body).collect();
+    let bodies: Vec<Vec<u8>> = events.iter().map(crate::events::body).collect();
     publish(sb, &bodies).await;
 }
 
@@ -90,7 +101,7 @@ pub fn token_for(sb: &Sandbox, id: uuid::Uuid, role: Role) -> String {
 
 /// The consumer's counters as `/health/ready` reports them.
 pub async fn sync_counters(users: &Running) -> Value {
-    sandbox::http::get(&format!("{}/health/ready", users.url()), None)
+    crate::http::get(&format!("{}/health/ready", users.url()), None)
         .await
         .1["sync"]
         .clone()
@@ -113,4 +124,24 @@ pub async fn dead_letters(sb: &Sandbox) -> Vec<FieldTable> {
     }
     conn.close(200, "done").await.ok();
     out
+}
+
+/// Waits until `user_db` equals `auth_db` by the comparison `portal verify` uses.
+pub async fn eventually_in_sync(auth: &PgPool, users: &PgPool) {
+    poll_until(SETTLE, "user_db to equal auth_db", || async {
+        ops::verify::compare(auth, &USER_COPY, users, Options::listing(5))
+            .await
+            .ok()?
+            .is_in_sync()
+            .then_some(())
+    })
+    .await;
+}
+
+/// Asserts that `portal verify`'s comparison finds `user_db` equal to `auth_db` now.
+pub async fn assert_in_sync(auth: &PgPool, users: &PgPool) {
+    let report = ops::verify::compare(auth, &USER_COPY, users, Options::listing(10))
+        .await
+        .expect("compare user_db with auth_db");
+    assert!(report.is_in_sync(), "{}", report.summary());
 }

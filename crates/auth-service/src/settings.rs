@@ -1,0 +1,218 @@
+//! The auth-service's settings as `clap` groups (`portal auth-service`, `portal relay`,
+//! `portal seed`, `portal up` flatten the ones they use), each turned into the service's
+//! configuration here, next to the code that reads it. Defaults are the constants the
+//! configuration's `Default`s use.
+
+use crate::relay::RelayConfig;
+use crate::throttle::LoginPolicy;
+use crate::{Config, SecurityConfig};
+use anyhow::Context;
+use clap::Args;
+use platform::duration::Interval;
+use platform::jwt::{KeyDir, MAX_ACCESS_TTL_SECONDS, MIN_ACCESS_TTL_SECONDS};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `auth_db` on a development machine.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/auth_db";
+/// Where the auth-service listens by default.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:3001";
+/// Access tokens live five minutes unless told otherwise.
+pub const DEFAULT_TOKEN_TTL_SECONDS: i64 = 300;
+/// The seeded admin's email.
+pub const DEFAULT_SEED_ADMIN_EMAIL: &str = "admin@clinic.co.zw";
+
+/// `auth_db`: the auth-service, the relay, the seed and the setup read it.
+#[derive(Args, Debug, Clone)]
+pub struct AuthDbArgs {
+    /// auth-service database (its value is never shown: it may hold a password).
+    #[arg(
+        long,
+        env = "AUTH_DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        hide_env_values = true
+    )]
+    pub auth_database_url: String,
+}
+
+/// The JWT key pair's directory: the auth-service signs with it, `portal keys rotate` turns it.
+#[derive(Args, Debug, Clone)]
+pub struct KeyDirArgs {
+    /// Directory of the JWT Ed25519 key pair (created by the auth-service on first start).
+    #[arg(long, env = "JWT_KEY_DIR", default_value = ".portal/keys")]
+    pub jwt_key_dir: PathBuf,
+}
+
+impl KeyDirArgs {
+    pub fn key_dir(&self) -> KeyDir {
+        KeyDir(self.jwt_key_dir.clone())
+    }
+}
+
+/// The auth-service's own settings: where it listens, tokens, sessions, login protection.
+#[derive(Args, Debug, Clone)]
+pub struct AuthServiceArgs {
+    /// Where the auth-service listens.
+    #[arg(long, env = "AUTH_ADDR", default_value = DEFAULT_ADDR)]
+    pub auth_addr: SocketAddr,
+    /// Lifetime of access tokens, in seconds (60 to 900); a client renews them with its refresh
+    /// token.
+    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = DEFAULT_TOKEN_TTL_SECONDS, value_parser = clap::value_parser!(i64).range(MIN_ACCESS_TTL_SECONDS..=MAX_ACCESS_TTL_SECONDS))]
+    pub token_ttl_seconds: i64,
+    /// How long a login lasts at most, renewed or not (its refresh tokens' absolute expiry).
+    #[arg(long, env = "SESSION_TTL", default_value_t = Interval(crate::DEFAULT_SESSION_TTL))]
+    pub session_ttl: Interval,
+    /// How long a temporary password (account creation, reset, import) logs in; it must be
+    /// changed at first use.
+    #[arg(long, env = "TEMPORARY_PASSWORD_TTL", default_value_t = Interval(crate::password::temporary::DEFAULT_TTL))]
+    pub temporary_password_ttl: Interval,
+    /// Whether anyone may register (the account stays inactive until an admin activates it).
+    #[arg(long, env = "REGISTRATION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub registration_enabled: bool,
+    /// Failed logins of one account within a minute before it is locked.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = LoginPolicy::DEFAULT_MAX_FAILURES, value_parser = clap::value_parser!(i32).range(3..=1000))]
+    pub login_max_failures: i32,
+    /// How long a locked account stays locked.
+    #[arg(long, env = "LOGIN_LOCK", default_value_t = Interval(LoginPolicy::DEFAULT_LOCK))]
+    pub login_lock: Interval,
+    /// Password hashes that may wait or run at once before logins are answered 503
+    /// [default: 16 per core].
+    #[arg(long, env = "HASH_QUEUE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub hash_queue_limit: Option<u32>,
+}
+
+impl AuthServiceArgs {
+    /// The service's configuration: these settings, `auth_db`, the keys, the relay's broker
+    /// identity and settings (`run_relay`: inside this process).
+    pub fn into_config(
+        &self,
+        db: &AuthDbArgs,
+        keys: &KeyDirArgs,
+        relay: &RelayArgs,
+        amqp_url: &str,
+        managed_by_setup: bool,
+        run_relay: bool,
+    ) -> Config {
+        Config {
+            http_addr: self.auth_addr,
+            database_url: db.auth_database_url.clone(),
+            amqp_url: relay.amqp_url_or(amqp_url).to_owned(),
+            key_dir: keys.key_dir(),
+            token_ttl_seconds: self.token_ttl_seconds,
+            security: SecurityConfig {
+                session_ttl: self.session_ttl.0,
+                login: LoginPolicy {
+                    max_failures: self.login_max_failures,
+                    lock: self.login_lock.0,
+                    ..LoginPolicy::default()
+                },
+                registration_enabled: self.registration_enabled,
+                hash_queue_limit: self.hash_queue_limit.map(|n| n as usize),
+                temporary_password_ttl: self.temporary_password_ttl.0,
+            },
+            run_relay,
+            max_db_connections: 16,
+            managed_by_setup,
+            relay: relay.into_config(managed_by_setup),
+        }
+    }
+}
+
+/// The outbox relay's settings, inside the auth-service or alone (`portal relay`).
+#[derive(Args, Debug, Clone)]
+pub struct RelayArgs {
+    /// RabbitMQ as the outbox relay (`portal auth-service`, `portal relay`) [default: AMQP_URL].
+    #[arg(long, env = "RELAY_AMQP_URL", hide_env_values = true)]
+    pub relay_amqp_url: Option<String>,
+    #[command(flatten)]
+    pub tuning: RelayTuningArgs,
+    /// Keep published events this many days in the event store [default: keep everything].
+    #[arg(long, env = "EVENT_RETENTION_DAYS")]
+    pub event_retention_days: Option<u32>,
+}
+
+/// How the relay batches: also what the chaos run gives the relays it starts.
+#[derive(Args, Debug, Clone)]
+pub struct RelayTuningArgs {
+    /// Outbox rows the relay publishes per batch (1 = naive, one confirm awaited per event).
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = RelayConfig::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub relay_batch_size: i64,
+    /// Relay batches whose confirms may be outstanding at once (1 = wait for each batch).
+    #[arg(long, env = "RELAY_IN_FLIGHT", default_value_t = RelayConfig::DEFAULT_IN_FLIGHT, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub relay_in_flight: u16,
+}
+
+impl RelayTuningArgs {
+    /// The variables a relay process is started with to run this way.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [
+            ("RELAY_BATCH_SIZE", self.relay_batch_size.to_string()),
+            ("RELAY_IN_FLIGHT", self.relay_in_flight.to_string()),
+        ]
+    }
+}
+
+impl RelayArgs {
+    /// RELAY_AMQP_URL, else the shared `amqp_url`.
+    pub fn amqp_url_or<'a>(&'a self, amqp_url: &'a str) -> &'a str {
+        self.relay_amqp_url.as_deref().unwrap_or(amqp_url)
+    }
+
+    pub fn into_config(&self, managed_by_setup: bool) -> RelayConfig {
+        RelayConfig {
+            batch_size: self.tuning.relay_batch_size,
+            in_flight: usize::from(self.tuning.relay_in_flight),
+            retention: self
+                .event_retention_days
+                .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+            declare_topology: !managed_by_setup,
+            ..RelayConfig::default()
+        }
+    }
+}
+
+/// Where a relay running alone serves its health and metrics.
+#[derive(Args, Debug, Clone)]
+pub struct RelayHttpArgs {
+    /// The port of a standalone relay's health and metrics (`portal relay`), on
+    /// RELAY_HTTP_HOST.
+    #[arg(long, env = "RELAY_HTTP_PORT", default_value_t = 3005)]
+    pub relay_http_port: u16,
+    /// The address a standalone relay's health and metrics listen on.
+    #[arg(long, env = "RELAY_HTTP_HOST", default_value = "127.0.0.1")]
+    pub relay_http_host: IpAddr,
+}
+
+impl RelayHttpArgs {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.relay_http_host, self.relay_http_port)
+    }
+}
+
+/// The demo staff `portal seed` and `portal up` create in an empty `auth_db`.
+#[derive(Args, Debug, Clone)]
+pub struct SeedArgs {
+    /// Seeded admin's email.
+    #[arg(long, env = "SEED_ADMIN_EMAIL", default_value = DEFAULT_SEED_ADMIN_EMAIL)]
+    pub seed_admin_email: String,
+    /// Seeded admin's password [default: random, printed once].
+    #[arg(long, env = "SEED_ADMIN_PASSWORD", hide_env_values = true)]
+    pub seed_admin_password: Option<String>,
+    /// Password of the 9 seeded staff [default: random and unknown; an admin resets them:
+    /// `portal users reset-password <email>`].
+    #[arg(long, env = "SEED_STAFF_PASSWORD", hide_env_values = true)]
+    pub seed_staff_password: Option<String>,
+}
+
+impl SeedArgs {
+    /// The seed's options; a malformed SEED_ADMIN_EMAIL is named.
+    pub fn into_options(&self) -> anyhow::Result<crate::seed::SeedOptions> {
+        Ok(crate::seed::SeedOptions {
+            admin_email: contract::Email::parse(&self.seed_admin_email)
+                .context("SEED_ADMIN_EMAIL")?,
+            admin_password: self.seed_admin_password.clone(),
+            staff_password: self.seed_staff_password.clone(),
+        })
+    }
+}

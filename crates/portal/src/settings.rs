@@ -1,0 +1,245 @@
+//! Where the settings come from, in the order that wins: a flag, the environment, the
+//! credentials file `portal setup` wrote (`PORTAL_CREDENTIALS`, default
+//! `.portal/credentials.env`; `none` reads none), a fallback variable (an operator URL falls
+//! back to the service's own), the default. The file's values are read into the command line's
+//! defaults, never into the process's environment: a child process (`portal bench`'s services)
+//! gets only what it is given, and no thread races a `set_var`.
+
+use crate::cli::Cli;
+use anyhow::{anyhow, Context};
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use ops::setup::Credentials;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The credentials file when PORTAL_CREDENTIALS does not name one.
+pub const DEFAULT_CREDENTIALS: &str = ".portal/credentials.env";
+
+/// The values of the credentials file, and where it is.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    /// PORTAL_CREDENTIALS named the file (it is then an error for it to be missing, except for
+    /// the commands that write it).
+    pub named: bool,
+    /// The file exists.
+    pub found: bool,
+    file: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// Reads the credentials file PORTAL_CREDENTIALS names (or the default one). A missing
+    /// default file is no file; one that exists but cannot be read, or that others may read,
+    /// is an error naming it.
+    pub fn load() -> anyhow::Result<Self> {
+        let (path, named) = match std::env::var_os("PORTAL_CREDENTIALS") {
+            Some(p) if p.is_empty() || p == "none" => return Ok(Self::default()),
+            Some(p) => (PathBuf::from(p), true),
+            None => (PathBuf::from(DEFAULT_CREDENTIALS), false),
+        };
+        let found = match std::fs::metadata(&path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                return Err(anyhow!(
+                    "PORTAL_CREDENTIALS: cannot read {}: {e}",
+                    path.display()
+                ))
+            }
+        };
+        let file = if found {
+            Credentials::load(&path)
+                .with_context(|| format!("PORTAL_CREDENTIALS: {}", path.display()))?
+                .0
+        } else {
+            BTreeMap::new()
+        };
+        Ok(Self {
+            path: Some(path),
+            named,
+            found,
+            file,
+        })
+    }
+
+    /// Refuses a file PORTAL_CREDENTIALS names that does not exist (a typo would otherwise
+    /// run every part with the development defaults).
+    pub fn require_named_file(&self) -> anyhow::Result<()> {
+        match &self.path {
+            Some(path) if self.named && !self.found => Err(anyhow!(
+                "PORTAL_CREDENTIALS names {}, which does not exist (`none` reads no file)",
+                path.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A variable's value from the environment, else from the file.
+    pub fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var)
+            .ok()
+            .or_else(|| self.file.get(var).cloned())
+    }
+
+    /// Where `var`'s value comes from when no flag sets it.
+    pub fn origin(&self, var: &str) -> Origin {
+        if std::env::var_os(var).is_some() {
+            Origin::Environment
+        } else if self.file.contains_key(var) {
+            Origin::File
+        } else if let Some((_, from)) = ops::settings::FALLBACKS
+            .iter()
+            .find(|(to, from)| *to == var && self.get(from).is_some())
+        {
+            Origin::Fallback(from)
+        } else {
+            Origin::Default
+        }
+    }
+
+    /// `command` with the file's values (and the fallbacks) as the defaults of the settings
+    /// they name, in every subcommand, and each setting's value shown as its variable's name
+    /// (so clap's errors name the variable to fix).
+    pub fn apply(&self, command: clap::Command) -> clap::Command {
+        let ids: Vec<(clap::Id, String)> = command
+            .get_arguments()
+            .filter_map(|a| {
+                let var = a.get_env()?.to_str()?.to_owned();
+                Some((a.get_id().clone(), var))
+            })
+            .collect();
+        let mut command = command;
+        for (id, var) in ids {
+            let value = match self.origin(&var) {
+                Origin::File => self.file.get(&var).cloned(),
+                Origin::Fallback(from) => self.get(from),
+                Origin::Environment | Origin::Default => None,
+            };
+            command = command.mut_arg(id, |arg| {
+                let arg = if arg.get_action().takes_values() {
+                    arg.value_name(var.clone())
+                } else {
+                    arg
+                };
+                match value {
+                    // A secret may be among them: never shown in --help.
+                    Some(value) => match arg.get_value_delimiter() {
+                        Some(d) => arg
+                            .default_values(value.split(d).map(str::to_owned).collect::<Vec<_>>())
+                            .hide_default_value(true),
+                        None => arg.default_value(value).hide_default_value(true),
+                    },
+                    None => arg,
+                }
+            });
+        }
+        let names: Vec<String> = command
+            .get_subcommands()
+            .map(|s| s.get_name().to_owned())
+            .collect();
+        for name in names {
+            command = command.mut_subcommand(name, |sub| self.apply(sub));
+        }
+        command
+    }
+
+    /// Parses `args` (the first is the program's name) with these sources.
+    pub fn parse_from<I, T>(&self, args: I) -> Result<(Cli, ArgMatches), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = self.apply(Cli::command());
+        let matches = command.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        Ok((cli, matches))
+    }
+}
+
+/// Where a setting's value came from (when no flag gave it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Environment,
+    File,
+    /// The variable named here (an operator URL falls back to the service's).
+    Fallback(&'static str),
+    Default,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn sources(text: &str) -> Sources {
+        let dir = std::env::temp_dir().join(format!(
+            "portal-sources-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("credentials.env");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = Credentials::load(&path).unwrap().0;
+        std::fs::remove_dir_all(&dir).unwrap();
+        Sources {
+            path: Some(path),
+            named: true,
+            found: true,
+            file,
+        }
+    }
+
+    /// The file's values reach the settings of the command they belong to, and a fallback
+    /// (an operator URL without a value of its own) takes the service's value from the file.
+    #[test]
+    fn the_files_values_become_the_settings_of_the_part_that_reads_them() {
+        let s = sources(
+            "PORTAL_TEST_UNUSED=1\nRELAY_BATCH_SIZE=17\nAUTH_DATABASE_URL=postgres://a@h/auth_x\n",
+        );
+        let (cli, _) = s.parse_from(["portal", "relay"]).unwrap();
+        let crate::cli::Command::Relay(relay) = cli.command else {
+            panic!("not relay")
+        };
+        assert_eq!(relay.relay.tuning.relay_batch_size, 17);
+        assert_eq!(relay.db.auth_database_url, "postgres://a@h/auth_x");
+        let (cli, _) = s.parse_from(["portal", "verify"]).unwrap();
+        let crate::cli::Command::Verify(verify) = cli.command else {
+            panic!("not verify")
+        };
+        assert_eq!(
+            verify.operator.operator_auth_database_url,
+            "postgres://a@h/auth_x"
+        );
+    }
+
+    /// Every command's definition passes clap's own checks (unique names, ids and groups).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// A flag wins over the file.
+    #[test]
+    fn a_flag_wins_over_the_file() {
+        let s = sources("RELAY_BATCH_SIZE=17\n");
+        let (cli, _) = s
+            .parse_from(["portal", "relay", "--relay-batch-size", "9"])
+            .unwrap();
+        let crate::cli::Command::Relay(relay) = cli.command else {
+            panic!("not relay")
+        };
+        assert_eq!(relay.relay.tuning.relay_batch_size, 9);
+    }
+
+    /// A bad value in the file is refused naming its variable.
+    #[test]
+    fn a_bad_value_in_the_file_is_refused_by_its_variables_name() {
+        let s = sources("RELAY_BATCH_SIZE=many\n");
+        let error = s.parse_from(["portal", "relay"]).unwrap_err().to_string();
+        assert!(error.contains("RELAY_BATCH_SIZE"), "{error}");
+    }
+}
