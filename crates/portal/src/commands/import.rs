@@ -9,7 +9,7 @@
 //! screen. Exit codes: 0 every row created or already there, 1 some rows invalid (the others
 //! imported) or the API refused, 2 the API could not be reached.
 
-use super::users::{api_failure, connect};
+use super::api::{api_failure, connect};
 use super::Failure;
 use crate::cli::ApiClientArgs;
 use anyhow::{anyhow, Context};

@@ -1,5 +1,6 @@
 //! One module per `portal` command.
 
+pub mod api;
 pub mod config;
 pub mod dlq;
 pub mod docs;

@@ -8,7 +8,7 @@
 //! API cannot be reached. `--json` prints the same figures (`sync` is the API's answer as it
 //! came); `--watch` redraws every few seconds until Ctrl-C.
 
-use super::users::{api_failure, connect};
+use super::api::{api_failure, connect};
 use super::Failure;
 use crate::cli::StatusArgs;
 use anyhow::anyhow;

@@ -2,35 +2,12 @@
 //! PORTAL_PASSWORD (or uses PORTAL_TOKEN), sends one request, and prints the answer. Exit codes:
 //! 0 done, 1 the API refused (its JSON message is printed), 2 the API could not be reached.
 
+use super::api::{api_failure, connect};
 use super::Failure;
-use crate::cli::{ApiClientArgs, UsersCommand};
-use anyhow::anyhow;
-use api_client::{ApiClient, ListFilter};
+use crate::cli::UsersCommand;
+use api_client::ListFilter;
 use contract::api::{CreateUserRequest, UpdateUserRequest};
 use serde_json::Value;
-
-/// The exit code an API error deserves: 2 unreachable, 1 refused (with the API's message).
-/// The exit code an API error deserves (2 when the API cannot be reached).
-pub fn api_failure(e: api_client::Error) -> Failure {
-    match e {
-        api_client::Error::Unreachable { .. } => Failure::unreachable(e),
-        other => Failure::from(anyhow!(other)),
-    }
-}
-
-/// A client logged in as PORTAL_TOKEN, or as PORTAL_EMAIL / PORTAL_PASSWORD.
-pub async fn connect(args: &ApiClientArgs) -> Result<ApiClient, Failure> {
-    let client = ApiClient::new(args.url.trim_end_matches('/')).map_err(api_failure)?;
-    match (&args.token, &args.login_email, &args.login_password) {
-        (Some(token), _, _) => Ok(client.authenticated(token.clone())),
-        (None, Some(email), Some(password)) => {
-            client.logged_in(email, password).await.map_err(api_failure)
-        }
-        _ => {
-            Err(anyhow!("set PORTAL_TOKEN, or PORTAL_EMAIL and PORTAL_PASSWORD of an admin").into())
-        }
-    }
-}
 
 /// The answer as JSON, for `--json` and the printers.
 fn json(value: &impl serde::Serialize) -> Value {
