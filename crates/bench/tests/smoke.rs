@@ -31,7 +31,8 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
 
     // An install beside the benchmark: its own vhost with both consumers' queues, and its
     // credentials file in the working directory.
-    let install_vhost = format!("pt-{suffix}-install");
+    // Named as every test's vhost (`pt-<hex>`), so scripts/test removes it after a killed run.
+    let install_vhost = format!("pt-{}", random_id(12));
     let install_amqp = with_path(&servers.amqp, &install_vhost).unwrap();
     let install_queues = [
         ConsumerQueues::for_consumer(topology::USER_SERVICE),

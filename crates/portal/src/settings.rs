@@ -118,11 +118,14 @@ impl Sources {
                 Origin::Environment | Origin::Default => None,
             };
             command = command.mut_arg(id, |arg| {
-                let arg = if arg.get_action().takes_values() {
-                    arg.value_name(var.clone())
-                } else {
-                    arg
-                };
+                if !arg.get_action().takes_values() {
+                    // A flag (MANAGED_BY_SETUP): its value is true or false, no secret to hide.
+                    return match value {
+                        Some(value) => arg.default_value(value),
+                        None => arg,
+                    };
+                }
+                let arg = arg.value_name(var.clone());
                 match value {
                     // A secret may be among them: never shown in --help.
                     Some(value) => match arg.get_value_delimiter() {
@@ -220,6 +223,69 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// The file `portal setup` writes, every key of it, is read by every command (found by
+    /// hand: MANAGED_BY_SETUP, a flag, could not take a hidden default, and `portal up` stopped
+    /// right after its setup).
+    #[test]
+    fn every_command_reads_the_file_the_setup_writes() {
+        let s = sources(
+            "AUTH_DATABASE_URL=postgres://auth_service:pw@127.0.0.1:5432/auth_db\n\
+             USER_DATABASE_URL=postgres://user_service:pw@127.0.0.1:5432/user_db\n\
+             APPOINTMENT_DATABASE_URL=postgres://appointment_service:pw@127.0.0.1:5432/appointment_db\n\
+             OPERATOR_AUTH_DATABASE_URL=postgres://portal_operator:pw@127.0.0.1:5432/auth_db\n\
+             OPERATOR_USER_DATABASE_URL=postgres://portal_operator:pw@127.0.0.1:5432/user_db\n\
+             OPERATOR_APPOINTMENT_DATABASE_URL=postgres://portal_operator:pw@127.0.0.1:5432/appointment_db\n\
+             RELAY_AMQP_URL=amqp://portal-relay:pw@127.0.0.1:5672/%2f\n\
+             USER_SERVICE_AMQP_URL=amqp://portal-user-service:pw@127.0.0.1:5672/%2f\n\
+             APPOINTMENT_SERVICE_AMQP_URL=amqp://portal-appointment-service:pw@127.0.0.1:5672/%2f\n\
+             OPERATOR_AMQP_URL=amqp://portal-operator:pw@127.0.0.1:5672/%2f\n\
+             AMQP_URL=amqp://portal-operator:pw@127.0.0.1:5672/%2f\n\
+             MANAGED_BY_SETUP=true\n\
+             TRUSTED_PUBLISHERS=portal-relay,portal-operator\n\
+             PASSWORD_PG_AUTH_SERVICE=pw\n",
+        );
+        let mut command = s.apply(Cli::command());
+        command.build();
+        let names: Vec<String> = command
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| {
+                !matches!(
+                    n.as_str(),
+                    "chaos" | "bench" | "completions" | "man" | "help"
+                )
+            })
+            .collect();
+        for name in names {
+            let sub = command.find_subcommand(&name).unwrap().clone();
+            if sub.has_subcommands() {
+                continue; // users, consumer, keys, config: their own arguments are required
+            }
+            let args = match name.as_str() {
+                "replay" => vec!["portal", "replay", "--to", "q"],
+                "events" => vec!["portal", "events", "--user", "u"],
+                "dlq" => vec!["portal", "dlq", "list"],
+                _ => vec!["portal", name.as_str()],
+            };
+            if let Err(e) = s.parse_from(&args) {
+                panic!("`{}` with the setup's file: {e}", args.join(" "));
+            }
+        }
+        let (cli, _) = s.parse_from(["portal", "user-service"]).unwrap();
+        let crate::cli::Command::UserService(users) = cli.command else {
+            panic!("not user-service")
+        };
+        assert!(users.setup.managed_by_setup);
+        assert_eq!(
+            users.consumer.trusted_publishers,
+            ["portal-relay", "portal-operator"]
+        );
+        assert_eq!(
+            users.service.user_service_amqp_url.as_deref(),
+            Some("amqp://portal-user-service:pw@127.0.0.1:5672/%2f")
+        );
     }
 
     /// A flag wins over the file.

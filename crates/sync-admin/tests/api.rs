@@ -568,3 +568,46 @@ async fn verify(sys: &System, token: &str, users: i64) -> VerifyRun {
     }
     done
 }
+
+/// `RECONCILE_INTERVAL` runs in the sync admin API (the part under the operator's identity): a
+/// row of `user_db` changed behind the system's back is put right by the schedule alone, with
+/// nobody running `portal reconcile`; the appointment-service's copy, whose database does not
+/// exist here, does not stop it.
+#[tokio::test]
+async fn the_scheduled_reconcile_repairs_a_copy_changed_behind_the_systems_back() {
+    let sb = Sandbox::for_test().await;
+    let sys = System::builder(&sb).users().start().await;
+    let id = auth::create_user(&sys.auth_db, "drifted@clinic.test", Role::Nurse).await;
+    sys.eventually_in_sync().await;
+    sqlx::query("UPDATE users SET first_name = 'Altered' WHERE id = $1")
+        .bind(id)
+        .execute(sys.user_db())
+        .await
+        .unwrap();
+    let drift = ops::verify::compare(
+        &sys.auth_db,
+        &ops::verify::USER_SERVICE,
+        sys.user_db(),
+        ops::verify::Options::listing(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(drift.mismatched, 1, "{}", drift.summary());
+
+    let mut config = sync_admin::Config::local(
+        &sb.database_url("auth"),
+        &sb.database_url("user"),
+        &sb.database_url("appointment"),
+        &sb.amqp_url,
+        &sb.key_dir,
+    );
+    config.reconcile_interval = Some(std::time::Duration::from_secs(1));
+    let _scheduled = sandbox::Running::launch(sync_admin::Application::build(config)).await;
+    sys.eventually_in_sync().await;
+    let first_name: String = sqlx::query_scalar("SELECT first_name FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_one(sys.user_db())
+        .await
+        .unwrap();
+    assert_eq!(first_name, "Test", "the copy holds auth_db's name again");
+}
