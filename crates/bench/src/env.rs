@@ -80,11 +80,7 @@ impl BenchEnv {
 
     /// The environment of every child: the bench databases, vhost and keys, quiet logs.
     fn spec(&self, name: &str, command: &str) -> Spec {
-        Spec::new(name, &[command])
-            .env("AUTH_DATABASE_URL", &self.auth_db_url)
-            .env("USER_DATABASE_URL", &self.user_db_url)
-            .env("AMQP_URL", &self.sandbox.amqp_url)
-            .env("JWT_KEY_DIR", &self.sandbox.key_dir.0)
+        Spec::on(&self.sandbox, name, &[command])
             .env("USER_ADDR", "127.0.0.1:0")
             .env("AUTH_ADDR", "127.0.0.1:0")
             .env("GATEWAY_ADDR", "127.0.0.1:0")

@@ -153,6 +153,21 @@ impl Spec {
         }
     }
 
+    /// [`Spec::new`] on `sb`: see [`Spec::sandbox`].
+    pub fn on(sb: &crate::Sandbox, name: &str, args: &[&str]) -> Self {
+        Self::new(name, args).sandbox(sb)
+    }
+
+    /// `sb`'s three databases, its vhost and its keys: the one place that says what a `portal`
+    /// child of a sandbox is given (a later [`Spec::env`] of the same variable wins).
+    pub fn sandbox(self, sb: &crate::Sandbox) -> Self {
+        self.env("AUTH_DATABASE_URL", sb.database_url("auth"))
+            .env("USER_DATABASE_URL", sb.database_url("user"))
+            .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
+            .env("AMQP_URL", &sb.amqp_url)
+            .env("JWT_KEY_DIR", &sb.key_dir.0)
+    }
+
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
         self.env.push((key.to_owned(), value.into()));
         self

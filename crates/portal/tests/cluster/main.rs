@@ -261,12 +261,8 @@ fn longest_gap(mut at: Vec<Instant>) -> Duration {
 }
 
 async fn start(sb: &Sandbox, name: &str, args: &[&str], amqp: &str, http: Option<&str>) -> Process {
-    let mut spec = Spec::new(name, args).envs([
-        ("AUTH_DATABASE_URL", sb.database_url("auth")),
-        ("USER_DATABASE_URL", sb.database_url("user")),
-        ("APPOINTMENT_DATABASE_URL", sb.database_url("appointment")),
+    let mut spec = Spec::on(sb, name, args).envs([
         ("AMQP_URL", amqp.to_owned()),
-        ("JWT_KEY_DIR", sb.key_dir.0.display().to_string()),
         ("RELAY_HTTP_PORT", "0".to_owned()),
         ("RUST_LOG", "info".to_owned()),
         ("LOG_FORMAT", "json".to_owned()),

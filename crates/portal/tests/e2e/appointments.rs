@@ -186,9 +186,7 @@ async fn a_fresh_service_started_after_a_thousand_users_knows_every_doctor_befor
 /// `portal appointment-service` as a child process on the sandbox, once its consumer holds its
 /// broker connection (its queue declared and bound: every event written from now on reaches it).
 async fn appointment_process(sb: &Sandbox, auth: &Running) -> Process {
-    let spec = Spec::new("appointment-service", &["appointment-service"])
-        .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
-        .env("AMQP_URL", &sb.amqp_url)
+    let spec = Spec::on(sb, "appointment-service", &["appointment-service"])
         .env("AUTH_SERVICE_URL", auth.url())
         .env("RUST_LOG", "warn")
         .http("APPOINTMENT_ADDR");

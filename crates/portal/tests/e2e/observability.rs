@@ -235,12 +235,7 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
 
 /// `spec` as a `portal` child of the sandbox `sb`, logging JSON lines.
 fn json_logged(sb: &Sandbox, spec: sandbox::process::Spec) -> sandbox::process::Spec {
-    spec.env("AUTH_DATABASE_URL", sb.database_url("auth"))
-        .env("USER_DATABASE_URL", sb.database_url("user"))
-        .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
-        .env("AMQP_URL", &sb.amqp_url)
-        .env("JWT_KEY_DIR", &sb.key_dir.0)
-        .env("LOG_FORMAT", "json")
+    spec.sandbox(sb).env("LOG_FORMAT", "json")
 }
 
 /// With `LOG_FORMAT=json`, a relay, a user-service and a seed run as processes write one JSON

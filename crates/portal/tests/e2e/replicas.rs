@@ -70,10 +70,7 @@ async fn an_auth_service_killed_under_load_loses_no_acknowledged_create() {
     let users = users::start(users::config(&sb)).await;
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_portal"));
     let spec = |name: &str| {
-        Spec::new(name, &["auth-service"])
-            .env("AUTH_DATABASE_URL", sb.database_url("auth"))
-            .env("AMQP_URL", &sb.amqp_url)
-            .env("JWT_KEY_DIR", &sb.key_dir.0)
+        Spec::on(&sb, name, &["auth-service"])
             .env("RELAY_HTTP_PORT", "0")
             .env("RUST_LOG", "warn")
             .http("AUTH_ADDR")

@@ -65,10 +65,8 @@ async fn a_service_reaches_rabbitmq_over_amqps_and_checks_its_certificate() {
     assert!(refused.is_err(), "a connection to an unknown certificate");
 
     let sb = Sandbox::for_test().await;
-    let spec = Spec::new("user-service-amqps", &["user-service"])
-        .env("USER_DATABASE_URL", sb.database_url("user"))
+    let spec = Spec::on(&sb, "user-service-amqps", &["user-service"])
         .env("AMQP_URL", &url)
-        .env("JWT_KEY_DIR", &sb.key_dir.0)
         .env("SSL_CERT_FILE", rabbit.certificate())
         .http("USER_ADDR");
     let users = Process::start(Path::new(env!("CARGO_BIN_EXE_portal")), &spec, &sb.dir)
