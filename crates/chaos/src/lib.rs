@@ -111,27 +111,24 @@ pub async fn run(args: ChaosArgs) -> Result<(), Failure> {
 /// are set per start.
 fn service_env(args: &ChaosArgs, env: &ChaosEnv) -> Vec<(&'static str, OsString)> {
     let any_port = OsString::from("127.0.0.1:0");
-    [
-        ("AUTH_DATABASE_URL", env.auth_db_url.clone().into()),
-        ("USER_DATABASE_URL", env.user_db_url.clone().into()),
-        ("AMQP_URL", env.amqp_url.clone().into()),
-        ("JWT_KEY_DIR", env.key_dir.0.clone().into()),
-        ("AUTH_ADDR", any_port.clone()),
-        ("USER_ADDR", any_port.clone()),
-        ("GATEWAY_ADDR", any_port),
-        // Its relays side by side: each its own health and metrics port.
-        ("RELAY_HTTP_PORT", OsString::from("0")),
-        ("RUST_LOG", "warn".into()),
-    ]
-    .into_iter()
-    .chain(
-        args.relay
-            .env()
-            .into_iter()
-            .chain(args.consumer.env())
-            .map(|(var, value)| (var, OsString::from(value))),
-    )
-    .collect()
+    let tuning = args
+        .relay
+        .env()
+        .into_iter()
+        .chain(args.consumer.env())
+        .map(|(var, value)| (var, OsString::from(value)));
+    sandbox::process::sandbox_env(&env.sandbox)
+        .into_iter()
+        .chain([
+            ("AUTH_ADDR", any_port.clone()),
+            ("USER_ADDR", any_port.clone()),
+            ("GATEWAY_ADDR", any_port),
+            // Its relays side by side: each its own health and metrics port.
+            ("RELAY_HTTP_PORT", OsString::from("0")),
+            ("RUST_LOG", "warn".into()),
+        ])
+        .chain(tuning)
+        .collect()
 }
 
 /// Writes an active admin straight through the auth-service's store (with its event, like

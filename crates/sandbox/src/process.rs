@@ -34,6 +34,21 @@ pub fn isolated_async(cmd: &mut Command) -> &mut Command {
     cmd.env_clear().envs(kept_env())
 }
 
+/// What puts a `portal` child on the sandbox `sb`: its three databases, its vhost, its keys.
+/// The one place that says so, for the tests, the benchmark and the chaos run alike.
+pub fn sandbox_env(sb: &crate::Sandbox) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("AUTH_DATABASE_URL", sb.database_url("auth").into()),
+        ("USER_DATABASE_URL", sb.database_url("user").into()),
+        (
+            "APPOINTMENT_DATABASE_URL",
+            sb.database_url("appointment").into(),
+        ),
+        ("AMQP_URL", sb.amqp_url.clone().into()),
+        ("JWT_KEY_DIR", sb.key_dir.0.clone().into()),
+    ]
+}
+
 /// How long a (re)started HTTP service may take to answer `/health/live`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a service may take to stop after SIGTERM before it is killed.
@@ -158,14 +173,9 @@ impl Spec {
         Self::new(name, args).sandbox(sb)
     }
 
-    /// `sb`'s three databases, its vhost and its keys: the one place that says what a `portal`
-    /// child of a sandbox is given (a later [`Spec::env`] of the same variable wins).
+    /// [`sandbox_env`] of `sb` (a later [`Spec::env`] of the same variable wins).
     pub fn sandbox(self, sb: &crate::Sandbox) -> Self {
-        self.env("AUTH_DATABASE_URL", sb.database_url("auth"))
-            .env("USER_DATABASE_URL", sb.database_url("user"))
-            .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
-            .env("AMQP_URL", &sb.amqp_url)
-            .env("JWT_KEY_DIR", &sb.key_dir.0)
+        self.envs(sandbox_env(sb))
     }
 
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
