@@ -17,6 +17,9 @@ use sandbox::Servers;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
+/// The install's queue that takes every event and that nothing consumes.
+const LEAK_PROBE: &str = "bench-leak-probe";
+
 #[test]
 fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
     let suffix = random_id(12);
@@ -48,6 +51,32 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
         platform::amqp::ensure_topology(&install_amqp, &install_queues)
             .await
             .unwrap();
+        // A queue nobody consumes, bound to every event: a consumer of the benchmark that went
+        // to the install's vhost could drain the install's own queues, not this one.
+        let conn = platform::amqp::connect(&install_amqp, "leak probe")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            LEAK_PROBE,
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            LEAK_PROBE,
+            topology::EXCHANGE,
+            "#",
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        conn.close(200, "done").await.ok();
     });
     let install_dir = std::env::temp_dir().join(format!("bench-install-{suffix}"));
     let credentials = install_dir.join(".portal/credentials.env");
@@ -135,6 +164,12 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
                     .unwrap();
                 depths.push((queue.clone(), ready));
             }
+        }
+        for queue in [LEAK_PROBE, topology::UNROUTED_QUEUE] {
+            let ready = platform::amqp::ready_messages(&install_amqp, queue)
+                .await
+                .unwrap();
+            depths.push((queue.to_owned(), ready));
         }
         let management = servers.management().unwrap();
         management.delete_vhost(&install_vhost).await.unwrap();

@@ -61,19 +61,3 @@ pub struct OperatorArgs {
     )]
     pub operator_amqp_url: String,
 }
-
-impl OperatorArgs {
-    /// Every consumer's copy and the database the operator reads it in.
-    pub fn copies(&self) -> Vec<(&'static crate::verify::CopySpec, String)> {
-        vec![
-            (
-                &crate::verify::USER_SERVICE,
-                self.operator_user_database_url.clone(),
-            ),
-            (
-                &crate::verify::APPOINTMENT_SERVICE,
-                self.operator_appointment_database_url.clone(),
-            ),
-        ]
-    }
-}

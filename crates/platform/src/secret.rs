@@ -22,9 +22,29 @@ pub fn redact_url(url: &str) -> String {
 
 fn redact_one(url: &str) -> String {
     match Url::parse(url) {
+        // `amqp:user:pw@host` parses, as a scheme and an opaque path holding the password.
+        Ok(parsed) if parsed.cannot_be_a_base() => "<a URL without a host>".to_owned(),
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
+            }
+            // A password may also ride in the query (`?password=…`, which libpq and sqlx take).
+            if parsed
+                .query_pairs()
+                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+            {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k.eq_ignore_ascii_case("password") {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.to_string()
         }
@@ -102,6 +122,10 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/auth_db"
         );
         assert!(!redact_url("postgres://u:p@ss@[bad").contains("p@ss"));
+        assert!(!redact_url("amqp:guest:s3cret@host").contains("s3cret"));
+        let in_query = redact_url("postgres://u@h/db?sslmode=require&password=s3cret");
+        assert!(!in_query.contains("s3cret"), "{in_query}");
+        assert!(in_query.contains("sslmode=require"), "{in_query}");
     }
 
     #[test]

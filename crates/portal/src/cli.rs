@@ -432,7 +432,8 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:15672"
     )]
     pub management_url: String,
-    /// Where the generated credentials are written (owner-only) and read from by every command.
+    /// Where `portal setup` and `portal up` write the generated credentials (owner-only); `portal
+    /// up` then runs the parts with them. Every other command reads PORTAL_CREDENTIALS.
     #[arg(
         long,
         env = "PORTAL_CREDENTIALS",

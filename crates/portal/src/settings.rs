@@ -5,8 +5,9 @@
 //! defaults, never into the process's environment: a child process (`portal bench`'s services)
 //! gets only what it is given, and no thread races a `set_var`.
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, UpArgs};
 use anyhow::{anyhow, Context};
+use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use ops::setup::Credentials;
 use std::collections::BTreeMap;
@@ -34,19 +35,33 @@ impl Sources {
     /// default file is no file; one that exists but cannot be read, or that others may read,
     /// is an error naming it.
     pub fn load() -> anyhow::Result<Self> {
-        let (path, named) = match std::env::var_os("PORTAL_CREDENTIALS") {
-            Some(p) if p.is_empty() || p == "none" => return Ok(Self::default()),
-            Some(p) => (PathBuf::from(p), true),
-            None => (PathBuf::from(DEFAULT_CREDENTIALS), false),
-        };
+        match std::env::var_os("PORTAL_CREDENTIALS") {
+            Some(p) if p.is_empty() || p == "none" => Ok(Self::default()),
+            Some(p) => Self::load_from(PathBuf::from(p), true),
+            None => Self::load_from(PathBuf::from(DEFAULT_CREDENTIALS), false),
+        }
+    }
+
+    /// Reads the credentials file at `path` (`named`: the operator chose it, so that it cannot
+    /// be looked at is an error; the default one that cannot be looked at is no file, said in
+    /// one warning line).
+    pub fn load_from(path: PathBuf, named: bool) -> anyhow::Result<Self> {
         let found = match std::fs::metadata(&path) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => {
+            Err(e) if named => {
                 return Err(anyhow!(
                     "PORTAL_CREDENTIALS: cannot read {}: {e}",
                     path.display()
                 ))
+            }
+            Err(e) => {
+                // Logging is not set up yet: the one line goes to standard error directly.
+                eprintln!(
+                    "warning: cannot look at {} ({e}); reading no credentials file",
+                    path.display()
+                );
+                false
             }
         };
         let file = if found {
@@ -156,8 +171,39 @@ impl Sources {
     {
         let mut command = self.apply(Cli::command());
         let matches = command.try_get_matches_from_mut(args)?;
-        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        if let (Command::Up(up), Some(given)) = (&mut cli.command, matches.subcommand_matches("up"))
+        {
+            self.operator_follows_services(up, given);
+        }
         Ok((cli, matches))
+    }
+
+    /// Under `portal up`, which takes both, an operator URL that nothing set follows the
+    /// service's, flag included (`portal up --auth-database-url …` puts the sync admin API, the
+    /// backfill and the scheduled reconcile on that database too, as the services).
+    fn operator_follows_services(&self, up: &mut UpArgs, given: &ArgMatches) {
+        let unset = |id: &str, var: &str| {
+            given.value_source(id) != Some(ValueSource::CommandLine)
+                && matches!(self.origin(var), Origin::Default | Origin::Fallback(_))
+        };
+        let operator = &mut up.operator;
+        if unset("operator_auth_database_url", "OPERATOR_AUTH_DATABASE_URL") {
+            operator.operator_auth_database_url = up.auth.db.auth_database_url.clone();
+        }
+        if unset("operator_user_database_url", "OPERATOR_USER_DATABASE_URL") {
+            operator.operator_user_database_url = up.user_db.user_database_url.clone();
+        }
+        if unset(
+            "operator_appointment_database_url",
+            "OPERATOR_APPOINTMENT_DATABASE_URL",
+        ) {
+            operator.operator_appointment_database_url =
+                up.appointment_db.appointment_database_url.clone();
+        }
+        if unset("operator_amqp_url", "OPERATOR_AMQP_URL") {
+            operator.operator_amqp_url = up.auth.broker.amqp_url.clone();
+        }
     }
 }
 
@@ -285,6 +331,59 @@ mod tests {
         assert_eq!(
             users.service.user_service_amqp_url.as_deref(),
             Some("amqp://portal-user-service:pw@127.0.0.1:5672/%2f")
+        );
+    }
+
+    /// `portal up --auth-database-url X` puts the operator's parts (sync admin API, backfill,
+    /// scheduled reconcile) on X too, unless the operator's own URL is set; and the file's
+    /// RECONCILE_INTERVAL reaches the sync admin API's configuration.
+    #[test]
+    fn under_up_an_unset_operator_url_follows_the_services_flag() {
+        let s = sources("RECONCILE_INTERVAL=15m\n");
+        let (cli, _) = s
+            .parse_from([
+                "portal",
+                "up",
+                "--auth-database-url",
+                "postgres://postgres@127.0.0.1:5432/elsewhere_auth",
+            ])
+            .unwrap();
+        let crate::cli::Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(
+            up.operator.operator_auth_database_url,
+            "postgres://postgres@127.0.0.1:5432/elsewhere_auth"
+        );
+        let config = up.sync_admin.into_config(
+            &up.operator,
+            &up.auth_location,
+            platform::settings::DEFAULT_AUTH_SERVICE_URL,
+        );
+        assert_eq!(
+            config.auth_database_url,
+            up.operator.operator_auth_database_url
+        );
+        assert_eq!(
+            config.reconcile_interval,
+            Some(std::time::Duration::from_secs(15 * 60))
+        );
+        let (cli, _) = s
+            .parse_from([
+                "portal",
+                "up",
+                "--auth-database-url",
+                "postgres://postgres@127.0.0.1:5432/elsewhere_auth",
+                "--operator-auth-database-url",
+                "postgres://portal_operator@127.0.0.1:5432/elsewhere_auth",
+            ])
+            .unwrap();
+        let crate::cli::Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(
+            up.operator.operator_auth_database_url,
+            "postgres://portal_operator@127.0.0.1:5432/elsewhere_auth"
         );
     }
 

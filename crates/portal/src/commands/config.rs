@@ -110,24 +110,30 @@ fn check(part: Part, sources: &Sources) -> Result<Vec<String>, Vec<String>> {
     }
 }
 
-/// A URL setting that does not parse is named before a service fails on it at start.
+/// A URL setting that does not parse is named before a service fails on it at start. The
+/// parsers' own messages are not repeated: some quote the whole URL, password included.
 fn valid_url(var: &str, value: &str) -> anyhow::Result<()> {
     if !var.ends_with("_URL") || value == "none" {
         return Ok(());
     }
     for url in platform::addresses::split(value) {
-        if var.ends_with("DATABASE_URL") {
-            platform::db::database_name(url)?;
+        let valid = if var.ends_with("DATABASE_URL") {
+            platform::db::database_name(url).is_ok()
         } else if var.ends_with("AMQP_URL") {
-            url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
-                anyhow!(
-                    "{} is not an AMQP URL: {e}",
-                    platform::secret::redact_url(url)
-                )
-            })?;
+            url.parse::<lapin::uri::AMQPUri>().is_ok()
         } else {
-            url::Url::parse(url)
-                .map_err(|e| anyhow!("{} is not a URL: {e}", platform::secret::redact_url(url)))?;
+            url::Url::parse(url).is_ok()
+        };
+        if !valid {
+            let kind = if var.ends_with("DATABASE_URL") {
+                "a PostgreSQL URL naming a database, e.g. postgres://user:password@host:5432/auth_db"
+            } else if var.ends_with("AMQP_URL") {
+                "an AMQP URL, e.g. amqp://user:password@host:5672/%2f"
+            } else {
+                "a URL"
+            };
+            // The value itself is not shown: a mistyped URL hides its password from redaction.
+            return Err(anyhow!("the value is not {kind}"));
         }
     }
     Ok(())

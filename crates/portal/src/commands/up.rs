@@ -21,9 +21,11 @@ pub async fn run(args: UpArgs, sources: &Sources) -> Result<(), Failure> {
         &args.appointment_db,
     )
     .await?;
-    // The settings again, now with the credentials the setup wrote (a flag or the environment
-    // still wins).
-    let sources = Sources::load().map_err(Failure::usage)?;
+    // The settings again, now with the credentials the setup wrote where it wrote them
+    // (`--credentials`, PORTAL_CREDENTIALS, or the default); a flag or the environment still
+    // wins.
+    let sources =
+        Sources::load_from(args.admin.credentials.clone(), true).map_err(Failure::usage)?;
     let (cli, _) = sources
         .parse_from(std::env::args_os())
         .map_err(|e| Failure::usage(anyhow::anyhow!("{e}")))?;

@@ -403,9 +403,13 @@ async fn config_check_shows_the_effective_settings_and_names_a_bad_one() {
         out.contains("gateway:") && out.contains("GATEWAY_HEALTH_INTERVAL"),
         "{out}"
     );
-    let (code, out) = check(&[("AMQP_URL", "not a url")]);
+    let (code, out) = check(&[("AMQP_URL", "amqp:guest:hunter2@nowhere")]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("AMQP_URL"), "{out}");
+    assert!(out.contains(": AMQP_URL: "), "{out}");
+    assert!(
+        !out.contains("hunter2"),
+        "a URL that does not parse is not shown: {out}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -44,7 +44,11 @@ fn the_systemd_units_verify_for_every_part() {
     );
     let mut files = Vec::new();
     for part in PARTS {
-        let help = Command::new(exe).args([part, "--help"]).output().unwrap();
+        let mut cmd = Command::new(exe);
+        let help = sandbox::process::isolated(&mut cmd)
+            .args([part, "--help"])
+            .output()
+            .unwrap();
         assert!(help.status.success(), "`portal {part}` is not a command");
         let file = dir.join(format!("portal@{part}.service"));
         std::fs::write(&file, installed("portal@.service")).unwrap();
