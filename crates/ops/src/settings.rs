@@ -24,7 +24,7 @@ pub struct OperatorArgs {
     #[arg(
         long,
         env = "OPERATOR_AUTH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/auth_db",
+        default_value = auth_service::settings::DEFAULT_DATABASE_URL,
         hide_env_values = true,
         hide_default_value = true
     )]
@@ -34,7 +34,7 @@ pub struct OperatorArgs {
     #[arg(
         long,
         env = "OPERATOR_USER_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/user_db",
+        default_value = user_service::settings::DEFAULT_DATABASE_URL,
         hide_env_values = true,
         hide_default_value = true
     )]
@@ -45,7 +45,7 @@ pub struct OperatorArgs {
     #[arg(
         long,
         env = "OPERATOR_APPOINTMENT_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/appointment_db",
+        default_value = appointment_service::settings::DEFAULT_DATABASE_URL,
         hide_env_values = true,
         hide_default_value = true
     )]

@@ -402,6 +402,9 @@ pub struct ReplayCommand {
     pub operator: OperatorArgs,
 }
 
+/// PostgreSQL as a development machine's administrator.
+pub const DEFAULT_ADMIN_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
 /// The administrative credentials `portal setup` (and `portal up`, which runs it) creates the
 /// identities with; nothing else uses them.
 #[derive(Args, Debug, Clone)]
@@ -411,7 +414,7 @@ pub struct AdminArgs {
     #[arg(
         long,
         env = "ADMIN_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        default_value = DEFAULT_ADMIN_DATABASE_URL,
         hide_env_values = true
     )]
     pub admin_database_url: String,
@@ -420,7 +423,7 @@ pub struct AdminArgs {
     #[arg(
         long,
         env = "ADMIN_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = platform::settings::DEFAULT_AMQP_URL,
         hide_env_values = true,
         hide_default_value = true
     )]

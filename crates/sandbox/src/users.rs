@@ -126,21 +126,25 @@ pub async fn dead_letters(sb: &Sandbox) -> Vec<FieldTable> {
     out
 }
 
+/// `portal verify`'s comparison of `user_db` with `auth_db` now, listing the first differences.
+pub async fn compare(
+    auth: &PgPool,
+    users: &PgPool,
+) -> Result<ops::verify::Report, ops::verify::VerifyError> {
+    ops::verify::compare(auth, &USER_COPY, users, Options::listing(10)).await
+}
+
 /// Waits until `user_db` equals `auth_db` by the comparison `portal verify` uses.
 pub async fn eventually_in_sync(auth: &PgPool, users: &PgPool) {
     poll_until(SETTLE, "user_db to equal auth_db", || async {
-        ops::verify::compare(auth, &USER_COPY, users, Options::listing(5))
-            .await
-            .ok()?
-            .is_in_sync()
-            .then_some(())
+        compare(auth, users).await.ok()?.is_in_sync().then_some(())
     })
     .await;
 }
 
 /// Asserts that `portal verify`'s comparison finds `user_db` equal to `auth_db` now.
 pub async fn assert_in_sync(auth: &PgPool, users: &PgPool) {
-    let report = ops::verify::compare(auth, &USER_COPY, users, Options::listing(10))
+    let report = compare(auth, users)
         .await
         .expect("compare user_db with auth_db");
     assert!(report.is_in_sync(), "{}", report.summary());

@@ -45,6 +45,24 @@ fn user_dlq() -> String {
     users::queues().dead_letter
 }
 
+/// The sync admin API with `bodies` waiting in the user-service's dead-letter queue, and no
+/// relay and no consumer: nothing reaches the main queue but a requeue, and nothing takes a
+/// requeued message from it.
+async fn with_dead_letters(sb: &Sandbox, bodies: &[Vec<u8>]) -> System {
+    let sys = System::builder(sb)
+        .auth_with(|c| c.run_relay = false)
+        .sync_admin()
+        .start()
+        .await;
+    platform::amqp::ensure_topology(&sb.amqp_url, &[users::queues()])
+        .await
+        .unwrap();
+    sandbox::amqp::publish_to_queue(&sb.amqp_url, &user_dlq(), bodies)
+        .await
+        .unwrap();
+    sys
+}
+
 /// Every route of the API, as (method, path), with the user-service's dead-letter queue.
 fn routes() -> Vec<(Method, String)> {
     let dlq = user_dlq();
@@ -175,19 +193,7 @@ async fn an_admin_reads_the_backlog_queues_and_dead_letters_as_the_test_arranged
 #[tokio::test]
 async fn without_a_token_401_and_as_a_non_admin_403_as_json_errors_and_nothing_moves() {
     let sb = Sandbox::for_test().await;
-    // No relay (nothing reaches the main queue but a requeue) and no consumer to take a
-    // requeued message: it would stay in the main queue, to be seen.
-    let sys = System::builder(&sb)
-        .auth_with(|c| c.run_relay = false)
-        .sync_admin()
-        .start()
-        .await;
-    platform::amqp::ensure_topology(&sb.amqp_url, &[users::queues()])
-        .await
-        .unwrap();
-    sandbox::amqp::publish_to_queue(&sb.amqp_url, &user_dlq(), &[b"set aside".to_vec()])
-        .await
-        .unwrap();
+    let sys = with_dead_letters(&sb, &[b"set aside".to_vec()]).await;
     let (_, nurse) = token_of(&sys, Role::Nurse).await;
 
     for (method, path) in routes() {
@@ -405,30 +411,15 @@ async fn dead_letters_are_listed_with_their_reasons_and_requeued_back_to_their_c
 }
 
 /// Looking is harmless (the API: "the first messages, left in place"): listing the first one or
-/// two of three
-/// dead letters, as the web page lists the first five of however many wait, leaves all three
-/// where they were, in their order.
+/// two of three dead letters, as the web page lists the first five of however many wait,
+/// leaves all three where they were, in their order.
 #[tokio::test]
 async fn listing_the_first_dead_letters_leaves_the_queue_in_its_order() {
     let sb = Sandbox::for_test().await;
-    let sys = System::builder(&sb)
-        .auth_with(|c| c.run_relay = false)
-        .sync_admin()
-        .start()
-        .await;
-    let token = sys.admin_token().await;
-    platform::amqp::ensure_topology(&sb.amqp_url, &[users::queues()])
-        .await
-        .unwrap();
     // Told apart by their sizes: 1, 2 and 3 bytes.
+    let sys = with_dead_letters(&sb, &[b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]).await;
+    let token = sys.admin_token().await;
     let dlq = user_dlq();
-    sandbox::amqp::publish_to_queue(
-        &sb.amqp_url,
-        &dlq,
-        &[b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()],
-    )
-    .await
-    .unwrap();
     let list_url = url(&sys, &format!("/api/v1/admin/sync/dead-letters/{dlq}"));
     let sizes = |limit: usize| {
         let (list_url, token) = (list_url.clone(), token.clone());
@@ -584,14 +575,9 @@ async fn the_scheduled_reconcile_repairs_a_copy_changed_behind_the_systems_back(
         .execute(sys.user_db())
         .await
         .unwrap();
-    let drift = ops::verify::compare(
-        &sys.auth_db,
-        &ops::verify::USER_SERVICE,
-        sys.user_db(),
-        ops::verify::Options::listing(5),
-    )
-    .await
-    .unwrap();
+    let drift = sandbox::users::compare(&sys.auth_db, sys.user_db())
+        .await
+        .unwrap();
     assert_eq!(drift.mismatched, 1, "{}", drift.summary());
 
     let mut config = sync_admin::Config::local(

@@ -14,13 +14,18 @@ use platform::service::Service;
 use platform::settings::DEFAULT_AUTH_SERVICE_URL;
 use web::settings::DEFAULT_GATEWAY_URL;
 
+/// Runs `app` until SIGTERM or Ctrl-C.
+async fn until_signal(app: impl Service) -> Result<(), Failure> {
+    app.run_until_stopped(platform::shutdown::on_signal())
+        .await?;
+    Ok(())
+}
+
 pub async fn auth_service(c: &AuthServiceCommand) -> Result<(), Failure> {
     let app = auth_service::Application::build(c.settings.into_config(!c.no_relay))
         .await
         .map_err(Failure::unreachable)?;
-    app.run_until_stopped(platform::shutdown::on_signal())
-        .await?;
-    Ok(())
+    until_signal(app).await
 }
 
 pub async fn user_service(c: &UserServiceCommand) -> Result<(), Failure> {
@@ -36,9 +41,7 @@ pub async fn user_service(c: &UserServiceCommand) -> Result<(), Failure> {
     let app = user_service::Application::build(config)
         .await
         .map_err(Failure::unreachable)?;
-    app.run_until_stopped(platform::shutdown::on_signal())
-        .await?;
-    Ok(())
+    until_signal(app).await
 }
 
 pub async fn appointment_service(c: &AppointmentServiceCommand) -> Result<(), Failure> {
@@ -53,16 +56,12 @@ pub async fn appointment_service(c: &AppointmentServiceCommand) -> Result<(), Fa
     let app = appointment_service::Application::build(config)
         .await
         .map_err(Failure::unreachable)?;
-    app.run_until_stopped(platform::shutdown::on_signal())
-        .await?;
-    Ok(())
+    until_signal(app).await
 }
 
 pub async fn web(c: &WebCommand) -> Result<(), Failure> {
     let app = web::Application::build(c.web.into_config(DEFAULT_GATEWAY_URL)).await?;
-    app.run_until_stopped(platform::shutdown::on_signal())
-        .await?;
-    Ok(())
+    until_signal(app).await
 }
 
 /// The sync admin API under the operator's identity (the URLs `portal verify` and `portal dlq`
@@ -72,9 +71,7 @@ pub async fn sync_admin(c: &SyncAdminCommand) -> Result<(), Failure> {
         .sync_admin
         .into_config(&c.operator, &c.auth_location, DEFAULT_AUTH_SERVICE_URL);
     let app = sync_admin::Application::build(config).await?;
-    app.run_until_stopped(platform::shutdown::on_signal())
-        .await?;
-    Ok(())
+    until_signal(app).await
 }
 
 pub async fn gateway(c: &GatewayCommand) -> Result<(), Failure> {
@@ -82,9 +79,7 @@ pub async fn gateway(c: &GatewayCommand) -> Result<(), Failure> {
         .gateway
         .into_config(&c.auth_location, &Upstreams::default());
     let app = gateway::Application::build(config).await?;
-    app.run_until_stopped(platform::shutdown::on_signal())
-        .await?;
-    Ok(())
+    until_signal(app).await
 }
 
 /// `portal relay`: the outbox relay alone, with a small HTTP port of its own

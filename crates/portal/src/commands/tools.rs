@@ -33,7 +33,7 @@ pub fn exec(sources: &Sources, tool: &str, args: &[OsString]) -> Result<(), Fail
         (
             sources
                 .get("ADMIN_DATABASE_URL")
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+                .unwrap_or_else(|| crate::cli::DEFAULT_ADMIN_DATABASE_URL.to_owned()),
             sources
                 .get("ADMIN_AMQP_URL")
                 .unwrap_or_else(|| platform::settings::DEFAULT_AMQP_URL.to_owned()),

@@ -434,16 +434,11 @@ async fn the_system_rides_out_losing_the_queue_leader_and_a_clean_node_restart()
         Duration::from_secs(120),
         "user_db equal to auth_db",
         || async {
-            ops::verify::compare(
-                &auth_db,
-                &ops::verify::USER_SERVICE,
-                &user_db,
-                ops::verify::Options::listing(5),
-            )
-            .await
-            .ok()?
-            .is_in_sync()
-            .then_some(())
+            sandbox::users::compare(&auth_db, &user_db)
+                .await
+                .ok()?
+                .is_in_sync()
+                .then_some(())
         },
     )
     .await;

@@ -115,14 +115,7 @@ async fn history_converges(users: usize, ops: Vec<(usize, Op)>, delivery_seed: u
     appointments::publish(&sb, &shuffled()).await;
 
     eventually_in_sync(&auth, &user_db).await;
-    let report = ops::verify::compare(
-        &auth,
-        &ops::verify::USER_SERVICE,
-        &user_db,
-        ops::verify::Options::listing(5),
-    )
-    .await
-    .unwrap();
+    let report = sandbox::users::compare(&auth, &user_db).await.unwrap();
     assert_eq!(report.checked, users as u64);
     poll_until(SETTLE, "clinicians equal to auth_db", || async {
         ops::verify::compare(

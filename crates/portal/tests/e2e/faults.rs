@@ -160,14 +160,7 @@ async fn portal_dlq_requeues_unrouted_events_to_a_user_service_that_declared_its
             .then_some(())
     })
     .await;
-    let report = ops::verify::compare(
-        &auth,
-        &ops::verify::USER_SERVICE,
-        &user_db,
-        ops::verify::Options::listing(5),
-    )
-    .await
-    .unwrap();
+    let report = sandbox::users::compare(&auth, &user_db).await.unwrap();
     assert_eq!(
         (report.missing, report.total_differences()),
         (1, 1),

@@ -156,14 +156,9 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
         SETTLE,
         "the doctor in user_db, seen by the operator",
         || async {
-            let report = ops::verify::compare(
-                &operator_auth,
-                &ops::verify::USER_SERVICE,
-                &operator_users,
-                ops::verify::Options::listing(5),
-            )
-            .await
-            .ok()?;
+            let report = sandbox::users::compare(&operator_auth, &operator_users)
+                .await
+                .ok()?;
             (report.is_in_sync() && report.checked == 1).then_some(())
         },
     )

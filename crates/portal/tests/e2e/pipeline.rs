@@ -61,14 +61,7 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
         (count(&users, "SELECT count(*) FROM users").await == 13).then_some(())
     })
     .await;
-    let report = ops::verify::compare(
-        &auth,
-        &ops::verify::USER_SERVICE,
-        &users,
-        ops::verify::Options::listing(10),
-    )
-    .await
-    .unwrap();
+    let report = sandbox::users::compare(&auth, &users).await.unwrap();
     assert!(report.is_in_sync(), "{}", report.summary());
     assert_eq!(report.checked, 13);
 }
