@@ -4,12 +4,14 @@
 //! and the chaos load all talk to the API through it.
 
 use contract::api::{
-    Appointment, AuditEntry, BulkCreateRequest, BulkCreateResponse, ChangePasswordRequest,
-    CreateUserRequest, CreateUserResponse, DirectoryEntry, ErrorBody, LoginRequest, LoginResponse,
-    NewAppointment, Page, RefreshRequest, RegisterRequest, RegistrationReceived, RoleRequest,
-    UpdateUserRequest,
+    Appointment, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest, BulkCreateResponse,
+    ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest, CreateUserResponse,
+    DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse, NewAppointment, Page,
+    RecoveryCodes, RefreshRequest, RegisterRequest, Registration, RegistrationReceived,
+    RoleRequest, SecondFactorChallenge, SecondFactorEnrolment, SecondFactorRequest,
+    SecondFactorStatus, UpdateUserRequest,
 };
-use contract::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
+use contract::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
 use contract::UserSnapshot;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -39,6 +41,19 @@ pub enum Error {
     /// A base URL or user reference that cannot be used.
     #[error("{0}")]
     Invalid(String),
+    /// The password was right and a second factor must follow: the challenge for
+    /// [`ApiClient::login_second_factor`] (after [`ApiClient::enrol_at_login`] when
+    /// `status` is `second_factor_enrolment_required`).
+    #[error("this account signs in with a second factor ({})", .0.status)]
+    SecondFactor(SecondFactorChallenge),
+}
+
+/// What `POST /api/v1/auth/login` answers: tokens, or (202) a second factor's challenge.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum LoginAnswer {
+    Tokens(Box<LoginResponse>),
+    Challenge(SecondFactorChallenge),
 }
 
 impl Error {
@@ -296,7 +311,66 @@ impl ApiClient {
             email: email.to_owned(),
             password: password.to_owned(),
         };
-        self.send(Method::POST, &AUTH_LOGIN, Some(&body)).await
+        match self.send(Method::POST, &AUTH_LOGIN, Some(&body)).await? {
+            LoginAnswer::Tokens(tokens) => Ok(*tokens),
+            LoginAnswer::Challenge(challenge) => Err(Error::SecondFactor(challenge)),
+        }
+    }
+
+    /// The login's second step: the challenge of [`Error::SecondFactor`] and a code from the
+    /// authenticator app (or a recovery code).
+    pub async fn login_second_factor(&self, challenge: &str, code: &str) -> Result<LoginResponse> {
+        let body = SecondFactorRequest {
+            challenge: challenge.to_owned(),
+            code: code.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &["api", "v1", "auth", "login", "second-factor"],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// The secret to enrol for a login whose challenge requires enrolment.
+    pub async fn enrol_at_login(&self, challenge: &str) -> Result<SecondFactorEnrolment> {
+        let body = EnrolmentRequest {
+            challenge: challenge.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &["api", "v1", "auth", "login", "second-factor", "enrol"],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// The caller's second factor.
+    pub async fn second_factor(&self) -> Result<SecondFactorStatus> {
+        self.get(&["api", "v1", "auth", "second-factor"], &[]).await
+    }
+
+    /// Starts enrolling a second factor for the caller.
+    pub async fn enrol_second_factor(&self) -> Result<SecondFactorEnrolment> {
+        self.send(
+            Method::POST,
+            &["api", "v1", "auth", "second-factor"],
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Confirms the caller's enrolment with a code: the recovery codes.
+    pub async fn confirm_second_factor(&self, code: &str) -> Result<RecoveryCodes> {
+        let body = ConfirmSecondFactorRequest {
+            code: code.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &["api", "v1", "auth", "second-factor", "confirm"],
+            Some(&body),
+        )
+        .await
     }
 
     /// Exchanges a refresh token for new tokens (the old one is then used up).
@@ -324,7 +398,8 @@ impl ApiClient {
             .await
     }
 
-    /// A self-registration: the answer is the same whether or not the email has an account.
+    /// A request for an account: the answer is the same whether or not the email has an
+    /// account; an admin approves it with a role.
     pub async fn register(&self, request: &RegisterRequest) -> Result<RegistrationReceived> {
         self.send(
             Method::POST,
@@ -383,6 +458,53 @@ impl ApiClient {
         let mut path = admin_user(&id).to_vec();
         path.push("reset-password");
         self.send(Method::POST, &path, None::<&()>).await
+    }
+
+    /// Removes another user's second factor (they enrol again at their next sign-in).
+    pub async fn reset_second_factor(&self, id: Uuid) -> Result<()> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.extend(["second-factor", "reset"]);
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
+    /// Pending requests for an account.
+    pub async fn registrations(&self) -> Result<Vec<Registration>> {
+        self.get(&["api", "v1", "auth", "admin", "registrations"], &[])
+            .await
+    }
+
+    /// Approves a request for an account with `role`: the account and its temporary password.
+    pub async fn approve_registration(&self, id: Uuid, role: &str) -> Result<CreateUserResponse> {
+        let id = id.to_string();
+        let body = ApproveRegistrationRequest {
+            role: role.to_owned(),
+        };
+        self.send(
+            Method::POST,
+            &[
+                "api",
+                "v1",
+                "auth",
+                "admin",
+                "registrations",
+                id.as_str(),
+                "approve",
+            ],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Declines a request for an account.
+    pub async fn decline_registration(&self, id: Uuid) -> Result<()> {
+        let id = id.to_string();
+        self.send(
+            Method::DELETE,
+            &["api", "v1", "auth", "admin", "registrations", id.as_str()],
+            None::<&()>,
+        )
+        .await
     }
 
     pub async fn activate(&self, id: Uuid) -> Result<UserSnapshot> {
@@ -487,10 +609,18 @@ impl ApiClient {
         self.get(&path, &[("limit", limit.to_string())]).await
     }
 
-    /// Sends every message of a dead-letter queue back to its consumer.
+    /// Sends every message of a dead-letter queue back to its consumer, except an untrusted
+    /// publisher's (kept back, and counted).
     pub async fn requeue_dead_letters(&self, queue: &str) -> Result<Requeued> {
         let mut path = SYNC.to_vec();
         path.extend(["dead-letters", queue, "requeue"]);
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
+    /// Removes every untrusted publisher's message from a dead-letter queue for good.
+    pub async fn discard_untrusted_dead_letters(&self, queue: &str) -> Result<Discarded> {
+        let mut path = SYNC.to_vec();
+        path.extend(["dead-letters", queue, "discard"]);
         self.send(Method::POST, &path, None::<&()>).await
     }
 

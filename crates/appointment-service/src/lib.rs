@@ -21,7 +21,7 @@ use consumer::service::{ConsumerService, Spec};
 use consumer::ConsumerConfig;
 use contract::topology;
 use copy::ClinicianCopy;
-use platform::jwt::{KeyDir, KeySource};
+use platform::jwt::{KeyDir, VerifierConfig};
 use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -32,14 +32,18 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub database_url: String,
     pub amqp_url: String,
-    /// Where the auth-service's public keys are: its JWKS URL, or its key directory.
-    pub keys: KeySource,
+    /// How the auth-service's tokens are checked: its public keys (its JWKS URL, or its key
+    /// directory), the longest lifetime a token may claim, how often the keys are fetched.
+    pub keys: VerifierConfig,
     /// Largest number of database connections this process opens.
     pub max_db_connections: u32,
     /// The least-privilege setup owns the schema and the broker topology (see the
     /// user-service's `Config`).
     pub managed_by_setup: bool,
     pub consumer: ConsumerConfig,
+    /// Roles besides nurses and admins that read every appointment (`APPOINTMENTS_VISIBLE_TO`:
+    /// pharmacists, consultants); empty, they see none.
+    pub visible_to: Vec<contract::Role>,
 }
 
 impl Config {
@@ -50,10 +54,11 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.to_owned(),
             amqp_url: amqp_url.to_owned(),
-            keys: KeySource::Dir(key_dir.clone()),
+            keys: VerifierConfig::local(key_dir),
             max_db_connections: 6,
             managed_by_setup: false,
             consumer: consumer_config(ConsumerConfig::default()),
+            visible_to: Vec::new(),
         }
     }
 }
@@ -157,6 +162,7 @@ impl Application {
             verifier: service.verifier().clone(),
             stats: service.stats().clone(),
             complete: Default::default(),
+            visible_to: config.visible_to.into(),
         };
         Ok(Self { service, state })
     }

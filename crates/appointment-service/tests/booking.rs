@@ -1,6 +1,7 @@
 //! Booking against the service's own copy of the clinicians, fed by events published straight
 //! to its queue: who is bookable, the field named by every refusal, the overlap rule under
-//! concurrency, what each role may do, and what a deactivation does to future appointments.
+//! concurrency, what each role may see and do (and what APPOINTMENTS_VISIBLE_TO adds), and what
+//! a deactivation does to future appointments.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::Role;
@@ -23,8 +24,15 @@ struct Clinic {
 
 impl Clinic {
     async fn open() -> Self {
+        Self::open_with(|_| {}).await
+    }
+
+    /// [`Clinic::open`] with the service's configuration adjusted by `tune`.
+    async fn open_with(tune: impl FnOnce(&mut appointment_service::Config)) -> Self {
         let sb = Sandbox::for_test().await;
-        let service = appointments::start(appointments::config(&sb)).await;
+        let mut config = appointments::config(&sb);
+        tune(&mut config);
+        let service = appointments::start(config).await;
         let pool = appointments::pool(&sb).await;
         let (doctor, colleague, inactive, nurse) = (
             Uuid::new_v4(),
@@ -178,7 +186,7 @@ async fn of_two_concurrent_bookings_of_one_slot_exactly_one_wins() {
 }
 
 #[tokio::test]
-async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_only_read() {
+async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_see_none() {
     let c = Clinic::open().await;
     let nurse = c.nurse_token();
     let doctor = c.token(c.doctor, Role::Doctor);
@@ -202,9 +210,25 @@ async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_only_rea
     );
     let (status, _) = get(&c.url(&format!("?doctorId={}", c.colleague)), Some(&doctor)).await;
     assert_eq!(status, 403);
-    for reader in [&nurse, &pharmacist] {
-        let (_, list) = get(&c.url(""), Some(reader)).await;
-        assert_eq!(list["total"], 2, "{list}");
+    let (_, list) = get(&c.url(""), Some(&nurse)).await;
+    assert_eq!(list["total"], 2, "a nurse sees every one: {list}");
+    // A pharmacist sees none, listed or shown, whatever they ask for (the clinic has not let
+    // them: APPOINTMENTS_VISIBLE_TO is empty by default).
+    for url in [
+        c.url(""),
+        c.url(&format!("?doctorId={}", c.doctor)),
+        c.url("?status=maybe"),
+        c.url(&format!("/{other_id}")),
+        c.url(&format!("/{}", Uuid::new_v4())),
+    ] {
+        let (status, refused) = get(&url, Some(&pharmacist)).await;
+        assert_json_error(status, &refused, 403);
+        assert_eq!(
+            refused["message"],
+            "a pharmacist does not see appointments at this clinic: doctors see their own, \
+             nurses and admins all of them",
+            "{url}"
+        );
     }
     let (_, filtered) = get(
         &c.url(&format!("?doctorId={}&status=booked&limit=1", c.colleague)),
@@ -245,9 +269,19 @@ async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_only_rea
     );
     // The cancelled slot is free again.
     assert_eq!(c.book(&nurse, &booking(c.doctor, 24, 20)).await.0, 201);
-    // A consultant reads, and changes nothing; an admin manages anyone's.
+    // A consultant sees none and changes nothing; an admin sees and manages anyone's.
     let consultant = c.token(Uuid::new_v4(), Role::Consultant);
-    assert_eq!(get(&c.url(""), Some(&consultant)).await.1["total"], 3);
+    for url in [c.url(""), c.url(&format!("/{other_id}"))] {
+        let (status, refused) = get(&url, Some(&consultant)).await;
+        assert_json_error(status, &refused, 403);
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("a consultant does not see appointments"),
+            "{refused}"
+        );
+    }
     assert_eq!(c.book(&consultant, &booking(c.doctor, 40, 20)).await.0, 403);
     assert_eq!(
         post(&cancel(other_id), Some(&consultant), &json!({}))
@@ -256,6 +290,7 @@ async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_only_rea
         403
     );
     let admin = c.token(Uuid::new_v4(), Role::Admin);
+    assert_eq!(get(&c.url(""), Some(&admin)).await.1["total"], 3);
     let (status, cancelled) = post(&cancel(other_id), Some(&admin), &json!({})).await;
     assert_eq!(
         (status, cancelled["status"].clone()),
@@ -265,6 +300,65 @@ async fn doctors_see_and_cancel_their_own_nurses_manage_all_pharmacists_only_rea
         get(&c.url(""), None).await.0,
         401,
         "no token, no appointments"
+    );
+}
+
+/// APPOINTMENTS_VISIBLE_TO=pharmacist: pharmacists read every appointment, listed and shown,
+/// and still book, cancel and reassign nothing; consultants, not named, still see none; a
+/// doctor still sees their own only.
+#[tokio::test]
+async fn a_clinic_may_let_pharmacists_read_every_appointment_and_nothing_more() {
+    let c = Clinic::open_with(|config| config.visible_to = vec![Role::Pharmacist]).await;
+    let nurse = c.nurse_token();
+    let pharmacist = c.token(Uuid::new_v4(), Role::Pharmacist);
+    let consultant = c.token(Uuid::new_v4(), Role::Consultant);
+    let doctor = c.token(c.doctor, Role::Doctor);
+    let mine = c.book(&nurse, &booking(c.doctor, 24, 20)).await.1;
+    let theirs = c.book(&nurse, &booking(c.colleague, 24, 20)).await.1;
+    let theirs_id = theirs["id"].as_str().unwrap();
+
+    let (status, list) = get(&c.url(""), Some(&pharmacist)).await;
+    assert_eq!((status, list["total"].clone()), (200, json!(2)), "{list}");
+    let (status, filtered) = get(
+        &c.url(&format!("?doctorId={}", c.colleague)),
+        Some(&pharmacist),
+    )
+    .await;
+    assert_eq!(
+        (status, filtered["total"].clone()),
+        (200, json!(1)),
+        "{filtered}"
+    );
+    let (status, shown) = get(&c.url(&format!("/{theirs_id}")), Some(&pharmacist)).await;
+    assert_eq!((status, &shown), (200, &theirs));
+
+    let (status, refused) = c.book(&pharmacist, &booking(c.doctor, 30, 20)).await;
+    assert_json_error(status, &refused, 403);
+    for action in ["cancel", "reassign"] {
+        let (status, refused) = post(
+            &c.url(&format!("/{theirs_id}/{action}")),
+            Some(&pharmacist),
+            &json!({"doctorId": c.doctor}),
+        )
+        .await;
+        assert_json_error(status, &refused, 403);
+    }
+    assert_eq!(
+        get(&c.url(&format!("/{theirs_id}")), Some(&pharmacist))
+            .await
+            .1["status"],
+        "booked",
+        "nothing changed"
+    );
+
+    let (status, refused) = get(&c.url(""), Some(&consultant)).await;
+    assert_json_error(status, &refused, 403);
+    let (_, own) = get(&c.url(""), Some(&doctor)).await;
+    assert_eq!(own["total"], 1, "{own}");
+    assert_eq!(own["items"][0]["id"], mine["id"]);
+    assert_eq!(
+        get(&c.url(&format!("/{theirs_id}")), Some(&doctor)).await.0,
+        404
     );
 }
 

@@ -23,7 +23,9 @@
 pub mod bulk;
 pub mod event_store;
 pub mod http;
+pub mod mfa;
 pub mod password;
+pub mod registrations;
 pub mod relay;
 pub mod seed;
 pub mod sessions;
@@ -32,7 +34,7 @@ pub mod store;
 pub mod throttle;
 
 use anyhow::Context;
-use platform::jwt::{JwtVerifier, KeyDir, KeyRing};
+use platform::jwt::{JwtVerifier, KeyDir, KeyRing, LOCAL_ACCESS_TTL_SECONDS};
 use platform::metrics::Metrics;
 use platform::service::Service;
 use relay::{Relay, RelayConfig, RelayMetrics};
@@ -52,7 +54,8 @@ pub struct Config {
     pub amqp_url: String,
     /// Holds the Ed25519 key pair; created on first start.
     pub key_dir: KeyDir,
-    /// Access tokens' lifetime (60 to 900 seconds).
+    /// Access tokens' lifetime (60 to 900 seconds): they are signed for this long, and the
+    /// service's own verifier refuses a token claiming to live longer.
     pub token_ttl_seconds: i64,
     pub security: SecurityConfig,
     /// Run the outbox relay inside this process (off when relays run as their own processes).
@@ -75,7 +78,7 @@ impl Config {
             database_url: database_url.to_owned(),
             amqp_url: amqp_url.to_owned(),
             key_dir: key_dir.clone(),
-            token_ttl_seconds: 600,
+            token_ttl_seconds: LOCAL_ACCESS_TTL_SECONDS,
             security: SecurityConfig::default(),
             run_relay: true,
             max_db_connections: 6,
@@ -94,12 +97,17 @@ pub struct SecurityConfig {
     /// How long a login lasts at most, renewed or not.
     pub session_ttl: Duration,
     pub login: LoginPolicy,
-    /// Whether `POST /register` takes self-registrations (inactive until an admin activates).
+    /// Whether `POST /register` takes requests for an account (an admin approves them).
     pub registration_enabled: bool,
     /// Password hashes that may wait or run at once; more are answered 503.
     pub hash_queue_limit: Option<usize>,
     /// How long a temporary password (creation, reset, import) logs in.
     pub temporary_password_ttl: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed; empty: any on this machine.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Who must sign in with a second factor. The default here (tests and tools) is
+    /// `optional`; ADMIN_MFA's default for an install is `required`.
+    pub mfa: mfa::MfaPolicy,
 }
 
 impl Default for SecurityConfig {
@@ -107,9 +115,11 @@ impl Default for SecurityConfig {
         Self {
             session_ttl: DEFAULT_SESSION_TTL,
             login: LoginPolicy::default(),
-            registration_enabled: true,
+            registration_enabled: false,
             hash_queue_limit: None,
             temporary_password_ttl: password::temporary::DEFAULT_TTL,
+            trusted_proxies: Vec::new(),
+            mfa: mfa::MfaPolicy::Optional,
         }
     }
 }
@@ -136,9 +146,19 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("GRANT SELECT, UPDATE ON relay_wakeup TO \"{service}\""),
         format!("GRANT SELECT ON relay_wakeup TO \"{operator}\""),
         format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON refresh_tokens, login_throttle TO \"{service}\""
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON refresh_tokens, login_throttle, login_known_sources, registration_requests, \
+             second_factors, recovery_codes, login_challenges TO \"{service}\""
         ),
-        format!("GRANT SELECT ON users, outbox, _sqlx_migrations TO \"{operator}\""),
+        format!("GRANT SELECT, INSERT ON security_events TO \"{service}\""),
+        format!("GRANT USAGE, SELECT ON SEQUENCE security_events_id_seq TO \"{service}\""),
+        // Every column but the password hash: the operator compares and repairs copies, which
+        // hold no hash. (Revoked first: an install set up before had the whole table.)
+        format!("REVOKE SELECT ON users FROM \"{operator}\""),
+        format!(
+            "GRANT SELECT (id, email, first_name, last_name, role, phone_number, is_active, \
+             must_change_password, user_version, created_at, updated_at) ON users TO \"{operator}\""
+        ),
+        format!("GRANT SELECT ON outbox, _sqlx_migrations TO \"{operator}\""),
         format!("GRANT UPDATE (user_version) ON users TO \"{operator}\""),
         format!("GRANT INSERT ON outbox TO \"{operator}\""),
         format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{operator}\""),
@@ -178,7 +198,7 @@ impl Application {
         )
         .await?;
         let keys = KeyRing::open(&config.key_dir, config.token_ttl_seconds)?;
-        let verifier = JwtVerifier::from_key_dir(&config.key_dir)?;
+        let verifier = JwtVerifier::from_key_dir(&config.key_dir, config.token_ttl_seconds)?;
         if let Some(limit) = config.security.hash_queue_limit {
             password::set_queue_limit(limit);
         }
@@ -207,6 +227,12 @@ impl Application {
             broker_up: relay.as_ref().map(Relay::broker_up),
             security: Arc::new(config.security.clone()),
             bulk_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            tag_key: password::temporary::TagKey::load_or_create(&config.key_dir.0)?,
+            login_decisions: metrics.counter_vec(
+                "portal_login_decisions_total",
+                "Login attempts by the throttle's decision: allowed, slowed, pair_locked, source_locked.",
+                &["decision"],
+            )?,
         };
         Ok(Self {
             listener,
@@ -246,8 +272,9 @@ impl Service for Application {
     }
 }
 
-/// Every few seconds: picks up a key rotation (`portal keys rotate`) without a restart; every
-/// hour: deletes expired sessions and old throttle rows.
+/// Every few seconds: picks up a key rotation (`portal keys rotate`) without a restart and
+/// removes the retired keys past their kept time (`KeyRing::reload`); every
+/// hour: deletes expired sessions, old throttle rows and requests for an account.
 async fn housekeeping(state: http::AppState, shutdown: CancellationToken) {
     let mut keys = tokio::time::interval(Duration::from_secs(5));
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
@@ -264,13 +291,18 @@ async fn housekeeping(state: http::AppState, shutdown: CancellationToken) {
                     Ok::<_, sqlx::Error>((
                         sessions::prune(&state.db).await?,
                         throttle::prune(&state.db).await?,
+                        registrations::prune(&state.db).await?
+                            + mfa::prune(&state.db).await?,
                     ))
                 };
                 match pruned.await {
-                    Ok((0, 0)) => {}
-                    Ok((tokens, rows)) => {
-                        tracing::info!(tokens, throttle_rows = rows, "pruned expired sessions")
-                    }
+                    Ok((0, 0, 0)) => {}
+                    Ok((tokens, rows, requests)) => tracing::info!(
+                        tokens,
+                        throttle_rows = rows,
+                        registration_requests = requests,
+                        "pruned expired sessions, throttle rows and requests for an account"
+                    ),
                     Err(e) => tracing::debug!(error = %e, "cannot prune sessions now"),
                 }
             }

@@ -9,7 +9,8 @@ use crate::{Config, SecurityConfig};
 use anyhow::Context;
 use clap::Args;
 use platform::duration::Interval;
-use platform::jwt::{KeyDir, MAX_ACCESS_TTL_SECONDS, MIN_ACCESS_TTL_SECONDS};
+use platform::jwt::KeyDir;
+use platform::settings::{Link, TokenLifetimeArgs};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +19,6 @@ use std::time::Duration;
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/auth_db";
 /// Where the auth-service listens by default.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3001";
-/// Access tokens live five minutes unless told otherwise.
-pub const DEFAULT_TOKEN_TTL_SECONDS: i64 = 300;
 /// The seeded admin's email.
 pub const DEFAULT_SEED_ADMIN_EMAIL: &str = "admin@clinic.co.zw";
 
@@ -56,10 +55,9 @@ pub struct AuthServiceArgs {
     /// Where the auth-service listens.
     #[arg(long, env = "AUTH_ADDR", default_value = DEFAULT_ADDR)]
     pub auth_addr: SocketAddr,
-    /// Lifetime of access tokens, in seconds (60 to 900); a client renews them with its refresh
-    /// token.
-    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = DEFAULT_TOKEN_TTL_SECONDS, value_parser = clap::value_parser!(i64).range(MIN_ACCESS_TTL_SECONDS..=MAX_ACCESS_TTL_SECONDS))]
-    pub token_ttl_seconds: i64,
+    /// TOKEN_TTL_SECONDS: shared with every part that checks the tokens, which refuse longer.
+    #[command(flatten)]
+    pub tokens: TokenLifetimeArgs,
     /// How long a login lasts at most, renewed or not (its refresh tokens' absolute expiry).
     #[arg(long, env = "SESSION_TTL", default_value_t = Interval(crate::DEFAULT_SESSION_TTL))]
     pub session_ttl: Interval,
@@ -67,15 +65,35 @@ pub struct AuthServiceArgs {
     /// changed at first use.
     #[arg(long, env = "TEMPORARY_PASSWORD_TTL", default_value_t = Interval(crate::password::temporary::DEFAULT_TTL))]
     pub temporary_password_ttl: Interval,
-    /// Whether anyone may register (the account stays inactive until an admin activates it).
-    #[arg(long, env = "REGISTRATION_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Whether anyone may ask for an account (`POST /api/v1/auth/register`): a request with no
+    /// role and no password that an admin approves with a role and a temporary password.
+    #[arg(long, env = "REGISTRATION_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub registration_enabled: bool,
-    /// Failed logins of one account within a minute before it is locked.
+    /// Failed logins of one account from one address within a minute before that pair (not
+    /// the account) is locked.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = LoginPolicy::DEFAULT_MAX_FAILURES, value_parser = clap::value_parser!(i32).range(3..=1000))]
     pub login_max_failures: i32,
-    /// How long a locked account stays locked.
+    /// How long a locked account-and-address pair stays locked.
     #[arg(long, env = "LOGIN_LOCK", default_value_t = Interval(LoginPolicy::DEFAULT_LOCK))]
     pub login_lock: Interval,
+    /// Login attempts from one address (IPv6: one /64) at any accounts within ten minutes
+    /// before the address is locked for 15 minutes at accounts it never signed in to.
+    #[arg(long, env = "LOGIN_SOURCE_MAX_FAILURES", default_value_t = LoginPolicy::DEFAULT_SOURCE_MAX_FAILURES, value_parser = clap::value_parser!(i32).range(10..=100_000))]
+    pub login_source_max_failures: i32,
+    /// Attempts at one account from anywhere within 15 minutes before attempts from addresses
+    /// it never signed in from are slowed (0.5 s, doubling, at most 16 s; never locked).
+    #[arg(long, env = "LOGIN_ACCOUNT_SLOW_AFTER", default_value_t = LoginPolicy::DEFAULT_ACCOUNT_SLOW_AFTER, value_parser = clap::value_parser!(i32).range(5..=100_000))]
+    pub login_account_slow_after: i32,
+    /// Who must sign in with a second factor (TOTP): `required` (admins without one enrol at
+    /// their next sign-in), `optional` (anyone may enrol, and is then asked for a code) or `off`
+    /// [default: required; `portal up`, the development system: optional].
+    #[arg(long, env = "ADMIN_MFA", value_enum)]
+    pub admin_mfa: Option<crate::mfa::MfaPolicy>,
+    /// Proxies in front of the auth-service (the gateway's addresses, comma-separated) whose
+    /// `X-Forwarded-For` names the client the login throttle counts [default: any address on
+    /// this machine].
+    #[arg(long, env = "AUTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub auth_trusted_proxies: Vec<std::net::IpAddr>,
     /// Password hashes that may wait or run at once before logins are answered 503
     /// [default: 16 per core].
     #[arg(long, env = "HASH_QUEUE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
@@ -99,15 +117,19 @@ impl AuthServiceArgs {
             database_url: db.auth_database_url.clone(),
             amqp_url: relay.amqp_url_or(amqp_url).to_owned(),
             key_dir: keys.key_dir(),
-            token_ttl_seconds: self.token_ttl_seconds,
+            token_ttl_seconds: self.tokens.token_ttl_seconds,
             security: SecurityConfig {
                 session_ttl: self.session_ttl.0,
                 login: LoginPolicy {
                     max_failures: self.login_max_failures,
                     lock: self.login_lock.0,
+                    source_max_failures: self.login_source_max_failures,
+                    account_slow_after: self.login_account_slow_after,
                     ..LoginPolicy::default()
                 },
                 registration_enabled: self.registration_enabled,
+                trusted_proxies: self.auth_trusted_proxies.clone(),
+                mfa: self.admin_mfa.unwrap_or(crate::mfa::MfaPolicy::Required),
                 hash_queue_limit: self.hash_queue_limit.map(|n| n as usize),
                 temporary_password_ttl: self.temporary_password_ttl.0,
             },
@@ -157,6 +179,15 @@ impl RelayArgs {
     /// RELAY_AMQP_URL, else the shared `amqp_url`.
     pub fn amqp_url_or<'a>(&'a self, amqp_url: &'a str) -> &'a str {
         self.relay_amqp_url.as_deref().unwrap_or(amqp_url)
+    }
+
+    /// The broker URL the relay connects with ([`Self::amqp_url_or`]) and the setting that
+    /// gave it, for the plaintext rule (`amqps://` or this machine).
+    pub fn broker_link(&self, amqp_url: &str) -> Link {
+        match &self.relay_amqp_url {
+            Some(url) => Link::amqp("RELAY_AMQP_URL", url.as_str()),
+            None => Link::amqp("AMQP_URL", amqp_url),
+        }
     }
 
     pub fn into_config(&self, managed_by_setup: bool) -> RelayConfig {

@@ -177,19 +177,22 @@ async fn an_expired_temporary_password_is_refused_with_its_own_error() {
     let pool = auth::pool(&sb).await;
     let (expired_pw, live_pw) = (password::temporary(), password::temporary());
     let now = chrono::Utc::now();
+    // Tagged with the auth-service's own key, which lives in the sandbox's key directory.
+    let key = password::temporary::TagKey::load_or_create(&sb.key_dir.0).unwrap();
     let write = |email: &str, hash: String| {
         let new = NewUser::staff(email, "Temp", "Orary", Role::Doctor, hash).unwrap();
         insert_user(&pool, new)
     };
     write(
         "expired@clinic.test",
-        password::temporary::hash(&expired_pw, std::time::Duration::ZERO, now),
+        password::temporary::hash(&expired_pw, std::time::Duration::ZERO, now, &key).unwrap(),
     )
     .await
     .unwrap();
     write(
         "live@clinic.test",
-        password::temporary::hash(&live_pw, std::time::Duration::from_secs(3600), now),
+        password::temporary::hash(&live_pw, std::time::Duration::from_secs(3600), now, &key)
+            .unwrap(),
     )
     .await
     .unwrap();

@@ -27,16 +27,17 @@ async fn auth_errors_are_json_with_the_right_status() {
     assert_json_error(s, &b, 401);
     let (s, b) = get(&format!("{base}/api/v1/auth/me"), Some("not-a-jwt")).await;
     assert_json_error(s, &b, 401);
-    // 403: a doctor may not create users; nobody may self-register as admin.
+    // 403: a doctor may not create users; self-registration is off unless turned on.
     let (s, b) = post(&create, Some(&doctor), &body).await;
     assert_json_error(s, &b, 403);
     let (s, b) = post(
         &format!("{base}/api/v1/auth/register"),
         None,
-        &json!({"email": "boss@clinic.test", "password": "long-enough-pw", "firstName": "B", "lastName": "C", "role": "admin"}),
+        &json!({"email": "boss@clinic.test", "firstName": "B", "lastName": "C"}),
     )
     .await;
     assert_json_error(s, &b, 403);
+    assert_eq!(b["error"], "registration_disabled", "{b}");
     // 201, then 409 for the same email in another case.
     let (s, _) = post(&create, Some(&admin), &body).await;
     assert_eq!(s, 201);
@@ -90,22 +91,12 @@ async fn login_failures_all_look_the_same() {
     let login = format!("{}/api/v1/auth/login", auth.url());
     let pool = auth::pool(&sb).await;
     auth::create_user(&pool, "active@clinic.test", Role::Nurse).await;
-    let (s, registered) = post(
-        &format!("{}/api/v1/auth/register", auth.url()),
-        None,
-        &json!({"email": "inactive@clinic.test", "password": "long-enough-pw", "firstName": "In", "lastName": "Active", "role": "nurse"}),
-    )
-    .await;
-    assert_eq!((s, registered["status"].clone()), (202, json!("received")));
-    let active: bool =
-        sqlx::query_scalar("SELECT is_active FROM users WHERE email = 'inactive@clinic.test'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(
-        !active,
-        "a self-registration is inactive until an admin activates it"
-    );
+    let inactive_id = auth::create_user(&pool, "inactive@clinic.test", Role::Nurse).await;
+    sqlx::query("UPDATE users SET is_active = false WHERE id = $1")
+        .bind(inactive_id)
+        .execute(&pool)
+        .await
+        .unwrap();
 
     let wrong_password = post(
         &login,
@@ -122,7 +113,7 @@ async fn login_failures_all_look_the_same() {
     let inactive = post(
         &login,
         None,
-        &json!({"email": "inactive@clinic.test", "password": "long-enough-pw"}),
+        &json!({"email": "inactive@clinic.test", "password": TEST_PASSWORD}),
     )
     .await;
     assert_eq!(wrong_password.0, 401);

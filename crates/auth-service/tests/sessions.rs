@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::Role;
-use platform::jwt::{JwtVerifier, KeySource, JWKS_PATH};
+use platform::jwt::{JwtVerifier, KeySource, VerifierConfig, JWKS_PATH, LOCAL_ACCESS_TTL_SECONDS};
 use sandbox::auth;
 use sandbox::http::{get, post, send, Method};
 use sandbox::{poll_until, Sandbox, SETTLE, TEST_PASSWORD};
@@ -153,7 +153,11 @@ async fn a_rotated_key_is_published_and_used_while_older_tokens_stay_valid() {
     auth::create_user(&pool, "doctor@clinic.test", Role::Doctor).await;
     let jwks_url = format!("{base}{JWKS_PATH}");
     // What another service does: fetch the keys over HTTP, never read the files.
-    let verifier = JwtVerifier::new(KeySource::Jwks(jwks_url.clone())).unwrap();
+    let verifier = JwtVerifier::new(VerifierConfig::new(
+        KeySource::Jwks(jwks_url.clone()),
+        LOCAL_ACCESS_TTL_SECONDS,
+    ))
+    .unwrap();
 
     let before = login(&base, "doctor@clinic.test").await["accessToken"]
         .as_str()

@@ -5,9 +5,10 @@
 //!
 //! It takes whatever has been delivered right now, up to a batch (never waiting for a batch to
 //! fill, so a lone event is applied at once; a prefetch window larger than a batch lets the
-//! broker go on delivering while a batch commits), sets aside unread any message whose AMQP `user_id` is not a
-//! trusted publisher's, decodes the rest, sends the ones that can never succeed to the
-//! dead-letter queue with the reason in headers, keeps the newest event per user
+//! broker go on delivering while a batch commits), sets aside unread any message that is not a
+//! trusted publisher's (its AMQP `user_id`, and who first published it when a trusted publisher
+//! sent it back: [`wire::TrustedPublishers`]), decodes the rest, sends the ones that can never
+//! succeed to the dead-letter queue with the reason in headers, keeps the newest event per user
 //! ([`newest_per_user`]), applies them in ONE transaction through [`Apply`], and only after the
 //! commit acks everything up to the batch's last delivery with one multiple-ack. With
 //! `prefetch = 1` the same code is the naive one-transaction-per-message consumer.
@@ -29,7 +30,7 @@ pub mod service;
 pub mod settings;
 
 use contract::topology::{self, ConsumerQueues};
-use contract::wire::{self, header, HistoryComplete};
+use contract::wire::{self, header, HistoryComplete, TrustedPublishers};
 use contract::{event, Envelope, Timestamp, UserId};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -42,7 +43,7 @@ use platform::amqp::{self, Outgoing, PublishError};
 use platform::backoff::{Backoff, OutageLog};
 use platform::shutdown::sleep_unless_cancelled;
 use sqlx::PgPool;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -300,27 +301,24 @@ pub struct Consumer<A: Apply> {
     own_user: String,
     /// Whose messages are applied: `wire::SYSTEM_PUBLISHERS`, `own_user` (its copies come back
     /// from its retry queues) and the configured ones; any other is dead-lettered unread.
-    trusted: BTreeSet<String>,
+    trusted: TrustedPublishers,
 }
 
 impl<A: Apply> Consumer<A> {
-    /// A consumer applying to `pool` through `copy`.
+    /// A consumer applying to `pool` through `copy`. `amqp_url` must name its broker user: that
+    /// user is trusted (its retry copies come back under it), so it is never guessed (`guest`
+    /// is what a URL without one would log in as).
     pub fn new(
         pool: PgPool,
         copy: A,
         amqp_url: String,
         config: ConsumerConfig,
         stats: Arc<SyncStats>,
-    ) -> Self {
+    ) -> Result<Self, amqp::NoBrokerUser> {
         let queues = ConsumerQueues::with_retry_delays(&config.name, &config.retry_delays);
-        let own_user = amqp::broker_user(&amqp_url);
-        let trusted = wire::SYSTEM_PUBLISHERS
-            .iter()
-            .map(|u| (*u).to_owned())
-            .chain([own_user.clone()])
-            .chain(config.trusted_publishers.iter().cloned())
-            .collect();
-        Self {
+        let own_user = amqp::broker_user_of(&amqp_url)?;
+        let trusted = TrustedPublishers::new(&own_user, &config.trusted_publishers);
+        Ok(Self {
             pool,
             copy,
             amqp_url,
@@ -329,7 +327,7 @@ impl<A: Apply> Consumer<A> {
             stats,
             own_user,
             trusted,
-        }
+        })
     }
 
     /// Consumes until `shutdown`, reconnecting with backoff. On shutdown it stops taking
@@ -469,14 +467,19 @@ impl<A: Apply> Consumer<A> {
         // line that says it was applied.
         let mut traces = Traces::new();
         for (i, delivery) in batch.iter().enumerate() {
-            // Trust first: what an untrusted publisher sent is not even parsed.
+            // Trust first: what an untrusted publisher sent is not even parsed. A requeue or a
+            // retry copy is judged by who first published it too, so a forged event stays
+            // forged whoever sends it back.
             let publisher = amqp::publisher_of(&delivery.properties);
-            if !publisher.as_ref().is_some_and(|p| self.trusted.contains(p)) {
-                let detail = match &publisher {
-                    Some(p) => format!("published by broker user {p:?}, not a trusted publisher"),
-                    None => "published without a user_id: not a trusted publisher".to_owned(),
-                };
-                self.dead_letter(side, delivery, event::UNTRUSTED_PUBLISHER, &detail)
+            let recorded = amqp::header_text(
+                &amqp::headers_of(&delivery.properties),
+                header::ORIGINAL_USER_ID,
+            );
+            if let Err(why) = self
+                .trusted
+                .check(publisher.as_deref(), recorded.as_deref())
+            {
+                self.dead_letter(side, delivery, event::UNTRUSTED_PUBLISHER, &why.to_string())
                     .await?;
                 self.stats.untrusted.fetch_add(1, Ordering::Relaxed);
                 delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -686,7 +689,7 @@ impl<A: Apply> Consumer<A> {
             attempt = attempts + 1, delay = ?retry.delay, error = %error,
             "event could not be applied; retrying later"
         );
-        let mut headers = failure_headers(delivery, &error.to_string());
+        let mut headers = failure_headers(delivery, &error.to_string(), &self.trusted);
         headers.insert(
             header::RETRY_COUNT.into(),
             AMQPValue::LongLongInt(attempts + 1),
@@ -705,7 +708,7 @@ impl<A: Apply> Consumer<A> {
         detail: &str,
     ) -> Result<(), ConsumeError> {
         tracing::warn!(reason, detail, "dead-lettering message");
-        let mut headers = failure_headers(delivery, detail);
+        let mut headers = failure_headers(delivery, detail, &self.trusted);
         headers.insert(header::ERROR_REASON.into(), amqp::text(reason));
         headers.insert(header::ERROR_DETAIL.into(), amqp::text(detail));
         headers.insert(header::CONSUMER.into(), amqp::text(&self.config.name));
@@ -762,39 +765,38 @@ enum Applied {
 
 /// The message's headers plus where it first came from and when it first failed; values set by
 /// an earlier failure are kept, so a message retried five times still names its first failure.
-fn failure_headers(delivery: &Delivery, last_error: &str) -> FieldTable {
-    let mut headers = amqp::headers_of(&delivery.properties);
-    let existing = headers.inner().clone();
-    let keep_or = |key: &str, value: AMQPValue| existing.get(key).cloned().unwrap_or(value);
-    headers.insert(
-        header::ORIGINAL_EXCHANGE.into(),
-        keep_or(
-            header::ORIGINAL_EXCHANGE,
-            amqp::text(delivery.exchange.as_str()),
-        ),
+/// Who first published it is recorded as [`TrustedPublishers::first_publisher`] says: a header
+/// an untrusted publisher wrote is replaced by its own name (or removed when it named no one),
+/// so a dead letter never names a trusted first publisher it did not have.
+fn failure_headers(
+    delivery: &Delivery,
+    last_error: &str,
+    trusted: &TrustedPublishers,
+) -> FieldTable {
+    let mut headers = amqp::headers_of(&delivery.properties).inner().clone();
+    let mut keep_or = |key: &str, value: AMQPValue| {
+        headers.entry(key.into()).or_insert(value);
+    };
+    keep_or(
+        header::ORIGINAL_EXCHANGE,
+        amqp::text(delivery.exchange.as_str()),
     );
-    headers.insert(
-        header::ORIGINAL_ROUTING_KEY.into(),
-        keep_or(
-            header::ORIGINAL_ROUTING_KEY,
-            amqp::text(delivery.routing_key.as_str()),
-        ),
+    keep_or(
+        header::ORIGINAL_ROUTING_KEY,
+        amqp::text(delivery.routing_key.as_str()),
     );
-    headers.insert(
-        header::FIRST_FAILURE_TIME.into(),
-        keep_or(
-            header::FIRST_FAILURE_TIME,
-            amqp::text(&Timestamp::now().to_string()),
-        ),
+    keep_or(
+        header::FIRST_FAILURE_TIME,
+        amqp::text(&Timestamp::now().to_string()),
     );
-    if let Some(publisher) = amqp::publisher_of(&delivery.properties) {
-        headers.insert(
-            header::ORIGINAL_USER_ID.into(),
-            keep_or(header::ORIGINAL_USER_ID, amqp::text(&publisher)),
-        );
-    }
+    let publisher = amqp::publisher_of(&delivery.properties);
+    let recorded = headers.get(header::ORIGINAL_USER_ID).map(amqp::show_value);
+    match trusted.first_publisher(publisher.as_deref(), recorded.as_deref()) {
+        Some(first) => headers.insert(header::ORIGINAL_USER_ID.into(), amqp::text(first)),
+        None => headers.remove(header::ORIGINAL_USER_ID),
+    };
     headers.insert(header::LAST_ERROR.into(), amqp::text(last_error));
-    headers
+    headers.into()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use crate::{Apply, Consumer, ConsumerConfig, SyncStats};
 use anyhow::Context;
 use contract::topology::ConsumerQueues;
-use platform::jwt::{JwtVerifier, KeySource};
+use platform::jwt::{JwtVerifier, VerifierConfig};
 use platform::metrics::Metrics;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
@@ -35,8 +35,9 @@ pub struct Spec<A> {
     /// checked rather than migrated, and the consumer declares nothing.
     pub managed_by_setup: bool,
     pub amqp_url: String,
-    /// Where the auth-service's public keys are.
-    pub keys: KeySource,
+    /// How the auth-service's tokens are checked: where its public keys are, how long a token
+    /// may live, how often the keys are fetched again.
+    pub keys: VerifierConfig,
     /// The consumer's configuration; `None` when this process runs no consumer.
     pub consumer: Option<ConsumerConfig>,
 }
@@ -56,6 +57,11 @@ impl<A: Apply> ConsumerService<A> {
     /// Opens the database, builds the verifier, the counters, the consumer and the metrics, and
     /// binds `http_addr`.
     pub async fn build(spec: Spec<A>) -> anyhow::Result<Self> {
+        // The configuration first: a URL that names no broker user is a mistake to report as
+        // such, not behind a database that happens to be down.
+        if spec.consumer.is_some() {
+            platform::amqp::broker_user_of(&spec.amqp_url)?;
+        }
         let db = platform::db::open(
             &spec.database_url,
             spec.max_db_connections,
@@ -80,6 +86,7 @@ impl<A: Apply> ConsumerService<A> {
                 stats.clone(),
             )
         });
+        let consumer = consumer.transpose()?;
         let metrics = Metrics::new(spec.name)?;
         metrics.watch_pool(db.clone(), spec.database)?;
         if let Some(config) = &spec.consumer {

@@ -9,6 +9,15 @@ use clap::Args;
 pub struct ConsumerArgs {
     #[command(flatten)]
     pub tuning: ConsumerTuningArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// Whom consumers trust besides the system's own publishers: read by every consumer service,
+/// and by what sends dead letters back to them (`portal dlq`, the sync admin API), which must
+/// keep back what a consumer would not apply.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrustArgs {
     /// Broker users whose events consumers apply besides the system's own publishers
     /// (portal-relay, portal-operator), comma-separated: e.g. a legacy producer during a
     /// migration, which must then set the AMQP user_id property.
@@ -46,7 +55,7 @@ impl ConsumerArgs {
         ConsumerConfig {
             prefetch: self.tuning.consumer_prefetch,
             batch_size: self.tuning.consumer_batch_size,
-            trusted_publishers: self.trusted_publishers.clone(),
+            trusted_publishers: self.trust.trusted_publishers.clone(),
             ..ConsumerConfig::default()
         }
     }

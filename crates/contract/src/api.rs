@@ -61,6 +61,74 @@ pub struct LoginResponse {
     /// When the session ends, renewed or not (RFC 3339).
     pub session_expires_at: String,
     pub user: UserSnapshot,
+    /// Set once, by the login that confirmed a newly enrolled second factor: its recovery
+    /// codes, shown only here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+/// The answer to a right password when a second factor must follow (202): the challenge to
+/// send with the code to `POST /api/v1/auth/login/second-factor`. `status` is
+/// `second_factor_required` (enter a code from the authenticator app, or a recovery code) or
+/// `second_factor_enrolment_required` (an admin under ADMIN_MFA=required who has none yet:
+/// `POST /api/v1/auth/login/second-factor/enrol` first).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondFactorChallenge {
+    pub status: String,
+    /// Opaque; good for `expiresIn` seconds and a few wrong codes.
+    pub challenge: String,
+    pub expires_in: i64,
+}
+
+/// `POST /api/v1/auth/login/second-factor`: the login's second step.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondFactorRequest {
+    pub challenge: String,
+    /// Six digits from the authenticator app, or one of the recovery codes.
+    pub code: String,
+}
+
+/// `POST /api/v1/auth/login/second-factor/enrol`: the secret for a login that must enrol.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrolmentRequest {
+    pub challenge: String,
+}
+
+/// A second factor being enrolled: the secret for the authenticator app (base32, to type in)
+/// and the same as an `otpauth://` URI (for a QR code). It counts once a code made with it has
+/// been accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondFactorEnrolment {
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+/// `POST /api/v1/auth/second-factor/confirm`: a code made with the secret being enrolled.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmSecondFactorRequest {
+    pub code: String,
+}
+
+/// Recovery codes, shown once: each signs in once in place of a code from the app.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}
+
+/// `GET /api/v1/auth/second-factor`: the caller's second factor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondFactorStatus {
+    pub enrolled: bool,
+    /// Whether this account must have one (admins under ADMIN_MFA=required).
+    pub required: bool,
+    pub recovery_codes_left: i64,
 }
 
 /// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
@@ -94,13 +162,47 @@ pub struct NewProfile {
     pub phone_number: Option<String>,
 }
 
-/// `POST /api/v1/auth/register`: a self-registration (inactive until an admin activates it).
+/// `POST /api/v1/auth/register`: a request for an account. It creates no account and sets no
+/// password or role: an admin approves it ([`ApproveRegistrationRequest`]) choosing the role,
+/// and the account then signs in with the temporary password the admin hands over.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
-    #[serde(flatten)]
-    pub profile: NewProfile,
-    #[schemars(length(min = 8, max = 128))]
-    pub password: String,
+    #[schemars(with = "crate::domain::Email")]
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    /// The role the person says they have; a note for the admin, who chooses the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Role>")]
+    pub requested_role: Option<String>,
+}
+
+/// A pending request for an account, as `GET /api/v1/auth/admin/registrations` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    pub id: Uuid,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_role: Option<String>,
+    /// When it was received (RFC 3339); requests are kept 30 days.
+    pub requested_at: String,
+}
+
+/// `POST /api/v1/auth/admin/registrations/{id}/approve`: the admin's choice of role. The
+/// answer is a [`CreateUserResponse`]: the new, active account and its temporary password.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproveRegistrationRequest {
+    #[schemars(with = "Role")]
+    pub role: String,
 }
 
 /// `POST /api/v1/auth/admin/users`: an admin creates an active account.

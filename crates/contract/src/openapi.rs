@@ -7,14 +7,16 @@
 //! against it (`crates/portal/tests/api_fuzz`), which fails on any answer the document does not allow.
 
 use crate::api::{
-    Appointment, AppointmentStatus, AuditEntry, BulkCreateRequest, BulkCreateResponse,
-    ChangePasswordRequest, CreateUserRequest, CreateUserResponse, DirectoryEntry, ErrorBody,
-    LoginRequest, LoginResponse, NewAppointment, Page, ReassignRequest, RefreshRequest,
-    RegisterRequest, RegistrationReceived, RoleRequest, UpdateUserRequest,
+    Appointment, AppointmentStatus, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest,
+    BulkCreateResponse, ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest,
+    CreateUserResponse, DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse,
+    NewAppointment, Page, ReassignRequest, RecoveryCodes, RefreshRequest, RegisterRequest,
+    Registration, RegistrationReceived, RoleRequest, SecondFactorChallenge, SecondFactorEnrolment,
+    SecondFactorRequest, SecondFactorStatus, UpdateUserRequest,
 };
 use crate::domain::Role;
 use crate::event::UserSnapshot;
-use crate::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
+use crate::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
 use schemars::gen::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
 
@@ -50,6 +52,8 @@ struct Operation {
     params: Vec<Value>,
     body: Option<Value>,
     success: Success,
+    /// A second success answer (the login's 202 when a second factor must follow).
+    also: Option<Success>,
     /// The error statuses it may answer (each with an [`ErrorBody`]).
     errors: &'static [u16],
 }
@@ -62,7 +66,8 @@ fn error_words(status: u16) -> &'static str {
         }
         401 => "No valid bearer token, or a refused login or refresh.",
         403 => {
-            "The caller's role may not do this (a doctor acts on their own appointments only), \
+            "The caller's role may not do this (a doctor acts on their own appointments only; \
+                a pharmacist or consultant sees none unless APPOINTMENTS_VISIBLE_TO says), \
                 the action is turned off, or the account must change its password first \
                 (`password_change_required`: only `me` and `change-password` accept its token)."
         }
@@ -182,6 +187,7 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             params: Vec::new(),
             body,
             success,
+            also: None,
             errors,
         };
     let with_id = |mut o: Operation| {
@@ -264,8 +270,9 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         "/api/v1/appointments",
         "listAppointments",
         "appointments",
-        "Appointments, filtered and paged, earliest first: a doctor sees their own, anyone else \
-         every one.",
+        "Appointments, filtered and paged, earliest first: a doctor sees their own, nurses and \
+         admins every one; pharmacists and consultants none (403) unless the clinic's \
+         APPOINTMENTS_VISIBLE_TO names their role, and then every one.",
         true,
         None,
         ok(&schema(|g| g.subschema_for::<Page<Appointment>>())),
@@ -278,8 +285,9 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             "/api/v1/auth/register",
             "register",
             "auth",
-            "Self-registration: an inactive account an admin activates. Answers the same \
-             whether or not the email has an account.",
+            "A request for an account (when REGISTRATION_ENABLED): no account, password or role \
+             until an admin approves it with a role and a temporary password. Answers the same \
+             whether or not the email has an account; 403 `registration_disabled` when off.",
             false,
             Some(schema(|g| g.subschema_for::<RegisterRequest>())),
             Success::Json(
@@ -289,17 +297,99 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             ),
             &[400, 403, 413, 415, 422, 429],
         ),
+        Operation {
+            also: Some(Success::Json(
+                202,
+                "The password is right and a second factor must follow: a challenge for \
+                 `POST /api/v1/auth/login/second-factor` (after \
+                 `/api/v1/auth/login/second-factor/enrol` when enrolment is required).",
+                schema(|g| g.subschema_for::<SecondFactorChallenge>()),
+            )),
+            ..op(
+                "post",
+                "/api/v1/auth/login",
+                "login",
+                "auth",
+                "Log in: an access token and a refresh token, or (202) a challenge for the \
+                 second factor.",
+                false,
+                Some(schema(|g| g.subschema_for::<LoginRequest>())),
+                ok(&login),
+                &[400, 401, 413, 415, 422, 429],
+            )
+        },
         op(
             "post",
-            "/api/v1/auth/login",
-            "login",
+            "/api/v1/auth/login/second-factor",
+            "loginSecondFactor",
             "auth",
-            "Log in: an access token and a refresh token.",
+            "The login's second step: the challenge and a code from the authenticator app (or a \
+             recovery code). A code is good once; five wrong codes spend the challenge, ten for \
+             one user lock the step for 15 minutes (429).",
             false,
-            Some(schema(|g| g.subschema_for::<LoginRequest>())),
+            Some(schema(|g| g.subschema_for::<SecondFactorRequest>())),
             ok(&login),
             &[400, 401, 413, 415, 422, 429],
         ),
+        op(
+            "post",
+            "/api/v1/auth/login/second-factor/enrol",
+            "loginEnrolSecondFactor",
+            "auth",
+            "For a challenge whose status is second_factor_enrolment_required: the secret to \
+             put in the authenticator app; a code made with it then completes the login (and \
+             its answer carries the recovery codes, once).",
+            false,
+            Some(schema(|g| g.subschema_for::<EnrolmentRequest>())),
+            ok(&schema(|g| g.subschema_for::<SecondFactorEnrolment>())),
+            &[400, 401, 409, 413, 415, 422],
+        ),
+        op(
+            "get",
+            "/api/v1/auth/second-factor",
+            "secondFactorStatus",
+            "auth",
+            "The caller's second factor: enrolled, required, recovery codes left.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<SecondFactorStatus>())),
+            &[401, 403],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/second-factor",
+            "enrolSecondFactor",
+            "auth",
+            "Starts enrolling a second factor (a new secret until a code confirms it).",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<SecondFactorEnrolment>())),
+            &[401, 403, 409],
+        ),
+        op(
+            "post",
+            "/api/v1/auth/second-factor/confirm",
+            "confirmSecondFactor",
+            "auth",
+            "Confirms the enrolment with a code made with its secret: the recovery codes, shown \
+             only here.",
+            true,
+            Some(schema(|g| g.subschema_for::<ConfirmSecondFactorRequest>())),
+            ok(&schema(|g| g.subschema_for::<RecoveryCodes>())),
+            &[400, 401, 403, 409, 413, 415, 422],
+        ),
+        with_id(op(
+            "post",
+            "/api/v1/auth/admin/users/{id}/second-factor/reset",
+            "resetSecondFactor",
+            "admin",
+            "Removes another user's second factor and recovery codes and ends their sessions \
+             (recorded); they enrol again at their next sign-in. Not one's own (409).",
+            true,
+            None,
+            Success::Empty(204, "The factor is reset."),
+            &[401, 403, 404, 409, 422],
+        )),
         op(
             "post",
             "/api/v1/auth/refresh",
@@ -453,6 +543,44 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             ok(&schema(|g| g.subschema_for::<CreateUserResponse>())),
             &[401, 403, 404, 422],
         )),
+        op(
+            "get",
+            "/api/v1/auth/admin/registrations",
+            "listRegistrations",
+            "admin",
+            "Pending requests for an account, oldest first (kept 30 days).",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<Vec<Registration>>())),
+            &[401, 403],
+        ),
+        with_id(op(
+            "post",
+            "/api/v1/auth/admin/registrations/{id}/approve",
+            "approveRegistration",
+            "admin",
+            "Creates the requested account, active, with the role the admin chooses and a \
+             temporary password shown only in this answer; the request is removed.",
+            true,
+            Some(schema(|g| g.subschema_for::<ApproveRegistrationRequest>())),
+            Success::Json(
+                201,
+                "Created",
+                schema(|g| g.subschema_for::<CreateUserResponse>()),
+            ),
+            &[400, 401, 403, 404, 409, 415, 422],
+        )),
+        with_id(op(
+            "delete",
+            "/api/v1/auth/admin/registrations/{id}",
+            "declineRegistration",
+            "admin",
+            "Declines (removes) a pending request for an account.",
+            true,
+            None,
+            Success::Empty(204, "The request is removed (or was unknown)."),
+            &[401, 403, 422],
+        )),
         events,
         directory,
         with_id(op(
@@ -485,11 +613,12 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             "/api/v1/appointments/{id}",
             "showAppointment",
             "appointments",
-            "One appointment (a doctor sees their own only).",
+            "One appointment (a doctor sees their own only; pharmacists and consultants as in \
+             the list).",
             true,
             None,
             ok(&appointment),
-            &[401, 404, 422, 503],
+            &[401, 403, 404, 422, 503],
         )),
         with_appointment_id(op(
             "post",
@@ -547,10 +676,25 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             "requeueDeadLetters",
             "sync",
             "Send every message of a dead-letter queue back to its consumer (admins): each is \
-             published with confirms before it is removed.",
+             published with confirms before it is removed. An untrusted publisher's message \
+             (set aside as untrusted-publisher, or first published by a broker user the \
+             consumers do not trust) is never sent back: it stays, counted in keptBack.",
             true,
             None,
             ok(&schema(|g| g.subschema_for::<Requeued>())),
+            &[401, 403, 404, 503],
+        )),
+        with_queue(op(
+            "post",
+            "/api/v1/admin/sync/dead-letters/{queue}/discard",
+            "discardUntrustedDeadLetters",
+            "sync",
+            "Remove every untrusted publisher's message from a dead-letter queue for good \
+             (admins; logged with who asked): the one way they leave it. The other messages \
+             stay, in their order.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<Discarded>())),
             &[401, 403, 404, 503],
         )),
         op(
@@ -582,25 +726,27 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     for op in ops {
         let mut responses = Map::new();
-        match &op.success {
-            Success::Json(status, words, schema) => {
-                responses.insert(
+        for success in std::iter::once(&op.success).chain(op.also.as_ref()) {
+            match success {
+                Success::Json(status, words, schema) => {
+                    responses.insert(
                     status.to_string(),
                     json!({"description": words, "content": {"application/json": {"schema": schema}}}),
                 );
-            }
-            Success::Created(words, schema) => {
-                responses.insert(
-                    "201".to_owned(),
-                    json!({"description": words,
+                }
+                Success::Created(words, schema) => {
+                    responses.insert(
+                        "201".to_owned(),
+                        json!({"description": words,
                            "headers": {"Location": {"description": "The path of the new resource.",
                                                     "required": true,
                                                     "schema": {"type": "string"}}},
                            "content": {"application/json": {"schema": schema}}}),
-                );
-            }
-            Success::Empty(status, words) => {
-                responses.insert(status.to_string(), json!({"description": words}));
+                    );
+                }
+                Success::Empty(status, words) => {
+                    responses.insert(status.to_string(), json!({"description": words}));
+                }
             }
         }
         // A path parameter the gateway finds unsafe (dots, encoded slashes) is refused there.

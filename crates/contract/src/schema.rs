@@ -202,7 +202,7 @@ pub fn asyncapi() -> Value {
             "title": "A message that can never be applied",
             "summary": "The original message, body and properties unchanged, plus headers that \
                 say why it was set aside. It never blocks the main queue; `portal dlq` inspects, \
-                requeues or purges it.",
+                requeues or purges it; an untrusted publisher's is never requeued, only discarded.",
             "payload": {
                 "description": "The original body, byte for byte: possibly not UTF-8, not JSON or \
                     not a valid event (see x-error-reason)."
@@ -434,7 +434,9 @@ fn failure_headers(dead: bool) -> Value {
         json!({
             "type": "string",
             "description": "The AMQP user_id the message was first published with (the copy \
-                carries the consumer's own); absent when it had none.",
+                carries the consumer's own, a requeued one the operator's); absent when it had \
+                none. Believed only from a trusted publisher, and must name one itself: a \
+                requeued forgery stays untrusted.",
         }),
     );
     add(
@@ -460,7 +462,8 @@ fn failure_headers(dead: bool) -> Value {
                 "description": "Why it can never be applied: a body that is not UTF-8, not JSON, of an \
                     unknown eventType, of a major version this consumer does not know, with an invalid \
                     payload, over 256 KiB, a valid event that failed on every retry, or a message \
-                    whose AMQP user_id is not a trusted publisher's (not read at all).",
+                    whose AMQP user_id (or, sent back by a trusted one, whose x-original-user-id) is \
+                    not a trusted publisher's (not read at all).",
             }),
         );
         add(

@@ -73,6 +73,9 @@ pub struct DeadLetter {
     /// When it first failed (`x-first-failure-time`), `-` when not said.
     pub first_failure: String,
     pub bytes: usize,
+    /// Why it can never go back to its consumer (`null`: a requeue sends it back): an untrusted
+    /// publisher's message, e.g. `untrusted publisher "mallory": can only be discarded`.
+    pub cannot_requeue: Option<String>,
 }
 
 /// `GET /api/v1/admin/sync/dead-letters/{queue}`: how many messages the queue holds and the
@@ -82,17 +85,35 @@ pub struct DeadLetter {
 pub struct DeadLetters {
     pub queue: String,
     pub messages: u32,
+    /// Of `messages`, those an untrusted publisher sent: a requeue keeps them back, and they
+    /// can only be discarded.
+    pub untrusted: u32,
     pub first: Vec<DeadLetter>,
 }
 
 /// `POST /api/v1/admin/sync/dead-letters/{queue}/requeue`: each message the queue held went
-/// back to its consumer (published with confirms, then removed).
+/// back to its consumer (published with confirms, then removed), except an untrusted
+/// publisher's, which stay where they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Requeued {
     pub queue: String,
     pub requeued: u32,
     /// How many the queue held when the requeue started.
+    pub of: u32,
+    /// Left in the queue: an untrusted publisher's messages, never sent back (they can only be
+    /// discarded).
+    pub kept_back: u32,
+}
+
+/// `POST /api/v1/admin/sync/dead-letters/{queue}/discard`: the untrusted publishers' messages
+/// removed from the queue for good (the others stay, in their order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Discarded {
+    pub queue: String,
+    pub discarded: u32,
+    /// How many the queue held when the discard started.
     pub of: u32,
 }
 

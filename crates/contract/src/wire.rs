@@ -51,6 +51,94 @@ pub const RELAY_USER: &str = "portal-relay";
 /// The broker user of the operator's tools.
 pub const OPERATOR_USER: &str = "portal-operator";
 
+/// Whom a consumer applies messages from: [`SYSTEM_PUBLISHERS`], its own broker user (its
+/// copies come back from its retry queues) and the names configured in `TRUSTED_PUBLISHERS`.
+/// The operator's tools judge dead letters with the same rule before sending any back.
+///
+/// A message names two publishers, and both must be trusted:
+/// - its AMQP `user_id`, which RabbitMQ checks against the publishing connection's user;
+/// - [`header::ORIGINAL_USER_ID`], who first published a message that a consumer set aside
+///   (a retry) or an operator sent back (a requeue, a replay of a set-aside message). A header
+///   is anyone's to write, so it is believed only from a trusted `user_id`; and it is what keeps
+///   a forged event forged when a trusted operator requeues it: the copy carries the operator's
+///   `user_id`, but its first publisher is still the untrusted one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedPublishers(std::collections::BTreeSet<String>);
+
+/// Why a message is not a trusted publisher's (the words go to `x-error-detail`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Untrusted {
+    #[error("published without a user_id: not a trusted publisher")]
+    Unnamed,
+    #[error("published by broker user {0:?}, not a trusted publisher")]
+    Publisher(String),
+    #[error(
+        "sent by {by:?} but first published by broker user {first:?}, not a trusted publisher"
+    )]
+    FirstPublisher { by: String, first: String },
+}
+
+impl Untrusted {
+    /// The broker user to blame, if the message named one.
+    pub fn publisher(&self) -> Option<&str> {
+        match self {
+            Self::Unnamed => None,
+            Self::Publisher(p) | Self::FirstPublisher { first: p, .. } => Some(p),
+        }
+    }
+}
+
+impl TrustedPublishers {
+    /// [`SYSTEM_PUBLISHERS`], `own_user` and `configured` (empty names are no one's).
+    pub fn new<S: AsRef<str>>(own_user: &str, configured: impl IntoIterator<Item = S>) -> Self {
+        let names = SYSTEM_PUBLISHERS
+            .iter()
+            .map(|u| (*u).to_owned())
+            .chain([own_user.to_owned()])
+            .chain(configured.into_iter().map(|u| u.as_ref().trim().to_owned()))
+            .filter(|u| !u.is_empty())
+            .collect();
+        Self(names)
+    }
+
+    /// Whether `user` is one of them.
+    pub fn trusts(&self, user: &str) -> bool {
+        self.0.contains(user)
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Who first published a message whose `user_id` is `user_id` and whose
+    /// [`header::ORIGINAL_USER_ID`] says `recorded`: the recorded one when a trusted publisher
+    /// vouches for it, else the `user_id` itself (`None`: it named no one).
+    pub fn first_publisher<'a>(
+        &self,
+        user_id: Option<&'a str>,
+        recorded: Option<&'a str>,
+    ) -> Option<&'a str> {
+        match user_id {
+            Some(user) if self.trusts(user) => recorded.or(Some(user)),
+            other => other,
+        }
+    }
+
+    /// Whether a message published as `user_id`, first published by `recorded`, is applied.
+    pub fn check(&self, user_id: Option<&str>, recorded: Option<&str>) -> Result<(), Untrusted> {
+        match (user_id, self.first_publisher(user_id, recorded)) {
+            (None, _) | (_, None) => Err(Untrusted::Unnamed),
+            (Some(user), _) if !self.trusts(user) => Err(Untrusted::Publisher(user.to_owned())),
+            (Some(user), Some(first)) if !self.trusts(first) => Err(Untrusted::FirstPublisher {
+                by: user.to_owned(),
+                first: first.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The AMQP `type` of the end-of-history mark a backfill (`portal consumer add`) sends to one
 /// consumer's queue after the last stored event. Its body is a [`HistoryComplete`], not an
 /// event. A consumer records it in the transaction of its batch; a service that must know every
@@ -89,7 +177,9 @@ pub mod header {
     /// How many attempts failed; set once the message has been through a retry queue.
     pub const RETRY_COUNT: &str = "x-retry-count";
     /// The `user_id` the message was first published with: the consumer's copy carries its own
-    /// (RabbitMQ allows no other), so who first published it is kept here.
+    /// (RabbitMQ allows no other), so who first published it is kept here, as is an operator's
+    /// requeue. Believed only from a trusted publisher, and must name one itself (see
+    /// [`super::TrustedPublishers`]); absent from a dead letter whose publisher named no one.
     pub const ORIGINAL_USER_ID: &str = "x-original-user-id";
 
     /// Dropped when an operator requeues a dead letter, so it starts over with a fresh retry
@@ -109,5 +199,59 @@ mod tests {
         assert_eq!(p.message_id, "0193a6a4-0000-7000-8000-000000000000");
         assert_eq!(p.kind, "user.created");
         assert_eq!(p.app_id, "auth-service");
+    }
+
+    #[test]
+    fn both_the_user_id_and_the_first_publisher_must_be_trusted() {
+        let trusted = TrustedPublishers::new("portal-user-service", ["legacy", " "]);
+        assert_eq!(
+            trusted.names().collect::<Vec<_>>(),
+            [
+                "legacy",
+                "portal-operator",
+                "portal-relay",
+                "portal-user-service"
+            ]
+        );
+        // The relay's own events, and a requeue or retry of them.
+        assert_eq!(trusted.check(Some(RELAY_USER), None), Ok(()));
+        assert_eq!(trusted.check(Some(OPERATOR_USER), Some(RELAY_USER)), Ok(()));
+        assert_eq!(
+            trusted.check(Some("portal-user-service"), Some("legacy")),
+            Ok(())
+        );
+        // A stranger, and a stranger claiming someone else first published it.
+        assert_eq!(
+            trusted.check(Some("mallory"), Some(RELAY_USER)),
+            Err(Untrusted::Publisher("mallory".into()))
+        );
+        assert_eq!(
+            trusted.first_publisher(Some("mallory"), Some(RELAY_USER)),
+            Some("mallory"),
+            "an untrusted user's header is not believed"
+        );
+        // A forged event the operator sent back: still the stranger's.
+        let requeued = trusted.check(Some(OPERATOR_USER), Some("mallory"));
+        assert_eq!(
+            requeued,
+            Err(Untrusted::FirstPublisher {
+                by: OPERATOR_USER.into(),
+                first: "mallory".into()
+            })
+        );
+        assert_eq!(requeued.unwrap_err().publisher(), Some("mallory"));
+        assert_eq!(
+            trusted.check(None, Some(RELAY_USER)),
+            Err(Untrusted::Unnamed)
+        );
+        assert_eq!(
+            trusted.check(Some(OPERATOR_USER), Some("")),
+            Err(Untrusted::FirstPublisher {
+                by: OPERATOR_USER.into(),
+                first: String::new()
+            }),
+            "an empty name is no one's"
+        );
+        assert!(!TrustedPublishers::new("", Vec::<String>::new()).trusts(""));
     }
 }

@@ -9,7 +9,9 @@
 //! segments are refused (400); `X-Forwarded-For` is set to the client's address (kept from a
 //! trusted proxy only, e.g. the web portal); every request gets an `X-Request-Id` and a W3C
 //! `traceparent` (valid incoming ones are kept); and login, register, refresh and change-password are limited per
-//! client address (429 with `Retry-After`).
+//! client address (429 with `Retry-After`; an IPv6 client by its /64). Connections and requests
+//! are bounded as [`Config::limits`] says (header, request and body timeouts, requests at once,
+//! connections per address; the web portal, a trusted proxy, is not capped per address).
 //!
 //! Its settings, and how they become a [`Config`], are [`settings`].
 
@@ -54,7 +56,8 @@ pub struct Config {
     /// Base URL of the sync admin API, e.g. `http://127.0.0.1:3004`; without it
     /// `/api/v1/admin/sync` is not routed.
     pub sync_admin_url: Option<String>,
-    /// How long an upstream may take to answer before the client gets 504.
+    /// How long an upstream may take to answer before the client gets 504; the gateway
+    /// shortens it to end within the request timeout ([`platform::http::Limits::upstream_timeout`]).
     pub upstream_timeout: Duration,
     /// How often each replica's readiness is checked.
     pub health_interval: Duration,
@@ -62,6 +65,11 @@ pub struct Config {
     /// Proxies in front of the gateway (the web portal) whose `X-Forwarded-For` is believed;
     /// anyone else's is replaced by their own address.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Timeouts and caps on clients' connections and requests.
+    pub limits: platform::http::Limits,
+    /// The bearer token that opens `/metrics` to a scraper on another machine (METRICS_TOKEN);
+    /// without it only this machine reads them ([`platform::metrics`]).
+    pub metrics_token: Option<platform::metrics::MetricsToken>,
 }
 
 impl Config {
@@ -77,6 +85,8 @@ impl Config {
             health_interval: Duration::from_secs(2),
             auth_rate_limit: AuthRateLimit::default(),
             trusted_proxies: Vec::new(),
+            limits: platform::http::Limits::default(),
+            metrics_token: None,
         }
     }
 }
@@ -238,7 +248,8 @@ fn screen(state: &AppState, client: Option<IpAddr>, req: &Request) -> Option<Res
         return Some(ApiError::bad_request(why).into_response());
     }
     if rate_limited(req.method(), req.uri().path()) {
-        if let Some(ip) = client {
+        // An IPv6 client by its /64: it could take a fresh address for every attempt.
+        if let Some(ip) = client.map(platform::client_addr::limit_key) {
             if let Err(not_until) = state.limiter.check_key(&ip) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 if state.log_limiter.check_key(&ip).is_ok() {
@@ -302,6 +313,10 @@ async fn forward(
     headers.insert(HeaderName::from_static(REQUEST_ID), id);
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(body) => body,
+        // The client stopped sending in the middle: nothing is sent upstream.
+        Err(e) if platform::http::body_timed_out(&e) => {
+            return platform::http::body_timeout_error().into_response()
+        }
         Err(_) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -443,19 +458,32 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::V
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: platform::http::Limits,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let within = config.limits.upstream_timeout();
+        if config.upstream_timeout > within {
+            tracing::info!(
+                upstream_timeout = ?within,
+                request_timeout = ?config.limits.request_timeout,
+                "the upstream timeout is shortened to end before the request timeout"
+            );
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(config.upstream_timeout)
+            .timeout(config.upstream_timeout.min(within))
+            // The services close a connection idle for their header timeout; the pool lets go
+            // of it first, so no request is sent on a connection being closed.
+            .pool_idle_timeout(platform::http::CLIENT_IDLE_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let metrics = platform::metrics::Metrics::new(Self::NAME)?;
         let healthy = metrics.int_gauge_vec(
             "portal_gateway_upstream_healthy",
-            "1 while the gateway sends requests to a replica, 0 while it leaves it out.",
+            "1 while the gateway sends requests to a replica, 0 while it leaves it out; \
+             replicas by their place in the service's list (0 first), never by address.",
             &["upstream", "replica"],
         )?;
         let limit = config.auth_rate_limit;
@@ -536,12 +564,20 @@ impl Application {
             .fallback(platform::http::fallback_not_found)
             .with_state(state);
         // Outermost: the ids are set before the access line and the upstream see the request.
-        let router = platform::metrics::instrument(router, &metrics)
+        let router = platform::metrics::instrument_with(router, &metrics, config.metrics_token)
             .layer(axum::middleware::from_fn(identify));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-        Ok(Self { listener, router })
+        // A trusted proxy carries many people's connections: capping it per address would cap
+        // them all together (each person's own address is limited where it matters, at login).
+        let mut limits = config.limits;
+        limits.exempt.extend(config.trusted_proxies.iter().copied());
+        Ok(Self {
+            listener,
+            router,
+            limits,
+        })
     }
 }
 
@@ -554,7 +590,7 @@ impl Service for Application {
 
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!("gateway listening on http://{}", self.local_addr()?);
-        platform::http::serve(self.listener, self.router, shutdown)
+        platform::http::serve_with(self.listener, self.router, &self.limits, shutdown)
             .await
             .context("gateway HTTP server failed")
     }

@@ -4,7 +4,8 @@
 use crate::{AuthRateLimit, Config};
 use clap::Args;
 use platform::duration::Interval;
-use platform::settings::AuthLocationArgs;
+use platform::http::Limits;
+use platform::settings::{AuthLocationArgs, Link};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -47,6 +48,24 @@ pub struct GatewayArgs {
     /// portal's address), comma-separated; every other client's header is replaced.
     #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub gateway_trusted_proxies: Vec<IpAddr>,
+    /// How long a client may take to send a request's line and headers, and how long an idle
+    /// connection is kept; then the gateway closes the connection.
+    #[arg(long, env = "GATEWAY_HEADER_TIMEOUT", default_value_t = Interval(Limits::DEFAULT_HEADER_TIMEOUT))]
+    pub gateway_header_timeout: Interval,
+    /// How long the gateway may take to answer a request (503 after); an upstream is given 5 s
+    /// less, and answered 504 past that.
+    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value_t = Interval(Limits::DEFAULT_REQUEST_TIMEOUT))]
+    pub gateway_request_timeout: Interval,
+    /// How long a request body may stop arriving before the request is answered 408.
+    #[arg(long, env = "GATEWAY_BODY_TIMEOUT", default_value_t = Interval(Limits::DEFAULT_BODY_TIMEOUT))]
+    pub gateway_body_timeout: Interval,
+    /// Requests the gateway handles at once; more are answered 503 at once.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_REQUESTS", default_value_t = Limits::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = platform::settings::positive)]
+    pub gateway_max_concurrent_requests: usize,
+    /// Connections one client address (an IPv6 client: its /64) may hold open at the gateway;
+    /// more are closed at once. Trusted proxies are not capped.
+    #[arg(long, env = "GATEWAY_CONNECTIONS_PER_ADDRESS", default_value_t = Limits::DEFAULT_CONNECTIONS_PER_ADDRESS, value_parser = platform::settings::positive)]
+    pub gateway_connections_per_address: usize,
 }
 
 /// Where the services are when the settings do not say: the standard addresses, or those of
@@ -71,6 +90,25 @@ impl Default for Upstreams {
 }
 
 impl GatewayArgs {
+    /// The upstream URLs the settings give (AUTH_SERVICE_URL, USER_SERVICE_URL,
+    /// APPOINTMENT_SERVICE_URL, SYNC_ADMIN_URL; `none` is no upstream), for the plaintext rule
+    /// (`https://` or this machine). An unset one is this machine's standard address, or under
+    /// `portal up` the part running in the same process: nothing crosses the network.
+    pub fn links(&self, auth: &AuthLocationArgs) -> Vec<Link> {
+        [
+            ("AUTH_SERVICE_URL", &auth.auth_service_url),
+            ("USER_SERVICE_URL", &self.user_service_url),
+            ("APPOINTMENT_SERVICE_URL", &self.appointment_service_url),
+            ("SYNC_ADMIN_URL", &self.sync_admin_url),
+        ]
+        .into_iter()
+        .filter_map(|(setting, url)| match url.as_deref() {
+            None | Some("none") => None,
+            Some(url) => Some(Link::http(setting, url)),
+        })
+        .collect()
+    }
+
     /// The gateway's configuration: each upstream as its setting says, else `fallback`'s.
     pub fn into_config(&self, auth: &AuthLocationArgs, fallback: &Upstreams) -> Config {
         // `none`: a system without that service (the benchmark's) routes nothing there and
@@ -79,6 +117,14 @@ impl GatewayArgs {
             Some("none") => None,
             Some(url) => Some(url.to_owned()),
             None => Some(fallback.to_owned()),
+        };
+        let limits = Limits {
+            header_timeout: self.gateway_header_timeout.0,
+            request_timeout: self.gateway_request_timeout.0,
+            body_timeout: self.gateway_body_timeout.0,
+            max_concurrent_requests: self.gateway_max_concurrent_requests,
+            connections_per_address: self.gateway_connections_per_address,
+            exempt: Vec::new(),
         };
         Config {
             http_addr: self.gateway_addr,
@@ -89,13 +135,16 @@ impl GatewayArgs {
                 .unwrap_or_else(|| fallback.users.clone()),
             appointments_url: optional(&self.appointment_service_url, &fallback.appointments),
             sync_admin_url: optional(&self.sync_admin_url, &fallback.sync_admin),
-            upstream_timeout: Duration::from_secs(30),
+            upstream_timeout: limits.upstream_timeout(),
             health_interval: self.gateway_health_interval.0,
             auth_rate_limit: AuthRateLimit {
                 per_minute: self.gateway_auth_rate,
                 burst: self.gateway_auth_burst,
             },
             trusted_proxies: self.gateway_trusted_proxies.clone(),
+            limits,
+            // METRICS_TOKEN is checked and set by the command ([`platform::settings::MetricsArgs`]).
+            metrics_token: None,
         }
     }
 }

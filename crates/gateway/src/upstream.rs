@@ -18,6 +18,9 @@ use std::time::Duration;
 pub(crate) struct Member {
     /// Base URL, e.g. `http://10.0.0.2:3001`.
     pub base: String,
+    /// Its place in the service's list (0 first): how the metrics name it. `/metrics` may be
+    /// read from afar (METRICS_TOKEN), and the network behind the gateway is not its business.
+    index: String,
     healthy: AtomicBool,
 }
 
@@ -35,8 +38,10 @@ impl Upstream {
     pub fn new(name: &'static str, list: &str, healthy_gauge: Option<IntGaugeVec>) -> Self {
         let members: Vec<Member> = platform::addresses::split(list)
             .into_iter()
-            .map(|base| Member {
+            .enumerate()
+            .map(|(index, base)| Member {
                 base: base.trim_end_matches('/').to_owned(),
+                index: index.to_string(),
                 healthy: AtomicBool::new(true),
             })
             .collect();
@@ -47,6 +52,15 @@ impl Upstream {
             healthy_gauge,
         };
         for member in &upstream.members {
+            // Once, in the log only: which address each `replica` of the metrics is.
+            tracing::info!(
+                upstream = name,
+                replica = member.index.as_str(),
+                base = %member.base,
+                "replica {} of {name} is {} (the metrics name it by number only)",
+                member.index,
+                member.base
+            );
             upstream.show(member, true);
         }
         upstream
@@ -88,7 +102,7 @@ impl Upstream {
     fn show(&self, member: &Member, healthy: bool) {
         if let Some(gauge) = &self.healthy_gauge {
             gauge
-                .with_label_values(&[self.name, member.base.as_str()])
+                .with_label_values(&[self.name, member.index.as_str()])
                 .set(i64::from(healthy));
         }
     }

@@ -44,8 +44,9 @@ pub async fn replay_to(
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| anyhow!(e))?;
-    // The operator vouches for what it replays: the events carry its broker user.
-    let publisher = amqp::broker_user(amqp_url);
+    // The operator vouches for what it replays: the events carry its broker user, which the
+    // URL must name (never guessed).
+    let publisher = amqp::broker_user_of(amqp_url).map_err(anyhow::Error::from)?;
     let mut sent = Sent::default();
     let mut cursor = Cursor::START;
     let mut held_since: Option<std::time::Instant> = None;
@@ -136,7 +137,7 @@ pub async fn backfill(
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| anyhow!(e))?;
-    let publisher = amqp::broker_user(amqp_url);
+    let publisher = amqp::broker_user_of(amqp_url).map_err(anyhow::Error::from)?;
     let body = serde_json::to_vec(&contract::wire::HistoryComplete { users })
         .map_err(|e| anyhow!("encoding the end-of-history mark: {e}"))?;
     let marker = Outgoing {

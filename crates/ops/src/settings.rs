@@ -4,6 +4,7 @@
 //! line resolves before these defaults apply.
 
 use clap::Args;
+use platform::settings::Link;
 
 /// Each operator variable and the service variable it falls back to.
 pub const FALLBACKS: [(&str, &str); 4] = [
@@ -60,4 +61,12 @@ pub struct OperatorArgs {
         hide_default_value = true
     )]
     pub operator_amqp_url: String,
+}
+
+impl OperatorArgs {
+    /// The broker URL the operator's tools connect with, for the plaintext rule (`amqps://` or
+    /// this machine).
+    pub fn broker_link(&self) -> Link {
+        Link::amqp("OPERATOR_AMQP_URL", self.operator_amqp_url.as_str())
+    }
 }

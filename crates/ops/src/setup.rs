@@ -106,6 +106,10 @@ pub struct SetupConfig {
     pub identities: Identities,
     /// The owner-only file the generated credentials go to.
     pub credentials: PathBuf,
+    /// Delete RabbitMQ's default user `guest` (`SETUP_DISABLE_GUEST`): an installed system
+    /// needs it no more once every part has its own identity; a development machine keeps it
+    /// for its administrative URL.
+    pub disable_guest: bool,
 }
 
 /// What a setup did, for people (no secret in it).
@@ -116,6 +120,8 @@ pub struct SetupReport {
     pub created_databases: Vec<String>,
     /// False when every password came from the existing credentials file.
     pub wrote_new_passwords: bool,
+    /// Asked to delete `guest`: whether it was there (`None`: not asked).
+    pub deleted_guest: Option<bool>,
 }
 
 /// The generated credentials: `KEY=value` lines, the keys the `portal` settings read.
@@ -225,11 +231,56 @@ fn url_as(base: &str, user: &str, password: &str, path: Option<&str>) -> anyhow:
     })
 }
 
+/// RabbitMQ's default user: a new broker creates it with the password `guest` and every right,
+/// the administrator tag included (by default it may log in from the broker's machine only).
+pub const GUEST: &str = "guest";
+
+/// Refuses a setup asked to delete `guest` that logs in as `guest` itself (ADMIN_AMQP_URL
+/// names it, or names no user, and RabbitMQ's client then logs in as `guest`): it would lock
+/// itself, and every later setup, out of the broker. Checked before anything is changed.
+pub fn check_disable_guest(config: &SetupConfig) -> anyhow::Result<()> {
+    if !config.disable_guest {
+        return Ok(());
+    }
+    let admin =
+        platform::amqp::broker_user_of(&config.admin_amqp_url).unwrap_or_else(|_| GUEST.to_owned());
+    if admin == GUEST {
+        bail!(
+            "SETUP_DISABLE_GUEST=true, but ADMIN_AMQP_URL logs in as {GUEST}: deleting {GUEST} \
+             would lock the setup out of RabbitMQ. Create an administrator first (rabbitmqctl \
+             add_user NAME PASSWORD; rabbitmqctl set_user_tags NAME administrator; rabbitmqctl \
+             set_permissions -p / NAME '.*' '.*' '.*'), name it in ADMIN_AMQP_URL, then run the \
+             setup again"
+        );
+    }
+    Ok(())
+}
+
+/// Deletes the broker user `user`, its permissions with it (RabbitMQ closes its connections),
+/// unless it is `admin_user`, the one the management API is called as. Returns whether it
+/// existed. The setup calls it for [`GUEST`]; tests, for a user of their own.
+pub async fn disable_broker_user(
+    management: &Management,
+    user: &str,
+    admin_user: &str,
+) -> anyhow::Result<bool> {
+    if user == admin_user {
+        bail!(
+            "will not delete the RabbitMQ user {user}: the setup is logged in as it \
+             (ADMIN_AMQP_URL), and would lock itself out"
+        );
+    }
+    let existed = management.users().await?.iter().any(|u| u == user);
+    management.delete_user(user).await?;
+    Ok(existed)
+}
+
 /// A key of the advisory lock that serialises setups (any process, any machine, one server).
 const SETUP_LOCK: i64 = 0x706f_7274_616c_0002;
 
 /// Runs the setup; see the module documentation.
 pub async fn run(config: &SetupConfig) -> anyhow::Result<SetupReport> {
+    check_disable_guest(config)?;
     let ids = &config.identities;
     for name in ids.pg_roles().into_iter().chain(ids.broker_users()).chain([
         config.auth_db.as_str(),
@@ -238,14 +289,17 @@ pub async fn run(config: &SetupConfig) -> anyhow::Result<SetupReport> {
     ]) {
         check_name(name)?;
     }
-    let mut admin = PgConnection::connect(&config.admin_database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach PostgreSQL as the administrator ({})",
-                secret::redact_url(&config.admin_database_url)
-            )
-        })?;
+    // The services' TLS rule for the administrator too: `verify-full` to another machine
+    // unless the URL says otherwise.
+    let mut admin =
+        PgConnection::connect_with(&platform::db::connect_options(&config.admin_database_url)?)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach PostgreSQL as the administrator ({})",
+                    secret::redact_url(&config.admin_database_url)
+                )
+            })?;
     // Held until the end: a second setup waits here, then finds (and reuses) what this one
     // wrote, passwords included.
     sqlx::query("SELECT pg_advisory_lock($1)")
@@ -384,7 +438,8 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
     } else {
         vhost
     };
-    let admin_user = platform::amqp::broker_user(&config.admin_amqp_url);
+    let admin_user = platform::amqp::broker_user_of(&config.admin_amqp_url)
+        .context("ADMIN_AMQP_URL: the management API is called as its user")?;
     let admin_password = percent_encoding::percent_decode_str(admin_url.password().unwrap_or(""))
         .decode_utf8_lossy()
         .into_owned();
@@ -521,6 +576,11 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
         creds.0.insert(key.to_owned(), value);
     }
     creds.save(&config.credentials)?;
+    // Last, once every part has its own identity, its rights and its credentials: nothing of
+    // the system needs `guest` any more (and a failure here loses none of the above).
+    if config.disable_guest {
+        report.deleted_guest = Some(disable_broker_user(&management, GUEST, &admin_user).await?);
+    }
     Ok(report)
 }
 
@@ -530,7 +590,7 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
 async fn own_everything(admin_url: &str, db: &str, owner: &str) -> anyhow::Result<()> {
     let mut url = Url::parse(admin_url).context("bad ADMIN_DATABASE_URL")?;
     url.set_path(&format!("/{db}"));
-    let mut conn = PgConnection::connect(url.as_str())
+    let mut conn = PgConnection::connect_with(&platform::db::connect_options(url.as_str())?)
         .await
         .with_context(|| format!("cannot reach {db} as the administrator"))?;
     let statements: Vec<String> = sqlx::query_scalar(
@@ -585,6 +645,44 @@ mod tests {
         assert!(check_name("auth_service").is_ok());
         assert!(check_name("x\"; DROP ROLE postgres; --").is_err());
         assert!(check_name("").is_err());
+    }
+
+    /// Deleting `guest` while logged in as `guest` would lock the setup out: refused before
+    /// anything is touched, whether the URL names guest or no user at all.
+    #[test]
+    fn a_setup_logged_in_as_guest_refuses_to_delete_guest() {
+        let config = |admin_amqp_url: &str, disable_guest: bool| SetupConfig {
+            admin_database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            admin_amqp_url: admin_amqp_url.into(),
+            management_url: "http://127.0.0.1:15672".into(),
+            auth_db: "auth_db".into(),
+            user_db: "user_db".into(),
+            appointment_db: "appointment_db".into(),
+            identities: Identities::standard(),
+            credentials: PathBuf::from("/nonexistent/credentials.env"),
+            disable_guest,
+        };
+        for as_guest in [
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "amqp://127.0.0.1:5672/%2f",
+            "amqps://guest:pw@mq1.clinic.internal:5671/%2f,amqps://admin:pw@mq2:5671/%2f",
+        ] {
+            let e = check_disable_guest(&config(as_guest, true))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("SETUP_DISABLE_GUEST")
+                    && e.contains("ADMIN_AMQP_URL")
+                    && e.contains("lock"),
+                "{e}"
+            );
+            check_disable_guest(&config(as_guest, false)).unwrap();
+        }
+        check_disable_guest(&config(
+            "amqps://admin:pw@mq.clinic.internal:5671/%2f",
+            true,
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -202,11 +202,25 @@ pub async fn ensure_topology(url: &str, consumers: &[ConsumerQueues]) -> Result<
     Ok(())
 }
 
-/// The broker user `url` logs in as (decoded); `guest`, RabbitMQ's default, when it names none.
-/// It is what the broker checks a message's `user_id` against.
-pub fn broker_user(url: &str) -> String {
-    // Every node of a cluster is reached as the same user: the first URL's.
-    url::Url::parse(crate::addresses::first(url))
+/// An AMQP URL that names no broker user. Such a URL still connects (as RabbitMQ's default
+/// `guest`, which the client assumes), but the broker user is what every message's `user_id`
+/// names and what consumers decide trust on, so it is never guessed: a part that publishes or
+/// decides trust refuses to start on such a URL (a configuration error, exit 64).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the AMQP URL {url} names no broker user: write it as {EXAMPLE_URL} (the user is the user_id the broker checks and consumers trust; `guest` is never assumed)")]
+pub struct NoBrokerUser {
+    /// The URL, password hidden.
+    pub url: String,
+}
+
+/// How an AMQP URL names its broker user, for messages.
+const EXAMPLE_URL: &str = "amqp://USER:PASSWORD@host:5672/vhost";
+
+/// The broker user `url` logs in as (decoded; a cluster's nodes are all reached as the first
+/// URL's user), or [`NoBrokerUser`] when it names none.
+pub fn broker_user_of(url: &str) -> Result<String, NoBrokerUser> {
+    let first = crate::addresses::first(url);
+    url::Url::parse(first)
         .ok()
         .map(|u| {
             percent_encoding::percent_decode_str(u.username())
@@ -214,7 +228,17 @@ pub fn broker_user(url: &str) -> String {
                 .into_owned()
         })
         .filter(|user| !user.is_empty())
-        .unwrap_or_else(|| "guest".to_owned())
+        .ok_or_else(|| NoBrokerUser {
+            url: crate::secret::redact_url(first),
+        })
+}
+
+/// [`broker_user_of`] for callers that have checked the URL already (every part checks at
+/// start): empty, never `guest`, when it names no user, so a message published with it is
+/// refused by the broker (its `user_id` is not the connection's) rather than sent under a
+/// guessed name.
+pub fn broker_user(url: &str) -> String {
+    broker_user_of(url).unwrap_or_default()
 }
 
 /// The AMQP properties of an event, from the contract's [`EventProperties`], published by the
@@ -440,5 +464,37 @@ pub fn show_value(v: &AMQPValue) -> String {
         AMQPValue::LongLongInt(n) => n.to_string(),
         AMQPValue::LongInt(n) => n.to_string(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_user_is_the_urls_own_and_never_guessed() {
+        assert_eq!(
+            broker_user_of("amqp://portal%2Drelay:pw@127.0.0.1:5672/%2f").ok(),
+            Some("portal-relay".to_owned())
+        );
+        assert_eq!(
+            broker_user_of("amqp://a:pw@n1:5672/v,amqp://b:pw@n2:5672/v").ok(),
+            Some("a".to_owned()),
+            "a cluster is reached as its first URL's user"
+        );
+        for nameless in [
+            "amqp://127.0.0.1:5672/%2f",
+            "amqp://:s3cret@127.0.0.1:5672/%2f",
+            "not a url",
+        ] {
+            let e = broker_user_of(nameless).unwrap_err();
+            let said = e.to_string();
+            assert!(said.contains("names no broker user"), "{said}");
+            assert!(
+                !said.contains("s3cret"),
+                "the password stays hidden: {said}"
+            );
+            assert_eq!(broker_user(nameless), "", "never `guest`");
+        }
     }
 }

@@ -23,7 +23,7 @@ pub fn database_name(url: &str) -> anyhow::Result<String> {
 /// the same server). Safe to call concurrently.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     let name = database_name(url)?;
-    let admin = PgConnectOptions::from_str(url)?
+    let admin = connect_options(url)?
         .database("postgres")
         .disable_statement_logging();
     let mut conn = sqlx::PgConnection::connect_with(&admin)
@@ -141,18 +141,32 @@ pub async fn create_database_owned(
 }
 
 /// The connection options of `url`. A URL that chooses no `sslmode` (and no `PGSSLMODE` in the
-/// environment) for a server on this machine connects without TLS: the bytes never leave the
-/// kernel, and the mode it would get otherwise (`prefer`) encrypts without checking who answers,
-/// so on loopback it protects nothing and costs CPU on both ends (BENCHMARKS.md, the HTTP row).
-/// An `sslmode` the operator gives is always obeyed, and a remote server keeps `prefer`.
+/// environment) gets the mode its server's place calls for, never libpq's `prefer`, which
+/// encrypts without checking who answers (anyone on the path can stand in for the server):
+/// - a server on this machine (127.0.0.0/8, `::1`, `localhost`, a Unix socket): no TLS. The
+///   bytes never leave the kernel, so TLS protects nothing there and costs CPU on both ends
+///   (BENCHMARKS.md, the HTTP row);
+/// - any other server: `verify-full`, TLS with the server's certificate checked against the
+///   system's CAs (`SSL_CERT_FILE`, or `sslrootcert=` in the URL) and its name against the
+///   URL's host. A server without TLS is then refused rather than reached in plaintext.
+///
+/// An `sslmode` the operator gives (in the URL or `PGSSLMODE`) is always obeyed.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    options_for(url, std::env::var_os("PGSSLMODE").is_some())
+}
+
+/// [`connect_options`] with whether `PGSSLMODE` is set given (so tests do not depend on the
+/// environment they run in).
+fn options_for(url: &str, pgsslmode_set: bool) -> anyhow::Result<PgConnectOptions> {
     let opts = PgConnectOptions::from_str(url)
         .with_context(|| format!("bad database URL {}", redact_url(url)))?;
-    let chosen = names_sslmode(url) || std::env::var_os("PGSSLMODE").is_some();
-    Ok(if !chosen && is_loopback(opts.get_host()) {
+    if names_sslmode(url) || pgsslmode_set {
+        return Ok(opts);
+    }
+    Ok(if on_this_machine(&opts) {
         opts.ssl_mode(PgSslMode::Disable)
     } else {
-        opts
+        opts.ssl_mode(PgSslMode::VerifyFull)
     })
 }
 
@@ -166,12 +180,13 @@ fn names_sslmode(url: &str) -> bool {
     })
 }
 
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+/// Whether the connection stays on this machine: a loopback host (as the plaintext rule of the
+/// other settings says, [`crate::settings::is_loopback_host`]) or a Unix socket (where
+/// PostgreSQL offers no TLS at all).
+fn on_this_machine(opts: &PgConnectOptions) -> bool {
+    opts.get_socket().is_some()
+        || opts.get_host().starts_with('/')
+        || crate::settings::is_loopback_host(opts.get_host())
 }
 
 /// A pool for `url` whose acquire times out, so callers get an error rather than a hang when the
@@ -214,17 +229,48 @@ mod tests {
         ));
         assert!(!names_sslmode("postgres://u@h/x?application_name=sslmode"));
         assert!(!names_sslmode("postgres://u@h/x"));
-        for host in ["127.0.0.1", "127.0.0.2", "localhost", "[::1]", "::1"] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "10.0.0.5",
-            "db.example",
-            "localhost.example",
-            "[2001:db8::1]",
+        let mode = |url: &str| options_for(url, false).unwrap().get_ssl_mode();
+        for url in [
+            "postgres://u:pw@127.0.0.1:5432/x",
+            "postgres://u@127.0.0.2/x",
+            "postgres://u@localhost/x",
+            "postgres://u@[::1]:5432/x",
+            "postgres:///x?host=/var/run/postgresql",
+            "postgres://%2Fvar%2Frun%2Fpostgresql/x",
         ] {
-            assert!(!is_loopback(host), "{host}");
+            assert!(matches!(mode(url), PgSslMode::Disable), "{url}");
         }
+        for url in [
+            "postgres://u:pw@10.0.0.5:5432/x",
+            "postgres://u@db.clinic.internal/x",
+            "postgres://u@localhost.example/x",
+            "postgres://u@[2001:db8::1]/x",
+            "postgres://u@postgres:5432/auth_db",
+        ] {
+            assert!(matches!(mode(url), PgSslMode::VerifyFull), "{url}");
+        }
+        // A mode the operator chose is obeyed, here or elsewhere, in the URL or PGSSLMODE.
+        assert!(matches!(
+            mode("postgres://u@db.clinic.internal/x?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode("postgres://u@db.clinic.internal/x?sslmode=disable"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/x?sslmode=verify-full"),
+            PgSslMode::VerifyFull
+        ));
+        // With PGSSLMODE set, sqlx's own reading of it stands.
+        let url = "postgres://u@db.clinic.internal/x";
+        assert_eq!(
+            format!("{:?}", options_for(url, true).unwrap().get_ssl_mode()),
+            format!(
+                "{:?}",
+                PgConnectOptions::from_str(url).unwrap().get_ssl_mode()
+            )
+        );
     }
 
     /// Against the machine's PostgreSQL (which offers TLS on Debian): the loopback default is a

@@ -9,7 +9,6 @@ use axum::extract::Request;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::Router;
 
 /// The policy for answers that are not HTML: nothing may load or frame them.
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -17,12 +16,9 @@ const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 const HTML_CSP: &str = "default-src 'self'; object-src 'none'; base-uri 'none'; \
                         form-action 'self'; frame-ancestors 'none'";
 
-/// `router` with the headers and the refusal log on every answer.
-pub fn layer(router: Router) -> Router {
-    router.layer(axum::middleware::from_fn(harden))
-}
-
-async fn harden(req: Request, next: Next) -> Response {
+/// Adds the headers to, and logs a refusal of, every answer: the router's and the serving
+/// limits' own (503 when overloaded, 408). [`crate::http::serve`] puts it outermost.
+pub(crate) async fn harden(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let client = ClientAddr::of(&parts);
     let method = parts.method.clone();

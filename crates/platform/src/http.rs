@@ -1,7 +1,7 @@
 //! HTTP building blocks shared by the services: one error type that always answers JSON
 //! `{"error", "message"}`, a JSON body extractor whose rejections are JSON too, the bearer-token
 //! extractor, the caller who is still active in the service's own copy of the users
-//! ([`ActiveCaller`]), and serving until shutdown.
+//! ([`ActiveCaller`]), and serving until shutdown within [`Limits`].
 
 use crate::jwt::{Claims, JwtVerifier};
 use axum::extract::rejection::JsonRejection;
@@ -147,6 +147,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "unsupported_media_type",
                 "expected Content-Type: application/json",
             )),
+            Err(e) if body_timed_out(&e) => Err(body_timeout_error()),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -371,19 +372,114 @@ pub async fn readiness(
     (status, Json(body))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests end.
+/// How much of a service one client, and all of them together, may hold: how long each part
+/// of a request may take and how many requests and connections may be open. The gateway and
+/// the web portal, which face people, take these from their settings; the services behind them
+/// use the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send a request's line and headers, and how long an idle
+    /// keep-alive connection is kept waiting for the next request; then the connection closes.
+    pub header_timeout: std::time::Duration,
+    /// How long a request may take from its headers to the answer's headers (503 after).
+    pub request_timeout: std::time::Duration,
+    /// How long a request body may pause between two pieces (408 after).
+    pub body_timeout: std::time::Duration,
+    /// Requests handled at once; more are answered 503 at once rather than queued.
+    pub max_concurrent_requests: usize,
+    /// Connections open at once from one address (an IPv6 client: its /64); more are closed
+    /// as soon as they are accepted.
+    pub connections_per_address: usize,
+    /// Addresses the per-address cap does not apply to: proxies of ours that carry many
+    /// people's connections (the web portal in front of the gateway).
+    pub exempt: Vec<std::net::IpAddr>,
+}
+
+impl Limits {
+    /// Enough for a person on a slow mobile link; a connection that sent half a request line
+    /// is closed after it.
+    pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Longer than any answer of the system should take (the slowest, a bulk import of 1,000
+    /// users, hashes nothing and takes a few seconds).
+    pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+    pub const DEFAULT_CONNECTIONS_PER_ADDRESS: usize = 256;
+    /// What a call to another service leaves of the request timeout: time for the client's
+    /// body to arrive first and for the answer to go out.
+    pub const UPSTREAM_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The longest a call to another service may take while a request waits: the request
+    /// timeout less [`Self::UPSTREAM_MARGIN`] (at least half of it), so the caller's own answer
+    /// (the gateway's 504 naming the service, the web portal's error page) goes out before the
+    /// request timeout's 503, which names nothing.
+    pub fn upstream_timeout(&self) -> std::time::Duration {
+        self.request_timeout
+            .saturating_sub(Self::UPSTREAM_MARGIN)
+            .max(self.request_timeout / 2)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            body_timeout: Self::DEFAULT_BODY_TIMEOUT,
+            max_concurrent_requests: Self::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            connections_per_address: Self::DEFAULT_CONNECTIONS_PER_ADDRESS,
+            exempt: Vec::new(),
+        }
+    }
+}
+
+/// How long a service's HTTP client keeps an idle connection to another service: below
+/// [`Limits::DEFAULT_HEADER_TIMEOUT`], after which the other side closes it, so the client
+/// never picks a connection the server is closing at that moment.
+pub const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether `error`, or an error it was caused by, is a request body that paused longer than
+/// [`Limits::body_timeout`].
+pub fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The answer to a request whose body paused longer than [`Limits::body_timeout`]: 408.
+pub fn body_timeout_error() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body stopped arriving before it was complete; send it again",
+    )
+}
+
+/// Serves `router` on `listener` with the default [`Limits`] until `shutdown` is cancelled,
+/// then lets in-flight requests end.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = crate::hardening::layer(router);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    serve_with(listener, router, &Limits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` is cancelled: then stops
+/// accepting connections, lets in-flight requests end (idle connections close) and returns.
+/// Every answer carries the security headers ([`crate::hardening`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    crate::connections::serve(listener, router, limits, shutdown).await
 }
 
 /// Serves `router` on `listener`, with `worker` (the relay, the consumer) running beside it,

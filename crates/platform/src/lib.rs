@@ -9,13 +9,15 @@
 //! - [`db`]: create a database if absent, open a pool with timeouts.
 //! - [`build`]: the version and git commit of this build.
 //! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
-//! - [`jwt`]: the Ed25519 key pair and its rotation, signing (auth-service only), and
-//!   verification (everyone), with a cache of tokens already verified.
+//! - [`jwt`]: the Ed25519 key pair and its rotation (retired keys withdrawn after their kept
+//!   time), signing (auth-service only), and verification (everyone: keys fetched again on a
+//!   timer, lifetimes capped), with a cache of tokens already verified.
 //! - [`memory`]: malloc returns large buffers to the system when they are freed.
 //! - [`client_addr`]: the client's address (the peer, or `X-Forwarded-For` behind our proxy).
 //! - [`hardening`]: security headers on every answer, a log line per 401/403.
 //! - [`http`]: the JSON error type, a JSON extractor with JSON rejections, the auth extractor,
-//!   health answers and serving until shutdown.
+//!   health answers and serving until shutdown within [`http::Limits`] (the accept loop, with
+//!   its timeouts and per-address connection cap, is the private `connections` module).
 //! - [`metrics`]: a Prometheus registry per service, `GET /metrics`, the HTTP layer that counts
 //!   requests and writes access lines.
 //! - [`trace`]: one W3C trace id from the gateway's request to each consumer's apply.
@@ -23,7 +25,8 @@
 //! - [`rabbit_admin`]: the RabbitMQ management API (users, permissions, vhosts, connections).
 //! - [`secret`]: URLs without passwords for messages; owner-only files and directories.
 //! - [`settings`]: the settings several parts read (broker, setup state, where the
-//!   auth-service is) as `clap` groups, with their defaults defined once.
+//!   auth-service is, the tokens' lifetime, the key refresh, plaintext to other machines) as
+//!   `clap` groups, with their defaults defined once.
 //! - [`service`]: the `Service` trait every service's `Application` implements.
 //! - [`shutdown`]: SIGTERM / Ctrl-C as a cancellation token.
 //! - [`telemetry`]: tracing set-up.
@@ -33,6 +36,7 @@ pub mod amqp;
 pub mod backoff;
 pub mod build;
 pub mod client_addr;
+mod connections;
 pub mod db;
 pub mod duration;
 pub mod exit;

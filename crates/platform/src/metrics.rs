@@ -3,6 +3,14 @@
 //! `GET /metrics` in Prometheus's text format (clean for `promtool check metrics`). Names start
 //! with `portal_`, are in base units (`_seconds`), and counters end in `_total`.
 //!
+//! `/metrics` is not for the world: a service reachable from other machines would otherwise
+//! tell anyone its traffic, its backlog and its build. It answers a request from this machine
+//! (a loopback peer that came through no proxy: Prometheus beside the service, the tests), or
+//! one carrying `Authorization: Bearer <METRICS_TOKEN>` ([`instrument_with`]); anyone else gets
+//! what the service answers for a path it does not have (404 JSON from an API), so a scan
+//! learns nothing. A service bound to loopback only
+//! is thus open to its machine, as before; one bound to another address is closed to the rest.
+//!
 //! [`instrument`] adds `/metrics` and the HTTP layer to a service's router: requests by route
 //! template (never the raw path: ids would make a series per user), method and status, and how
 //! long they took; one access log line each; and the request's trace id made current for its
@@ -10,9 +18,10 @@
 //! pool use) are refreshed by probes run at each scrape ([`Metrics::on_scrape`]), each bounded
 //! by [`PROBE_TIMEOUT`], so a scrape never hangs on a database that is down.
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -239,19 +248,120 @@ pub fn catch_up(counter: &IntCounter, total: u64) {
     }
 }
 
-/// `router` with `GET /metrics` and every request counted and timed.
+/// The shortest METRICS_TOKEN accepted: as many characters as `openssl rand -hex 16` gives.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// The bearer token that lets a scraper on another machine read `/metrics` (METRICS_TOKEN).
+/// Never shown: its `Debug` says `***`.
+#[derive(Clone)]
+pub struct MetricsToken(Arc<str>);
+
+impl MetricsToken {
+    /// `value`, if it is long enough to be unguessable and fits in a header. The error never
+    /// quotes the value.
+    pub fn new(value: &str) -> anyhow::Result<Self> {
+        let value = value.trim();
+        if value.chars().count() < MIN_TOKEN_CHARS {
+            anyhow::bail!(
+                "METRICS_TOKEN must be at least {MIN_TOKEN_CHARS} characters (e.g. the output of \
+                 `openssl rand -hex 32`)"
+            );
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            anyhow::bail!(
+                "METRICS_TOKEN must be printable ASCII without spaces (e.g. the output of \
+                 `openssl rand -hex 32`)"
+            );
+        }
+        Ok(Self(value.into()))
+    }
+
+    /// Whether `presented` is this token, in time that does not depend on how much of it is
+    /// right (both are hashed first, so not even the length shows).
+    fn matches(&self, presented: &str) -> bool {
+        let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+        let (a, b) = (digest(&self.0), digest(presented));
+        a.as_ref()
+            .iter()
+            .zip(b.as_ref())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(***)")
+    }
+}
+
+/// Whether a request for `/metrics` may have it: it came from this machine (a loopback peer,
+/// and no proxy header — a TLS proxy or load balancer on this machine relays other people's
+/// requests), or it carries `token`. A request without a known peer (not from the accept loop)
+/// is not from this machine.
+pub fn may_scrape(
+    peer: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+    token: Option<&MetricsToken>,
+) -> bool {
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|name| headers.contains_key(*name));
+    let local = peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) && !proxied;
+    local
+        || token.is_some_and(|token| {
+            headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| v.split_once(' '))
+                .any(|(scheme, given)| {
+                    scheme.eq_ignore_ascii_case("bearer") && token.matches(given.trim())
+                })
+        })
+}
+
+/// `router` with `GET /metrics` (this machine only: see the module's documentation) and every
+/// request counted and timed.
 pub fn instrument(router: Router, metrics: &Arc<Metrics>) -> Router {
+    instrument_with(router, metrics, None)
+}
+
+/// [`instrument`], `/metrics` also answering anyone who presents `token` as a bearer token.
+pub fn instrument_with(
+    router: Router,
+    metrics: &Arc<Metrics>,
+    token: Option<MetricsToken>,
+) -> Router {
     let served = metrics.clone();
+    // The service without `/metrics`: a refused scrape gets exactly what it answers for a path
+    // it does not have (its own fallback: JSON from an API, a page from the web portal), so
+    // nothing tells that the route exists.
+    let without = router.clone();
     router
         .route(
             "/metrics",
-            get(move || {
+            get(move |req: Request| {
                 let metrics = served.clone();
+                let token = token.clone();
+                let without = without.clone();
                 async move {
+                    let peer = req
+                        .extensions()
+                        .get::<ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0);
+                    if !may_scrape(peer, req.headers(), token.as_ref()) {
+                        use tower::ServiceExt;
+                        return match without.oneshot(req).await {
+                            Ok(answer) => answer,
+                            Err(never) => match never {},
+                        };
+                    }
                     (
                         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
                         metrics.render().await,
                     )
+                        .into_response()
                 }
             }),
         )
@@ -331,5 +441,137 @@ mod tests {
         assert!(text.contains("portal_test_things_total 5\n"), "{text}");
         assert!(text.contains("portal_build_info{commit="), "{text}");
         assert!(text.contains("service=\"test-service\""), "{text}");
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    /// `path` asked of `router` as the accept loop hands it a request: from `peer` (none: not
+    /// through the accept loop), with `headers`.
+    async fn ask(
+        router: &Router,
+        path: &str,
+        peer: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::get(path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let mut req = req.body(axum::body::Body::empty()).unwrap();
+        if let Some(peer) = peer {
+            let peer: std::net::SocketAddr = peer.parse().unwrap();
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let answer = router.clone().oneshot(req).await.unwrap();
+        let status = answer.status().as_u16();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn service(token: Option<&str>) -> Router {
+        let metrics = Metrics::new("test-service").unwrap();
+        let token = token.map(|t| MetricsToken::new(t).unwrap());
+        instrument_with(
+            Router::new().fallback(crate::http::fallback_not_found),
+            &metrics,
+            token,
+        )
+    }
+
+    #[tokio::test]
+    async fn metrics_answer_this_machine_and_the_token_and_look_absent_to_anyone_else() {
+        let bearer = format!("Bearer {TOKEN}");
+        for router in [service(None), service(Some(TOKEN))] {
+            // This machine, however it is written: served.
+            for peer in [
+                "127.0.0.1:5000",
+                "127.0.0.2:5000",
+                "[::1]:5000",
+                "[::ffff:127.0.0.1]:5000",
+            ] {
+                let (status, text) = ask(&router, "/metrics", Some(peer), &[]).await;
+                assert_eq!(status, 200, "{peer}");
+                assert!(text.contains("portal_build_info"), "{peer}: {text}");
+            }
+            // Another machine, a proxy on this one relaying someone's request, or no known peer,
+            // without the token: exactly what a route that does not exist answers.
+            let (_, absent) = ask(&router, "/no-such-route", Some("192.0.2.7:5000"), &[]).await;
+            assert!(absent.contains("not_found"), "{absent}");
+            for (peer, headers) in [
+                (Some("192.0.2.7:5000"), &[][..]),
+                (Some("[2001:db8::7]:5000"), &[][..]),
+                (
+                    Some("192.0.2.7:5000"),
+                    &[("authorization", "Bearer wrong")][..],
+                ),
+                (Some("192.0.2.7:5000"), &[("authorization", TOKEN)][..]),
+                (
+                    Some("127.0.0.1:5000"),
+                    &[("x-forwarded-for", "192.0.2.7")][..],
+                ),
+                (
+                    Some("127.0.0.1:5000"),
+                    &[("forwarded", "for=192.0.2.7")][..],
+                ),
+                (Some("127.0.0.1:5000"), &[("x-real-ip", "192.0.2.7")][..]),
+                (None, &[][..]),
+            ] {
+                let (status, text) = ask(&router, "/metrics", peer, headers).await;
+                assert_eq!(
+                    (status, text.as_str()),
+                    (404, absent.as_str()),
+                    "{peer:?} {headers:?}"
+                );
+            }
+        }
+        // With the token configured, whoever presents it is served, from anywhere.
+        let router = service(Some(TOKEN));
+        let lower = format!("bearer {TOKEN}");
+        for (peer, headers) in [
+            ("192.0.2.7:5000", vec![("authorization", bearer.as_str())]),
+            (
+                "[2001:db8::7]:5000",
+                vec![("authorization", lower.as_str())],
+            ),
+            (
+                "127.0.0.1:5000",
+                vec![
+                    ("x-forwarded-for", "192.0.2.7"),
+                    ("authorization", bearer.as_str()),
+                ],
+            ),
+        ] {
+            let (status, text) = ask(&router, "/metrics", Some(peer), &headers).await;
+            assert_eq!(status, 200, "{peer}");
+            assert!(text.contains("portal_build_info"), "{peer}: {text}");
+        }
+        // The token of one service is not good at another without one.
+        let (status, _) = ask(
+            &service(None),
+            "/metrics",
+            Some("192.0.2.7:5000"),
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+        assert_eq!(status, 404);
+    }
+
+    #[test]
+    fn a_short_or_unprintable_token_is_refused_without_being_shown() {
+        for bad in [
+            "short",
+            "0123456789abcdef 0123456789abcdef",
+            "0123456789abcdef0123456789abcde",
+        ] {
+            let error = MetricsToken::new(bad).unwrap_err().to_string();
+            assert!(error.starts_with("METRICS_TOKEN must be"), "{error}");
+            assert!(!error.contains(bad), "{error}");
+        }
+        let token = MetricsToken::new(&format!(" {TOKEN}\n")).unwrap();
+        assert!(token.matches(TOKEN) && !token.matches("x"));
+        assert_eq!(format!("{token:?}"), "MetricsToken(***)");
     }
 }

@@ -8,11 +8,14 @@ use auth_service::settings::{
     AuthDbArgs, AuthServiceArgs, KeyDirArgs, RelayArgs, RelayHttpArgs, SeedArgs,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use consumer::settings::ConsumerArgs;
+use consumer::settings::{ConsumerArgs, TrustArgs};
 use contract::topology::{ConsumerQueues, USER_SERVICE};
 use gateway::settings::GatewayArgs;
 use ops::settings::OperatorArgs;
-use platform::settings::{AuthLocationArgs, BrokerArgs, SetupStateArgs};
+use platform::settings::{
+    AuthLocationArgs, BrokerArgs, KeyRefreshArgs, Link, MetricsArgs, NetworkArgs, SetupStateArgs,
+    TokenChecks, TokenLifetimeArgs,
+};
 use std::path::PathBuf;
 use sync_admin::settings::SyncAdminArgs;
 use user_service::settings::{UserDbArgs, UserServiceArgs};
@@ -90,7 +93,7 @@ pub enum Command {
     /// queue, dead letters and lag, the last verify (the sync admin API's figures, as an admin:
     /// PORTAL_TOKEN or PORTAL_EMAIL / PORTAL_PASSWORD). Exit 0 healthy, 1 degraded, 2 when the
     /// gateway or the sync admin API cannot be reached.
-    Status(StatusArgs),
+    Status(Box<StatusArgs>),
     /// Compare every user of auth_db with every consumer's copy (user_db, appointment_db) and
     /// report per service; exit 0 all in sync, 1 on differences in any copy, 2 when a database
     /// cannot be reached.
@@ -128,6 +131,30 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+impl Command {
+    /// What a part run alone checks against the plaintext rule before it connects anywhere
+    /// (`portal config check` says it beforehand): ALLOW_PLAINTEXT_NETWORK, and the URLs between
+    /// the parts it connects with, the key set's too for the parts that check tokens. `None`
+    /// for the commands that are not a part.
+    pub fn links(&self) -> Option<(&NetworkArgs, Vec<Link>)> {
+        let fallback = platform::settings::DEFAULT_AUTH_SERVICE_URL;
+        let with_keys = |mut links: Vec<Link>, location: &AuthLocationArgs| {
+            links.push(location.jwks_link(fallback));
+            links
+        };
+        Some(match self {
+            Command::AuthService(c) => (&c.network, c.links()),
+            Command::Relay(c) => (&c.network, c.links()),
+            Command::UserService(c) => (&c.network, with_keys(c.links(), &c.auth_location)),
+            Command::AppointmentService(c) => (&c.network, with_keys(c.links(), &c.auth_location)),
+            Command::SyncAdmin(c) => (&c.network, with_keys(c.links(), &c.auth_location)),
+            Command::Gateway(c) => (&c.network, c.gateway.links(&c.auth_location)),
+            Command::Web(c) => (&c.network, c.web.links()),
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -227,7 +254,41 @@ pub struct UpArgs {
     #[command(flatten)]
     pub web: WebArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub auth_location: AuthLocationArgs,
+    #[command(flatten)]
+    pub key_refresh: KeyRefreshArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+impl UpArgs {
+    /// Every URL between the parts `portal up` runs that its settings give (the relay's and the
+    /// consumers' brokers, the operator's, the gateway's upstreams and the web portal's
+    /// gateway), for the plaintext rule. What it does not set is the part in the same process.
+    pub fn links(&self) -> Vec<Link> {
+        let broker = &self.auth.broker;
+        let mut links = vec![
+            self.auth.relay.broker_link(&broker.amqp_url),
+            self.user.broker_link(broker),
+            self.appointment.broker_link(broker),
+            self.operator.broker_link(),
+        ];
+        links.extend(self.gateway.links(&self.auth_location));
+        links.extend(self.web.links());
+        links
+    }
+
+    /// How the parts `portal up` runs check tokens: TOKEN_TTL_SECONDS is the auth-service's own.
+    pub fn token_checks(&self) -> TokenChecks<'_> {
+        TokenChecks {
+            location: &self.auth_location,
+            lifetime: &self.auth.service.tokens,
+            refresh: &self.key_refresh,
+            network: &self.network,
+        }
+    }
 }
 
 /// The auth-service's settings with the relay's, the broker's and the setup state: what
@@ -266,12 +327,19 @@ impl AuthServiceSettings {
 pub struct SetupArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Delete RabbitMQ's default user `guest` once every part has its own identity (an
+    /// installed system); refused while ADMIN_AMQP_URL logs in as guest, which would lock the
+    /// setup out. Off: a development machine keeps guest for its ADMIN_AMQP_URL.
+    #[arg(long, env = "SETUP_DISABLE_GUEST")]
+    pub setup_disable_guest: bool,
     #[command(flatten)]
     pub auth_db: AuthDbArgs,
     #[command(flatten)]
     pub user_db: UserDbArgs,
     #[command(flatten)]
     pub appointment_db: AppointmentDbArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Args, Debug)]
@@ -281,6 +349,19 @@ pub struct AuthServiceCommand {
     pub no_relay: bool,
     #[command(flatten)]
     pub settings: AuthServiceSettings,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+impl AuthServiceCommand {
+    /// The relay's broker, when it runs in this process.
+    pub fn links(&self) -> Vec<Link> {
+        let s = &self.settings;
+        match self.no_relay {
+            true => Vec::new(),
+            false => vec![s.relay.broker_link(&s.broker.amqp_url)],
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -301,6 +382,12 @@ pub struct UserServiceCommand {
     pub setup: SetupStateArgs,
     #[command(flatten)]
     pub auth_location: AuthLocationArgs,
+    #[command(flatten)]
+    pub tokens: TokenLifetimeArgs,
+    #[command(flatten)]
+    pub key_refresh: KeyRefreshArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Args, Debug)]
@@ -318,6 +405,12 @@ pub struct AppointmentServiceCommand {
     pub setup: SetupStateArgs,
     #[command(flatten)]
     pub auth_location: AuthLocationArgs,
+    #[command(flatten)]
+    pub tokens: TokenLifetimeArgs,
+    #[command(flatten)]
+    pub key_refresh: KeyRefreshArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Args, Debug)]
@@ -325,6 +418,10 @@ pub struct AppointmentServiceCommand {
 pub struct WebCommand {
     #[command(flatten)]
     pub web: WebArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Args, Debug)]
@@ -335,7 +432,71 @@ pub struct SyncAdminCommand {
     #[command(flatten)]
     pub operator: OperatorArgs,
     #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
     pub auth_location: AuthLocationArgs,
+    #[command(flatten)]
+    pub tokens: TokenLifetimeArgs,
+    #[command(flatten)]
+    pub key_refresh: KeyRefreshArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+impl UserServiceCommand {
+    /// The consumer's broker, unless --no-consumer (the key set's URL is checked with the
+    /// token checks).
+    pub fn links(&self) -> Vec<Link> {
+        match self.no_consumer {
+            true => Vec::new(),
+            false => vec![self.service.broker_link(&self.broker)],
+        }
+    }
+
+    /// How the part checks tokens: its own settings (each part run alone reads them).
+    pub fn token_checks(&self) -> TokenChecks<'_> {
+        TokenChecks {
+            location: &self.auth_location,
+            lifetime: &self.tokens,
+            refresh: &self.key_refresh,
+            network: &self.network,
+        }
+    }
+}
+
+impl AppointmentServiceCommand {
+    /// The consumer's broker (the key set's URL is checked with the token checks).
+    pub fn links(&self) -> Vec<Link> {
+        vec![self.service.broker_link(&self.broker)]
+    }
+
+    /// How the part checks tokens: its own settings.
+    pub fn token_checks(&self) -> TokenChecks<'_> {
+        TokenChecks {
+            location: &self.auth_location,
+            lifetime: &self.tokens,
+            refresh: &self.key_refresh,
+            network: &self.network,
+        }
+    }
+}
+
+impl SyncAdminCommand {
+    /// The operator's broker (queue depths, dead letters; the key set's URL is checked with
+    /// the token checks).
+    pub fn links(&self) -> Vec<Link> {
+        vec![self.operator.broker_link()]
+    }
+
+    /// How the part checks tokens: its own settings.
+    pub fn token_checks(&self) -> TokenChecks<'_> {
+        TokenChecks {
+            location: &self.auth_location,
+            lifetime: &self.tokens,
+            refresh: &self.key_refresh,
+            network: &self.network,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -345,6 +506,10 @@ pub struct GatewayCommand {
     pub gateway: GatewayArgs,
     #[command(flatten)]
     pub auth_location: AuthLocationArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Args, Debug)]
@@ -360,6 +525,15 @@ pub struct RelayCommand {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub setup: SetupStateArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+impl RelayCommand {
+    /// The relay's broker.
+    pub fn links(&self) -> Vec<Link> {
+        vec![self.relay.broker_link(&self.broker.amqp_url)]
+    }
 }
 
 #[derive(Args, Debug)]
@@ -392,6 +566,8 @@ pub struct ReconcileCommand {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub setup: SetupStateArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Args, Debug)]
@@ -400,6 +576,8 @@ pub struct ReplayCommand {
     pub args: ReplayArgs,
     #[command(flatten)]
     pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 /// PostgreSQL as a development machine's administrator.
@@ -445,6 +623,17 @@ pub struct AdminArgs {
     pub credentials: PathBuf,
 }
 
+impl AdminArgs {
+    /// The administrative broker URL and the management API, for the plaintext rule: both
+    /// carry the administrator's password.
+    pub fn links(&self) -> Vec<Link> {
+        vec![
+            Link::amqp("ADMIN_AMQP_URL", self.admin_amqp_url.as_str()),
+            Link::http("RABBITMQ_MANAGEMENT_URL", self.management_url.as_str()),
+        ]
+    }
+}
+
 /// How `portal users` reaches and authenticates to the admin API.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "API client")]
@@ -469,6 +658,9 @@ pub struct ApiClientArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PORTAL_URL carries an admin's password or token: `https://`, or this machine.
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 /// A user named by id or by email.
@@ -591,6 +783,11 @@ pub struct DlqArgs {
     pub queue: String,
     #[command(flatten)]
     pub operator: OperatorArgs,
+    /// Whom the consumers trust: a message first published by anyone else is never requeued.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     #[command(subcommand)]
     pub action: DlqAction,
 }
@@ -609,7 +806,11 @@ pub enum DlqAction {
         n: usize,
     },
     /// Send messages back: a dead letter to its consumer's main queue (where it is applied if it
-    /// is now valid, with a fresh retry budget), an unrouted event to the exchange.
+    /// is now valid, with a fresh retry budget), an unrouted event to the exchange. An untrusted
+    /// publisher's message (set aside as untrusted-publisher, or first published by a broker
+    /// user the consumers do not trust now) is never sent back: it stays, and can only be
+    /// discarded. Exit 1 when a message was kept back (`--all` requeues the others first and
+    /// lists what it kept back and why).
     Requeue {
         /// Position in `list`; omit with --all.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -617,6 +818,17 @@ pub enum DlqAction {
         /// Every message in the queue.
         #[arg(long)]
         all: bool,
+    },
+    /// Drop messages for good: the one way an untrusted publisher's message, which `requeue`
+    /// never sends back, leaves the queue. Logged (target "security": who, which queue, how
+    /// many, their positions, message ids and publishers); the other messages stay, in order.
+    Discard {
+        /// Position in `list`; omit with --untrusted.
+        #[arg(required_unless_present = "untrusted", conflicts_with = "untrusted")]
+        n: Option<usize>,
+        /// Every untrusted publisher's message (those `list` says can only be discarded).
+        #[arg(long)]
+        untrusted: bool,
     },
     /// Drop every message in the queue.
     Purge {
@@ -685,6 +897,8 @@ pub enum ConsumerCommand {
         operator: OperatorArgs,
         #[command(flatten)]
         setup: SetupStateArgs,
+        #[command(flatten)]
+        network: NetworkArgs,
     },
 }
 

@@ -325,7 +325,7 @@ mod tests {
         };
         assert!(users.setup.managed_by_setup);
         assert_eq!(
-            users.consumer.trusted_publishers,
+            users.consumer.trust.trusted_publishers,
             ["portal-relay", "portal-operator"]
         );
         assert_eq!(
@@ -355,11 +355,15 @@ mod tests {
             up.operator.operator_auth_database_url,
             "postgres://postgres@127.0.0.1:5432/elsewhere_auth"
         );
-        let config = up.sync_admin.into_config(
-            &up.operator,
-            &up.auth_location,
-            platform::settings::DEFAULT_AUTH_SERVICE_URL,
-        );
+        let config = up
+            .sync_admin
+            .into_config(
+                &up.operator,
+                up.token_checks(),
+                &up.consumer.trust.trusted_publishers,
+                platform::settings::DEFAULT_AUTH_SERVICE_URL,
+            )
+            .unwrap();
         assert_eq!(
             config.auth_database_url,
             up.operator.operator_auth_database_url

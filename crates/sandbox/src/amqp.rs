@@ -36,3 +36,33 @@ pub async fn publish_to_queue(
     conn.close(200, "done").await.ok();
     result
 }
+
+/// Publishes one `body` with `properties` (its `user_id`, headers…) straight to `queue`
+/// (`mandatory`, confirmed) over `amqp_url`, e.g. as another broker user of the sandbox: the
+/// broker refuses a `user_id` that is not the connection's.
+pub async fn publish_one(
+    amqp_url: &str,
+    queue: &str,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+) -> anyhow::Result<()> {
+    let conn = amqp::connect(amqp_url, "test publisher").await?;
+    let result = async {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(Default::default()).await?;
+        let message = Outgoing {
+            exchange: "",
+            routing_key: queue,
+            body,
+            properties,
+        };
+        amqp::publish_confirmed(&ch, vec![message])
+            .await
+            .require_all()
+            .with_context(|| format!("publishing to {queue}"))?;
+        anyhow::Ok(())
+    }
+    .await;
+    conn.close(200, "done").await.ok();
+    result
+}

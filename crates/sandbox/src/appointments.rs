@@ -6,7 +6,7 @@ use crate::{poll_until, Running, Sandbox, SETTLE};
 use contract::topology::{ConsumerQueues, APPOINTMENT_SERVICE};
 use contract::Role;
 use platform::amqp::{self, Outgoing};
-use platform::jwt::KeyRing;
+use platform::jwt::{KeyRing, LOCAL_ACCESS_TTL_SECONDS};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -141,7 +141,7 @@ pub async fn wait_for_clinician(pool: &PgPool, user: Uuid, version: i64) {
 
 /// A bearer token of user `id` with `role`, signed with the sandbox's key.
 pub fn token_for(sb: &Sandbox, id: Uuid, role: Role) -> String {
-    KeyRing::open(&sb.key_dir, 600)
+    KeyRing::open(&sb.key_dir, LOCAL_ACCESS_TTL_SECONDS)
         .and_then(|s| s.sign(id, "staff@clinic.test", role))
         .expect("sign a token")
 }

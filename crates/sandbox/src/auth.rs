@@ -1,11 +1,14 @@
 //! The auth-service's test helpers, shared by its own tests and every test of the whole system:
 //! the service in-process on a test's sandbox, users written through the store with
-//! [`TEST_PASSWORD`], logins, and what the relay has published.
+//! [`TEST_PASSWORD`], logins, tokens of any lifetime signed with the sandbox's real key (as a
+//! stolen key could sign them), and what the relay has published.
 
 use crate::{poll_until, Running, Sandbox, SETTLE, TEST_PASSWORD};
 use auth_service::store::{insert_user, NewUser};
 use contract::Role;
+use platform::jwt::{Claims, AUDIENCE, ISSUER};
 use sqlx::PgPool;
+use std::time::Duration;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -60,6 +63,34 @@ pub async fn admin_token(pool: &PgPool, base_url: &str) -> String {
     let email = format!("admin-{}@test.example", Uuid::new_v4().simple());
     create_user(pool, &email, Role::Admin).await;
     login(base_url, &email, TEST_PASSWORD).await
+}
+
+/// A bearer token of user `id` with `role`, signed with the sandbox's current key as the
+/// auth-service signs, but claiming to live `lifetime` from now: what someone holding a stolen
+/// key could make. Every part must refuse one living longer than TOKEN_TTL_SECONDS.
+pub fn token_living(sb: &Sandbox, id: Uuid, role: Role, lifetime: Duration) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let lifetime = i64::try_from(lifetime.as_secs()).expect("a lifetime in seconds");
+    let claims = Claims {
+        sub: id,
+        email: "holder@clinic.test".into(),
+        role,
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        iat: now,
+        exp: now + lifetime,
+        mcp: false,
+    };
+    let pem = std::fs::read(sb.key_dir.private_path()).expect("the sandbox's private key");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(
+        sb.key_dir
+            .current_public_key()
+            .expect("the sandbox's public key")
+            .kid,
+    );
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem).expect("an Ed25519 private key");
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign a token")
 }
 
 /// Outbox rows not published yet.

@@ -12,6 +12,7 @@
 //!   kill or restart a server.
 //! - [`proxy`]: a TCP proxy whose link can be cut and restored.
 //! - [`poll`]: waiting with a deadline instead of sleeping.
+//! - [`logs`]: the lines the code under test logged on the test's thread (security events).
 //! - [`http`], [`amqp`], [`events`], [`db`]: what tests of every crate do with the servers:
 //!   JSON requests read as status and body, bodies published straight to a queue, user events
 //!   written by hand, counts read from a database.
@@ -34,6 +35,7 @@ pub mod db;
 pub mod events;
 pub mod http;
 pub mod in_process;
+pub mod logs;
 pub mod poll;
 pub mod process;
 pub mod proxy;

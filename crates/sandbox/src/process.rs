@@ -34,8 +34,10 @@ pub fn isolated_async(cmd: &mut Command) -> &mut Command {
     cmd.env_clear().envs(kept_env())
 }
 
-/// What puts a `portal` child on the sandbox `sb`: its three databases, its vhost, its keys.
-/// The one place that says so, for the tests, the benchmark and the chaos run alike.
+/// What puts a `portal` child on the sandbox `sb`: its three databases, its vhost, its keys,
+/// and the access tokens' lifetime the in-process services have (`Config::local`), so a child
+/// accepts the tokens they and the test helpers sign. The one place that says so, for the
+/// tests, the benchmark and the chaos run alike.
 pub fn sandbox_env(sb: &crate::Sandbox) -> Vec<(&'static str, OsString)> {
     vec![
         ("AUTH_DATABASE_URL", sb.database_url("auth").into()),
@@ -46,6 +48,13 @@ pub fn sandbox_env(sb: &crate::Sandbox) -> Vec<(&'static str, OsString)> {
         ),
         ("AMQP_URL", sb.amqp_url.clone().into()),
         ("JWT_KEY_DIR", sb.key_dir.0.clone().into()),
+        (
+            "TOKEN_TTL_SECONDS",
+            platform::jwt::LOCAL_ACCESS_TTL_SECONDS.to_string().into(),
+        ),
+        // The sandbox's admins sign in with a password alone, as under `portal up`; the
+        // second factor has its own tests.
+        ("ADMIN_MFA", "optional".into()),
     ]
 }
 

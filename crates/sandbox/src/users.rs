@@ -9,7 +9,7 @@ use contract::topology::{ConsumerQueues, USER_SERVICE};
 use contract::Role;
 use lapin::types::FieldTable;
 use ops::verify::{Options, USER_SERVICE as USER_COPY};
-use platform::jwt::KeyRing;
+use platform::jwt::{KeyRing, LOCAL_ACCESS_TTL_SECONDS};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -58,7 +58,8 @@ pub fn consumer(sb: &Sandbox, pool: &PgPool) -> (UserConsumer, Arc<SyncStats>) {
         sb.amqp_url.clone(),
         ConsumerConfig::default(),
         stats.clone(),
-    );
+    )
+    .expect("the sandbox's AMQP URL names its broker user");
     (consumer, stats)
 }
 
@@ -94,7 +95,7 @@ pub fn token(sb: &Sandbox, role: Role) -> String {
 
 /// A bearer token of user `id` with `role`, signed with the sandbox's key.
 pub fn token_for(sb: &Sandbox, id: uuid::Uuid, role: Role) -> String {
-    KeyRing::open(&sb.key_dir, 600)
+    KeyRing::open(&sb.key_dir, LOCAL_ACCESS_TTL_SECONDS)
         .and_then(|s| s.sign(id, "reader@clinic.test", role))
         .expect("sign a token")
 }

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use contract::sync_status::{DeadLetters, Requeued, SyncStatus, VerifyRun};
+use contract::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
 use contract::topology::{self, ConsumerQueues};
 use contract::Timestamp;
 use ops::OpsError;
@@ -26,6 +26,9 @@ pub struct AppState {
     /// The broker as the operator reaches it.
     pub amqp_url: Arc<str>,
     pub consumers: Arc<Vec<ConsumerQueues>>,
+    /// `TRUSTED_PUBLISHERS`: a dead letter first published by anyone the consumers do not trust
+    /// is never requeued.
+    pub trusted_publishers: Arc<Vec<String>>,
     pub verifier: Arc<JwtVerifier>,
     pub verify: Arc<VerifyJobs>,
 }
@@ -50,7 +53,17 @@ impl CallerCopy for AppState {
 
 /// An admin, by their token and by `auth_db` now: a token outlives a deactivation or a role
 /// change by up to its lifetime, and these endpoints move dead letters.
-pub struct Admin;
+pub struct Admin {
+    /// Who: named in the security log when dead letters are discarded or kept back.
+    pub id: contract::UserId,
+}
+
+impl Admin {
+    /// Who asked, as the security log names them.
+    fn who(&self) -> String {
+        format!("admin {} (sync admin API)", self.id)
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -59,8 +72,9 @@ impl FromRequestParts<AppState> for Admin {
         let caller = Authenticated::from_request_parts(parts, state).await?;
         // The token's role first: a non-admin's request costs no query.
         caller.require_admin()?;
-        if ActiveCaller::check(caller.0, state).await?.is_admin() {
-            Ok(Self)
+        let caller = ActiveCaller::check(caller.0, state).await?;
+        if caller.is_admin() {
+            Ok(Self { id: caller.id })
         } else {
             Err(ApiError::forbidden("this action needs the admin role"))
         }
@@ -80,12 +94,17 @@ pub fn router(state: AppState) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(15),
         ));
-    // A requeue is not cut short: a large dead-letter queue takes as long as it takes, and an
-    // answer cut off midway would hide how many moved (each is confirmed before it is removed).
+    // A requeue or a discard is not cut short: a large dead-letter queue takes as long as it
+    // takes, and an answer cut off midway would hide how many moved (each is confirmed before
+    // it is removed).
     Router::new()
         .route(
             "/api/v1/admin/sync/dead-letters/{queue}/requeue",
             post(requeue),
+        )
+        .route(
+            "/api/v1/admin/sync/dead-letters/{queue}/discard",
+            post(discard),
         )
         .merge(bounded)
         .fallback(platform::http::fallback_not_found)
@@ -179,40 +198,70 @@ async fn dead_letters(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 100"));
     }
-    let (messages, first) = ops::dlq::list(&state.amqp_url, &queue, limit)
+    let listed = ops::dlq::list(&state.amqp_url, &queue, limit, &state.trusted_publishers)
         .await
         .map_err(broker_error)?;
-    Ok(Json(DeadLetters {
+    Ok(Json(listed))
+}
+
+/// The dead-letter queue `queue`, opened for a requeue or a discard.
+async fn open(state: &AppState, queue: &str, what: &str) -> Result<ops::dlq::Opened, ApiError> {
+    known_queue(state, queue)?;
+    ops::dlq::open(
+        &state.amqp_url,
         queue,
-        messages,
-        first,
-    }))
+        &format!("portal sync admin {what}"),
+        &state.trusted_publishers,
+    )
+    .await
+    .map_err(broker_error)
 }
 
 /// `POST /api/v1/admin/sync/dead-letters/{queue}/requeue`: every message it holds back to its
-/// consumer (each published with confirms before it is removed).
+/// consumer (each published with confirms before it is removed), except an untrusted
+/// publisher's, which stay and are counted as kept back.
 async fn requeue(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(queue): Path<String>,
 ) -> Result<Json<Requeued>, ApiError> {
-    known_queue(&state, &queue)?;
-    let opened = ops::dlq::open(&state.amqp_url, &queue, "portal sync admin requeue")
-        .await
-        .map_err(broker_error)?;
+    let opened = open(&state, &queue, "requeue").await?;
     let of = opened.count;
-    let moved = ops::dlq::requeue_all(&opened, &queue).await;
+    let moved = ops::dlq::requeue_all(&opened, &admin.who()).await;
     opened.close().await;
-    let requeued = moved.map_err(ApiError::internal)?;
+    let done = moved.map_err(ApiError::internal)?;
+    let kept_back = u32::try_from(done.kept_back.len()).unwrap_or(u32::MAX);
     tracing::info!(
         queue,
-        requeued,
+        requeued = done.requeued,
+        kept_back,
         of,
         "dead letters requeued from the sync admin API"
     );
     Ok(Json(Requeued {
         queue,
-        requeued,
+        requeued: done.requeued,
+        of,
+        kept_back,
+    }))
+}
+
+/// `POST /api/v1/admin/sync/dead-letters/{queue}/discard`: every untrusted publisher's message
+/// removed for good (the one way they leave; logged with the admin's id), the others left in
+/// their order.
+async fn discard(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<Json<Discarded>, ApiError> {
+    let opened = open(&state, &queue, "discard").await?;
+    let of = opened.count;
+    let gone = ops::dlq::discard(&opened, ops::dlq::Discard::Untrusted, &admin.who()).await;
+    opened.close().await;
+    let gone = gone.map_err(ApiError::internal)?;
+    Ok(Json(Discarded {
+        queue,
+        discarded: u32::try_from(gone.len()).unwrap_or(u32::MAX),
         of,
     }))
 }

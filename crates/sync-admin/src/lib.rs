@@ -1,8 +1,8 @@
 //! The sync admin API (`portal sync-admin`, 127.0.0.1:3004, behind the gateway at
 //! `/api/v1/admin/sync`): the state of the synchronisation for admins — the outbox backlog,
 //! each consumer's queue, retries and dead letters (listed without loss, requeued with
-//! confirms), and `verify` run in the background with its progress. The web portal's
-//! `/admin/sync` page reads it.
+//! confirms, an untrusted publisher's kept back and only discarded), and `verify` run in the
+//! background with its progress. The web portal's `/admin/sync` page reads it.
 //!
 //! It runs under the operator's identity (the one `portal verify`, `replay` and `dlq` use): the
 //! only service that reads every database, as the ops commands do, and so a service of its
@@ -21,7 +21,7 @@ pub mod verify_job;
 use anyhow::Context;
 use contract::topology::{self, ConsumerQueues};
 use ops::verify::CopySpec;
-use platform::jwt::{JwtVerifier, KeyDir, KeySource};
+use platform::jwt::{JwtVerifier, KeyDir, VerifierConfig};
 use platform::service::Service;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,8 +38,12 @@ pub struct Config {
     pub amqp_url: String,
     /// The consumers whose queues are shown.
     pub consumers: Vec<ConsumerQueues>,
-    /// Where the auth-service's public keys are.
-    pub keys: KeySource,
+    /// `TRUSTED_PUBLISHERS`, as the consumers have it: a dead letter first published by anyone
+    /// they do not trust is never requeued.
+    pub trusted_publishers: Vec<String>,
+    /// How the auth-service's tokens are checked: where its public keys are, how long a token
+    /// may live, how often the keys are fetched again.
+    pub keys: VerifierConfig,
     /// Reconcile every copy this often (`RECONCILE_INTERVAL`); `None`: never by itself.
     pub reconcile_interval: Option<std::time::Duration>,
 }
@@ -52,7 +56,7 @@ impl Config {
         user_database_url: &str,
         appointment_database_url: &str,
         amqp_url: &str,
-        keys: KeySource,
+        keys: VerifierConfig,
     ) -> Self {
         Self {
             http_addr,
@@ -69,6 +73,7 @@ impl Config {
                 ConsumerQueues::for_consumer(topology::USER_SERVICE),
                 ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE),
             ],
+            trusted_publishers: Vec::new(),
             keys,
             reconcile_interval: None,
         }
@@ -88,7 +93,7 @@ impl Config {
             user_database_url,
             appointment_database_url,
             amqp_url,
-            KeySource::Dir(key_dir.clone()),
+            VerifierConfig::local(key_dir),
         )
     }
 }
@@ -110,6 +115,9 @@ struct Schedule {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Requeues go out under the operator's broker user, which must be named, never guessed
+        // (`platform::amqp::NoBrokerUser`: a configuration error).
+        platform::amqp::broker_user_of(&config.amqp_url)?;
         // Lazy pools: the page must come up, and say what is down, while a database is.
         let auth = platform::db::lazy_pool(&config.auth_database_url, 4)?;
         let mut copies = Vec::new();
@@ -125,6 +133,7 @@ impl Application {
             auth,
             amqp_url: config.amqp_url.into(),
             consumers: Arc::new(config.consumers),
+            trusted_publishers: Arc::new(config.trusted_publishers),
             verifier: Arc::new(verifier),
         };
         let metrics = platform::metrics::Metrics::new(Self::NAME)?;

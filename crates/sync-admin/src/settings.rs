@@ -6,8 +6,7 @@
 use crate::Config;
 use clap::Args;
 use ops::settings::OperatorArgs;
-use platform::jwt::KeySource;
-use platform::settings::AuthLocationArgs;
+use platform::settings::TokenChecks;
 use std::net::SocketAddr;
 
 /// Where the sync admin API listens by default.
@@ -27,22 +26,26 @@ pub struct SyncAdminArgs {
 
 impl SyncAdminArgs {
     /// The API's configuration under the operator's identity; `auth_service_url` is where the
-    /// auth-service is when AUTH_SERVICE_URL does not say (its public keys are fetched there).
+    /// auth-service is when AUTH_SERVICE_URL does not say (its public keys are fetched there; a
+    /// key-set URL neither HTTPS nor this machine is refused, see [`TokenChecks::verifier`]).
+    /// `trusted_publishers` is `TRUSTED_PUBLISHERS`, as the consumers read it.
     pub fn into_config(
         &self,
         operator: &OperatorArgs,
-        auth: &AuthLocationArgs,
+        tokens: TokenChecks<'_>,
+        trusted_publishers: &[String],
         auth_service_url: &str,
-    ) -> Config {
+    ) -> anyhow::Result<Config> {
         let mut config = Config::standard(
             self.sync_admin_addr,
             &operator.operator_auth_database_url,
             &operator.operator_user_database_url,
             &operator.operator_appointment_database_url,
             &operator.operator_amqp_url,
-            KeySource::Jwks(auth.jwks_url_or(auth_service_url)),
+            tokens.verifier(auth_service_url)?,
         );
         config.reconcile_interval = self.reconcile_interval;
-        config
+        config.trusted_publishers = trusted_publishers.to_vec();
+        Ok(config)
     }
 }

@@ -3,12 +3,13 @@
 //! backlog while no relay runs, a dead letter the user-service's consumer set aside, a queue
 //! that does not exist); only an admin who is still an active admin in `auth_db` gets them, and
 //! everyone else gets a JSON error naming the problem while nothing moves; dead letters are
-//! listed in place and requeued to their consumer; verify runs in the background from nothing
+//! listed in place and requeued to their consumer, except an untrusted publisher's, which are
+//! kept back by every requeue and only discarded (logged); verify runs in the background from nothing
 //! compared to every user, and finds a copy changed behind the system's back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::sync_status::{
-    ConsumerFigures, DeadLetters, Requeued, SyncStatus, VerifyRun, VerifyState,
+    ConsumerFigures, DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun, VerifyState,
 };
 use contract::topology::{APPOINTMENT_SERVICE, USER_SERVICE};
 use contract::Role;
@@ -76,6 +77,10 @@ fn routes() -> Vec<(Method, String)> {
         (
             Method::POST,
             format!("/api/v1/admin/sync/dead-letters/{dlq}/requeue"),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/admin/sync/dead-letters/{dlq}/discard"),
         ),
     ]
 }
@@ -358,6 +363,10 @@ async fn dead_letters_are_listed_with_their_reasons_and_requeued_back_to_their_c
                 Method::POST,
                 format!("/api/v1/admin/sync/dead-letters/{queue}/requeue"),
             ),
+            (
+                Method::POST,
+                format!("/api/v1/admin/sync/dead-letters/{queue}/discard"),
+            ),
         ] {
             let (code, body) = http::send(method, &url(&sys, &path), Some(&token), None).await;
             assert_json_error(code, &body, 404);
@@ -387,7 +396,8 @@ async fn dead_letters_are_listed_with_their_reasons_and_requeued_back_to_their_c
         Requeued {
             queue: dlq.clone(),
             requeued: 2,
-            of: 2
+            of: 2,
+            kept_back: 0,
         }
     );
     // Back with the consumer, which sets both aside again: still unreadable.
@@ -408,6 +418,173 @@ async fn dead_letters_are_listed_with_their_reasons_and_requeued_back_to_their_c
             "first failure kept"
         );
     }
+}
+
+/// The dead letters of the user-service as the API lists them, once it holds `n`.
+async fn listed_once(sys: &System, token: &str, n: u32) -> DeadLetters {
+    let list_url = url(
+        sys,
+        &format!("/api/v1/admin/sync/dead-letters/{}", user_dlq()),
+    );
+    poll_until(SETTLE, &format!("{n} dead letters"), || async {
+        let (code, body) = http::get(&list_url, Some(token)).await;
+        assert_eq!(code, 200, "{body}");
+        let listed: DeadLetters = serde_json::from_value(body).unwrap();
+        (listed.messages == n).then_some(listed)
+    })
+    .await
+}
+
+/// A `user.created` of an admin forged by a broker user that may publish but is no trusted
+/// publisher is dead-lettered as `untrusted-publisher`, beside a trusted event `user_db`
+/// refused. Once the refusal is mended, the requeue `portal dlq requeue --all` runs sends the
+/// trusted one back, where it is applied, and keeps the forged one back, saying why; the API's
+/// requeue keeps it back too. It is still in the queue, its user never in the copy, until an
+/// admin discards it through the API, which the security log records with the admin's id.
+#[tokio::test]
+async fn an_untrusted_publishers_dead_letter_is_kept_back_by_every_requeue_and_only_discarded() {
+    let (logs, _capturing) = sandbox::logs::Captured::start();
+    let sb = Sandbox::for_test().await;
+    // No retries: what user_db refuses is dead-lettered at once.
+    let sys = System::builder(&sb)
+        .users_with(|c| c.consumer.retry_delays = Vec::new())
+        .sync_admin()
+        .start()
+        .await;
+    let (admin, token) = token_of(&sys, Role::Admin).await;
+    let user_db = sys.user_db().clone();
+    let (dlq, main) = (user_dlq(), users::queues().main);
+    let (stranger, stranger_url) = sb.extra_broker_user("stranger").await.unwrap();
+    let forged = Uuid::new_v4();
+    let mut event =
+        sandbox::events::user_event(forged, Some(1), "forged@clinic.test", "admin", true);
+    event["eventType"] = serde_json::json!("user.created");
+    sandbox::amqp::publish_one(
+        &stranger_url,
+        &main,
+        &sandbox::events::body(&event),
+        platform::amqp::persistent(&stranger),
+    )
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE users ADD CONSTRAINT no_poison CHECK (last_name <> 'Poison')")
+        .execute(&user_db)
+        .await
+        .unwrap();
+    let mended = Uuid::new_v4();
+    let mut refused =
+        sandbox::events::user_event(mended, Some(1), "mended@clinic.test", "doctor", true);
+    refused["payload"]["lastName"] = serde_json::json!("Poison");
+    users::publish_events(&sb, &[refused]).await;
+
+    let listed = listed_once(&sys, &token, 2).await;
+    assert_eq!(listed.untrusted, 1, "{listed:?}");
+    let by_reason = |reason: &str| {
+        listed
+            .first
+            .iter()
+            .find(|m| m.reason == reason)
+            .unwrap_or_else(|| panic!("no {reason} in {listed:?}"))
+            .clone()
+    };
+    // Alone in the queue once the other has gone back: first.
+    let untrusted = contract::sync_status::DeadLetter {
+        position: 1,
+        ..by_reason("untrusted-publisher")
+    };
+    let why = untrusted.cannot_requeue.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("untrusted publisher")
+            && why.contains(&stranger)
+            && why.contains("can only be discarded"),
+        "{why}"
+    );
+    assert_eq!(by_reason("retries-exhausted").cannot_requeue, None);
+    let in_copy = |id: Uuid| {
+        let user_db = user_db.clone();
+        async move {
+            sandbox::db::count(
+                &user_db,
+                &format!("SELECT count(*) FROM users WHERE id = '{id}'"),
+            )
+            .await
+        }
+    };
+
+    // The cause of the refusal mended, `portal dlq requeue --all`'s function, as the operator.
+    sqlx::query("ALTER TABLE users DROP CONSTRAINT no_poison")
+        .execute(&user_db)
+        .await
+        .unwrap();
+    let opened = ops::dlq::open(&sb.amqp_url, &dlq, "test requeue", &[])
+        .await
+        .unwrap();
+    let done = ops::dlq::requeue_all(&opened, "the test's operator").await;
+    opened.close().await;
+    let done = done.unwrap();
+    assert_eq!(done.requeued, 1, "{done:?}");
+    assert_eq!(done.kept_back.len(), 1, "{done:?}");
+    assert_eq!(done.kept_back[0].why.publisher(), Some(stranger.as_str()));
+    // Applied: the consumer has taken everything that went back.
+    sandbox::wait_for_user_version(&user_db, mended, 1, SETTLE).await;
+    assert_eq!(
+        in_copy(forged).await,
+        0,
+        "the forged user is not in the copy"
+    );
+    let left = listed_once(&sys, &token, 1).await;
+    assert_eq!(left.untrusted, 1);
+    assert_eq!(
+        left.first,
+        std::slice::from_ref(&untrusted),
+        "the same letter, in place"
+    );
+
+    // The API's requeue keeps it back as well, and says so.
+    let dead_letters = |action: &str| {
+        url(
+            &sys,
+            &format!("/api/v1/admin/sync/dead-letters/{dlq}/{action}"),
+        )
+    };
+    let (code, body) = http::send(Method::POST, &dead_letters("requeue"), Some(&token), None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_value::<Requeued>(body).unwrap(),
+        Requeued {
+            queue: dlq.clone(),
+            requeued: 0,
+            of: 1,
+            kept_back: 1,
+        }
+    );
+    assert_eq!(users::depth(&sb, &main).await, 0, "nothing went back");
+    assert_eq!(listed_once(&sys, &token, 1).await.first, [untrusted]);
+    assert_eq!(in_copy(forged).await, 0);
+    assert_eq!(
+        users::sync_counters(sys.users()).await["deadLettered"],
+        2,
+        "the consumer never saw it again"
+    );
+
+    // Discarded through the API: gone, and logged with who did it.
+    let (code, body) = http::send(Method::POST, &dead_letters("discard"), Some(&token), None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        serde_json::from_value::<Discarded>(body).unwrap(),
+        Discarded {
+            queue: dlq.clone(),
+            discarded: 1,
+            of: 1,
+        }
+    );
+    assert_eq!(users::depth(&sb, &dlq).await, 0);
+    assert_eq!(in_copy(forged).await, 0);
+    let discarded = logs.lines_with(&["dead_letters_discarded", &admin.to_string(), &dlq]);
+    assert_eq!(discarded.len(), 1, "{discarded:?}");
+    assert!(discarded[0].contains(&stranger), "{}", discarded[0]);
+    let kept = logs.lines_with(&["untrusted_dead_letters_kept_back", &stranger]);
+    assert_eq!(kept.len(), 2, "the operator's and the API's: {kept:?}");
 }
 
 /// Looking is harmless (the API: "the first messages, left in place"): listing the first one or

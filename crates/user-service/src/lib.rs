@@ -20,7 +20,7 @@ pub use store as copy;
 use consumer::service::{ConsumerService, Spec};
 use consumer::{ConsumerConfig, SyncStats};
 use copy::UserCopy;
-use platform::jwt::{KeyDir, KeySource};
+use platform::jwt::{KeyDir, VerifierConfig};
 use platform::service::Service;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -32,8 +32,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub database_url: String,
     pub amqp_url: String,
-    /// Where the auth-service's public keys are: its JWKS URL, or its key directory.
-    pub keys: KeySource,
+    /// How the auth-service's tokens are checked: its public keys (its JWKS URL, or its key
+    /// directory), the longest lifetime a token may claim, how often the keys are fetched.
+    pub keys: VerifierConfig,
     /// Run the event consumer inside this process.
     pub run_consumer: bool,
     /// Largest number of database connections this process opens.
@@ -53,7 +54,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.to_owned(),
             amqp_url: amqp_url.to_owned(),
-            keys: KeySource::Dir(key_dir.clone()),
+            keys: VerifierConfig::local(key_dir),
             run_consumer: true,
             max_db_connections: 6,
             managed_by_setup: false,

@@ -1,12 +1,11 @@
 //! The user-service's settings as `clap` groups (`portal user-service` and `portal up` flatten
-//! them with the consumer's, the broker's and the auth-service's whereabouts), and how they
-//! become its [`Config`].
+//! them with the consumer's, the broker's, the auth-service's whereabouts and the token checks'),
+//! and how they become its [`Config`].
 
 use crate::Config;
 use clap::Args;
 use consumer::settings::ConsumerArgs;
-use platform::jwt::KeySource;
-use platform::settings::{AuthLocationArgs, BrokerArgs, SetupStateArgs};
+use platform::settings::{BrokerArgs, Link, SetupStateArgs, TokenChecks};
 use std::net::SocketAddr;
 
 /// `user_db` on a development machine.
@@ -39,8 +38,18 @@ pub struct UserServiceArgs {
 }
 
 impl UserServiceArgs {
+    /// The broker URL the consumer connects with (USER_SERVICE_AMQP_URL, else AMQP_URL) and the
+    /// setting that gave it, for the plaintext rule (`amqps://` or this machine).
+    pub fn broker_link(&self, broker: &BrokerArgs) -> Link {
+        match &self.user_service_amqp_url {
+            Some(url) => Link::amqp("USER_SERVICE_AMQP_URL", url.as_str()),
+            None => Link::amqp("AMQP_URL", broker.amqp_url.as_str()),
+        }
+    }
+
     /// The service's configuration; `auth_service_url` is where the auth-service is when
-    /// AUTH_SERVICE_URL does not say (its public keys are fetched there).
+    /// AUTH_SERVICE_URL does not say (its public keys are fetched there). A key-set URL that is
+    /// neither HTTPS nor this machine is refused (see [`TokenChecks::verifier`]).
     #[allow(clippy::too_many_arguments)]
     pub fn into_config(
         &self,
@@ -48,22 +57,22 @@ impl UserServiceArgs {
         consumer: &ConsumerArgs,
         broker: &BrokerArgs,
         setup: &SetupStateArgs,
-        auth: &AuthLocationArgs,
+        tokens: TokenChecks<'_>,
         auth_service_url: &str,
         run_consumer: bool,
-    ) -> Config {
-        Config {
+    ) -> anyhow::Result<Config> {
+        Ok(Config {
             http_addr: self.user_addr,
             database_url: db.user_database_url.clone(),
             amqp_url: self
                 .user_service_amqp_url
                 .clone()
                 .unwrap_or_else(|| broker.amqp_url.clone()),
-            keys: KeySource::Jwks(auth.jwks_url_or(auth_service_url)),
+            keys: tokens.verifier(auth_service_url)?,
             run_consumer,
             max_db_connections: 16,
             managed_by_setup: setup.managed_by_setup,
             consumer: consumer.into_config(),
-        }
+        })
     }
 }

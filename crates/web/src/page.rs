@@ -59,6 +59,7 @@ pub fn links(role: Role) -> Vec<(&'static str, &'static str)> {
         links.push(("/admin/sync", "Sync status"));
     }
     links.push(("/account/password", "Change password"));
+    links.push(("/account/second-factor", "Second factor"));
     links
 }
 
@@ -129,9 +130,9 @@ impl PageError {
                 )),
                 _ => Self::internal(&e),
             },
-            api_client::Error::Unexpected { .. } | api_client::Error::Invalid(_) => {
-                Self::internal(&e)
-            }
+            api_client::Error::Unexpected { .. }
+            | api_client::Error::Invalid(_)
+            | api_client::Error::SecondFactor(_) => Self::internal(&e),
         }
     }
 

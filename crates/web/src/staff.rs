@@ -1,5 +1,5 @@
-//! Who is asking. [`Visitor`]: any request, with its session (created when absent: the login
-//! form's). [`Staff`]: a signed-in user; anyone else is sent to `/login` and comes back to the
+//! Who is asking. [`Visitor`]: any request, with its session (a new visitor's when absent: the
+//! login form's, which is not stored). [`Staff`]: a signed-in user; anyone else is sent to `/login` and comes back to the
 //! page asked for (with a message when their session has ended). A user whose password must
 //! change is sent to `/account/password` from every other page. The access token is renewed
 //! with the refresh token when due, one renewal per session at a time; when the API refuses the
@@ -27,7 +27,7 @@ impl FromRequestParts<AppState> for Visitor {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let id = session::cookie_id(&parts.headers);
+        let id = session::cookie_id(&parts.headers, state.secure_cookies);
         Ok(Self {
             session: state.sessions.current(id.as_deref()),
             client: ClientAddr::of(parts).0,
@@ -95,12 +95,15 @@ impl FromRequestParts<AppState> for Staff {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let path = asked_for(parts);
-        let id = session::cookie_id(&parts.headers);
+        let id = session::cookie_id(&parts.headers, state.secure_cookies);
         let client = ClientAddr::of(parts).0;
         // A cookie whose session is gone (expired, the portal restarted): "your session has
-        // ended"; no cookie at all: just the login.
+        // ended"; no cookie at all, or a visitor's (the login page's): just the login.
         let Some(session) = id.as_deref().and_then(|id| state.sessions.find(id)) else {
-            return Err(to_login(&path, id.is_some()));
+            let ended = id
+                .as_deref()
+                .is_some_and(|id| !state.sessions.is_visitor(id));
+            return Err(to_login(&path, ended));
         };
         let Some(mut signed) = session.signed.clone() else {
             return Err(to_login(&path, false));

@@ -25,6 +25,8 @@ enum Who {
     Visitor,
     Admin,
     Signed(Role),
+    /// The user [`arrange`] gives a second factor being enrolled, with a known key.
+    Enrolling,
 }
 
 /// One state-changing form: the route as the router declares it, the path it is posted to,
@@ -38,6 +40,8 @@ struct Form {
 }
 
 const NEW_PASSWORD: &str = "quiet night on ward seven";
+/// The user enrolling a second factor (sorted after the seeded users).
+const ENROLLING: &str = "zz.enrolling@clinic.test";
 
 /// Every form of the portal that changes something.
 const FORMS: &[Form] = &[
@@ -50,6 +54,28 @@ const FORMS: &[Form] = &[
             ("password", ADMIN_PASSWORD),
             ("next", "/"),
         ],
+    },
+    Form {
+        route: "/login/second-factor",
+        path: "/login/second-factor",
+        who: Who::Visitor,
+        fields: &[
+            ("challenge", "<challenge>"),
+            ("code", "<code>"),
+            ("next", "/"),
+        ],
+    },
+    Form {
+        route: "/admin/registrations/{id}/approve",
+        path: "/admin/registrations/<approved>/approve",
+        who: Who::Admin,
+        fields: &[("role", "nurse")],
+    },
+    Form {
+        route: "/admin/registrations/{id}/decline",
+        path: "/admin/registrations/<declined>/decline",
+        who: Who::Admin,
+        fields: &[],
     },
     Form {
         route: "/logout",
@@ -79,6 +105,18 @@ const FORMS: &[Form] = &[
             ("newPassword", NEW_PASSWORD),
             ("confirmPassword", NEW_PASSWORD),
         ],
+    },
+    Form {
+        route: "/account/second-factor",
+        path: "/account/second-factor",
+        who: Who::Signed(Role::Doctor),
+        fields: &[],
+    },
+    Form {
+        route: "/account/second-factor/confirm",
+        path: "/account/second-factor/confirm",
+        who: Who::Enrolling,
+        fields: &[("code", "<enrolment-code>")],
     },
     Form {
         route: "/admin/users",
@@ -139,6 +177,12 @@ const FORMS: &[Form] = &[
         who: Who::Admin,
         fields: &[],
     },
+    Form {
+        route: "/admin/sync/discard/{queue}",
+        path: "/admin/sync/discard/<dlq>",
+        who: Who::Admin,
+        fields: &[],
+    },
 ];
 
 /// `text` with each `<name>` of `values` filled in.
@@ -179,6 +223,10 @@ struct World {
     dead_letters: u32,
     /// The sync admin API's last verify run.
     verify: Value,
+    /// Requests for an account waiting.
+    requests: i64,
+    /// Second factors: all, confirmed.
+    factors: (i64, i64),
 }
 
 async fn world(portal: &Portal, sync_token: &str) -> World {
@@ -204,12 +252,22 @@ async fn world(portal: &Portal, sync_token: &str) -> World {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let requests = sandbox::db::count(
+        &portal.auth_db,
+        "SELECT count(*) FROM registration_requests",
+    )
+    .await;
     World {
         users,
         sessions,
         appointments,
         dead_letters,
         verify: body["verify"].clone(),
+        requests,
+        factors: sqlx::query_as("SELECT count(*), count(confirmed_at) FROM second_factors")
+            .fetch_one(&portal.auth_db)
+            .await
+            .unwrap(),
     }
 }
 
@@ -232,9 +290,10 @@ async fn seeded(auth_db: &PgPool, role: Role, nth: i64) -> String {
 }
 
 /// What the forms need: a doctor to book with, users to edit, demote, deactivate, activate
-/// (deactivated beforehand) and reset, and a valid event waiting in the user-service's
-/// dead-letter queue (requeued, it is applied, so the queue empties: a requeue that happened
-/// cannot hide). Returns the values of the `<name>`s.
+/// (deactivated beforehand) and reset, and in the user-service's dead-letter queue a valid
+/// event (requeued, it is applied, so the queue shrinks: a requeue that happened cannot hide)
+/// and an untrusted publisher's (kept back by the requeue; discarded, the queue shrinks).
+/// Returns the values of the `<name>`s.
 async fn arrange(portal: &Portal) -> Vec<(&'static str, String)> {
     let db = &portal.auth_db;
     let mut values = Vec::new();
@@ -273,7 +332,82 @@ async fn arrange(portal: &Portal) -> Vec<(&'static str, String)> {
     sandbox::amqp::publish_to_queue(&portal.sb.amqp_url, &dlq, &[sandbox::events::body(&event)])
         .await
         .unwrap();
+    let (stranger, stranger_url) = portal.sb.extra_broker_user("stranger").await.unwrap();
+    let forged =
+        sandbox::events::user_event(Uuid::new_v4(), Some(1), "forged@clinic.test", "admin", true);
+    // Published to the consumer's queue, which sets it aside as `untrusted-publisher`.
+    sandbox::amqp::publish_one(
+        &stranger_url,
+        &users::queues().main,
+        &sandbox::events::body(&forged),
+        platform::amqp::persistent(&stranger),
+    )
+    .await
+    .unwrap();
     values.push(("dlq", dlq));
+    // Two requests for an account (one to approve, one to decline). The emails sort after the
+    // seeded users', which `seeded` picks by order.
+    for (name, email) in [
+        ("approved", "zz.asked.one@clinic.test"),
+        ("declined", "zz.asked.two@clinic.test"),
+    ] {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO registration_requests (id, email, first_name, last_name) \
+             VALUES ($1, $2, 'Asked', 'Person')",
+        )
+        .bind(id)
+        .bind(email)
+        .execute(db)
+        .await
+        .unwrap();
+        values.push((name, id.to_string()));
+    }
+    // A user with a second factor of a known key, and the challenge its right password got.
+    let key = b"csrf-test-second-key".to_vec();
+    let second =
+        sandbox::auth::create_user(db, "zz.second.step@clinic.test", Role::Consultant).await;
+    sqlx::query(
+        "INSERT INTO second_factors (user_id, secret, confirmed_at) VALUES ($1, $2, now())",
+    )
+    .bind(second)
+    .bind(&key)
+    .execute(db)
+    .await
+    .unwrap();
+    let (status, asked) = sandbox::http::post(
+        &format!("{}/api/v1/auth/login", portal.gateway().url()),
+        None,
+        &serde_json::json!({"email": "zz.second.step@clinic.test", "password": sandbox::TEST_PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 202, "{asked}");
+    values.push(("challenge", asked["challenge"].as_str().unwrap().to_owned()));
+    let code_of = |key: Vec<u8>| {
+        let totp = totp_rs::TOTP::new_unchecked(
+            totp_rs::Algorithm::SHA1,
+            6,
+            1,
+            30,
+            key,
+            None,
+            String::new(),
+        );
+        // The next step's code: accepted (one step of skew) for a minute at least, however
+        // long the forms before it take.
+        totp.generate(u64::try_from(chrono::Utc::now().timestamp() + 30).unwrap())
+    };
+    values.push(("code", code_of(key)));
+    // A user enrolling a second factor (shown its key, no code given yet).
+    let enrolling_key = b"csrf-test-enrol-key!".to_vec();
+    let enrolling = sandbox::auth::create_user(db, ENROLLING, Role::Consultant).await;
+    sqlx::query("INSERT INTO second_factors (user_id, secret) VALUES ($1, $2)")
+        .bind(enrolling)
+        .bind(&enrolling_key)
+        .execute(db)
+        .await
+        .unwrap();
+    values.push(("enrolment-code", code_of(enrolling_key)));
     let date = chrono::Utc::now() + chrono::Duration::days(3);
     values.push(("date", date.format("%Y-%m-%d").to_string()));
     values
@@ -289,6 +423,7 @@ async fn browser(portal: &Portal, who: Who) -> (Browser, String) {
         }
         Who::Admin => (ADMIN_EMAIL.to_owned(), ADMIN_PASSWORD),
         Who::Signed(role) => (seeded(&portal.auth_db, role, 0).await, STAFF_PASSWORD),
+        Who::Enrolling => (ENROLLING.to_owned(), sandbox::TEST_PASSWORD),
     };
     let signed = browser.log_in(portal, &email, password).await;
     assert_eq!(signed.status, 303, "{who:?} logs in: {}", signed.body);
@@ -308,8 +443,8 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token_and_changes_nothing() 
     // Signed with the sandbox's key: reading the verify run creates no session.
     let sync_token = users::token_for(&portal.sb, admin_id, Role::Admin);
     let values = arrange(&portal).await;
-    sandbox::poll_until(sandbox::SETTLE, "the dead letter in place", || async {
-        (users::depth(&portal.sb, &users::queues().dead_letter).await == 1).then_some(())
+    sandbox::poll_until(sandbox::SETTLE, "both dead letters in place", || async {
+        (users::depth(&portal.sb, &users::queues().dead_letter).await == 2).then_some(())
     })
     .await;
     // A real token of a session of its own: what a forging site could get for itself.

@@ -231,8 +231,10 @@ async fn with_the_directory_down_the_form_says_so_and_shows_no_empty_list() {
     assert!(!page.body.to_lowercase().contains("panicked"));
 }
 
+/// A pharmacist sees no appointments (the appointment-service's default rule) and books none:
+/// the pages say so in the signed-in layout, never an error page or a 500.
 #[tokio::test]
-async fn a_pharmacist_reads_appointments_and_may_not_book() {
+async fn a_pharmacist_sees_no_appointments_and_may_not_book() {
     let portal = Portal::start().await;
     let mut browser = Browser::new();
     let pharmacist: String =
@@ -248,7 +250,26 @@ async fn a_pharmacist_reads_appointments_and_may_not_book() {
         browser.get(&portal.url("/appointments/new")).await.status,
         403
     );
-    assert_eq!(browser.get(&portal.url("/appointments")).await.status, 200);
+    for path in [
+        "/appointments".to_owned(),
+        format!("/appointments/{}", uuid::Uuid::new_v4()),
+    ] {
+        let page = browser.get(&portal.url(&path)).await;
+        assert_eq!(page.status, 403, "{path}: {}", page.body);
+        assert!(
+            page.body.contains(
+                "A pharmacist does not see appointments at this clinic: doctors see their \
+                 own, nurses and admins all of them."
+            ),
+            "{path}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains(r#"action="/logout""#),
+            "{path}: still signed in, with the usual header: {}",
+            page.body
+        );
+    }
     let home = browser.get(&portal.url("/")).await;
     assert!(!home.body.contains("/appointments/new"), "{}", home.body);
 }
@@ -494,7 +515,8 @@ async fn the_admin_user_list_shows_each_users_sync_state_and_is_for_admins_only(
 
 /// The page an admin watches: `/admin/sync` shows the outbox and each consumer's queue with its
 /// consumer attached; a message the user-service can never apply appears with its reason and
-/// goes back to its consumer with "Requeue"; "Verify now" runs to its result for both copies;
+/// goes back to its consumer with "Requeue"; an untrusted publisher's is marked as one that can
+/// only be discarded, kept back by "Requeue" and removed by "Discard"; "Verify now" runs to its result for both copies;
 /// one user's event trail. The same figures through the API, which a nurse may not read.
 #[tokio::test]
 async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
@@ -556,6 +578,70 @@ async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
         .post(&portal.url("/admin/sync/verify"), &[("csrf", "forged")])
         .await;
     assert_eq!(forged.status, 403);
+
+    // An untrusted publisher's message: marked, kept back by a requeue, gone with "Discard".
+    let (stranger, stranger_url) = portal.sb.extra_broker_user("stranger").await.unwrap();
+    sandbox::amqp::publish_one(
+        &stranger_url,
+        "user-service.user-events",
+        b"{ \"forged\": true }",
+        platform::amqp::persistent(&stranger),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + sandbox::SETTLE;
+    let page = loop {
+        let page = admin.get(&portal.url("/admin/sync")).await;
+        if page.body.contains("Discard 1 untrusted") && page.body.contains("Requeue the other 1") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        page.body.contains(&format!(
+            "untrusted publisher &quot;{stranger}&quot;: can only be discarded"
+        )),
+        "{}",
+        page.body
+    );
+    let done = admin
+        .post(
+            &portal.url("/admin/sync/requeue/user-service.user-events.dlq"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        done.location.as_deref(),
+        Some("/admin/sync?requeued=1&kept=1&from=user-service.user-events.dlq"),
+        "{}",
+        done.body
+    );
+    let back = admin.get(&portal.url(&done.location.unwrap())).await;
+    assert!(
+        back.body.contains("1 kept back: untrusted publisher"),
+        "{}",
+        back.body
+    );
+    let done = admin
+        .post(
+            &portal.url("/admin/sync/discard/user-service.user-events.dlq"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        done.location.as_deref(),
+        Some("/admin/sync?discarded=1&from=user-service.user-events.dlq"),
+        "{}",
+        done.body
+    );
+    let back = admin.get(&portal.url(&done.location.unwrap())).await;
+    assert!(
+        back.body.contains("1 untrusted messages discarded")
+            && !back.body.contains("can only be discarded"),
+        "{}",
+        back.body
+    );
 
     // Verify now, then its result for both copies.
     let started = admin
@@ -771,11 +857,16 @@ async fn an_admin_edits_a_profile_and_a_role() {
 async fn an_expired_temporary_password_is_told_apart_only_to_the_right_password() {
     let portal = Portal::start().await;
     let temporary = auth_service::password::temporary();
+    // Tagged with the auth-service's own key, which lives in the sandbox's key directory.
+    let key =
+        auth_service::password::temporary::TagKey::load_or_create(&portal.sb.key_dir.0).unwrap();
     let stored = auth_service::password::temporary::hash(
         &temporary,
         std::time::Duration::ZERO,
         chrono::Utc::now(),
-    );
+        &key,
+    )
+    .unwrap();
     let new = auth_service::store::NewUser::staff(
         "late.starter@clinic.co.zw",
         "Late",
@@ -816,5 +907,67 @@ async fn an_expired_temporary_password_is_told_apart_only_to_the_right_password(
         !wrong.body.contains("expired") && wrong.body.contains("did not let you in"),
         "{}",
         wrong.body
+    );
+}
+
+/// With registration turned on, a request for an account waits on `/admin/users`; the admin
+/// approves it there with a role, is shown the temporary password once, and the new account
+/// signs in with it only — straight to the password change.
+#[tokio::test]
+async fn an_admin_approves_a_request_for_an_account_with_a_role_in_the_portal() {
+    let portal =
+        Portal::start_configured(|auth| auth.security.registration_enabled = true, |_| {}).await;
+    let gateway = portal.gateway().url();
+    let (s, _) = sandbox::http::post(
+        &format!("{gateway}/api/v1/auth/register"),
+        None,
+        &serde_json::json!({"email": "new.nurse@clinic.co.zw", "firstName": "Nyasha",
+                            "lastName": "Banda", "requestedRole": "nurse"}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let mut admin = Browser::new();
+    admin.log_in(&portal, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let users = admin.get(&portal.url("/admin/users")).await;
+    assert!(
+        users.body.contains("Requests for an account"),
+        "{}",
+        users.body
+    );
+    assert!(users.body.contains("Approve Nyasha Banda"));
+    let start = users.body.find("/admin/registrations/").unwrap() + "/admin/registrations/".len();
+    let id = &users.body[start..start + 36];
+    let approved = admin
+        .post(
+            &portal.url(&format!("/admin/registrations/{id}/approve")),
+            &[("csrf", &users.csrf()), ("role", "pharmacist")],
+        )
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let marker = r#"id="temporaryPassword" type="text" readonly value=""#;
+    let at = approved.body.find(marker).expect("the temporary password") + marker.len();
+    let temporary = &approved.body[at..at + approved.body[at..].find('"').unwrap()];
+    let user: (String, bool) = sqlx::query_as(
+        "SELECT role, must_change_password FROM users WHERE email = 'new.nurse@clinic.co.zw'",
+    )
+    .fetch_one(&portal.auth_db)
+    .await
+    .unwrap();
+    assert_eq!(user, ("pharmacist".to_owned(), true), "the admin's role");
+    let after = admin.get(&portal.url("/admin/users")).await;
+    assert!(
+        !after.body.contains("Requests for an account"),
+        "the request is gone"
+    );
+
+    let mut newcomer = Browser::new();
+    let page = newcomer
+        .log_in(&portal, "new.nurse@clinic.co.zw", temporary)
+        .await;
+    assert_eq!(
+        (page.status, page.location.as_deref()),
+        (303, Some("/account/password")),
+        "{}",
+        page.body
     );
 }

@@ -1,8 +1,9 @@
 //! `/api/v1/appointments`: book, list, show, cancel, reassign. Doctors see and cancel their
-//! own; nurses and admins see and manage all; pharmacists and consultants read only. A doctor is
-//! bookable when this service's own copy holds them as an active doctor.
+//! own; nurses and admins see and manage all; pharmacists and consultants see none (403) unless
+//! `APPOINTMENTS_VISIBLE_TO` lists their role, and then read all (see [`super::caller`]). A
+//! doctor is bookable when this service's own copy holds them as an active doctor.
 
-use super::caller::{Caller, Permissions};
+use super::caller::{Caller, Permissions, Sight};
 use super::AppState;
 use crate::store::{self, Booking, Filter};
 use axum::extract::{Path, State};
@@ -241,8 +242,11 @@ async fn list(
     caller: Caller,
     ApiQuery(raw): ApiQuery<RawFilter>,
 ) -> Result<Json<Page<Appointment>>, ApiError> {
+    // Who may look at all comes before what they asked for: a role that sees none learns
+    // nothing from the filter's checks either.
+    let sight = caller.sight(&state.visible_to)?;
     let mut filter = parse_filter(&raw)?;
-    if let Some(me) = caller.own_doctor() {
+    if let Sight::Own(me) = sight {
         match filter.doctor_id {
             Some(other) if other != me.0 => {
                 return Err(ApiError::forbidden(
@@ -262,12 +266,14 @@ async fn list(
     Ok(Json(Page { items, total }))
 }
 
-/// The appointment `id` as `caller` may see it: a doctor's view of another's is "not found".
+/// The appointment `id` as `caller` may see it: a doctor's view of another's is "not found";
+/// a role that sees no appointment is refused (403) before anything is looked up.
 async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Appointment, ApiError> {
+    let sight = caller.sight(&state.visible_to)?;
     let id = uuid_field("id", id)?;
     let found = answer(state, id).await?;
-    match caller.own_doctor() {
-        Some(me) if me != found.doctor_id => {
+    match sight {
+        Sight::Own(me) if me != found.doctor_id => {
             Err(ApiError::not_found(format!("no appointment {id}")))
         }
         _ => Ok(found),

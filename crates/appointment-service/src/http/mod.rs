@@ -22,6 +22,9 @@ pub struct AppState {
     pub db: PgPool,
     pub verifier: Arc<JwtVerifier>,
     pub stats: Arc<SyncStats>,
+    /// The roles besides nurses and admins that read every appointment
+    /// (`APPOINTMENTS_VISIBLE_TO`; the rule is in `caller.rs`).
+    pub visible_to: Arc<[contract::Role]>,
     /// Set once the copy was seen complete ([`crate::History::complete`]); it stays so (users
     /// are never removed from the copy by events), so the check is a query only until then.
     pub complete: Arc<AtomicBool>,

@@ -35,7 +35,10 @@ pub fn router() -> Router<AppState> {
 /// The caller must hold an admin token AND still be an active admin now: a token outlives a
 /// deactivation or demotion by up to its lifetime, and admin powers should not. (A change checks
 /// the second part in the statement that locks its user: [`store::change_user_by_admin`].)
-async fn require_current_admin(state: &AppState, caller: &Authenticated) -> Result<(), ApiError> {
+pub(super) async fn require_current_admin(
+    state: &AppState,
+    caller: &Authenticated,
+) -> Result<(), ApiError> {
     caller.require_admin()?;
     if store::is_active_admin(&state.db, caller.0.sub).await? {
         Ok(())
@@ -166,7 +169,8 @@ async fn reset_password(
     Path(id): Path<String>,
 ) -> Result<Json<CreateUserResponse>, ApiError> {
     let (temporary_password, hash) =
-        password::temporary_with_hash(state.security.temporary_password_ttl);
+        password::temporary_with_hash(state.security.temporary_password_ttl, &state.tag_key)
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let change = UserChange::Password {
         hash,
         must_change_password: true,
@@ -188,7 +192,8 @@ async fn create_user(
     require_current_admin(&state, &caller).await?;
     let profile = Profile::parse(&req)?;
     let (temporary_password, hash) =
-        password::temporary_with_hash(state.security.temporary_password_ttl);
+        password::temporary_with_hash(state.security.temporary_password_ttl, &state.tag_key)
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let mut tx = state.db.begin().await?;
     let user = store::create_user(&mut tx, profile.into_new_user(hash, true, true)).await?;
     tx.commit().await?;
@@ -240,8 +245,11 @@ async fn bulk_create(
         });
         match profile {
             Ok(profile) => {
-                let (temporary_password, hash) =
-                    password::temporary_with_hash(state.security.temporary_password_ttl);
+                let (temporary_password, hash) = password::temporary_with_hash(
+                    state.security.temporary_password_ttl,
+                    &state.tag_key,
+                )
+                .map_err(|e| ApiError::internal(format!("{e:#}")))?;
                 valid.push(index);
                 passwords.push(temporary_password);
                 new_users.push(profile.into_new_user(hash, true, true));

@@ -2,10 +2,12 @@
 //! password, and the public keys (JWKS) other services verify tokens with.
 
 use super::AppState;
+use crate::mfa;
 use crate::password;
+use crate::registrations;
 use crate::sessions::{self, Refreshed};
 use crate::store::{self, UserChange};
-use crate::throttle::{self, Attempt};
+use crate::throttle::{self, Attempt, Scope};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use contract::api::{
     ChangePasswordRequest, LoginRequest, LoginResponse, NewProfile, RefreshRequest,
-    RegisterRequest, RegistrationReceived,
+    RegisterRequest, RegistrationReceived, SecondFactorChallenge,
 };
 use contract::{Email, PersonName, PhoneNumber, Role, UserSnapshot, ValidationError};
 use platform::client_addr::ClientAddr;
@@ -57,15 +59,6 @@ impl Profile {
         })
     }
 
-    /// The words a password of this person must not contain.
-    pub fn owner(&self) -> password::Owner<'_> {
-        password::Owner {
-            email: self.email.as_str(),
-            first_name: self.first_name.as_str(),
-            last_name: self.last_name.as_str(),
-        }
-    }
-
     pub fn into_new_user(
         self,
         password_hash: String,
@@ -85,43 +78,41 @@ impl Profile {
     }
 }
 
-/// Creates an inactive account; an admin activates it. Nobody can register as admin. The
-/// answer is the same when the email already has an account (the attempt is logged), so the
-/// endpoint does not tell who works here; both paths hash the password, so they take as long.
+/// Stores a request for an account; an admin approves it with a role and a temporary password
+/// ([`crate::registrations`]). The answer is the same whether the email has an account or a
+/// request already, or too many wait (each logged), so the endpoint does not tell who works
+/// here.
 async fn register(
     State(state): State<AppState>,
     client: ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegistrationReceived>), ApiError> {
     if !state.security.registration_enabled {
-        return Err(ApiError::forbidden(
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "registration_disabled",
             "self-registration is turned off; ask an administrator for an account",
         ));
     }
-    let profile = Profile::parse(&req.profile)?;
-    if profile.role == Role::Admin {
-        return Err(ApiError::forbidden(
-            "the admin role cannot be self-registered",
-        ));
-    }
-    password::check_policy("password", &req.password, profile.owner())?;
-    let hash = password::hash(req.password).await?;
-    let mut tx = state.db.begin().await?;
-    match store::create_user(&mut tx, profile.into_new_user(hash, false, false)).await {
-        Ok(user) => {
-            tx.commit().await?;
-            tracing::info!(target: "security", event = "registered", user_id = %user.id, role = %user.role, %client, "self-registration");
+    let request = registrations::NewRequest::parse(&req)?;
+    match registrations::store(&state.db, &request).await? {
+        registrations::Stored::Received(id) => {
+            tracing::info!(target: "security", event = "registration_requested", registration_id = %id, %client, "request for an account received");
         }
-        Err(store::StoreError::DuplicateEmail) => {
-            tracing::warn!(target: "security", event = "registration_for_existing_account", %client, "self-registration for an email that has an account");
+        registrations::Stored::AlreadyKnown => {
+            tracing::warn!(target: "security", event = "registration_for_known_email", %client, "request for an account whose email has an account or a request");
         }
-        Err(e) => return Err(e.into()),
+        registrations::Stored::Full => {
+            tracing::warn!(target: "security", event = "registration_dropped", %client, pending = registrations::MAX_PENDING, "request for an account dropped: too many wait for an admin");
+        }
     }
     Ok((
         StatusCode::ACCEPTED,
         Json(RegistrationReceived {
             status: "received".to_owned(),
-            message: "registration received; an administrator activates new accounts".to_owned(),
+            message: "request received; an administrator approves new accounts and gives you a \
+                      temporary password"
+                .to_owned(),
         }),
     ))
 }
@@ -142,29 +133,54 @@ async fn login(
         .into());
     }
     let account = throttle::account_key(&req.email);
-    let n = match throttle::attempt(&state.db, &account, &state.security.login).await? {
-        Attempt::Locked { left, just_now } => {
-            // The lockout is logged once; the refusals during it are counted in the debug log
-            // only (a flood would otherwise write a line per guess).
+    let source = throttle::source_key(client.0);
+    let decision = throttle::attempt(&state.db, &account, &source, &state.security.login).await?;
+    state
+        .login_decisions
+        .with_label_values(&[decision.decision()])
+        .inc();
+    let n = match decision {
+        Attempt::Locked {
+            scope,
+            left,
+            just_now,
+        } => {
+            // A lock is logged once, when it is set; the refusals during it are counted in the
+            // metric and the debug log only (a flood would otherwise write a line per guess).
+            // The account is named by a reference, never by the input as typed.
+            let account_ref = throttle::account_ref(&account);
             if just_now {
-                tracing::warn!(target: "security", event = "lockout", account = %account, %client, lock_s = left.as_secs(), "account locked after repeated failed logins");
+                tracing::warn!(target: "security", event = "lockout", decision = scope.as_str(), account_ref, %client, lock_s = left.as_secs(), "login locked for this address after repeated failures");
             } else {
-                tracing::debug!(target: "security", event = "login_locked", account = %account, %client, retry_after_s = left.as_secs(), "login refused: account locked");
+                tracing::debug!(target: "security", event = "login_locked", decision = scope.as_str(), account_ref, %client, retry_after_s = left.as_secs(), "login refused: locked for this address");
             }
             return Err(ApiError::too_many_requests(
-                "too many failed logins for this account; try again later",
+                match scope {
+                    Scope::Pair => {
+                        "too many failed logins for this account from your address; try again later"
+                    }
+                    Scope::Source => "too many failed logins from your address; try again later",
+                },
                 left,
             ));
         }
-        Attempt::Allowed(n) => n,
+        Attempt::Allowed { n, slowed, known } => {
+            if !slowed.is_zero() {
+                // Distributed guessing at this account: an address it never signed in from
+                // waits before its password is checked; one it did sign in from does not.
+                tracing::debug!(target: "security", event = "login_slowed", account_ref = throttle::account_ref(&account), %client, known, delay_ms = slowed.as_millis() as u64, "login slowed: many failures at this account");
+                tokio::time::sleep(slowed).await;
+            }
+            n
+        }
     };
     // A full hashing queue answers 503 and gives the attempt back: a flood at other accounts
-    // must not lock out whoever tries to log in meanwhile. A locked account (above) needs no
+    // must not lock out whoever tries to log in meanwhile. A locked attempt (above) needs no
     // place in the queue at all.
     let slot = match password::Slot::reserve() {
         Ok(slot) => slot,
         Err(busy) => {
-            throttle::refund(&state.db, &account).await?;
+            throttle::refund(&state.db, &account, &source).await?;
             return Err(busy.into());
         }
     };
@@ -220,6 +236,37 @@ async fn login(
         },
         None => None,
     };
+    let second = mfa::needed(
+        &state.db,
+        state.security.mfa,
+        user.id,
+        user.role()? == Role::Admin,
+    )
+    .await?;
+    if second != mfa::Needed::Nothing {
+        // The password was right: the address is known to the account, and the sign-in waits
+        // for its second factor. A temporary password is spent only by the second step.
+        let mut seen = user.password_hash.clone();
+        if let Some(hash) = rehashed {
+            if store::replace_password_hash(&state.db, user.id, &user.password_hash, &hash).await? {
+                seen = hash;
+            }
+        }
+        throttle::succeeded(&state.db, &account, &source).await?;
+        let challenge = mfa::issue_challenge(&state.db, user.id, &seen)
+            .await
+            .map_err(ApiError::internal)?;
+        tracing::info!(target: "security", event = "login_second_factor_asked", user_id = %user.id, %client, status = second.status(), "password right; waiting for the second factor");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(SecondFactorChallenge {
+                status: second.status().to_owned(),
+                challenge,
+                expires_in: mfa::CHALLENGE_TTL.as_secs() as i64,
+            }),
+        )
+            .into_response());
+    }
     // A temporary password logs in once: this login spends it in the transaction that starts
     // its session (a failure in between leaves it unspent), and of two logins at once only one
     // can.
@@ -237,13 +284,13 @@ async fn login(
     }
     let session = sessions::start(&mut *tx, user.id, state.security.session_ttl).await?;
     tx.commit().await?;
-    throttle::succeeded(&state.db, &account).await?;
+    throttle::succeeded(&state.db, &account, &source).await?;
     tracing::info!(target: "security", event = "login", user_id = %user.id, %client, "login succeeded");
     Ok(Json(tokens(&state, &user, session)?).into_response())
 }
 
 /// An access token for `user` and the session's next refresh token.
-fn tokens(
+pub(super) fn tokens(
     state: &AppState,
     user: &store::UserRow,
     session: sessions::Issued,
@@ -266,6 +313,7 @@ fn tokens(
             .expires_at
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         user: user.snapshot()?,
+        recovery_codes: None,
     })
 }
 
@@ -325,7 +373,10 @@ async fn me(
 
 /// The caller's account as `auth_db` holds it now: a token outlives a deactivation by up to its
 /// lifetime, so an account that no longer exists or is inactive is refused here.
-async fn current_user(state: &AppState, id: uuid::Uuid) -> Result<store::UserRow, ApiError> {
+pub(super) async fn current_user(
+    state: &AppState,
+    id: uuid::Uuid,
+) -> Result<store::UserRow, ApiError> {
     match store::find_by_id(&state.db, id).await? {
         None => Err(ApiError::unauthorized(
             "the account of this token no longer exists",

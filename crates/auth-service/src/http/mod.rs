@@ -4,6 +4,8 @@
 mod admin;
 mod auth;
 mod health;
+mod registrations;
+mod second_factor;
 
 use crate::password::HashError;
 use crate::store::StoreError;
@@ -35,6 +37,11 @@ pub struct AppState {
     /// events and their answer in memory, and four at once took the auth-service from 39 to
     /// 63 MiB (BENCHMARKS.md, row 9); the others wait their turn, which costs little time.
     pub bulk_turn: Arc<tokio::sync::Semaphore>,
+    /// `portal_login_decisions_total{decision}`: what the login throttle decided, per attempt
+    /// (allowed, slowed, pair_locked, source_locked).
+    pub login_decisions: prometheus::IntCounterVec,
+    /// The server secret temporary passwords are tagged with (a file in the key directory).
+    pub tag_key: crate::password::temporary::TagKey,
 }
 
 impl FromRef<AppState> for Arc<JwtVerifier> {
@@ -44,15 +51,23 @@ impl FromRef<AppState> for Arc<JwtVerifier> {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .nest("/api/v1/auth", auth::router().merge(admin::router()))
+    let proxies = state.security.trusted_proxies.clone();
+    let router = Router::new()
+        .nest(
+            "/api/v1/auth",
+            auth::router()
+                .merge(admin::router())
+                .merge(registrations::router())
+                .merge(second_factor::router()),
+        )
         .merge(health::router())
         .fallback(platform::http::fallback_not_found)
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(15),
         ))
-        .with_state(state)
+        .with_state(state);
+    platform::client_addr::TrustedProxies::layer(router, &proxies)
 }
 
 impl From<StoreError> for ApiError {

@@ -398,10 +398,13 @@ fn argon2_matches(password: &str, stored: &str) -> anyhow::Result<bool> {
 
 /// A new temporary password and its stored form, valid for `ttl`: what an admin's creation, a
 /// reset and a bulk import give out (see [`temporary`] for why it is not argon2).
-pub fn temporary_with_hash(ttl: std::time::Duration) -> (String, String) {
+pub fn temporary_with_hash(
+    ttl: std::time::Duration,
+    key: &temporary::TagKey,
+) -> anyhow::Result<(String, String)> {
     let password = temporary();
-    let stored = temporary::hash(&password, ttl, chrono::Utc::now());
-    (password, stored)
+    let stored = temporary::hash(&password, ttl, chrono::Utc::now(), key)?;
+    Ok((password, stored))
 }
 
 /// A random password for accounts an admin creates: 20 characters from an alphabet without
@@ -464,7 +467,8 @@ mod tests {
             .to_string();
         assert!(is_outdated(&before));
         assert!(verify_here("night shift", &before).unwrap().matches());
-        let (_, temporary) = temporary_with_hash(std::time::Duration::from_secs(60));
+        let key = temporary::TagKey::from_bytes(&[1u8; 32]);
+        let (_, temporary) = temporary_with_hash(std::time::Duration::from_secs(60), &key).unwrap();
         assert!(!is_outdated(&temporary));
         assert!(!is_outdated("not a hash"));
     }

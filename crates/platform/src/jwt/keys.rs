@@ -1,16 +1,22 @@
 //! The key files and their rotation: where the Ed25519 pair and the retired public keys live
 //! ([`KeyDir`]), one public key and its id ([`PublicKey`]), and JWKS documents of them.
+//!
+//! A retired key is kept for [`RETIRED_KEY_KEPT`] after its rotation (its file's modification
+//! time: `rotate` writes the file then) and no longer: past that it is neither read as
+//! published ([`KeyDir::public_keys`]) nor left on disk by the next prune.
 
 use anyhow::Context;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::DecodingKey;
 use ring::signature::KeyPair as _;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// How long a retired public key stays published after a rotation: longer than any access
-/// token signed with it can live.
+/// token signed with it can live (at most [`MAX_ACCESS_TTL_SECONDS`](super::MAX_ACCESS_TTL_SECONDS)),
+/// and then it is withdrawn: the auth-service stops publishing and accepting it, and every
+/// verifier drops it at its next refresh.
 pub const RETIRED_KEY_KEPT: Duration = Duration::from_secs(3600);
 /// Where the auth-service publishes its public keys.
 pub const JWKS_PATH: &str = "/api/v1/auth/.well-known/jwks.json";
@@ -166,25 +172,51 @@ impl KeyDir {
         PublicKey::from_pem(&pem).with_context(|| format!("in {}", path.display()))
     }
 
-    /// The current public key, then the retired ones still published.
+    /// The current public key, then the retired ones still kept ([`RETIRED_KEY_KEPT`]).
     pub fn public_keys(&self) -> anyhow::Result<Vec<PublicKey>> {
-        let mut keys = vec![self.current_public_key()?];
-        let Ok(entries) = std::fs::read_dir(self.retired_dir()) else {
-            return Ok(keys);
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "pub") {
-                let key = std::fs::read(&path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|pem| PublicKey::from_pem(&pem))
-                    .with_context(|| format!("retired key {}", path.display()))?;
-                if !keys.contains(&key) {
-                    keys.push(key);
-                }
+        Ok(self.held_keys()?.into_iter().map(|k| k.key).collect())
+    }
+
+    /// [`KeyDir::public_keys`] with each retired key's retirement time. A retired key whose
+    /// file's time cannot be read is left out: a key of unknown age may be past its time.
+    pub(super) fn held_keys(&self) -> anyhow::Result<Vec<HeldKey>> {
+        let mut keys = vec![HeldKey {
+            key: self.current_public_key()?,
+            retired_at: None,
+        }];
+        let now = SystemTime::now();
+        for (path, retired_at) in self.retired_files() {
+            if !retired_at.is_some_and(|t| still_kept(t, now)) {
+                continue;
+            }
+            let key = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|pem| PublicKey::from_pem(&pem))
+                .with_context(|| format!("retired key {}", path.display()))?;
+            if !keys.iter().any(|k| k.key == key) {
+                keys.push(HeldKey { key, retired_at });
             }
         }
         Ok(keys)
+    }
+
+    /// The retired key files (`retired/*.pub`) and their modification times.
+    fn retired_files(&self) -> Vec<(PathBuf, Option<SystemTime>)> {
+        let Ok(entries) = std::fs::read_dir(self.retired_dir()) else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "pub"))
+            .map(|path| {
+                let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+                (path, modified)
+            })
+            .collect();
+        // The newest retirement first, so the JWKS lists keys from the newest to the oldest.
+        files.sort_by_key(|(_, modified)| std::cmp::Reverse(*modified));
+        files
     }
 
     /// Retires the current key pair and makes a new one current; returns the new key id. Retired
@@ -200,29 +232,79 @@ impl KeyDir {
         .context("cannot retire the current public key")?;
         std::fs::remove_file(self.private_path()).context("cannot remove the old private key")?;
         self.ensure_key_pair()?;
-        self.prune_retired(RETIRED_KEY_KEPT)?;
+        // The rotation is done: a retired key that cannot be removed is no longer published
+        // anyway, and the auth-service tries again every few seconds.
+        if let Err(e) = self.prune_retired() {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "cannot remove an old retired JWT key"
+            );
+        }
         let new = self.current_public_key()?;
         tracing::info!(retired = %old.kid, current = %new.kid, "rotated the JWT signing key");
         Ok(new.kid)
     }
 
-    fn prune_retired(&self, kept: Duration) -> anyhow::Result<()> {
-        let Ok(entries) = std::fs::read_dir(self.retired_dir()) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > kept);
-            if old {
-                std::fs::remove_file(entry.path()).ok();
+    /// Removes the retired keys past [`RETIRED_KEY_KEPT`] (the auth-service's key ring does so
+    /// every few seconds, `rotate` at each rotation); returns how many went. Another
+    /// auth-service pruning the same directory at the same moment is no error.
+    pub fn prune_retired(&self) -> anyhow::Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for (path, retired_at) in self.retired_files() {
+            let Some(retired_at) = retired_at else {
+                continue; // of unknown age: never published, and not ours to judge
+            };
+            if still_kept(retired_at, now) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(
+                        target: "security",
+                        event = "retired_key_removed",
+                        kid = %kid_of_file(&path),
+                        "removed a retired JWT key past its kept time: tokens signed with it are refused"
+                    );
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                }
             }
         }
-        Ok(())
+        Ok(removed)
     }
+}
+
+/// A published key as the key directory holds it: current (`retired_at` is `None`) or retired
+/// at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HeldKey {
+    pub key: PublicKey,
+    pub retired_at: Option<SystemTime>,
+}
+
+impl HeldKey {
+    /// Whether the key may still be published and accepted at `now`.
+    pub fn kept_at(&self, now: SystemTime) -> bool {
+        self.retired_at.is_none_or(|t| still_kept(t, now))
+    }
+}
+
+/// Whether a key retired at `retired_at` is still kept at `now`. A retirement time ahead of
+/// `now` (the clock was set back) counts as a retirement now.
+pub(super) fn still_kept(retired_at: SystemTime, now: SystemTime) -> bool {
+    now.duration_since(retired_at)
+        .map_or(true, |age| age <= RETIRED_KEY_KEPT)
+}
+
+/// The key id a retired key's file is named by (`retired/<kid>.pub`).
+fn kid_of_file(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -241,5 +323,32 @@ impl KeyDir {
     /// A key directory of its own under the system's temporary directory (tests).
     pub(super) fn temp() -> Self {
         Self(std::env::temp_dir().join(format!("jwt-test-{}", uuid::Uuid::new_v4())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_key_is_kept_for_its_time_and_no_longer() {
+        let now = SystemTime::now();
+        let retired = |ago: Duration| now - ago;
+        assert!(still_kept(retired(Duration::ZERO), now));
+        assert!(still_kept(retired(RETIRED_KEY_KEPT), now));
+        assert!(!still_kept(
+            retired(RETIRED_KEY_KEPT + Duration::from_secs(1)),
+            now
+        ));
+        // A retirement time ahead of the clock (set back since) counts as now.
+        assert!(still_kept(now + Duration::from_secs(30), now));
+        let current = HeldKey {
+            key: PublicKey::from_raw(&[7; 32]).unwrap(),
+            retired_at: None,
+        };
+        assert!(
+            current.kept_at(now + RETIRED_KEY_KEPT * 100),
+            "the current key never ages"
+        );
     }
 }

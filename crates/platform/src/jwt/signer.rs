@@ -1,12 +1,15 @@
 //! The auth-service's signing key ring: the current signing key and every published public
-//! key, re-read from the key directory so a rotation needs no restart.
+//! key, re-read from the key directory so a rotation needs no restart, and retired keys
+//! withdrawn once past their kept time.
 
 use super::claims::{Claims, AUDIENCE, ISSUER, MAX_ACCESS_TTL_SECONDS, MIN_ACCESS_TTL_SECONDS};
-use super::keys::{KeyDir, PublicKey};
+use super::keys::{HeldKey, KeyDir, PublicKey};
 use anyhow::Context;
 use contract::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
+use std::time::SystemTime;
 use uuid::Uuid;
 
 /// The auth-service's keys: the current signing key and every published public key, re-read
@@ -15,19 +18,21 @@ pub struct KeyRing {
     dir: KeyDir,
     ttl_seconds: i64,
     state: RwLock<RingState>,
+    /// A prune failed and was said; said again only after one succeeded.
+    prune_failing: AtomicBool,
 }
 
 struct RingState {
     signing: EncodingKey,
-    /// The current key first (the signing key's public half), then the retired ones.
-    published: Vec<PublicKey>,
+    /// The current key first (the signing key's public half), then the retired ones still kept.
+    published: Vec<HeldKey>,
 }
 
 impl RingState {
     fn kid(&self) -> String {
         self.published
             .first()
-            .map(|k| k.kid.clone())
+            .map(|k| k.key.kid.clone())
             .unwrap_or_default()
     }
 }
@@ -46,6 +51,7 @@ impl KeyRing {
             dir: dir.clone(),
             ttl_seconds,
             state: RwLock::new(Self::load(dir)?),
+            prune_failing: AtomicBool::new(false),
         })
     }
 
@@ -55,14 +61,27 @@ impl KeyRing {
             .with_context(|| format!("cannot read {}", dir.private_path().display()))?;
         let signing =
             EncodingKey::from_ed_pem(&pem).context("JWT private key is not Ed25519 PEM")?;
-        let published = dir.public_keys()?;
+        let published = dir.held_keys()?;
         Ok(RingState { signing, published })
     }
 
-    /// Re-reads the key directory; true when the current key changed (a rotation). A directory
-    /// caught half-way through a rotation is read again next time.
+    /// Removes the retired keys past their kept time, then re-reads the key directory; true when
+    /// the current key changed (a rotation). A directory caught half-way through a rotation is
+    /// read again next time. (The auth-service calls this every few seconds.)
     pub fn reload(&self) -> anyhow::Result<bool> {
-        let published = self.dir.public_keys()?;
+        // A key that cannot be removed is still withdrawn: it is no longer read as published.
+        match self.dir.prune_retired() {
+            Ok(_) => self.prune_failing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                if !self.prune_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "cannot remove a retired JWT key past its kept time (no longer published)"
+                    );
+                }
+            }
+        }
+        let published = self.dir.held_keys()?;
         if self.state.read().is_ok_and(|s| s.published == published) {
             return Ok(false);
         }
@@ -83,11 +102,20 @@ impl KeyRing {
         self.state.read().map(|s| s.kid()).unwrap_or_default()
     }
 
-    /// The published public keys: the current one first.
+    /// The published public keys: the current one first, then the retired ones still kept. A
+    /// retired key past its kept time is left out here, when the JWKS is published, even before
+    /// the next [`KeyRing::reload`] removes it.
     pub fn published(&self) -> Vec<PublicKey> {
+        let now = SystemTime::now();
         self.state
             .read()
-            .map(|s| s.published.clone())
+            .map(|s| {
+                s.published
+                    .iter()
+                    .filter(|k| k.kept_at(now))
+                    .map(|k| k.key.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -127,7 +155,8 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwt::{jwks, keys_of_jwks};
+    use crate::jwt::{jwks, keys_of_jwks, RETIRED_KEY_KEPT};
+    use std::time::Duration;
 
     #[test]
     fn access_token_lifetimes_are_bounded() {
@@ -157,6 +186,48 @@ mod tests {
         let mut forged = doc.clone();
         forged["keys"][0]["kid"] = serde_json::json!(old);
         assert!(keys_of_jwks(&forged).is_err());
+        std::fs::remove_dir_all(&keys.0).ok();
+    }
+
+    fn kids(keys: &[PublicKey]) -> Vec<String> {
+        keys.iter().map(|k| k.kid.clone()).collect()
+    }
+
+    #[test]
+    fn a_retired_key_is_withdrawn_once_past_its_kept_time() {
+        let keys = KeyDir::temp();
+        let ring = KeyRing::open(&keys, 60).unwrap();
+        let old = ring.kid();
+        let new = keys.rotate().unwrap();
+        ring.reload().unwrap();
+        assert_eq!(kids(&ring.published()), [new.clone(), old.clone()]);
+        // Retired longer ago than it is kept (as if the rotation was an hour and a minute ago).
+        let file = keys.0.join("retired").join(format!("{old}.pub"));
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(SystemTime::now() - RETIRED_KEY_KEPT - Duration::from_secs(60))
+            .unwrap();
+        // No longer read as published, and the ring's next reload removes the file.
+        assert_eq!(
+            kids(&keys.public_keys().unwrap()),
+            std::slice::from_ref(&new)
+        );
+        assert!(!ring.reload().unwrap(), "the current key did not change");
+        assert!(!file.exists(), "the retired key's file is removed");
+        assert_eq!(kids(&ring.published()), std::slice::from_ref(&new));
+        // Between two reloads, the ring leaves out a retired key whose time has passed (as an
+        // hour passing does to the one retired just now).
+        let other = KeyDir(keys.0.join("other"));
+        other.ensure_key_pair().unwrap();
+        if let Ok(mut state) = ring.state.write() {
+            state.published.push(HeldKey {
+                key: other.current_public_key().unwrap(),
+                retired_at: Some(SystemTime::now() - RETIRED_KEY_KEPT - Duration::from_secs(1)),
+            });
+        }
+        assert_eq!(kids(&ring.published()), [new]);
         std::fs::remove_dir_all(&keys.0).ok();
     }
 }

@@ -4,10 +4,12 @@
 //! the same token for its whole lifetime.
 //!
 //! Entries are keyed by the SHA-256 of the token's exact text (a lookup compares digests, never
-//! the secret itself), hold the claims the full check produced, and are honoured only until the
-//! token's `exp` (with the verifier's leeway) — exactly as long as the full check would accept
-//! it. The cache is bounded and emptied whenever the verifier's keys change, so a withdrawn key
-//! stops its tokens as soon as the verifier learns of it.
+//! the secret itself), hold the claims the full check produced and the id of the key that
+//! signed the token, and are honoured only until the token's `exp` (with the verifier's leeway)
+//! — exactly as long as the full check would accept it. The cache is bounded, and when the
+//! verifier's keys change the tokens of a key that is gone are forgotten, so a withdrawn key
+//! stops its tokens as soon as the verifier learns of it. (The verifier checks a remembered
+//! token's lifetime again on every use: the cache is never a way around that check.)
 
 use super::claims::Claims;
 use std::collections::HashMap;
@@ -21,7 +23,13 @@ type Digest = [u8; 32];
 
 #[derive(Default)]
 pub struct TokenCache {
-    verified: Mutex<HashMap<Digest, Claims>>,
+    verified: Mutex<HashMap<Digest, Entry>>,
+}
+
+/// A token fully verified: its claims, and the key id it was verified with.
+struct Entry {
+    kid: String,
+    claims: Claims,
 }
 
 fn digest(token: &str) -> Digest {
@@ -43,7 +51,7 @@ impl TokenCache {
         let key = digest(token);
         let mut verified = self.verified.lock().ok()?;
         match verified.get(&key) {
-            Some(claims) if live(claims.exp, now, leeway) => Some(claims.clone()),
+            Some(entry) if live(entry.claims.exp, now, leeway) => Some(entry.claims.clone()),
             Some(_) => {
                 verified.remove(&key);
                 None
@@ -52,21 +60,36 @@ impl TokenCache {
         }
     }
 
-    /// Remembers `claims` as the result of fully verifying `token`.
-    pub fn put(&self, token: &str, claims: &Claims, now: i64, leeway: u64) {
+    /// Remembers `claims` as the result of fully verifying `token` with the key `kid`.
+    pub fn put(&self, token: &str, kid: &str, claims: &Claims, now: i64, leeway: u64) {
         let Ok(mut verified) = self.verified.lock() else {
             return;
         };
         if verified.len() >= CAPACITY {
-            verified.retain(|_, c| live(c.exp, now, leeway));
+            verified.retain(|_, e| live(e.claims.exp, now, leeway));
             if verified.len() >= CAPACITY {
                 verified.clear();
             }
         }
-        verified.insert(digest(token), claims.clone());
+        verified.insert(
+            digest(token),
+            Entry {
+                kid: kid.to_owned(),
+                claims: claims.clone(),
+            },
+        );
     }
 
-    /// Forgets every token (the keys they were checked with changed).
+    /// Forgets the tokens verified with a key `keep` refuses (the verifier's keys changed and
+    /// those are gone).
+    pub fn retain_keys(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.retain(|_, e| keep(&e.kid));
+        }
+    }
+
+    /// Forgets every token.
+    #[cfg(test)]
     pub fn clear(&self) {
         if let Ok(mut verified) = self.verified.lock() {
             verified.clear();
@@ -106,7 +129,7 @@ mod tests {
     #[test]
     fn a_token_is_remembered_until_it_expires_and_only_by_its_exact_text() {
         let cache = TokenCache::default();
-        cache.put("t1", &claims(1_000), 900, 5);
+        cache.put("t1", "k", &claims(1_000), 900, 5);
         assert_eq!(cache.get("t1", 900, 5).map(|c| c.exp), Some(1_000));
         assert!(
             cache.get("t1x", 900, 5).is_none(),
@@ -126,14 +149,24 @@ mod tests {
         for i in 0..CAPACITY {
             // Half of them expired by now = 10_000.
             let exp = if i % 2 == 0 { 100 } else { 20_000 };
-            cache.put(&format!("t{i}"), &claims(exp), 10_000, 5);
+            cache.put(&format!("t{i}"), "k", &claims(exp), 10_000, 5);
         }
         assert_eq!(cache.len(), CAPACITY);
-        cache.put("fresh", &claims(20_000), 10_000, 5);
+        cache.put("fresh", "k", &claims(20_000), 10_000, 5);
         assert_eq!(cache.len(), CAPACITY / 2 + 1);
         assert!(cache.get("t1", 10_000, 5).is_some());
         assert!(cache.get("fresh", 10_000, 5).is_some());
         cache.clear();
         assert!(cache.get("fresh", 10_000, 5).is_none());
+    }
+
+    #[test]
+    fn the_tokens_of_a_withdrawn_key_are_forgotten_and_only_those() {
+        let cache = TokenCache::default();
+        cache.put("old", "k1", &claims(2_000), 1_000, 5);
+        cache.put("new", "k2", &claims(2_000), 1_000, 5);
+        cache.retain_keys(|kid| kid == "k2");
+        assert!(cache.get("old", 1_000, 5).is_none(), "k1 is gone");
+        assert!(cache.get("new", 1_000, 5).is_some(), "k2 stays");
     }
 }

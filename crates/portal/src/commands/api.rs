@@ -16,6 +16,9 @@ pub fn api_failure(e: api_client::Error) -> Failure {
 
 /// A client logged in as PORTAL_TOKEN, or as PORTAL_EMAIL / PORTAL_PASSWORD.
 pub async fn connect(args: &ApiClientArgs) -> Result<ApiClient, Failure> {
+    // An admin's password or token travels to PORTAL_URL: TLS, or this machine.
+    let api = platform::settings::Link::http("PORTAL_URL", args.url.as_str());
+    super::check_links(&args.network, &[api])?;
     let client = ApiClient::new(args.url.trim_end_matches('/')).map_err(api_failure)?;
     match (&args.token, &args.login_email, &args.login_password) {
         (Some(token), _, _) => Ok(client.authenticated(token.clone())),

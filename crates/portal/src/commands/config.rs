@@ -1,7 +1,8 @@
 //! `portal config check`: each part's settings read as `portal <part>` would read them now,
-//! checked (clap's own checks, then every URL parsed), and printed with where each value came
-//! from, secrets redacted. What a person runs after editing an environment file, before
-//! restarting anything.
+//! checked (clap's own checks, then every URL parsed, then the plaintext rule: no `amqp://` or
+//! `http://` to another machine without ALLOW_PLAINTEXT_NETWORK), and printed with where each
+//! value came from, secrets redacted. What a person runs after editing an environment file,
+//! before restarting anything.
 
 use super::Failure;
 use crate::cli::{Cli, ConfigCommand, Part};
@@ -56,7 +57,7 @@ pub fn run(command: ConfigCommand, sources: &Sources) -> Result<(), Failure> {
 /// The effective settings of `part`, one line each, or what is wrong with them.
 fn check(part: Part, sources: &Sources) -> Result<Vec<String>, Vec<String>> {
     let name = part.command();
-    let (_, matches) = sources
+    let (cli, matches) = sources
         .parse_from(["portal", name])
         .map_err(|e| vec![first_line(&e.to_string())])?;
     let command = sources.apply(Cli::command());
@@ -102,6 +103,15 @@ fn check(part: Part, sources: &Sources) -> Result<Vec<String>, Vec<String>> {
             },
         };
         lines.push(format!("{var:<34} {shown}  ({origin})"));
+    }
+    // What the part would refuse at start (exit 64): a plaintext URL to another machine
+    // without ALLOW_PLAINTEXT_NETWORK. Only for settings that parse (else said above already).
+    if errors.is_empty() {
+        if let Some((network, links)) = cli.command.links() {
+            if let Err(e) = network.verdict(&links) {
+                errors.push(format!("{e:#}"));
+            }
+        }
     }
     if errors.is_empty() {
         Ok(lines)

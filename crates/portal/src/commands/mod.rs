@@ -22,6 +22,33 @@ pub use platform::exit::Failure;
 pub fn failure(e: ops::OpsError) -> Failure {
     match e {
         ops::OpsError::Unreachable(_) => Failure::unreachable(e),
-        ops::OpsError::Failed(e) => Failure::from(e),
+        ops::OpsError::Failed(e) => start_failure(e, Failure::from),
     }
+}
+
+/// The exit code of a part or a tool that could not start: 64 when its configuration is the
+/// problem (an AMQP URL that names no broker user: `platform::amqp::NoBrokerUser`), else
+/// `otherwise`'s.
+pub fn start_failure(e: anyhow::Error, otherwise: fn(anyhow::Error) -> Failure) -> Failure {
+    if e.chain().any(|c| c.is::<platform::amqp::NoBrokerUser>()) {
+        Failure::usage(e)
+    } else {
+        otherwise(e)
+    }
+}
+
+/// Exit 64 unless every URL of `links` is TLS or this machine, or ALLOW_PLAINTEXT_NETWORK allows
+/// it (then one warning per URL): checked at start, before anything connects, so a plaintext
+/// URL to another machine is a configuration error that names its setting, not a silent leak.
+pub fn check_links(
+    network: &platform::settings::NetworkArgs,
+    links: &[platform::settings::Link],
+) -> Result<(), Failure> {
+    network.check(links).map_err(Failure::usage)
+}
+
+/// Exit 64 unless `url` names its broker user: a part that publishes under it (the relay, the
+/// operator's tools) is never started under a guessed one.
+pub fn require_broker_user(url: &str) -> Result<String, Failure> {
+    platform::amqp::broker_user_of(url).map_err(Failure::usage)
 }

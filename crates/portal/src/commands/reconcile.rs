@@ -3,7 +3,7 @@
 //! reports what it repaired in any copy.
 
 use super::verify::{and_list, copies};
-use super::Failure;
+use super::{check_links, Failure};
 use crate::cli::{ReconcileArgs, ReconcileCommand};
 use anyhow::anyhow;
 use contract::topology::{self, ConsumerQueues};
@@ -22,6 +22,13 @@ fn failure(e: ReconcileError) -> Failure {
 
 pub async fn run(c: &ReconcileCommand) -> Result<(), Failure> {
     let args = &c.args;
+    // The broker is reached only to declare the topology before repairing (the repairs
+    // themselves go through the outbox).
+    let declares = args.yes && !args.dry_run && !c.setup.managed_by_setup;
+    if declares {
+        let broker = platform::settings::Link::amqp("AMQP_URL", c.broker.amqp_url.as_str());
+        check_links(&c.network, &[broker])?;
+    }
     let auth = platform::db::lazy_pool(&c.operator.operator_auth_database_url, 2)?;
     let mut pools = Vec::new();
     for (copy, url) in copies(&c.operator) {
@@ -29,7 +36,7 @@ pub async fn run(c: &ReconcileCommand) -> Result<(), Failure> {
     }
     let copies: Vec<CopyPool<'_>> = pools.iter().map(|(copy, pool)| (*copy, pool)).collect();
     // Under the least-privilege setup the topology is the setup's (the operator may not declare).
-    if args.yes && !args.dry_run && !c.setup.managed_by_setup {
+    if declares {
         // Repairs travel through the exchange: make sure every consumer's queue exists (it may
         // be the very thing that was deleted) so they are not parked in user.events.unrouted.
         let queues = [topology::USER_SERVICE, topology::APPOINTMENT_SERVICE]

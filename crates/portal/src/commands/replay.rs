@@ -1,7 +1,7 @@
 //! `portal replay` and `portal consumer add`: the arguments, a progress bar and the report
 //! around [`ops::replay`].
 
-use super::{failure, Failure};
+use super::{check_links, failure, Failure};
 use crate::cli::{ConsumerCommand, ReplayArgs};
 use anyhow::{anyhow, Context};
 use auth_service::event_store::{self, EventFilter};
@@ -9,6 +9,7 @@ use contract::{Email, EventType};
 use indicatif::{ProgressBar, ProgressStyle};
 use ops::replay::{create_consumer_queues, replay_to, Sent};
 use ops::settings::OperatorArgs;
+use platform::settings::{Link, NetworkArgs};
 use sqlx::PgPool;
 
 fn parse_time(field: &str, raw: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
@@ -73,7 +74,14 @@ fn describe(sent: &Sent, queue: &str) -> String {
     }
 }
 
-pub async fn run(operator: &OperatorArgs, args: &ReplayArgs) -> Result<(), Failure> {
+pub async fn run(
+    operator: &OperatorArgs,
+    args: &ReplayArgs,
+    network: &NetworkArgs,
+) -> Result<(), Failure> {
+    if !args.dry_run {
+        check_links(network, &[operator.broker_link()])?;
+    }
     let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 2)?;
     sqlx::query("SELECT 1")
         .execute(&pool)
@@ -103,13 +111,17 @@ pub async fn consumer(command: ConsumerCommand) -> Result<(), Failure> {
         admin,
         operator,
         setup,
+        network,
     } = command;
     // Declaring and binding queues is the setup's right when it manages the topology.
-    let declare_as = if setup.managed_by_setup {
-        admin.admin_amqp_url.as_str()
+    let (declare_as, mut links) = if setup.managed_by_setup {
+        let url = admin.admin_amqp_url.as_str();
+        (url, vec![Link::amqp("ADMIN_AMQP_URL", url)])
     } else {
-        operator.operator_amqp_url.as_str()
+        (operator.operator_amqp_url.as_str(), Vec::new())
     };
+    links.push(operator.broker_link());
+    check_links(&network, &links)?;
     let queues = create_consumer_queues(declare_as, &name)
         .await
         .map_err(failure)?;

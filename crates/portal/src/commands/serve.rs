@@ -1,7 +1,7 @@
 //! `portal auth-service | user-service | appointment-service | sync-admin | gateway | web | relay`: each part alone, in the foreground,
 //! until SIGTERM or Ctrl-C, each configured from its own settings groups.
 
-use super::Failure;
+use super::{check_links, require_broker_user, start_failure, Failure};
 use crate::cli::{
     AppointmentServiceCommand, AuthServiceCommand, GatewayCommand, RelayCommand, SyncAdminCommand,
     UserServiceCommand, WebCommand,
@@ -22,6 +22,10 @@ async fn until_signal(app: impl Service) -> Result<(), Failure> {
 }
 
 pub async fn auth_service(c: &AuthServiceCommand) -> Result<(), Failure> {
+    check_links(&c.network, &c.links())?;
+    if !c.no_relay {
+        require_broker_user(c.settings.relay.amqp_url_or(&c.settings.broker.amqp_url))?;
+    }
     let app = auth_service::Application::build(c.settings.into_config(!c.no_relay))
         .await
         .map_err(Failure::unreachable)?;
@@ -29,55 +33,77 @@ pub async fn auth_service(c: &AuthServiceCommand) -> Result<(), Failure> {
 }
 
 pub async fn user_service(c: &UserServiceCommand) -> Result<(), Failure> {
-    let config = c.service.into_config(
-        &c.db,
-        &c.consumer,
-        &c.broker,
-        &c.setup,
-        &c.auth_location,
-        DEFAULT_AUTH_SERVICE_URL,
-        !c.no_consumer,
-    );
+    check_links(&c.network, &c.links())?;
+    let config = c
+        .service
+        .into_config(
+            &c.db,
+            &c.consumer,
+            &c.broker,
+            &c.setup,
+            c.token_checks(),
+            DEFAULT_AUTH_SERVICE_URL,
+            !c.no_consumer,
+        )
+        .map_err(Failure::usage)?;
     let app = user_service::Application::build(config)
         .await
-        .map_err(Failure::unreachable)?;
+        .map_err(|e| start_failure(e, Failure::unreachable))?;
     until_signal(app).await
 }
 
 pub async fn appointment_service(c: &AppointmentServiceCommand) -> Result<(), Failure> {
-    let config = c.service.into_config(
-        &c.db,
-        &c.consumer,
-        &c.broker,
-        &c.setup,
-        &c.auth_location,
-        DEFAULT_AUTH_SERVICE_URL,
-    );
+    check_links(&c.network, &c.links())?;
+    let config = c
+        .service
+        .into_config(
+            &c.db,
+            &c.consumer,
+            &c.broker,
+            &c.setup,
+            c.token_checks(),
+            DEFAULT_AUTH_SERVICE_URL,
+        )
+        .map_err(Failure::usage)?;
     let app = appointment_service::Application::build(config)
         .await
-        .map_err(Failure::unreachable)?;
+        .map_err(|e| start_failure(e, Failure::unreachable))?;
     until_signal(app).await
 }
 
 pub async fn web(c: &WebCommand) -> Result<(), Failure> {
-    let app = web::Application::build(c.web.into_config(DEFAULT_GATEWAY_URL)).await?;
+    check_links(&c.network, &c.web.links())?;
+    let mut config = c.web.into_config(DEFAULT_GATEWAY_URL);
+    config.metrics_token = c.metrics.token().map_err(Failure::usage)?;
+    let app = web::Application::build(config).await?;
     until_signal(app).await
 }
 
 /// The sync admin API under the operator's identity (the URLs `portal verify` and `portal dlq`
 /// use), with the scheduled reconcile when RECONCILE_INTERVAL is set.
 pub async fn sync_admin(c: &SyncAdminCommand) -> Result<(), Failure> {
+    check_links(&c.network, &c.links())?;
     let config = c
         .sync_admin
-        .into_config(&c.operator, &c.auth_location, DEFAULT_AUTH_SERVICE_URL);
-    let app = sync_admin::Application::build(config).await?;
+        .into_config(
+            &c.operator,
+            c.token_checks(),
+            &c.trust.trusted_publishers,
+            DEFAULT_AUTH_SERVICE_URL,
+        )
+        .map_err(Failure::usage)?;
+    let app = sync_admin::Application::build(config)
+        .await
+        .map_err(|e| start_failure(e, Failure::from))?;
     until_signal(app).await
 }
 
 pub async fn gateway(c: &GatewayCommand) -> Result<(), Failure> {
-    let config = c
+    check_links(&c.network, &c.gateway.links(&c.auth_location))?;
+    let mut config = c
         .gateway
         .into_config(&c.auth_location, &Upstreams::default());
+    config.metrics_token = c.metrics.token().map_err(Failure::usage)?;
     let app = gateway::Application::build(config).await?;
     until_signal(app).await
 }
@@ -86,6 +112,8 @@ pub async fn gateway(c: &GatewayCommand) -> Result<(), Failure> {
 /// (`RELAY_HTTP_HOST`:`RELAY_HTTP_PORT`) for `/health/live`, `/health/ready` (auth_db and the
 /// broker) and `/metrics`.
 pub async fn relay(c: &RelayCommand) -> Result<(), Failure> {
+    check_links(&c.network, &c.links())?;
+    require_broker_user(c.relay.amqp_url_or(&c.broker.amqp_url))?;
     let managed_by_setup = c.setup.managed_by_setup;
     let pool = auth_service::open_database(&c.db.auth_database_url, 4, managed_by_setup)
         .await

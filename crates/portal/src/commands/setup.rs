@@ -2,12 +2,13 @@
 //! credentials. The credentials file it writes is read by every command through
 //! [`crate::settings`].
 
-use super::Failure;
+use super::{check_links, Failure};
 use crate::cli::{AdminArgs, SetupArgs};
 use anyhow::Context;
 use appointment_service::settings::AppointmentDbArgs;
 use auth_service::settings::AuthDbArgs;
-use ops::setup::{Identities, SetupConfig, SetupReport};
+use ops::setup::{Identities, SetupConfig, SetupReport, GUEST};
+use platform::settings::NetworkArgs;
 use std::path::Path;
 use user_service::settings::UserDbArgs;
 
@@ -32,6 +33,7 @@ pub fn config(
             .context("APPOINTMENT_DATABASE_URL")?,
         identities: Identities::standard(),
         credentials: admin.credentials.clone(),
+        disable_guest: false,
     })
 }
 
@@ -45,6 +47,11 @@ pub fn print_report(report: &SetupReport, credentials: &Path) {
     }
     for user in &report.created_users {
         println!("created RabbitMQ user {user}");
+    }
+    match report.deleted_guest {
+        Some(true) => println!("deleted RabbitMQ user {GUEST} (SETUP_DISABLE_GUEST)"),
+        Some(false) => println!("RabbitMQ user {GUEST}: absent (SETUP_DISABLE_GUEST)"),
+        None => {}
     }
     println!(
         "setup: identities, rights and topology up to date; credentials {} {} (owner-only)",
@@ -63,18 +70,28 @@ pub async fn run(args: &SetupArgs) -> Result<(), Failure> {
         &args.auth_db,
         &args.user_db,
         &args.appointment_db,
+        &args.network,
+        args.setup_disable_guest,
     )
     .await
 }
 
-/// The setup for these databases (`portal setup`, and `portal up` before it starts anything).
+/// The setup for these databases (`portal setup`, and `portal up` before it starts anything);
+/// `disable_guest`: SETUP_DISABLE_GUEST. A configuration it cannot run with (a plaintext
+/// administrative URL to another machine, deleting the guest it logs in as) exits 64 before
+/// anything is touched.
 pub async fn run_with(
     admin: &AdminArgs,
     auth_db: &AuthDbArgs,
     user_db: &UserDbArgs,
     appointment_db: &AppointmentDbArgs,
+    network: &NetworkArgs,
+    disable_guest: bool,
 ) -> Result<(), Failure> {
-    let config = config(admin, auth_db, user_db, appointment_db).map_err(Failure::usage)?;
+    check_links(network, &admin.links())?;
+    let mut config = config(admin, auth_db, user_db, appointment_db).map_err(Failure::usage)?;
+    config.disable_guest = disable_guest;
+    ops::setup::check_disable_guest(&config).map_err(Failure::usage)?;
     let report = ops::setup::run(&config)
         .await
         .map_err(Failure::unreachable)?;

@@ -1,6 +1,6 @@
 //! `portal up`: the whole system in one foreground process.
 
-use super::{setup, Failure};
+use super::{check_links, require_broker_user, setup, start_failure, Failure};
 use crate::cli::{Command, UpArgs};
 use crate::settings::Sources;
 use anyhow::Context;
@@ -14,11 +14,15 @@ pub async fn run(args: UpArgs, sources: &Sources) -> Result<(), Failure> {
     if args.no_setup || sources.path.is_none() {
         return run_services(&args).await;
     }
+    // `portal up` is a development system: it keeps RabbitMQ's guest (its default
+    // ADMIN_AMQP_URL logs in as guest).
     setup::run_with(
         &args.admin,
         &args.auth.db,
         &args.user_db,
         &args.appointment_db,
+        &args.network,
+        false,
     )
     .await?;
     // The settings again, now with the credentials the setup wrote where it wrote them
@@ -36,42 +40,68 @@ pub async fn run(args: UpArgs, sources: &Sources) -> Result<(), Failure> {
 }
 
 async fn run_services(s: &UpArgs) -> Result<(), Failure> {
+    check_links(&s.network, &s.links())?;
     let seed_options = s.seed.into_options().map_err(Failure::usage)?;
+    // The gateway's and the web portal's (the parts that face users).
+    let metrics_token = s.metrics.token().map_err(Failure::usage)?;
+    // The relay publishes under its URL's broker user, which the consumers trust: named, never
+    // guessed (the consumers and the sync admin API check theirs when they are built).
+    require_broker_user(s.auth.relay.amqp_url_or(&s.auth.broker.amqp_url))?;
     // The user-service reads the public key, so the auth-service (which creates the key pair)
     // is built first.
-    let auth = auth_service::Application::build(s.auth.into_config(true))
+    // The development and demo system signs in with a password alone (its seed guide says
+    // so) unless ADMIN_MFA says otherwise; an install's default is `required`.
+    let mut auth_config = s.auth.into_config(true);
+    if s.auth.service.admin_mfa.is_none() {
+        auth_config.security.mfa = auth_service::mfa::MfaPolicy::Optional;
+    }
+    let auth = auth_service::Application::build(auth_config)
         .await
         .map_err(Failure::unreachable)?;
     // The other parts find the auth-service where it really listens (AUTH_ADDR may say port 0,
     // or 0.0.0.0), unless AUTH_SERVICE_URL says otherwise.
     let auth_url = local_url(&auth, "auth-service")?;
-    let users = user_service::Application::build(s.user.into_config(
-        &s.user_db,
-        &s.consumer,
-        &s.auth.broker,
-        &s.auth.setup,
-        &s.auth_location,
-        &auth_url,
-        true,
-    ))
+    let users = user_service::Application::build(
+        s.user
+            .into_config(
+                &s.user_db,
+                &s.consumer,
+                &s.auth.broker,
+                &s.auth.setup,
+                s.token_checks(),
+                &auth_url,
+                true,
+            )
+            .map_err(Failure::usage)?,
+    )
     .await
-    .map_err(Failure::unreachable)?;
-    let appointments = appointment_service::Application::build(s.appointment.into_config(
-        &s.appointment_db,
-        &s.consumer,
-        &s.auth.broker,
-        &s.auth.setup,
-        &s.auth_location,
-        &auth_url,
-    ))
+    .map_err(|e| start_failure(e, Failure::unreachable))?;
+    let appointments = appointment_service::Application::build(
+        s.appointment
+            .into_config(
+                &s.appointment_db,
+                &s.consumer,
+                &s.auth.broker,
+                &s.auth.setup,
+                s.token_checks(),
+                &auth_url,
+            )
+            .map_err(Failure::usage)?,
+    )
     .await
-    .map_err(Failure::unreachable)?;
-    let sync_admin = sync_admin::Application::build(s.sync_admin.into_config(
-        &s.operator,
-        &s.auth_location,
-        &auth_url,
-    ))
-    .await?;
+    .map_err(|e| start_failure(e, Failure::unreachable))?;
+    let sync_admin = sync_admin::Application::build(
+        s.sync_admin
+            .into_config(
+                &s.operator,
+                s.token_checks(),
+                &s.consumer.trust.trusted_publishers,
+                &auth_url,
+            )
+            .map_err(Failure::usage)?,
+    )
+    .await
+    .map_err(|e| start_failure(e, Failure::from))?;
     let mut gateway_settings = s.gateway.into_config(
         &s.auth_location,
         &Upstreams {
@@ -90,10 +120,13 @@ async fn run_services(s: &UpArgs) -> Result<(), Failure> {
             std::net::Ipv6Addr::LOCALHOST.into(),
         ];
     }
+    gateway_settings.metrics_token = metrics_token.clone();
     let gateway = gateway::Application::build(gateway_settings).await?;
     // The portal reaches the gateway where it really listens, unless GATEWAY_URL says
     // otherwise.
-    let web = web::Application::build(s.web.into_config(&local_url(&gateway, "gateway")?)).await?;
+    let mut web_settings = s.web.into_config(&local_url(&gateway, "gateway")?);
+    web_settings.metrics_token = metrics_token;
+    let web = web::Application::build(web_settings).await?;
     let amqp_url = &s.auth.broker.amqp_url;
     let managed_by_setup = s.auth.setup.managed_by_setup;
 

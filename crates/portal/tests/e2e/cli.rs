@@ -23,6 +23,11 @@ pub fn portal(sb: &Sandbox) -> Command {
         .env("APPOINTMENT_DATABASE_URL", sb.database_url("appointment"))
         .env("AMQP_URL", &sb.amqp_url)
         .env("JWT_KEY_DIR", &sb.key_dir.0)
+        // As the in-process services and the token helpers sign them.
+        .env(
+            "TOKEN_TTL_SECONDS",
+            platform::jwt::LOCAL_ACCESS_TTL_SECONDS.to_string(),
+        )
         .env("AUTH_ADDR", "127.0.0.1:0")
         .env("USER_ADDR", "127.0.0.1:0")
         .env("APPOINTMENT_ADDR", "127.0.0.1:0")
@@ -199,7 +204,7 @@ async fn every_command_has_help_listing_its_own_settings_only() {
     };
     assert!(help(&[]).contains("64"), "the exit codes are listed");
     // (command, settings its help lists, settings of other parts it does not)
-    let cases: [(&str, &[&str], &[&str]); 11] = [
+    let cases: [(&str, &[&str], &[&str]); 12] = [
         (
             "up",
             &[
@@ -208,8 +213,24 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "WEB_PORT",
                 "GATEWAY_ADDR",
                 "RECONCILE_INTERVAL",
+                "TOKEN_TTL_SECONDS",
+                "JWKS_REFRESH",
+                "ALLOW_PLAINTEXT_NETWORK",
+                "METRICS_TOKEN",
+                "APPOINTMENTS_VISIBLE_TO",
             ],
-            &[],
+            // The development system keeps RabbitMQ's guest.
+            &["SETUP_DISABLE_GUEST"],
+        ),
+        (
+            "setup",
+            &[
+                "ADMIN_AMQP_URL",
+                "RABBITMQ_MANAGEMENT_URL",
+                "SETUP_DISABLE_GUEST",
+                "ALLOW_PLAINTEXT_NETWORK",
+            ],
+            &["WEB_PORT", "TOKEN_TTL_SECONDS", "RELAY_BATCH_SIZE"],
         ),
         (
             "auth-service",
@@ -218,6 +239,8 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "AUTH_ADDR",
                 "LOGIN_MAX_FAILURES",
                 "RELAY_BATCH_SIZE",
+                "TOKEN_TTL_SECONDS",
+                "ALLOW_PLAINTEXT_NETWORK",
             ],
             &[
                 "USER_DATABASE_URL",
@@ -225,12 +248,25 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "GATEWAY_AUTH_RATE",
                 "CONSUMER_PREFETCH",
                 "SEED_ADMIN_EMAIL",
+                "JWKS_REFRESH",
+                "METRICS_TOKEN",
+                "APPOINTMENTS_VISIBLE_TO",
             ],
         ),
         (
             "relay",
-            &["AUTH_DATABASE_URL", "RELAY_BATCH_SIZE", "RELAY_HTTP_PORT"],
-            &["TOKEN_TTL_SECONDS", "WEB_PORT", "USER_DATABASE_URL"],
+            &[
+                "AUTH_DATABASE_URL",
+                "RELAY_BATCH_SIZE",
+                "RELAY_HTTP_PORT",
+                "ALLOW_PLAINTEXT_NETWORK",
+            ],
+            &[
+                "TOKEN_TTL_SECONDS",
+                "JWKS_REFRESH",
+                "WEB_PORT",
+                "USER_DATABASE_URL",
+            ],
         ),
         (
             "user-service",
@@ -239,12 +275,17 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "USER_ADDR",
                 "CONSUMER_PREFETCH",
                 "JWKS_URL",
+                "TOKEN_TTL_SECONDS",
+                "JWKS_REFRESH",
+                "ALLOW_PLAINTEXT_NETWORK",
             ],
             &[
                 "AUTH_DATABASE_URL",
                 "WEB_PORT",
                 "RELAY_BATCH_SIZE",
                 "RECONCILE_INTERVAL",
+                "METRICS_TOKEN",
+                "APPOINTMENTS_VISIBLE_TO",
             ],
         ),
         (
@@ -253,8 +294,17 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "APPOINTMENT_DATABASE_URL",
                 "APPOINTMENT_ADDR",
                 "CONSUMER_BATCH_SIZE",
+                "TOKEN_TTL_SECONDS",
+                "JWKS_REFRESH",
+                "ALLOW_PLAINTEXT_NETWORK",
+                "APPOINTMENTS_VISIBLE_TO",
             ],
-            &["AUTH_DATABASE_URL", "USER_DATABASE_URL", "WEB_PORT"],
+            &[
+                "AUTH_DATABASE_URL",
+                "USER_DATABASE_URL",
+                "WEB_PORT",
+                "METRICS_TOKEN",
+            ],
         ),
         (
             "gateway",
@@ -262,13 +312,36 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "GATEWAY_ADDR",
                 "AUTH_SERVICE_URL",
                 "GATEWAY_TRUSTED_PROXIES",
+                "METRICS_TOKEN",
+                "ALLOW_PLAINTEXT_NETWORK",
             ],
-            &["AUTH_DATABASE_URL", "AMQP_URL", "WEB_PORT"],
+            &[
+                "AUTH_DATABASE_URL",
+                "AMQP_URL",
+                "WEB_PORT",
+                "TOKEN_TTL_SECONDS",
+                "JWKS_REFRESH",
+                "APPOINTMENTS_VISIBLE_TO",
+            ],
         ),
         (
             "web",
-            &["WEB_PORT", "GATEWAY_URL", "PORTAL_UTC_OFFSET"],
-            &["AUTH_DATABASE_URL", "AMQP_URL", "GATEWAY_ADDR"],
+            &[
+                "WEB_PORT",
+                "GATEWAY_URL",
+                "PORTAL_UTC_OFFSET",
+                "WEB_SECURE_COOKIES",
+                "METRICS_TOKEN",
+                "ALLOW_PLAINTEXT_NETWORK",
+            ],
+            &[
+                "AUTH_DATABASE_URL",
+                "AMQP_URL",
+                "GATEWAY_ADDR",
+                "TOKEN_TTL_SECONDS",
+                "JWKS_REFRESH",
+                "APPOINTMENTS_VISIBLE_TO",
+            ],
         ),
         (
             "sync-admin",
@@ -276,13 +349,22 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "SYNC_ADMIN_ADDR",
                 "OPERATOR_AUTH_DATABASE_URL",
                 "RECONCILE_INTERVAL",
+                "TOKEN_TTL_SECONDS",
+                "JWKS_REFRESH",
+                "ALLOW_PLAINTEXT_NETWORK",
             ],
-            &["WEB_PORT", "RELAY_BATCH_SIZE"],
+            &[
+                "WEB_PORT",
+                "RELAY_BATCH_SIZE",
+                "METRICS_TOKEN",
+                "APPOINTMENTS_VISIBLE_TO",
+            ],
         ),
         (
             "seed",
             &["AUTH_DATABASE_URL", "SEED_ADMIN_EMAIL"],
-            &["WEB_PORT", "USER_DATABASE_URL"],
+            // PostgreSQL needs no flag: another machine is reached with verify-full.
+            &["WEB_PORT", "USER_DATABASE_URL", "ALLOW_PLAINTEXT_NETWORK"],
         ),
         (
             "verify",
@@ -290,7 +372,7 @@ async fn every_command_has_help_listing_its_own_settings_only() {
                 "OPERATOR_AUTH_DATABASE_URL",
                 "OPERATOR_APPOINTMENT_DATABASE_URL",
             ],
-            &["WEB_PORT", "LOGIN_LOCK"],
+            &["WEB_PORT", "LOGIN_LOCK", "ALLOW_PLAINTEXT_NETWORK"],
         ),
         ("config", &["check"], &[]),
     ];

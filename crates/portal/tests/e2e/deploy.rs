@@ -1,6 +1,7 @@
 //! The deployment under `deploy/systemd/`: the template unit, instantiated for every part, and
 //! the setup unit pass `systemd-analyze verify` (Debian's systemd, offline: nothing is started),
-//! and every instance names a `portal` command that exists.
+//! every instance names a `portal` command that exists, the units keep their system-call filter
+//! and private /proc, and the example environment keeps an install's security settings.
 
 use std::path::Path;
 use std::process::Command;
@@ -42,6 +43,31 @@ fn the_systemd_units_verify_for_every_part() {
             .any(|l| l.trim() == "RestartPreventExitStatus=64"),
         "portal@.service does not restart on exit 64"
     );
+    // Only an ordinary service's system calls, and /proc showing the process alone: in both
+    // units (their syscalls were checked against @system-service with strace).
+    for unit in ["portal@.service", "portal-setup.service"] {
+        let text = installed(unit);
+        for line in [
+            "SystemCallFilter=@system-service",
+            "SystemCallErrorNumber=EPERM",
+            "ProtectProc=invisible",
+            "ProcSubset=pid",
+        ] {
+            assert!(
+                text.lines().any(|l| l.trim() == line),
+                "{unit} lacks {line}"
+            );
+        }
+    }
+    // The example environment an install starts from asks admins for a second factor and
+    // serves the web portal's cookie for https.
+    let env = std::fs::read_to_string(units.join("portal.env.example")).unwrap();
+    for line in ["ADMIN_MFA=required", "WEB_SECURE_COOKIES=true"] {
+        assert!(
+            env.lines().any(|l| l.trim() == line),
+            "portal.env.example lacks {line}"
+        );
+    }
     let mut files = Vec::new();
     for part in PARTS {
         let mut cmd = Command::new(exe);

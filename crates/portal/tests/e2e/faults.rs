@@ -41,10 +41,9 @@ async fn requests_that_need_a_database_that_is_down_answer_503_json_within_the_t
     user_proxy.cut();
     let started = Instant::now();
     let (s, b) = post(
-        &format!("{}/api/v1/auth/register", auth.url()),
-        None,
-        &json!({"email": "late@clinic.test",
-        "password": "long-enough-pw", "firstName": "L", "lastName": "Ate", "role": "nurse"}),
+        &format!("{}/api/v1/auth/admin/users", auth.url()),
+        Some(&token),
+        &json!({"email": "late@clinic.test", "firstName": "L", "lastName": "Ate", "role": "nurse"}),
     )
     .await;
     assert_eq!((s, b["error"].as_str()), (503, Some("unavailable")), "{b}");
@@ -66,13 +65,12 @@ async fn requests_that_need_a_database_that_is_down_answer_503_json_within_the_t
     user_proxy.restore();
     poll_until(SETTLE, "the auth-service to answer again", || async {
         let (s, _) = post(
-            &format!("{}/api/v1/auth/register", auth.url()),
-            None,
-            &json!({"email": "back@clinic.test",
-            "password": "long-enough-pw", "firstName": "B", "lastName": "Ack", "role": "nurse"}),
+            &format!("{}/api/v1/auth/admin/users", auth.url()),
+            Some(&token),
+            &json!({"email": "back@clinic.test", "firstName": "B", "lastName": "Ack", "role": "nurse"}),
         )
         .await;
-        (s == 202).then_some(())
+        (s == 201).then_some(())
     })
     .await;
     eventually_in_sync(auth_pool, user_pool).await;

@@ -35,6 +35,9 @@ fn config(sb: &Sandbox) -> SetupConfig {
             operator_user: sb.broker_user("operator"),
         },
         credentials: sb.dir.join("credentials.env"),
+        // Never the machine's guest from a test (tests/e2e/transport.rs deletes a user of its
+        // own through the same call).
+        disable_guest: false,
     }
 }
 
@@ -243,6 +246,22 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
         )
         .await,
         "the operator can move a version (reconcile), not change a user"
+    );
+    assert!(
+        !may(
+            &get("OPERATOR_AUTH_DATABASE_URL"),
+            "SELECT password_hash FROM users"
+        )
+        .await,
+        "the operator never reads a password hash"
+    );
+    assert!(
+        may(
+            &get("OPERATOR_AUTH_DATABASE_URL"),
+            "SELECT id, email, user_version FROM users"
+        )
+        .await,
+        "but reads what it compares"
     );
 
     // RabbitMQ boundaries.

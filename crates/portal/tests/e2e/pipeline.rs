@@ -15,18 +15,43 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_applied() {
     let sb = Sandbox::for_test().await;
-    let sys = System::builder(&sb).users().gateway().start().await;
+    let sys = System::builder(&sb)
+        .auth_with(|config| config.security.registration_enabled = true)
+        .users()
+        .gateway()
+        .start()
+        .await;
     let (gw, auth) = (sys.gateway().url(), sys.auth_db.clone());
     let token = sys.admin_token().await;
 
+    // A request for an account is no account and no event until an admin approves it.
     let (status, _) = post(
         &format!("{gw}/api/v1/auth/register"),
         None,
-        &json!({"email": "self@clinic.test", "password": "long-enough-pw", "firstName": "Self",
-                "lastName": "Registered", "role": "nurse"}),
+        &json!({"email": "self@clinic.test", "firstName": "Self", "lastName": "Registered",
+                "requestedRole": "nurse"}),
     )
     .await;
     assert_eq!(status, 202);
+    assert_eq!(
+        count(&auth, "SELECT count(*) FROM outbox").await,
+        1,
+        "the test admin's only"
+    );
+    let (status, pending) = get(
+        &format!("{gw}/api/v1/auth/admin/registrations"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{pending}");
+    let id = pending[0]["id"].as_str().unwrap();
+    let (status, approved) = post(
+        &format!("{gw}/api/v1/auth/admin/registrations/{id}/approve"),
+        Some(&token),
+        &json!({"role": "nurse"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{approved}");
     let (status, _) = post(
         &format!("{gw}/api/v1/auth/admin/users"),
         Some(&token),
@@ -42,7 +67,7 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
     let report = auth_service::seed::seed(&auth, &options).await.unwrap();
     assert_eq!(report.created.len(), 10);
 
-    // 1 test admin + 1 registered + 1 admin-created + 10 seeded, each with exactly one event.
+    // 1 test admin + 1 approved request + 1 admin-created + 10 seeded, each with exactly one event.
     assert_eq!(count(&auth, "SELECT count(*) FROM users").await, 13);
     assert_eq!(
         count(

@@ -2,8 +2,9 @@
 //! name or email) and paging, each with a badge comparing its `userVersion` in the auth-service
 //! with the directory's copy — "in sync", or "syncing…" while the change is on its way — so an
 //! admin sees a change arrive; a form to create a user (the temporary password is shown once,
-//! with a copy button), and per user: activate or deactivate, reset the password, and a link
-//! to edit the profile and role (`user_edit`). Everyone else gets a 403 page.
+//! with a copy button), and per user: activate or deactivate, reset the password or (another
+//! user's) second factor, and a link to edit the profile and role (`user_edit`); requests for
+//! an account, approved with a role or declined. Everyone else gets a 403 page.
 
 use super::PageForm;
 use crate::page::{layout, PageError};
@@ -211,6 +212,7 @@ pub async fn action(
     let done = match action.as_str() {
         "activate" => api.activate(id).await.map(|_| ()),
         "deactivate" => api.deactivate(id).await.map(|_| ()),
+        "reset-second-factor" => api.reset_second_factor(id).await,
         "reset-password" => {
             return match api.reset_password(id).await {
                 Ok(reset) => temporary_page(
@@ -259,6 +261,11 @@ pub async fn users(
             tracing::warn!(error = %e, "admin users: the directory cannot be reached");
             HashMap::new()
         }
+    };
+    // Requests for an account wait here for an admin (none unless REGISTRATION_ENABLED).
+    let requests = match api.registrations().await {
+        Ok(requests) => requests,
+        Err(e) => return staff.failed(&state, e),
     };
     let page = query.page.unwrap_or(0);
     let pages = u32::try_from((users.total + i64::from(PAGE) - 1) / i64::from(PAGE)).unwrap_or(0);
@@ -319,6 +326,12 @@ pub async fn users(
                                 input type="hidden" name="csrf" value=(staff.session.csrf);
                                 button type="submit" aria-label=(format!("Reset the password of {name}")) { "Reset password" }
                             }
+                            @if id != staff.signed.user.user_id.0 {
+                                form method="post" action=(format!("/admin/users/{id}/reset-second-factor")) {
+                                    input type="hidden" name="csrf" value=(staff.session.csrf);
+                                    button type="submit" aria-label=(format!("Reset second factor of {name}")) { "Reset second factor" }
+                                }
+                            }
                         }
                     }
                 }
@@ -331,7 +344,102 @@ pub async fn users(
                 @if page + 1 < pages { " " a href=(query.link(page + 1)) { "Next" } }
             }
         }
+        @if !requests.is_empty() {
+            h2 { "Requests for an account" }
+            p {
+                "Approving creates the account with the role you choose and a temporary password "
+                "to hand over in person; what the requester typed never signs in."
+            }
+            div class="table-scroll" { table {
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" { "Email" } th scope="col" { "Says" }
+                    th scope="col" { "Received" } th scope="col" { "Actions" }
+                } }
+                tbody {
+                    @for r in &requests {
+                        @let name = format!("{} {}", r.first_name, r.last_name);
+                        tr {
+                            td { (name) }
+                            td { (r.email) }
+                            td { (r.requested_role.as_deref().unwrap_or("-")) }
+                            td { (r.requested_at) }
+                            td class="actions" {
+                                form method="post" action=(format!("/admin/registrations/{}/approve", r.id)) {
+                                    input type="hidden" name="csrf" value=(staff.session.csrf);
+                                    label for=(format!("role-{}", r.id)) { "Role for " (name) }
+                                    select id=(format!("role-{}", r.id)) name="role" {
+                                        @for role in Role::ALL {
+                                            option value=(role.as_str()) selected[r.requested_role.as_deref() == Some(role.as_str())] { (role.as_str()) }
+                                        }
+                                    }
+                                    button type="submit" aria-label=(format!("Approve {name}")) { "Approve" }
+                                }
+                                form method="post" action=(format!("/admin/registrations/{}/decline", r.id)) {
+                                    input type="hidden" name="csrf" value=(staff.session.csrf);
+                                    button type="submit" aria-label=(format!("Decline {name}")) { "Decline" }
+                                }
+                            }
+                        }
+                    }
+                }
+            } }
+        }
         (new_user_form(&staff, &NewUserForm::default(), None))
     };
     layout("Users", Some((&staff.signed, &staff.session)), body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ApproveForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    role: String,
+}
+
+/// `POST /admin/registrations/{id}/approve`: the account, with its temporary password shown once.
+pub async fn approve(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<ApproveForm>,
+) -> Response {
+    if let Some(refused) = refuse_admin_post(&staff, form.csrf.as_deref()) {
+        return refused;
+    }
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return PageError::not_found().into_response();
+    };
+    match staff.api(&state).approve_registration(id, &form.role).await {
+        Ok(created) => temporary_page(
+            &staff,
+            "Request approved",
+            &created.user,
+            &created.temporary_password,
+        ),
+        Err(api_client::Error::Refused { status, body })
+            if matches!(status.as_u16(), 409 | 422) =>
+        {
+            PageError::bad_request(body.message).into_response()
+        }
+        Err(e) => staff.failed(&state, e),
+    }
+}
+
+/// `POST /admin/registrations/{id}/decline`.
+pub async fn decline(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<ActionForm>,
+) -> Response {
+    if let Some(refused) = refuse_admin_post(&staff, form.csrf.as_deref()) {
+        return refused;
+    }
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return PageError::not_found().into_response();
+    };
+    match staff.api(&state).decline_registration(id).await {
+        Ok(()) => Redirect::to("/admin/users").into_response(),
+        Err(e) => staff.failed(&state, e),
+    }
 }

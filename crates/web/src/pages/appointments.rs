@@ -2,7 +2,10 @@
 //! `/appointments` (upcoming appointments) and `/appointments/{id}` (one, and the booking's
 //! confirmation). If the directory cannot be reached the form says so and offers a retry: it
 //! never shows an empty Doctor list as if there were no doctors — the failure this project
-//! exists to end.
+//! exists to end. Who sees which appointments is the appointment-service's rule (a doctor their
+//! own, nurses and admins all, pharmacists and consultants none unless the clinic's
+//! `APPOINTMENTS_VISIBLE_TO` says): a role it refuses gets a page saying so, with the usual
+//! header, not an error.
 
 use super::PageForm;
 use crate::page::{layout, PageError};
@@ -213,6 +216,29 @@ fn directory_down(staff: &Staff, why: &str) -> Response {
         body,
     );
     (StatusCode::SERVICE_UNAVAILABLE, page).into_response()
+}
+
+/// The page for a role the appointment-service shows no appointments (its 403, whose words
+/// state the clinic's rule), in the signed-in layout so the rest of the portal stays at hand.
+fn not_shown(staff: &Staff, why: &str) -> Response {
+    let body = html! {
+        p class="problem" role="alert" { (capitalised(why)) }
+        p { "If your work needs them, ask an administrator of the clinic." }
+        p { a href="/" { "Home" } }
+    };
+    let page = layout("Appointments", Some((&staff.signed, &staff.session)), body);
+    (StatusCode::FORBIDDEN, page).into_response()
+}
+
+/// What a failed read of appointments shows: [`not_shown`] for a role that sees none, else the
+/// usual page for the failure.
+fn read_failed(state: &AppState, staff: &Staff, e: api_client::Error) -> Response {
+    match e {
+        api_client::Error::Refused { status, body } if status.as_u16() == 403 => {
+            not_shown(staff, &body.message)
+        }
+        e => staff.failed(state, e),
+    }
 }
 
 /// The form, or why it cannot be offered.
@@ -447,7 +473,7 @@ pub async fn list(State(state): State<AppState>, staff: Staff) -> Result<Markup,
         .api(&state)
         .appointments(&[("from", from), ("limit", "200".into())])
         .await
-        .map_err(|e| staff.failed(&state, e))?;
+        .map_err(|e| read_failed(&state, &staff, e))?;
     let body = html! {
         @if page.items.is_empty() {
             p { "No upcoming appointments." }
@@ -484,7 +510,7 @@ pub async fn show(
         .api(&state)
         .appointment(id)
         .await
-        .map_err(|e| staff.failed(&state, e))?;
+        .map_err(|e| read_failed(&state, &staff, e))?;
     let at = when(a.starts_at.as_datetime(), state.utc_offset);
     let body = html! {
         @if query.booked.is_some() {

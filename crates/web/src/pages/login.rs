@@ -1,8 +1,11 @@
-//! `/login` and `/logout`. A failed login shows one message whatever the cause (unknown email,
-//! wrong password, inactive account), so the page tells nothing about accounts; "too many
-//! attempts" (429: per address at the gateway, per email in the auth-service) and an expired
-//! temporary password (only ever told to the right password) are said apart.
-//! Logging out ends the session here and in the auth-service (its refresh token is revoked).
+//! `/login`, its second step and `/logout`. A failed login shows one message whatever the cause
+//! (unknown email, wrong password, inactive account), so the page tells nothing about accounts;
+//! "too many attempts" (429: per address at the gateway, per account and address in the
+//! auth-service) and an expired temporary password (only ever told to the right password) are
+//! said apart. A right password that a second factor must follow shows the second step (with
+//! the key to add to an authenticator app when an admin must enrol first); a newly enrolled
+//! factor's recovery codes are shown once, after it. Logging out ends the session here and in
+//! the auth-service (its refresh token is revoked).
 
 use super::PageForm;
 use crate::page::{layout, PageError};
@@ -79,6 +82,18 @@ pub async fn form(
     with_cookie(&state, &session, StatusCode::OK, page)
 }
 
+/// A form that outlived its session (a login page left open on a ward tablet, or the portal
+/// restarted): the login again with a fresh token rather than a dead end.
+fn expired_form(state: &AppState, session: &Current, next: &str, email: &str) -> Response {
+    let page = login_page(
+        session,
+        next,
+        email,
+        Some("This page had expired. Enter your password again."),
+    );
+    with_cookie(state, session, StatusCode::FORBIDDEN, page)
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
     csrf: Option<String>,
@@ -96,15 +111,7 @@ pub async fn submit(
 ) -> Result<Response, PageError> {
     let next = safe_next(form.next.as_deref());
     if session.new {
-        // The form outlived its session (a login page left open on a ward tablet, or the
-        // portal restarted): offer it again with a fresh token rather than a dead end.
-        let page = login_page(
-            &session,
-            &next,
-            form.email.trim(),
-            Some("This page had expired. Enter your password again."),
-        );
-        return Ok(with_cookie(&state, &session, StatusCode::FORBIDDEN, page));
+        return Ok(expired_form(&state, &session, &next, form.email.trim()));
     }
     check_csrf(&session, form.csrf.as_deref())?;
     let answer = api(&state, None)
@@ -116,18 +123,10 @@ pub async fn submit(
         with_cookie(&state, &session, StatusCode::UNAUTHORIZED, page)
     };
     match answer {
-        Ok(answer) => {
-            let must_change = answer.user.must_change_password;
-            let signed_in = state.sessions.sign_in(&session.id, SignedIn::of(&answer));
-            let to = if must_change {
-                "/account/password".to_owned()
-            } else {
-                next
-            };
-            Ok(session::with_cookie(
-                Redirect::to(&to).into_response(),
-                &Sessions::cookie(&signed_in.id, state.secure_cookies),
-            ))
+        Ok(answer) => Ok(signed_in(&state, &session, &answer, next)),
+        // A right password that a second factor must follow: the second step's page.
+        Err(api_client::Error::SecondFactor(challenge)) => {
+            second_factor_page(&state, &session, client, &next, &challenge.challenge, None).await
         }
         // Said only to whoever typed the right temporary password (the auth-service checks it
         // first), so it tells nothing about other accounts.
@@ -159,6 +158,169 @@ pub async fn submit(
                  several failures the account waits a few minutes.",
             ))
         }
+        Err(e) => Err(PageError::from_api(e)),
+    }
+}
+
+/// Signs the visitor in with `answer` and goes on to `next` (or to the password change a
+/// temporary password asks for); recovery codes of a newly enrolled factor are shown first.
+fn signed_in(
+    state: &AppState,
+    session: &Current,
+    answer: &contract::api::LoginResponse,
+    next: String,
+) -> Response {
+    let signed = state.sessions.sign_in(&session.id, SignedIn::of(answer));
+    let to = if answer.user.must_change_password {
+        "/account/password".to_owned()
+    } else {
+        next
+    };
+    let response = match &answer.recovery_codes {
+        Some(codes) => recovery_codes_page(&to, codes).into_response(),
+        None => Redirect::to(&to).into_response(),
+    };
+    session::with_cookie(
+        response,
+        &Sessions::cookie(&signed.id, state.secure_cookies),
+    )
+}
+
+/// The recovery codes of a factor enrolled just now: shown once, to be kept somewhere safe.
+pub(super) fn recovery_codes_page(next: &str, codes: &[String]) -> Markup {
+    let body = html! {
+        p role="status" {
+            "Your second factor is set up. Keep these recovery codes somewhere safe, away from \
+             your phone: each signs you in once if the phone is lost. They are not shown again."
+        }
+        ol id="recovery-codes" class="codes" {
+            @for code in codes { li { code { (code) } } }
+        }
+        p { a href=(next) { "Continue" } }
+    };
+    layout("Recovery codes", None, body)
+}
+
+/// The second step of a sign-in: a code from the authenticator app (or a recovery code); for
+/// an admin who must enrol first, the key to add to the app comes with it.
+async fn second_factor_page(
+    state: &AppState,
+    session: &Current,
+    client: Option<std::net::IpAddr>,
+    next: &str,
+    challenge: &str,
+    message: Option<&str>,
+) -> Result<Response, PageError> {
+    let enrolment = match api(state, None)
+        .on_behalf_of(client)
+        .enrol_at_login(challenge)
+        .await
+    {
+        Ok(enrolment) => Some(enrolment),
+        // Enrolled already: the usual second step.
+        Err(e) if e.status().is_some_and(|s| s.as_u16() == 409) => None,
+        Err(e) if e.status().is_some_and(|s| s.as_u16() == 401) => {
+            let page = login_page(
+                session,
+                next,
+                "",
+                Some("This sign-in has expired. Enter your password again."),
+            );
+            return Ok(with_cookie(state, session, StatusCode::UNAUTHORIZED, page));
+        }
+        Err(e) => return Err(PageError::from_api(e)),
+    };
+    let title = if enrolment.is_some() {
+        "Set up your second factor"
+    } else {
+        "Second step"
+    };
+    let body = html! {
+        @if let Some(message) = message {
+            p class="problem" role="alert" { (message) }
+        }
+        @if let Some(e) = &enrolment {
+            p {
+                "Your account must sign in with a second factor. Add this key to an \
+                 authenticator app (Microsoft Authenticator, Google Authenticator or another), \
+                 then enter the six-digit code it shows."
+            }
+            p { "Key: " code id="second-factor-key" { (e.secret) } }
+            p { a href=(e.otpauth_uri) { "Add to an authenticator app on this device" } }
+        }
+        form class="stacked" method="post" action="/login/second-factor" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            input type="hidden" name="next" value=(next);
+            input type="hidden" name="challenge" value=(challenge);
+            div {
+                label for="code" { "Code from your authenticator app, or a recovery code" }
+                input id="code" name="code" type="text" autocomplete="one-time-code"
+                    inputmode="numeric" spellcheck="false";
+            }
+            div { button type="submit" { "Continue" } }
+        }
+    };
+    let status = if message.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_cookie(
+        state,
+        session,
+        status,
+        layout(title, None, body),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SecondFactorForm {
+    csrf: Option<String>,
+    next: Option<String>,
+    #[serde(default)]
+    challenge: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// `POST /login/second-factor`: the code for the challenge of a right password.
+pub async fn second_factor(
+    State(state): State<AppState>,
+    Visitor { session, client }: Visitor,
+    PageForm(form): PageForm<SecondFactorForm>,
+) -> Result<Response, PageError> {
+    let next = safe_next(form.next.as_deref());
+    if session.new {
+        return Ok(expired_form(&state, &session, &next, ""));
+    }
+    check_csrf(&session, form.csrf.as_deref())?;
+    let answer = api(&state, None)
+        .on_behalf_of(client)
+        .login_second_factor(&form.challenge, form.code.trim())
+        .await;
+    let again = |message: &'static str| {
+        let page = login_page(&session, &next, "", Some(message));
+        with_cookie(&state, &session, StatusCode::UNAUTHORIZED, page)
+    };
+    match answer {
+        Ok(answer) => Ok(signed_in(&state, &session, &answer, next)),
+        Err(api_client::Error::Refused { body, .. }) if body.error == "second_factor_refused" => {
+            second_factor_page(
+                &state,
+                &session,
+                client,
+                &next,
+                &form.challenge,
+                Some("That code did not work. Enter the code the app shows now; each code works once."),
+            )
+            .await
+        }
+        Err(e) if e.status().is_some_and(|s| s.as_u16() == 429) => Ok(again(
+            "Too many wrong codes just now. Wait a few minutes, then sign in again.",
+        )),
+        Err(e) if e.status().is_some_and(|s| matches!(s.as_u16(), 400 | 401 | 422)) => Ok(again(
+            "This sign-in has expired or had too many wrong codes. Enter your password again.",
+        )),
         Err(e) => Err(PageError::from_api(e)),
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 mod appointments;
 mod home;
 mod login;
+mod second_factor;
 mod sync;
 mod user_edit;
 
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(home::show))
         .route("/login", get(login::form).post(login::submit))
+        .route("/login/second-factor", post(login::second_factor))
         .route("/logout", post(login::logout))
         .route(
             "/appointments/new",
@@ -31,6 +33,14 @@ pub fn router(state: AppState) -> Router {
             "/account/password",
             get(account::form).post(account::change),
         )
+        .route(
+            "/account/second-factor",
+            get(second_factor::show).post(second_factor::start),
+        )
+        .route(
+            "/account/second-factor/confirm",
+            post(second_factor::confirm),
+        )
         .route("/admin/users", get(admin::users).post(admin::create))
         .route(
             "/admin/users/{id}/edit",
@@ -38,9 +48,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/users/{id}/role", post(user_edit::role))
         .route("/admin/users/{id}/{action}", post(admin::action))
+        .route("/admin/registrations/{id}/approve", post(admin::approve))
+        .route("/admin/registrations/{id}/decline", post(admin::decline))
         .route("/admin/sync", get(sync::show))
         .route("/admin/sync/verify", post(sync::verify))
         .route("/admin/sync/requeue/{queue}", post(sync::requeue))
+        .route("/admin/sync/discard/{queue}", post(sync::discard))
         .route("/static/portal.css", get(stylesheet))
         .route("/static/copy.js", get(copy_script))
         .route("/health/live", get(platform::http::live))

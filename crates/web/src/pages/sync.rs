@@ -1,7 +1,8 @@
 //! `/admin/sync` (admins only): the state of the synchronisation on one page, from the sync
 //! admin API — the outbox backlog and the age of its oldest event, each consumer's queue
-//! (messages, consumers, retries), its dead-letter queue with the first messages' reasons and a
-//! requeue action, the last verify with a "Verify now" action (run in the background; the page
+//! (messages, consumers, retries), its dead-letter queue with the first messages' reasons, a
+//! requeue action and, for an untrusted publisher's messages (which are never requeued), a
+//! discard action, the last verify with a "Verify now" action (run in the background; the page
 //! refreshes itself while it runs and shows how far it is), and one user's event trail.
 
 use super::admin::{admin_only, refuse_admin_post, ActionForm};
@@ -34,6 +35,10 @@ pub struct SyncQuery {
     user: Option<String>,
     /// Set after a requeue: how many went back, from which queue.
     requeued: Option<u32>,
+    /// Set after a requeue that kept an untrusted publisher's messages back: how many.
+    kept: Option<u32>,
+    /// Set after a discard: how many untrusted publisher's messages were dropped.
+    discarded: Option<u32>,
     from: Option<String>,
 }
 
@@ -107,6 +112,7 @@ fn consumers_section(consumers: Option<&[ConsumerFigures]>) -> Markup {
 
 fn dead_letter_section(staff: &Staff, letters: &DeadLetters) -> Markup {
     let heading = format!("dlq-{}", letters.queue.replace('.', "-"));
+    let requeueable = letters.messages.saturating_sub(letters.untrusted);
     html! {
         section aria-labelledby=(heading) {
             h2 id=(heading) { "Dead letters in " code { (letters.queue) } }
@@ -118,13 +124,34 @@ fn dead_letter_section(staff: &Staff, letters: &DeadLetters) -> Markup {
                 } }
                 tbody { @for m in &letters.first { tr {
                     td { (m.position) } td { (m.reason) } td { (m.routing_key) }
-                    td { (m.first_failure) } td { (m.detail) }
+                    td { (m.first_failure) }
+                    td {
+                        (m.detail)
+                        @if let Some(why) = &m.cannot_requeue { " " span class="badge bad" { (why) } }
+                    }
                 } } }
             } }
-            form method="post" action=(format!("/admin/sync/requeue/{}", letters.queue)) {
-                input type="hidden" name="csrf" value=(staff.session.csrf);
-                button type="submit" aria-label=(format!("Requeue every message of {}", letters.queue)) {
-                    "Requeue all " (letters.messages)
+            @if letters.untrusted > 0 {
+                p class="problem" {
+                    (letters.untrusted) " of them from an untrusted publisher: never requeued (it would "
+                    "apply a forged change); they can only be discarded."
+                }
+            }
+            @if requeueable > 0 {
+                form method="post" action=(format!("/admin/sync/requeue/{}", letters.queue)) {
+                    input type="hidden" name="csrf" value=(staff.session.csrf);
+                    button type="submit" aria-label=(format!("Requeue every message of {} an untrusted publisher did not send", letters.queue)) {
+                        @if letters.untrusted == 0 { "Requeue all " (letters.messages) }
+                        @else { "Requeue the other " (requeueable) }
+                    }
+                }
+            }
+            @if letters.untrusted > 0 {
+                form method="post" action=(format!("/admin/sync/discard/{}", letters.queue)) {
+                    input type="hidden" name="csrf" value=(staff.session.csrf);
+                    button type="submit" aria-label=(format!("Discard the untrusted publisher's messages of {}", letters.queue)) {
+                        "Discard " (letters.untrusted) " untrusted"
+                    }
                 }
             }
         }
@@ -294,7 +321,15 @@ pub async fn show(
     let body = html! {
         p { "As of " (when(status.at.as_datetime(), state.utc_offset)) ". " a href="/admin/sync" { "Refresh" } }
         @if let (Some(n), Some(from)) = (query.requeued, &query.from) {
-            p class="notice" role="status" { (n) " messages requeued from " code { (from) } "." }
+            p class="notice" role="status" {
+                (n) " messages requeued from " code { (from) } "."
+                @if let Some(kept) = query.kept.filter(|k| *k > 0) {
+                    " " (kept) " kept back: untrusted publisher, can only be discarded."
+                }
+            }
+        }
+        @if let (Some(n), Some(from)) = (query.discarded, &query.from) {
+            p class="notice" role="status" { (n) " untrusted messages discarded from " code { (from) } "." }
         }
         @if !status.unavailable.is_empty() {
             div class="problem" role="alert" {
@@ -344,9 +379,42 @@ pub async fn requeue(
         return refused;
     }
     match staff.api(&state).requeue_dead_letters(&queue).await {
+        Ok(done) => {
+            // `kept` only when something was kept back: the plain requeue's address is as it was.
+            let kept = match done.kept_back {
+                0 => String::new(),
+                n => format!("&kept={n}"),
+            };
+            Redirect::to(&format!(
+                "/admin/sync?requeued={}{kept}&from={}",
+                done.requeued,
+                crate::staff::url_encode(&done.queue)
+            ))
+            .into_response()
+        }
+        Err(e) => staff.failed(&state, e),
+    }
+}
+
+/// `POST /admin/sync/discard/{queue}`: every untrusted publisher's message of that dead-letter
+/// queue dropped for good (the sync admin API logs who did it).
+pub async fn discard(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(queue): Path<String>,
+    PageForm(form): PageForm<ActionForm>,
+) -> Response {
+    if let Some(refused) = refuse_admin_post(&staff, form.csrf.as_deref()) {
+        return refused;
+    }
+    match staff
+        .api(&state)
+        .discard_untrusted_dead_letters(&queue)
+        .await
+    {
         Ok(done) => Redirect::to(&format!(
-            "/admin/sync?requeued={}&from={}",
-            done.requeued,
+            "/admin/sync?discarded={}&from={}",
+            done.discarded,
             crate::staff::url_encode(&done.queue)
         ))
         .into_response(),

@@ -46,8 +46,17 @@ impl Portal {
 
     /// [`Portal::start`] with the gateway's configuration adjusted by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut gateway::Config) + Send) -> Self {
+        Self::start_configured(|_| {}, adjust).await
+    }
+
+    /// [`Portal::start`] with the auth-service's and the gateway's configurations adjusted.
+    pub async fn start_configured(
+        auth: impl FnOnce(&mut auth_service::Config) + Send,
+        adjust: impl FnOnce(&mut gateway::Config) + Send,
+    ) -> Self {
         let sb = Sandbox::for_test().await;
         let system = System::builder(&sb)
+            .auth_with(auth)
             .users()
             .sync_admin()
             .gateway_with(|config| {
@@ -139,6 +148,20 @@ impl Browser {
         Self {
             from: Some(address.to_owned()),
             ..Self::new()
+        }
+    }
+
+    /// A browser whose connections really come from `local` (a loopback address such as
+    /// 127.0.0.2): no header claims anything, the portal sees the peer.
+    pub fn bound(local: std::net::IpAddr) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(local)
+                .build()
+                .expect("client"),
+            cookie: None,
+            from: None,
         }
     }
 
