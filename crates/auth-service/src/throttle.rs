@@ -168,16 +168,10 @@ pub fn account_ref(account: &str) -> String {
 /// The throttle's key of a client address: IPv4 as it is, IPv6 by its /64 (one customer's
 /// network; an attacker holds all of it), an IPv4-mapped IPv6 address as the IPv4 it maps.
 pub fn source_key(client: Option<IpAddr>) -> String {
-    match client {
+    match client.map(platform::client_addr::limit_key) {
         None => "unknown".to_owned(),
         Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        Some(IpAddr::V6(net)) => format!("{net}/64"),
     }
 }
 
