@@ -22,7 +22,17 @@ use std::time::{Duration, Instant};
 /// One login at `base` as if from `from` (the auth-service believes `X-Forwarded-For` from a
 /// proxy on its own machine, as the gateway is): the status and `Retry-After`.
 async fn login_from(base: &str, from: &str, email: &str, password: &str) -> (u16, Option<u64>) {
-    let resp = reqwest::Client::new()
+    // One client for every call: building one loads the system's CA certificates, which took
+    // longer than the login itself. It keeps no idle connections: each test has a runtime of
+    // its own, and a pooled connection belongs to the runtime that opened it.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let resp = CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap()
+        })
         .post(format!("{base}/api/v1/auth/login"))
         .header("x-forwarded-for", from)
         .json(&json!({"email": email, "password": password}))
