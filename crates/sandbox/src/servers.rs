@@ -349,19 +349,45 @@ impl PrivateRabbit {
         ])
     }
 
+    /// Starts the node. The distribution port [`PrivateRabbit::env`] found free can be taken
+    /// by another test's server before the node binds it; the node then dies before it writes
+    /// its pid file or a log (a CI run once failed so), and is started again with other ports.
     fn start_node(&self) -> anyhow::Result<()> {
-        run_as(None, "rabbitmq-server", &["-detached"], &self.env()?)?;
-        self.await_startup()
+        let mut attempt = 1;
+        loop {
+            run_as(None, "rabbitmq-server", &["-detached"], &self.env()?)?;
+            match self.await_startup() {
+                Err(e) if attempt < 3 && !self.dir.join("pid").exists() => {
+                    eprintln!(
+                        "RabbitMQ node {} died at start ({e:#}); starting it again",
+                        self.node
+                    );
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Waits until the broker application runs. `await_startup` fails at once while the node
     /// has not registered with epmd yet (the first seconds after `-detached`), so it is asked
-    /// again until the deadline.
+    /// again until the deadline — or until it is clear the node died at start: no pid file
+    /// [`NODE_BOOT_TIMEOUT`] after `-detached`.
     fn await_startup(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + NODE_START_TIMEOUT;
         loop {
             match self.ctl(&["await_startup", "--timeout", "120"]) {
                 Ok(()) => return Ok(()),
+                Err(e)
+                    if started.elapsed() >= NODE_BOOT_TIMEOUT
+                        && !self.dir.join("pid").exists() =>
+                {
+                    return Err(e.context(format!(
+                        "RabbitMQ node {} wrote no pid file within {NODE_BOOT_TIMEOUT:?}",
+                        self.node
+                    )))
+                }
                 Err(e) if Instant::now() >= deadline => {
                     return Err(e.context(format!(
                         "RabbitMQ node {} did not start within {NODE_START_TIMEOUT:?}; its log is in {}",
@@ -398,8 +424,12 @@ impl Drop for PrivateRabbit {
     fn drop(&mut self) {
         // With the pid file, `stop` returns once the node's process has exited, so its
         // directory is not removed under a node still writing to it.
-        let pid_file = self.dir.join("pid").display().to_string();
-        let _ = self.ctl(&["stop", &pid_file]);
+        // A node that never started has no pid file, and `stop <pid file>` would then wait for
+        // ever (a CI run once hung there): nothing to stop.
+        let pid_file = self.dir.join("pid");
+        if pid_file.exists() {
+            let _ = self.ctl(&["stop", &pid_file.display().to_string()]);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -407,6 +437,9 @@ impl Drop for PrivateRabbit {
 /// How long a private node may take to start (Erlang boots in a few seconds; a loaded machine
 /// takes longer).
 const NODE_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a starting node may take to write its pid file (the first thing its start script
+/// does) before it is taken for dead.
+const NODE_BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Erlang distribution ports the CLI tools (`rabbitmqctl`) take for themselves: the default
 /// node's distribution port (25672) + 10000 and the ten after it. A node listening there would
