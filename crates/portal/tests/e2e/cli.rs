@@ -397,19 +397,7 @@ async fn every_command_has_help_listing_its_own_settings_only() {
 /// (`RestartPreventExitStatus=64`) does not restart in a loop on it, and a script can tell.
 #[tokio::test]
 async fn a_usage_or_configuration_error_exits_64() {
-    let run = |args: &[&str], env: &[(&str, &str)]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portal"));
-        let out = sandbox::process::isolated(&mut cmd)
-            .env("PORTAL_CREDENTIALS", "none")
-            .envs(env.iter().copied())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = crate::transport::run;
     let (code, err) = run(&["--no-such-flag"], &[]);
     assert_eq!(code, Some(64), "{err}");
     let (code, err) = run(&["relay"], &[("RELAY_BATCH_SIZE", "many")]);

@@ -16,7 +16,7 @@ const ELSEWHERE: &str = "192.0.2.10";
 
 /// `portal <args>` with exactly `env` (and no credentials file): its exit code and standard
 /// error.
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portal"));
     let out = sandbox::process::isolated(&mut cmd)
         .env("PORTAL_CREDENTIALS", "none")

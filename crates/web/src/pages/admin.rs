@@ -105,6 +105,16 @@ pub(crate) fn refuse_admin_post(staff: &Staff, csrf: Option<&str>) -> Option<Res
     })
 }
 
+/// What an admin form's POST about one id needs first: [`refuse_admin_post`], then the id
+/// (the 404 page when it is not one).
+fn admin_post_on(staff: &Staff, csrf: Option<&str>, id: &str) -> Result<uuid::Uuid, Box<Response>> {
+    if let Some(refused) = refuse_admin_post(staff, csrf) {
+        return Err(Box::new(refused));
+    }
+    id.parse()
+        .map_err(|_| Box::new(PageError::not_found().into_response()))
+}
+
 fn new_user_form(staff: &Staff, values: &NewUserForm, problem: Option<&str>) -> Markup {
     html! {
         h2 { "New user" }
@@ -202,11 +212,9 @@ pub async fn action(
     Path((id, action)): Path<(String, String)>,
     PageForm(form): PageForm<ActionForm>,
 ) -> Response {
-    if let Some(refused) = refuse_admin_post(&staff, form.csrf.as_deref()) {
-        return refused;
-    }
-    let Ok(id) = id.parse::<uuid::Uuid>() else {
-        return PageError::not_found().into_response();
+    let id = match admin_post_on(&staff, form.csrf.as_deref(), &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     let api = staff.api(&state);
     let done = match action.as_str() {
@@ -403,11 +411,9 @@ pub async fn approve(
     Path(id): Path<String>,
     PageForm(form): PageForm<ApproveForm>,
 ) -> Response {
-    if let Some(refused) = refuse_admin_post(&staff, form.csrf.as_deref()) {
-        return refused;
-    }
-    let Ok(id) = id.parse::<uuid::Uuid>() else {
-        return PageError::not_found().into_response();
+    let id = match admin_post_on(&staff, form.csrf.as_deref(), &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match staff.api(&state).approve_registration(id, &form.role).await {
         Ok(created) => temporary_page(
@@ -432,11 +438,9 @@ pub async fn decline(
     Path(id): Path<String>,
     PageForm(form): PageForm<ActionForm>,
 ) -> Response {
-    if let Some(refused) = refuse_admin_post(&staff, form.csrf.as_deref()) {
-        return refused;
-    }
-    let Ok(id) = id.parse::<uuid::Uuid>() else {
-        return PageError::not_found().into_response();
+    let id = match admin_post_on(&staff, form.csrf.as_deref(), &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match staff.api(&state).decline_registration(id).await {
         Ok(()) => Redirect::to("/admin/users").into_response(),

@@ -252,11 +252,7 @@ async fn second_factor_page(
             input type="hidden" name="csrf" value=(session.csrf);
             input type="hidden" name="next" value=(next);
             input type="hidden" name="challenge" value=(challenge);
-            div {
-                label for="code" { "Code from your authenticator app, or a recovery code" }
-                input id="code" name="code" type="text" autocomplete="one-time-code"
-                    inputmode="numeric" spellcheck="false";
-            }
+            (code_field("Code from your authenticator app, or a recovery code"))
             div { button type="submit" { "Continue" } }
         }
     };
@@ -271,6 +267,17 @@ async fn second_factor_page(
         status,
         layout(title, None, body),
     ))
+}
+
+/// The field for a second factor's code, labelled `label`.
+pub(super) fn code_field(label: &str) -> Markup {
+    html! {
+        div {
+            label for="code" { (label) }
+            input id="code" name="code" type="text" autocomplete="one-time-code"
+                inputmode="numeric" spellcheck="false";
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

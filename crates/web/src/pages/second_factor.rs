@@ -61,11 +61,7 @@ fn key_page(
         p { a href=(key.otpauth_uri) { "Add to an authenticator app on this device" } }
         form class="stacked" method="post" action="/account/second-factor/confirm" {
             input type="hidden" name="csrf" value=(staff.session.csrf);
-            div {
-                label for="code" { "Code from your authenticator app" }
-                input id="code" name="code" type="text" autocomplete="one-time-code"
-                    inputmode="numeric" spellcheck="false";
-            }
+            (super::login::code_field("Code from your authenticator app"))
             div { button type="submit" { "Confirm" } }
         }
     };
