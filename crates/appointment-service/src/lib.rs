@@ -149,6 +149,8 @@ impl Application {
             copy: ClinicianCopy,
             http_addr: config.http_addr,
             database_url: config.database_url,
+            database_setting: "APPOINTMENT_DATABASE_URL",
+            amqp_setting: "APPOINTMENT_SERVICE_AMQP_URL",
             max_db_connections: config.max_db_connections,
             managed_by_setup: config.managed_by_setup,
             amqp_url: config.amqp_url,

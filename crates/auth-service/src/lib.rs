@@ -36,6 +36,7 @@ pub mod throttle;
 use anyhow::Context;
 use platform::jwt::{JwtVerifier, KeyDir, KeyRing, LOCAL_ACCESS_TTL_SECONDS};
 use platform::metrics::Metrics;
+use platform::privilege::{self, Identity};
 use platform::service::Service;
 use relay::{Relay, RelayConfig, RelayMetrics};
 use sqlx::PgPool;
@@ -209,6 +210,17 @@ impl Application {
         };
         let metrics = Metrics::new(Self::NAME)?;
         metrics.watch_pool(db.clone(), "auth_db")?;
+        let broker = config
+            .run_relay
+            .then(|| Identity::rabbitmq("RELAY_AMQP_URL", &config.amqp_url));
+        privilege::watch(
+            Self::NAME,
+            &metrics,
+            config.managed_by_setup,
+            [Identity::postgres("AUTH_DATABASE_URL", &db)]
+                .into_iter()
+                .chain(broker),
+        )?;
         let relay = match config.run_relay {
             true => Some(
                 Relay::new(db.clone(), config.amqp_url.clone(), relay_config)

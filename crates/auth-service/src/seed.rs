@@ -178,3 +178,42 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> anyhow::Result<SeedRe
     tx.commit().await?;
     Ok(report)
 }
+
+/// What [`bootstrap_admin`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The admin was created with this one-time password, to be changed at the first sign-in.
+    Created { temporary_password: String },
+    /// An account with this email exists already: nothing changed, no password shown.
+    Exists,
+}
+
+/// The first admin of an install (not demo staff): one account with a random temporary
+/// password that must be changed at the first sign-in, written through the same store as every
+/// change (its `user.created` event with it). Idempotent: an existing email is left alone, so
+/// a repeated install step neither fails nor hands out a second password.
+pub async fn bootstrap_admin(pool: &PgPool, email: &str) -> anyhow::Result<Bootstrap> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("admin email: {e}"))?;
+    let mut tx = pool.begin().await?;
+    // Beside a seed or another bootstrap at the same moment: one of them creates it.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('portal seed'))")
+        .execute(&mut *tx)
+        .await?;
+    if store::find_by_email(&mut *tx, &email).await?.is_some() {
+        return Ok(Bootstrap::Exists);
+    }
+    let temporary_password = password::temporary();
+    let new = NewUser {
+        email,
+        password_hash: password::hash(temporary_password.clone()).await?,
+        first_name: PersonName::parse("firstName", "Portal")?,
+        last_name: PersonName::parse("lastName", "Administrator")?,
+        role: Role::Admin,
+        phone_number: None,
+        is_active: true,
+        must_change_password: true,
+    };
+    store::create_user(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(Bootstrap::Created { temporary_password })
+}

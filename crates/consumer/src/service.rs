@@ -11,6 +11,7 @@ use anyhow::Context;
 use contract::topology::ConsumerQueues;
 use platform::jwt::{JwtVerifier, VerifierConfig};
 use platform::metrics::Metrics;
+use platform::privilege::{self, Identity};
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -30,6 +31,10 @@ pub struct Spec<A> {
     pub copy: A,
     pub http_addr: SocketAddr,
     pub database_url: String,
+    /// The settings that give `database_url` and `amqp_url` (`USER_DATABASE_URL`,
+    /// `USER_SERVICE_AMQP_URL`): named when either is more than the setup's identity.
+    pub database_setting: &'static str,
+    pub amqp_setting: &'static str,
     pub max_db_connections: u32,
     /// The least-privilege setup owns the schema and the broker topology: the database is
     /// checked rather than migrated, and the consumer declares nothing.
@@ -89,6 +94,17 @@ impl<A: Apply> ConsumerService<A> {
         let consumer = consumer.transpose()?;
         let metrics = Metrics::new(spec.name)?;
         metrics.watch_pool(db.clone(), spec.database)?;
+        let broker = spec
+            .consumer
+            .is_some()
+            .then(|| Identity::rabbitmq(spec.amqp_setting, &spec.amqp_url));
+        let database = Identity::postgres(spec.database_setting, &db);
+        privilege::watch(
+            spec.name,
+            &metrics,
+            spec.managed_by_setup,
+            [database].into_iter().chain(broker),
+        )?;
         if let Some(config) = &spec.consumer {
             crate::metrics::register(
                 &metrics,

@@ -15,6 +15,12 @@
 //!   dead letters and publish to them and to `user.events`. None may configure anything: the
 //!   setup declares the topology itself, as the administrator.
 //!
+//! Besides that file (every identity: the operator's commands read it), an install gets one
+//! file per part ([`PARTS`]) holding that part's identities only ([`Credentials::for_part`]),
+//! owned by the part's own OS user and readable by it alone ([`PartFiles`]): a compromised
+//! gateway or web portal holds no password at all, and the user-service none of the
+//! auth-service's.
+//!
 //! It is idempotent (existing identities keep their passwords, from the credentials file) and
 //! race-free (a PostgreSQL advisory lock serialises concurrent setups, which then reuse what the
 //! first one wrote), and it re-grants what a recreated database or vhost lost.
@@ -106,6 +112,9 @@ pub struct SetupConfig {
     pub identities: Identities,
     /// The owner-only file the generated credentials go to.
     pub credentials: PathBuf,
+    /// Where each part's own credentials file goes, and whose it is (an install); `None`: the
+    /// one file only (a development machine, `portal up`).
+    pub part_files: Option<PartFiles>,
     /// Delete RabbitMQ's default user `guest` (`SETUP_DISABLE_GUEST`): an installed system
     /// needs it no more once every part has its own identity; a development machine keeps it
     /// for its administrative URL.
@@ -122,6 +131,138 @@ pub struct SetupReport {
     pub wrote_new_passwords: bool,
     /// Asked to delete `guest`: whether it was there (`None`: not asked).
     pub deleted_guest: Option<bool>,
+    /// The per-part credentials files written, with their owners.
+    pub part_files: Vec<(PathBuf, String)>,
+}
+
+/// The parts of an install that run as processes of their own (`portal <part>`, the
+/// `portal@<part>` units), each under an OS user of its own with its own credentials file.
+pub const PARTS: [&str; 7] = [
+    "auth-service",
+    "relay",
+    "user-service",
+    "appointment-service",
+    "sync-admin",
+    "gateway",
+    "web",
+];
+
+/// What `part` runs with: (key in its file, key of the full file whose value it takes). Each
+/// part's `AMQP_URL` is its own broker identity, so no fallback can reach another's; the
+/// gateway and the web portal connect to neither server and hold no password.
+fn part_entries(part: &str) -> &'static [(&'static str, &'static str)] {
+    const MANAGED: (&str, &str) = ("MANAGED_BY_SETUP", "MANAGED_BY_SETUP");
+    const TRUSTED: (&str, &str) = ("TRUSTED_PUBLISHERS", "TRUSTED_PUBLISHERS");
+    match part {
+        // The auth-service runs a relay inside unless told otherwise: the relay's identity.
+        "auth-service" | "relay" => &[
+            ("AUTH_DATABASE_URL", "AUTH_DATABASE_URL"),
+            ("RELAY_AMQP_URL", "RELAY_AMQP_URL"),
+            ("AMQP_URL", "RELAY_AMQP_URL"),
+            MANAGED,
+        ],
+        "user-service" => &[
+            ("USER_DATABASE_URL", "USER_DATABASE_URL"),
+            ("USER_SERVICE_AMQP_URL", "USER_SERVICE_AMQP_URL"),
+            ("AMQP_URL", "USER_SERVICE_AMQP_URL"),
+            TRUSTED,
+            MANAGED,
+        ],
+        "appointment-service" => &[
+            ("APPOINTMENT_DATABASE_URL", "APPOINTMENT_DATABASE_URL"),
+            (
+                "APPOINTMENT_SERVICE_AMQP_URL",
+                "APPOINTMENT_SERVICE_AMQP_URL",
+            ),
+            ("AMQP_URL", "APPOINTMENT_SERVICE_AMQP_URL"),
+            TRUSTED,
+            MANAGED,
+        ],
+        "sync-admin" => &[
+            ("OPERATOR_AUTH_DATABASE_URL", "OPERATOR_AUTH_DATABASE_URL"),
+            ("OPERATOR_USER_DATABASE_URL", "OPERATOR_USER_DATABASE_URL"),
+            (
+                "OPERATOR_APPOINTMENT_DATABASE_URL",
+                "OPERATOR_APPOINTMENT_DATABASE_URL",
+            ),
+            ("OPERATOR_AMQP_URL", "OPERATOR_AMQP_URL"),
+            ("AMQP_URL", "OPERATOR_AMQP_URL"),
+            TRUSTED,
+            MANAGED,
+        ],
+        _ => &[MANAGED],
+    }
+}
+
+/// Where the per-part credentials files go: `<dir>/<part>.env`, each owned by the OS user
+/// `<owner_prefix><part>` (when the setup runs as root; otherwise they stay the caller's, as
+/// on a development machine), mode 0400.
+#[derive(Debug, Clone)]
+pub struct PartFiles {
+    pub dir: PathBuf,
+    pub owner_prefix: String,
+}
+
+impl PartFiles {
+    /// The file of `part`.
+    pub fn path(&self, part: &str) -> PathBuf {
+        self.dir.join(format!("{part}.env"))
+    }
+
+    /// Writes every part's file; returns (path, owner) for each.
+    fn write(&self, creds: &Credentials) -> anyhow::Result<Vec<(PathBuf, String)>> {
+        ensure_listable_dir(&self.dir)?;
+        let as_root = nix::unistd::geteuid().is_root();
+        let mut written = Vec::new();
+        for part in PARTS {
+            let owner = format!("{}{part}", self.owner_prefix);
+            let ids = if as_root {
+                let user = nix::unistd::User::from_name(&owner)
+                    .with_context(|| format!("cannot look up the OS user {owner}"))?
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the OS user {owner} does not exist: the package's postinst creates \
+                             one per part (adduser --system --group {owner}); PART_USER_PREFIX \
+                             names them"
+                        )
+                    })?;
+                Some((user.uid, user.gid))
+            } else {
+                None
+            };
+            let path = self.path(part);
+            creds.for_part(part).save_as(&path, ids, part)?;
+            written.push((
+                path,
+                if as_root {
+                    owner
+                } else {
+                    "this user".to_owned()
+                },
+            ));
+        }
+        Ok(written)
+    }
+}
+
+/// Creates `dir` root-listable (0755) when absent: each part's user must reach its own file in
+/// it, which is the secret (0400), not the names beside it.
+fn ensure_listable_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(())
 }
 
 /// The generated credentials: `KEY=value` lines, the keys the `portal` settings read.
@@ -151,24 +292,66 @@ impl Credentials {
         self.0.get(key).map(String::as_str)
     }
 
-    /// Writes the file owner-only (its directory too), replacing it atomically.
+    /// What `part` runs with, and nothing else (see [`PARTS`]).
+    pub fn for_part(&self, part: &str) -> Credentials {
+        Credentials(
+            part_entries(part)
+                .iter()
+                .filter_map(|(key, from)| Some(((*key).to_owned(), self.0.get(*from)?.clone())))
+                .collect(),
+        )
+    }
+
+    /// Writes the file owner-only, replacing it atomically. A directory it creates is
+    /// owner-only; an existing one keeps its mode (`/etc/portal` stays listable, so that each
+    /// part's user reaches its own file in `credentials.d`).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        self.save_as(path, None, "")
+    }
+
+    /// [`Credentials::save`]; with `owner` (uid, gid), the file is handed to that user and
+    /// made read-only (0400): a part's own file, which the part never writes. `part` names
+    /// whose identities these are, in the file's header.
+    fn save_as(
+        &self,
+        path: &Path,
+        owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+        part: &str,
+    ) -> anyhow::Result<()> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        secret::private_dir(dir)?;
-        let mut text = String::from(
-            "# Written by `portal setup`: the identities the portal's services run under.\n\
-             # Owner-only: it holds passwords. Every portal command reads it (PORTAL_CREDENTIALS);\n\
-             # a variable set in the environment wins over the same one here.\n",
-        );
+        secret::dir_for_secrets(dir)?;
+        let mut text = if part.is_empty() {
+            String::from(
+                "# Written by `portal setup`: the identities the portal's services run under.\n\
+                 # Owner-only: it holds passwords. Every portal command reads it (PORTAL_CREDENTIALS);\n\
+                 # a variable set in the environment wins over the same one here.\n",
+            )
+        } else {
+            format!(
+                "# Written by `portal setup`: the identities of the {part}, and no other part's.\n\
+                 # Readable by the {part}'s own user only; rewritten by every setup.\n"
+            )
+        };
         for (k, v) in &self.0 {
             text.push_str(&format!("{k}={v}\n"));
         }
-        let tmp = dir.join(format!(".credentials-{}.tmp", std::process::id()));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("credentials");
+        let tmp = dir.join(format!(".{name}-{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         secret::write_new_secret(&tmp, text.as_bytes())?;
+        if let Some((uid, gid)) = owner {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&tmp, Some(uid.as_raw()), Some(gid.as_raw()))
+                .with_context(|| format!("cannot hand {} to its part's user", path.display()))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400))
+                .with_context(|| format!("cannot make {} read-only", path.display()))?;
+        }
         std::fs::rename(&tmp, path)
             .with_context(|| format!("cannot replace {}", path.display()))?;
         Ok(())
@@ -576,6 +759,9 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
         creds.0.insert(key.to_owned(), value);
     }
     creds.save(&config.credentials)?;
+    if let Some(parts) = &config.part_files {
+        report.part_files = parts.write(&creds)?;
+    }
     // Last, once every part has its own identity, its rights and its credentials: nothing of
     // the system needs `guest` any more (and a failure here loses none of the above).
     if config.disable_guest {
@@ -660,6 +846,7 @@ mod tests {
             appointment_db: "appointment_db".into(),
             identities: Identities::standard(),
             credentials: PathBuf::from("/nonexistent/credentials.env"),
+            part_files: None,
             disable_guest,
         };
         for as_guest in [
@@ -683,6 +870,89 @@ mod tests {
             true,
         ))
         .unwrap();
+    }
+
+    /// Each part's file holds its own identities only: no part gets another's password, the
+    /// gateway and the web portal none, and every broker part's AMQP_URL is its own.
+    #[test]
+    fn each_part_gets_its_own_identities_only() {
+        let mut all = Credentials::default();
+        for (key, value) in [
+            ("AUTH_DATABASE_URL", "postgres://auth_service:A@h/auth_db"),
+            ("USER_DATABASE_URL", "postgres://user_service:U@h/user_db"),
+            (
+                "APPOINTMENT_DATABASE_URL",
+                "postgres://appointment_service:P@h/a",
+            ),
+            (
+                "OPERATOR_AUTH_DATABASE_URL",
+                "postgres://portal_operator:O@h/auth_db",
+            ),
+            (
+                "OPERATOR_USER_DATABASE_URL",
+                "postgres://portal_operator:O@h/user_db",
+            ),
+            (
+                "OPERATOR_APPOINTMENT_DATABASE_URL",
+                "postgres://portal_operator:O@h/a",
+            ),
+            ("RELAY_AMQP_URL", "amqp://portal-relay:R@h/%2f"),
+            (
+                "USER_SERVICE_AMQP_URL",
+                "amqp://portal-user-service:US@h/%2f",
+            ),
+            (
+                "APPOINTMENT_SERVICE_AMQP_URL",
+                "amqp://portal-appointment-service:AS@h/%2f",
+            ),
+            ("OPERATOR_AMQP_URL", "amqp://portal-operator:OP@h/%2f"),
+            ("AMQP_URL", "amqp://portal-operator:OP@h/%2f"),
+            ("MANAGED_BY_SETUP", "true"),
+            ("TRUSTED_PUBLISHERS", "portal-relay,portal-operator"),
+            ("PASSWORD_PG_AUTH_SERVICE", "A"),
+            ("PASSWORD_AMQP_PORTAL_RELAY", "R"),
+        ] {
+            all.0.insert(key.into(), value.into());
+        }
+        let keys = |part: &str| all.for_part(part).0.into_keys().collect::<Vec<_>>();
+        let secrets = |part: &str| {
+            all.for_part(part)
+                .0
+                .values()
+                .flat_map(|v| {
+                    ["A@", "U@", "P@", "O@", "R@", "US@", "AS@", "OP@"]
+                        .into_iter()
+                        .filter(|s| v.contains(&format!(":{s}")))
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        for part in ["gateway", "web"] {
+            assert_eq!(keys(part), ["MANAGED_BY_SETUP"], "{part}");
+        }
+        assert_eq!(
+            secrets("user-service").into_iter().collect::<Vec<_>>(),
+            ["U@", "US@"]
+        );
+        assert_eq!(
+            secrets("auth-service").into_iter().collect::<Vec<_>>(),
+            ["A@", "R@"]
+        );
+        assert_eq!(
+            secrets("sync-admin").into_iter().collect::<Vec<_>>(),
+            ["O@", "OP@"]
+        );
+        assert_eq!(
+            all.for_part("appointment-service").get("AMQP_URL"),
+            Some("amqp://portal-appointment-service:AS@h/%2f")
+        );
+        for part in PARTS {
+            assert!(
+                !keys(part).iter().any(|k| k.starts_with("PASSWORD_")),
+                "{part}"
+            );
+        }
     }
 
     #[test]

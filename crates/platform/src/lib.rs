@@ -22,6 +22,8 @@
 //!   requests and writes access lines.
 //! - [`trace`]: one W3C trace id from the gateway's request to each consumer's apply.
 //! - [`backoff`]: capped exponential backoff with jitter for reconnect loops.
+//! - [`privilege`]: whether a part connects as a PostgreSQL superuser or a RabbitMQ
+//!   administrator while the least-privilege setup manages the install (said loudly, gauged).
 //! - [`rabbit_admin`]: the RabbitMQ management API (users, permissions, vhosts, connections).
 //! - [`secret`]: URLs without passwords for messages; owner-only files and directories.
 //! - [`settings`]: the settings several parts read (broker, setup state, where the
@@ -45,6 +47,7 @@ pub mod http;
 pub mod jwt;
 pub mod memory;
 pub mod metrics;
+pub mod privilege;
 pub mod rabbit_admin;
 pub mod secret;
 pub mod service;

@@ -257,6 +257,25 @@ impl Management {
         Ok(q["messages"].as_u64())
     }
 
+    /// The management tags of the user this client logs in as (`GET /api/whoami`), or `None`
+    /// when the API refuses it (401: a user without any management tag, who may use AMQP
+    /// only, as the least-privilege setup makes them; or a wrong password).
+    pub async fn own_tags(&self) -> anyhow::Result<Option<Vec<String>>> {
+        let resp = self
+            .send(self.http.get(self.api(&["whoami"])?), "whoami")
+            .await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Ok(None);
+        }
+        let me: Value = resp
+            .error_for_status()
+            .context("RabbitMQ management API: whoami")?
+            .json()
+            .await
+            .context("whoami JSON")?;
+        Ok(Some(tags(&me["tags"])))
+    }
+
     /// The broker's version (`GET /api/overview`), for reports.
     pub async fn rabbitmq_version(&self) -> anyhow::Result<Option<String>> {
         let overview: Value = self
@@ -266,5 +285,39 @@ impl Management {
             .await
             .context("overview JSON")?;
         Ok(overview["rabbitmq_version"].as_str().map(str::to_owned))
+    }
+}
+
+/// A user's tags as the management API writes them: a list (RabbitMQ 3.9 and later) or one
+/// comma-separated string (earlier).
+fn tags(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        Value::String(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_read_as_a_list_or_as_one_string() {
+        assert_eq!(tags(&json!(["administrator"])), ["administrator"]);
+        assert_eq!(
+            tags(&json!("monitoring, administrator")),
+            ["monitoring", "administrator"]
+        );
+        assert!(tags(&json!("")).is_empty());
+        assert!(tags(&Value::Null).is_empty());
     }
 }

@@ -71,6 +71,16 @@ pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `dir` (and its parents) owner-only when it does not exist; an existing directory
+/// keeps its mode. For a directory that holds secret files among others (`/etc/portal`, whose
+/// per-part credentials each part's user must reach): the files are owner-only themselves.
+pub fn dir_for_secrets(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    private_dir(dir)
+}
+
 /// Writes a new secret file readable and writable by its owner only; fails if it exists.
 pub fn write_new_secret(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;

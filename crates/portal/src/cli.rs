@@ -102,6 +102,12 @@ pub enum Command {
     /// flags, environment and credentials file, with secrets redacted.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask one part whether it is ready, for containers and scripts: GET /health/ready where
+    /// the part's own settings say it listens (AUTH_ADDR, USER_ADDR, APPOINTMENT_ADDR,
+    /// SYNC_ADMIN_ADDR, GATEWAY_ADDR, WEB_HOST and WEB_PORT, RELAY_HTTP_HOST and
+    /// RELAY_HTTP_PORT; 0.0.0.0 and :: are asked on loopback), and print one line: the URL and
+    /// its answer. Exit 0 on a 2xx answer, 1 on any other answer or none, 64 on bad settings.
+    Healthcheck(HealthcheckCommand),
     /// Chaos run: a mixed user load while services are killed, broker connections cut and
     /// user_db backends terminated; passes when verify then finds 0 differences. Runs
     /// `portal-chaos` from beside this binary (`portal chaos --help` lists its flags).
@@ -122,6 +128,9 @@ pub enum Command {
     /// The JWT signing keys (`portal keys rotate`).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The first admin of an install (`portal admin bootstrap EMAIL`).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
     /// `portal completions bash > /etc/bash_completion.d/portal`.
     Completions { shell: clap_complete::Shell },
@@ -163,6 +172,25 @@ pub enum KeysCommand {
     /// auth-services sign with the new key within 5 seconds; the old public key stays published
     /// for an hour, so tokens signed with it stay valid until they expire. Prints the new key id.
     Rotate(KeysRotateCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create the install's first admin, unless an account has this email: prints a one-time
+    /// temporary password (once), to be changed at the first sign-in. Reads AUTH_DATABASE_URL
+    /// (as root on a server: PORTAL_CREDENTIALS=/etc/portal/credentials). Demo staff come from
+    /// `portal seed` instead.
+    Bootstrap(AdminBootstrapCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct AdminBootstrapCommand {
+    /// The admin's email (they sign in with it).
+    pub email: String,
+    #[command(flatten)]
+    pub db: AuthDbArgs,
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
 }
 
 #[derive(Args, Debug)]
@@ -214,12 +242,29 @@ impl Part {
 pub enum ConfigCommand {
     /// Read the settings of PART (or of every part) as `portal PART` would now, check each one
     /// and the credentials file, and print the effective configuration with each value's source
-    /// and secrets redacted. Exit 0 when every setting is valid, 1 naming each bad one.
+    /// and secrets redacted. Under the setup (MANAGED_BY_SETUP), a database or broker URL the
+    /// environment sets in place of the identity the credentials file holds for the part is a
+    /// problem too. Exit 0 when every setting is valid, 1 naming each bad one.
     Check {
         /// Only this part [default: every part].
         #[arg(value_enum)]
         part: Option<Part>,
+        /// Also connect with each part's database and broker URLs and say who they log in as;
+        /// under the setup, a PostgreSQL superuser or a RabbitMQ administrator is a problem.
+        #[arg(long)]
+        connect: bool,
     },
+}
+
+/// `portal healthcheck PART`: the part's readiness, where its own settings say it listens.
+#[derive(Args, Debug)]
+pub struct HealthcheckCommand {
+    /// The part to ask.
+    #[arg(value_enum)]
+    pub part: Part,
+    /// How long the part may take to answer (e.g. 3s, 500ms).
+    #[arg(long, default_value = "3s", value_parser = platform::duration::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// `portal up`: every part's settings, each once.
@@ -332,6 +377,20 @@ pub struct SetupArgs {
     /// setup out. Off: a development machine keeps guest for its ADMIN_AMQP_URL.
     #[arg(long, env = "SETUP_DISABLE_GUEST")]
     pub setup_disable_guest: bool,
+    /// Also write one credentials file per part, `<DIR>/<part>.env`, holding that part's
+    /// identities only, owned by its OS user (PART_USER_PREFIX) and readable by it alone (an
+    /// installed system: /etc/portal/credentials.d). Unset: the one file only.
+    #[arg(long, env = "PART_CREDENTIALS_DIR")]
+    pub part_credentials_dir: Option<PathBuf>,
+    /// The OS users of the parts are this followed by the part's name (`portal-web`, ...), as
+    /// the package creates them; used when the setup runs as root.
+    #[arg(long, env = "PART_USER_PREFIX", default_value = "portal-")]
+    pub part_user_prefix: String,
+    /// Create this admin if no account has this email: a one-time temporary password is
+    /// printed once, to be changed at the first sign-in (`portal admin bootstrap` does the
+    /// same on its own).
+    #[arg(long, env = "SETUP_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
     #[command(flatten)]
     pub auth_db: AuthDbArgs,
     #[command(flatten)]
@@ -433,6 +492,9 @@ pub struct SyncAdminCommand {
     pub operator: OperatorArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
+    /// Under the setup, the operator's identity is checked at start (no superuser in its place).
+    #[command(flatten)]
+    pub setup: SetupStateArgs,
     #[command(flatten)]
     pub auth_location: AuthLocationArgs,
     #[command(flatten)]
@@ -613,6 +675,18 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:15672"
     )]
     pub management_url: String,
+    /// The auth-service's database (its event store, the users of record), created on the
+    /// server of ADMIN_DATABASE_URL [default: AUTH_DATABASE_URL's database, else auth_db]. The
+    /// parts then connect there under their own identities, whatever AUTH_DATABASE_URL says.
+    #[arg(long, env = "AUTH_DATABASE_NAME")]
+    pub auth_database_name: Option<String>,
+    /// The user-service's database [default: USER_DATABASE_URL's database, else user_db].
+    #[arg(long, env = "USER_DATABASE_NAME")]
+    pub user_database_name: Option<String>,
+    /// The appointment-service's database [default: APPOINTMENT_DATABASE_URL's database, else
+    /// appointment_db].
+    #[arg(long, env = "APPOINTMENT_DATABASE_NAME")]
+    pub appointment_database_name: Option<String>,
     /// Where `portal setup` and `portal up` write the generated credentials (owner-only); `portal
     /// up` then runs the parts with them. Every other command reads PORTAL_CREDENTIALS.
     #[arg(

@@ -1,6 +1,6 @@
 //! `portal`: see `portal --help`.
 
-use portal::cli::{Cli, Command, KeysCommand};
+use portal::cli::{AdminCommand, Cli, Command, KeysCommand};
 use portal::commands::{self, setup, Failure};
 use portal::settings::Sources;
 use std::process::ExitCode;
@@ -70,10 +70,12 @@ async fn run(cli: Cli, sources: &Sources) -> Result<(), Failure> {
         Command::Events(args) => commands::users::events(args).await,
         Command::Status(args) => commands::status::run(*args).await,
         Command::Verify(c) => commands::verify::run(&c.operator, c.max_listed).await,
-        Command::Config(command) => commands::config::run(command, sources),
+        Command::Config(command) => commands::config::run(command, sources).await,
+        Command::Healthcheck(c) => commands::healthcheck::run(&c, sources).await,
         Command::Chaos { args } => commands::tools::exec(sources, "chaos", &args),
         Command::Bench { args } => commands::tools::exec(sources, "bench", &args),
         Command::Keys(KeysCommand::Rotate(c)) => commands::serve::rotate_keys(&c.keys),
+        Command::Admin(AdminCommand::Bootstrap(c)) => commands::seed::bootstrap(&c).await,
         Command::Completions { shell } => commands::docs::run_completions(shell),
         Command::Man { dir } => commands::docs::run_man(dir.as_deref()),
     }

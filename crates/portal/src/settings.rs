@@ -98,6 +98,11 @@ impl Sources {
             .or_else(|| self.file.get(var).cloned())
     }
 
+    /// A variable's value in the credentials file (whatever the environment says).
+    pub fn file_value(&self, var: &str) -> Option<&str> {
+        self.file.get(var).map(String::as_str)
+    }
+
     /// Where `var`'s value comes from when no flag sets it.
     pub fn origin(&self, var: &str) -> Origin {
         if std::env::var_os(var).is_some() {
@@ -313,6 +318,7 @@ mod tests {
                 "replay" => vec!["portal", "replay", "--to", "q"],
                 "events" => vec!["portal", "events", "--user", "u"],
                 "dlq" => vec!["portal", "dlq", "list"],
+                "healthcheck" => vec!["portal", "healthcheck", "relay"],
                 _ => vec!["portal", name.as_str()],
             };
             if let Err(e) = s.parse_from(&args) {

@@ -47,3 +47,20 @@ pub fn assert_json_error(status: u16, body: &Value, expected: u16) {
     assert!(body["error"].is_string(), "error code in {body}");
     assert!(body["message"].is_string(), "message in {body}");
 }
+
+/// The `Dr …` options of the web portal's Doctor list (`/appointments/new`) in `body`.
+pub fn doctor_options(body: &str) -> Vec<String> {
+    let Some(start) = body.find(r#"<select id="doctorId""#) else {
+        return Vec::new();
+    };
+    let end = body[start..]
+        .find("</select>")
+        .map_or(body.len(), |e| e + start);
+    body[start..end]
+        .split("<option")
+        .filter_map(|o| o.split_once('>').map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split("</option>").next())
+        .filter(|text| text.starts_with("Dr "))
+        .map(str::to_owned)
+        .collect()
+}

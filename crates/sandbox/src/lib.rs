@@ -41,6 +41,7 @@ pub mod process;
 pub mod proxy;
 pub mod servers;
 pub mod system;
+pub mod unit;
 pub mod users;
 pub mod world;
 

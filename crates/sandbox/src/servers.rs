@@ -261,21 +261,29 @@ pub struct PrivateRabbit {
     pub port: u16,
     /// The AMQPS port, when started with TLS.
     pub tls_port: Option<u16>,
+    /// The management API's port, when started with it.
+    pub management_port: Option<u16>,
 }
 
 impl PrivateRabbit {
     /// Starts the node and waits until it runs; takes several seconds.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, false)
     }
 
     /// Like [`PrivateRabbit::start`], also serving AMQPS with a self-signed certificate for
     /// `localhost` ([`PrivateRabbit::certificate`]); see [`PrivateRabbit::tls_url`].
     pub fn start_with_tls() -> anyhow::Result<Self> {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
-    fn start_with(tls: bool) -> anyhow::Result<Self> {
+    /// Like [`PrivateRabbit::start`], with the management plugin on a port of its own
+    /// ([`PrivateRabbit::management_url`]): for `portal setup`, which creates users with it.
+    pub fn start_with_management() -> anyhow::Result<Self> {
+        Self::start_with(false, true)
+    }
+
+    fn start_with(tls: bool, management: bool) -> anyhow::Result<Self> {
         let dir = fresh_dir("portal-rmq")?;
         let id = dir
             .file_name()
@@ -283,10 +291,24 @@ impl PrivateRabbit {
             .unwrap_or("portal-rmq")
             .to_owned();
         let port = node_port()?;
-        std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
+        let plugins = if management {
+            "[rabbitmq_management].\n"
+        } else {
+            "[].\n"
+        };
+        std::fs::write(dir.join("enabled_plugins"), plugins)?;
         // Its own config file: the default node's pins the listener to 5672.
         let mut config =
             format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n");
+        let management_port = if management {
+            let management_port = node_port()?;
+            config.push_str(&format!(
+                "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {management_port}\n"
+            ));
+            Some(management_port)
+        } else {
+            None
+        };
         let tls_port = if tls {
             let tls_port = node_port()?;
             let path = |name: &str| dir.join(name).display().to_string();
@@ -311,6 +333,7 @@ impl PrivateRabbit {
             node: format!("{id}@localhost"),
             port,
             tls_port,
+            management_port,
             dir,
         };
         node.start_node()?;
@@ -326,6 +349,12 @@ impl PrivateRabbit {
     pub fn tls_url(&self) -> Option<String> {
         self.tls_port
             .map(|port| format!("amqps://guest:guest@localhost:{port}/%2f"))
+    }
+
+    /// `http://127.0.0.1:<port>`, when started with the management plugin.
+    pub fn management_url(&self) -> Option<String> {
+        self.management_port
+            .map(|port| format!("http://127.0.0.1:{port}"))
     }
 
     /// What `rabbitmqctl -n <node> <args>` prints.

@@ -22,6 +22,7 @@ use anyhow::Context;
 use contract::topology::{self, ConsumerQueues};
 use ops::verify::CopySpec;
 use platform::jwt::{JwtVerifier, KeyDir, VerifierConfig};
+use platform::privilege::Identity;
 use platform::service::Service;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,10 @@ pub struct Config {
     pub keys: VerifierConfig,
     /// Reconcile every copy this often (`RECONCILE_INTERVAL`); `None`: never by itself.
     pub reconcile_interval: Option<std::time::Duration>,
+    /// The least-privilege setup manages the install: the operator's identity is checked at
+    /// start, and a superuser or broker administrator in its place is said loudly
+    /// (`platform::privilege`).
+    pub managed_by_setup: bool,
 }
 
 impl Config {
@@ -76,6 +81,7 @@ impl Config {
             trusted_publishers: Vec::new(),
             keys,
             reconcile_interval: None,
+            managed_by_setup: false,
         }
     }
 
@@ -124,6 +130,7 @@ impl Application {
         for (spec, url) in &config.copies {
             copies.push((*spec, platform::db::lazy_pool(url, 2)?));
         }
+        let identities = identities(&config.amqp_url, &auth, &copies);
         let verifier = JwtVerifier::new(config.keys.clone())?;
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -137,6 +144,7 @@ impl Application {
             verifier: Arc::new(verifier),
         };
         let metrics = platform::metrics::Metrics::new(Self::NAME)?;
+        platform::privilege::watch(Self::NAME, &metrics, config.managed_by_setup, identities)?;
         let schedule = config.reconcile_interval.map(|every| Schedule {
             auth_database_url: config.auth_database_url.clone(),
             copies: config.copies.clone(),
@@ -149,6 +157,21 @@ impl Application {
             schedule,
         })
     }
+}
+
+/// The operator's identities this API connects as, each named by its setting.
+fn identities(amqp_url: &str, auth: &sqlx::PgPool, copies: &verify_job::Copies) -> Vec<Identity> {
+    let mut identities = vec![Identity::postgres("OPERATOR_AUTH_DATABASE_URL", auth)];
+    for (spec, pool) in copies {
+        // OPERATOR_USER_DATABASE_URL for user_db, as `ops::settings::OperatorArgs` names them.
+        let name = spec.database.trim_end_matches("_db").to_uppercase();
+        identities.push(Identity::postgres(
+            format!("OPERATOR_{name}_DATABASE_URL"),
+            pool,
+        ));
+    }
+    identities.push(Identity::rabbitmq("OPERATOR_AMQP_URL", amqp_url));
+    identities
 }
 
 impl Service for Application {

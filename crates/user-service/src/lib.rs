@@ -115,6 +115,8 @@ impl Application {
             copy: UserCopy,
             http_addr: config.http_addr,
             database_url: config.database_url,
+            database_setting: "USER_DATABASE_URL",
+            amqp_setting: "USER_SERVICE_AMQP_URL",
             max_db_connections: config.max_db_connections,
             managed_by_setup: config.managed_by_setup,
             amqp_url: config.amqp_url,

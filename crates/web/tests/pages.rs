@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{doctor_options, seeded_doctors, Browser, Portal, ADMIN_EMAIL, ADMIN_PASSWORD};
+use common::{seeded_doctors, Browser, Portal, ADMIN_EMAIL, ADMIN_PASSWORD};
+use sandbox::http::doctor_options;
 
 #[tokio::test]
 async fn a_visitor_is_sent_to_login_and_back_to_the_page_asked_for() {

@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod dlq;
 pub mod docs;
+pub mod healthcheck;
 pub mod import;
 pub mod reconcile;
 pub mod replay;

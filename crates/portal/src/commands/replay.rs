@@ -5,7 +5,7 @@ use super::{check_links, failure, Failure};
 use crate::cli::{ConsumerCommand, ReplayArgs};
 use anyhow::{anyhow, Context};
 use auth_service::event_store::{self, EventFilter};
-use contract::{Email, EventType};
+use contract::{topology, Email, EventType};
 use indicatif::{ProgressBar, ProgressStyle};
 use ops::replay::{create_consumer_queues, replay_to, Sent};
 use ops::settings::OperatorArgs;
@@ -150,4 +150,36 @@ pub async fn backfill(operator: &OperatorArgs, queue: &str) -> Result<Sent, Fail
         ops::replay::backfill(&pool, &operator.operator_amqp_url, queue, |n| bar.inc(n)).await;
     bar.finish_and_clear();
     sent.map_err(failure)
+}
+
+/// Sends the appointment-service's copy every stored event and the end-of-history mark when
+/// the copy is new (no mark has reached it yet): a first start, an install's setup, the
+/// service added to a running system. `appointments` reads appointment_db. A backfill that
+/// cannot be sent is one warning: the service then reports not ready, and says why, until
+/// `portal consumer add appointment-service` runs.
+pub async fn backfill_new_copy(
+    operator: &OperatorArgs,
+    appointments: impl sqlx::PgExecutor<'_>,
+) -> Result<(), Failure> {
+    let history = appointment_service::history(appointments)
+        .await
+        .map_err(|e| Failure::unreachable(anyhow!("reading appointment_db: {e}")))?;
+    if history.expected.is_some() {
+        return Ok(());
+    }
+    let queue = topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE).main;
+    match backfill(operator, &queue).await {
+        Ok(sent) => println!(
+            "appointment-service: {} stored events and the end-of-history mark sent to \
+             {queue}; it is ready once it has applied them",
+            sent.events
+        ),
+        Err(e) => tracing::warn!(
+            "appointment-service: backfill not sent ({}); it stays not ready until \
+             `portal consumer add {}` runs",
+            e.error,
+            topology::APPOINTMENT_SERVICE
+        ),
+    }
+    Ok(())
 }

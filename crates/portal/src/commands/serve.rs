@@ -10,6 +10,7 @@ use auth_service::relay::{Relay, RelayMetrics};
 use auth_service::settings::KeyDirArgs;
 use gateway::settings::Upstreams;
 use platform::metrics::Metrics;
+use platform::privilege::Identity;
 use platform::service::Service;
 use platform::settings::DEFAULT_AUTH_SERVICE_URL;
 use web::settings::DEFAULT_GATEWAY_URL;
@@ -83,7 +84,7 @@ pub async fn web(c: &WebCommand) -> Result<(), Failure> {
 /// use), with the scheduled reconcile when RECONCILE_INTERVAL is set.
 pub async fn sync_admin(c: &SyncAdminCommand) -> Result<(), Failure> {
     check_links(&c.network, &c.links())?;
-    let config = c
+    let mut config = c
         .sync_admin
         .into_config(
             &c.operator,
@@ -92,6 +93,7 @@ pub async fn sync_admin(c: &SyncAdminCommand) -> Result<(), Failure> {
             DEFAULT_AUTH_SERVICE_URL,
         )
         .map_err(Failure::usage)?;
+    config.managed_by_setup = c.setup.managed_by_setup;
     let app = sync_admin::Application::build(config)
         .await
         .map_err(|e| start_failure(e, Failure::from))?;
@@ -123,6 +125,13 @@ pub async fn relay(c: &RelayCommand) -> Result<(), Failure> {
         .watch_pool(pool.clone(), "auth_db")
         .map_err(anyhow::Error::from)?;
     let counted = RelayMetrics::register(&metrics, pool.clone()).map_err(anyhow::Error::from)?;
+    let broker = c.relay.broker_link(&c.broker.amqp_url);
+    let identities = [
+        Identity::postgres("AUTH_DATABASE_URL", &pool),
+        Identity::rabbitmq(broker.setting, &broker.urls),
+    ];
+    platform::privilege::watch("relay", &metrics, managed_by_setup, identities)
+        .map_err(anyhow::Error::from)?;
     let relay = Relay::new(
         pool.clone(),
         c.relay.amqp_url_or(&c.broker.amqp_url).to_owned(),

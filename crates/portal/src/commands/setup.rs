@@ -7,7 +7,8 @@ use crate::cli::{AdminArgs, SetupArgs};
 use anyhow::Context;
 use appointment_service::settings::AppointmentDbArgs;
 use auth_service::settings::AuthDbArgs;
-use ops::setup::{Identities, SetupConfig, SetupReport, GUEST};
+use ops::settings::OperatorArgs;
+use ops::setup::{Credentials, Identities, PartFiles, SetupConfig, SetupReport, GUEST};
 use platform::settings::NetworkArgs;
 use std::path::Path;
 use user_service::settings::UserDbArgs;
@@ -25,16 +26,29 @@ pub fn config(
         admin_database_url: admin.admin_database_url.clone(),
         admin_amqp_url: admin.admin_amqp_url.clone(),
         management_url: admin.management_url.clone(),
-        auth_db: platform::db::database_name(&auth_db.auth_database_url)
+        auth_db: name_or(&admin.auth_database_name, &auth_db.auth_database_url)
             .context("AUTH_DATABASE_URL")?,
-        user_db: platform::db::database_name(&user_db.user_database_url)
+        user_db: name_or(&admin.user_database_name, &user_db.user_database_url)
             .context("USER_DATABASE_URL")?,
-        appointment_db: platform::db::database_name(&appointment_db.appointment_database_url)
-            .context("APPOINTMENT_DATABASE_URL")?,
+        appointment_db: name_or(
+            &admin.appointment_database_name,
+            &appointment_db.appointment_database_url,
+        )
+        .context("APPOINTMENT_DATABASE_URL")?,
         identities: Identities::standard(),
         credentials: admin.credentials.clone(),
+        part_files: None,
         disable_guest: false,
     })
+}
+
+/// A database's name: its own setting (`*_DATABASE_NAME`), else the database of the part's URL
+/// (a development machine names them there).
+fn name_or(name: &Option<String>, url: &str) -> anyhow::Result<String> {
+    match name {
+        Some(name) => Ok(name.clone()),
+        None => platform::db::database_name(url),
+    }
 }
 
 /// One line per change, no secret.
@@ -47,6 +61,12 @@ pub fn print_report(report: &SetupReport, credentials: &Path) {
     }
     for user in &report.created_users {
         println!("created RabbitMQ user {user}");
+    }
+    for (path, owner) in &report.part_files {
+        println!(
+            "credentials of one part: {} (owner {owner}, 0400)",
+            path.display()
+        );
     }
     match report.deleted_guest {
         Some(true) => println!("deleted RabbitMQ user {GUEST} (SETUP_DISABLE_GUEST)"),
@@ -64,16 +84,69 @@ pub fn print_report(report: &SetupReport, credentials: &Path) {
     );
 }
 
+/// `portal setup`: the identities, then what an install needs before anyone can book: the
+/// appointment-service's new copy backfilled, and the first admin when SETUP_ADMIN_EMAIL
+/// names one.
 pub async fn run(args: &SetupArgs) -> Result<(), Failure> {
-    run_with(
+    let part_files = args.part_credentials_dir.clone().map(|dir| PartFiles {
+        dir,
+        owner_prefix: args.part_user_prefix.clone(),
+    });
+    let config = run_install(
         &args.admin,
         &args.auth_db,
         &args.user_db,
         &args.appointment_db,
         &args.network,
         args.setup_disable_guest,
+        part_files,
     )
-    .await
+    .await?;
+    let creds = Credentials::load(&config.credentials).map_err(Failure::usage)?;
+    let from_file = |key: &str| {
+        creds
+            .get(key)
+            .map(str::to_owned)
+            .ok_or_else(|| Failure::usage(anyhow::anyhow!("the setup wrote no {key}")))
+    };
+    let operator = OperatorArgs {
+        operator_auth_database_url: from_file("OPERATOR_AUTH_DATABASE_URL")?,
+        operator_user_database_url: from_file("OPERATOR_USER_DATABASE_URL")?,
+        operator_appointment_database_url: from_file("OPERATOR_APPOINTMENT_DATABASE_URL")?,
+        operator_amqp_url: from_file("OPERATOR_AMQP_URL")?,
+    };
+    if let Some(email) = &args.admin_email {
+        let pool = platform::db::lazy_pool(&from_file("AUTH_DATABASE_URL")?, 2)?;
+        super::seed::bootstrap_on(&pool, email).await?;
+        pool.close().await;
+    }
+    let appointments = platform::db::lazy_pool(&operator.operator_appointment_database_url, 1)?;
+    let backfilled = super::replay::backfill_new_copy(&operator, &appointments).await;
+    appointments.close().await;
+    backfilled
+}
+
+/// [`run_with`] for an install: with per-part credentials files when `part_files` says where.
+/// Returns the setup's configuration (where it wrote the credentials).
+async fn run_install(
+    admin: &AdminArgs,
+    auth_db: &AuthDbArgs,
+    user_db: &UserDbArgs,
+    appointment_db: &AppointmentDbArgs,
+    network: &NetworkArgs,
+    disable_guest: bool,
+    part_files: Option<PartFiles>,
+) -> Result<SetupConfig, Failure> {
+    check_links(network, &admin.links())?;
+    let mut config = config(admin, auth_db, user_db, appointment_db).map_err(Failure::usage)?;
+    config.disable_guest = disable_guest;
+    config.part_files = part_files;
+    ops::setup::check_disable_guest(&config).map_err(Failure::usage)?;
+    let report = ops::setup::run(&config)
+        .await
+        .map_err(Failure::unreachable)?;
+    print_report(&report, &config.credentials);
+    Ok(config)
 }
 
 /// The setup for these databases (`portal setup`, and `portal up` before it starts anything);
@@ -88,13 +161,15 @@ pub async fn run_with(
     network: &NetworkArgs,
     disable_guest: bool,
 ) -> Result<(), Failure> {
-    check_links(network, &admin.links())?;
-    let mut config = config(admin, auth_db, user_db, appointment_db).map_err(Failure::usage)?;
-    config.disable_guest = disable_guest;
-    ops::setup::check_disable_guest(&config).map_err(Failure::usage)?;
-    let report = ops::setup::run(&config)
-        .await
-        .map_err(Failure::unreachable)?;
-    print_report(&report, &config.credentials);
-    Ok(())
+    run_install(
+        admin,
+        auth_db,
+        user_db,
+        appointment_db,
+        network,
+        disable_guest,
+        None,
+    )
+    .await
+    .map(|_| ())
 }

@@ -90,18 +90,19 @@ async fn run_services(s: &UpArgs) -> Result<(), Failure> {
     )
     .await
     .map_err(|e| start_failure(e, Failure::unreachable))?;
-    let sync_admin = sync_admin::Application::build(
-        s.sync_admin
-            .into_config(
-                &s.operator,
-                s.token_checks(),
-                &s.consumer.trust.trusted_publishers,
-                &auth_url,
-            )
-            .map_err(Failure::usage)?,
-    )
-    .await
-    .map_err(|e| start_failure(e, Failure::from))?;
+    let mut sync_admin_config = s
+        .sync_admin
+        .into_config(
+            &s.operator,
+            s.token_checks(),
+            &s.consumer.trust.trusted_publishers,
+            &auth_url,
+        )
+        .map_err(Failure::usage)?;
+    sync_admin_config.managed_by_setup = s.auth.setup.managed_by_setup;
+    let sync_admin = sync_admin::Application::build(sync_admin_config)
+        .await
+        .map_err(|e| start_failure(e, Failure::from))?;
     let mut gateway_settings = s.gateway.into_config(
         &s.auth_location,
         &Upstreams {
@@ -164,27 +165,7 @@ async fn run_services(s: &UpArgs) -> Result<(), Failure> {
     // A new appointment_db (a first start, or the service added to a running system) learns
     // every existing user from the event store before it books anything; its queue is bound
     // already, so nothing written meanwhile is missed.
-    let history = appointment_service::history(appointments.pool())
-        .await
-        .context("reading appointment_db")?;
-    if history.expected.is_none() {
-        let queue = topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE).main;
-        match super::replay::backfill(&s.operator, &queue).await {
-            Ok(sent) => println!(
-                "appointment-service: {} stored events and the end-of-history mark sent to \
-                 {queue}; it is ready once it has applied them",
-                sent.events
-            ),
-            // Everything else starts: the appointment-service reports not ready, and says why,
-            // until the backfill is run.
-            Err(e) => tracing::warn!(
-                "appointment-service: backfill not sent ({}); it stays not ready until \
-                 `portal consumer add {}` runs",
-                e.error,
-                topology::APPOINTMENT_SERVICE
-            ),
-        }
-    }
+    super::replay::backfill_new_copy(&s.operator, appointments.pool()).await?;
 
     let shutdown = platform::shutdown::on_signal();
     println!();

@@ -34,7 +34,7 @@ fn the_systemd_units_verify_for_every_part() {
     let installed = |unit: &str| {
         std::fs::read_to_string(units.join(unit))
             .unwrap()
-            .replace("/usr/local/bin/portal", exe)
+            .replace("/usr/bin/portal", exe)
     };
     // A usage or configuration error (exit 64) is not restarted in a loop.
     assert!(

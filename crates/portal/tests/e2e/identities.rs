@@ -37,6 +37,7 @@ fn config(sb: &Sandbox) -> SetupConfig {
         credentials: sb.dir.join("credentials.env"),
         // Never the machine's guest from a test (tests/e2e/transport.rs deletes a user of its
         // own through the same call).
+        part_files: None,
         disable_guest: false,
     }
 }

@@ -227,23 +227,6 @@ impl Browser {
     }
 }
 
-/// The `Dr …` options of the Doctor list in `body`.
-pub fn doctor_options(body: &str) -> Vec<String> {
-    let Some(start) = body.find(r#"<select id="doctorId""#) else {
-        return Vec::new();
-    };
-    let end = body[start..]
-        .find("</select>")
-        .map_or(body.len(), |e| e + start);
-    body[start..end]
-        .split("<option")
-        .filter_map(|o| o.split_once('>').map(|(_, rest)| rest))
-        .filter_map(|rest| rest.split("</option>").next())
-        .filter(|text| text.starts_with("Dr "))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The seeded doctors, as the Doctor list shows them (sorted by last name).
 pub async fn seeded_doctors(auth_db: &PgPool) -> Vec<String> {
     let names: Vec<(String, String)> = sqlx::query_as(
