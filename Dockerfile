@@ -11,16 +11,28 @@ RUN cargo build --release --locked -p portal \
  && install -m 0755 target/release/portal /usr/local/bin/portal
 
 FROM debian:bookworm-slim
+# One user per part, as the Debian package makes them, with fixed uids so that every container
+# of this image agrees on who owns each credentials file `portal setup` writes; the
+# auth-service's state directory (its signing keys) is its own.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --create-home --home-dir /var/lib/portal portal \
- && install -d -o portal -g portal -m 0700 /var/lib/portal/keys /etc/portal
+ && uid=990 \
+ && for part in auth-service relay user-service appointment-service sync-admin gateway web; do \
+      groupadd --system --gid "$uid" "portal-$part" \
+      && useradd --system --uid "$uid" --gid "$uid" --home-dir /nonexistent --no-create-home \
+           --shell /usr/sbin/nologin "portal-$part" \
+      && uid=$((uid - 1)); \
+    done \
+ && install -d -m 0755 /etc/portal /etc/portal/credentials.d \
+ && install -d -o portal-auth-service -g portal-auth-service -m 0700 \
+      /var/lib/portal/auth-service /var/lib/portal/auth-service/keys
 COPY --from=build /usr/local/bin/portal /usr/local/bin/portal
-USER portal
-WORKDIR /var/lib/portal
-# JSON log lines on standard error; keys where a volume can keep them.
+# Each compose service names its part's user; a plain `docker run` runs as nobody in particular.
+USER nobody
+WORKDIR /
+# JSON log lines on standard error; the auth-service's keys where a volume can keep them.
 ENV LOG_FORMAT=json \
-    JWT_KEY_DIR=/var/lib/portal/keys
+    JWT_KEY_DIR=/var/lib/portal/auth-service/keys
 ENTRYPOINT ["portal"]
 CMD ["--help"]

@@ -97,3 +97,38 @@ fn the_systemd_units_verify_for_every_part() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `compose.yaml` and `Dockerfile` cannot be run here (no container engine), so their
+/// agreement with the install is checked as text: every part compose runs has its own user,
+/// its own credentials file and `portal healthcheck` as its health check, the image makes each
+/// part's user, and the setup writes per-part files.
+#[test]
+fn compose_runs_each_part_under_its_own_user_and_credentials() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let compose = std::fs::read_to_string(root.join("compose.yaml")).unwrap();
+    let image = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    for part in [
+        "auth-service",
+        "user-service",
+        "appointment-service",
+        "sync-admin",
+        "gateway",
+        "web",
+    ] {
+        for line in [
+            format!("user: portal-{part}"),
+            format!("PORTAL_CREDENTIALS: /etc/portal/credentials.d/{part}.env"),
+            format!(r#"test: ["CMD", "portal", "healthcheck", "{part}"]"#),
+        ] {
+            assert!(
+                compose.lines().any(|l| l.trim() == line),
+                "compose.yaml lacks `{line}`"
+            );
+        }
+    }
+    for part in ops::setup::PARTS {
+        assert!(image.contains(part), "the Dockerfile makes no user for {part}");
+    }
+    assert!(compose.contains("PART_CREDENTIALS_DIR: /etc/portal/credentials.d"));
+    assert!(!compose.contains("chown"), "compose hands files around by hand");
+}
