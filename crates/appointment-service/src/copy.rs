@@ -10,6 +10,14 @@ use consumer::{Apply, Changed, Comparison};
 use contract::wire::HistoryComplete;
 use contract::Envelope;
 
+/// Marks the future booked appointments of the doctors whose ids are `$1` as needing another
+/// doctor: what follows when a doctor leaves (a snapshot makes them no longer an active doctor),
+/// and when the copy stops knowing one (`portal reconcile --delete-extra` removes a clinician
+/// `auth_db` does not hold, e.g. after `auth_db` was restored from a backup older than them).
+pub const FLAG_APPOINTMENTS_OF: &str =
+    "UPDATE appointments SET status = 'needs_reassignment', updated_at = now() \
+     WHERE doctor_id = ANY($1) AND status = 'booked' AND starts_at > now()";
+
 /// `clinicians`, kept by the version rule, and the appointments that follow from it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClinicianCopy;
@@ -61,14 +69,11 @@ impl Apply for ClinicianCopy {
             // A statement of its own, so its snapshot is taken after the upsert has waited for
             // every booking holding one of these doctors `FOR SHARE`: a booking committed a
             // moment ago is flagged too (a CTE of the upsert would not see it).
-            let flagged = sqlx::query(
-                "UPDATE appointments SET status = 'needs_reassignment', updated_at = now() \
-                 WHERE doctor_id = ANY($1) AND status = 'booked' AND starts_at > now()",
-            )
-            .bind(&left)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            let flagged = sqlx::query(FLAG_APPOINTMENTS_OF)
+                .bind(&left)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             if flagged > 0 {
                 tracing::info!(flagged, "appointments need reassignment: their doctor left");
             }

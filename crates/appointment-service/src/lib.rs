@@ -99,7 +99,8 @@ pub async fn open_database(
 
 /// The table rights of `appointment_db` the least-privilege setup grants: the service's role
 /// (applies events, books) and the operator's (verify reads the copy; reconcile
-/// `--delete-extra` deletes from it).
+/// `--delete-extra` deletes from it and flags the appointments of a doctor it deleted, which
+/// needs no patient's name: only the columns that statement reads and writes).
 pub fn grants(service: &str, operator: &str) -> Vec<String> {
     vec![
         format!(
@@ -108,6 +109,10 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
         format!("GRANT SELECT, DELETE ON clinicians TO \"{operator}\""),
         format!("GRANT SELECT ON history, _sqlx_migrations TO \"{operator}\""),
+        format!(
+            "GRANT SELECT (doctor_id, status, starts_at), UPDATE (status, updated_at) \
+             ON appointments TO \"{operator}\""
+        ),
     ]
 }
 

@@ -6,7 +6,7 @@
 use contract::{
     Email, Envelope, EventType, PersonName, PhoneNumber, Role, Timestamp, UserId, UserSnapshot,
 };
-use directory::record::UserRecord;
+use directory::record::{UserRecord, RECORD_COLUMNS};
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -543,9 +543,9 @@ async fn write_change(
 
 /// Writes a `user.snapshot` repair event of each user's current state, in the caller's
 /// transaction (`portal reconcile`); returns how many. A user given with a version (a copy that
-/// holds a version `auth_db` never wrote: forged or corrupt) first has its `userVersion` moved
-/// past that one — the version fence — so the ordinary rule applies the repair in every copy
-/// and every later change follows it.
+/// holds a version `auth_db` does not: forged, or `auth_db` restored from an older backup) first
+/// has its `userVersion` moved past that one — the version fence — so the ordinary rule applies
+/// the repair in every copy and every later change follows it.
 pub async fn write_repairs(
     tx: &mut Transaction<'_, Postgres>,
     users: &[(Uuid, Option<i64>)],
@@ -566,10 +566,15 @@ pub async fn write_repairs(
         .await?;
     }
     let ids: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
-    let rows = find_by_ids(&mut **tx, &ids).await?;
-    let events = rows
+    let records = find_records_by_ids(&mut **tx, &ids).await?;
+    let events = records
         .iter()
-        .map(|row| Ok(Envelope::new(EventType::Snapshot, row.snapshot()?)))
+        .map(|record| {
+            let snapshot = record
+                .snapshot()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(Envelope::new(EventType::Snapshot, snapshot))
+        })
         .collect::<Result<Vec<_>, StoreError>>()?;
     append_events(tx, &events).await?;
     Ok(events.len())
@@ -631,12 +636,14 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<User
     )
 }
 
-pub async fn find_by_ids(
+/// The records of the users `ids` (what a snapshot holds), without their password hashes: the
+/// operator's identity, which writes the repairs, may not read those (`grants`).
+pub async fn find_records_by_ids(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
-) -> Result<Vec<UserRow>, StoreError> {
+) -> Result<Vec<UserRecord>, StoreError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1) ORDER BY id"
+        "SELECT {RECORD_COLUMNS} FROM users WHERE id = ANY($1) ORDER BY id"
     ))
     .bind(ids)
     .fetch_all(db)

@@ -6,14 +6,23 @@
 //! publishes it to the exchange, so every consumer receives it and applies it when its version
 //! is greater than or equal to the stored one — a copy already in sync rewrites the same values
 //! (harmless: the snapshot is the state it holds). Users found only in a copy are reported, and
-//! deleted from that copy only when asked. The schedule (`RECONCILE_INTERVAL`) reconciles each
-//! copy on its own, so one that cannot be reached does not hold up the others.
+//! deleted from that copy only when asked, together with what depends on them there (the
+//! appointment copy flags the future appointments of a doctor it deletes). The schedule
+//! (`RECONCILE_INTERVAL`) reconciles each copy on its own, so one that cannot be reached does
+//! not hold up the others.
 //!
 //! A repair counts as done only when `verify` no longer reports it: [`confirm`] re-compares the
 //! repaired users in each copy until it has applied its repairs, or the wait runs out (the relay
 //! or that consumer is down, the repair is still in the outbox or the queue). "repaired N" never
 //! counts a repair that was merely written. Everything is counted per copy, so the summary says
 //! which consumer is behind.
+//!
+//! A copy *ahead* of `auth_db` (a version `auth_db` does not hold: `auth_db` restored from a
+//! backup older than the copies, or a forged row) would ignore a snapshot at `auth_db`'s
+//! version, and every later change until `auth_db`'s version passed the copy's. So its repair
+//! first moves the user's version in `auth_db` past the highest any copy holds (the version
+//! fence, `store::write_repairs`), in the transaction of the snapshot: the snapshot applies
+//! everywhere by the ordinary rule and the user's next change is newer than anything a copy saw.
 //!
 //! Memory grows with the drift (the ids to repair), never with the number of users.
 
@@ -63,6 +72,10 @@ pub struct CopySummary {
     pub unconfirmed: u64,
     /// Extra users deleted from this copy.
     pub removed: u64,
+    /// Rows changed by the copy's [`verify::OnRemoved`] statement after those deletions.
+    pub followed: u64,
+    /// What [`CopySummary::followed`] counts, from the copy's [`verify::OnRemoved`].
+    followed_as: Option<&'static str>,
     /// The users whose repairs [`confirm`] waits for in this copy.
     repairing: Vec<Uuid>,
 }
@@ -72,6 +85,7 @@ impl CopySummary {
         Self {
             service: copy.service,
             database: copy.database,
+            followed_as: copy.on_removed.map(|then| then.counted_as),
             ..Self::default()
         }
     }
@@ -99,6 +113,9 @@ impl CopySummary {
         }
         if self.removed > 0 {
             write!(f, ", removed {}", self.removed)?;
+        }
+        if let (Some(what), 1..) = (self.followed_as, self.followed) {
+            write!(f, ", {what} {}", self.followed)?;
         }
         Ok(())
     }
@@ -272,15 +289,29 @@ pub async fn reconcile(
             if extra.is_empty() {
                 continue;
             }
+            let failed = |source| ReconcileError::Delete {
+                database: spec.database,
+                source,
+            };
+            let mut tx = pool.begin().await.map_err(failed)?;
             let done = sqlx::query(&format!("DELETE FROM {} WHERE id = ANY($1)", spec.table))
                 .bind(extra)
-                .execute(*pool)
+                .execute(&mut *tx)
                 .await
-                .map_err(|source| ReconcileError::Delete {
-                    database: spec.database,
-                    source,
-                })?;
+                .map_err(failed)?;
             copy.removed = done.rows_affected();
+            // A statement of its own after the delete: the delete waited for whatever held
+            // these rows (a booking locks its doctor's row FOR SHARE), so this one's snapshot
+            // includes what they committed.
+            if let Some(then) = spec.on_removed {
+                let followed = sqlx::query(then.sql)
+                    .bind(extra)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+                copy.followed = followed.rows_affected();
+            }
+            tx.commit().await.map_err(failed)?;
         }
     }
     Ok(summary)
@@ -427,7 +458,8 @@ mod tests {
             clinicians.repaired,
             clinicians.unconfirmed,
             clinicians.removed,
-        ) = (1, 1, 1);
+            clinicians.followed,
+        ) = (1, 1, 1, 2);
         clinicians.repairing = vec![Uuid::from_u128(3)];
         let mut summary = Summary {
             copies: vec![users, clinicians],
@@ -439,7 +471,7 @@ mod tests {
             summary.to_string(),
             "user-service: checked 10, missing 1, stale 0, mismatched 0, extra 0, repaired 1\n\
              appointment-service: checked 10, missing 0, stale 2, mismatched 0, extra 1, \
-             repaired 1, not yet applied 1, removed 1"
+             repaired 1, not yet applied 1, removed 1, appointments to reassign 2"
         );
         assert_eq!(
             (

@@ -126,6 +126,18 @@ pub struct CopySpec {
     pub fields: &'static [Field],
     /// How a row found only in this copy is named.
     pub label: Label,
+    /// What else follows when rows found only in this copy are deleted (`reconcile
+    /// --delete-extra`), in the same transaction.
+    pub on_removed: Option<OnRemoved>,
+}
+
+/// A statement run after the deletion of users found only in a copy, in its transaction, with
+/// their ids as `$1`: what else of the copy's database depended on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnRemoved {
+    pub sql: &'static str,
+    /// What its changed rows are, as the summary counts them (e.g. "appointments to reassign").
+    pub counted_as: &'static str,
 }
 
 /// The user-service's copy: `users` in `user_db`, every synced field.
@@ -135,6 +147,7 @@ pub const USER_SERVICE: CopySpec = CopySpec {
     table: "users",
     fields: &Field::ALL,
     label: Label::Email,
+    on_removed: None,
 };
 
 /// The appointment-service's copy: `clinicians` in `appointment_db`, only what booking needs
@@ -151,6 +164,12 @@ pub const APPOINTMENT_SERVICE: CopySpec = CopySpec {
         Field::IsActive,
     ],
     label: Label::Name,
+    // A doctor no longer known is one who left: their future appointments need another doctor
+    // (booked, they would wait for someone who cannot sign in and whom no list shows).
+    on_removed: Some(OnRemoved {
+        sql: appointment_service::copy::FLAG_APPOINTMENTS_OF,
+        counted_as: "appointments to reassign",
+    }),
 };
 
 impl CopySpec {
@@ -210,8 +229,8 @@ pub enum Kind {
         auth_version: Option<i64>,
         copy_version: Option<i64>,
     },
-    /// The copy holds a version `auth_db` never wrote (forged or corrupt): greater than the
-    /// authority's. Counted with the mismatches; the ordinary rule would keep it forever, so its
+    /// The copy holds a version greater than the authority's: forged or corrupt, or `auth_db`
+    /// was restored from a backup older than the copy. Counted with the mismatches; the ordinary rule would keep it forever, so its
     /// repair moves `auth_db`'s version past it first.
     Ahead {
         auth_version: Option<i64>,

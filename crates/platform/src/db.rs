@@ -76,16 +76,12 @@ pub async fn open_migrated(
     label: &str,
 ) -> anyhow::Result<PgPool> {
     let pool = lazy_pool(url, max_connections)?;
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&pool)
-            .await
-            .with_context(|| format!("cannot read the schema version of {label}"))?;
-    let missing: Vec<i64> = migrations
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| !applied.contains(v))
-        .collect();
+    let standing = crate::migrations::standing(&pool, migrations)
+        .await
+        .with_context(|| format!("cannot read the schema version of {label}"))?;
+    // Only an older schema stops the service: a newer one is the operator's call (`portal
+    // migrate status` reports it), and the setup refuses an edited migration when it migrates.
+    let missing: Vec<i64> = standing.pending.iter().map(|m| m.version).collect();
     if !missing.is_empty() {
         anyhow::bail!(
             "the schema of {label} lacks migrations {missing:?} of this build: run `portal setup` \

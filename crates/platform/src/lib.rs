@@ -7,6 +7,8 @@
 //! - [`exit`]: exit codes every binary shares (0, 1 failed, 2 unreachable, 64 usage), and
 //!   command-line parsing that keeps to them.
 //! - [`db`]: create a database if absent, open a pool with timeouts.
+//! - [`migrations`]: where a database's schema stands against a binary's migrations (pending,
+//!   unknown to it, edited after they ran).
 //! - [`build`]: the version and git commit of this build.
 //! - [`amqp`]: connect to RabbitMQ on tokio; declare the user-event topology idempotently.
 //! - [`jwt`]: the Ed25519 key pair and its rotation (retired keys withdrawn after their kept
@@ -47,6 +49,7 @@ pub mod http;
 pub mod jwt;
 pub mod memory;
 pub mod metrics;
+pub mod migrations;
 pub mod privilege;
 pub mod rabbit_admin;
 pub mod secret;

@@ -98,6 +98,10 @@ pub enum Command {
     /// report per service; exit 0 all in sync, 1 on differences in any copy, 2 when a database
     /// cannot be reached.
     Verify(VerifyCommand),
+    /// Where each database's schema stands against this binary's migrations
+    /// (`portal migrate status`), for an operator before and after an upgrade.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Check the settings: each part's (or one part's) settings as it would read them now, from
     /// flags, environment and credentials file, with secrets redacted.
     #[command(subcommand)]
@@ -614,6 +618,26 @@ pub struct VerifyCommand {
     /// Print at most this many differences per copy (all are counted).
     #[arg(long, default_value_t = 50)]
     pub max_listed: usize,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// For auth_db, user_db and appointment_db, read as the operator
+    /// (OPERATOR_*_DATABASE_URL): the latest migration applied, this binary's migrations still
+    /// pending (`portal setup` applies them, as the migration role), applied ones this binary
+    /// does not know (the database is newer: a downgrade) and checksum mismatches. Exit 0 when
+    /// all three are exactly at this binary's level, 1 when one is behind, newer or mismatched,
+    /// 2 when a database cannot be reached, 64 on bad settings.
+    Status(MigrateStatusCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateStatusCommand {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub operator: OperatorArgs,
 }

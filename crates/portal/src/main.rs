@@ -1,6 +1,6 @@
 //! `portal`: see `portal --help`.
 
-use portal::cli::{AdminCommand, Cli, Command, KeysCommand};
+use portal::cli::{AdminCommand, Cli, Command, KeysCommand, MigrateCommand};
 use portal::commands::{self, setup, Failure};
 use portal::settings::Sources;
 use std::process::ExitCode;
@@ -70,6 +70,7 @@ async fn run(cli: Cli, sources: &Sources) -> Result<(), Failure> {
         Command::Events(args) => commands::users::events(args).await,
         Command::Status(args) => commands::status::run(*args).await,
         Command::Verify(c) => commands::verify::run(&c.operator, c.max_listed).await,
+        Command::Migrate(MigrateCommand::Status(c)) => commands::migrate::run(&c).await,
         Command::Config(command) => commands::config::run(command, sources).await,
         Command::Healthcheck(c) => commands::healthcheck::run(&c, sources).await,
         Command::Chaos { args } => commands::tools::exec(sources, "chaos", &args),

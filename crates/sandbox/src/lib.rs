@@ -3,6 +3,8 @@
 //!
 //! Layout:
 //! - [`args`]: the server settings of the tools that build their own sandbox.
+//! - [`backup`]: a sandbox's database dumped with `pg_dump -Fc` and restored with `pg_restore`,
+//!   as `docs/operations.md` backs up and restores an install.
 //! - [`world`]: a [`Sandbox`]: databases `<base>_<name>`, a RabbitMQ vhost, a JWT key pair and a
 //!   work directory, all removed by [`Sandbox::cleanup`] (or on drop).
 //! - [`process`]: services as child processes of the `portal` binary on free ports, with
@@ -31,6 +33,7 @@ pub mod amqp;
 pub mod appointments;
 pub mod args;
 pub mod auth;
+pub mod backup;
 pub mod db;
 pub mod events;
 pub mod http;

@@ -6,6 +6,7 @@ pub mod dlq;
 pub mod docs;
 pub mod healthcheck;
 pub mod import;
+pub mod migrate;
 pub mod reconcile;
 pub mod replay;
 pub mod seed;

@@ -127,8 +127,14 @@ fn compose_runs_each_part_under_its_own_user_and_credentials() {
         }
     }
     for part in ops::setup::PARTS {
-        assert!(image.contains(part), "the Dockerfile makes no user for {part}");
+        assert!(
+            image.contains(part),
+            "the Dockerfile makes no user for {part}"
+        );
     }
     assert!(compose.contains("PART_CREDENTIALS_DIR: /etc/portal/credentials.d"));
-    assert!(!compose.contains("chown"), "compose hands files around by hand");
+    assert!(
+        !compose.contains("chown"),
+        "compose hands files around by hand"
+    );
 }

@@ -15,7 +15,8 @@ use sandbox::{appointments, auth, System};
 use sandbox::{poll_until, Sandbox, SETTLE};
 use sqlx::Connection;
 
-fn config(sb: &Sandbox) -> SetupConfig {
+/// The least-privilege setup of `sb`'s databases, roles and broker users.
+pub fn config(sb: &Sandbox) -> SetupConfig {
     SetupConfig {
         admin_database_url: sb.admin_database_url(),
         admin_amqp_url: sb.amqp_url.clone(),
@@ -43,7 +44,7 @@ fn config(sb: &Sandbox) -> SetupConfig {
 }
 
 /// True when `url` (a role of the setup) may connect and run `sql`.
-async fn may(url: &str, sql: &str) -> bool {
+pub(crate) async fn may(url: &str, sql: &str) -> bool {
     match sqlx::PgConnection::connect(url).await {
         Ok(mut conn) => sqlx::query(sql).execute(&mut conn).await.is_ok(),
         Err(_) => false,

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod appointments;
+mod backup;
 mod cli;
 mod convergence;
 mod copies;
@@ -20,6 +21,7 @@ mod healthcheck;
 mod identities;
 mod keys;
 mod lifecycle;
+mod migrate;
 mod observability;
 mod pipeline;
 mod privileges;

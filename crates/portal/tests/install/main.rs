@@ -75,6 +75,12 @@ async fn the_package_installs_sets_up_and_serves_with_one_identity_per_part() {
         );
     }
 
+    // The runbooks travel with the package.
+    for doc in ["README.md", "docs/operations.md"] {
+        let path = Path::new("/usr/share/doc/portal").join(doc);
+        assert!(path.exists(), "{} is not installed", path.display());
+    }
+
     let servers = Servers::start();
     let ports = steps::configure(&servers);
     let said = steps::setup();
@@ -233,6 +239,12 @@ async fn the_previous_release_upgrades_to_this_build_keeping_data_and_accounts()
         "the new package did not replace {previous}"
     );
     steps::setup();
+    let status = steps::operator(&["migrate", "status"]);
+    assert!(
+        status.status.success(),
+        "the schemas after the upgrade's setup:\n{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     install.start_all(&ports).await;
 
     // Every copy in sync (the operator's verify), every account signs in, the appointment kept.
