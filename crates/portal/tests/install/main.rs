@@ -114,7 +114,27 @@ async fn the_package_installs_sets_up_and_serves_with_one_identity_per_part() {
         "{again}"
     );
 
+    // Or with the setup, for scripted installs: once, then never again.
+    let said = steps::setup_with(&["--admin-email", "second.admin@clinic.test"]);
+    assert!(steps::temporary_password(&said).is_some(), "{said}");
+    let said = steps::setup_with(&["--admin-email", "second.admin@clinic.test"]);
+    assert!(
+        said.contains("exists already") && steps::temporary_password(&said).is_none(),
+        "{said}"
+    );
+
     install.start_all(&ports).await;
+
+    // Each part's health check, as a container runs it: its own user and settings.
+    for part in steps::STARTED {
+        let out = steps::as_part(part, &["healthcheck", part]);
+        assert!(
+            out.status.success(),
+            "portal healthcheck {part}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // No part reads another's credentials, the operator's, or the signing key.
     for part in PARTS {

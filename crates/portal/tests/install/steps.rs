@@ -279,6 +279,29 @@ pub fn operator(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `portal <args>` as `part` runs: its unit's user, environment and working directory.
+pub fn as_part(part: &str, args: &[&str]) -> std::process::Output {
+    let unit = part_unit(part);
+    let (uid, gid) = unit.ids().unwrap().expect("User=");
+    let mut cmd = Command::new(&unit.exec_start[0]);
+    std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+    std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+    cmd.args(args)
+        .env_clear()
+        .envs(unit.environment().unwrap())
+        .current_dir(unit.working_directory.clone().unwrap_or_else(|| "/".into()))
+        .output()
+        .unwrap()
+}
+
+/// portal-setup.service's command with `extra` arguments, as its unit runs it.
+pub fn setup_with(extra: &[&str]) -> String {
+    let unit = ServiceUnit::read(&Path::new(UNITS).join("portal-setup.service"), None).unwrap();
+    let mut cmd = unit.command().unwrap();
+    cmd.args(extra);
+    run(&mut cmd)
+}
+
 /// The first admin; the temporary password it printed.
 pub fn bootstrap_admin(email: &str) -> String {
     let out = operator(&["admin", "bootstrap", email]);
@@ -293,6 +316,14 @@ pub fn bootstrap_admin(email: &str) -> String {
         .unwrap_or_else(|| panic!("no temporary password in:\n{said}"))
         .trim()
         .to_owned()
+}
+
+/// The temporary password in what `portal admin bootstrap` or `portal setup --admin-email`
+/// printed.
+pub fn temporary_password(said: &str) -> Option<String> {
+    said.lines()
+        .find_map(|l| l.split("first sign-in): ").nth(1))
+        .map(|p| p.trim().to_owned())
 }
 
 /// The parts the test started, stopped (and the package purged) on every exit path.
