@@ -182,30 +182,44 @@ pub async fn seed(pool: &PgPool, options: &SeedOptions) -> anyhow::Result<SeedRe
 /// What [`bootstrap_admin`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {
-    /// The admin was created with this one-time password, to be changed at the first sign-in.
+    /// The admin was created with this temporary password: it signs in once (the sign-in that
+    /// changes it spends it) and expires after its time, like every temporary password.
     Created { temporary_password: String },
-    /// An account with this email exists already: nothing changed, no password shown.
+    /// An admin with this email exists already: nothing changed, no password shown.
     Exists,
 }
 
-/// The first admin of an install (not demo staff): one account with a random temporary
-/// password that must be changed at the first sign-in, written through the same store as every
-/// change (its `user.created` event with it). Idempotent: an existing email is left alone, so
-/// a repeated install step neither fails nor hands out a second password.
-pub async fn bootstrap_admin(pool: &PgPool, email: &str) -> anyhow::Result<Bootstrap> {
+/// The first admin of an install (not demo staff): one account with a temporary password
+/// tagged with the auth-service's key (`key`, valid for `ttl`), which must be changed at the
+/// first sign-in, written through the same store as every change (its `user.created` event
+/// with it). Idempotent: an existing admin of that email is left alone, so a repeated install
+/// step neither fails nor hands out a second password; an existing account of another role
+/// is an error (it would look as if an admin existed).
+pub async fn bootstrap_admin(
+    pool: &PgPool,
+    email: &str,
+    key: &password::temporary::TagKey,
+    ttl: std::time::Duration,
+) -> anyhow::Result<Bootstrap> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("admin email: {e}"))?;
     let mut tx = pool.begin().await?;
     // Beside a seed or another bootstrap at the same moment: one of them creates it.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('portal seed'))")
         .execute(&mut *tx)
         .await?;
-    if store::find_by_email(&mut *tx, &email).await?.is_some() {
+    if let Some(existing) = store::find_by_email(&mut *tx, &email).await? {
+        anyhow::ensure!(
+            existing.role == Role::Admin.as_str(),
+            "{email} belongs to an account of role {}, not an admin: choose another email, or \
+             have an admin change its role",
+            existing.role
+        );
         return Ok(Bootstrap::Exists);
     }
-    let temporary_password = password::temporary();
+    let (temporary_password, password_hash) = password::temporary_with_hash(ttl, key)?;
     let new = NewUser {
         email,
-        password_hash: password::hash(temporary_password.clone()).await?,
+        password_hash,
         first_name: PersonName::parse("firstName", "Portal")?,
         last_name: PersonName::parse("lastName", "Administrator")?,
         role: Role::Admin,

@@ -254,11 +254,15 @@ fn ensure_listable_dir(dir: &Path) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::PermissionsExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        // Under the setup unit's UMask=0077 the mode above comes out 0700: set it outright.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot open {} to the parts", dir.display()))?;
     }
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -404,6 +408,20 @@ fn url_as(base: &str, user: &str, password: &str, path: Option<&str>) -> anyhow:
     platform::addresses::map(base, |base| {
         let mut url =
             Url::parse(base).with_context(|| format!("bad URL {}", secret::redact_url(base)))?;
+        // The administrator's name or password given as query parameters (which libpq and sqlx
+        // take) would override the part's own, or hand the part the administrator's password.
+        if url.query_pairs().any(|(k, _)| is_credential(&k)) {
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| !is_credential(k))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if kept.is_empty() {
+                url.set_query(None);
+            } else {
+                url.query_pairs_mut().clear().extend_pairs(kept);
+            }
+        }
         url.set_username(user)
             .and_then(|()| url.set_password(Some(password)))
             .map_err(|()| anyhow!("cannot put credentials in {}", secret::redact_url(base)))?;
@@ -412,6 +430,13 @@ fn url_as(base: &str, user: &str, password: &str, path: Option<&str>) -> anyhow:
         }
         Ok(url.to_string())
     })
+}
+
+/// A query parameter naming who logs in or with what password.
+fn is_credential(key: &str) -> bool {
+    ["user", "password", "username"]
+        .iter()
+        .any(|k| key.eq_ignore_ascii_case(k))
 }
 
 /// RabbitMQ's default user: a new broker creates it with the password `guest` and every right,
@@ -820,6 +845,25 @@ fn regex_escape(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A part's URL keeps the administrator's server, port and TLS settings, never its name or
+    /// password, wherever the administrator's URL carries them.
+    #[test]
+    fn a_parts_url_takes_the_servers_settings_but_not_the_administrators_credentials() {
+        let url = url_as(
+            "postgres://postgres:admin-pw@db.clinic.internal:5433/postgres?sslmode=verify-full&password=admin-pw&user=postgres",
+            "auth_service",
+            "part-pw",
+            Some("auth_db"),
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgres://auth_service:part-pw@db.clinic.internal:5433/auth_db?sslmode=verify-full"
+        );
+        let url = url_as("postgres://h/postgres?PASSWORD=x", "a", "p", Some("d")).unwrap();
+        assert_eq!(url, "postgres://a:p@h/d");
+    }
 
     #[test]
     fn names_are_escaped_for_permissions_and_checked_for_sql() {

@@ -180,10 +180,12 @@ pub enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
-    /// Create the install's first admin, unless an account has this email: prints a one-time
-    /// temporary password (once), to be changed at the first sign-in. Reads AUTH_DATABASE_URL
-    /// (as root on a server: PORTAL_CREDENTIALS=/etc/portal/credentials). Demo staff come from
-    /// `portal seed` instead.
+    /// Create the install's first admin, unless an admin has this email: prints a temporary
+    /// password once, which signs in once, expires (TEMPORARY_PASSWORD_TTL) and must be changed
+    /// at the first sign-in. Reads AUTH_DATABASE_URL and the auth-service's key directory
+    /// (JWT_KEY_DIR; the auth-service creates it at its first start). On a server, as root:
+    /// PORTAL_CREDENTIALS=/etc/portal/credentials JWT_KEY_DIR=/var/lib/portal/auth-service/keys.
+    /// Demo staff come from `portal seed` instead.
     Bootstrap(AdminBootstrapCommand),
 }
 
@@ -191,6 +193,11 @@ pub enum AdminCommand {
 pub struct AdminBootstrapCommand {
     /// The admin's email (they sign in with it).
     pub email: String,
+    /// How long the temporary password signs in.
+    #[arg(long, env = "TEMPORARY_PASSWORD_TTL", default_value_t = platform::duration::Interval(auth_service::password::temporary::DEFAULT_TTL))]
+    pub temporary_password_ttl: platform::duration::Interval,
+    #[command(flatten)]
+    pub keys: KeyDirArgs,
     #[command(flatten)]
     pub db: AuthDbArgs,
     #[command(flatten)]
@@ -390,11 +397,6 @@ pub struct SetupArgs {
     /// the package creates them; used when the setup runs as root.
     #[arg(long, env = "PART_USER_PREFIX", default_value = "portal-")]
     pub part_user_prefix: String,
-    /// Create this admin if no account has this email: a one-time temporary password is
-    /// printed once, to be changed at the first sign-in (`portal admin bootstrap` does the
-    /// same on its own).
-    #[arg(long, env = "SETUP_ADMIN_EMAIL")]
-    pub admin_email: Option<String>,
     #[command(flatten)]
     pub auth_db: AuthDbArgs,
     #[command(flatten)]

@@ -88,6 +88,21 @@ impl TagKey {
             platform::secret::write_new_secret(&path, &bytes)?;
             tracing::info!(path = %path.display(), "created the temporary passwords' key");
         }
+        Self::load(dir)
+    }
+
+    /// The key in `dir`, which must exist (a tool beside the auth-service, e.g. `portal admin
+    /// bootstrap` as root: creating it there would leave a file the auth-service's own user
+    /// cannot read).
+    pub fn load(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = dir.join(KEY_FILE);
+        anyhow::ensure!(
+            path.exists(),
+            "no {KEY_FILE} in {}: start the auth-service once (it creates its keys there), or \
+             point JWT_KEY_DIR at its key directory",
+            dir.display()
+        );
         platform::secret::check_private(&path)?;
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;

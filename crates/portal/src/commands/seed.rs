@@ -30,26 +30,28 @@ pub async fn run(c: &SeedCommand) -> Result<(), Failure> {
 }
 
 pub async fn bootstrap(c: &AdminBootstrapCommand) -> Result<(), Failure> {
+    // A bad email or a key directory without the key is the caller's to fix (64); anything
+    // after it is the database's.
+    contract::Email::parse(&c.email).map_err(|e| Failure::usage(anyhow::anyhow!("email: {e}")))?;
+    let key = auth_service::password::temporary::TagKey::load(&c.keys.jwt_key_dir)
+        .map_err(Failure::usage)?;
     let pool = auth_service::open_database(&c.db.auth_database_url, 2, c.setup.managed_by_setup)
         .await
         .map_err(Failure::unreachable)?;
-    bootstrap_on(&pool, &c.email).await
-}
-
-/// Creates the first admin `email` on `pool` and says what happened (the password once).
-pub async fn bootstrap_on(pool: &sqlx::PgPool, email: &str) -> Result<(), Failure> {
-    // A bad email is the caller's to fix (64); anything after it is the database's (1).
-    contract::Email::parse(email).map_err(|e| Failure::usage(anyhow::anyhow!("email: {e}")))?;
-    match auth_service::seed::bootstrap_admin(pool, email).await? {
+    let email = &c.email;
+    match auth_service::seed::bootstrap_admin(&pool, email, &key, c.temporary_password_ttl.0)
+        .await?
+    {
         Bootstrap::Created { temporary_password } => {
             println!("created admin {email}");
             println!(
-                "temporary password (shown only now; to be changed at the first sign-in): \
-                 {temporary_password}"
+                "temporary password (shown only now; signs in once within {}, to be changed at \
+                 the first sign-in): {temporary_password}",
+                c.temporary_password_ttl
             );
         }
         Bootstrap::Exists => {
-            println!("admin bootstrap: {email} exists already; nothing changed");
+            println!("admin bootstrap: the admin {email} exists already; nothing changed");
         }
     }
     Ok(())

@@ -85,8 +85,8 @@ pub fn print_report(report: &SetupReport, credentials: &Path) {
 }
 
 /// `portal setup`: the identities, then what an install needs before anyone can book: the
-/// appointment-service's new copy backfilled, and the first admin when SETUP_ADMIN_EMAIL
-/// names one.
+/// appointment-service's new copy backfilled. (The first admin is `portal admin bootstrap`'s:
+/// a password printed here would go to the setup unit's journal.)
 pub async fn run(args: &SetupArgs) -> Result<(), Failure> {
     let part_files = args.part_credentials_dir.clone().map(|dir| PartFiles {
         dir,
@@ -115,11 +115,6 @@ pub async fn run(args: &SetupArgs) -> Result<(), Failure> {
         operator_appointment_database_url: from_file("OPERATOR_APPOINTMENT_DATABASE_URL")?,
         operator_amqp_url: from_file("OPERATOR_AMQP_URL")?,
     };
-    if let Some(email) = &args.admin_email {
-        let pool = platform::db::lazy_pool(&from_file("AUTH_DATABASE_URL")?, 2)?;
-        super::seed::bootstrap_on(&pool, email).await?;
-        pool.close().await;
-    }
     let appointments = platform::db::lazy_pool(&operator.operator_appointment_database_url, 1)?;
     let backfilled = super::replay::backfill_new_copy(&operator, &appointments).await;
     appointments.close().await;

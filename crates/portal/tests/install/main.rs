@@ -9,8 +9,10 @@
 //! purged. The upgrade test installs the previous release (`deploy/releases`) built from its own
 //! sources, puts data in it, and upgrades to this build.
 //!
-//! Needs root (dpkg, the parts' users). Its own test binary: it changes the machine's
-//! packages, so its tests take turns ([`MACHINE`]).
+//! Needs root (dpkg, the parts' users), and owns the package `portal` on the machine it runs
+//! on: it purges an installed one (CI machines only, never a server). Its own test binary: it
+//! changes the machine's packages, so its tests take turns, with each other and with other
+//! test runs on the machine ([`steps::machine_lock`]); the parts' system users stay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod steps;
@@ -20,9 +22,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use steps::{Install, Servers, PARTS};
-
-/// One test at a time installs the package on this machine.
-static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A work folder of the test's own, and no package left by a killed earlier run.
 fn prepare(name: &str) -> PathBuf {
@@ -34,6 +33,8 @@ fn prepare(name: &str) -> PathBuf {
         // A killed earlier run's: these tests own the package on this machine.
         steps::purge();
     }
+    // A killed run's state, which no purge removed.
+    let _ = std::fs::remove_dir_all("/var/lib/portal");
     let work = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{name}-{}", sandbox::world::random_id(8)));
     std::fs::create_dir_all(&work).unwrap();
@@ -60,7 +61,7 @@ async fn wait_for_doctor(browser: &mut web::Browser, doctor: &str) {
 
 #[tokio::test]
 async fn the_package_installs_sets_up_and_serves_with_one_identity_per_part() {
-    let _machine = MACHINE.lock().await;
+    let _machine = steps::machine_lock();
     let work = prepare("install");
     let deb = steps::build_package(&work);
     let mut install = Install::new(&work);
@@ -104,25 +105,6 @@ async fn the_package_installs_sets_up_and_serves_with_one_identity_per_part() {
         assert_eq!(mode(&file), (0o400, owner.uid.as_raw()), "{file}");
     }
 
-    // The first admin, as README.md says: root, with the operator's credentials; a second
-    // run changes nothing and shows no password.
-    let temporary = steps::bootstrap_admin("it.admin@clinic.test");
-    let again = steps::operator(&["admin", "bootstrap", "it.admin@clinic.test"]);
-    let again = String::from_utf8_lossy(&again.stdout);
-    assert!(
-        again.contains("exists already") && !again.contains(&temporary),
-        "{again}"
-    );
-
-    // Or with the setup, for scripted installs: once, then never again.
-    let said = steps::setup_with(&["--admin-email", "second.admin@clinic.test"]);
-    assert!(steps::temporary_password(&said).is_some(), "{said}");
-    let said = steps::setup_with(&["--admin-email", "second.admin@clinic.test"]);
-    assert!(
-        said.contains("exists already") && steps::temporary_password(&said).is_none(),
-        "{said}"
-    );
-
     install.start_all(&ports).await;
 
     // Each part's health check, as a container runs it: its own user and settings.
@@ -135,6 +117,16 @@ async fn the_package_installs_sets_up_and_serves_with_one_identity_per_part() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // The first admin, as README.md says, once the auth-service has made its keys: root, with
+    // the operator's credentials; a second run changes nothing and shows no password.
+    let temporary = steps::bootstrap_admin("it.admin@clinic.test");
+    let again = steps::operator(&["admin", "bootstrap", "it.admin@clinic.test"]);
+    let again = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.contains("exists already") && !again.contains(&temporary),
+        "{again}"
+    );
 
     // No part reads another's credentials, the operator's, or the signing key.
     for part in PARTS {
@@ -210,7 +202,7 @@ async fn the_package_installs_sets_up_and_serves_with_one_identity_per_part() {
 /// and the appointment is still there.
 #[tokio::test]
 async fn the_previous_release_upgrades_to_this_build_keeping_data_and_accounts() {
-    let _machine = MACHINE.lock().await;
+    let _machine = steps::machine_lock();
     let work = prepare("upgrade");
     let (previous, _) = steps::previous_release();
     let old = steps::previous_package();
@@ -220,8 +212,8 @@ async fn the_previous_release_upgrades_to_this_build_keeping_data_and_accounts()
     let servers = Servers::start();
     let ports = steps::configure(&servers);
     steps::setup();
-    let temporary = steps::bootstrap_admin("it.admin@clinic.test");
     install.start_all(&ports).await;
+    let temporary = steps::bootstrap_admin("it.admin@clinic.test");
     let api = ports.api();
     let admin = web::first_sign_in(&api, "it.admin@clinic.test", &temporary).await;
     let (s, doctor) = sandbox::http::post(

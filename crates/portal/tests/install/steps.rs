@@ -44,17 +44,24 @@ pub fn part_unit(part: &str) -> ServiceUnit {
 }
 
 /// This build's package, from the binary these tests were built with (the release build is
-/// the script's default; packaging is what is tested here, not the optimiser).
+/// the script's default; packaging is what is tested here, not the optimiser), checked by
+/// lintian (`--lint`: errors and warnings fail).
 pub fn build_package(out: &Path) -> PathBuf {
-    package_from(&repo(), Path::new(env!("CARGO_BIN_EXE_portal")), out)
+    package_from(
+        &repo(),
+        Path::new(env!("CARGO_BIN_EXE_portal")),
+        out,
+        &["--lint"],
+    )
 }
 
 /// `scripts/package` of the sources in `source`, packaging `binary`, into `out`.
-fn package_from(source: &Path, binary: &Path, out: &Path) -> PathBuf {
+fn package_from(source: &Path, binary: &Path, out: &Path, flags: &[&str]) -> PathBuf {
     let mut cmd = Command::new("bash");
     sandbox::process::isolated(&mut cmd)
         .current_dir(source)
         .arg("scripts/package")
+        .args(flags)
         .env("PORTAL_BINARY", binary)
         .env("PACKAGE_OUT", out)
         // An exported tree has no git history to date the files by.
@@ -79,12 +86,36 @@ pub fn previous_release() -> (String, String) {
     )
 }
 
+/// A folder of root's alone for what these tests build and later install as root: under a
+/// world-writable /var/tmp, a folder someone else made (or could write to) is refused, never
+/// trusted with a package that dpkg runs as root.
+fn root_cache() -> PathBuf {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = PathBuf::from("/var/tmp/portal-install-tests");
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).unwrap();
+    assert!(
+        meta.is_dir() && meta.uid() == 0 && meta.permissions().mode() & 0o077 == 0,
+        "{} is not a folder of root's alone: remove it",
+        dir.display()
+    );
+    dir
+}
+
+/// Machine-wide turns: one test process at a time installs the package on this machine (two
+/// test runs, or two checkouts, would purge each other's install).
+pub fn machine_lock() -> std::fs::File {
+    let file = std::fs::File::create(root_cache().join("lock")).unwrap();
+    file.lock().unwrap();
+    file
+}
+
 /// The previous release's package, built from its own sources at its commit with its own
-/// `scripts/package` (a debug build, in a target folder of its own under /var/tmp so that
-/// later runs on this machine reuse it; the package is kept there by commit).
+/// `scripts/package` (a debug build, in a target folder of its own, kept with the package in
+/// [`root_cache`] so that later runs on this machine reuse them).
 pub fn previous_package() -> PathBuf {
     let (version, commit) = previous_release();
-    let cache = PathBuf::from(format!("/var/tmp/portal-release-{commit}"));
+    let cache = root_cache().join(format!("release-{commit}"));
     if let Some(deb) = std::fs::read_dir(&cache).ok().and_then(|entries| {
         entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -92,7 +123,7 @@ pub fn previous_package() -> PathBuf {
     }) {
         return deb;
     }
-    let source = PathBuf::from(format!("/var/tmp/portal-source-{commit}"));
+    let source = root_cache().join(format!("source-{commit}"));
     let _ = std::fs::remove_dir_all(&source);
     std::fs::create_dir_all(&source).unwrap();
     // The release's tree, exported from this repository's history.
@@ -105,7 +136,7 @@ pub fn previous_package() -> PathBuf {
     run(Command::new("tar")
         .current_dir(&source)
         .args(["-xf", "release.tar"]));
-    let target = "/var/tmp/portal-release-target";
+    let target = root_cache().join("release-target");
     let mut build = Command::new("cargo");
     build
         .current_dir(&source)
@@ -115,12 +146,17 @@ pub fn previous_package() -> PathBuf {
                 matches!(k.as_str(), "PATH" | "HOME" | "CARGO_HOME" | "RUSTUP_HOME")
             }),
         )
-        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_TARGET_DIR", &target)
         .args(["build", "--locked", "-p", "portal"]);
     run(&mut build);
-    let binary = Path::new(target).join("debug/portal");
-    std::fs::create_dir_all(&cache).unwrap();
-    let deb = package_from(&source, &binary, &cache);
+    let binary = target.join("debug/portal");
+    let building = root_cache().join(format!("building-{commit}"));
+    let _ = std::fs::remove_dir_all(&building);
+    std::fs::create_dir_all(&building).unwrap();
+    let deb = package_from(&source, &binary, &building, &[]);
+    // Kept only once whole: a run killed half-way leaves no package to trust.
+    std::fs::rename(&building, &cache).unwrap();
+    let deb = cache.join(deb.file_name().unwrap());
     assert!(
         deb.to_string_lossy()
             .contains(&format!("portal_{version}_")),
@@ -269,11 +305,13 @@ pub fn setup() -> String {
     run(&mut unit.command().unwrap())
 }
 
-/// `portal <args>` as root with the operator's credentials (README.md's way).
+/// `portal <args>` as root with the operator's credentials and the auth-service's key
+/// directory (README.md's way).
 pub fn operator(args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new("/usr/bin/portal");
     sandbox::process::isolated(&mut cmd)
         .env("PORTAL_CREDENTIALS", "/etc/portal/credentials")
+        .env("JWT_KEY_DIR", "/var/lib/portal/auth-service/keys")
         .args(args)
         .output()
         .unwrap()
@@ -294,14 +332,6 @@ pub fn as_part(part: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// portal-setup.service's command with `extra` arguments, as its unit runs it.
-pub fn setup_with(extra: &[&str]) -> String {
-    let unit = ServiceUnit::read(&Path::new(UNITS).join("portal-setup.service"), None).unwrap();
-    let mut cmd = unit.command().unwrap();
-    cmd.args(extra);
-    run(&mut cmd)
-}
-
 /// The first admin; the temporary password it printed.
 pub fn bootstrap_admin(email: &str) -> String {
     let out = operator(&["admin", "bootstrap", email]);
@@ -312,18 +342,10 @@ pub fn bootstrap_admin(email: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     said.lines()
-        .find_map(|l| l.split("first sign-in): ").nth(1))
+        .find_map(|l| l.split("the first sign-in): ").nth(1))
         .unwrap_or_else(|| panic!("no temporary password in:\n{said}"))
         .trim()
         .to_owned()
-}
-
-/// The temporary password in what `portal admin bootstrap` or `portal setup --admin-email`
-/// printed.
-pub fn temporary_password(said: &str) -> Option<String> {
-    said.lines()
-        .find_map(|l| l.split("first sign-in): ").nth(1))
-        .map(|p| p.trim().to_owned())
 }
 
 /// The parts the test started, stopped (and the package purged) on every exit path.
@@ -429,10 +451,10 @@ impl Drop for Install {
         for (_, child) in &mut self.children {
             let _ = child.wait();
         }
+        // The package's own purge removes /var/lib/portal (a test checks it did).
         if installed() {
             let _ = Command::new("dpkg").args(["--purge", "portal"]).output();
         }
-        let _ = std::fs::remove_dir_all("/var/lib/portal");
     }
 }
 
