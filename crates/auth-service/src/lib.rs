@@ -138,6 +138,18 @@ pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result
 /// owner: the auth-service's role (`service`: users and their outbox events, relaying and
 /// pruning them) and the operator's (`operator`: verify and replay read; reconcile appends
 /// repair events and moves a version past a forged copy).
+/// What a relay of its own (`portal relay`, role `relay`) may do in auth_db: claim unpublished
+/// rows of the outbox (`FOR UPDATE SKIP LOCKED` needs an UPDATE right), mark them published,
+/// prune published ones past the retention (`EVENT_RETENTION_DAYS`), declare itself waiting
+/// (`relay_wakeup`), and read the schema's version. No right on `users` or any other table.
+pub fn relay_grants(relay: &str) -> Vec<String> {
+    vec![
+        format!("GRANT SELECT, UPDATE (published_at), DELETE ON outbox TO \"{relay}\""),
+        format!("GRANT SELECT, UPDATE ON relay_wakeup TO \"{relay}\""),
+        format!("GRANT SELECT ON _sqlx_migrations TO \"{relay}\""),
+    ]
+}
+
 pub fn grants(service: &str, operator: &str) -> Vec<String> {
     vec![
         format!("GRANT SELECT, INSERT, UPDATE ON users TO \"{service}\""),

@@ -43,8 +43,10 @@ use url::Url;
 pub struct Identities {
     /// PostgreSQL: owns the databases and schemas, runs the migrations.
     pub migrator: String,
-    /// PostgreSQL: the auth-service (and its relay).
+    /// PostgreSQL: the auth-service (and the relay inside it).
     pub auth_service: String,
+    /// PostgreSQL: a relay of its own (`portal relay`): the outbox only, never the users.
+    pub relay: String,
     /// PostgreSQL: the user-service.
     pub user_service: String,
     /// PostgreSQL: the appointment-service.
@@ -67,6 +69,7 @@ impl Identities {
         Self {
             migrator: "portal_migrator".into(),
             auth_service: "auth_service".into(),
+            relay: "portal_relay".into(),
             user_service: "user_service".into(),
             appointment_service: "appointment_service".into(),
             operator: "portal_operator".into(),
@@ -77,10 +80,11 @@ impl Identities {
         }
     }
 
-    fn pg_roles(&self) -> [&str; 5] {
+    fn pg_roles(&self) -> [&str; 6] {
         [
             &self.migrator,
             &self.auth_service,
+            &self.relay,
             &self.user_service,
             &self.appointment_service,
             &self.operator,
@@ -154,9 +158,17 @@ fn part_entries(part: &str) -> &'static [(&'static str, &'static str)] {
     const MANAGED: (&str, &str) = ("MANAGED_BY_SETUP", "MANAGED_BY_SETUP");
     const TRUSTED: (&str, &str) = ("TRUSTED_PUBLISHERS", "TRUSTED_PUBLISHERS");
     match part {
-        // The auth-service runs a relay inside unless told otherwise: the relay's identity.
-        "auth-service" | "relay" => &[
+        // The auth-service runs a relay inside unless told otherwise: the relay's broker
+        // identity, with its own database role.
+        "auth-service" => &[
             ("AUTH_DATABASE_URL", "AUTH_DATABASE_URL"),
+            ("RELAY_AMQP_URL", "RELAY_AMQP_URL"),
+            ("AMQP_URL", "RELAY_AMQP_URL"),
+            MANAGED,
+        ],
+        // A relay of its own: the outbox only (`portal_relay`), never the users' table.
+        "relay" => &[
+            ("AUTH_DATABASE_URL", "RELAY_AUTH_DATABASE_URL"),
             ("RELAY_AMQP_URL", "RELAY_AMQP_URL"),
             ("AMQP_URL", "RELAY_AMQP_URL"),
             MANAGED,
@@ -597,11 +609,14 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
             .await?;
     }
     for (db, roles) in [
-        (&config.auth_db, [&ids.auth_service, &ids.operator]),
-        (&config.user_db, [&ids.user_service, &ids.operator]),
+        (
+            &config.auth_db,
+            vec![&ids.auth_service, &ids.relay, &ids.operator],
+        ),
+        (&config.user_db, vec![&ids.user_service, &ids.operator]),
         (
             &config.appointment_db,
-            [&ids.appointment_service, &ids.operator],
+            vec![&ids.appointment_service, &ids.operator],
         ),
     ] {
         for role in roles {
@@ -619,7 +634,10 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
         )
     };
     let pool = auth_service::prepare_database(&migrator(&config.auth_db)?, 1).await?;
-    for grant in auth_service::grants(&ids.auth_service, &ids.operator) {
+    for grant in auth_service::grants(&ids.auth_service, &ids.operator)
+        .into_iter()
+        .chain(auth_service::relay_grants(&ids.relay))
+    {
         sqlx::query(&grant).execute(&pool).await?;
     }
     pool.close().await;
@@ -760,6 +778,11 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
         (
             "OPERATOR_AUTH_DATABASE_URL",
             db_url(&ids.operator, &config.auth_db)?,
+        ),
+        // A relay of its own (`portal relay`, the relay part's AUTH_DATABASE_URL).
+        (
+            "RELAY_AUTH_DATABASE_URL",
+            db_url(&ids.relay, &config.auth_db)?,
         ),
         (
             "OPERATOR_USER_DATABASE_URL",
@@ -951,6 +974,10 @@ mod tests {
             ),
             ("OPERATOR_AMQP_URL", "amqp://portal-operator:OP@h/%2f"),
             ("AMQP_URL", "amqp://portal-operator:OP@h/%2f"),
+            (
+                "RELAY_AUTH_DATABASE_URL",
+                "postgres://portal_relay:RD@h/auth_db",
+            ),
             ("MANAGED_BY_SETUP", "true"),
             ("TRUSTED_PUBLISHERS", "portal-relay,portal-operator"),
             ("PASSWORD_PG_AUTH_SERVICE", "A"),
@@ -964,7 +991,7 @@ mod tests {
                 .0
                 .values()
                 .flat_map(|v| {
-                    ["A@", "U@", "P@", "O@", "R@", "US@", "AS@", "OP@"]
+                    ["A@", "U@", "P@", "O@", "R@", "US@", "AS@", "OP@", "RD@"]
                         .into_iter()
                         .filter(|s| v.contains(&format!(":{s}")))
                         .map(str::to_owned)
@@ -986,6 +1013,11 @@ mod tests {
         assert_eq!(
             secrets("sync-admin").into_iter().collect::<Vec<_>>(),
             ["O@", "OP@"]
+        );
+        // A relay of its own reaches the outbox as portal_relay, not as the auth-service.
+        assert_eq!(
+            secrets("relay").into_iter().collect::<Vec<_>>(),
+            ["R@", "RD@"]
         );
         assert_eq!(
             all.for_part("appointment-service").get("AMQP_URL"),

@@ -27,6 +27,7 @@ pub fn config(sb: &Sandbox) -> SetupConfig {
         identities: Identities {
             migrator: sb.pg_role("migrator"),
             auth_service: sb.pg_role("auth_service"),
+            relay: sb.pg_role("relay"),
             user_service: sb.pg_role("user_service"),
             appointment_service: sb.pg_role("appointment_service"),
             operator: sb.pg_role("operator"),
@@ -108,7 +109,7 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
         a.created_roles.len() + b.created_roles.len(),
-        5,
+        6,
         "each role created once"
     );
     let creds = Credentials::load(&config.credentials).unwrap();
@@ -265,6 +266,30 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
         .await,
         "but reads what it compares"
     );
+
+    // A relay of its own: the outbox's unpublished rows, claimed and marked, and nothing of
+    // the users.
+    let relay_db = get("RELAY_AUTH_DATABASE_URL");
+    for sql in [
+        "SELECT seq, event_id, event_type, body::text, trace_id FROM outbox \
+         WHERE published_at IS NULL ORDER BY seq LIMIT 10 FOR UPDATE SKIP LOCKED",
+        "UPDATE outbox SET published_at = now() WHERE false",
+        "DELETE FROM outbox WHERE false",
+        "UPDATE relay_wakeup SET waiting = waiting WHERE false",
+        "SELECT count(*) FROM _sqlx_migrations",
+    ] {
+        assert!(may(&relay_db, sql).await, "the relay's role may: {sql}");
+    }
+    for sql in [
+        "SELECT email FROM users",
+        "UPDATE outbox SET body = body WHERE false",
+        "SELECT count(*) FROM refresh_tokens",
+    ] {
+        assert!(
+            !may(&relay_db, sql).await,
+            "the relay's role may not: {sql}"
+        );
+    }
 
     // RabbitMQ boundaries.
     let (relay, consumer, operator) = (

@@ -106,9 +106,22 @@ async fn the_package_installs_sets_up_and_serves_with_one_identity_per_part() {
     }
 
     install.start_all(&ports).await;
+    // A relay of its own beside the auth-service's, under the outbox-only role.
+    let relay_file = std::fs::read_to_string("/etc/portal/credentials.d/relay.env").unwrap();
+    assert!(
+        relay_file.contains("AUTH_DATABASE_URL=postgres://portal_relay:"),
+        "the relay's own database role"
+    );
+    install.start("relay");
+    install
+        .wait_ready(
+            "relay",
+            &format!("http://127.0.0.1:{}/health/ready", ports.relay),
+        )
+        .await;
 
     // Each part's health check, as a container runs it: its own user and settings.
-    for part in steps::STARTED {
+    for part in steps::STARTED.into_iter().chain(["relay"]) {
         let out = steps::as_part(part, &["healthcheck", part]);
         assert!(
             out.status.success(),

@@ -197,6 +197,8 @@ pub struct Ports {
     pub sync: u16,
     pub gateway: u16,
     pub web: u16,
+    /// A relay of its own (`portal@relay`): its health and metrics.
+    pub relay: u16,
 }
 
 impl Ports {
@@ -269,6 +271,7 @@ pub fn configure(servers: &Servers) -> Ports {
         sync: port(),
         gateway: port(),
         web: port(),
+        relay: port(),
     };
     let shipped = std::fs::read_to_string("/etc/portal/portal.env").unwrap();
     assert!(shipped.contains("ADMIN_MFA=required"), "{shipped}");
@@ -279,6 +282,7 @@ pub fn configure(servers: &Servers) -> Ports {
         sync,
         gateway,
         web,
+        relay,
     } = ports;
     std::fs::write(
         "/etc/portal/portal.env",
@@ -287,12 +291,11 @@ pub fn configure(servers: &Servers) -> Ports {
              AUTH_ADDR=127.0.0.1:{auth}\nUSER_ADDR=127.0.0.1:{users}\n\
              APPOINTMENT_ADDR=127.0.0.1:{appointments}\nSYNC_ADMIN_ADDR=127.0.0.1:{sync}\n\
              GATEWAY_ADDR=127.0.0.1:{gateway}\nWEB_HOST=127.0.0.1\nWEB_PORT={web}\n\
-             RELAY_HTTP_PORT={}\n\
+             RELAY_HTTP_PORT={relay}\n\
              AUTH_SERVICE_URL=http://127.0.0.1:{auth}\nUSER_SERVICE_URL=http://127.0.0.1:{users}\n\
              APPOINTMENT_SERVICE_URL=http://127.0.0.1:{appointments}\n\
              SYNC_ADMIN_URL=http://127.0.0.1:{sync}\nGATEWAY_URL=http://127.0.0.1:{gateway}\n\
              WEB_SECURE_COOKIES=false\n",
-            free_port().unwrap()
         ),
     )
     .unwrap();
@@ -421,7 +424,7 @@ impl Install {
     }
 
     /// Waits until `url` answers 2xx.
-    async fn wait_ready(&self, part: &str, url: &str) {
+    pub async fn wait_ready(&self, part: &str, url: &str) {
         let client = reqwest::Client::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
