@@ -10,14 +10,14 @@ use sandbox::auth;
 use sandbox::http::{assert_json_error, get, post};
 use sandbox::{Sandbox, TEST_PASSWORD};
 use serde_json::{json, Value};
-use totp_rs::{Algorithm, Secret, TOTP};
 
-/// The code an authenticator app shows for `secret` (base32) at `offset` steps from now.
-fn code(secret: &str, offset: i64) -> String {
-    let bytes = Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    let totp = TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, bytes, None, String::new());
-    let now = chrono::Utc::now().timestamp() + offset * 30;
-    totp.generate(u64::try_from(now).unwrap())
+use sandbox::auth::totp_code as code;
+
+/// An auth-service of `sb` under ADMIN_MFA=required, and its database.
+async fn required(sb: &Sandbox) -> (sandbox::in_process::Running, sqlx::PgPool) {
+    let mut config = auth::config(sb);
+    config.security.mfa = auth_service::mfa::MfaPolicy::Required;
+    (auth::start(config).await, auth::pool(sb).await)
 }
 
 async fn login(base: &str, email: &str, password: &str) -> (u16, Value) {
@@ -64,11 +64,8 @@ async fn enrol(base: &str, email: &str, password: &str) -> (String, Value, Strin
 #[tokio::test]
 async fn an_admin_enrols_at_sign_in_and_then_signs_in_with_a_code_once() {
     let sb = Sandbox::for_test().await;
-    let mut config = auth::config(&sb);
-    config.security.mfa = auth_service::mfa::MfaPolicy::Required;
-    let svc = auth::start(config).await;
+    let (svc, pool) = required(&sb).await;
     let base = svc.url();
-    let pool = auth::pool(&sb).await;
     auth::create_user(&pool, "admin@clinic.test", Role::Admin).await;
     auth::create_user(&pool, "nurse@clinic.test", Role::Nurse).await;
 
@@ -126,11 +123,8 @@ async fn an_admin_enrols_at_sign_in_and_then_signs_in_with_a_code_once() {
 #[tokio::test]
 async fn wrong_codes_lock_the_second_step_and_a_challenge_takes_five() {
     let sb = Sandbox::for_test().await;
-    let mut config = auth::config(&sb);
-    config.security.mfa = auth_service::mfa::MfaPolicy::Required;
-    let svc = auth::start(config).await;
+    let (svc, pool) = required(&sb).await;
     let base = svc.url();
-    let pool = auth::pool(&sb).await;
     auth::create_user(&pool, "admin@clinic.test", Role::Admin).await;
     let (secret, _, _) = enrol(&base, "admin@clinic.test", TEST_PASSWORD).await;
     let (_, asked) = login(&base, "admin@clinic.test", TEST_PASSWORD).await;
@@ -166,11 +160,8 @@ async fn wrong_codes_lock_the_second_step_and_a_challenge_takes_five() {
 #[tokio::test]
 async fn a_temporary_password_is_spent_by_the_second_step_and_admins_reset_each_others_factor() {
     let sb = Sandbox::for_test().await;
-    let mut config = auth::config(&sb);
-    config.security.mfa = auth_service::mfa::MfaPolicy::Required;
-    let svc = auth::start(config).await;
+    let (svc, pool) = required(&sb).await;
     let base = svc.url();
-    let pool = auth::pool(&sb).await;
     auth::create_user(&pool, "first@clinic.test", Role::Admin).await;
     let (_, first, _) = enrol(&base, "first@clinic.test", TEST_PASSWORD).await;
     let first_token = first["accessToken"].as_str().unwrap().to_owned();

@@ -11,30 +11,13 @@ pub async fn publish_to_queue(
     queue: &str,
     bodies: &[Vec<u8>],
 ) -> anyhow::Result<()> {
-    let conn = amqp::connect(amqp_url, "test publisher").await?;
-    let result = async {
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(Default::default()).await?;
-        // As the broker user of the URL, named in `user_id` like every trusted publisher does.
-        let publisher = amqp::broker_user(amqp_url);
-        let messages = bodies
-            .iter()
-            .map(|body| Outgoing {
-                exchange: "",
-                routing_key: queue,
-                body,
-                properties: amqp::persistent(&publisher),
-            })
-            .collect();
-        amqp::publish_confirmed(&ch, messages)
-            .await
-            .require_all()
-            .with_context(|| format!("publishing to {queue}"))?;
-        anyhow::Ok(())
-    }
-    .await;
-    conn.close(200, "done").await.ok();
-    result
+    // As the broker user of the URL, named in `user_id` like every trusted publisher does.
+    let properties = amqp::persistent(&amqp::broker_user(amqp_url));
+    let messages = bodies
+        .iter()
+        .map(|body| (body.as_slice(), properties.clone()))
+        .collect();
+    publish(amqp_url, queue, messages).await
 }
 
 /// Publishes one `body` with `properties` (its `user_id`, headers…) straight to `queue`
@@ -46,17 +29,30 @@ pub async fn publish_one(
     body: &[u8],
     properties: lapin::BasicProperties,
 ) -> anyhow::Result<()> {
+    publish(amqp_url, queue, vec![(body, properties)]).await
+}
+
+/// Publishes `messages` (body, properties), in order, to `queue` over a connection of their own,
+/// every one confirmed.
+async fn publish(
+    amqp_url: &str,
+    queue: &str,
+    messages: Vec<(&[u8], lapin::BasicProperties)>,
+) -> anyhow::Result<()> {
     let conn = amqp::connect(amqp_url, "test publisher").await?;
     let result = async {
         let ch = conn.create_channel().await?;
         ch.confirm_select(Default::default()).await?;
-        let message = Outgoing {
-            exchange: "",
-            routing_key: queue,
-            body,
-            properties,
-        };
-        amqp::publish_confirmed(&ch, vec![message])
+        let outgoing = messages
+            .into_iter()
+            .map(|(body, properties)| Outgoing {
+                exchange: "",
+                routing_key: queue,
+                body,
+                properties,
+            })
+            .collect();
+        amqp::publish_confirmed(&ch, outgoing)
             .await
             .require_all()
             .with_context(|| format!("publishing to {queue}"))?;

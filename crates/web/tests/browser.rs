@@ -631,17 +631,6 @@ async fn refusals_and_a_directory_outage_are_pages_that_say_so() {
     browser.close().await.ok();
 }
 
-/// The code an authenticator app shows for the base32 `key` at `offset` steps from now.
-fn totp_code(key: &str, offset: i64) -> String {
-    use totp_rs::{Algorithm, Secret, TOTP};
-    let bytes = Secret::Encoded(key.trim().replace(' ', ""))
-        .to_bytes()
-        .unwrap();
-    let totp = TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, bytes, None, String::new());
-    let now = chrono::Utc::now().timestamp() + offset * 30;
-    totp.generate(u64::try_from(now).unwrap())
-}
-
 /// Types the password at `/login` and submits it (a second factor's page follows).
 async fn submit_password(
     browser: &Client,
@@ -715,7 +704,7 @@ async fn an_admin_enrols_and_signs_in_with_a_second_factor() {
                 .await?
                 .text()
                 .await?;
-            let first = totp_code(&key, 0);
+            let first = sandbox::auth::totp_code(&key, 0);
             enter_code(&browser, &first).await?;
             let codes = appears(&browser, Locator::Id("recovery-codes")).await?;
             let shown = codes.find_all(Locator::Css("li")).await?.len();
@@ -746,7 +735,7 @@ async fn an_admin_enrols_and_signs_in_with_a_second_factor() {
             let refused = appears(&browser, Locator::Css("[role='alert']")).await?;
             let said = refused.text().await?;
             anyhow::ensure!(said.contains("each code works once"), "{said}");
-            enter_code(&browser, &totp_code(&key, 1)).await?;
+            enter_code(&browser, &sandbox::auth::totp_code(&key, 1)).await?;
             arrives(&browser, "/").await?;
             browser.goto(&portal.url("/admin/users")).await?;
             appears(&browser, Locator::Css("table")).await?;

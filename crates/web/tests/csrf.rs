@@ -383,21 +383,9 @@ async fn arrange(portal: &Portal) -> Vec<(&'static str, String)> {
     .await;
     assert_eq!(status, 202, "{asked}");
     values.push(("challenge", asked["challenge"].as_str().unwrap().to_owned()));
-    let code_of = |key: Vec<u8>| {
-        let totp = totp_rs::TOTP::new_unchecked(
-            totp_rs::Algorithm::SHA1,
-            6,
-            1,
-            30,
-            key,
-            None,
-            String::new(),
-        );
-        // The next step's code: accepted (one step of skew) for a minute at least, however
-        // long the forms before it take.
-        totp.generate(u64::try_from(chrono::Utc::now().timestamp() + 30).unwrap())
-    };
-    values.push(("code", code_of(key)));
+    // The next step's code: accepted (one step of skew) for a minute at least, however long
+    // the forms before it take.
+    values.push(("code", sandbox::auth::totp_code_of_key(key, 1)));
     // A user enrolling a second factor (shown its key, no code given yet).
     let enrolling_key = b"csrf-test-enrol-key!".to_vec();
     let enrolling = sandbox::auth::create_user(db, ENROLLING, Role::Consultant).await;
@@ -407,7 +395,10 @@ async fn arrange(portal: &Portal) -> Vec<(&'static str, String)> {
         .execute(db)
         .await
         .unwrap();
-    values.push(("enrolment-code", code_of(enrolling_key)));
+    values.push((
+        "enrolment-code",
+        sandbox::auth::totp_code_of_key(enrolling_key, 1),
+    ));
     let date = chrono::Utc::now() + chrono::Duration::days(3);
     values.push(("date", date.format("%Y-%m-%d").to_string()));
     values

@@ -4,7 +4,6 @@
 use super::auth::Profile;
 use super::AppState;
 use crate::bulk::{self, Created};
-use crate::password;
 use crate::store::{self, Outcome, ProfileChange, UserChange};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -168,9 +167,7 @@ async fn reset_password(
     caller: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<CreateUserResponse>, ApiError> {
-    let (temporary_password, hash) =
-        password::temporary_with_hash(state.security.temporary_password_ttl, &state.tag_key)
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let (temporary_password, hash) = state.temporary_password()?;
     let change = UserChange::Password {
         hash,
         must_change_password: true,
@@ -191,9 +188,7 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<CreateUserResponse>), ApiError> {
     require_current_admin(&state, &caller).await?;
     let profile = Profile::parse(&req)?;
-    let (temporary_password, hash) =
-        password::temporary_with_hash(state.security.temporary_password_ttl, &state.tag_key)
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let (temporary_password, hash) = state.temporary_password()?;
     let mut tx = state.db.begin().await?;
     let user = store::create_user(&mut tx, profile.into_new_user(hash, true, true)).await?;
     tx.commit().await?;
@@ -245,11 +240,7 @@ async fn bulk_create(
         });
         match profile {
             Ok(profile) => {
-                let (temporary_password, hash) = password::temporary_with_hash(
-                    state.security.temporary_password_ttl,
-                    &state.tag_key,
-                )
-                .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+                let (temporary_password, hash) = state.temporary_password()?;
                 valid.push(index);
                 passwords.push(temporary_password);
                 new_users.push(profile.into_new_user(hash, true, true));

@@ -44,6 +44,16 @@ pub struct AppState {
     pub tag_key: crate::password::temporary::TagKey,
 }
 
+impl AppState {
+    /// A new temporary password and its stored form, tagged with this server's key and valid
+    /// for TEMPORARY_PASSWORD_TTL: what account creation, a reset, a bulk import and an
+    /// approved registration give out.
+    pub fn temporary_password(&self) -> Result<(String, String), ApiError> {
+        crate::password::temporary_with_hash(self.security.temporary_password_ttl, &self.tag_key)
+            .map_err(|e| ApiError::internal(format!("{e:#}")))
+    }
+}
+
 impl FromRef<AppState> for Arc<JwtVerifier> {
     fn from_ref(state: &AppState) -> Self {
         state.verifier.clone()

@@ -3,7 +3,6 @@
 
 use super::auth::Profile;
 use super::AppState;
-use crate::password;
 use crate::registrations;
 use crate::store;
 use axum::extract::{Path, State};
@@ -47,9 +46,7 @@ async fn approve(
     super::admin::require_current_admin(&state, &caller).await?;
     let id = parse_id(&id)?;
     let role: Role = req.role.parse()?;
-    let (temporary_password, hash) =
-        password::temporary_with_hash(state.security.temporary_password_ttl, &state.tag_key)
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let (temporary_password, hash) = state.temporary_password()?;
     let mut tx = state.db.begin().await?;
     let request = registrations::take(&mut tx, id)
         .await?

@@ -92,7 +92,7 @@ pub async fn run(args: &SetupArgs) -> Result<(), Failure> {
         dir,
         owner_prefix: args.part_user_prefix.clone(),
     });
-    let config = run_install(
+    let config = run_with(
         &args.admin,
         &args.auth_db,
         &args.user_db,
@@ -121,9 +121,12 @@ pub async fn run(args: &SetupArgs) -> Result<(), Failure> {
     backfilled
 }
 
-/// [`run_with`] for an install: with per-part credentials files when `part_files` says where.
-/// Returns the setup's configuration (where it wrote the credentials).
-async fn run_install(
+/// The setup for these databases (`portal setup`, and `portal up` before it starts anything);
+/// `disable_guest`: SETUP_DISABLE_GUEST; `part_files`: where an install's per-part credentials
+/// files go (`None`: the one file only). A configuration it cannot run with (a plaintext
+/// administrative URL to another machine, deleting the guest it logs in as) exits 64 before
+/// anything is touched. Returns the setup's configuration (where it wrote the credentials).
+pub async fn run_with(
     admin: &AdminArgs,
     auth_db: &AuthDbArgs,
     user_db: &UserDbArgs,
@@ -142,29 +145,4 @@ async fn run_install(
         .map_err(Failure::unreachable)?;
     print_report(&report, &config.credentials);
     Ok(config)
-}
-
-/// The setup for these databases (`portal setup`, and `portal up` before it starts anything);
-/// `disable_guest`: SETUP_DISABLE_GUEST. A configuration it cannot run with (a plaintext
-/// administrative URL to another machine, deleting the guest it logs in as) exits 64 before
-/// anything is touched.
-pub async fn run_with(
-    admin: &AdminArgs,
-    auth_db: &AuthDbArgs,
-    user_db: &UserDbArgs,
-    appointment_db: &AppointmentDbArgs,
-    network: &NetworkArgs,
-    disable_guest: bool,
-) -> Result<(), Failure> {
-    run_install(
-        admin,
-        auth_db,
-        user_db,
-        appointment_db,
-        network,
-        disable_guest,
-        None,
-    )
-    .await
-    .map(|_| ())
 }

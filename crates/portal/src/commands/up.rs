@@ -23,6 +23,7 @@ pub async fn run(args: UpArgs, sources: &Sources) -> Result<(), Failure> {
         &args.appointment_db,
         &args.network,
         false,
+        None,
     )
     .await?;
     // The settings again, now with the credentials the setup wrote where it wrote them

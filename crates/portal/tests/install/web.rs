@@ -3,15 +3,8 @@
 //! the web portal's login form.
 
 use serde_json::{json, Value};
-use totp_rs::{Algorithm, Secret, TOTP};
 
-/// The code an authenticator app shows for `secret` (base32) at `offset` steps from now.
-fn code(secret: &str, offset: i64) -> String {
-    let bytes = Secret::Encoded(secret.to_owned()).to_bytes().unwrap();
-    let totp = TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, bytes, None, String::new());
-    let now = chrono::Utc::now().timestamp() + offset * 30;
-    totp.generate(u64::try_from(now).unwrap())
-}
+use sandbox::auth::totp_code as code;
 
 /// What the admin holds after the first sign-in.
 pub struct SignedIn {
