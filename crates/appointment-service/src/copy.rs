@@ -3,7 +3,9 @@
 //! event per user, retries, dead letters, reconnection, clean shutdown).
 //!
 //! In the transaction that applies the snapshots, the future booked appointments of anyone who
-//! is no longer an active doctor become `needs_reassignment`; re-activation does not undo it.
+//! is no longer an active doctor become `needs_reassignment`; when they are an active doctor
+//! again (an offboarding cancelled, a deactivation undone), those still flagged are booked with
+//! them again (staff may have moved or cancelled some meanwhile: those stay as they are).
 //! The end-of-history mark is kept with the number of users a complete copy holds.
 
 use consumer::{Apply, Changed, Comparison};
@@ -15,8 +17,17 @@ use contract::Envelope;
 /// and when the copy stops knowing one (`portal reconcile --delete-extra` removes a clinician
 /// `auth_db` does not hold, e.g. after `auth_db` was restored from a backup older than them).
 pub const FLAG_APPOINTMENTS_OF: &str =
-    "UPDATE appointments SET status = 'needs_reassignment', updated_at = now() \
+    "UPDATE appointments SET status = 'needs_reassignment', version = version + 1, \
+     updated_at = now() \
      WHERE doctor_id = ANY($1) AND status = 'booked' AND starts_at > now()";
+
+/// Books again with the doctors whose ids are `$1` (active doctors again) their future
+/// appointments still flagged, where the doctor has not been booked at that time since.
+pub const UNFLAG_APPOINTMENTS_OF: &str =
+    "UPDATE appointments a SET status = 'booked', version = version + 1, updated_at = now() \
+     WHERE a.doctor_id = ANY($1) AND a.status = 'needs_reassignment' AND a.starts_at > now() \
+       AND NOT EXISTS (SELECT 1 FROM appointments b WHERE b.doctor_id = a.doctor_id \
+           AND b.status = 'booked' AND tstzrange(b.starts_at, b.ends_at) && tstzrange(a.starts_at, a.ends_at))";
 
 /// `clinicians`, kept by the version rule, and the appointments that follow from it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,12 +69,23 @@ impl Apply for ClinicianCopy {
         .fetch_all(&mut *conn)
         .await?;
         let mut changed = Vec::with_capacity(rows.len());
-        let mut left = Vec::new();
+        let (mut left, mut bookable_again) = (Vec::new(), Vec::new());
         for (id, label, bookable) in rows {
-            if !bookable {
-                left.push(id);
+            match bookable {
+                false => left.push(id),
+                true => bookable_again.push(id),
             }
             changed.push(Changed { id, label });
+        }
+        if !bookable_again.is_empty() {
+            let unflagged = sqlx::query(UNFLAG_APPOINTMENTS_OF)
+                .bind(&bookable_again)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if unflagged > 0 {
+                tracing::info!(unflagged, "appointments booked again: their doctor is back");
+            }
         }
         if !left.is_empty() {
             // A statement of its own, so its snapshot is taken after the upsert has waited for

@@ -11,9 +11,13 @@
 //! - [`settings`]: its command-line and environment settings, and how they become a
 //!   [`Config`].
 //! - [`http`]: `/api/v1/appointments` (bearer token from the auth-service) and health.
+//! - [`resolve`]: the offboarding saga's command: a leaving doctor's future appointments
+//!   reassigned or cancelled, each with its event through this service's outbox (published by
+//!   the shared relay, `crates/outbox`), and the reply.
 
 pub mod copy;
 pub mod http;
+pub mod resolve;
 pub mod settings;
 pub mod store;
 
@@ -106,11 +110,17 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!(
             "GRANT SELECT, INSERT, UPDATE ON clinicians, history, appointments TO \"{service}\""
         ),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON outbox, command_results, processed_commands \
+             TO \"{service}\""
+        ),
+        format!("GRANT SELECT, UPDATE ON relay_wakeup TO \"{service}\""),
+        format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{service}\""),
         format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
         format!("GRANT SELECT, DELETE ON clinicians TO \"{operator}\""),
         format!("GRANT SELECT ON history, _sqlx_migrations TO \"{operator}\""),
         format!(
-            "GRANT SELECT (doctor_id, status, starts_at), UPDATE (status, updated_at) \
+            "GRANT SELECT (doctor_id, status, starts_at, version), UPDATE (status, updated_at, version) \
              ON appointments TO \"{operator}\""
         ),
     ]
@@ -143,10 +153,18 @@ pub async fn history(db: impl sqlx::PgExecutor<'_>) -> Result<History, sqlx::Err
 pub struct Application {
     service: ConsumerService<ClinicianCopy>,
     state: http::AppState,
+    /// The outbox's relay (appointment events, replies) and the saga's command queue.
+    relay: outbox::Relay,
+    resolver: resolve::Resolver,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let trusted = contract::wire::TrustedPublishers::new(
+            &platform::amqp::broker_user_of(&config.amqp_url)?,
+            &config.consumer.trusted_publishers,
+        );
+        let (amqp_url, managed_by_setup) = (config.amqp_url.clone(), config.managed_by_setup);
         let service = ConsumerService::build(Spec {
             name: Self::NAME,
             database: "appointment_db",
@@ -171,7 +189,31 @@ impl Application {
             complete: Default::default(),
             visible_to: config.visible_to.into(),
         };
-        Ok(Self { service, state })
+        let table = resolve::outbox_table();
+        let relay = outbox::Relay::new(
+            table.clone(),
+            service.db().clone(),
+            amqp_url.clone(),
+            outbox::RelayConfig {
+                batch_size: 100,
+                retention: Some(std::time::Duration::from_secs(7 * 86_400)),
+                declare_topology: !managed_by_setup,
+                ..outbox::RelayConfig::default()
+            },
+        )
+        .with_metrics(outbox::RelayMetrics::register(
+            service.metrics(),
+            &table,
+            service.db().clone(),
+        )?);
+        let resolver =
+            resolve::Resolver::new(service.db().clone(), amqp_url, !managed_by_setup, trusted);
+        Ok(Self {
+            service,
+            state,
+            relay,
+            resolver,
+        })
     }
 
     /// The service's database (tools and tests).
@@ -201,6 +243,15 @@ impl Service for Application {
             );
         }
         let router = http::router(self.state);
-        self.service.run_until_stopped(router, shutdown).await
+        let also = {
+            let (relay, resolver) = (
+                self.relay.run(shutdown.clone()),
+                self.resolver.run(shutdown.clone()),
+            );
+            async move {
+                tokio::join!(relay, resolver);
+            }
+        };
+        self.service.run_with(router, also, shutdown).await
     }
 }

@@ -7,7 +7,11 @@
 //! - [`bulk`]: many users and their events in two statements (imports, the benchmark).
 //! - [`event_store`]: the outbox read as history: audit trails, replay pages, retention.
 //! - [`http`]: the API (`/api/v1/auth/*`) and health endpoints.
-//! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms.
+//! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms (the shared
+//!   `outbox` crate), and the saga's message outbox.
+//! - [`consumers`]: the consumer registry and the receipts (per consumer and user, the highest
+//!   version applied); [`control`]: the queue receipts and replies arrive on.
+//! - [`offboarding`]: the offboarding saga (state, steps, timer).
 //! - [`password`]: the password policy; argon2id hashing on a few dedicated threads, off the
 //!   async runtime, behind a bounded queue.
 //! - [`sessions`]: refresh-token families: rotation, reuse detection, revocation.
@@ -21,9 +25,12 @@
 //! start the service this way.
 
 pub mod bulk;
+pub mod consumers;
+pub mod control;
 pub mod event_store;
 pub mod http;
 pub mod mfa;
+pub mod offboarding;
 pub mod password;
 pub mod registrations;
 pub mod relay;
@@ -61,6 +68,11 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Run the outbox relay inside this process (off when relays run as their own processes).
     pub run_relay: bool,
+    /// How the offboarding saga waits and retries.
+    pub offboarding: offboarding::OffboardingConfig,
+    /// A deactivation not confirmed by a required consumer after this long is counted for the
+    /// alert.
+    pub receipt_alert_after: Duration,
     /// Largest number of database connections this process opens.
     pub max_db_connections: u32,
     /// The least-privilege setup (`portal setup`) owns the schema and the broker topology: this
@@ -82,12 +94,18 @@ impl Config {
             token_ttl_seconds: LOCAL_ACCESS_TTL_SECONDS,
             security: SecurityConfig::default(),
             run_relay: true,
+            offboarding: offboarding::OffboardingConfig::default(),
+            receipt_alert_after: DEFAULT_RECEIPT_ALERT_AFTER,
             max_db_connections: 6,
             managed_by_setup: false,
             relay: RelayConfig::default(),
         }
     }
 }
+
+/// How long a required consumer may take to confirm a deactivation before the alert counts it,
+/// unless RECEIPT_ALERT_AFTER says otherwise.
+pub const DEFAULT_RECEIPT_ALERT_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a login lasts at most unless SESSION_TTL says otherwise.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -163,6 +181,23 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
              second_factors, recovery_codes, login_challenges TO \"{service}\""
         ),
         format!("GRANT SELECT, INSERT ON security_events TO \"{service}\""),
+        // Receipts, the saga and its message outbox; the registry is written by the setup and
+        // the operator (`portal consumer add`), read here.
+        format!("GRANT SELECT ON consumers TO \"{service}\""),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON consumer_versions, message_outbox, \
+             offboardings, offboarding_steps, processed_messages TO \"{service}\""
+        ),
+        format!("GRANT SELECT, UPDATE ON message_relay_wakeup TO \"{service}\""),
+        format!(
+            "GRANT USAGE, SELECT ON SEQUENCE message_outbox_seq_seq, offboarding_steps_id_seq \
+             TO \"{service}\""
+        ),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON consumers TO \"{operator}\""),
+        format!(
+            "GRANT SELECT, DELETE ON consumer_versions TO \"{operator}\""
+        ),
+        format!("GRANT SELECT ON offboardings, offboarding_steps TO \"{operator}\""),
         format!("GRANT USAGE, SELECT ON SEQUENCE security_events_id_seq TO \"{service}\""),
         // Every column but the password hash: the operator compares and repairs copies, which
         // hold no hash. (Revoked first: an install set up before had the whole table.)
@@ -199,6 +234,10 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: http::AppState,
     relay: Option<Relay>,
+    /// The saga's outbox, its control queue and its timer: always in this process.
+    messages: Relay,
+    control: control::Control,
+    runner: offboarding::runner::Runner,
     metrics: Arc<Metrics>,
 }
 
@@ -233,13 +272,43 @@ impl Application {
                 .into_iter()
                 .chain(broker),
         )?;
+        let runner = offboarding::runner::Runner::new(db.clone(), config.offboarding.clone());
         let relay = match config.run_relay {
             true => Some(
-                Relay::new(db.clone(), config.amqp_url.clone(), relay_config)
-                    .with_metrics(RelayMetrics::register(&metrics, db.clone())?),
+                Relay::new(
+                    relay::user_events(),
+                    db.clone(),
+                    config.amqp_url.clone(),
+                    relay_config.clone(),
+                )
+                .with_metrics(RelayMetrics::register(
+                    &metrics,
+                    &relay::user_events(),
+                    db.clone(),
+                )?),
             ),
             false => None,
         };
+        // Saga messages are few: small batches, kept a week once published.
+        let messages = Relay::new(
+            relay::messages(),
+            db.clone(),
+            config.amqp_url.clone(),
+            RelayConfig {
+                batch_size: 100,
+                in_flight: 1,
+                retention: Some(Duration::from_secs(7 * 86_400)),
+                ..relay_config
+            },
+        );
+        let control = control::Control::new(
+            db.clone(),
+            config.amqp_url.clone(),
+            !config.managed_by_setup,
+            runner.clone(),
+            Some(control::ControlMetrics::register(&metrics)?),
+        );
+        register_saga_metrics(&metrics, db.clone(), config.receipt_alert_after)?;
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -257,11 +326,15 @@ impl Application {
                 "Login attempts by the throttle's decision: allowed, slowed, pair_locked, source_locked.",
                 &["decision"],
             )?,
+            offboarding: runner.clone(),
         };
         Ok(Self {
             listener,
             state,
             relay,
+            messages,
+            control,
+            runner,
             metrics,
         })
     }
@@ -282,18 +355,86 @@ impl Service for Application {
     /// current batch finish, and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = self.relay.map(|w| w.run(shutdown.clone()));
+        let saga = {
+            let (messages, control, runner) = (
+                self.messages.run(shutdown.clone()),
+                self.control.run(shutdown.clone()),
+                self.runner.run(shutdown.clone()),
+            );
+            async move {
+                tokio::join!(messages, control, runner, async {
+                    if let Some(relay) = relay {
+                        relay.await
+                    }
+                });
+            }
+        };
         tokio::spawn(housekeeping(self.state.clone(), shutdown.clone()));
         let router = platform::metrics::instrument(http::router(self.state.clone()), &self.metrics);
         platform::http::serve_with_worker(
             Self::NAME,
             self.listener,
             router,
-            relay,
+            Some(saga),
             &self.state.db,
             shutdown,
         )
         .await
     }
+}
+
+/// The saga's figures, read at each scrape: running offboardings by state, the stalled ones,
+/// and per required consumer the deactivations it has not confirmed after `alert_after`.
+fn register_saga_metrics(
+    metrics: &Metrics,
+    db: PgPool,
+    alert_after: Duration,
+) -> prometheus::Result<()> {
+    let running = metrics.int_gauge_vec(
+        "portal_offboardings_running",
+        "Offboardings not finished, by state (awaiting-receipts, resolving-appointments).",
+        &["state"],
+    )?;
+    let stalled = metrics.int_gauge(
+        "portal_offboardings_stalled",
+        "Offboardings waiting longer than their re-sends allow (the alert OffboardingStalled).",
+    )?;
+    let unconfirmed = metrics.int_gauge_vec(
+        "portal_unconfirmed_deactivations",
+        "Deactivations a required consumer has not confirmed after RECEIPT_ALERT_AFTER (the alert DeactivationNotConfirmed).",
+        &["consumer"],
+    )?;
+    for state in ["awaiting-receipts", "resolving-appointments"] {
+        running.with_label_values(&[state]);
+    }
+    metrics.on_scrape(move || {
+        let (db, running, stalled, unconfirmed) = (
+            db.clone(),
+            running.clone(),
+            stalled.clone(),
+            unconfirmed.clone(),
+        );
+        async move {
+            if let Ok((by_state, n)) = offboarding::store::counts(&db).await {
+                for state in ["awaiting-receipts", "resolving-appointments"] {
+                    let count = by_state
+                        .iter()
+                        .find(|(s, _)| {
+                            offboarding::parse_stored(s).map(|s| s.as_str()) == Some(state)
+                        })
+                        .map_or(0, |(_, n)| *n);
+                    running.with_label_values(&[state]).set(count);
+                }
+                stalled.set(n);
+            }
+            if let Ok(rows) = consumers::unconfirmed_deactivations(&db, alert_after).await {
+                for (consumer, n) in rows {
+                    unconfirmed.with_label_values(&[&consumer]).set(n);
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Every few seconds: picks up a key rotation (`portal keys rotate`) without a restart and

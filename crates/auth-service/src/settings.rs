@@ -3,6 +3,7 @@
 //! configuration here, next to the code that reads it. Defaults are the constants the
 //! configuration's `Default`s use.
 
+use crate::offboarding::OffboardingConfig;
 use crate::relay::RelayConfig;
 use crate::throttle::LoginPolicy;
 use crate::{Config, SecurityConfig};
@@ -98,6 +99,21 @@ pub struct AuthServiceArgs {
     /// [default: 16 per core].
     #[arg(long, env = "HASH_QUEUE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
     pub hash_queue_limit: Option<u32>,
+    /// How long an offboarding waits for each required consumer's receipt (and then for the
+    /// appointment-service's reply) before sending again.
+    #[arg(long, env = "OFFBOARDING_TIMEOUT", default_value_t = Interval(OffboardingConfig::DEFAULT_TIMEOUT))]
+    pub offboarding_timeout: Interval,
+    /// How many times an offboarding sends again before it shows as stalled (it still goes on
+    /// when the answer comes).
+    #[arg(long, env = "OFFBOARDING_RESENDS", default_value_t = OffboardingConfig::DEFAULT_RESENDS, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub offboarding_resends: u32,
+    /// Finished offboardings and their steps are deleted this many days after they ended.
+    #[arg(long, env = "OFFBOARDING_RETENTION_DAYS", default_value_t = OffboardingConfig::DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub offboarding_retention_days: u64,
+    /// A deactivation a required consumer has not confirmed after this long counts in
+    /// `portal_unconfirmed_deactivations` (the alert `DeactivationNotConfirmed`).
+    #[arg(long, env = "RECEIPT_ALERT_AFTER", default_value_t = Interval(crate::DEFAULT_RECEIPT_ALERT_AFTER))]
+    pub receipt_alert_after: Interval,
 }
 
 impl AuthServiceArgs {
@@ -134,6 +150,13 @@ impl AuthServiceArgs {
                 temporary_password_ttl: self.temporary_password_ttl.0,
             },
             run_relay,
+            offboarding: OffboardingConfig {
+                timeout: self.offboarding_timeout.0,
+                resends: self.offboarding_resends,
+                retention: std::time::Duration::from_secs(self.offboarding_retention_days * 86_400),
+                ..OffboardingConfig::default()
+            },
+            receipt_alert_after: self.receipt_alert_after.0,
             max_db_connections: 16,
             managed_by_setup,
             relay: relay.into_config(managed_by_setup),

@@ -91,8 +91,15 @@ async fn a_relay_without_a_fallback_poll_publishes_idle_and_flowing_events_promp
         ..RelayConfig::default()
     };
     let shutdown = CancellationToken::new();
-    let relay =
-        tokio::spawn(Relay::new(pool.clone(), sb.amqp_url.clone(), config).run(shutdown.clone()));
+    let relay = tokio::spawn(
+        Relay::new(
+            auth_service::relay::user_events(),
+            pool.clone(),
+            sb.amqp_url.clone(),
+            config,
+        )
+        .run(shutdown.clone()),
+    );
 
     for round in 0..3 {
         // Idle: the relay has said it sleeps, so the next writer wakes it.
@@ -164,8 +171,15 @@ async fn with_small_batches_in_flight_each_users_events_arrive_in_version_order(
         ..RelayConfig::default()
     };
     let shutdown = CancellationToken::new();
-    let relay =
-        tokio::spawn(Relay::new(pool.clone(), sb.amqp_url.clone(), config).run(shutdown.clone()));
+    let relay = tokio::spawn(
+        Relay::new(
+            auth_service::relay::user_events(),
+            pool.clone(),
+            sb.amqp_url.clone(),
+            config,
+        )
+        .run(shutdown.clone()),
+    );
     bind_to_events(&conn, q.name().as_str()).await;
 
     let (users, changes) = (6, 30);
@@ -251,13 +265,22 @@ async fn a_broker_refusing_events_is_retried_with_backoff_on_a_new_connection() 
     let sb = Sandbox::for_test().await;
     let pool = auth::pool(&sb).await;
     let metrics = platform::metrics::Metrics::new("relay-test").unwrap();
-    let relay_metrics =
-        auth_service::relay::RelayMetrics::register(&metrics, pool.clone()).unwrap();
+    let relay_metrics = auth_service::relay::RelayMetrics::register(
+        &metrics,
+        &auth_service::relay::user_events(),
+        pool.clone(),
+    )
+    .unwrap();
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(
-        Relay::new(pool.clone(), sb.amqp_url.clone(), RelayConfig::default())
-            .with_metrics(relay_metrics)
-            .run(shutdown.clone()),
+        Relay::new(
+            auth_service::relay::user_events(),
+            pool.clone(),
+            sb.amqp_url.clone(),
+            RelayConfig::default(),
+        )
+        .with_metrics(relay_metrics)
+        .run(shutdown.clone()),
     );
     // A full queue that refuses more (reject-publish) bound like a subscriber: the broker
     // nacks every event routed to it.

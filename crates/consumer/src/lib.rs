@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod service;
 pub mod settings;
 
+use contract::control::{Receipt, ReceiptEntry, RECEIPT_TYPE};
 use contract::topology::{self, ConsumerQueues};
 use contract::wire::{self, header, HistoryComplete, TrustedPublishers};
 use contract::{event, Envelope, Timestamp, UserId};
@@ -190,6 +191,8 @@ pub struct ConsumerConfig {
     /// Declare the consumer's queues when connecting (off when the least-privilege setup
     /// declared them and the consumer's broker user may not; its queue is then only checked).
     pub declare_topology: bool,
+    /// Publish a receipt after each committed batch (`contract::control::Receipt`).
+    pub send_receipts: bool,
 }
 
 impl ConsumerConfig {
@@ -213,6 +216,7 @@ impl Default for ConsumerConfig {
             retry_delays: topology::RETRY_DELAYS.to_vec(),
             trusted_publishers: Vec::new(),
             declare_topology: true,
+            send_receipts: true,
         }
     }
 }
@@ -384,9 +388,9 @@ impl<A: Apply> Consumer<A> {
         Ok(taken)
     }
 
-    /// A connection to the first node that answers, its consuming channel, its side channel
-    /// (confirms on) and the node's URL without the password.
-    async fn open(&self) -> Result<(Connection, Channel, Channel, String), lapin::Error> {
+    /// A connection to the first node that answers, its consuming channel, its side channels
+    /// (set-aside copies with confirms, receipts) and the node's URL without the password.
+    async fn open(&self) -> Result<(Connection, Channel, Side, String), lapin::Error> {
         let (conn, node) =
             amqp::connect_node(&self.amqp_url, &format!("{} consumer", self.config.name)).await?;
         let mut channel = conn.create_channel().await?;
@@ -409,15 +413,72 @@ impl<A: Apply> Consumer<A> {
         // Retry and dead-letter copies go out on their own channel with confirms, so a message
         // is acked only once the broker holds its copy.
 
-        let side = conn.create_channel().await?;
-        side.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok((conn, channel, side, node))
+        let copies = conn.create_channel().await?;
+        copies
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        // Receipts on a channel of their own: one the broker closes (a permission missing on an
+        // install not set up again) stops the receipts, not the copies.
+        let receipts = match self.config.send_receipts {
+            true => Some(conn.create_channel().await?),
+            false => None,
+        };
+        Ok((
+            conn,
+            channel,
+            Side {
+                copies,
+                receipts: std::sync::Mutex::new(receipts),
+            },
+            node,
+        ))
+    }
+
+    /// Publishes what a committed batch applied (see `contract::control::Receipt`), without
+    /// waiting for the broker: a receipt lost is made good by the next change, or by the
+    /// snapshot the offboarding saga sends again when one is late.
+    async fn send_receipt(&self, side: &Side, users: Vec<ReceiptEntry>) {
+        if users.is_empty() {
+            return;
+        }
+        let Some(channel) = side.receipts.lock().ok().and_then(|c| c.clone()) else {
+            return;
+        };
+        let receipt = Receipt {
+            consumer: self.config.name.clone(),
+            applied_at: Timestamp::now(),
+            users,
+        };
+        let Ok(body) = serde_json::to_vec(&receipt) else {
+            return;
+        };
+        let properties = amqp::message_properties(
+            &uuid::Uuid::now_v7().to_string(),
+            RECEIPT_TYPE,
+            &self.config.name,
+            &self.own_user,
+        );
+        let sent = channel
+            .basic_publish(
+                topology::CONTROL_EXCHANGE,
+                &topology::receipt_key(&self.config.name),
+                lapin::options::BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot send receipts; none are sent until the consumer reconnects");
+            if let Ok(mut held) = side.receipts.lock() {
+                *held = None;
+            }
+        }
     }
 
     async fn consume(
         &self,
         channel: &Channel,
-        side: &Channel,
+        side: &Side,
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumeError> {
         let mut deliveries = channel
@@ -454,9 +515,11 @@ impl<A: Apply> Consumer<A> {
     async fn handle_batch(
         &self,
         batch: Vec<Delivery>,
-        side: &Channel,
+        side: &Side,
         shutdown: &CancellationToken,
     ) -> Result<bool, ConsumeError> {
+        // What the batch applied, for its receipt.
+        let mut receipts = Vec::new();
         // A message copied to the retry or dead-letter queue is acked at once, on its own: were
         // it left for the batch's ack, a redelivery (connection lost while its database is down)
         // would copy it a second time.
@@ -526,7 +589,7 @@ impl<A: Apply> Consumer<A> {
         if !decoded.is_empty() || history_complete.is_some() {
             let events = decoded.iter().map(|(_, e)| e.clone()).collect();
             match self
-                .apply_with_retry(events, history_complete, &traces, shutdown)
+                .apply_with_retry(events, history_complete, &traces, &mut receipts, shutdown)
                 .await
             {
                 Applied::Done => {}
@@ -536,7 +599,13 @@ impl<A: Apply> Consumer<A> {
                 Applied::Rejected(_) => {
                     for (i, envelope) in decoded {
                         match self
-                            .apply_with_retry(vec![envelope], None, &traces, shutdown)
+                            .apply_with_retry(
+                                vec![envelope],
+                                None,
+                                &traces,
+                                &mut receipts,
+                                shutdown,
+                            )
                             .await
                         {
                             Applied::Done => {}
@@ -550,7 +619,13 @@ impl<A: Apply> Consumer<A> {
                     }
                     if history_complete.is_some() {
                         match self
-                            .apply_with_retry(Vec::new(), history_complete, &traces, shutdown)
+                            .apply_with_retry(
+                                Vec::new(),
+                                history_complete,
+                                &traces,
+                                &mut receipts,
+                                shutdown,
+                            )
                             .await
                         {
                             Applied::Done => {}
@@ -571,6 +646,7 @@ impl<A: Apply> Consumer<A> {
         if let Some((last, _)) = last_open {
             last.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
+        self.send_receipt(side, receipts).await;
         Ok(true)
     }
 
@@ -582,6 +658,7 @@ impl<A: Apply> Consumer<A> {
         events: Vec<Envelope>,
         history_complete: Option<HistoryComplete>,
         traces: &Traces,
+        receipts: &mut Vec<ReceiptEntry>,
         shutdown: &CancellationToken,
     ) -> Applied {
         let (events, duplicates) = newest_per_user(events);
@@ -629,6 +706,15 @@ impl<A: Apply> Consumer<A> {
                     if stale > 0 {
                         tracing::debug!(stale, "ignored events older than the copy");
                     }
+                    // Applied or older than the copy: either way the copy holds at least this
+                    // version now.
+                    receipts.extend(events.iter().filter_map(|e| {
+                        Some(ReceiptEntry {
+                            user_id: e.payload.user_id,
+                            user_version: e.payload.user_version?,
+                            changed_at: e.timestamp,
+                        })
+                    }));
                     return Applied::Done;
                 }
                 Err(e) if platform::db::is_unavailable(&e) => {
@@ -669,7 +755,7 @@ impl<A: Apply> Consumer<A> {
     /// dead-letter queue once every retry delay has been spent.
     async fn retry_later(
         &self,
-        side: &Channel,
+        side: &Side,
         delivery: &Delivery,
         error: &sqlx::Error,
     ) -> Result<(), ConsumeError> {
@@ -702,7 +788,7 @@ impl<A: Apply> Consumer<A> {
     /// Publishes a copy of `delivery` to the dead-letter queue with why it failed.
     async fn dead_letter(
         &self,
-        side: &Channel,
+        side: &Side,
         delivery: &Delivery,
         reason: &str,
         detail: &str,
@@ -724,7 +810,7 @@ impl<A: Apply> Consumer<A> {
     /// exists first.
     async fn republish(
         &self,
-        side: &Channel,
+        side: &Side,
         delivery: &Delivery,
         queue: &str,
         headers: FieldTable,
@@ -743,7 +829,7 @@ impl<A: Apply> Consumer<A> {
             body: &delivery.data,
             properties,
         };
-        match amqp::publish_confirmed(side, vec![copy])
+        match amqp::publish_confirmed(&side.copies, vec![copy])
             .await
             .require_all()
         {
@@ -752,6 +838,14 @@ impl<A: Apply> Consumer<A> {
             Err(_) => Err(ConsumeError::RepublishRefused),
         }
     }
+}
+
+/// The channels beside the consuming one.
+struct Side {
+    /// Retry and dead-letter copies, with confirms.
+    copies: Channel,
+    /// Receipts, without confirms; `None` once the broker closed it (until the next connection).
+    receipts: std::sync::Mutex<Option<Channel>>,
 }
 
 /// The outcome of [`Consumer::apply_with_retry`].

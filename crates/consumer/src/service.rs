@@ -160,16 +160,40 @@ impl<A: Apply> ConsumerService<A> {
         router: axum::Router,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        self.run_with(router, std::future::ready(()), shutdown)
+            .await
+    }
+
+    /// [`ConsumerService::run_until_stopped`] with `also` (the service's own background work,
+    /// which must end on `shutdown`) running beside the consumer.
+    pub async fn run_with(
+        self,
+        router: axum::Router,
+        also: impl std::future::Future<Output = ()> + Send + 'static,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let consumer = self.consumer.map(|c| c.run(shutdown.clone()));
+        let worker = async move {
+            tokio::join!(also, async {
+                if let Some(consumer) = consumer {
+                    consumer.await
+                }
+            });
+        };
         let router = platform::metrics::instrument(router, &self.metrics);
         platform::http::serve_with_worker(
             self.name,
             self.listener,
             router,
-            consumer,
+            Some(worker),
             &self.db,
             shutdown,
         )
         .await
+    }
+
+    /// The service's metrics registry (for its own families).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }

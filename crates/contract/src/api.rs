@@ -464,3 +464,125 @@ mod tests {
         assert!(serde_json::from_str::<UpdateUserRequest>(r#"{"role": "admin"}"#).is_err());
     }
 }
+
+/// `GET /api/v1/auth/admin/users/{id}/propagation`: how far the user's current version has
+/// reached, per registered consumer (from the consumers' receipts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Propagation {
+    pub user_id: UserId,
+    /// The user's version in `auth_db` now.
+    pub user_version: i64,
+    pub is_active: bool,
+    /// When that version was written.
+    pub changed_at: Timestamp,
+    pub consumers: Vec<ConsumerPropagation>,
+}
+
+/// One registered consumer's last receipt for a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerPropagation {
+    pub consumer: String,
+    /// A required consumer must confirm a change before an offboarding goes on.
+    pub required: bool,
+    /// The highest version it reported applied; `None` before its first receipt for the user.
+    pub user_version: Option<i64>,
+    /// When it committed that version.
+    pub applied_at: Option<Timestamp>,
+    /// From that version's change to its commit there, in seconds.
+    pub delay_seconds: Option<f64>,
+    /// True when it holds the user's current version (or a newer one).
+    pub current: bool,
+}
+
+/// `POST /api/v1/auth/admin/users/{id}/offboarding`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffboardingRequest {
+    /// Why the person leaves (1 to 500 characters; in the audit trail and the cancellation
+    /// events).
+    pub reason: String,
+    /// What becomes of their future appointments: `reassign` (to another active doctor whose
+    /// slot is free, else cancelled) or `cancel`.
+    pub policy: crate::control::AppointmentPolicy,
+}
+
+/// Where an offboarding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OffboardingState {
+    /// Deactivated; waiting for every required consumer's receipt of that version.
+    AwaitingReceipts,
+    /// The appointment-service was told to resolve the future appointments; waiting for its
+    /// reply.
+    ResolvingAppointments,
+    /// Every consumer confirmed and every future appointment was reassigned or cancelled as
+    /// the policy said.
+    Completed,
+    /// Finished, but some appointments no doctor could take were cancelled: their patients
+    /// need a new booking.
+    NeedsAttention,
+    /// Cancelled before any appointment changed: the person was reactivated.
+    Cancelled,
+}
+
+impl OffboardingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingReceipts => "awaiting-receipts",
+            Self::ResolvingAppointments => "resolving-appointments",
+            Self::Completed => "completed",
+            Self::NeedsAttention => "needs-attention",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Finished: nothing more happens to it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::NeedsAttention | Self::Cancelled
+        )
+    }
+}
+
+/// One transition of an offboarding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffboardingStep {
+    pub at: Timestamp,
+    /// `started`, `receipt`, `resent`, `stalled`, `command-sent`, `resolved`, `completed`,
+    /// `needs-attention`, `cancelled`.
+    pub step: String,
+    pub detail: String,
+}
+
+/// An offboarding: a saga that takes a leaving person out of every system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Offboarding {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub email: String,
+    pub name: String,
+    pub state: OffboardingState,
+    /// Set while the saga waits longer than it should (a consumer that does not confirm, an
+    /// appointment-service that does not answer): why. It goes on by itself once the answer
+    /// comes.
+    pub stalled_reason: Option<String>,
+    pub policy: crate::control::AppointmentPolicy,
+    pub reason: String,
+    pub requested_by: UserId,
+    /// The version that deactivated the person: what every required consumer must confirm.
+    pub target_version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub steps: Vec<OffboardingStep>,
+    /// Each registered consumer's receipt for the person now.
+    pub receipts: Vec<ConsumerPropagation>,
+    /// What became of each future appointment (once the appointment-service replied): the
+    /// patients to inform.
+    pub appointments: Vec<crate::control::ResolvedAppointment>,
+}

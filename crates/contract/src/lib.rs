@@ -9,6 +9,7 @@
 //!   the declarations (with their arguments) that make them exist.
 //! - [`wire`]: the AMQP properties of a published event and the headers of a message set aside
 //!   (retry and dead-letter).
+//! - [`control`]: receipts, the offboarding saga's command and reply, appointment events.
 //! - [`api`]: the JSON bodies of the HTTP API, shared by the services and their clients.
 //! - [`schema`]: the JSON Schemas and the AsyncAPI document generated from the above, checked in
 //!   under `contracts/` for teams that do not read Rust.
@@ -21,6 +22,7 @@
 //! version is published beside the old one; a reader dead-letters a major version it does not know.
 
 pub mod api;
+pub mod control;
 pub mod domain;
 pub mod event;
 pub mod openapi;

@@ -15,6 +15,64 @@ pub const ALL_USER_EVENTS: &str = "user.#";
 pub const USER_SERVICE: &str = "user-service";
 /// The consumer name of the appointment-service (its copy: the clinicians).
 pub const APPOINTMENT_SERVICE: &str = "appointment-service";
+/// The auth-service's name on the control exchange (it reads receipts and replies).
+pub const AUTH_SERVICE: &str = "auth-service";
+
+/// The durable topic exchange of control messages (`contract::control`): receipts
+/// (`receipt.<consumer>`), commands (`command.<service>.<name>`) and replies
+/// (`reply.<service>.<name>`).
+pub const CONTROL_EXCHANGE: &str = "portal.control";
+/// The routing key of the saga's command to the appointment-service.
+pub const RESOLVE_DOCTOR_KEY: &str = "command.appointment-service.resolve-doctor";
+/// The routing key of the appointment-service's reply to the auth-service.
+pub const DOCTOR_RESOLVED_KEY: &str = "reply.auth-service.doctor-resolved";
+/// The durable topic exchange of appointment events; routing key = `eventType`.
+pub const APPOINTMENT_EXCHANGE: &str = "appointment.events";
+/// `appointment.events`' alternate exchange (fanout) and the quorum queue it feeds: appointment
+/// events no other queue takes wait there for whoever informs patients.
+pub const APPOINTMENT_UNROUTED: &str = "appointment.events.unrouted";
+
+/// The routing key of a consumer's receipts.
+pub fn receipt_key(consumer: &str) -> String {
+    format!("receipt.{consumer}")
+}
+
+/// The routing key on `user.events` that reaches `consumer`'s queue alone: a snapshot sent again
+/// to one late consumer (the offboarding saga), not to every copy.
+pub fn resend_key(consumer: &str) -> String {
+    format!("resend.{consumer}")
+}
+
+/// A service's control queue (`<service>.control`, quorum) and where what it rejects goes
+/// (`<service>.control.dlq`, by the queue's own dead-letter arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlQueue {
+    pub main: String,
+    pub dead_letter: String,
+}
+
+impl ControlQueue {
+    pub fn of(service: &str) -> Self {
+        let main = format!("{service}.control");
+        Self {
+            dead_letter: format!("{main}.dlq"),
+            main,
+        }
+    }
+
+    fn declaration(&self) -> Declaration {
+        let mut arguments = quorum_arguments();
+        arguments.push(("x-dead-letter-exchange", Argument::Text(String::new())));
+        arguments.push((
+            "x-dead-letter-routing-key",
+            Argument::Text(self.dead_letter.clone()),
+        ));
+        Declaration::Queue {
+            name: self.main.clone(),
+            arguments,
+        }
+    }
+}
 
 /// How long a message that failed for a reason of its own waits before each new attempt; after
 /// the last one it goes to the dead-letter queue.
@@ -48,6 +106,8 @@ pub struct ConsumerQueues {
     /// name). Its own exchange, not the default one, so the consumer's broker user may publish
     /// to its own queues and nowhere else.
     pub set_aside: String,
+    /// `resend.<name>`: the key on `user.events` bound to `main` alone ([`resend_key`]).
+    pub resend: String,
 }
 
 impl ConsumerQueues {
@@ -61,6 +121,7 @@ impl ConsumerQueues {
         Self {
             dead_letter: format!("{main}.dlq"),
             set_aside: format!("{main}.set-aside"),
+            resend: resend_key(name),
             retries: delays
                 .iter()
                 .map(|&delay| RetryQueue {
@@ -193,8 +254,52 @@ impl ConsumerQueues {
             &self.dead_letter,
         ));
         out.push(Declaration::binding(&self.main, EXCHANGE, ALL_USER_EVENTS));
+        out.push(Declaration::binding(&self.main, EXCHANGE, &self.resend));
         out
     }
+}
+
+/// The control topology, declared with the user events' by everyone who declares: the control
+/// exchange with the auth-service's queue (receipts and replies) and the appointment-service's
+/// (commands), each with its dead-letter queue, and the appointment events' exchange with its
+/// alternate exchange and queue.
+pub fn control_declarations() -> Vec<Declaration> {
+    let auth = ControlQueue::of(AUTH_SERVICE);
+    let appointments = ControlQueue::of(APPOINTMENT_SERVICE);
+    let mut out = vec![Declaration::exchange(CONTROL_EXCHANGE, ExchangeKind::Topic)];
+    for queue in [&auth, &appointments] {
+        out.push(Declaration::quorum_queue(&queue.dead_letter));
+        out.push(queue.declaration());
+    }
+    out.push(Declaration::binding(
+        &auth.main,
+        CONTROL_EXCHANGE,
+        "receipt.#",
+    ));
+    out.push(Declaration::binding(
+        &auth.main,
+        CONTROL_EXCHANGE,
+        &format!("reply.{AUTH_SERVICE}.#"),
+    ));
+    out.push(Declaration::binding(
+        &appointments.main,
+        CONTROL_EXCHANGE,
+        &format!("command.{APPOINTMENT_SERVICE}.#"),
+    ));
+    out.extend([
+        Declaration::exchange(APPOINTMENT_UNROUTED, ExchangeKind::Fanout),
+        Declaration::quorum_queue(APPOINTMENT_UNROUTED),
+        Declaration::binding(APPOINTMENT_UNROUTED, APPOINTMENT_UNROUTED, ""),
+        Declaration::Exchange {
+            name: APPOINTMENT_EXCHANGE.to_owned(),
+            kind: ExchangeKind::Topic,
+            arguments: vec![(
+                "alternate-exchange",
+                Argument::Text(APPOINTMENT_UNROUTED.into()),
+            )],
+        },
+    ]);
+    out
 }
 
 /// The whole topology for `consumers`, in the order it must be declared: the alternate exchange
@@ -213,6 +318,7 @@ pub fn declarations(consumers: &[ConsumerQueues]) -> Vec<Declaration> {
     for queues in consumers {
         out.extend(queues.declarations());
     }
+    out.extend(control_declarations());
     out
 }
 

@@ -27,7 +27,8 @@
 
 use anyhow::{anyhow, bail, Context};
 use contract::topology::{
-    ConsumerQueues, APPOINTMENT_SERVICE, EXCHANGE, UNROUTED_QUEUE, USER_SERVICE,
+    receipt_key, ConsumerQueues, ControlQueue, APPOINTMENT_EXCHANGE, APPOINTMENT_SERVICE,
+    AUTH_SERVICE, CONTROL_EXCHANGE, EXCHANGE, UNROUTED_QUEUE, USER_SERVICE,
 };
 use platform::rabbit_admin::{Management, Permissions};
 use platform::secret;
@@ -640,6 +641,15 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
     {
         sqlx::query(&grant).execute(&pool).await?;
     }
+    // The system's own consumers, required: an offboarding waits for both to confirm. (A
+    // further consumer is registered by `portal consumer add`; a registration changed there is
+    // kept unless it is one of these two.)
+    for (name, user) in [
+        (USER_SERVICE, &ids.user_service_user),
+        (APPOINTMENT_SERVICE, &ids.appointment_service_user),
+    ] {
+        auth_service::consumers::register(&pool, name, true, user).await?;
+    }
     pool.close().await;
     let pool = user_service::prepare_database(&migrator(&config.user_db)?, 1).await?;
     for grant in user_service::grants(&ids.user_service, &ids.operator) {
@@ -692,33 +702,84 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
         .await
         .context("declaring the topology as the administrator")?;
     let exact = |name: &str| format!("^{}$", regex_escape(name));
+    let either = |names: &[&str]| {
+        format!(
+            "^({})$",
+            names
+                .iter()
+                .map(|n| regex_escape(n))
+                .collect::<Vec<_>>()
+                .join("|")
+        )
+    };
     let nothing = String::new();
     let events_keys = "^user\\..+$";
+    // The auth-service's identity: user events (and a snapshot sent again to one late consumer,
+    // `resend.<consumer>`), the saga's commands; it reads its control queue (receipts, replies).
     management
         .set_permissions(
             &vhost,
             &ids.relay_user,
             &Permissions {
                 configure: nothing.clone(),
-                write: exact(EXCHANGE),
-                read: nothing.clone(),
+                write: either(&[EXCHANGE, CONTROL_EXCHANGE]),
+                read: exact(&ControlQueue::of(AUTH_SERVICE).main),
             },
         )
         .await?;
     management
-        .set_topic_permissions(&vhost, &ids.relay_user, EXCHANGE, events_keys, "^$")
+        .set_topic_permissions(
+            &vhost,
+            &ids.relay_user,
+            EXCHANGE,
+            "^(user|resend)\\..+$",
+            "^$",
+        )
+        .await?;
+    management
+        .set_topic_permissions(
+            &vhost,
+            &ids.relay_user,
+            CONTROL_EXCHANGE,
+            "^command\\..+$",
+            "^$",
+        )
         .await?;
     for (queues, user) in &consumers {
+        let name = queues.main.trim_end_matches(".user-events");
+        // Its receipts; the appointment-service also replies to the saga, reads its commands
+        // and publishes appointment events.
+        let appointments = name == APPOINTMENT_SERVICE;
+        let control = ControlQueue::of(name);
+        let (write, read, control_keys) = match appointments {
+            true => (
+                either(&[&queues.set_aside, CONTROL_EXCHANGE, APPOINTMENT_EXCHANGE]),
+                either(&[&queues.main, &control.main]),
+                format!(
+                    "^({}|reply\\.{}\\..+)$",
+                    regex_escape(&receipt_key(name)),
+                    regex_escape(AUTH_SERVICE)
+                ),
+            ),
+            false => (
+                either(&[&queues.set_aside, CONTROL_EXCHANGE]),
+                exact(&queues.main),
+                exact(&receipt_key(name)),
+            ),
+        };
         management
             .set_permissions(
                 &vhost,
                 user,
                 &Permissions {
                     configure: nothing.clone(),
-                    write: exact(&queues.set_aside),
-                    read: exact(&queues.main),
+                    write,
+                    read,
                 },
             )
+            .await?;
+        management
+            .set_topic_permissions(&vhost, user, CONTROL_EXCHANGE, &control_keys, "^$")
             .await?;
     }
     management

@@ -180,7 +180,18 @@ pub async fn declare_topology_on(
     consumers: &[ConsumerQueues],
     main: &str,
 ) -> Result<Channel, lapin::Error> {
-    let Err(e) = declare_topology(&channel, consumers).await else {
+    declare_on(conn, channel, &topology::declarations(consumers), main).await
+}
+
+/// [`declare_topology_on`] for any `declarations`: declares them on `channel` and gives back a
+/// usable channel, going on when the declaration failed but `main` exists.
+pub async fn declare_on(
+    conn: &Connection,
+    channel: Channel,
+    declarations: &[Declaration],
+    main: &str,
+) -> Result<Channel, lapin::Error> {
+    let Err(e) = declare(&channel, declarations).await else {
         return Ok(channel);
     };
     let fresh = conn.create_channel().await?;
@@ -245,12 +256,24 @@ pub fn broker_user(url: &str) -> String {
 /// broker user `publisher` (the `user_id` consumers trust, which the broker checks).
 pub fn event_properties(event_id: &str, event_type: &str, publisher: &str) -> BasicProperties {
     let p = EventProperties::new(event_id, event_type);
+    message_properties(&p.message_id, &p.kind, p.app_id, publisher)
+}
+
+/// The properties of any message of ours (an event, a receipt, a command, a reply):
+/// persistent JSON named by `message_id` and `kind`, from the service `app_id`, published by
+/// the broker user `publisher`.
+pub fn message_properties(
+    message_id: &str,
+    kind: &str,
+    app_id: &str,
+    publisher: &str,
+) -> BasicProperties {
     BasicProperties::default()
-        .with_delivery_mode(p.delivery_mode)
-        .with_content_type(ShortString::from(p.content_type))
-        .with_message_id(ShortString::from(p.message_id))
-        .with_type(ShortString::from(p.kind))
-        .with_app_id(ShortString::from(p.app_id))
+        .with_delivery_mode(contract::wire::PERSISTENT)
+        .with_content_type(ShortString::from(contract::wire::CONTENT_TYPE))
+        .with_message_id(ShortString::from(message_id))
+        .with_type(ShortString::from(kind))
+        .with_app_id(ShortString::from(app_id))
         .with_user_id(ShortString::from(publisher))
 }
 

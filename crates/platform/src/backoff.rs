@@ -68,14 +68,14 @@ mod tests {
 /// happen in between, so an outage reads as two lines in the log instead of a flood.
 #[derive(Debug)]
 pub struct OutageLog {
-    what: &'static str,
+    what: std::borrow::Cow<'static, str>,
     down_since: Option<std::time::Instant>,
 }
 
 impl OutageLog {
-    pub fn new(what: &'static str) -> Self {
+    pub fn new(what: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         Self {
-            what,
+            what: what.into(),
             down_since: None,
         }
     }

@@ -41,6 +41,7 @@ pub mod backoff;
 pub mod build;
 pub mod client_addr;
 mod connections;
+pub mod control;
 pub mod db;
 pub mod duration;
 pub mod exit;

@@ -150,6 +150,19 @@ impl Metrics {
         )?)
     }
 
+    pub fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> prometheus::Result<prometheus::HistogramVec> {
+        self.register(prometheus::HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )?)
+    }
+
     /// Runs `probe` before each scrape, at most [`PROBE_TIMEOUT`]: for figures that are read
     /// from elsewhere (a table, a queue, a pool) rather than counted as they happen.
     pub fn on_scrape<F, Fut>(&self, probe: F)

@@ -219,6 +219,21 @@ impl<'a> SystemBuilder<'a> {
             None
         };
 
+        // The consumers that run are registered, as the setup registers them on an install.
+        let broker_user = platform::amqp::broker_user(&sb.amqp_url);
+        for (name, runs) in [
+            (contract::topology::USER_SERVICE, users.is_some()),
+            (
+                contract::topology::APPOINTMENT_SERVICE,
+                appointments.is_some(),
+            ),
+        ] {
+            if runs {
+                auth_service::consumers::register(&auth_db, name, true, &broker_user)
+                    .await
+                    .expect("register the consumer");
+            }
+        }
         if self.seed.is_some() || !self.accounts.is_empty() || self.backfilled {
             // Every consumer's queue exists before the history is written or replayed, so no
             // event of it goes unrouted.

@@ -46,7 +46,7 @@ pub(super) async fn require_current_admin(
     }
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ValidationError::new("id", "must be a UUID").into())
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod health;
+mod offboarding;
 mod registrations;
 mod second_factor;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub login_decisions: prometheus::IntCounterVec,
     /// The server secret temporary passwords are tagged with (a file in the key directory).
     pub tag_key: crate::password::temporary::TagKey,
+    /// The offboarding saga's timer, woken when a saga starts.
+    pub offboarding: crate::offboarding::runner::Runner,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/auth",
             auth::router()
                 .merge(admin::router())
+                .merge(offboarding::router())
                 .merge(registrations::router())
                 .merge(second_factor::router()),
         )

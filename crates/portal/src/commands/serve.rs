@@ -124,7 +124,9 @@ pub async fn relay(c: &RelayCommand) -> Result<(), Failure> {
     metrics
         .watch_pool(pool.clone(), "auth_db")
         .map_err(anyhow::Error::from)?;
-    let counted = RelayMetrics::register(&metrics, pool.clone()).map_err(anyhow::Error::from)?;
+    let counted =
+        RelayMetrics::register(&metrics, &auth_service::relay::user_events(), pool.clone())
+            .map_err(anyhow::Error::from)?;
     let broker = c.relay.broker_link(&c.broker.amqp_url);
     let identities = [
         Identity::postgres("AUTH_DATABASE_URL", &pool),
@@ -133,6 +135,7 @@ pub async fn relay(c: &RelayCommand) -> Result<(), Failure> {
     platform::privilege::watch("relay", &metrics, managed_by_setup, identities)
         .map_err(anyhow::Error::from)?;
     let relay = Relay::new(
+        auth_service::relay::user_events(),
         pool.clone(),
         c.relay.amqp_url_or(&c.broker.amqp_url).to_owned(),
         c.relay.into_config(managed_by_setup),

@@ -23,6 +23,7 @@ mod keys;
 mod lifecycle;
 mod migrate;
 mod observability;
+mod offboarding;
 mod pipeline;
 mod privileges;
 mod recovery;

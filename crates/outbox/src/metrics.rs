@@ -1,5 +1,6 @@
 //! What the relay does, for Prometheus, and the outbox backlog it reports.
 
+use crate::Table;
 use platform::metrics::{Metrics, BATCH_BUCKETS, LATENCY_BUCKETS};
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 use sqlx::PgPool;
@@ -21,8 +22,9 @@ pub struct RelayMetrics {
 }
 
 impl RelayMetrics {
-    /// Registers the relay's families with `metrics`; the backlog is read from `pool`.
-    pub fn register(metrics: &Metrics, pool: PgPool) -> prometheus::Result<Self> {
+    /// Registers the relay's families with `metrics`; the backlog is `table`'s in `pool`.
+    pub fn register(metrics: &Metrics, table: &Table, pool: PgPool) -> prometheus::Result<Self> {
+        let query = table.backlog.clone();
         let unpublished = metrics.int_gauge(
             "portal_outbox_unpublished",
             "Events written to the outbox and not yet confirmed by the broker.",
@@ -33,8 +35,9 @@ impl RelayMetrics {
         )?;
         metrics.on_scrape(move || {
             let (unpublished, oldest, pool) = (unpublished.clone(), oldest.clone(), pool.clone());
+            let query = query.clone();
             async move {
-                if let Ok(backlog) = outbox_backlog(&pool).await {
+                if let Ok(backlog) = read_backlog(&query, &pool).await {
                     unpublished.set(backlog.unpublished);
                     oldest.set(backlog.oldest_age_seconds().unwrap_or(0.0));
                 }
@@ -94,14 +97,13 @@ impl Backlog {
     }
 }
 
-/// The outbox's backlog, on the relay's own partial index of unpublished rows.
-pub async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
-    let (unpublished, oldest) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL), \
-                (SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1)",
-    )
-    .fetch_one(pool)
-    .await?;
+/// `table`'s backlog, on the relay's own partial index of unpublished rows.
+pub async fn backlog(table: &Table, pool: &PgPool) -> Result<Backlog, sqlx::Error> {
+    read_backlog(&table.backlog, pool).await
+}
+
+async fn read_backlog(query: &str, pool: &PgPool) -> Result<Backlog, sqlx::Error> {
+    let (unpublished, oldest) = sqlx::query_as(query).fetch_one(pool).await?;
     Ok(Backlog {
         unpublished,
         oldest,

@@ -4,8 +4,7 @@
 //! confirmed rows published and commit. A crash before the commit only republishes; the
 //! consumers' version rule absorbs the duplicate.
 
-use super::{RelayError, RelayMetrics};
-use contract::topology;
+use super::{RelayError, RelayMetrics, Table};
 use lapin::Channel;
 use platform::amqp::{self, Answer, Outgoing, Sent};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -29,8 +28,10 @@ fn traced(properties: lapin::BasicProperties, trace_id: Option<&str>) -> lapin::
 #[derive(sqlx::FromRow)]
 struct PendingEvent {
     seq: i64,
-    event_id: uuid::Uuid,
-    event_type: String,
+    message_id: uuid::Uuid,
+    exchange: String,
+    routing_key: String,
+    message_type: String,
     body: String,
     trace_id: Option<String>,
 }
@@ -38,6 +39,8 @@ struct PendingEvent {
 /// A batch whose messages are sent and whose confirms are outstanding; its rows stay locked by
 /// `tx` until [`InFlight::finish`] marks them.
 pub struct InFlight {
+    /// The table's statement that marks rows published.
+    mark: String,
     tx: Transaction<'static, Postgres>,
     seqs: Vec<i64>,
     sent: Sent,
@@ -60,6 +63,7 @@ impl InFlight {
 /// `failing` says a batch of this connection was not accepted: its rows, unlocked by that
 /// batch's commit, wait for the relay's backoff instead of being sent again at once.
 pub async fn claim_and_send(
+    table: &Table,
     pool: &PgPool,
     channel: &Channel,
     batch_size: i64,
@@ -67,13 +71,10 @@ pub async fn claim_and_send(
     failing: &AtomicBool,
 ) -> Result<Option<InFlight>, RelayError> {
     let mut tx = pool.begin().await?;
-    let rows: Vec<PendingEvent> = sqlx::query_as(
-        "SELECT seq, event_id, event_type, body::text AS body, trace_id FROM outbox \
-         WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind(batch_size)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<PendingEvent> = sqlx::query_as(&table.claim)
+        .bind(batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
     // Read after the rows: a failing batch sets the flag before the commit that unlocks its rows.
     if rows.is_empty() || failing.load(Ordering::SeqCst) {
         tx.rollback().await?;
@@ -82,11 +83,16 @@ pub async fn claim_and_send(
     let messages: Vec<Outgoing> = rows
         .iter()
         .map(|row| Outgoing {
-            exchange: topology::EXCHANGE,
-            routing_key: &row.event_type,
+            exchange: &row.exchange,
+            routing_key: &row.routing_key,
             body: row.body.as_bytes(),
             properties: traced(
-                amqp::event_properties(&row.event_id.to_string(), &row.event_type, publisher),
+                amqp::message_properties(
+                    &row.message_id.to_string(),
+                    &row.message_type,
+                    table.app_id,
+                    publisher,
+                ),
                 row.trace_id.as_deref(),
             ),
         })
@@ -94,6 +100,7 @@ pub async fn claim_and_send(
     let sent_at = Instant::now();
     let sent = amqp::publish_all(channel, messages).await;
     Ok(Some(InFlight {
+        mark: table.mark.clone(),
         tx,
         seqs: rows.iter().map(|r| r.seq).collect(),
         sent,
@@ -112,6 +119,7 @@ impl InFlight {
         failing: &AtomicBool,
     ) -> Result<usize, RelayError> {
         let InFlight {
+            mark,
             mut tx,
             seqs,
             sent,
@@ -139,7 +147,7 @@ impl InFlight {
             failing.store(true, Ordering::SeqCst);
         }
         if !confirmed.is_empty() {
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+            sqlx::query(&mark)
                 .bind(&confirmed)
                 .execute(&mut *tx)
                 .await?;
@@ -163,13 +171,14 @@ impl InFlight {
 /// Publishes one batch and waits for it: [`claim_and_send`] then [`InFlight::finish`]; returns
 /// how many rows it claimed (public so tests can run the relay one step at a time).
 pub async fn publish_batch(
+    table: &Table,
     pool: &PgPool,
     channel: &Channel,
     batch_size: i64,
     publisher: &str,
 ) -> Result<usize, RelayError> {
     let failing = AtomicBool::new(false);
-    match claim_and_send(pool, channel, batch_size, publisher, &failing).await? {
+    match claim_and_send(table, pool, channel, batch_size, publisher, &failing).await? {
         Some(batch) => batch.finish(None, &failing).await,
         None => Ok(0),
     }

@@ -1,4 +1,6 @@
-//! The outbox relay: moves committed events from `auth_db.outbox` to the `user.events` exchange.
+//! The outbox relay every service with an outbox shares ([`Table`] says which outbox): moves
+//! committed rows to the broker (the auth-service's user events to `user.events`, its saga
+//! messages, the appointment-service's appointment events and replies).
 //!
 //! Each batch claims up to `batch_size` unpublished rows in sequence order (`FOR UPDATE SKIP
 //! LOCKED`, so several relays, and several batches of one relay, never take the same row) and
@@ -13,7 +15,6 @@
 //! ([`pace`]). With `batch_size = 1` and `in_flight = 1` the same code is the naive
 //! one-confirm-per-event relay used as the benchmark baseline.
 
-use contract::topology;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
 use platform::amqp;
@@ -30,13 +31,12 @@ use tokio_util::sync::CancellationToken;
 pub mod batch;
 mod metrics;
 pub mod pace;
+mod table;
 
 pub use batch::{claim_and_send, publish_batch, InFlight};
-pub use metrics::{outbox_backlog, Backlog, RelayMetrics};
+pub use metrics::{backlog, Backlog, RelayMetrics};
 use pace::{Next, Pace};
-
-/// The channel PostgreSQL notifies on when outbox rows commit (see the migration's trigger).
-pub const NOTIFY_CHANNEL: &str = "outbox_events";
+pub use table::Table;
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -47,7 +47,8 @@ pub struct RelayConfig {
     pub in_flight: usize,
     /// Fallback poll interval for when a notification was missed (listener reconnecting).
     pub poll_interval: Duration,
-    /// Keep published events this long in the event store; `None` keeps everything.
+    /// Keep published rows this long (the auth-service's event store: `EVENT_RETENTION_DAYS`);
+    /// `None` keeps everything.
     pub retention: Option<Duration>,
     /// Declare the topology when connecting (off when the least-privilege setup declared it
     /// and the relay's broker user may not).
@@ -77,7 +78,7 @@ impl Default for RelayConfig {
 pub enum RelayError {
     #[error("RabbitMQ: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("auth_db: {0}")]
+    #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     /// The broker answered, but did not take every event of a batch.
     #[error(
@@ -96,6 +97,7 @@ impl RelayError {
 }
 
 pub struct Relay {
+    table: Arc<Table>,
     pool: PgPool,
     amqp_url: String,
     /// The broker user the relay publishes as: every event's `user_id`.
@@ -106,8 +108,10 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, amqp_url: String, config: RelayConfig) -> Self {
+    /// A relay of `table` in `pool`, publishing as the broker user of `amqp_url`.
+    pub fn new(table: Table, pool: PgPool, amqp_url: String, config: RelayConfig) -> Self {
         Self {
+            table: Arc::new(table),
             pool,
             publisher: amqp::broker_user(&amqp_url),
             amqp_url,
@@ -137,8 +141,8 @@ impl Relay {
     /// Runs until `shutdown`, reconnecting to RabbitMQ and PostgreSQL with backoff. A batch in
     /// flight when shutdown comes is finished (confirmed and marked) before returning.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut broker = OutageLog::new("relay: RabbitMQ");
-        let mut database = OutageLog::new("relay: auth_db");
+        let mut broker = OutageLog::new(format!("relay {}: RabbitMQ", self.table.name));
+        let mut database = OutageLog::new(format!("relay {}: database", self.table.name));
         let mut backoff = Backoff::reconnect();
         let mut last_prune: Option<std::time::Instant> = None;
         // Batches accepted before the broker refused events, while it refuses them.
@@ -147,7 +151,9 @@ impl Relay {
         let mut flight = Flight::new(self.config.in_flight, self.metrics.clone());
         'connect: while !shutdown.is_cancelled() {
             let (conn, channel, node) =
-                match open_channel_on(&self.amqp_url, self.config.declare_topology).await {
+                match open_channel_on(&self.table, &self.amqp_url, self.config.declare_topology)
+                    .await
+                {
                     Ok(opened) => opened,
                     Err(e) => {
                         self.error("broker");
@@ -165,6 +171,7 @@ impl Relay {
             }
             self.broker_up.store(true, Ordering::Relaxed);
             tracing::info!(
+                outbox = self.table.name,
                 batch_size = self.config.batch_size,
                 node = %node,
                 "relay connected, publishing outbox"
@@ -180,7 +187,7 @@ impl Relay {
                     break 'connect;
                 }
                 if listener.is_none() {
-                    listener = listen(&self.pool).await.ok();
+                    listener = listen(&self.pool, self.table.notify_channel).await.ok();
                 }
                 let claimed = async {
                     if let Some(e) = drained.take() {
@@ -189,6 +196,7 @@ impl Relay {
                     flight.finished()?;
                     flight.room().await?;
                     let batch = claim_and_send(
+                        &self.table,
                         &self.pool,
                         &channel,
                         self.config.batch_size,
@@ -246,7 +254,7 @@ impl Relay {
                     Next::Claim => continue,
                     Next::DeclareFlowing | Next::DeclareWaiting => {
                         let waiting = matches!(pace, Pace::Waiting);
-                        if let Err(e) = declare_waiting(&self.pool, waiting).await {
+                        if let Err(e) = declare_waiting(&self.table, &self.pool, waiting).await {
                             self.error("database");
                             database.failed(&e);
                             pace = Pace::default();
@@ -284,9 +292,9 @@ impl Relay {
         }
         // Writers notify again: another relay sleeping on notifications must not depend on
         // one that has gone. Best effort: the fallback poll covers a failure.
-        declare_waiting(&self.pool, true).await.ok();
+        declare_waiting(&self.table, &self.pool, true).await.ok();
         self.broker_up.store(false, Ordering::Relaxed);
-        tracing::info!("relay stopped");
+        tracing::info!(outbox = self.table.name, "relay stopped");
     }
 }
 
@@ -381,43 +389,51 @@ impl Relay {
         let Ok(age) = chrono::Duration::from_std(retention) else {
             return;
         };
-        match crate::event_store::prune(&self.pool, chrono::Utc::now() - age).await {
+        let pruned = sqlx::query(&self.table.prune)
+            .bind(chrono::Utc::now() - age)
+            .execute(&self.pool)
+            .await;
+        match pruned.map(|done| done.rows_affected()) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
+                outbox = self.table.name,
                 removed = n,
-                "event store: pruned published events past retention"
+                "pruned published rows past retention"
             ),
-            Err(e) => tracing::warn!(error = %e, "event store: pruning failed; will try again"),
+            Err(e) => tracing::warn!(
+                outbox = self.table.name,
+                error = %e,
+                "pruning published rows failed; will try again"
+            ),
         }
     }
 }
 
-/// A connection and a channel in confirm mode, with the topology declared: what
+/// A connection and a channel in confirm mode, with `table`'s topology declared: what
 /// [`publish_batch`] needs (public so tests can run the relay one step at a time).
 pub async fn open_channel(
+    table: &Table,
     url: &str,
     declare_topology: bool,
 ) -> Result<(Connection, Channel), lapin::Error> {
-    open_channel_on(url, declare_topology)
+    open_channel_on(table, url, declare_topology)
         .await
         .map(|(conn, channel, _)| (conn, channel))
 }
 
 /// [`open_channel`] on the first node of `url` that answers, also naming that node.
 async fn open_channel_on(
+    table: &Table,
     url: &str,
     declare_topology: bool,
 ) -> Result<(Connection, Channel, String), lapin::Error> {
-    let (conn, node) = amqp::connect_node(url, "auth-service relay").await?;
+    let (conn, node) = amqp::connect_node(url, table.connection_name).await?;
     let mut channel = conn.create_channel().await?;
     // The relay declares the topology too, so the consumer's queue exists before the first
     // publish even if the user-service has never run (unless the setup did, under an identity
     // the relay's does not have).
     if declare_topology {
-        let queues = topology::ConsumerQueues::for_consumer(topology::USER_SERVICE);
-        channel =
-            amqp::declare_topology_on(&conn, channel, std::slice::from_ref(&queues), &queues.main)
-                .await?;
+        channel = amqp::declare_on(&conn, channel, &table.topology, &table.check_queue).await?;
     }
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -425,24 +441,28 @@ async fn open_channel_on(
     Ok((conn, channel, node))
 }
 
-/// Sets `relay_wakeup.waiting`: whether writers notify (see the migration `0005`). The flag is
-/// a hint, not a guarantee (the fallback poll is one), so its commit need not wait for the WAL
-/// flush.
-pub async fn declare_waiting(pool: &PgPool, waiting: bool) -> Result<(), sqlx::Error> {
+/// Sets the table's wake-up flag (`relay_wakeup.waiting` in `auth_db`): whether writers notify
+/// (see `auth_db`'s migration `0005`). The flag is a hint, not a guarantee (the fallback poll is
+/// one), so its commit need not wait for the WAL flush.
+pub async fn declare_waiting(
+    table: &Table,
+    pool: &PgPool,
+    waiting: bool,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE relay_wakeup SET waiting = $1 WHERE waiting IS DISTINCT FROM $1")
+    sqlx::query(&table.declare_waiting)
         .bind(waiting)
         .execute(&mut *tx)
         .await?;
     tx.commit().await
 }
 
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(NOTIFY_CHANNEL).await?;
+    listener.listen(channel).await?;
     Ok(listener)
 }
 

@@ -1,0 +1,237 @@
+//! The consumer registry and the receipts: which consumers of user events exist (registered by
+//! the setup and `portal consumer add`, never a list in code), and, per consumer and user, the
+//! highest version it reported applied. Every operator view and the offboarding saga read these.
+//!
+//! A receipt is believed only when the broker user that published it (the AMQP `user_id`, which
+//! RabbitMQ checks against the connection) is the one the consumer is registered with; anything
+//! else is refused ([`Verdict`]) and never recorded.
+
+use chrono::{DateTime, Utc};
+use contract::api::{ConsumerPropagation, Propagation};
+use contract::control::Receipt;
+use contract::{Timestamp, UserId};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// A consumer of user events as registered.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Registered {
+    pub name: String,
+    pub required: bool,
+    pub broker_user: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Registers `name` (or changes how it is registered); when it first appeared is kept.
+pub async fn register(
+    db: impl PgExecutor<'_>,
+    name: &str,
+    required: bool,
+    broker_user: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consumers (name, required, broker_user) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET required = EXCLUDED.required, \
+             broker_user = EXCLUDED.broker_user, updated_at = now() \
+         WHERE (consumers.required, consumers.broker_user) \
+             IS DISTINCT FROM (EXCLUDED.required, EXCLUDED.broker_user)",
+    )
+    .bind(name)
+    .bind(required)
+    .bind(broker_user)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Removes `name` and its receipts; false when it was not registered.
+pub async fn unregister(db: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM consumer_versions WHERE consumer = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let gone = sqlx::query("DELETE FROM consumers WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(gone == 1)
+}
+
+/// Every registered consumer, by name.
+pub async fn registered(db: impl PgExecutor<'_>) -> Result<Vec<Registered>, sqlx::Error> {
+    sqlx::query_as("SELECT name, required, broker_user, registered_at FROM consumers ORDER BY name")
+        .fetch_all(db)
+        .await
+}
+
+/// What became of a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Recorded; these users' versions went up.
+    Recorded { users: Vec<Uuid> },
+    /// No consumer of that name is registered.
+    UnknownConsumer(String),
+    /// Published by another broker user than the consumer's: ignored.
+    WrongPublisher {
+        consumer: String,
+        expected: String,
+        got: Option<String>,
+    },
+}
+
+/// Records `receipt`, published by the broker user `publisher`, when that is the consumer's
+/// registered one: per user, the version only ever goes up. Returns which users moved.
+pub async fn record(
+    db: &PgPool,
+    receipt: &Receipt,
+    publisher: Option<&str>,
+) -> Result<Verdict, sqlx::Error> {
+    let expected: Option<String> =
+        sqlx::query_scalar("SELECT broker_user FROM consumers WHERE name = $1")
+            .bind(&receipt.consumer)
+            .fetch_optional(db)
+            .await?;
+    let Some(expected) = expected else {
+        return Ok(Verdict::UnknownConsumer(receipt.consumer.clone()));
+    };
+    if publisher != Some(expected.as_str()) {
+        return Ok(Verdict::WrongPublisher {
+            consumer: receipt.consumer.clone(),
+            expected,
+            got: publisher.map(str::to_owned),
+        });
+    }
+    let ids: Vec<Uuid> = receipt.users.iter().map(|u| u.user_id.0).collect();
+    let versions: Vec<i64> = receipt.users.iter().map(|u| u.user_version).collect();
+    let changed: Vec<DateTime<Utc>> = receipt
+        .users
+        .iter()
+        .map(|u| u.changed_at.as_datetime())
+        .collect();
+    // The newest entry per user first (a receipt holds one per user; a hand-made one may not).
+    let users: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO consumer_versions AS v (consumer, user_id, user_version, changed_at, applied_at) \
+         SELECT DISTINCT ON (id) $1, id, version, changed, $5 \
+         FROM UNNEST($2::uuid[], $3::int8[], $4::timestamptz[]) AS r (id, version, changed) \
+         ORDER BY id, version DESC \
+         ON CONFLICT (consumer, user_id) DO UPDATE SET user_version = EXCLUDED.user_version, \
+             changed_at = EXCLUDED.changed_at, applied_at = EXCLUDED.applied_at \
+         WHERE EXCLUDED.user_version > v.user_version \
+         RETURNING user_id",
+    )
+    .bind(&receipt.consumer)
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&changed)
+    .bind(receipt.applied_at.as_datetime())
+    .fetch_all(db)
+    .await?;
+    Ok(Verdict::Recorded { users })
+}
+
+#[derive(sqlx::FromRow)]
+struct PropagationRow {
+    name: String,
+    required: bool,
+    user_version: Option<i64>,
+    changed_at: Option<DateTime<Utc>>,
+    applied_at: Option<DateTime<Utc>>,
+}
+
+/// Each registered consumer's receipt for `user`, against `current` (the user's version now).
+pub async fn receipts_of(
+    db: impl PgExecutor<'_>,
+    user: Uuid,
+    current: i64,
+) -> Result<Vec<ConsumerPropagation>, sqlx::Error> {
+    let rows: Vec<PropagationRow> = sqlx::query_as(
+        "SELECT c.name, c.required, v.user_version, v.changed_at, v.applied_at \
+         FROM consumers c LEFT JOIN consumer_versions v \
+             ON v.consumer = c.name AND v.user_id = $1 \
+         ORDER BY c.name",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ConsumerPropagation {
+            consumer: r.name,
+            required: r.required,
+            current: r.user_version.is_some_and(|v| v >= current),
+            user_version: r.user_version,
+            delay_seconds: r
+                .applied_at
+                .zip(r.changed_at)
+                .map(|(applied, changed)| seconds_between(changed, applied)),
+            applied_at: r.applied_at.map(Timestamp::from),
+        })
+        .collect())
+}
+
+/// `to - from` in seconds, never negative (the clocks of two machines may disagree a little).
+pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    ((to - from).num_microseconds().unwrap_or(0).max(0) as f64) / 1e6
+}
+
+/// How far `user`'s current version has reached; `None` for an unknown user.
+pub async fn propagation(db: &PgPool, user: Uuid) -> Result<Option<Propagation>, sqlx::Error> {
+    let row: Option<(i64, bool, DateTime<Utc>)> =
+        sqlx::query_as("SELECT user_version, is_active, updated_at FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(db)
+            .await?;
+    let Some((version, is_active, changed_at)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Propagation {
+        user_id: UserId(user),
+        user_version: version,
+        is_active,
+        changed_at: changed_at.into(),
+        consumers: receipts_of(db, user, version).await?,
+    }))
+}
+
+/// The required consumers that have not confirmed `version` of `user`.
+pub async fn unconfirmed(
+    db: impl PgExecutor<'_>,
+    user: Uuid,
+    version: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.name FROM consumers c LEFT JOIN consumer_versions v \
+             ON v.consumer = c.name AND v.user_id = $1 \
+         WHERE c.required AND (v.user_version IS NULL OR v.user_version < $2) \
+         ORDER BY c.name",
+    )
+    .bind(user)
+    .bind(version)
+    .fetch_all(db)
+    .await
+}
+
+/// Per required consumer, the deactivations written more than `after` ago (and since the
+/// consumer was registered, within the last 30 days) that it has not confirmed: what the alert
+/// on unconfirmed deactivations watches.
+pub async fn unconfirmed_deactivations(
+    db: &PgPool,
+    after: std::time::Duration,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.name, count(u.id) FROM consumers c \
+         LEFT JOIN users u ON NOT u.is_active \
+             AND u.updated_at > greatest(c.registered_at, now() - interval '30 days') \
+             AND u.updated_at < now() - make_interval(secs => $1) \
+             AND NOT EXISTS (SELECT 1 FROM consumer_versions v \
+                 WHERE v.consumer = c.name AND v.user_id = u.id \
+                   AND v.user_version >= u.user_version) \
+         WHERE c.required GROUP BY c.name ORDER BY c.name",
+    )
+    .bind(after.as_secs_f64())
+    .fetch_all(db)
+    .await
+}
