@@ -6,10 +6,10 @@
 use contract::api::{
     Appointment, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest, BulkCreateResponse,
     ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest, CreateUserResponse,
-    DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse, NewAppointment, Page,
-    RecoveryCodes, RefreshRequest, RegisterRequest, Registration, RegistrationReceived,
-    RoleRequest, SecondFactorChallenge, SecondFactorEnrolment, SecondFactorRequest,
-    SecondFactorStatus, UpdateUserRequest,
+    DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse, NewAppointment,
+    Offboarding, OffboardingRequest, Page, Propagation, RecoveryCodes, RefreshRequest,
+    RegisterRequest, Registration, RegistrationReceived, RoleRequest, SecondFactorChallenge,
+    SecondFactorEnrolment, SecondFactorRequest, SecondFactorStatus, UpdateUserRequest,
 };
 use contract::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
 use contract::UserSnapshot;
@@ -554,6 +554,56 @@ impl ApiClient {
         self.get(&path, &query).await
     }
 
+    /// How far the user's current version has reached: each registered consumer's receipt.
+    pub async fn propagation(&self, id: Uuid) -> Result<Propagation> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("propagation");
+        self.get(&path, &[]).await
+    }
+
+    /// Starts the user's offboarding, or answers the one running.
+    pub async fn offboard(&self, id: Uuid, request: &OffboardingRequest) -> Result<Offboarding> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("offboarding");
+        self.send(Method::POST, &path, Some(request)).await
+    }
+
+    /// The user's latest offboarding.
+    pub async fn offboarding_of(&self, id: Uuid) -> Result<Offboarding> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("offboarding");
+        self.get(&path, &[]).await
+    }
+
+    /// Offboardings, newest first: `status` `running`, `stalled`, or every recent one.
+    pub async fn offboardings(&self, status: Option<&str>) -> Result<Page<Offboarding>> {
+        let query: Vec<(&str, String)> = status
+            .map(|s| ("status", s.to_owned()))
+            .into_iter()
+            .collect();
+        self.get(&OFFBOARDINGS, &query).await
+    }
+
+    /// One offboarding with its steps and receipts.
+    pub async fn offboarding(&self, id: Uuid) -> Result<Offboarding> {
+        let id = id.to_string();
+        let mut path = OFFBOARDINGS.to_vec();
+        path.push(&id);
+        self.get(&path, &[]).await
+    }
+
+    /// Cancels an offboarding whose command has not been sent: the person is reactivated.
+    pub async fn cancel_offboarding(&self, id: Uuid) -> Result<Offboarding> {
+        let id = id.to_string();
+        let mut path = OFFBOARDINGS.to_vec();
+        path.push(&id);
+        path.push("cancel");
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
     /// The id of a user named by id or by email (looked up in the admin list).
     pub async fn resolve(&self, user: &str) -> Result<Uuid> {
         if let Ok(id) = Uuid::parse_str(user) {
@@ -644,6 +694,7 @@ impl ApiClient {
 const APPOINTMENTS: [&str; 3] = ["api", "v1", "appointments"];
 const SYNC: [&str; 4] = ["api", "v1", "admin", "sync"];
 
+const OFFBOARDINGS: [&str; 5] = ["api", "v1", "auth", "admin", "offboardings"];
 const AUTH_LOGIN: [&str; 4] = ["api", "v1", "auth", "login"];
 const ADMIN_USERS: [&str; 5] = ["api", "v1", "auth", "admin", "users"];
 

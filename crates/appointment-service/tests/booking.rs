@@ -404,19 +404,12 @@ async fn a_deactivated_doctors_future_appointments_need_reassignment_until_moved
     assert_json_error(status, &refused, 422);
     assert_eq!(refused["field"], "doctorId");
 
-    // Re-activation does not undo the flag: an admin decides.
-    appointments::publish_events(
-        &c.sb,
-        &[clinician_event(c.doctor, 3, "Moyo", "doctor", true)],
-    )
-    .await;
-    appointments::wait_for_clinician(&c.pool, c.doctor, 3).await;
-    assert_eq!(status_of(id(&future)).await, "needs_reassignment");
     let (_, flagged) = get(&c.url("?status=needs_reassignment"), Some(&nurse)).await;
     assert_eq!(flagged["total"], 2, "{flagged}");
 
     let reassign = |v: &Value| c.url(&format!("/{}/reassign", v["id"].as_str().unwrap()));
-    let doctor = c.token(c.doctor, Role::Doctor);
+    // Doctors do not reassign (the colleague is an active doctor; the first one has left).
+    let doctor = c.token(c.colleague, Role::Doctor);
     let to_colleague = json!({"doctorId": c.colleague});
     assert_eq!(
         post(&reassign(&future), Some(&doctor), &to_colleague)
@@ -446,6 +439,18 @@ async fn a_deactivated_doctors_future_appointments_need_reassignment_until_moved
     .await;
     appointments::wait_for_clinician(&c.pool, c.colleague, 2).await;
     assert_eq!(status_of(id(&future)).await, "needs_reassignment");
+
+    // The first doctor active again (an offboarding cancelled): what is still flagged of theirs
+    // is booked with them again; what staff moved meanwhile stays where it is.
+    appointments::publish_events(
+        &c.sb,
+        &[clinician_event(c.doctor, 3, "Moyo", "doctor", true)],
+    )
+    .await;
+    appointments::wait_for_clinician(&c.pool, c.doctor, 3).await;
+    assert_eq!(status_of(id(&later)).await, "booked");
+    assert_eq!(status_of(id(&future)).await, "needs_reassignment");
+    assert_eq!(status_of(past).await, "booked");
 }
 
 #[tokio::test]

@@ -60,6 +60,8 @@ pub struct Control {
     declare_topology: bool,
     runner: Runner,
     metrics: Option<ControlMetrics>,
+    /// Unregistered consumers already warned about.
+    unknown: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Control {
@@ -76,6 +78,7 @@ impl Control {
             declare_topology,
             runner,
             metrics,
+            unknown: Default::default(),
         }
     }
 
@@ -137,7 +140,11 @@ impl Control {
                 if let Some(m) = &self.metrics {
                     let delay = m.delay.with_label_values(&[&receipt.consumer]);
                     let moved: std::collections::HashSet<_> = users.iter().collect();
-                    for entry in receipt.users.iter().filter(|e| moved.contains(&e.user_id.0)) {
+                    for entry in receipt
+                        .users
+                        .iter()
+                        .filter(|e| moved.contains(&e.user_id.0))
+                    {
                         delay.observe(consumers::seconds_between(
                             entry.changed_at.as_datetime(),
                             receipt.applied_at.as_datetime(),
@@ -150,10 +157,26 @@ impl Control {
                 }
                 Ok(Disposition::Ack)
             }
-            Verdict::UnknownConsumer(name) => Ok(Disposition::Reject(
-                "unknown-consumer",
-                format!("receipt from {name:?}, which is not a registered consumer (portal consumer add)"),
-            )),
+            // Acked, not set aside: an unregistered consumer sends one with every batch, and
+            // its receipts would fill the dead-letter queue. Said once per name, and counted.
+            Verdict::UnknownConsumer(name) => {
+                if let Some(m) = &self.metrics {
+                    m.rejected.with_label_values(&["unknown-consumer"]).inc();
+                }
+                let first = self
+                    .unknown
+                    .lock()
+                    .map(|mut seen| seen.insert(name.clone()))
+                    .unwrap_or(false);
+                if first {
+                    tracing::warn!(
+                        consumer = %name,
+                        "receipts from a consumer that is not registered are ignored: register \
+                         it with `portal consumer add {name}` (said once)"
+                    );
+                }
+                Ok(Disposition::Ack)
+            }
             Verdict::WrongPublisher {
                 consumer,
                 expected,

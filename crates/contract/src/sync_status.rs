@@ -57,6 +57,10 @@ pub struct ConsumerFigures {
     /// Messages waiting out a retry delay, over all its retry queues.
     pub retrying: u32,
     pub dead_letter: QueueCounts,
+    /// Registered as required (an offboarding waits for its receipts) or optional; absent from
+    /// an older sync admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
 }
 
 /// What an operator needs to decide about one dead-lettered message.

@@ -28,6 +28,18 @@ pub async fn outbox(auth: &PgPool) -> Result<OutboxFigures, OpsError> {
     })
 }
 
+/// The registered consumers (`auth_db.consumers`: the setup's and `portal consumer add`'s),
+/// each with its queues and whether it is required: what every operator view lists.
+pub async fn registered(auth: &PgPool) -> Result<Vec<(ConsumerQueues, bool)>, OpsError> {
+    let registered = auth_service::consumers::registered(auth)
+        .await
+        .map_err(|e| OpsError::Unreachable(format!("auth_db: {e}")))?;
+    Ok(registered
+        .into_iter()
+        .map(|c| (ConsumerQueues::for_consumer(&c.name), c.required))
+        .collect())
+}
+
 /// The counts of `queue` by a passive declare on a channel of its own (a missing queue closes
 /// the channel it was asked on).
 async fn counts(conn: &Connection, queue: &str) -> QueueCounts {
@@ -57,16 +69,17 @@ async fn counts(conn: &Connection, queue: &str) -> QueueCounts {
     }
 }
 
-/// The queues of each of `consumers`, read as `amqp_url`'s user.
+/// The queues of each of `consumers` (and whether it is a required one), read as `amqp_url`'s
+/// user.
 pub async fn consumers(
     amqp_url: &str,
-    consumers: &[ConsumerQueues],
+    consumers: &[(ConsumerQueues, bool)],
 ) -> Result<Vec<ConsumerFigures>, OpsError> {
     let conn = platform::amqp::connect(amqp_url, "portal sync status")
         .await
         .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {}: {e}", redact_url(amqp_url))))?;
     let mut out = Vec::new();
-    for c in consumers {
+    for (c, required) in consumers {
         let mut retrying = 0;
         for retry in &c.retries {
             retrying += counts(&conn, &retry.name).await.messages.unwrap_or(0);
@@ -80,6 +93,7 @@ pub async fn consumers(
             queue: counts(&conn, &c.main).await,
             retrying,
             dead_letter: counts(&conn, &c.dead_letter).await,
+            required: Some(*required),
         });
     }
     conn.close(200, "done").await.ok();

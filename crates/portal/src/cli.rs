@@ -76,6 +76,11 @@ pub enum Command {
     /// Manage users through the admin API (a thin client for scripts and operators).
     #[command(subcommand)]
     Users(Box<UsersCommand>),
+    /// Offboard a leaving clinician: deactivate them, wait until every required consumer
+    /// confirms, then move (or cancel) their future appointments. Prints each step with its
+    /// time; with --wait follows the saga to its end. Exit 0 completed (or started, without
+    /// --wait), 1 needs attention, stalled or refused, 2 when the API cannot be reached.
+    Offboard(Box<OffboardArgs>),
     /// Inspect and recover dead-lettered (or unrouted) messages.
     Dlq(DlqArgs),
     /// Find users that differ between auth_db and any consumer's copy (user_db,
@@ -985,11 +990,20 @@ pub struct ReplayArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ConsumerCommand {
-    /// Create and bind `<name>.user-events` (with its retry and dead-letter queues) and backfill
-    /// it with the whole stored history; live events follow.
+    /// Register a consumer, create and bind `<name>.user-events` (with its retry and
+    /// dead-letter queues) and backfill it with the whole stored history; live events follow.
+    /// Registered, its receipts are believed (from its broker user only), and every operator
+    /// view and the offboarding saga know it.
     Add {
         /// Lower-case letters, digits and dashes.
         name: String,
+        /// Shown with its receipts, but an offboarding does not wait for it (default: required,
+        /// an offboarding waits until it confirms).
+        #[arg(long)]
+        optional: bool,
+        /// The broker user it consumes and sends its receipts as [default: portal-<name>].
+        #[arg(long)]
+        broker_user: Option<String>,
         /// Under the least-privilege setup, the queues are declared as the administrator.
         #[command(flatten)]
         admin: AdminArgs,
@@ -999,6 +1013,17 @@ pub enum ConsumerCommand {
         setup: SetupStateArgs,
         #[command(flatten)]
         network: NetworkArgs,
+    },
+    /// List the registered consumers: name, required or optional, broker user.
+    List {
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Unregister a consumer (its receipts go; its queues stay until removed on the broker).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        operator: OperatorArgs,
     },
 }
 
@@ -1019,6 +1044,27 @@ pub struct StatusArgs {
     pub auth_location: AuthLocationArgs,
     #[command(flatten)]
     pub web: WebArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct OffboardArgs {
+    #[command(flatten)]
+    pub api: ApiClientArgs,
+    /// The person (id or email).
+    pub user: UserRef,
+    /// What becomes of their future appointments: reassign (to another active doctor free at
+    /// that time, else cancelled) or cancel.
+    #[arg(long)]
+    pub policy: contract::control::AppointmentPolicy,
+    /// Why they leave (kept with the offboarding and named in cancellation events).
+    #[arg(long)]
+    pub reason: String,
+    /// Follow the offboarding until it completes, needs attention or stalls.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, give up following after this long (the offboarding goes on) (e.g. 2m).
+    #[arg(long, default_value = "5m")]
+    pub wait_limit: platform::duration::Interval,
 }
 
 #[derive(Args, Debug)]

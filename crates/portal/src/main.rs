@@ -63,6 +63,7 @@ async fn run(cli: Cli, sources: &Sources) -> Result<(), Failure> {
         Command::Relay(c) => commands::serve::relay(&c).await,
         Command::Seed(c) => commands::seed::run(&c).await,
         Command::Users(command) => commands::users::run(*command).await,
+        Command::Offboard(args) => commands::offboard::run(*args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,
         Command::Reconcile(c) => commands::reconcile::run(&c).await,
         Command::Replay(c) => commands::replay::run(&c.operator, &c.args, &c.network).await,

@@ -25,7 +25,6 @@ pub struct AppState {
     pub auth: PgPool,
     /// The broker as the operator reaches it.
     pub amqp_url: Arc<str>,
-    pub consumers: Arc<Vec<ConsumerQueues>>,
     /// `TRUSTED_PUBLISHERS`: a dead letter first published by anyone the consumers do not trust
     /// is never requeued.
     pub trusted_publishers: Arc<Vec<String>>,
@@ -117,15 +116,20 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::V
     platform::http::readiness(&state.auth, "auth_db", None, None).await
 }
 
+/// The registered consumers, each with its queues and whether it is required.
+async fn registered(state: &AppState) -> Result<Vec<(ConsumerQueues, bool)>, OpsError> {
+    ops::status::registered(&state.auth).await
+}
+
 /// `GET /api/v1/admin/sync`: every figure that can be read now; what cannot is named.
 async fn status(_: Admin, State(state): State<AppState>) -> Json<SyncStatus> {
     // Bounded: a broker that accepts connections and never answers must not hold the page.
     let (outbox, consumers) = tokio::join!(
         tokio::time::timeout(FIGURES_TIMEOUT, ops::status::outbox(&state.auth)),
-        tokio::time::timeout(
-            FIGURES_TIMEOUT,
-            ops::status::consumers(&state.amqp_url, &state.consumers)
-        )
+        tokio::time::timeout(FIGURES_TIMEOUT, async {
+            let registered = registered(&state).await?;
+            ops::status::consumers(&state.amqp_url, &registered).await
+        })
     );
     let late = |what: &str| OpsError::Unreachable(format!("{what} did not answer in time"));
     let outbox = outbox.unwrap_or_else(|_| Err(late("auth_db")));
@@ -152,19 +156,20 @@ async fn start_verify(_: Admin, State(state): State<AppState>) -> (StatusCode, J
     (StatusCode::ACCEPTED, Json(run))
 }
 
-/// The dead-letter queues these endpoints open: each consumer's, and the unrouted queue.
-fn known_queue(state: &AppState, queue: &str) -> Result<(), ApiError> {
+/// The dead-letter queues these endpoints open: each registered consumer's, and the unrouted
+/// queue.
+async fn known_queue(state: &AppState, queue: &str) -> Result<(), ApiError> {
+    let consumers = registered(state).await.map_err(broker_error)?;
     let known =
-        queue == topology::UNROUTED_QUEUE || state.consumers.iter().any(|c| c.dead_letter == queue);
+        queue == topology::UNROUTED_QUEUE || consumers.iter().any(|(c, _)| c.dead_letter == queue);
     if known {
         Ok(())
     } else {
         Err(ApiError::not_found(format!(
             "no dead-letter queue {queue}: one of {}",
-            state
-                .consumers
+            consumers
                 .iter()
-                .map(|c| c.dead_letter.as_str())
+                .map(|(c, _)| c.dead_letter.as_str())
                 .chain([topology::UNROUTED_QUEUE])
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -193,7 +198,7 @@ async fn dead_letters(
     Path(queue): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<DeadLetters>, ApiError> {
-    known_queue(&state, &queue)?;
+    known_queue(&state, &queue).await?;
     let limit = q.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 100"));
@@ -206,7 +211,7 @@ async fn dead_letters(
 
 /// The dead-letter queue `queue`, opened for a requeue or a discard.
 async fn open(state: &AppState, queue: &str, what: &str) -> Result<ops::dlq::Opened, ApiError> {
-    known_queue(state, queue)?;
+    known_queue(state, queue).await?;
     ops::dlq::open(
         &state.amqp_url,
         queue,

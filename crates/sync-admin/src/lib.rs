@@ -19,7 +19,6 @@ pub mod settings;
 pub mod verify_job;
 
 use anyhow::Context;
-use contract::topology::{self, ConsumerQueues};
 use ops::verify::CopySpec;
 use platform::jwt::{JwtVerifier, KeyDir, VerifierConfig};
 use platform::privilege::Identity;
@@ -37,8 +36,6 @@ pub struct Config {
     pub copies: Vec<(&'static CopySpec, String)>,
     /// The broker as the operator reaches it (passive declares, dead-letter queues).
     pub amqp_url: String,
-    /// The consumers whose queues are shown.
-    pub consumers: Vec<ConsumerQueues>,
     /// `TRUSTED_PUBLISHERS`, as the consumers have it: a dead letter first published by anyone
     /// they do not trust is never requeued.
     pub trusted_publishers: Vec<String>,
@@ -74,10 +71,6 @@ impl Config {
                 ),
             ],
             amqp_url: amqp_url.to_owned(),
-            consumers: vec![
-                ConsumerQueues::for_consumer(topology::USER_SERVICE),
-                ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE),
-            ],
             trusted_publishers: Vec::new(),
             keys,
             reconcile_interval: None,
@@ -139,7 +132,6 @@ impl Application {
             verify: verify_job::VerifyJobs::new(auth.clone(), copies),
             auth,
             amqp_url: config.amqp_url.into(),
-            consumers: Arc::new(config.consumers),
             trusted_publishers: Arc::new(config.trusted_publishers),
             verifier: Arc::new(verifier),
         };

@@ -58,6 +58,15 @@ async fn with_dead_letters(sb: &Sandbox, bodies: &[Vec<u8>]) -> System {
     platform::amqp::ensure_topology(&sb.amqp_url, &[users::queues()])
         .await
         .unwrap();
+    // Registered, as the setup registers it, though it does not run here.
+    auth_service::consumers::register(
+        &sys.auth_db,
+        contract::topology::USER_SERVICE,
+        true,
+        &platform::amqp::broker_user(&sb.amqp_url),
+    )
+    .await
+    .unwrap();
     sandbox::amqp::publish_to_queue(&sb.amqp_url, &user_dlq(), bodies)
         .await
         .unwrap();

@@ -7,6 +7,7 @@ pub mod docs;
 pub mod healthcheck;
 pub mod import;
 pub mod migrate;
+pub mod offboard;
 pub mod reconcile;
 pub mod replay;
 pub mod seed;

@@ -106,13 +106,31 @@ pub async fn run(
 }
 
 pub async fn consumer(command: ConsumerCommand) -> Result<(), Failure> {
-    let ConsumerCommand::Add {
-        name,
-        admin,
-        operator,
-        setup,
-        network,
-    } = command;
+    let (name, optional, broker_user, admin, operator, setup, network) = match command {
+        ConsumerCommand::Add {
+            name,
+            optional,
+            broker_user,
+            admin,
+            operator,
+            setup,
+            network,
+        } => (name, optional, broker_user, admin, operator, setup, network),
+        ConsumerCommand::List { operator } => return list_consumers(&operator).await,
+        ConsumerCommand::Remove { name, operator } => {
+            let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
+            let removed = auth_service::consumers::unregister(&pool, &name)
+                .await
+                .map_err(|e| Failure::unreachable(anyhow!("auth_db: {e}")))?;
+            return match removed {
+                true => {
+                    println!("{name}: unregistered (its queues stay on the broker)");
+                    Ok(())
+                }
+                false => Err(anyhow!("{name} is not a registered consumer").into()),
+            };
+        }
+    };
     // Declaring and binding queues is the setup's right when it manages the topology.
     let (declare_as, mut links) = if setup.managed_by_setup {
         let url = admin.admin_amqp_url.as_str();
@@ -131,11 +149,43 @@ pub async fn consumer(command: ConsumerCommand) -> Result<(), Failure> {
         queues.dead_letter,
         queues.retries.len()
     );
+    let broker_user = broker_user.unwrap_or_else(|| format!("portal-{name}"));
+    let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
+    auth_service::consumers::register(&pool, &name, !optional, &broker_user)
+        .await
+        .map_err(|e| Failure::unreachable(anyhow!("registering {name} in auth_db: {e}")))?;
+    println!(
+        "registered {name} ({}; its receipts believed from broker user {broker_user})",
+        if optional { "optional" } else { "required" }
+    );
     let sent = backfill(&operator, &queues.main).await?;
     println!(
         "backfilled: {}, then the end-of-history mark",
         describe(&sent, &queues.main)
     );
+    Ok(())
+}
+
+/// `portal consumer list`: the registry.
+async fn list_consumers(operator: &OperatorArgs) -> Result<(), Failure> {
+    let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
+    let registered = auth_service::consumers::registered(&pool)
+        .await
+        .map_err(|e| Failure::unreachable(anyhow!("auth_db: {e}")))?;
+    println!(
+        "{:<28} {:<9} {:<32} REGISTERED",
+        "NAME", "REQUIRED", "BROKER USER"
+    );
+    for c in &registered {
+        println!(
+            "{:<28} {:<9} {:<32} {}",
+            c.name,
+            if c.required { "yes" } else { "no" },
+            c.broker_user,
+            contract::Timestamp::from(c.registered_at)
+        );
+    }
+    println!("{} consumers", registered.len());
     Ok(())
 }
 

@@ -62,35 +62,47 @@ async fn run_services(s: &UpArgs) -> Result<(), Failure> {
     // The other parts find the auth-service where it really listens (AUTH_ADDR may say port 0,
     // or 0.0.0.0), unless AUTH_SERVICE_URL says otherwise.
     let auth_url = local_url(&auth, "auth-service")?;
-    let users = user_service::Application::build(
-        s.user
-            .into_config(
-                &s.user_db,
-                &s.consumer,
-                &s.auth.broker,
-                &s.auth.setup,
-                s.token_checks(),
-                &auth_url,
-                true,
-            )
-            .map_err(Failure::usage)?,
-    )
-    .await
-    .map_err(|e| start_failure(e, Failure::unreachable))?;
-    let appointments = appointment_service::Application::build(
-        s.appointment
-            .into_config(
-                &s.appointment_db,
-                &s.consumer,
-                &s.auth.broker,
-                &s.auth.setup,
-                s.token_checks(),
-                &auth_url,
-            )
-            .map_err(Failure::usage)?,
-    )
-    .await
-    .map_err(|e| start_failure(e, Failure::unreachable))?;
+    let user_config = s
+        .user
+        .into_config(
+            &s.user_db,
+            &s.consumer,
+            &s.auth.broker,
+            &s.auth.setup,
+            s.token_checks(),
+            &auth_url,
+            true,
+        )
+        .map_err(Failure::usage)?;
+    let appointment_config = s
+        .appointment
+        .into_config(
+            &s.appointment_db,
+            &s.consumer,
+            &s.auth.broker,
+            &s.auth.setup,
+            s.token_checks(),
+            &auth_url,
+        )
+        .map_err(Failure::usage)?;
+    // The consumers' broker users, whose receipts are believed: the setup registers them on
+    // an install; without it, `portal up` does.
+    let consumers = [
+        (
+            topology::USER_SERVICE,
+            platform::amqp::broker_user(&user_config.amqp_url),
+        ),
+        (
+            topology::APPOINTMENT_SERVICE,
+            platform::amqp::broker_user(&appointment_config.amqp_url),
+        ),
+    ];
+    let users = user_service::Application::build(user_config)
+        .await
+        .map_err(|e| start_failure(e, Failure::unreachable))?;
+    let appointments = appointment_service::Application::build(appointment_config)
+        .await
+        .map_err(|e| start_failure(e, Failure::unreachable))?;
     let mut sync_admin_config = s
         .sync_admin
         .into_config(
@@ -136,6 +148,11 @@ async fn run_services(s: &UpArgs) -> Result<(), Failure> {
     // the relay and consumer declare it when they connect, so starting anyway loses nothing.
     // (Under the least-privilege setup, the setup has declared it.)
     if !managed_by_setup {
+        for (name, broker_user) in &consumers {
+            auth_service::consumers::register(auth.pool(), name, true, broker_user)
+                .await
+                .context("registering the consumers")?;
+        }
         if let Err(e) = platform::amqp::ensure_topology(
             amqp_url,
             &[

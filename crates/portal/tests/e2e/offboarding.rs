@@ -493,3 +493,60 @@ async fn a_receipt_published_by_another_broker_user_is_ignored() {
     .await;
     assert_eq!(recorded().await, Some(1));
 }
+
+#[tokio::test]
+async fn portal_offboard_prints_the_steps_and_exits_0_when_completed_1_when_stalled() {
+    let sb = Sandbox::for_test().await;
+    let mut sys = System::builder(&sb)
+        .auth_with(quick)
+        .users()
+        .account("cli.leaving@clinic.test", Role::Doctor)
+        .account("cli.stalling@clinic.test", Role::Doctor)
+        .backfilled()
+        .gateway()
+        .start()
+        .await;
+    book(&sb, &sys, sys.accounts[0], "Kudzai Mutasa", 2).await;
+    sandbox::auth::create_user(&sys.auth_db, "cli.admin@clinic.test", Role::Admin).await;
+    let gateway = sys.gateway().url();
+    let offboard = |email: &'static str| {
+        let gateway = gateway.clone();
+        let sb = &sb;
+        async move {
+            crate::cli::portal_cli(
+                sb,
+                &[
+                    "offboard",
+                    email,
+                    "--policy",
+                    "cancel",
+                    "--reason",
+                    "moved away",
+                    "--wait",
+                ],
+                &gateway,
+                "cli.admin@clinic.test",
+            )
+            .await
+        }
+    };
+    let (code, out) = offboard("cli.leaving@clinic.test").await;
+    assert_eq!(code, 0, "{out}");
+    for expected in [
+        "deactivated",
+        "receipt",
+        "user-service",
+        "appointment-service",
+        "command-sent",
+        "Kudzai Mutasa",
+        "state: completed",
+    ] {
+        assert!(out.contains(expected), "{expected} in {out}");
+    }
+
+    sys.appointments.take().unwrap().stop().await.unwrap();
+    let (code, out) = offboard("cli.stalling@clinic.test").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("stalled"), "{out}");
+    assert!(out.contains("appointment-service"), "{out}");
+}
