@@ -67,11 +67,61 @@ pub async fn registered(db: impl PgExecutor<'_>) -> Result<Vec<Registered>, sqlx
         .await
 }
 
+/// The registry as the receipts' check reads it: held in memory and read again every few
+/// seconds, so a receipt costs one statement (the auth-service records one per consumer batch).
+/// A name it does not hold makes it read again at once, at most once a second, so a consumer
+/// registered a moment ago is believed without waiting for the next refresh.
+#[derive(Debug, Default)]
+pub struct RegistryCache {
+    held: tokio::sync::Mutex<Option<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    at: std::time::Instant,
+    broker_users: std::collections::HashMap<String, String>,
+}
+
+impl RegistryCache {
+    /// How long the registry is believed without reading it again.
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+    /// The shortest time between two reads for a name it does not hold.
+    const RETRY_UNKNOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The broker user `name` is registered with, if it is registered.
+    pub async fn broker_user(&self, db: &PgPool, name: &str) -> Result<Option<String>, sqlx::Error> {
+        let mut held = self.held.lock().await;
+        let stale = match held.as_ref() {
+            None => true,
+            Some(h) => {
+                h.at.elapsed() >= Self::FRESH
+                    || (!h.broker_users.contains_key(name)
+                        && h.at.elapsed() >= Self::RETRY_UNKNOWN)
+            }
+        };
+        if stale {
+            let broker_users = registered(db)
+                .await?
+                .into_iter()
+                .map(|c| (c.name, c.broker_user))
+                .collect();
+            *held = Some(Held {
+                at: std::time::Instant::now(),
+                broker_users,
+            });
+        }
+        Ok(held
+            .as_ref()
+            .and_then(|h| h.broker_users.get(name).cloned()))
+    }
+}
+
 /// What became of a receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Recorded; these users' versions went up.
-    Recorded { users: Vec<Uuid> },
+    /// Recorded; these users' versions went up, and `woken` offboardings waiting for them are
+    /// due now.
+    Recorded { users: Vec<Uuid>, woken: i64 },
     /// No consumer of that name is registered.
     UnknownConsumer(String),
     /// Published by another broker user than the consumer's: ignored.
@@ -83,18 +133,17 @@ pub enum Verdict {
 }
 
 /// Records `receipt`, published by the broker user `publisher`, when that is the consumer's
-/// registered one: per user, the version only ever goes up. Returns which users moved.
+/// registered one: per user, the version only ever goes up. In the same statement, the
+/// offboardings waiting for receipts of the users that moved become due now: unconditionally,
+/// so a runner that read the receipts just before this one committed is waited for (its row
+/// lock) and the saga is due again after it.
 pub async fn record(
     db: &PgPool,
+    registry: &RegistryCache,
     receipt: &Receipt,
     publisher: Option<&str>,
 ) -> Result<Verdict, sqlx::Error> {
-    let expected: Option<String> =
-        sqlx::query_scalar("SELECT broker_user FROM consumers WHERE name = $1")
-            .bind(&receipt.consumer)
-            .fetch_optional(db)
-            .await?;
-    let Some(expected) = expected else {
+    let Some(expected) = registry.broker_user(db, &receipt.consumer).await? else {
         return Ok(Verdict::UnknownConsumer(receipt.consumer.clone()));
     };
     if publisher != Some(expected.as_str()) {
@@ -112,15 +161,22 @@ pub async fn record(
         .map(|u| u.changed_at.as_datetime())
         .collect();
     // The newest entry per user first (a receipt holds one per user; a hand-made one may not).
-    let users: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO consumer_versions AS v (consumer, user_id, user_version, changed_at, applied_at) \
-         SELECT DISTINCT ON (id) $1, id, version, changed, $5 \
-         FROM UNNEST($2::uuid[], $3::int8[], $4::timestamptz[]) AS r (id, version, changed) \
-         ORDER BY id, version DESC \
-         ON CONFLICT (consumer, user_id) DO UPDATE SET user_version = EXCLUDED.user_version, \
-             changed_at = EXCLUDED.changed_at, applied_at = EXCLUDED.applied_at \
-         WHERE EXCLUDED.user_version > v.user_version \
-         RETURNING user_id",
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "WITH moved AS ( \
+             INSERT INTO consumer_versions AS v \
+                 (consumer, user_id, user_version, changed_at, applied_at) \
+             SELECT DISTINCT ON (id) $1, id, version, changed, $5 \
+             FROM UNNEST($2::uuid[], $3::int8[], $4::timestamptz[]) AS r (id, version, changed) \
+             ORDER BY id, version DESC \
+             ON CONFLICT (consumer, user_id) DO UPDATE SET user_version = EXCLUDED.user_version, \
+                 changed_at = EXCLUDED.changed_at, applied_at = EXCLUDED.applied_at \
+             WHERE EXCLUDED.user_version > v.user_version \
+             RETURNING user_id), \
+         woken AS ( \
+             UPDATE offboardings SET due_at = now() \
+             WHERE state = 'awaiting_receipts' AND user_id IN (SELECT user_id FROM moved) \
+             RETURNING 1) \
+         SELECT user_id, (SELECT count(*) FROM woken) FROM moved",
     )
     .bind(&receipt.consumer)
     .bind(&ids)
@@ -129,7 +185,11 @@ pub async fn record(
     .bind(receipt.applied_at.as_datetime())
     .fetch_all(db)
     .await?;
-    Ok(Verdict::Recorded { users })
+    let woken = rows.first().map_or(0, |(_, n)| *n);
+    Ok(Verdict::Recorded {
+        users: rows.into_iter().map(|(id, _)| id).collect(),
+        woken,
+    })
 }
 
 #[derive(sqlx::FromRow)]

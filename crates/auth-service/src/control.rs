@@ -62,6 +62,8 @@ pub struct Control {
     metrics: Option<ControlMetrics>,
     /// Unregistered consumers already warned about.
     unknown: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Who each consumer's receipts are believed from.
+    registry: consumers::RegistryCache,
 }
 
 impl Control {
@@ -79,6 +81,7 @@ impl Control {
             runner,
             metrics,
             unknown: Default::default(),
+            registry: Default::default(),
         }
     }
 
@@ -135,8 +138,8 @@ impl Control {
         receipt: Receipt,
         publisher: Option<&str>,
     ) -> Result<Disposition, sqlx::Error> {
-        match consumers::record(&self.db, &receipt, publisher).await? {
-            Verdict::Recorded { users } => {
+        match consumers::record(&self.db, &self.registry, &receipt, publisher).await? {
+            Verdict::Recorded { users, woken } => {
                 if let Some(m) = &self.metrics {
                     let delay = m.delay.with_label_values(&[&receipt.consumer]);
                     let moved: std::collections::HashSet<_> = users.iter().collect();
@@ -151,7 +154,6 @@ impl Control {
                         ));
                     }
                 }
-                let woken = sagas::wake_for_receipts(&self.db, &users).await?;
                 if woken > 0 {
                     self.runner.wake();
                 }
@@ -197,11 +199,11 @@ impl Control {
         publisher: Option<&str>,
     ) -> Result<Disposition, sqlx::Error> {
         // Replies are believed from the appointment-service's registered broker user only.
-        let registered = consumers::registered(&self.db).await?;
-        let expected = registered
-            .iter()
-            .find(|c| c.name == topology::APPOINTMENT_SERVICE)
-            .map(|c| c.broker_user.as_str());
+        let expected = self
+            .registry
+            .broker_user(&self.db, topology::APPOINTMENT_SERVICE)
+            .await?;
+        let expected = expected.as_deref();
         if expected.is_none() || publisher != expected {
             return Ok(Disposition::Reject(
                 "untrusted-publisher",

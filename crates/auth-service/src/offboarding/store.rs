@@ -497,23 +497,6 @@ pub async fn claim_due(tx: &mut Transaction<'_, Postgres>) -> Result<Option<Saga
     .await
 }
 
-/// Brings forward the turn of the sagas waiting for receipts of these users. Unconditional: a
-/// runner holding the saga right now (it may have read the receipts before this one committed)
-/// is waited for, and the saga is due again after it.
-pub async fn wake_for_receipts(db: &PgPool, users: &[Uuid]) -> Result<u64, sqlx::Error> {
-    if users.is_empty() {
-        return Ok(0);
-    }
-    Ok(sqlx::query(
-        "UPDATE offboardings SET due_at = now() WHERE user_id = ANY($1) \
-         AND state = 'awaiting_receipts'",
-    )
-    .bind(users)
-    .execute(db)
-    .await?
-    .rows_affected())
-}
-
 /// Which sagas a list shows.
 #[derive(Debug, Clone, Copy, Default)]
 pub enum Listing {
