@@ -180,6 +180,10 @@ impl Application {
             keys: config.keys,
             // Always here: booking needs the copy kept current.
             consumer: Some(consumer_config(config.consumer)),
+            also_watch: {
+                let control = topology::ControlQueue::of(topology::APPOINTMENT_SERVICE);
+                vec![(control.main, true), (control.dead_letter, false)]
+            },
         })
         .await?;
         let state = http::AppState {

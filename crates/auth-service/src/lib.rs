@@ -309,6 +309,13 @@ impl Application {
             Some(control::ControlMetrics::register(&metrics)?),
         );
         register_saga_metrics(&metrics, db.clone(), config.receipt_alert_after)?;
+        // Its control queue and what it sets aside there (PortalDeadLetters covers it).
+        let control_queue = contract::topology::ControlQueue::of(contract::topology::AUTH_SERVICE);
+        metrics.watch_queues(
+            &config.amqp_url,
+            vec![control_queue.main.clone(), control_queue.dead_letter],
+            vec![control_queue.main],
+        )?;
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;

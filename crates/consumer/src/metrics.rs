@@ -54,13 +54,15 @@ impl Observed {
 }
 
 /// Registers the metrics of the consumer `consumer` (its counters in `stats`, its queues
-/// `queues` read through `amqp_url`) with `metrics`.
+/// `queues` read through `amqp_url`, and the service's other queues `also_watch`, each with
+/// whether consumers attached to it are counted) with `metrics`.
 pub fn register(
     metrics: &Metrics,
     stats: &Arc<SyncStats>,
     consumer: &str,
     amqp_url: &str,
     queues: &ConsumerQueues,
+    also_watch: &[(String, bool)],
 ) -> prometheus::Result<()> {
     let messages = metrics.counter_vec(
         "portal_consumer_messages_total",
@@ -110,54 +112,19 @@ pub fn register(
     };
     // A second registration (a restarted consumer on the same stats) keeps the first set.
     let _ = stats.observed.set(observed);
-    let ready = metrics.int_gauge_vec(
-        "portal_consumer_queue_messages",
-        "Messages ready in the consumer's queues (main, retry, dead-letter), read at scrape.",
-        &["queue"],
-    )?;
-    let attached = metrics.int_gauge_vec(
-        "portal_consumer_queue_consumers",
-        "Consumers attached to the consumer's main queue, read at scrape.",
-        &["queue"],
-    )?;
     let names: Vec<String> = std::iter::once(queues.main.clone())
         .chain(queues.retries.iter().map(|r| r.name.clone()))
         .chain([queues.dead_letter.clone()])
+        .chain(also_watch.iter().map(|(q, _)| q.clone()))
         .collect();
-    let main = queues.main.clone();
-    let url = amqp_url.to_owned();
-    metrics.on_scrape(move || {
-        let (ready, attached, names, main, url) = (
-            ready.clone(),
-            attached.clone(),
-            names.clone(),
-            main.clone(),
-            url.clone(),
-        );
-        async move {
-            // Figures that cannot be read now are left out, not served stale.
-            ready.reset();
-            attached.reset();
-            let Ok(conn) = platform::amqp::connect(&url, "metrics").await else {
-                return;
-            };
-            for queue in &names {
-                // A channel each: a missing queue closes the channel it was asked on.
-                let Ok(ch) = conn.create_channel().await else {
-                    break;
-                };
-                if let Ok((messages, consumers)) = platform::amqp::queue_counts(&ch, queue).await {
-                    ready.with_label_values(&[queue]).set(i64::from(messages));
-                    if *queue == main {
-                        attached
-                            .with_label_values(&[queue])
-                            .set(i64::from(consumers));
-                    }
-                    ch.close(200, "done").await.ok();
-                }
-            }
-            conn.close(200, "done").await.ok();
-        }
-    });
+    let mains: Vec<String> = std::iter::once(queues.main.clone())
+        .chain(
+            also_watch
+                .iter()
+                .filter(|(_, main)| *main)
+                .map(|(q, _)| q.clone()),
+        )
+        .collect();
+    metrics.watch_queues(amqp_url, names, mains)?;
     Ok(())
 }

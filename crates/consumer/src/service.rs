@@ -45,6 +45,9 @@ pub struct Spec<A> {
     pub keys: VerifierConfig,
     /// The consumer's configuration; `None` when this process runs no consumer.
     pub consumer: Option<ConsumerConfig>,
+    /// Other queues the service reads (its control queue, and its dead letters), shown in the
+    /// queue metrics beside the consumer's; `true` counts the consumers attached.
+    pub also_watch: Vec<(String, bool)>,
 }
 
 /// A consumer service built and bound, ready to run (see the module).
@@ -112,6 +115,7 @@ impl<A: Apply> ConsumerService<A> {
                 &config.name,
                 &spec.amqp_url,
                 &ConsumerQueues::with_retry_delays(&config.name, &config.retry_delays),
+                &spec.also_watch,
             )?;
         }
         let listener = tokio::net::TcpListener::bind(spec.http_addr)

@@ -163,6 +163,64 @@ impl Metrics {
         )?)
     }
 
+    /// `portal_consumer_queue_messages{queue}` for each of `queues` and
+    /// `portal_consumer_queue_consumers{queue}` for each of `attached`, read at each scrape
+    /// through `amqp_url` (passive declares): the queues a service reads and their dead letters.
+    pub fn watch_queues(
+        &self,
+        amqp_url: &str,
+        queues: Vec<String>,
+        attached: Vec<String>,
+    ) -> prometheus::Result<()> {
+        let ready = self.int_gauge_vec(
+            "portal_consumer_queue_messages",
+            "Messages ready in the queues this service reads (main, retry, dead-letter, control), read at scrape.",
+            &["queue"],
+        )?;
+        let consumers = self.int_gauge_vec(
+            "portal_consumer_queue_consumers",
+            "Consumers attached to the main queues this service reads, read at scrape.",
+            &["queue"],
+        )?;
+        let url = amqp_url.to_owned();
+        self.on_scrape(move || {
+            let (ready, consumers, queues, attached, url) = (
+                ready.clone(),
+                consumers.clone(),
+                queues.clone(),
+                attached.clone(),
+                url.clone(),
+            );
+            async move {
+                // Figures that cannot be read now are left out, not served stale.
+                ready.reset();
+                consumers.reset();
+                let Ok(conn) = crate::amqp::connect(&url, "metrics").await else {
+                    return;
+                };
+                for queue in &queues {
+                    // A channel each: a missing queue closes the channel it was asked on.
+                    let Ok(ch) = conn.create_channel().await else {
+                        break;
+                    };
+                    if let Ok((messages, attached_now)) =
+                        crate::amqp::queue_counts(&ch, queue).await
+                    {
+                        ready.with_label_values(&[queue]).set(i64::from(messages));
+                        if attached.contains(queue) {
+                            consumers
+                                .with_label_values(&[queue])
+                                .set(i64::from(attached_now));
+                        }
+                        ch.close(200, "done").await.ok();
+                    }
+                }
+                conn.close(200, "done").await.ok();
+            }
+        });
+        Ok(())
+    }
+
     /// Runs `probe` before each scrape, at most [`PROBE_TIMEOUT`]: for figures that are read
     /// from elsewhere (a table, a queue, a pool) rather than counted as they happen.
     pub fn on_scrape<F, Fut>(&self, probe: F)

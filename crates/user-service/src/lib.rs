@@ -122,6 +122,7 @@ impl Application {
             amqp_url: config.amqp_url,
             keys: config.keys,
             consumer: config.run_consumer.then_some(config.consumer),
+            also_watch: Vec::new(),
         })
         .await?;
         let state = http::AppState {

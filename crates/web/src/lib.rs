@@ -9,7 +9,8 @@
 //! - [`page`]: the page layout, error pages and how API failures become them.
 //! - [`settings`]: its command-line and environment settings, and how they become a
 //!   [`Config`].
-//! - [`pages`]: one module per group of pages (login, home, appointments, account).
+//! - [`pages`]: one module per group of pages (login, home, appointments, account, the admin
+//!   pages: users, offboarding, sync).
 
 pub mod page;
 pub mod pages;

@@ -56,6 +56,7 @@ pub fn links(role: Role) -> Vec<(&'static str, &'static str)> {
     links.push(("/appointments", "Appointments"));
     if role == Role::Admin {
         links.push(("/admin/users", "Users"));
+        links.push(("/admin/offboarding", "Offboarding"));
         links.push(("/admin/sync", "Sync status"));
     }
     links.push(("/account/password", "Change password"));

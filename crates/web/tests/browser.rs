@@ -631,6 +631,99 @@ async fn refusals_and_a_directory_outage_are_pages_that_say_so() {
     browser.close().await.ok();
 }
 
+/// The text of `css` on a page that reloads itself: a find or a read that meets the page
+/// between two loads is an empty text, and the caller tries again.
+async fn text_of(browser: &Client, css: &str) -> String {
+    match browser.find(Locator::Css(css)).await {
+        Ok(found) => found.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The check: an admin offboards a doctor from the person's page in the portal and
+/// reads the saga page, which refreshes itself until it is completed, with the receipts of
+/// the user-service and the appointment-service.
+#[tokio::test]
+async fn an_admin_offboards_a_doctor_and_reads_the_saga_page() {
+    let portal = Portal::start().await;
+    let driver = Driver::start().await;
+    let (first, last): (String, String) = sqlx::query_as(
+        "SELECT first_name, last_name FROM users WHERE role = 'doctor' ORDER BY email LIMIT 1",
+    )
+    .fetch_one(&portal.auth_db)
+    .await
+    .unwrap();
+    let name = format!("{first} {last}");
+    in_browser("offboarding", &driver, |browser| async {
+        let outcome = async {
+            log_in(&browser, &portal, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+            browser.goto(&portal.url("/admin/users")).await?;
+            browser
+                .find(Locator::LinkText(&name))
+                .await?
+                .click()
+                .await?;
+            appears(
+                &browser,
+                Locator::XPath("//summary[normalize-space()='Offboard…']"),
+            )
+            .await?
+            .click()
+            .await?;
+            browser
+                .find(Locator::Id("offboardReason"))
+                .await?
+                .send_keys("Moved to another clinic")
+                .await?;
+            browser
+                .find(Locator::Id("policyCancel"))
+                .await?
+                .click()
+                .await?;
+            browser
+                .find(Locator::Id("offboardConfirm"))
+                .await?
+                .click()
+                .await?;
+            keep(&browser, "offboarding", "user-page").await;
+            browser
+                .find(Locator::XPath(&format!(
+                    "//button[normalize-space()='Offboard {name}']"
+                )))
+                .await?
+                .click()
+                .await?;
+            let deadline = std::time::Instant::now() + sandbox::SETTLE;
+            loop {
+                let state = text_of(&browser, "#state").await;
+                if state.contains("Completed") {
+                    break;
+                }
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "not completed: {state:?} at {}",
+                    browser.current_url().await?
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            anyhow::ensure!(heading(&browser).await? == format!("Offboarding of {name}"));
+            let receipts = text_of(&browser, "section[aria-labelledby='receipts'] table").await;
+            for consumer in ["user-service", "appointment-service"] {
+                anyhow::ensure!(receipts.contains(consumer), "{consumer}: {receipts}");
+            }
+            anyhow::ensure!(
+                receipts.matches("has the current version").count() == 2,
+                "{receipts}"
+            );
+            keep(&browser, "offboarding", "saga").await;
+            Ok(())
+        }
+        .await;
+        (browser, outcome)
+    })
+    .await;
+}
+
 /// Types the password at `/login` and submits it (a second factor's page follows).
 async fn submit_password(
     browser: &Client,

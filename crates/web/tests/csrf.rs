@@ -166,6 +166,22 @@ const FORMS: &[Form] = &[
         fields: &[],
     },
     Form {
+        route: "/admin/users/{id}/offboard",
+        path: "/admin/users/<offboarded>/offboard",
+        who: Who::Admin,
+        fields: &[
+            ("reason", "Left the clinic"),
+            ("policy", "cancel"),
+            ("confirm", "yes"),
+        ],
+    },
+    Form {
+        route: "/admin/offboarding/{id}/cancel",
+        path: "/admin/offboarding/<saga>/cancel",
+        who: Who::Admin,
+        fields: &[("confirm", "yes")],
+    },
+    Form {
         route: "/admin/sync/verify",
         path: "/admin/sync/verify",
         who: Who::Admin,
@@ -290,7 +306,7 @@ async fn seeded(auth_db: &PgPool, role: Role, nth: i64) -> String {
 }
 
 /// What the forms need: a doctor to book with, users to edit, demote, deactivate, activate
-/// (deactivated beforehand) and reset, and in the user-service's dead-letter queue a valid
+/// (deactivated beforehand), reset and offboard, an offboarding to cancel, and in the user-service's dead-letter queue a valid
 /// event (requeued, it is applied, so the queue shrinks: a requeue that happened cannot hide)
 /// and an untrusted publisher's (kept back by the requeue; discarded, the queue shrinks).
 /// Returns the values of the `<name>`s.
@@ -399,6 +415,31 @@ async fn arrange(portal: &Portal) -> Vec<(&'static str, String)> {
         "enrolment-code",
         sandbox::auth::totp_code_of_key(enrolling_key, 1),
     ));
+    // A user to offboard, and an offboarding to cancel: one that waits for its receipts as long
+    // as the test runs (a required consumer that never confirms is registered), as only a
+    // waiting one can be cancelled. The emails sort after the seeded users'.
+    auth_service::consumers::register(
+        db,
+        "never-confirms",
+        true,
+        &platform::amqp::broker_user(&portal.sb.amqp_url),
+    )
+    .await
+    .unwrap();
+    let offboarded = sandbox::auth::create_user(db, "zz.offboarded@clinic.test", Role::Nurse).await;
+    values.push(("offboarded", offboarded.to_string()));
+    let leaving = sandbox::auth::create_user(db, "zz.leaving@clinic.test", Role::Nurse).await;
+    let saga = admin
+        .offboard(
+            leaving,
+            &contract::api::OffboardingRequest {
+                reason: "Left the clinic".into(),
+                policy: contract::control::AppointmentPolicy::Cancel,
+            },
+        )
+        .await
+        .unwrap();
+    values.push(("saga", saga.id.to_string()));
     let date = chrono::Utc::now() + chrono::Duration::days(3);
     values.push(("date", date.format("%Y-%m-%d").to_string()));
     values

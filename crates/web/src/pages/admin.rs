@@ -3,7 +3,8 @@
 //! with the directory's copy — "in sync", or "syncing…" while the change is on its way — so an
 //! admin sees a change arrive; a form to create a user (the temporary password is shown once,
 //! with a copy button), and per user: activate or deactivate, reset the password or (another
-//! user's) second factor, and a link to edit the profile and role (`user_edit`); requests for
+//! user's) second factor, and links to the user's page (`user_edit`: profile, role,
+//! propagation, offboarding) by name and by "Edit"; requests for
 //! an account, approved with a role or declined. Everyone else gets a 403 page.
 
 use super::PageForm;
@@ -314,7 +315,7 @@ pub async fn users(
             tbody {
                 @for u in &users.items {
                     tr {
-                        td { (u.first_name) " " (u.last_name) }
+                        td { a href=(format!("/admin/users/{}", u.user_id.0)) { (u.first_name) " " (u.last_name) } }
                         td { (u.email.as_str()) }
                         td { (u.role.as_str()) }
                         td { @if u.is_active { "yes" } @else { "no" } }

@@ -6,6 +6,7 @@ mod admin;
 mod appointments;
 mod home;
 mod login;
+mod offboarding;
 mod second_factor;
 mod sync;
 mod user_edit;
@@ -42,14 +43,19 @@ pub fn router(state: AppState) -> Router {
             post(second_factor::confirm),
         )
         .route("/admin/users", get(admin::users).post(admin::create))
+        .route("/admin/users/{id}", get(user_edit::form))
         .route(
             "/admin/users/{id}/edit",
             get(user_edit::form).post(user_edit::save),
         )
         .route("/admin/users/{id}/role", post(user_edit::role))
+        .route("/admin/users/{id}/offboard", post(offboarding::start))
         .route("/admin/users/{id}/{action}", post(admin::action))
         .route("/admin/registrations/{id}/approve", post(admin::approve))
         .route("/admin/registrations/{id}/decline", post(admin::decline))
+        .route("/admin/offboarding", get(offboarding::list))
+        .route("/admin/offboarding/{id}", get(offboarding::show))
+        .route("/admin/offboarding/{id}/cancel", post(offboarding::cancel))
         .route("/admin/sync", get(sync::show))
         .route("/admin/sync/verify", post(sync::verify))
         .route("/admin/sync/requeue/{queue}", post(sync::requeue))

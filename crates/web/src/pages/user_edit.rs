@@ -1,8 +1,11 @@
-//! `/admin/users/{id}/edit` (admins only): one user's profile (email, names, phone) and role,
-//! each saved through the admin API as its own versioned change. A refused change comes back
-//! with the values as typed and the API's words; the last active admin cannot be demoted.
+//! `/admin/users/{id}` (also at `/admin/users/{id}/edit`; admins only): one user's page — the
+//! propagation line and the offboarding section ([`super::offboarding`]), the profile (email,
+//! names, phone) and role, each saved through the admin API as its own versioned change. A
+//! refused change comes back with the values as typed and the API's words; the last active
+//! admin cannot be demoted.
 
 use super::admin::{admin_only, refuse_admin_post};
+use super::offboarding::{user_sections, UserSections};
 use super::PageForm;
 use crate::page::{layout, PageError};
 use crate::staff::Staff;
@@ -72,6 +75,7 @@ fn page(
     values: &ProfileForm,
     problem: Option<&str>,
     notice: Option<&str>,
+    sections: &UserSections,
 ) -> Markup {
     let id = user.user_id.0;
     let name = format!("{} {}", user.first_name, user.last_name);
@@ -80,6 +84,7 @@ fn page(
         @if let Some(problem) = problem { p class="problem" role="alert" { (problem) } }
         p { (name) " · version " (user.user_version.map_or("-".to_owned(), |v| v.to_string()))
             " · " @if user.is_active { "active" } @else { "inactive" } }
+        (sections.propagation)
         h2 { "Profile" }
         form class="stacked" method="post" action=(format!("/admin/users/{id}/edit")) {
             input type="hidden" name="csrf" value=(staff.session.csrf);
@@ -104,17 +109,23 @@ fn page(
                   } }
             div { button type="submit" { "Change role" } }
         }
+        (sections.offboarding)
         p { a href=(format!("/admin/users?q={}", crate::staff::url_encode(user.email.as_str()))) { "Back to the users" } }
     };
-    layout(
-        &format!("Edit {name}"),
-        Some((&staff.signed, &staff.session)),
-        body,
-    )
+    layout(&name, Some((&staff.signed, &staff.session)), body)
+}
+
+/// The user's page as it stands (the offboarding form coming back with its problems).
+pub(super) fn user_page(staff: &Staff, user: &UserSnapshot, sections: &UserSections) -> Markup {
+    page(staff, user, &ProfileForm::of(user), None, None, sections)
 }
 
 /// The user, or the page that says why not.
-async fn load(staff: &Staff, state: &AppState, id: &str) -> Result<UserSnapshot, Response> {
+pub(super) async fn load(
+    staff: &Staff,
+    state: &AppState,
+    id: &str,
+) -> Result<UserSnapshot, Response> {
     let Ok(id) = id.parse::<Uuid>() else {
         return Err(PageError::not_found().into_response());
     };
@@ -144,7 +155,16 @@ pub async fn form(
         Some("nothing") => Some("Nothing had changed."),
         _ => None,
     };
-    page(&staff, &user, &ProfileForm::of(&user), None, notice).into_response()
+    let sections = user_sections(&staff, &state, &user, None).await;
+    page(
+        &staff,
+        &user,
+        &ProfileForm::of(&user),
+        None,
+        notice,
+        &sections,
+    )
+    .into_response()
 }
 
 /// `POST /admin/users/{id}/edit`.
@@ -179,9 +199,10 @@ pub async fn save(
         Err(api_client::Error::Refused { status, body })
             if matches!(status.as_u16(), 409 | 422) =>
         {
+            let sections = user_sections(&staff, &state, &user, None).await;
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                page(&staff, &user, &values, Some(&body.message), None),
+                page(&staff, &user, &values, Some(&body.message), None, &sections),
             )
                 .into_response()
         }
@@ -219,6 +240,7 @@ pub async fn role(
         Err(api_client::Error::Refused { status, body })
             if matches!(status.as_u16(), 409 | 422) =>
         {
+            let sections = user_sections(&staff, &state, &user, None).await;
             (
                 StatusCode::CONFLICT,
                 page(
@@ -227,6 +249,7 @@ pub async fn role(
                     &ProfileForm::of(&user),
                     Some(&body.message),
                     None,
+                    &sections,
                 ),
             )
                 .into_response()
