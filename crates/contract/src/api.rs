@@ -502,6 +502,7 @@ pub struct ConsumerPropagation {
 pub struct OffboardingRequest {
     /// Why the person leaves (1 to 500 characters; in the audit trail and the cancellation
     /// events).
+    #[schemars(length(min = 1, max = 500))]
     pub reason: String,
     /// What becomes of their future appointments: `reassign` (to another active doctor whose
     /// slot is free, else cancelled) or `cancel`.

@@ -179,6 +179,7 @@ pub struct AppointmentEvent {
     /// Always `appointment-service`.
     pub source: String,
     /// `major.minor`, as for user events.
+    #[schemars(regex(pattern = r"^1\.[0-9]+$"))]
     pub version: String,
     pub payload: AppointmentChange,
 }

@@ -10,9 +10,10 @@ use crate::api::{
     Appointment, AppointmentStatus, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest,
     BulkCreateResponse, ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest,
     CreateUserResponse, DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse,
-    NewAppointment, Page, ReassignRequest, RecoveryCodes, RefreshRequest, RegisterRequest,
-    Registration, RegistrationReceived, RoleRequest, SecondFactorChallenge, SecondFactorEnrolment,
-    SecondFactorRequest, SecondFactorStatus, UpdateUserRequest,
+    NewAppointment, Offboarding, OffboardingRequest, Page, Propagation, ReassignRequest,
+    RecoveryCodes, RefreshRequest, RegisterRequest, Registration, RegistrationReceived,
+    RoleRequest, SecondFactorChallenge, SecondFactorEnrolment, SecondFactorRequest,
+    SecondFactorStatus, UpdateUserRequest,
 };
 use crate::domain::Role;
 use crate::event::UserSnapshot;
@@ -67,15 +68,20 @@ fn error_words(status: u16) -> &'static str {
         401 => "No valid bearer token, or a refused login or refresh.",
         403 => {
             "The caller's role may not do this (a doctor acts on their own appointments only; \
-                a pharmacist or consultant sees none unless APPOINTMENTS_VISIBLE_TO says), \
-                the action is turned off, or the account must change its password first \
-                (`password_change_required`: only `me` and `change-password` accept its token)."
+                a pharmacist or consultant sees none unless APPOINTMENTS_VISIBLE_TO says; an \
+                admin may not offboard themselves), the action is turned off, or the account \
+                must change its password first (`password_change_required`: only `me` and \
+                `change-password` accept its token)."
         }
-        404 => "No such user, appointment or dead-letter queue (or not visible to the caller).",
+        404 => {
+            "No such user, offboarding, appointment or dead-letter queue (or not visible to the \
+                caller)."
+        }
         409 => {
             "Conflicts with the current state: a taken email, the last active admin, an \
                 appointment overlapping another of the doctor's, an appointment already \
-                cancelled or already started."
+                cancelled or already started, an offboarding too far along to cancel (or \
+                changed meanwhile: try again)."
         }
         413 => "The request body is too large.",
         415 => "The body is not sent as application/json.",
@@ -105,6 +111,22 @@ fn user_id_param() -> Value {
 
 fn appointment_id_param() -> Value {
     id_param("The appointment's id.")
+}
+
+fn offboarding_id_param() -> Value {
+    id_param("The offboarding's id.")
+}
+
+/// The filter and size of `GET /api/v1/auth/admin/offboardings`.
+fn offboarding_list_params() -> Vec<Value> {
+    vec![
+        json!({"name": "status", "in": "query", "required": false,
+               "description": "`running`: those not finished; `stalled`: those waiting longer \
+                               than they should. Absent: the most recent, finished or not.",
+               "schema": {"type": "string", "enum": ["running", "stalled"]}}),
+        json!({"name": "limit", "in": "query", "required": false,
+               "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}),
+    ]
 }
 
 /// The filters and paging of `GET /api/v1/appointments`.
@@ -198,6 +220,25 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         o.params.push(appointment_id_param());
         o
     };
+    let with_offboarding_id = |mut o: Operation| {
+        o.params.push(offboarding_id_param());
+        o
+    };
+    let offboarding = schema(|g| g.subschema_for::<Offboarding>());
+    let mut offboardings = op(
+        "get",
+        "/api/v1/auth/admin/offboardings",
+        "listOffboardings",
+        "admin",
+        "Offboardings, newest first: the running ones, the stalled ones, or (no status) the \
+         most recent, finished or not; `steps` and `receipts` are left empty here (`GET \
+         /api/v1/auth/admin/offboardings/{id}` has them).",
+        true,
+        None,
+        ok(&schema(|g| g.subschema_for::<Page<Offboarding>>())),
+        &[400, 401, 403, 422],
+    );
+    offboardings.params = offboarding_list_params();
     let mut list = op(
         "get",
         "/api/v1/auth/admin/users",
@@ -542,6 +583,83 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             None,
             ok(&schema(|g| g.subschema_for::<CreateUserResponse>())),
             &[401, 403, 404, 422],
+        )),
+        with_id(op(
+            "get",
+            "/api/v1/auth/admin/users/{id}/propagation",
+            "userPropagation",
+            "admin",
+            "How far the user's current version has reached: each registered consumer's last \
+             receipt for the user (the version its copy holds, when it committed it, how long \
+             after the change), and whether it is current.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<Propagation>())),
+            &[401, 403, 404, 422],
+        )),
+        with_id(Operation {
+            also: Some(Success::Json(
+                200,
+                "An offboarding of this user was running already: that one, unchanged (the \
+                 request's reason and policy are not applied).",
+                offboarding.clone(),
+            )),
+            ..op(
+                "post",
+                "/api/v1/auth/admin/users/{id}/offboarding",
+                "startOffboarding",
+                "admin",
+                "Start taking a leaving person out of every system: deactivates them (ending \
+                 their sessions) and starts the offboarding saga, which waits for every \
+                 required consumer's receipt of that version, then has the appointment-service \
+                 reassign or cancel their future appointments as `policy` says. `reason`: 1 to \
+                 500 characters. Never the caller, nor the last active admin.",
+                true,
+                Some(schema(|g| g.subschema_for::<OffboardingRequest>())),
+                Success::Json(
+                    202,
+                    "Started: the person is deactivated and the saga runs.",
+                    offboarding.clone(),
+                ),
+                &[400, 401, 403, 404, 409, 413, 415, 422],
+            )
+        }),
+        with_id(op(
+            "get",
+            "/api/v1/auth/admin/users/{id}/offboarding",
+            "userOffboarding",
+            "admin",
+            "The user's latest offboarding, running or finished, with its steps.",
+            true,
+            None,
+            ok(&offboarding),
+            &[401, 403, 404, 422],
+        )),
+        offboardings,
+        with_offboarding_id(op(
+            "get",
+            "/api/v1/auth/admin/offboardings/{id}",
+            "showOffboarding",
+            "admin",
+            "One offboarding with its steps, each consumer's receipt and what became of each \
+             future appointment.",
+            true,
+            None,
+            ok(&offboarding),
+            &[401, 403, 404, 422],
+        )),
+        with_offboarding_id(op(
+            "post",
+            "/api/v1/auth/admin/offboardings/{id}/cancel",
+            "cancelOffboarding",
+            "admin",
+            "Cancel an offboarding and reactivate the person: possible only while it waits for \
+             the consumers' receipts, before any appointment changes (409 once the \
+             appointment-service has been told, or when it has finished).",
+            true,
+            None,
+            ok(&offboarding),
+            &[401, 403, 404, 409, 422],
         )),
         op(
             "get",

@@ -1,16 +1,27 @@
 //! The contract as documents for teams that do not read Rust: JSON Schemas (draft-07) of the
-//! envelope and of each event type, and an AsyncAPI 3.0 document of the exchange, routing keys,
-//! queues and messages. Everything is generated from this crate's types and constants, so the
-//! documents cannot drift from what the services actually send and accept; the checked-in copies
-//! under `contracts/` are compared with these functions by `tests/contracts_are_current.rs`.
+//! envelope and of each event type, of the control messages (receipts, the offboarding saga's
+//! command and reply) and of each appointment event type, and an AsyncAPI 3.0 document of the
+//! exchanges, routing keys, queues and messages. Everything is generated from this crate's types
+//! and constants, so the documents cannot drift from what the services actually send and accept;
+//! the checked-in copies under `contracts/` are compared with these functions by
+//! `tests/contracts_are_current.rs`.
 
+use crate::control::{
+    AppointmentEvent, AppointmentEventType, DoctorResolved, Receipt, ResolveDoctor,
+    APPOINTMENT_SOURCE, DOCTOR_RESOLVED_TYPE, RECEIPT_TYPE, RESOLVE_DOCTOR_TYPE,
+};
 use crate::event::{Envelope, EventType, DEAD_LETTER_REASONS, VERSION};
 use crate::topology::{
-    self, Argument, Arguments, ConsumerQueues, ALL_USER_EVENTS, EXCHANGE, UNROUTED_EXCHANGE,
+    self, Argument, Arguments, ConsumerQueues, ControlQueue, Declaration, ExchangeKind,
+    ALL_USER_EVENTS, APPOINTMENT_EXCHANGE, APPOINTMENT_SERVICE, APPOINTMENT_UNROUTED, AUTH_SERVICE,
+    CONTROL_EXCHANGE, DOCTOR_RESOLVED_KEY, EXCHANGE, RESOLVE_DOCTOR_KEY, UNROUTED_EXCHANGE,
     UNROUTED_QUEUE, USER_SERVICE,
 };
-use crate::wire::{header, PERSISTENT};
+use crate::wire::{
+    header, HistoryComplete, CONTENT_TYPE, HISTORY_COMPLETE_TYPE, OPERATOR_USER, PERSISTENT,
+};
 use schemars::gen::SchemaSettings;
+use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 /// The file of the schema that accepts any event type.
@@ -19,19 +30,48 @@ pub const ENVELOPE_FILE: &str = "envelope.json";
 const AMQP_BINDING_VERSION: &str = "0.3.0";
 /// The virtual host of the documented server.
 const VHOST: &str = "/";
+/// The consumers the AsyncAPI document shows queues of: the standard ones. Every consumer added
+/// with `portal consumer add` gets queues named and declared the same way.
+const CONSUMERS: [&str; 2] = [USER_SERVICE, APPOINTMENT_SERVICE];
+/// The parameter of the receipts' channel: the consumer named in the routing key.
+const CONSUMER_PARAMETER: &str = "consumer";
+
+/// The schema file of a message, named after its AMQP `type` (for an event, its eventType).
+pub fn message_file(amqp_type: &str) -> String {
+    format!("{amqp_type}.json")
+}
 
 /// The schema file of one event type, named after its wire name.
 pub fn schema_file(t: EventType) -> String {
-    format!("{}.json", t.as_str())
+    message_file(t.as_str())
+}
+
+/// The schema file of one appointment event type, named after its wire name.
+pub fn appointment_schema_file(t: AppointmentEventType) -> String {
+    message_file(t.as_str())
 }
 
 /// `(file name, schema)`: `envelope.json` first, then one file per event type in
-/// [`EventType::ALL`] order. Keys are sorted at every level.
+/// [`EventType::ALL`] order, one per control message ([`control_messages`] order), one per
+/// appointment event type in [`AppointmentEventType::ALL`] order. Keys are sorted at every level.
 pub fn schema_files() -> Vec<(String, Value)> {
     let envelope = envelope_schema();
     let mut files = vec![(ENVELOPE_FILE.to_owned(), sorted(envelope.clone()))];
     for t in EventType::ALL {
         files.push((schema_file(t), sorted(event_schema(&envelope, t))));
+    }
+    for message in control_messages() {
+        files.push((
+            message_file(message.amqp_type),
+            sorted(control_schema(&message)),
+        ));
+    }
+    let appointment = root_schema::<AppointmentEvent>();
+    for t in AppointmentEventType::ALL {
+        files.push((
+            appointment_schema_file(t),
+            sorted(appointment_event_schema(&appointment, t)),
+        ));
     }
     files
 }
@@ -60,12 +100,106 @@ pub fn summary(t: EventType) -> &'static str {
     }
 }
 
-fn envelope_schema() -> Value {
+/// What each appointment event type means. Exhaustive on purpose: a new type needs words.
+pub fn appointment_summary(t: AppointmentEventType) -> &'static str {
+    match t {
+        AppointmentEventType::Reassigned => {
+            "An appointment moved to another doctor at the same time, because its doctor left \
+             (offboarding with policy `reassign`): `doctorId` is the doctor the patient now sees, \
+             `previousDoctorId` the one who left. The patient is to be informed."
+        }
+        AppointmentEventType::Cancelled => {
+            "An appointment was cancelled because its doctor left: the offboarding's policy was \
+             `cancel`, or no active doctor was free at its time. The patient is to be informed \
+             (and booked again); `reason` says why."
+        }
+    }
+}
+
+/// A control message the documents describe: its AMQP type, the routing key it travels with on
+/// [`CONTROL_EXCHANGE`], its body's schema and what it is for.
+pub struct ControlMessage {
+    pub amqp_type: &'static str,
+    /// The routing key; `{consumer}` stands for the sending consumer's name in a receipt's.
+    pub routing_key: String,
+    /// Who publishes it.
+    pub senders: &'static [&'static str],
+    schema: Value,
+    summary: &'static str,
+    /// How it is published, for the send operations.
+    published: &'static str,
+    /// Published `mandatory` (returned when no queue takes it).
+    mandatory: bool,
+}
+
+/// The receipt, the offboarding saga's command and its reply, in that order.
+pub fn control_messages() -> [ControlMessage; 3] {
+    [
+        ControlMessage {
+            amqp_type: RECEIPT_TYPE,
+            routing_key: topology::receipt_key(&format!("{{{CONSUMER_PARAMETER}}}")),
+            senders: &CONSUMERS,
+            schema: root_schema::<Receipt>(),
+            summary: "What a consumer applied in one committed batch: for each user, the \
+                userVersion its copy now holds. Every consumer publishes one after each commit, \
+                on its own broker user; the auth-service believes it only when the AMQP user_id \
+                is the broker user the consumer is registered with (`portal consumer add`). \
+                Receipts show how far a change has reached (the admin API's propagation) and \
+                let the offboarding saga go on.",
+            published: "Published after each committed batch, for the users of the batch, on \
+                the consumer's own broker user (AMQP user-id, checked by RabbitMQ): persistent, \
+                not mandatory, without waiting for confirms. A receipt lost is made good by the \
+                next change, or by the snapshot the offboarding saga sends again to a late \
+                consumer. Every consumer built on the shared consumer crate (any added with \
+                `portal consumer add`) does the same.",
+            mandatory: false,
+        },
+        ControlMessage {
+            amqp_type: RESOLVE_DOCTOR_TYPE,
+            routing_key: RESOLVE_DOCTOR_KEY.to_owned(),
+            senders: &[AUTH_SERVICE],
+            schema: root_schema::<ResolveDoctor>(),
+            summary: "The offboarding saga's command to the appointment-service: reassign or \
+                cancel (`policy`) every future appointment of a doctor who left. Sent again with \
+                the same message id when no reply came in time; the appointment-service acts on \
+                one message id once and answers every copy with the same reply.",
+            published: "Written to the auth-service's outbox by the offboarding saga once every \
+                required consumer confirmed the deactivation, and published by its relay: \
+                persistent, mandatory, with publisher confirms, message-id = the command's id \
+                (the same in every copy sent again), user-id = the relay's broker user, a \
+                trusted publisher.",
+            mandatory: true,
+        },
+        ControlMessage {
+            amqp_type: DOCTOR_RESOLVED_TYPE,
+            routing_key: DOCTOR_RESOLVED_KEY.to_owned(),
+            senders: &[APPOINTMENT_SERVICE],
+            schema: root_schema::<DoctorResolved>(),
+            summary: "The appointment-service's reply to the command (`commandId` is the \
+                command's message id): what became of each future appointment of the doctor, \
+                naming the patients to inform. Those cancelled because no doctor was free need \
+                a new booking.",
+            published: "Written to the appointment-service's outbox once every appointment is \
+                resolved, and published by its relay on the appointment-service's registered \
+                broker user (the only one whose replies the auth-service believes): persistent, \
+                mandatory, with publisher confirms. A copy of an answered command gets the same \
+                reply, with the same message id.",
+            mandatory: true,
+        },
+    ]
+}
+
+/// The draft-07 schema of `T`, its definitions inline.
+fn root_schema<T: JsonSchema>() -> Value {
     let root = SchemaSettings::draft07()
         .into_generator()
-        .into_root_schema_for::<Envelope>();
+        .into_root_schema_for::<T>();
     // Cannot fail: a schema is plain data with string keys.
-    let mut schema = serde_json::to_value(root).unwrap_or(Value::Null);
+    serde_json::to_value(root).unwrap_or(Value::Null)
+}
+
+fn envelope_schema() -> Value {
+    let mut schema = root_schema::<Envelope>();
     schema["title"] = json!("User event (any type)");
     schema
 }
@@ -115,224 +249,113 @@ fn event_schema(envelope: &Value, t: EventType) -> Value {
     schema
 }
 
-/// The AsyncAPI 3.0 document of the user events. Keys are sorted at every level.
+/// The schema of a control message's body: the type's own, titled by its AMQP type and saying
+/// what it is for and where it travels.
+fn control_schema(message: &ControlMessage) -> Value {
+    let mut schema = message.schema.clone();
+    schema["title"] = json!(format!("{} message", message.amqp_type));
+    schema["description"] = json!(format!(
+        "{} The body of AMQP type {}, published to the exchange {CONTROL_EXCHANGE} with routing \
+         key {}.",
+        message.summary, message.amqp_type, message.routing_key
+    ));
+    schema
+}
+
+/// The appointment event narrowed to one type: `eventType` fixed.
+fn appointment_event_schema(event: &Value, t: AppointmentEventType) -> Value {
+    let mut schema = event.clone();
+    schema["title"] = json!(format!("{} event", t.as_str()));
+    schema["description"] = json!(format!(
+        "{} The body of every appointment event (source {APPOINTMENT_SOURCE}, exchange \
+         {APPOINTMENT_EXCHANGE}), with eventType fixed to {}.",
+        appointment_summary(t),
+        t.as_str()
+    ));
+    // With eventType fixed, the list of all types is no longer referenced.
+    if let Some(definitions) = schema["definitions"].as_object_mut() {
+        definitions.remove("AppointmentEventType");
+    }
+    schema["properties"]["eventType"] = json!({
+        "description": "What happened; also the routing key.",
+        "const": t.as_str(),
+    });
+    schema
+}
+
+/// The end-of-history mark's body ([`HistoryComplete`]), inline in the AsyncAPI document. By
+/// hand, from a serialized body: the type has no [`JsonSchema`]. Its fields are counts.
+fn history_complete_schema() -> Value {
+    let example = serde_json::to_value(HistoryComplete { users: 0 }).unwrap_or_default();
+    let fields: Vec<String> = example
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let properties: Map<String, Value> = fields
+        .iter()
+        .map(|f| (f.clone(), json!({"type": "integer", "minimum": 0})))
+        .collect();
+    json!({
+        "type": "object",
+        "description": "The users auth_db held when the backfill began: a complete copy holds at \
+            least these.",
+        "required": fields,
+        "properties": properties,
+    })
+}
+
+/// The channels, operations and messages of the AsyncAPI document, as it is built.
+struct Document {
+    /// What the standard consumers and the control topology declare: where every queue's and
+    /// exchange's arguments and bindings are read from.
+    declared: Vec<Declaration>,
+    channels: Map<String, Value>,
+    operations: Map<String, Value>,
+    messages: Map<String, Value>,
+}
+
+/// The AsyncAPI 3.0 document of user events, control messages and appointment events. Keys are
+/// sorted at every level.
 pub fn asyncapi() -> Value {
-    let queues = ConsumerQueues::for_consumer(USER_SERVICE);
-    let mut channels = Map::new();
-    let mut operations = Map::new();
-    let mut messages = Map::new();
-
-    for t in EventType::ALL {
-        let id = ident(t.as_str());
-        messages.insert(
-            id.clone(),
-            json!({
-                "name": t.as_str(),
-                "title": t.as_str(),
-                "summary": summary(t),
-                "contentType": "application/json",
-                "payload": {"$ref": format!("./schemas/{}", schema_file(t))},
-                "bindings": {"amqp": {
-                    "messageType": t.as_str(),
-                    "bindingVersion": AMQP_BINDING_VERSION,
-                }},
-            }),
-        );
-        channels.insert(
-            id.clone(),
-            json!({
-                "address": t.as_str(),
-                "title": t.as_str(),
-                "description": format!(
-                    "{} events on exchange {EXCHANGE}, routing key {}.",
-                    t.as_str(),
-                    t.as_str()
-                ),
-                "messages": {id.clone(): {"$ref": format!("#/components/messages/{id}")}},
-                "bindings": {"amqp": exchange_binding()},
-            }),
-        );
-        operations.insert(
-            format!("auth-service-send-{id}"),
-            json!({
-                "action": "send",
-                "title": format!("auth-service publishes {}", t.as_str()),
-                "description": "The auth-service's outbox relay publishes each event after the \
-                    transaction that recorded it commits: persistent, mandatory, with publisher \
-                    confirms, `message-id` = eventId, `type` = eventType, `user-id` = the broker \
-                    user that publishes (checked by RabbitMQ; consumers apply only trusted \
-                    publishers' events and dead-letter the rest as untrusted-publisher).",
-                "channel": {"$ref": format!("#/channels/{id}")},
-                "messages": [{"$ref": format!("#/channels/{id}/messages/{id}")}],
-                "tags": [{"name": "auth-service"}],
-                "bindings": {"amqp": {
-                    "deliveryMode": PERSISTENT,
-                    "mandatory": true,
-                    "bindingVersion": AMQP_BINDING_VERSION,
-                }},
-            }),
-        );
-    }
-
-    messages.insert(
-        "user-event".to_owned(),
-        json!({
-            "name": "user event",
-            "title": "Any user event",
-            "summary": "An event of any type, as found where events of all types wait.",
-            "contentType": "application/json",
-            "payload": {"$ref": format!("./schemas/{ENVELOPE_FILE}")},
-        }),
-    );
-    messages.insert(
-        "retried-user-event".to_owned(),
-        json!({
-            "name": "retried user event",
-            "title": "A user event waiting for its next attempt",
-            "summary": "A copy of an event that could not be applied yet, with why.",
-            "contentType": "application/json",
-            "payload": {"$ref": format!("./schemas/{ENVELOPE_FILE}")},
-            "headers": failure_headers(false),
-        }),
-    );
-    messages.insert(
-        "dead-letter".to_owned(),
-        json!({
-            "name": "dead letter",
-            "title": "A message that can never be applied",
-            "summary": "The original message, body and properties unchanged, plus headers that \
-                say why it was set aside. It never blocks the main queue; `portal dlq` inspects, \
-                requeues or purges it; an untrusted publisher's is never requeued, only discarded.",
-            "payload": {
-                "description": "The original body, byte for byte: possibly not UTF-8, not JSON or \
-                    not a valid event (see x-error-reason)."
-            },
-            "headers": failure_headers(true),
-        }),
-    );
-
-    let typed_refs = |channel: &str| -> Vec<Value> {
-        EventType::ALL
-            .iter()
-            .map(
-                |t| json!({"$ref": format!("#/channels/{channel}/messages/{}", ident(t.as_str()))}),
-            )
-            .collect()
+    let consumers: Vec<ConsumerQueues> = CONSUMERS
+        .iter()
+        .map(|c| ConsumerQueues::for_consumer(c))
+        .collect();
+    let mut doc = Document {
+        declared: topology::declarations(&consumers),
+        channels: Map::new(),
+        operations: Map::new(),
+        messages: Map::new(),
     };
-    let main_id = ident(&queues.main);
-    let mut main_messages = Map::new();
-    for t in EventType::ALL {
-        let id = ident(t.as_str());
-        main_messages.insert(
-            id.clone(),
-            json!({"$ref": format!("#/components/messages/{id}")}),
-        );
+    doc.user_events();
+    for (consumer, queues) in CONSUMERS.iter().zip(&consumers) {
+        doc.consumer_queue(consumer, queues);
     }
-    channels.insert(
-        main_id.clone(),
-        json!({
-            "address": queues.main,
-            "title": queues.main,
-            "description": format!(
-                "The user-service's quorum queue, bound to {EXCHANGE} with {ALL_USER_EVENTS}: \
-                 every user event. Several replicas may consume it; userVersion keeps the order \
-                 right."
-            ),
-            "messages": main_messages,
-            "bindings": {"amqp": queue_binding(
-                &queues.main,
-                arguments_json(&topology::quorum_arguments()),
-                Some((EXCHANGE, ALL_USER_EVENTS)),
-            )},
-        }),
-    );
-    operations.insert(
-        "user-service-receive".to_owned(),
-        json!({
-            "action": "receive",
-            "title": "user-service applies user events",
-            "description": "Applies each snapshot if its userVersion is newer than the stored one \
-                (or equal, for user.snapshot), else acks and ignores it. A message that can never \
-                be applied is copied to the dead-letter queue; one that fails for a reason of its \
-                own goes through the retry queues first.",
-            "channel": {"$ref": format!("#/channels/{main_id}")},
-            "messages": typed_refs(&main_id),
-            "tags": [{"name": USER_SERVICE}],
-            "bindings": {"amqp": {"ack": true, "bindingVersion": AMQP_BINDING_VERSION}},
-        }),
-    );
-
-    for retry in &queues.retries {
-        // The queue name ends in the delay's label (`1s`, `2m`), the form people read.
-        let label = retry.name.rsplit('.').next().unwrap_or_default();
-        channels.insert(
-            ident(&retry.name),
-            json!({
-                "address": retry.name,
-                "title": retry.name,
-                "description": format!(
-                    "Holds a failed event {label} (message TTL), then dead-letters it back to {} \
-                     through the default exchange. Nobody consumes it: the TTL is the timer. The \
-                     consumer puts messages here through its own direct exchange {} (routing key \
-                     = this queue's name), so its broker user can publish to its own queues only.",
-                    queues.main, queues.set_aside
-                ),
-                "messages": {"retried-user-event": {"$ref": "#/components/messages/retried-user-event"}},
-                "bindings": {"amqp": queue_binding(
-                    &retry.name,
-                    arguments_json(&retry.arguments(&queues.main)),
-                    Some((&queues.set_aside, &retry.name)),
-                )},
-            }),
-        );
-    }
-    channels.insert(
-        ident(&queues.dead_letter),
-        json!({
-            "address": queues.dead_letter,
-            "title": queues.dead_letter,
-            "description": "Messages the user-service can never apply, with the reason in their \
-                headers.",
-            "messages": {"dead-letter": {"$ref": "#/components/messages/dead-letter"}},
-            "bindings": {"amqp": queue_binding(
-                &queues.dead_letter,
-                arguments_json(&topology::quorum_arguments()),
-                Some((&queues.set_aside, &queues.dead_letter)),
-            )},
-        }),
-    );
-    channels.insert(
-        ident(UNROUTED_QUEUE),
-        json!({
-            "address": UNROUTED_QUEUE,
-            "title": UNROUTED_QUEUE,
-            "description": format!(
-                "Events no queue was bound for. {UNROUTED_EXCHANGE} is the fanout alternate \
-                 exchange of {EXCHANGE}, so such an event is kept here instead of dropped."
-            ),
-            "messages": {"user-event": {"$ref": "#/components/messages/user-event"}},
-            "bindings": {"amqp": queue_binding(
-                UNROUTED_QUEUE,
-                arguments_json(&topology::quorum_arguments()),
-                Some((UNROUTED_EXCHANGE, "")),
-            )},
-        }),
-    );
+    doc.retries_and_dead_letters(USER_SERVICE, &ConsumerQueues::for_consumer(USER_SERVICE));
+    doc.control();
+    doc.appointment_events();
 
     sorted(json!({
         "asyncapi": "3.0.0",
         "info": {
-            "title": "User events",
+            "title": "User events and control messages",
             "version": VERSION,
-            "description": "Changes to portal users, published by the auth-service. Body: UTF-8 \
-                JSON, persistent, content-type application/json, message-id = eventId, routing \
-                key = eventType. Every payload is the user's full snapshot plus userVersion, a \
-                per-user counter: a consumer applies a snapshot only if its userVersion is greater \
-                than the stored one. Version policy: 1.x only adds optional fields; consumers \
-                ignore unknown fields; a new major version is published beside the old one; a \
-                consumer dead-letters a major version it does not know (unsupported-version).",
+            "description": format!(
+                "Changes to portal users, published by the auth-service on {EXCHANGE}. Body: \
+                 UTF-8 JSON, persistent, content-type {CONTENT_TYPE}, message-id = eventId, \
+                 routing key = eventType. Every payload is the user's full snapshot plus \
+                 userVersion, a per-user counter: a consumer applies a snapshot only if its \
+                 userVersion is greater than the stored one. Version policy: 1.x only adds \
+                 optional fields; consumers ignore unknown fields; a new major version is \
+                 published beside the old one; a consumer dead-letters a major version it does \
+                 not know (unsupported-version). Besides: the control messages on \
+                 {CONTROL_EXCHANGE} (each consumer's receipts, the offboarding saga's command to \
+                 the appointment-service and its reply), the appointment events on \
+                 {APPOINTMENT_EXCHANGE} (a patient to inform), and the end-of-history mark a \
+                 backfill sends to one consumer's queue."
+            ),
         },
-        "defaultContentType": "application/json",
+        "defaultContentType": CONTENT_TYPE,
         "servers": {
             "local": {
                 "host": "127.0.0.1:5672",
@@ -343,48 +366,591 @@ pub fn asyncapi() -> Value {
                 ),
             },
         },
-        "channels": channels,
-        "operations": operations,
-        "components": {"messages": messages},
+        "channels": doc.channels,
+        "operations": doc.operations,
+        "components": {"messages": doc.messages},
     }))
 }
 
-/// The AMQP binding of a routing-key channel: the exchange, as the services declare it.
-fn exchange_binding() -> Value {
-    json!({
-        "is": "routingKey",
-        "exchange": {
-            "name": EXCHANGE,
-            "type": "topic",
-            "durable": true,
-            "autoDelete": false,
-            "vhost": VHOST,
-        },
-        // Declaration arguments have no field in the binding; an extension keeps them visible.
-        "x-arguments": arguments_json(&topology::exchange_arguments()),
-        "bindingVersion": AMQP_BINDING_VERSION,
-    })
+impl Document {
+    /// A message of the components, whose body has the schema `file` under `schemas/`.
+    fn typed_message(&mut self, amqp_type: &str, summary: &str, file: &str) -> String {
+        let id = ident(amqp_type);
+        self.messages.insert(
+            id.clone(),
+            json!({
+                "name": amqp_type,
+                "title": amqp_type,
+                "summary": summary,
+                "contentType": CONTENT_TYPE,
+                "payload": {"$ref": format!("./schemas/{file}")},
+                "bindings": {"amqp": {
+                    "messageType": amqp_type,
+                    "bindingVersion": AMQP_BINDING_VERSION,
+                }},
+            }),
+        );
+        id
+    }
+
+    /// A routing-key channel of `exchange` carrying `messages`; its id.
+    fn routing_key_channel(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        description: String,
+        messages: &[String],
+    ) -> String {
+        let id = ident(routing_key);
+        let channel = json!({
+            "address": routing_key,
+            "title": routing_key,
+            "description": description,
+            "messages": channel_messages(messages),
+            "bindings": {"amqp": self.exchange_binding(exchange)},
+        });
+        self.channels.insert(id.clone(), channel);
+        id
+    }
+
+    /// A queue channel carrying `messages`; its id.
+    fn queue_channel(&mut self, queue: &str, description: String, messages: &[String]) -> String {
+        let id = ident(queue);
+        let channel = json!({
+            "address": queue,
+            "title": queue,
+            "description": description,
+            "messages": channel_messages(messages),
+            "bindings": {"amqp": self.queue_binding(queue)},
+        });
+        self.channels.insert(id.clone(), channel);
+        id
+    }
+
+    /// An operation named `id` on `channel`, of those of its `messages`.
+    #[allow(clippy::too_many_arguments)]
+    fn operation(
+        &mut self,
+        id: String,
+        action: &str,
+        title: String,
+        description: &str,
+        channel: &str,
+        messages: &[String],
+        tags: &[&str],
+        amqp: Value,
+    ) {
+        let mut amqp = amqp;
+        amqp["bindingVersion"] = json!(AMQP_BINDING_VERSION);
+        self.operations.insert(
+            id,
+            json!({
+                "action": action,
+                "title": title,
+                "description": description,
+                "channel": {"$ref": format!("#/channels/{channel}")},
+                "messages": messages
+                    .iter()
+                    .map(|m| json!({"$ref": format!("#/channels/{channel}/messages/{m}")}))
+                    .collect::<Vec<_>>(),
+                "tags": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
+                "bindings": {"amqp": amqp},
+            }),
+        );
+    }
+
+    /// One channel per event type on `user.events`, its message and the auth-service's send
+    /// operation; the messages of the queues where events of every type wait; the unrouted queue.
+    fn user_events(&mut self) {
+        for t in EventType::ALL {
+            let id = self.typed_message(t.as_str(), summary(t), &schema_file(t));
+            let channel = self.routing_key_channel(
+                EXCHANGE,
+                t.as_str(),
+                format!(
+                    "{} events on exchange {EXCHANGE}, routing key {}.",
+                    t.as_str(),
+                    t.as_str()
+                ),
+                std::slice::from_ref(&id),
+            );
+            self.operation(
+                format!("{AUTH_SERVICE}-send-{id}"),
+                "send",
+                format!("{AUTH_SERVICE} publishes {}", t.as_str()),
+                "The auth-service's outbox relay publishes each event after the transaction that \
+                 recorded it commits: persistent, mandatory, with publisher confirms, \
+                 `message-id` = eventId, `type` = eventType, `user-id` = the broker user that \
+                 publishes (checked by RabbitMQ; consumers apply only trusted publishers' events \
+                 and dead-letter the rest as untrusted-publisher).",
+                &channel,
+                &[id],
+                &[AUTH_SERVICE],
+                json!({"deliveryMode": PERSISTENT, "mandatory": true}),
+            );
+        }
+
+        self.messages.insert(
+            "user-event".to_owned(),
+            json!({
+                "name": "user event",
+                "title": "Any user event",
+                "summary": "An event of any type, as found where events of all types wait.",
+                "contentType": CONTENT_TYPE,
+                "payload": {"$ref": format!("./schemas/{ENVELOPE_FILE}")},
+            }),
+        );
+        self.messages.insert(
+            "retried-user-event".to_owned(),
+            json!({
+                "name": "retried user event",
+                "title": "A user event waiting for its next attempt",
+                "summary": "A copy of an event that could not be applied yet, with why.",
+                "contentType": CONTENT_TYPE,
+                "payload": {"$ref": format!("./schemas/{ENVELOPE_FILE}")},
+                "headers": failure_headers(false),
+            }),
+        );
+        self.messages.insert(
+            "dead-letter".to_owned(),
+            json!({
+                "name": "dead letter",
+                "title": "A message that can never be applied",
+                "summary": "The original message, body and properties unchanged, plus headers \
+                    that say why it was set aside. It never blocks the main queue; `portal dlq` \
+                    inspects, requeues or purges it; an untrusted publisher's is never requeued, \
+                    only discarded.",
+                "payload": {
+                    "description": "The original body, byte for byte: possibly not UTF-8, not \
+                        JSON or not a valid event (see x-error-reason)."
+                },
+                "headers": failure_headers(true),
+            }),
+        );
+        self.messages.insert(
+            ident(HISTORY_COMPLETE_TYPE),
+            json!({
+                "name": HISTORY_COMPLETE_TYPE,
+                "title": HISTORY_COMPLETE_TYPE,
+                "summary": "The end-of-history mark, not an event: a backfill sends it to the \
+                    one queue it filled, after the last stored event. A consumer built on the \
+                    shared consumer crate records it; a service that must know every existing \
+                    user before it serves (the appointment-service) is ready once it has the mark \
+                    and holds at least the users it counts. A consumer that does not know the \
+                    type dead-letters it like any unknown event type.",
+                "contentType": CONTENT_TYPE,
+                "payload": history_complete_schema(),
+                "bindings": {"amqp": {
+                    "messageType": HISTORY_COMPLETE_TYPE,
+                    "bindingVersion": AMQP_BINDING_VERSION,
+                }},
+            }),
+        );
+
+        self.queue_channel(
+            UNROUTED_QUEUE,
+            format!(
+                "Events no queue was bound for. {UNROUTED_EXCHANGE} is the fanout alternate \
+                 exchange of {EXCHANGE}, so such an event is kept here instead of dropped."
+            ),
+            &["user-event".to_owned()],
+        );
+    }
+
+    /// A consumer's main queue, what it receives there, the routing key that reaches it alone
+    /// and the end-of-history mark an operator's backfill sends it.
+    fn consumer_queue(&mut self, consumer: &str, queues: &ConsumerQueues) {
+        let snapshot = ident(EventType::Snapshot.as_str());
+        let mark = ident(HISTORY_COMPLETE_TYPE);
+        let mut messages: Vec<String> = EventType::ALL.iter().map(|t| ident(t.as_str())).collect();
+        messages.push(mark.clone());
+        let (extra, applies) = if consumer == USER_SERVICE {
+            (
+                String::new(),
+                "Applies each snapshot if its userVersion is newer than the stored one (or equal, \
+                 for user.snapshot), else acks and ignores it. A message that can never be \
+                 applied is copied to the dead-letter queue; one that fails for a reason of its \
+                 own goes through the retry queues first. Records the end-of-history mark. After \
+                 each committed batch it publishes a receipt.",
+            )
+        } else {
+            let retries: Vec<&str> = queues.retries.iter().map(|r| r.name.as_str()).collect();
+            (
+                format!(
+                    " Its retry queues ({}) and its dead-letter queue ({}) are declared and \
+                     work as the {USER_SERVICE}'s.",
+                    retries.join(", "),
+                    queues.dead_letter
+                ),
+                "Keeps the service's copy of the users by the same rule (a snapshot applies if \
+                 its userVersion is newer, or equal for a repair; retries, then the dead-letter \
+                 queue). The appointment-service answers bookings 503 until it has the \
+                 end-of-history mark and holds at least the users the mark counts. After each \
+                 committed batch it publishes a receipt.",
+            )
+        };
+        let main = self.queue_channel(
+            &queues.main,
+            format!(
+                "The {consumer}'s quorum queue, bound to {EXCHANGE} with {ALL_USER_EVENTS} (every user event) \
+                 and with {} (a {} the offboarding saga sends again to this consumer alone). A \
+                 backfill also sends it the end-of-history mark, through the default exchange. \
+                 Several replicas may consume it; userVersion keeps the order right.{extra}",
+                queues.resend,
+                EventType::Snapshot.as_str(),
+            ),
+            &messages,
+        );
+        self.operation(
+            format!("{consumer}-receive"),
+            "receive",
+            format!("{consumer} applies user events"),
+            applies,
+            &main,
+            &messages,
+            &[consumer],
+            json!({"ack": true}),
+        );
+        self.operation(
+            format!("{OPERATOR_USER}-send-{mark}-to-{consumer}"),
+            "send",
+            format!("A backfill marks the end of {consumer}'s history"),
+            "`portal consumer add` (and `portal up` for a new appointment_db) sends every stored \
+             event to this queue, then the mark with the number of users auth_db held when it \
+             began: through the default exchange (routing key = the queue's name), never to the \
+             user events' exchange; persistent, mandatory, with publisher confirms, user-id = the \
+             operator's broker user.",
+            &main,
+            std::slice::from_ref(&mark),
+            &[OPERATOR_USER],
+            json!({"deliveryMode": PERSISTENT, "mandatory": true}),
+        );
+        let resend = self.routing_key_channel(
+            EXCHANGE,
+            &queues.resend,
+            format!(
+                "{} on exchange {EXCHANGE}, routing key {}: bound to {} alone. The offboarding \
+                 saga sends a user's current state again there when {consumer}'s receipt of a \
+                 change is late; applied at an equal version, it also makes good a lost receipt.",
+                EventType::Snapshot.as_str(),
+                queues.resend,
+                queues.main
+            ),
+            std::slice::from_ref(&snapshot),
+        );
+        self.operation(
+            format!("{AUTH_SERVICE}-resend-{snapshot}-to-{consumer}"),
+            "send",
+            format!(
+                "{AUTH_SERVICE} sends a {} again to {consumer}",
+                EventType::Snapshot.as_str()
+            ),
+            "The offboarding saga writes it to the auth-service's message outbox; the relay \
+             publishes it like any event: persistent, mandatory, with publisher confirms, \
+             `message-id` = eventId, `type` = eventType, `user-id` = the relay's broker user.",
+            &resend,
+            &[snapshot],
+            &[AUTH_SERVICE],
+            json!({"deliveryMode": PERSISTENT, "mandatory": true}),
+        );
+    }
+
+    /// A consumer's retry queues and its dead-letter queue.
+    fn retries_and_dead_letters(&mut self, consumer: &str, queues: &ConsumerQueues) {
+        for retry in &queues.retries {
+            // The queue name ends in the delay's label (`1s`, `2m`), the form people read.
+            let label = retry.name.rsplit('.').next().unwrap_or_default();
+            self.queue_channel(
+                &retry.name,
+                format!(
+                    "Holds a failed event {label} (message TTL), then dead-letters it back to {} \
+                     through the default exchange. Nobody consumes it: the TTL is the timer. The \
+                     consumer puts messages here through its own direct exchange {} (routing key \
+                     = this queue's name), so its broker user can publish to its own queues only.",
+                    queues.main, queues.set_aside
+                ),
+                &["retried-user-event".to_owned()],
+            );
+        }
+        self.queue_channel(
+            &queues.dead_letter,
+            format!("Messages the {consumer} can never apply, with the reason in their headers."),
+            &["dead-letter".to_owned()],
+        );
+    }
+
+    /// The control exchange: a channel per routing key, each service's control queue and its
+    /// dead-letter queue, who sends and who receives.
+    fn control(&mut self) {
+        let mut routed: Vec<(String, String)> = Vec::new();
+        for message in control_messages() {
+            let id = self.typed_message(
+                message.amqp_type,
+                message.summary,
+                &message_file(message.amqp_type),
+            );
+            let channel = self.routing_key_channel(
+                CONTROL_EXCHANGE,
+                &message.routing_key,
+                format!(
+                    "{} messages on exchange {CONTROL_EXCHANGE}, routing key {}.",
+                    message.amqp_type, message.routing_key
+                ),
+                std::slice::from_ref(&id),
+            );
+            let parameter = format!("{{{CONSUMER_PARAMETER}}}");
+            if message.routing_key.contains(&parameter) {
+                if let Some(channel) = self.channels.get_mut(&channel) {
+                    channel["parameters"] = json!({CONSUMER_PARAMETER: {
+                        "description": "The name of the consumer that sends the receipt, as \
+                            registered with `portal consumer add`.",
+                        "examples": CONSUMERS,
+                    }});
+                }
+            }
+            for sender in message.senders {
+                self.operation(
+                    format!("{sender}-send-{id}"),
+                    "send",
+                    format!("{sender} publishes {}", message.amqp_type),
+                    message.published,
+                    &channel,
+                    std::slice::from_ref(&id),
+                    &[sender],
+                    json!({"deliveryMode": PERSISTENT, "mandatory": message.mandatory}),
+                );
+            }
+            routed.push((message.routing_key, id));
+        }
+
+        self.messages.insert(
+            "rejected-control-message".to_owned(),
+            json!({
+                "name": "rejected control message",
+                "title": "A control message its service rejected",
+                "summary": "The original message, unchanged, dead-lettered by RabbitMQ (which \
+                    adds its x-death header): unreadable, of a type the service does not know, \
+                    or from a broker user it does not believe for it. The reason is in the \
+                    service's log.",
+                "payload": {"description": "The original body, byte for byte."},
+            }),
+        );
+
+        for (service, handles) in [
+            (
+                AUTH_SERVICE,
+                "Records each receipt whose AMQP user_id is the broker user its consumer is \
+                 registered with, keeping the highest version per consumer and user, and wakes \
+                 the offboardings waiting for it. Believes a reply only from the \
+                 appointment-service's registered broker user, once per message id. Anything \
+                 else (unreadable, an unknown type or consumer, another publisher) is rejected \
+                 into its dead-letter queue, the reason logged. While auth_db is unreachable a \
+                 message waits, retried in place.",
+            ),
+            (
+                APPOINTMENT_SERVICE,
+                "Acts on a command only from a trusted publisher (AMQP user_id): moves or \
+                 cancels each future appointment of the doctor, each in a transaction of its own \
+                 with its appointment event, then replies. Acts on one message id once: a copy \
+                 of an answered command gets the same reply. Anything else (unreadable, an \
+                 unknown type, no UUID message-id, an untrusted publisher) is rejected into its \
+                 dead-letter queue, the reason logged.",
+            ),
+        ] {
+            let queue = ControlQueue::of(service);
+            let bound = self.bindings_of(&queue.main);
+            let messages: Vec<String> = routed
+                .iter()
+                .filter(|(key, _)| bound.iter().any(|(_, pattern)| topic_matches(pattern, key)))
+                .map(|(_, id)| id.clone())
+                .collect();
+            let keys: Vec<&str> = bound.iter().map(|(_, key)| key.as_str()).collect();
+            let main = self.queue_channel(
+                &queue.main,
+                format!(
+                    "The {service}'s control queue (quorum), bound to {CONTROL_EXCHANGE} with {}. \
+                     What it rejects goes to {} by the queue's own dead-letter arguments.",
+                    keys.join(" and "),
+                    queue.dead_letter
+                ),
+                &messages,
+            );
+            self.operation(
+                format!("{service}-receive-control"),
+                "receive",
+                format!("{service} reads its control queue"),
+                handles,
+                &main,
+                &messages,
+                &[service],
+                json!({"ack": true}),
+            );
+            self.queue_channel(
+                &queue.dead_letter,
+                format!("Control messages {} rejected.", queue.main),
+                &["rejected-control-message".to_owned()],
+            );
+        }
+    }
+
+    /// The appointment events: a channel per type on their exchange, the appointment-service's
+    /// send operations, and the queue where they wait when no one else binds them.
+    fn appointment_events(&mut self) {
+        let mut ids = Vec::new();
+        for t in AppointmentEventType::ALL {
+            let id = self.typed_message(
+                t.as_str(),
+                appointment_summary(t),
+                &appointment_schema_file(t),
+            );
+            let channel = self.routing_key_channel(
+                APPOINTMENT_EXCHANGE,
+                t.as_str(),
+                format!(
+                    "{} events on exchange {APPOINTMENT_EXCHANGE}, routing key {}.",
+                    t.as_str(),
+                    t.as_str()
+                ),
+                std::slice::from_ref(&id),
+            );
+            self.operation(
+                format!("{APPOINTMENT_SERVICE}-send-{id}"),
+                "send",
+                format!("{APPOINTMENT_SERVICE} publishes {}", t.as_str()),
+                "Written in the transaction that changes the appointment and published by the \
+                 appointment-service's outbox relay: persistent, mandatory, with publisher \
+                 confirms, `message-id` = eventId, `type` = eventType. (appointmentId, \
+                 appointmentVersion) names one change, so a reader can drop a duplicate.",
+                &channel,
+                std::slice::from_ref(&id),
+                &[APPOINTMENT_SERVICE],
+                json!({"deliveryMode": PERSISTENT, "mandatory": true}),
+            );
+            ids.push(id);
+        }
+        self.queue_channel(
+            APPOINTMENT_UNROUTED,
+            format!(
+                "Appointment events no other queue takes: {APPOINTMENT_UNROUTED} is also the \
+                 fanout alternate exchange of {APPOINTMENT_EXCHANGE}. They wait here for whoever \
+                 informs patients, who may as well bind a queue of their own to \
+                 {APPOINTMENT_EXCHANGE}."
+            ),
+            &ids,
+        );
+    }
+
+    /// The AMQP binding of a routing-key channel: the exchange, as the services declare it.
+    fn exchange_binding(&self, name: &str) -> Value {
+        let declared = self.declared.iter().find_map(|d| match d {
+            Declaration::Exchange {
+                name: n,
+                kind,
+                arguments,
+            } if n == name => Some((*kind, arguments)),
+            _ => None,
+        });
+        json!({
+            "is": "routingKey",
+            "exchange": {
+                "name": name,
+                // Null for an exchange nobody declares: the tests refuse it.
+                "type": declared.map(|(kind, _)| kind_name(kind)),
+                "durable": true,
+                "autoDelete": false,
+                "vhost": VHOST,
+            },
+            // Declaration arguments have no field in the binding; an extension keeps them visible.
+            "x-arguments": declared.map(|(_, arguments)| arguments_json(arguments)),
+            "bindingVersion": AMQP_BINDING_VERSION,
+        })
+    }
+
+    /// The AMQP binding of a queue channel, with its declaration arguments and its bindings to
+    /// exchanges as extensions.
+    fn queue_binding(&self, name: &str) -> Value {
+        let arguments = self.declared.iter().find_map(|d| match d {
+            Declaration::Queue { name: n, arguments } if n == name => {
+                Some(arguments_json(arguments))
+            }
+            _ => None,
+        });
+        let mut binding = json!({
+            "is": "queue",
+            "queue": {
+                "name": name,
+                "durable": true,
+                "exclusive": false,
+                "autoDelete": false,
+                "vhost": VHOST,
+            },
+            // Null for a queue nobody declares: the tests refuse it.
+            "x-arguments": arguments,
+            "bindingVersion": AMQP_BINDING_VERSION,
+        });
+        let bound: Vec<Value> = self
+            .bindings_of(name)
+            .into_iter()
+            .map(|(exchange, key)| json!({"exchange": exchange, "routingKey": key}))
+            .collect();
+        if !bound.is_empty() {
+            binding["x-bound-to"] = json!(bound);
+        }
+        binding
+    }
+
+    /// `(exchange, routing key)` of every binding declared for `queue`, in declaration order.
+    fn bindings_of(&self, queue: &str) -> Vec<(String, String)> {
+        self.declared
+            .iter()
+            .filter_map(|d| match d {
+                Declaration::Binding {
+                    queue: q,
+                    exchange,
+                    routing_key,
+                } if q == queue => Some((exchange.clone(), routing_key.clone())),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
-/// The AMQP binding of a queue channel, with its declaration arguments and the exchange binding
-/// (if any) as extensions.
-fn queue_binding(name: &str, arguments: Value, bound_to: Option<(&str, &str)>) -> Value {
-    let mut binding = json!({
-        "is": "queue",
-        "queue": {
-            "name": name,
-            "durable": true,
-            "exclusive": false,
-            "autoDelete": false,
-            "vhost": VHOST,
-        },
-        "x-arguments": arguments,
-        "bindingVersion": AMQP_BINDING_VERSION,
-    });
-    if let Some((exchange, routing_key)) = bound_to {
-        binding["x-bound-to"] = json!([{"exchange": exchange, "routingKey": routing_key}]);
+/// `{"<id>": {"$ref": "#/components/messages/<id>"}}` for each id: a channel's messages.
+fn channel_messages(ids: &[String]) -> Value {
+    Value::Object(
+        ids.iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    json!({"$ref": format!("#/components/messages/{id}")}),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Whether a topic exchange's binding `pattern` (`*` one word, `#` any number) takes `key`.
+fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn words(p: &[&str], k: &[&str]) -> bool {
+        match (p.split_first(), k.split_first()) {
+            (None, None) => true,
+            (Some((&"#", rest)), _) => words(rest, k) || (!k.is_empty() && words(p, &k[1..])),
+            (Some((&"*", rest)), Some((_, k_rest))) => words(rest, k_rest),
+            (Some((w, rest)), Some((kw, k_rest))) => w == kw && words(rest, k_rest),
+            _ => false,
+        }
     }
-    binding
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    words(&p, &k)
+}
+
+fn kind_name(kind: ExchangeKind) -> &'static str {
+    match kind {
+        ExchangeKind::Topic => "topic",
+        ExchangeKind::Fanout => "fanout",
+        ExchangeKind::Direct => "direct",
+    }
 }
 
 /// Declaration arguments as a JSON object.
@@ -482,9 +1048,10 @@ fn failure_headers(dead: bool) -> Value {
     json!({"type": "object", "required": required, "properties": properties})
 }
 
-/// An AsyncAPI identifier for a name: channel and message keys allow no dots.
+/// An AsyncAPI identifier for a name: channel and message keys allow no dots (nor the braces of
+/// a channel parameter).
 fn ident(name: &str) -> String {
-    name.replace('.', "-")
+    name.replace('.', "-").replace(['{', '}'], "")
 }
 
 /// The value with object keys sorted at every level, whatever serde_json's map preserves, so the
@@ -498,5 +1065,31 @@ pub(crate) fn sorted(value: Value) -> Value {
         }
         Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns_match_as_rabbitmq_matches_them() {
+        assert!(topic_matches("receipt.#", "receipt.user-service"));
+        assert!(topic_matches("receipt.#", "receipt"));
+        assert!(topic_matches("receipt.#", "receipt.a.b"));
+        assert!(topic_matches(
+            "reply.*.doctor-resolved",
+            "reply.auth-service.doctor-resolved"
+        ));
+        assert!(!topic_matches(
+            "reply.*",
+            "reply.auth-service.doctor-resolved"
+        ));
+        assert!(!topic_matches(
+            "command.appointment-service.#",
+            "reply.auth-service.doctor-resolved"
+        ));
+        assert!(topic_matches("#", "anything.at.all"));
+        assert!(topic_matches("user.#", "user.role.changed"));
     }
 }

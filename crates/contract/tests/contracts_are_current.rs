@@ -1,15 +1,24 @@
 //! The checked-in contract documents under `contracts/` must be exactly what the code generates,
-//! and must say what the code does: the example events validate, every event type has its
-//! channel and message. `UPDATE_CONTRACTS=1` rewrites the files instead of failing.
+//! and must say what the code does: the example events and control messages validate, every
+//! event type, control message and appointment event has its channel and message.
+//! `UPDATE_CONTRACTS=1` rewrites the files instead of failing.
 
 // Helpers outside `#[test]` functions panic on purpose too: this is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use contract::control::{
+    AppointmentChange, AppointmentEvent, AppointmentEventType, AppointmentPolicy, DoctorResolved,
+    Receipt, ReceiptEntry, Resolution, ResolveDoctor, ResolvedAppointment,
+    APPOINTMENT_EVENT_VERSION, APPOINTMENT_SOURCE,
+};
 use contract::schema::{self, ENVELOPE_FILE};
+use contract::topology::{self, ConsumerQueues, ControlQueue};
+use contract::wire::HistoryComplete;
 use contract::{Email, Envelope, EventType, Role, Timestamp, UserId, UserSnapshot};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use uuid::Uuid;
 
 const UPDATE_HINT: &str = "UPDATE_CONTRACTS=1 cargo test -p contract --test contracts_are_current";
 
@@ -133,21 +142,222 @@ fn every_event_type_has_a_channel_and_a_message() {
         );
     }
     // Every reference from an operation lands, and each type is both sent and received.
+    let (sent, received) = sent_and_received(&doc);
+    let mut all: BTreeSet<String> = EventType::ALL.iter().map(|t| t.as_str().into()).collect();
+    all.extend(
+        [
+            "portal.receipt",
+            "portal.command.resolve-doctor",
+            "portal.reply.doctor-resolved",
+            "portal.history.complete",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(received, all);
+    // Appointment events are sent; nobody in the portal reads them (they wait for whoever
+    // informs patients).
+    all.extend(["appointment.reassigned", "appointment.cancelled"].map(String::from));
+    assert_eq!(sent, all);
+}
+
+/// The names of the messages the document's operations send and receive; every reference from
+/// an operation must land.
+fn sent_and_received(doc: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut sent = BTreeSet::new();
     let mut received = BTreeSet::new();
     for op in doc["operations"].as_object().unwrap().values() {
-        resolve(&doc, &op["channel"]);
+        let channel = resolve(doc, &op["channel"]);
         for m in op["messages"].as_array().unwrap() {
-            let name = resolve(&doc, resolve(&doc, m))["name"].as_str().unwrap();
+            // An operation's message is one of its channel's.
+            let reference = m["$ref"].as_str().unwrap();
+            let prefix = format!("{}/messages/", op["channel"]["$ref"].as_str().unwrap());
+            let key = reference
+                .strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("{reference}"));
+            assert!(channel["messages"][key].is_object(), "{reference}");
+            let name = resolve(doc, resolve(doc, m))["name"].as_str().unwrap();
             match op["action"].as_str().unwrap() {
                 "send" => sent.insert(name.to_owned()),
                 _ => received.insert(name.to_owned()),
             };
         }
     }
-    let all: BTreeSet<String> = EventType::ALL.iter().map(|t| t.as_str().into()).collect();
-    assert_eq!(sent, all);
-    assert_eq!(received, all);
+    (sent, received)
+}
+
+/// The channel at `address`.
+fn channel<'a>(doc: &'a Value, address: &str) -> &'a Value {
+    doc["channels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|c| c["address"] == address)
+        .unwrap_or_else(|| panic!("no channel {address}"))
+}
+
+/// The names of the messages a channel carries.
+fn message_names(doc: &Value, channel: &Value) -> BTreeSet<String> {
+    channel["messages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|r| resolve(doc, r)["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|n| (*n).to_owned()).collect()
+}
+
+#[test]
+fn control_messages_travel_where_the_topology_routes_them() {
+    let doc = schema::asyncapi();
+    for (address, name, file) in [
+        (
+            "receipt.{consumer}",
+            "portal.receipt",
+            "portal.receipt.json",
+        ),
+        (
+            "command.appointment-service.resolve-doctor",
+            "portal.command.resolve-doctor",
+            "portal.command.resolve-doctor.json",
+        ),
+        (
+            "reply.auth-service.doctor-resolved",
+            "portal.reply.doctor-resolved",
+            "portal.reply.doctor-resolved.json",
+        ),
+    ] {
+        let c = channel(&doc, address);
+        assert_eq!(c["bindings"]["amqp"]["is"], "routingKey");
+        assert_eq!(c["bindings"]["amqp"]["exchange"]["name"], "portal.control");
+        assert_eq!(c["bindings"]["amqp"]["exchange"]["type"], "topic");
+        assert_eq!(message_names(&doc, c), names(&[name]));
+        let message = resolve(
+            &doc,
+            c["messages"].as_object().unwrap().values().next().unwrap(),
+        );
+        assert_eq!(message["payload"]["$ref"], format!("./schemas/{file}"));
+        assert_eq!(message["bindings"]["amqp"]["messageType"], name);
+    }
+    assert_eq!(
+        topology::receipt_key("{consumer}"),
+        "receipt.{consumer}",
+        "the receipts' channel is the consumer's routing key"
+    );
+    assert!(channel(&doc, "receipt.{consumer}")["parameters"]["consumer"].is_object());
+
+    // Each control queue carries what its bindings route to it, and has its dead-letter queue.
+    for (service, keys, carried) in [
+        (
+            "auth-service",
+            vec!["receipt.#", "reply.auth-service.#"],
+            names(&["portal.receipt", "portal.reply.doctor-resolved"]),
+        ),
+        (
+            "appointment-service",
+            vec!["command.appointment-service.#"],
+            names(&["portal.command.resolve-doctor"]),
+        ),
+    ] {
+        let queue = ControlQueue::of(service);
+        let c = channel(&doc, &format!("{service}.control"));
+        assert_eq!(message_names(&doc, c), carried, "{service}");
+        let bound: Vec<&str> = c["bindings"]["amqp"]["x-bound-to"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .inspect(|b| assert_eq!(b["exchange"], "portal.control"))
+            .map(|b| b["routingKey"].as_str().unwrap())
+            .collect();
+        assert_eq!(bound, keys, "{service}");
+        let arguments = &c["bindings"]["amqp"]["x-arguments"];
+        assert_eq!(arguments["x-queue-type"], "quorum");
+        assert_eq!(arguments["x-dead-letter-routing-key"], queue.dead_letter);
+        let dlq = channel(&doc, &format!("{service}.control.dlq"));
+        assert_eq!(
+            dlq["bindings"]["amqp"]["x-arguments"]["x-queue-type"],
+            "quorum"
+        );
+    }
+
+    // Appointment events: a channel per type on their exchange, all kept in the unrouted queue.
+    for t in AppointmentEventType::ALL {
+        let c = channel(&doc, t.as_str());
+        assert_eq!(
+            c["bindings"]["amqp"]["exchange"]["name"],
+            "appointment.events"
+        );
+        assert_eq!(
+            c["bindings"]["amqp"]["x-arguments"]["alternate-exchange"],
+            "appointment.events.unrouted"
+        );
+        assert_eq!(message_names(&doc, c), names(&[t.as_str()]));
+    }
+    let unrouted = channel(&doc, "appointment.events.unrouted");
+    assert_eq!(
+        message_names(&doc, unrouted),
+        names(&["appointment.reassigned", "appointment.cancelled"])
+    );
+}
+
+#[test]
+fn each_consumer_queue_takes_every_event_its_resends_and_the_end_of_history_mark() {
+    let doc = schema::asyncapi();
+    let mut carried: BTreeSet<String> = EventType::ALL.iter().map(|t| t.as_str().into()).collect();
+    carried.insert("portal.history.complete".into());
+    for consumer in ["user-service", "appointment-service"] {
+        let queues = ConsumerQueues::for_consumer(consumer);
+        let main = channel(&doc, &format!("{consumer}.user-events"));
+        assert_eq!(message_names(&doc, main), carried, "{consumer}");
+        assert_eq!(
+            main["bindings"]["amqp"]["x-bound-to"],
+            json!([
+                {"exchange": "user.events", "routingKey": "user.#"},
+                {"exchange": "user.events", "routingKey": format!("resend.{consumer}")},
+            ]),
+            "{consumer}"
+        );
+        assert_eq!(queues.resend, format!("resend.{consumer}"));
+        let resend = channel(&doc, &queues.resend);
+        assert_eq!(
+            resend["bindings"]["amqp"]["exchange"]["name"],
+            "user.events"
+        );
+        assert_eq!(message_names(&doc, resend), names(&["user.snapshot"]));
+    }
+    // The mark's body as the backfill writes it, against the schema the document gives it.
+    let mark = &doc["components"]["messages"]["portal-history-complete"];
+    assert_eq!(mark["name"], "portal.history.complete");
+    assert_eq!(
+        mark["bindings"]["amqp"]["messageType"],
+        "portal.history.complete"
+    );
+    let validator = jsonschema::validator_for(&mark["payload"]).unwrap();
+    let body = serde_json::to_value(HistoryComplete { users: 1000 }).unwrap();
+    assert_eq!(body, json!({"users": 1000}));
+    assert!(validator.is_valid(&body));
+    for wrong in [json!({}), json!({"users": "1000"}), json!({"users": -1})] {
+        assert!(!validator.is_valid(&wrong), "{wrong}");
+    }
+}
+
+/// Every queue and exchange the document names is one the services declare: the arguments and
+/// bindings it shows are read from the declarations.
+#[test]
+fn every_channel_names_a_declared_queue_or_exchange() {
+    let doc = schema::asyncapi();
+    for (id, c) in doc["channels"].as_object().unwrap() {
+        let amqp = &c["bindings"]["amqp"];
+        match amqp["is"].as_str().unwrap() {
+            "queue" => assert!(amqp["x-arguments"].is_object(), "{id}: queue not declared"),
+            _ => assert!(
+                amqp["exchange"]["type"].is_string() && amqp["x-arguments"].is_object(),
+                "{id}: exchange not declared"
+            ),
+        }
+    }
 }
 
 fn validator(file: &str) -> jsonschema::Validator {
@@ -271,4 +481,151 @@ fn foreign_major_versions_and_unknown_roles_are_rejected() {
     minor["version"] = json!("1.7");
     minor["payload"]["department"] = json!("cardiology");
     assert_valid(ENVELOPE_FILE, &minor);
+}
+
+fn at(instant: &str) -> Timestamp {
+    serde_json::from_value(json!(instant)).unwrap()
+}
+
+fn receipt() -> Receipt {
+    Receipt {
+        consumer: "user-service".into(),
+        applied_at: Timestamp::now(),
+        users: vec![ReceiptEntry {
+            user_id: UserId::new(),
+            user_version: 4,
+            changed_at: Timestamp::now(),
+        }],
+    }
+}
+
+fn resolved() -> DoctorResolved {
+    let starts_at = at("2026-03-02T09:00:00.000Z");
+    DoctorResolved {
+        offboarding_id: Uuid::now_v7(),
+        command_id: Uuid::now_v7(),
+        doctor_id: UserId::new(),
+        appointments: vec![
+            ResolvedAppointment {
+                appointment_id: Uuid::now_v7(),
+                patient_name: "Chipo Ndlovu".into(),
+                starts_at,
+                resolution: Resolution::Reassigned,
+                doctor_id: Some(UserId::new()),
+                doctor_name: Some("Rudo Chikwanha".into()),
+            },
+            ResolvedAppointment {
+                appointment_id: Uuid::now_v7(),
+                patient_name: "Farai Moyo".into(),
+                starts_at,
+                resolution: Resolution::CancelledNoDoctorFree,
+                doctor_id: None,
+                doctor_name: None,
+            },
+        ],
+    }
+}
+
+fn appointment_event(event_type: AppointmentEventType) -> AppointmentEvent {
+    let starts_at = at("2026-03-02T09:00:00.000Z");
+    let ends_at = at("2026-03-02T09:30:00.000Z");
+    let reassigned = event_type == AppointmentEventType::Reassigned;
+    AppointmentEvent {
+        event_id: Uuid::now_v7(),
+        event_type,
+        timestamp: Timestamp::now(),
+        source: APPOINTMENT_SOURCE.into(),
+        version: APPOINTMENT_EVENT_VERSION.into(),
+        payload: AppointmentChange {
+            appointment_id: Uuid::now_v7(),
+            appointment_version: 2,
+            patient_name: "Chipo Ndlovu".into(),
+            starts_at,
+            ends_at,
+            doctor_id: UserId::new(),
+            doctor_name: reassigned.then(|| "Rudo Chikwanha".into()),
+            previous_doctor_id: UserId::new(),
+            status: if reassigned { "booked" } else { "cancelled" }.into(),
+            reason: "Left the clinic".into(),
+            offboarding_id: Some(Uuid::now_v7()),
+        },
+    }
+}
+
+#[test]
+fn control_messages_validate_and_read_back() {
+    let sent = receipt();
+    let body = serde_json::to_value(&sent).unwrap();
+    assert_valid("portal.receipt.json", &body);
+    assert_eq!(
+        serde_json::from_value::<Receipt>(body.clone()).unwrap(),
+        sent
+    );
+    let mut text_version = body.clone();
+    text_version["users"][0]["userVersion"] = json!("4");
+    assert_invalid("portal.receipt.json", &text_version);
+    let mut no_users = body.clone();
+    no_users.as_object_mut().unwrap().remove("users");
+    assert_invalid("portal.receipt.json", &no_users);
+    // Readers ignore fields they do not know.
+    let mut newer = body;
+    newer["batch"] = json!(17);
+    assert_valid("portal.receipt.json", &newer);
+
+    for policy in [AppointmentPolicy::Reassign, AppointmentPolicy::Cancel] {
+        let command = ResolveDoctor {
+            offboarding_id: Uuid::now_v7(),
+            doctor_id: UserId::new(),
+            policy,
+            from: Timestamp::now(),
+            reason: "Left the clinic".into(),
+        };
+        let body = serde_json::to_value(&command).unwrap();
+        assert_valid("portal.command.resolve-doctor.json", &body);
+        assert_eq!(
+            serde_json::from_value::<ResolveDoctor>(body.clone()).unwrap(),
+            command
+        );
+        let mut fired = body;
+        fired["policy"] = json!("fire");
+        assert_invalid("portal.command.resolve-doctor.json", &fired);
+    }
+
+    let reply = resolved();
+    let body = serde_json::to_value(&reply).unwrap();
+    assert_valid("portal.reply.doctor-resolved.json", &body);
+    assert_eq!(
+        serde_json::from_value::<DoctorResolved>(body.clone()).unwrap(),
+        reply
+    );
+    let mut moved = body;
+    moved["appointments"][0]["resolution"] = json!("moved");
+    assert_invalid("portal.reply.doctor-resolved.json", &moved);
+}
+
+#[test]
+fn appointment_events_validate_with_their_type() {
+    for t in AppointmentEventType::ALL {
+        let event = appointment_event(t);
+        let body = serde_json::to_value(&event).unwrap();
+        assert_eq!(body["eventType"], t.as_str());
+        assert_valid(&schema::appointment_schema_file(t), &body);
+        assert_eq!(
+            serde_json::from_value::<AppointmentEvent>(body.clone()).unwrap(),
+            event
+        );
+        for other in AppointmentEventType::ALL.into_iter().filter(|o| *o != t) {
+            assert_invalid(&schema::appointment_schema_file(other), &body);
+        }
+        let mut no_patient = body;
+        no_patient["payload"]
+            .as_object_mut()
+            .unwrap()
+            .remove("patientName");
+        assert_invalid(&schema::appointment_schema_file(t), &no_patient);
+    }
+    assert_eq!(
+        schema::appointment_schema_file(AppointmentEventType::Reassigned),
+        "appointment.reassigned.json"
+    );
 }

@@ -28,7 +28,7 @@
 use anyhow::{anyhow, bail, Context};
 use contract::topology::{
     receipt_key, ConsumerQueues, ControlQueue, APPOINTMENT_EXCHANGE, APPOINTMENT_SERVICE,
-    AUTH_SERVICE, CONTROL_EXCHANGE, EXCHANGE, UNROUTED_QUEUE, USER_SERVICE,
+    APPOINTMENT_UNROUTED, AUTH_SERVICE, CONTROL_EXCHANGE, EXCHANGE, UNROUTED_QUEUE, USER_SERVICE,
 };
 use platform::rabbit_admin::{Management, Permissions};
 use platform::secret;
@@ -789,11 +789,14 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
             &Permissions {
                 configure: nothing,
                 // Replays and requeues go to one consumer's queue through the default exchange;
-                // unrouted events go back to the exchange.
+                // unrouted events go back to the exchange. It reads what the control queues set
+                // aside (`portal dlq --queue auth-service.control.dlq`) and the appointment
+                // events no one has taken yet.
                 write: format!("^(amq\\.default|{})$", regex_escape(EXCHANGE)),
                 read: format!(
-                    "^(.+\\.user-events(\\.dlq)?|{})$",
-                    regex_escape(UNROUTED_QUEUE)
+                    "^(.+\\.user-events(\\.dlq)?|.+\\.control\\.dlq|{}|{})$",
+                    regex_escape(UNROUTED_QUEUE),
+                    regex_escape(APPOINTMENT_UNROUTED)
                 ),
             },
         )

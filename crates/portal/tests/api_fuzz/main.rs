@@ -17,9 +17,10 @@ use uuid::Uuid;
 
 /// The whole system in this process (auth-service, user-service, appointment-service, sync
 /// admin API, gateway in front of them, `tune` adjusting its config), with an active doctor the
-/// appointment-service knows (bookings with them can succeed: `System::accounts[0]`), and the
-/// appointment-service given the whole user history, as `portal up` does: it answers bookings
-/// 503 until then. Returns once it reports ready.
+/// appointment-service knows (bookings with them can succeed: `System::accounts[0]`), a second
+/// doctor who may be offboarded (`System::accounts[1]`), and the appointment-service given the
+/// whole user history, as `portal up` does: it answers bookings 503 until then. Returns once it
+/// reports ready.
 async fn start_system<'a>(
     sb: &'a Sandbox,
     tune: impl FnOnce(&mut gateway::Config) + Send + 'a,
@@ -29,6 +30,7 @@ async fn start_system<'a>(
         .sync_admin()
         .gateway_with(tune)
         .account("fuzz-doctor@clinic.test", Role::Doctor)
+        .account("fuzz-leaver@clinic.test", Role::Doctor)
         .backfilled()
         .start()
         .await
@@ -37,8 +39,11 @@ async fn start_system<'a>(
 /// The schemathesis configuration: the seeded doctor's id, times in the future and whole
 /// durations offered for half of the `doctorId`, `startsAt` and `durationMinutes` values, so
 /// that bookings, overlaps, cancellations and reassignments are reached rather than every
-/// booking ending in "no such doctor", "in the past" or "more than 5 years ahead".
-fn schemathesis_config(doctor: Uuid) -> String {
+/// booking ending in "no such doctor", "in the past" or "more than 5 years ahead". The leaving
+/// doctor's id is offered for half of the user ids of the propagation and offboarding
+/// operations (and of no other: the fuzzer would deactivate or demote them), so their answers
+/// about a real user (200, 202) are checked too, not only the 404 of a random id.
+fn schemathesis_config(doctor: Uuid, leaver: Uuid) -> String {
     // Within the 5 years ahead a booking may be made.
     let day = |days: i64, minutes: i64| {
         (chrono::Utc::now().date_naive() + chrono::Duration::days(days))
@@ -58,11 +63,18 @@ values = ["{a}", "{b}", "{c}"]
 [dictionaries.durations]
 values = [15, 30, 45]
 
+[dictionaries.leavers]
+values = ["{leaver}"]
+
 [parameters]
 "body.doctorId" = {{ dictionary = "doctors", probability = 0.5 }}
 "query.doctorId" = {{ dictionary = "doctors", probability = 0.5 }}
 "body.startsAt" = {{ dictionary = "future", probability = 0.5 }}
 "body.durationMinutes" = {{ dictionary = "durations", probability = 0.5 }}
+
+[[operations]]
+include-operation-id = ["userPropagation", "startOffboarding", "userOffboarding"]
+parameters = {{ "path.id" = {{ dictionary = "leavers", probability = 0.5 }} }}
 "#
     )
 }
@@ -121,27 +133,49 @@ async fn every_answer_of_the_api_matches_its_openapi_document() {
     })
     .await;
     let (pool, auth) = (&system.auth_db, &system.auth);
-    let doctor = system.accounts[0];
+    let (doctor, leaver) = (system.accounts[0], system.accounts[1]);
     // Two admins: the fuzzer may deactivate or demote one (never the last active admin).
     auth::admin_token(pool, &auth.url()).await;
     let token = auth::admin_token(pool, &auth.url()).await;
     let gw = system.gateway().url();
     let config_file = sb.dir.join("schemathesis.toml");
-    std::fs::write(&config_file, schemathesis_config(doctor)).unwrap();
+    std::fs::write(&config_file, schemathesis_config(doctor, leaver)).unwrap();
     let max_examples =
         std::env::var("SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| "40".to_owned());
 
     // The operations that take an admin's powers away run last, in a run of their own: the
     // fuzzer learns ids from answers and would otherwise deactivate, demote or reset the admin
-    // whose token it uses, and every later case would test only the 401.
-    let disarming = ["deactivateUser", "setRole", "resetPassword"];
-    let mut first: Vec<String> = Vec::new();
-    let mut second: Vec<String> = Vec::new();
-    for id in disarming {
-        first.extend(["--exclude-operation-id".to_owned(), id.to_owned()]);
-        second.extend(["--include-operation-id".to_owned(), id.to_owned()]);
+    // whose token it uses, and every later case would test only the 401. Starting an
+    // offboarding deactivates whoever it names (never the caller): it runs after the others,
+    // which book with the seeded doctor, in a run of its own; the operations that read or
+    // cancel offboardings run after it, so they answer about real ones, not only 404.
+    let groups: [(&str, &[&str]); 3] = [
+        ("offboarding", &["startOffboarding"]),
+        (
+            "offboardings",
+            &[
+                "userOffboarding",
+                "listOffboardings",
+                "showOffboarding",
+                "cancelOffboarding",
+            ],
+        ),
+        ("disarming", &["deactivateUser", "setRole", "resetPassword"]),
+    ];
+    let flags = |flag: &str, ids: &[&str]| -> Vec<String> {
+        ids.iter()
+            .flat_map(|id| [flag.to_owned(), (*id).to_owned()])
+            .collect()
+    };
+    let grouped: Vec<&str> = groups
+        .iter()
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    let mut runs = vec![("other", flags("--exclude-operation-id", &grouped))];
+    for (run, ids) in groups {
+        runs.push((run, flags("--include-operation-id", ids)));
     }
-    for (run, filter) in [("other", first), ("disarming", second)] {
+    for (run, filter) in runs {
         let report = sb.dir.join(format!("schemathesis-{run}.xml"));
         let (exe, gw, bearer, max_examples, dir, config_file) = (
             exe.clone(),
@@ -270,5 +304,5 @@ async fn every_documented_operation_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 39, "every operation was called");
+    assert_eq!(checked, 45, "every operation was called");
 }
