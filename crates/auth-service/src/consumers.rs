@@ -89,14 +89,17 @@ impl RegistryCache {
     const RETRY_UNKNOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// The broker user `name` is registered with, if it is registered.
-    pub async fn broker_user(&self, db: &PgPool, name: &str) -> Result<Option<String>, sqlx::Error> {
+    pub async fn broker_user(
+        &self,
+        db: &PgPool,
+        name: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
         let mut held = self.held.lock().await;
         let stale = match held.as_ref() {
             None => true,
             Some(h) => {
                 h.at.elapsed() >= Self::FRESH
-                    || (!h.broker_users.contains_key(name)
-                        && h.at.elapsed() >= Self::RETRY_UNKNOWN)
+                    || (!h.broker_users.contains_key(name) && h.at.elapsed() >= Self::RETRY_UNKNOWN)
             }
         };
         if stale {

@@ -158,10 +158,16 @@ impl<'a> SystemBuilder<'a> {
             tune(&mut config);
         }
         let auth = auth::start(config).await;
+        // Each running consumer's broker user: whose receipts are believed.
+        let mut consumers = Vec::new();
         let users = match self.users {
             Some(tune) => {
                 let mut config = users::config(sb);
                 tune(&mut config);
+                consumers.push((
+                    contract::topology::USER_SERVICE,
+                    platform::amqp::broker_user(&config.amqp_url),
+                ));
                 Some(users::start(config).await)
             }
             None => None,
@@ -170,6 +176,10 @@ impl<'a> SystemBuilder<'a> {
             Some(tune) => {
                 let mut config = appointments::config(sb);
                 tune(&mut config);
+                consumers.push((
+                    contract::topology::APPOINTMENT_SERVICE,
+                    platform::amqp::broker_user(&config.amqp_url),
+                ));
                 Some(appointments::start_connected(config).await)
             }
             None => None,
@@ -220,19 +230,10 @@ impl<'a> SystemBuilder<'a> {
         };
 
         // The consumers that run are registered, as the setup registers them on an install.
-        let broker_user = platform::amqp::broker_user(&sb.amqp_url);
-        for (name, runs) in [
-            (contract::topology::USER_SERVICE, users.is_some()),
-            (
-                contract::topology::APPOINTMENT_SERVICE,
-                appointments.is_some(),
-            ),
-        ] {
-            if runs {
-                auth_service::consumers::register(&auth_db, name, true, &broker_user)
-                    .await
-                    .expect("register the consumer");
-            }
+        for (name, broker_user) in &consumers {
+            auth_service::consumers::register(&auth_db, name, true, broker_user)
+                .await
+                .expect("register the consumer");
         }
         if self.seed.is_some() || !self.accounts.is_empty() || self.backfilled {
             // Every consumer's queue exists before the history is written or replayed, so no

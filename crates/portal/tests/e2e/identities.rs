@@ -6,7 +6,10 @@
 //! recreated database lost. Everything is named after this test's sandbox (roles and broker
 //! users are server-wide) and removed with it.
 
-use contract::topology::{ConsumerQueues, EXCHANGE, USER_SERVICE};
+use contract::topology::{
+    ConsumerQueues, CONTROL_EXCHANGE, DOCTOR_RESOLVED_KEY, EXCHANGE, RESOLVE_DOCTOR_KEY,
+    USER_SERVICE,
+};
 use contract::Role;
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use ops::setup::{Credentials, Identities, SetupConfig};
@@ -70,15 +73,22 @@ async fn broker_allows(url: &str, what: &str) -> bool {
             )
             .await
             .is_ok(),
-        "publish-events" | "publish-default" => {
+        "publish-events"
+        | "publish-default"
+        | "receipt.user-service"
+        | "receipt.appointment-service"
+        | "command"
+        | "reply" => {
             ch.confirm_select(ConfirmSelectOptions::default())
                 .await
                 .unwrap();
             let user = amqp::broker_user(url);
-            let (exchange, key) = if what == "publish-events" {
-                (EXCHANGE, "user.created")
-            } else {
-                ("", queues.main.as_str())
+            let (exchange, key) = match what {
+                "publish-events" => (EXCHANGE, "user.created"),
+                "publish-default" => ("", queues.main.as_str()),
+                "command" => (CONTROL_EXCHANGE, RESOLVE_DOCTOR_KEY),
+                "reply" => (CONTROL_EXCHANGE, DOCTOR_RESOLVED_KEY),
+                receipt => (CONTROL_EXCHANGE, receipt),
             };
             amqp::publish_confirmed(
                 &ch,
@@ -202,6 +212,37 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     )
     .await;
     assert_eq!(status, 201, "{booked}");
+
+    // An offboarding under these identities: receipts from each consumer's own broker user,
+    // the auth-service's command, the appointment-service's reply and its event.
+    let token = sys.admin_token().await;
+    let (status, started) = sandbox::http::post(
+        &format!(
+            "{}/api/v1/auth/admin/users/{doctor}/offboarding",
+            sys.auth.url()
+        ),
+        Some(&token),
+        &serde_json::json!({"reason": "left", "policy": "cancel"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let saga = format!(
+        "{}/api/v1/auth/admin/offboardings/{}",
+        sys.auth.url(),
+        started["id"].as_str().unwrap()
+    );
+    poll_until(SETTLE, "the offboarding completed", || async {
+        let (_, body) = sandbox::http::get(&saga, Some(&token)).await;
+        (body["state"] == "completed").then_some(())
+    })
+    .await;
+    poll_until(SETTLE, "the cancellation event published", || async {
+        let n = amqp::ready_messages(&sb.amqp_url, contract::topology::APPOINTMENT_UNROUTED)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
 
     // PostgreSQL boundaries.
     let (auth_db, user_db) = (&config.auth_db, &config.user_db);
@@ -332,6 +373,30 @@ async fn setup_makes_least_privilege_identities_and_the_system_runs_under_them()
     assert!(
         !broker_allows(&operator, "configure").await,
         "the operator cannot configure"
+    );
+    // Receipts, commands and replies: each identity only its own.
+    assert!(
+        broker_allows(&consumer, "receipt.user-service").await,
+        "a consumer sends its own receipts"
+    );
+    assert!(
+        !broker_allows(&consumer, "receipt.appointment-service").await,
+        "a consumer cannot send another consumer's receipts"
+    );
+    assert!(
+        !broker_allows(&consumer, "command").await && !broker_allows(&consumer, "reply").await,
+        "the user-service neither commands nor replies"
+    );
+    let appointments = get("APPOINTMENT_SERVICE_AMQP_URL");
+    assert!(
+        broker_allows(&appointments, "reply").await
+            && !broker_allows(&appointments, "command").await,
+        "the appointment-service replies, and does not command"
+    );
+    assert!(
+        broker_allows(&relay, "command").await
+            && !broker_allows(&relay, "receipt.user-service").await,
+        "the auth-service commands, and cannot forge a receipt"
     );
 
     // A recreated grant is put back by running the setup again; nothing new is generated.
