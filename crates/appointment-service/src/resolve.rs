@@ -214,19 +214,18 @@ async fn enqueue(
     message_type: &str,
     body: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, body, trace_id) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(message_id)
-    .bind(exchange)
-    .bind(routing_key)
-    .bind(message_type)
-    .bind(Json(body))
-    .bind(platform::trace::current())
-    .execute(conn)
-    .await?;
-    Ok(())
+    outbox_table()
+        .enqueue(
+            conn,
+            &outbox::Message {
+                id: message_id,
+                exchange,
+                routing_key,
+                kind: message_type,
+                body,
+            },
+        )
+        .await
 }
 
 #[derive(sqlx::FromRow)]

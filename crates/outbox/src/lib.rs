@@ -36,7 +36,7 @@ mod table;
 pub use batch::{claim_and_send, publish_batch, InFlight};
 pub use metrics::{backlog, Backlog, RelayMetrics};
 use pace::{Next, Pace};
-pub use table::Table;
+pub use table::{Message, Table};
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {

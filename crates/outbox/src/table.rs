@@ -32,6 +32,21 @@ pub struct Table {
     pub(crate) prune: String,
     /// `$1` = waiting.
     pub(crate) declare_waiting: String,
+    /// Writes one message (a table of [`Table::messages`]' shape only).
+    insert: Option<String>,
+}
+
+/// One message to write to an outbox of [`Table::messages`]' shape, in the caller's
+/// transaction; the relay publishes it after the commit.
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    /// Its AMQP `message-id`; a message sent again keeps its id (the receiver's dedup key).
+    pub id: uuid::Uuid,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// Its AMQP `type`.
+    pub kind: &'a str,
+    pub body: &'a serde_json::Value,
 }
 
 impl Table {
@@ -49,7 +64,7 @@ impl Table {
         topology: Vec<Declaration>,
         check_queue: &str,
     ) -> Self {
-        Self::custom(
+        let mut table_spec = Self::custom(
             name,
             table,
             "message_id, exchange, routing_key, message_type",
@@ -58,7 +73,37 @@ impl Table {
             app_id,
             topology,
             check_queue,
-        )
+        );
+        table_spec.insert = Some(format!(
+            "INSERT INTO {table} (message_id, exchange, routing_key, message_type, body, trace_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
+        ));
+        table_spec
+    }
+
+    /// Writes `message` in `conn`'s transaction, with the current request's trace id. Only for
+    /// a table of [`Table::messages`]' shape (an error otherwise).
+    pub async fn enqueue(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        message: &Message<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let Some(insert) = &self.insert else {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} is not an outbox of messages",
+                self.name
+            )));
+        };
+        sqlx::query(insert)
+            .bind(message.id)
+            .bind(message.exchange)
+            .bind(message.routing_key)
+            .bind(message.kind)
+            .bind(sqlx::types::Json(message.body))
+            .bind(platform::trace::current())
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     /// An outbox whose rows give the message's id, exchange, routing key and type by
@@ -98,6 +143,7 @@ impl Table {
             declare_waiting: format!(
                 "UPDATE {wakeup} SET waiting = $1 WHERE waiting IS DISTINCT FROM $1"
             ),
+            insert: None,
         }
     }
 

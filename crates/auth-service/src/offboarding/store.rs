@@ -194,19 +194,18 @@ pub async fn enqueue(
     message_type: &str,
     body: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO message_outbox (message_id, exchange, routing_key, message_type, body, \
-             trace_id) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(message_id)
-    .bind(exchange)
-    .bind(routing_key)
-    .bind(message_type)
-    .bind(Json(body))
-    .bind(platform::trace::current())
-    .execute(conn)
-    .await?;
-    Ok(())
+    crate::relay::messages()
+        .enqueue(
+            conn,
+            &outbox::Message {
+                id: message_id,
+                exchange,
+                routing_key,
+                kind: message_type,
+                body,
+            },
+        )
+        .await
 }
 
 /// Sends the user's current state again to `consumer`'s queue alone, as a `user.snapshot`
