@@ -550,3 +550,56 @@ async fn portal_offboard_prints_the_steps_and_exits_0_when_completed_1_when_stal
     assert!(out.contains("stalled"), "{out}");
     assert!(out.contains("appointment-service"), "{out}");
 }
+
+#[tokio::test]
+async fn a_deactivation_a_required_consumer_has_not_confirmed_in_time_shows_in_the_alerts_metric() {
+    let sb = Sandbox::for_test().await;
+    let mut sys = System::builder(&sb)
+        .auth_with(|c| c.receipt_alert_after = Duration::from_secs(1))
+        .users()
+        .account("leaves.quietly@clinic.test", Role::Nurse)
+        .backfilled()
+        .start()
+        .await;
+    let user = sys.accounts[0];
+    sys.users.take().unwrap().stop().await.unwrap();
+    let token = sys.admin_token().await;
+    let (status, body) = post(
+        &format!(
+            "{}/api/v1/auth/admin/users/{user}/deactivate",
+            sys.auth.url()
+        ),
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let scrape = || async {
+        reqwest::get(format!("{}/metrics", sys.auth.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let line = |text: &str, consumer: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("portal_unconfirmed_deactivations")
+                    && l.contains(&format!("consumer=\"{consumer}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
+    };
+    // The appointment-service confirms; the stopped user-service does not, and after a second
+    // the deactivation counts against it.
+    let text = poll_until(SETTLE, "the unconfirmed deactivation counted", || async {
+        let text = scrape().await;
+        (line(&text, "user-service").as_deref() == Some("1")).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        line(&text, "appointment-service").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+}
