@@ -69,8 +69,8 @@ pub async fn registered(db: impl PgExecutor<'_>) -> Result<Vec<Registered>, sqlx
 
 /// The registry as the receipts' check reads it: held in memory and read again every few
 /// seconds, so a receipt costs one statement (the auth-service records one per consumer batch).
-/// A name it does not hold makes it read again at once, at most once a second, so a consumer
-/// registered a moment ago is believed without waiting for the next refresh.
+/// A name it does not hold makes it read again at once, so a consumer registered a moment ago is
+/// believed without waiting for the next refresh (a receipt judged unregistered is dropped).
 #[derive(Debug, Default)]
 pub struct RegistryCache {
     held: tokio::sync::Mutex<Option<Held>>,
@@ -85,8 +85,6 @@ struct Held {
 impl RegistryCache {
     /// How long the registry is believed without reading it again.
     const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
-    /// The shortest time between two reads for a name it does not hold.
-    const RETRY_UNKNOWN: std::time::Duration = std::time::Duration::from_secs(1);
 
     /// The broker user `name` is registered with, if it is registered.
     pub async fn broker_user(
@@ -97,10 +95,7 @@ impl RegistryCache {
         let mut held = self.held.lock().await;
         let stale = match held.as_ref() {
             None => true,
-            Some(h) => {
-                h.at.elapsed() >= Self::FRESH
-                    || (!h.broker_users.contains_key(name) && h.at.elapsed() >= Self::RETRY_UNKNOWN)
-            }
+            Some(h) => h.at.elapsed() >= Self::FRESH || !h.broker_users.contains_key(name),
         };
         if stale {
             let broker_users = registered(db)
@@ -136,10 +131,11 @@ pub enum Verdict {
 }
 
 /// Records `receipt`, published by the broker user `publisher`, when that is the consumer's
-/// registered one: per user, the version only ever goes up. In the same statement, the
-/// offboardings waiting for receipts of the users that moved become due now: unconditionally,
-/// so a runner that read the receipts just before this one committed is waited for (its row
-/// lock) and the saga is due again after it.
+/// registered one: per user, the version only ever goes up. In the same statement, an
+/// offboarding waiting for receipts becomes due now when this one was the last it waited for
+/// (the other required consumers' are in): whatever a runner holding it read, it is due again
+/// after it. Two last receipts committed at the same moment by two auth-service replicas may
+/// each miss the other's; the saga's deadline then finds both in.
 pub async fn record(
     db: &PgPool,
     registry: &RegistryCache,
@@ -174,10 +170,15 @@ pub async fn record(
              ON CONFLICT (consumer, user_id) DO UPDATE SET user_version = EXCLUDED.user_version, \
                  changed_at = EXCLUDED.changed_at, applied_at = EXCLUDED.applied_at \
              WHERE EXCLUDED.user_version > v.user_version \
-             RETURNING user_id), \
+             RETURNING user_id, user_version), \
          woken AS ( \
-             UPDATE offboardings SET due_at = now() \
-             WHERE state = 'awaiting_receipts' AND user_id IN (SELECT user_id FROM moved) \
+             UPDATE offboardings o SET due_at = now() FROM moved m \
+             WHERE o.state = 'awaiting_receipts' AND o.user_id = m.user_id \
+               AND m.user_version >= o.target_version \
+               AND NOT EXISTS (SELECT 1 FROM consumers c LEFT JOIN consumer_versions v \
+                   ON v.consumer = c.name AND v.user_id = o.user_id \
+                   WHERE c.required AND c.name <> $1 \
+                     AND (v.user_version IS NULL OR v.user_version < o.target_version)) \
              RETURNING 1) \
          SELECT user_id, (SELECT count(*) FROM woken) FROM moved",
     )

@@ -33,6 +33,10 @@ pub struct Saga {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Its wait has timed out, by the database's clock (the one `due_at` is compared with): set
+    /// only by [`claim_due`].
+    #[sqlx(default)]
+    pub timed_out: bool,
 }
 
 const COLUMNS: &str = "id, user_id, state, stalled_reason, policy, reason, requested_by, \
@@ -132,14 +136,18 @@ pub async fn start(
     // Locks the user: a concurrent request waits here, then finds this saga above... or, when
     // it passed that check before this commit, meets the unique index below.
     let outcome = users::change_user_by_admin(&mut tx, admin, user, UserChange::Deactivate).await?;
-    let (version, detail) = match &outcome {
+    // A new deactivation's receipts wake the saga when the last is in; one already inactive
+    // may have all its receipts already, so it is looked at now.
+    let (version, detail, look_now) = match &outcome {
         Outcome::Changed(u) => (
             u.version(),
             format!("deactivated as version {}", u.version()),
+            false,
         ),
         Outcome::Unchanged(u) => (
             u.version(),
             format!("already inactive at version {}", u.version()),
+            true,
         ),
     };
     let id = Uuid::now_v7();
@@ -147,7 +155,8 @@ pub async fn start(
     let saga: Option<Saga> = sqlx::query_as(&format!(
         "INSERT INTO offboardings (id, user_id, state, policy, reason, requested_by, \
              target_version, due_at, deadline_at) \
-         VALUES ($1, $2, 'awaiting_receipts', $3, $4, $5, $6, now(), $7) \
+         VALUES ($1, $2, 'awaiting_receipts', $3, $4, $5, $6, \
+             CASE WHEN $8 THEN now() ELSE $7 END, $7) \
          ON CONFLICT (user_id) WHERE state IN ('awaiting_receipts', 'resolving_appointments') \
          DO NOTHING RETURNING {COLUMNS}"
     ))
@@ -158,6 +167,7 @@ pub async fn start(
     .bind(admin)
     .bind(version)
     .bind(deadline)
+    .bind(look_now)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(saga) = saga else {
@@ -489,7 +499,8 @@ pub async fn latest_of(db: &PgPool, user: Uuid) -> Result<Option<Saga>, sqlx::Er
 /// Claims the saga due first that no other runner holds, in `tx` (locked until it commits).
 pub async fn claim_due(tx: &mut Transaction<'_, Postgres>) -> Result<Option<Saga>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM offboardings WHERE due_at <= now() ORDER BY due_at LIMIT 1 \
+        "SELECT {COLUMNS}, (deadline_at IS NULL OR deadline_at <= now()) AS timed_out \
+         FROM offboardings WHERE due_at <= now() ORDER BY due_at LIMIT 1 \
          FOR UPDATE SKIP LOCKED"
     ))
     .fetch_optional(&mut **tx)
