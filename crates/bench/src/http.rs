@@ -59,7 +59,7 @@ async fn versions_behind(
     Ok(a - u)
 }
 
-/// The services of the HTTP rows (8, 9) as child processes on free ports, ready, with an admin
+/// The services of the HTTP rows (8 to 11) as child processes on free ports, ready, with an admin
 /// logged in through the gateway whose account has reached `user_db` (so the relay and the
 /// consumer are connected).
 pub(crate) struct Stack {
@@ -69,19 +69,33 @@ pub(crate) struct Stack {
     pub user_service: Process,
     pub gateway: Process,
     pub gateway_url: String,
+    /// The auth-service's own address (its API, its public keys).
+    pub auth_url: String,
     pub http: reqwest::Client,
     pub admin_email: &'static str,
     pub token: String,
 }
 
 impl Stack {
+    /// `required`: the consumers registered as required in `auth_db` before any service starts
+    /// (as the setup registers them on an install), with the broker user of the bench's AMQP
+    /// URL; the other rows register none.
     pub async fn start(
         env: &BenchEnv,
         setting: Setting,
         clients: usize,
         label: &str,
+        required: &[&str],
     ) -> anyhow::Result<Self> {
         let (auth, user) = env.fresh_databases(2).await?;
+        if !required.is_empty() {
+            let broker_user = platform::amqp::broker_user_of(&env.sandbox.amqp_url)?;
+            for name in required {
+                auth_service::consumers::register(&auth, name, true, &broker_user)
+                    .await
+                    .with_context(|| format!("register {name}"))?;
+            }
+        }
         let (auth_port, user_port, gateway_port) = (free_port()?, free_port()?, free_port()?);
         let auth_addr = format!("127.0.0.1:{auth_port}");
         let user_addr = format!("127.0.0.1:{user_port}");
@@ -179,6 +193,7 @@ impl Stack {
             user_service,
             gateway,
             gateway_url,
+            auth_url: format!("http://{auth_addr}"),
             http,
             admin_email,
             token,
@@ -204,7 +219,7 @@ pub async fn through_gateway(
     seconds: u64,
 ) -> anyhow::Result<HttpRun> {
     let label = "row 8: HTTP through the gateway";
-    let mut stack = Stack::start(env, setting, clients, label).await?;
+    let mut stack = Stack::start(env, setting, clients, label, &[]).await?;
     let (auth, user) = (stack.auth.clone(), stack.user.clone());
     let mut tx = auth.begin().await?;
     let mut targets = Vec::with_capacity(TARGETS);

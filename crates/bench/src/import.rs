@@ -34,10 +34,24 @@ fn write_csv(path: &std::path::Path, users: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The appointment-service as a child process, on a fresh database of its own.
+pub(crate) struct Appointments {
+    pub process: Process,
+    pub pool: PgPool,
+    /// Where its API answers.
+    pub url: String,
+}
+
 /// The appointment-service on a fresh database of its own, joined as `portal up` joins it: once
 /// its consumer holds its broker connection (its queue declared and bound), the history is sent
-/// to its queue (`portal consumer add`'s backfill) and awaited in `clinicians`.
-async fn start_appointments(env: &BenchEnv, auth: &PgPool) -> anyhow::Result<(Process, PgPool)> {
+/// to its queue (`portal consumer add`'s backfill) and awaited in `clinicians`, then its
+/// `/health/ready` answers 200. It checks tokens with the keys of the auth-service at
+/// `auth_url`.
+pub(crate) async fn start_appointments(
+    env: &BenchEnv,
+    auth: &PgPool,
+    auth_url: &str,
+) -> anyhow::Result<Appointments> {
     let url = env.sandbox.recreate_database("appointment").await?;
     let pool = appointment_service::prepare_database(&url, 2).await?;
     let addr = format!("127.0.0.1:{}", free_port()?);
@@ -48,13 +62,17 @@ async fn start_appointments(env: &BenchEnv, auth: &PgPool) -> anyhow::Result<(Pr
             &[
                 ("APPOINTMENT_DATABASE_URL", url),
                 ("APPOINTMENT_ADDR", addr.clone()),
+                ("AUTH_SERVICE_URL", auth_url.to_owned()),
             ],
         )
         .await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     let ready = format!("http://{addr}/health/ready");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let connected = match reqwest::get(&ready).await {
+        let connected = match http.get(&ready).send().await {
             Ok(answer) => answer
                 .json::<serde_json::Value>()
                 .await
@@ -76,7 +94,50 @@ async fn start_appointments(env: &BenchEnv, auth: &PgPool) -> anyhow::Result<(Pr
         .fetch_one(auth)
         .await?;
     applied(&pool, "clinicians", users, &mut [&mut service]).await?;
-    Ok((service, pool))
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http
+        .get(&ready)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        service.check_alive()?;
+        if Instant::now() > deadline {
+            bail!("the appointment-service was not ready within 60 s of its backfill");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Appointments {
+        process: service,
+        pool,
+        url: format!("http://{addr}"),
+    })
+}
+
+/// Stops the appointment-service and checks its copy against `auth_db` user by user, as
+/// `portal verify` does; closes its pool.
+pub(crate) async fn stop_and_verify_appointments(
+    service: Appointments,
+    auth: &PgPool,
+) -> anyhow::Result<()> {
+    service.process.stop().await?;
+    let report = ops::verify::compare(
+        auth,
+        &ops::verify::APPOINTMENT_SERVICE,
+        &service.pool,
+        ops::verify::Options::listing(5),
+    )
+    .await?;
+    service.pool.close().await;
+    if !report.is_in_sync() {
+        let listed: Vec<String> = report.listed.iter().map(ToString::to_string).collect();
+        bail!(
+            "appointment_db: {}\n{}",
+            report.summary(),
+            listed.join("\n")
+        );
+    }
+    Ok(())
 }
 
 /// Waits until `pool`'s `table` holds `expected` rows (checking that `services` live), then
@@ -112,8 +173,9 @@ async fn applied(
 
 pub async fn onboarding(env: &BenchEnv, setting: Setting, users: u64) -> anyhow::Result<ImportRun> {
     let label = "row 9: bulk onboarding";
-    let mut stack = Stack::start(env, setting, 8, label).await?;
-    let (mut appointments, clinicians) = start_appointments(env, &stack.auth).await?;
+    let mut stack = Stack::start(env, setting, 8, label, &[]).await?;
+    let mut service = start_appointments(env, &stack.auth, &stack.auth_url).await?;
+    let clinicians = service.pool.clone();
     let clinicians_before: i64 = sqlx::query_scalar("SELECT count(*) FROM clinicians")
         .fetch_one(&clinicians)
         .await?;
@@ -179,7 +241,7 @@ pub async fn onboarding(env: &BenchEnv, setting: Setting, users: u64) -> anyhow:
         &clinicians,
         "clinicians",
         clinicians_before + users as i64,
-        &mut [&mut stack.auth_service, &mut appointments],
+        &mut [&mut stack.auth_service, &mut service.process],
     )
     .await?;
     spin.finish_and_clear();
@@ -197,22 +259,13 @@ pub async fn onboarding(env: &BenchEnv, setting: Setting, users: u64) -> anyhow:
         auth_service_peak_rss_mib: stack.auth_service.peak_rss_kib()? as f64 / 1024.0,
         auth_service_peak_before_mib: auth_peak_before_kib as f64 / 1024.0,
         user_service_peak_rss_mib: stack.user_service.peak_rss_kib()? as f64 / 1024.0,
-        appointment_service_peak_rss_mib: appointments.peak_rss_kib()? as f64 / 1024.0,
+        appointment_service_peak_rss_mib: service.process.peak_rss_kib()? as f64 / 1024.0,
         gateway_peak_rss_mib: stack.gateway.peak_rss_kib()? as f64 / 1024.0,
     };
-    appointments.stop().await?;
     // The appointment-service's copy agrees with auth_db user by user, as `portal verify` checks.
-    let report = ops::verify::compare(
-        &stack.auth,
-        &ops::verify::APPOINTMENT_SERVICE,
-        &clinicians,
-        ops::verify::Options::listing(5),
-    )
-    .await?;
-    if !report.is_in_sync() {
-        bail!("appointment_db after the import: {}", report.summary());
-    }
-    clinicians.close().await;
+    stop_and_verify_appointments(service, &stack.auth)
+        .await
+        .context("after the import")?;
     stack.stop_and_verify().await?;
     Ok(run)
 }

@@ -11,7 +11,8 @@
 //! Layout: [`env`] owns the databases, vhost, keys and child processes; [`broker`] the raw
 //! broker ceiling; [`sync`] the throughput runs (batched and naive), the backlog drain and the
 //! waiting for `user_db`; [`latency`] the fixed-rate runs; [`http`] load through the gateway;
-//! [`import`] the onboarding of a CSV file;
+//! [`import`] the onboarding of a CSV file; [`offboarding`] the offboarding saga (receipts
+//! of both consumers, a leaving doctor's appointments);
 //! [`profile`] CPU time per process; [`report`] the table and the JSON file.
 
 mod broker;
@@ -19,6 +20,7 @@ mod env;
 mod http;
 mod import;
 mod latency;
+mod offboarding;
 mod profile;
 mod report;
 mod sync;
@@ -43,6 +45,8 @@ const FULL: Sizes = Sizes {
     verify_users: 1_000_000,
     http_seconds: 20,
     import_users: 100_000,
+    offboardings: 1_000,
+    appointments: 50,
 };
 const QUICK: Sizes = Sizes {
     events: 5_000,
@@ -53,6 +57,8 @@ const QUICK: Sizes = Sizes {
     verify_users: 5_000,
     http_seconds: 2,
     import_users: 1_000,
+    offboardings: 50,
+    appointments: 10,
 };
 
 #[derive(Parser, Debug, Clone)]
@@ -68,10 +74,13 @@ const QUICK: Sizes = Sizes {
         offered rates; (5) a backlog built with the consumer stopped, then drained; (6) portal \
         verify over many users; (7) peak RSS of the relay and user-service processes during (2); \
         (8) HTTP writes through the gateway; (9) bulk onboarding, `portal users import` of a CSV \
-        file until every account is applied in user_db.\n\n\
+        file until every account is applied in user_db; (10) offboardings over the admin API \
+        from concurrent clients, each from its request to the receipts of both required consumers \
+        recorded by the saga; (11) a doctor with future appointments offboarded, from the request \
+        to the saga finished and every appointment event published.\n\n\
         It uses the PostgreSQL server of AUTH_DATABASE_URL and the RabbitMQ of AMQP_URL but \
-        only its own databases <ID>_auth and <ID>_user (dropped and recreated) and its own vhost \
-        (<ID> with _ as -), all removed at the end. Exit 0 when every step ran and every copy \
+        only its own databases <ID>_auth, <ID>_user and <ID>_appointment (dropped and recreated) \
+        and its own vhost (<ID> with _ as -), all removed at the end. Exit 0 when every step ran and every copy \
         verified in sync (targets missed are reported, not failures); 1 otherwise; 2 when \
         PostgreSQL or RabbitMQ cannot be reached. The services run from the `portal` binary \
         beside this one (or PORTAL_BIN)."
@@ -116,6 +125,16 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients (8).
     #[arg(long, default_value_t = 32)]
     pub http_clients: usize,
+    /// Clinicians offboarded in row (10) [default: 1000; quick 50].
+    #[arg(long)]
+    pub offboardings: Option<u64>,
+    /// Concurrent admin clients sending the offboardings of row (10), each its next request
+    /// once the last is answered.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub offboarding_clients: u16,
+    /// Future appointments of the doctor offboarded in row (11) [default: 50; quick 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub appointments: Option<u64>,
     /// Relay batch size of the batched setting (the naive one is 1).
     #[arg(long, default_value_t = RelayConfig::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub relay_batch_size: i64,
@@ -131,9 +150,10 @@ pub struct BenchArgs {
     pub write_batch: u64,
     /// Run only these rows (e.g. `--only 4` or `--only 1,2,7`), to investigate one of them;
     /// rows 2 and 7, and 5 and 6, always run together.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=9))]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=11))]
     pub only: Vec<u8>,
-    /// Names the databases (<ID>_auth, <ID>_user) and the vhost (<ID>, `_` → `-`).
+    /// Names the databases (<ID>_auth, <ID>_user, <ID>_appointment) and the vhost (<ID>,
+    /// `_` → `-`).
     #[arg(long, default_value = "bench", value_parser = parse_id)]
     pub id: String,
 }
@@ -159,6 +179,8 @@ pub struct Sizes {
     pub verify_users: u64,
     pub http_seconds: u64,
     pub import_users: u64,
+    pub offboardings: u64,
+    pub appointments: u64,
 }
 
 impl BenchArgs {
@@ -173,6 +195,8 @@ impl BenchArgs {
             verify_users: self.verify_users.unwrap_or(base.verify_users),
             http_seconds: self.http_seconds.unwrap_or(base.http_seconds),
             import_users: self.import_users.unwrap_or(base.import_users),
+            offboardings: self.offboardings.unwrap_or(base.offboardings),
+            appointments: self.appointments.unwrap_or(base.appointments),
         }
     }
 }
@@ -263,6 +287,20 @@ async fn run_rows(
     if wanted(9) {
         let run = import::onboarding(env, batched, sizes.import_users);
         report.import = Some(run.await.context("row 9, bulk onboarding")?);
+    }
+    if wanted(10) {
+        let run = offboarding::receipts(
+            env,
+            batched,
+            sizes.offboardings,
+            usize::from(args.offboarding_clients),
+            args.write_batch,
+        );
+        report.offboarding = Some(run.await.context("row 10, offboardings")?);
+    }
+    if wanted(11) {
+        let run = offboarding::leaving_doctor(env, batched, sizes.appointments);
+        report.leaving_doctor = Some(run.await.context("row 11, a leaving doctor")?);
     }
     Ok(())
 }

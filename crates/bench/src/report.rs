@@ -170,6 +170,68 @@ pub struct ImportRun {
     pub gateway_peak_rss_mib: f64,
 }
 
+/// Row 10: clinicians offboarded over the admin API by concurrent clients, each timed from
+/// its request to the saga's record of both required consumers' receipts.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffboardingRun {
+    pub offboardings: u64,
+    /// Concurrent clients, each sending its next request once the last was answered.
+    pub clients: usize,
+    /// Where the requests went (the gateway, as `portal offboard` sends them).
+    pub through: &'static str,
+    /// From the first request sent to the last answered.
+    pub requests_seconds: f64,
+    pub requests_per_s: f64,
+    /// Request sent (this process's clock) → the later `receipt` step of the saga
+    /// (`offboarding_steps.at`, PostgreSQL's `clock_timestamp()`; same machine, same clock).
+    pub receipts_ms: Percentiles,
+    /// Request sent → the later of the two consumers' commits of the deactivating version
+    /// (`consumer_versions.applied_at`, from their receipts).
+    pub consumers_applied_ms: Percentiles,
+    /// Per offboarding, from the later consumer's commit to the saga's record of both receipts:
+    /// the receipt's way back and the saga's own reaction.
+    pub recorded_after_applied_ms: Percentiles,
+    /// The request's HTTP round trip.
+    pub answered_ms: Percentiles,
+    /// Request sent → the saga finished (`offboardings.finished_at`: the reply recorded).
+    pub completed_ms: Percentiles,
+    /// From the first request sent to the last saga finished.
+    pub all_completed_seconds: f64,
+    /// Snapshots sent again because a receipt was late (`resent` steps), and sagas stalled.
+    pub resent: i64,
+    pub stalled: i64,
+    pub auth_service_peak_rss_mib: f64,
+    /// From the first request to the last saga finished.
+    pub cpu: CpuProfile,
+}
+
+/// Row 11: one doctor with future appointments offboarded (policy `reassign`); every time is
+/// from the request (this process's clock) to a PostgreSQL timestamp on the same machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeavingDoctorRun {
+    pub appointments: u64,
+    pub other_doctors: u64,
+    pub reassigned: u64,
+    /// Cancelled because no other doctor was free at that time.
+    pub cancelled: u64,
+    /// The saga's end state (`needs_attention` when some were cancelled).
+    pub state: String,
+    /// To the later of the saga's end and the last appointment event published.
+    pub seconds: f64,
+    /// To the saga's record of both receipts (the later `receipt` step).
+    pub receipts_seconds: f64,
+    /// To the command sent (`command-sent` step).
+    pub command_sent_seconds: f64,
+    /// To the last appointment's transaction in the appointment-service
+    /// (`command_results.done_at`).
+    pub last_resolved_seconds: f64,
+    /// To `offboardings.finished_at` (the reply recorded).
+    pub finished_seconds: f64,
+    /// To the last `appointment_db.outbox.published_at` (the relay's claiming transaction,
+    /// committed once the broker confirmed).
+    pub last_published_seconds: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetCheck {
     pub row: &'static str,
@@ -195,8 +257,11 @@ pub struct Report {
     pub verify: Option<VerifyRun>,
     pub http: Option<HttpRun>,
     pub import: Option<ImportRun>,
+    pub offboarding: Option<OffboardingRun>,
+    pub leaving_doctor: Option<LeavingDoctorRun>,
     pub targets: Vec<TargetCheck>,
     pub latency_method: &'static str,
+    pub offboarding_method: &'static str,
     pub error: Option<String>,
 }
 
@@ -235,9 +300,15 @@ impl Report {
             verify: None,
             http: None,
             import: None,
+            offboarding: None,
+            leaving_doctor: None,
             targets: Vec::new(),
             latency_method: "user_db users.synced_at - auth_db outbox.created_at, both now() \
                  (transaction start) of the same PostgreSQL server clock",
+            offboarding_method: "row 10: auth_db offboarding_steps.at (clock_timestamp()) of the \
+                 later 'receipt' step - the client's clock just before the request was sent; \
+                 row 11: max(auth_db offboardings.finished_at, appointment_db max(outbox.published_at)) \
+                 - the same; PostgreSQL runs on this machine, so both read the same clock",
             error: None,
         }
     }
@@ -374,6 +445,22 @@ impl Report {
                 "peak RSS <= 50 MiB per service".into(),
                 format!("{worst:.1} MiB"),
                 worst <= 50.0,
+            );
+        }
+        if let Some(o) = &self.offboarding {
+            check(
+                "10",
+                "p95 <= 1 s, request to both receipts".into(),
+                format!("p95 {:.0} ms", o.receipts_ms.p95),
+                o.receipts_ms.p95 <= 1000.0,
+            );
+        }
+        if let Some(d) = &self.leaving_doctor {
+            check(
+                "11",
+                format!("{} appointments resolved, published <= 5 s", d.appointments),
+                format!("{:.2} s", d.seconds),
+                d.seconds <= 5.0,
             );
         }
         self.targets = t;
@@ -592,6 +679,70 @@ impl Report {
                 ),
             );
         }
+        if let Some(o) = &self.offboarding {
+            row(
+                "10",
+                format!(
+                    "offboarding, {} users x{} clients, {}",
+                    thousands(o.offboardings as f64),
+                    o.clients,
+                    o.through
+                ),
+                format!(
+                    "to both receipts: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms (requests at {:.0}/s)",
+                    o.receipts_ms.p50, o.receipts_ms.p95, o.receipts_ms.max, o.requests_per_s
+                ),
+            );
+            row(
+                "",
+                "  of which: both consumers applied (p50/p95)".into(),
+                format!(
+                    "{:.0} / {:.0} ms; recorded by the saga {:.0} / {:.0} ms after that",
+                    o.consumers_applied_ms.p50,
+                    o.consumers_applied_ms.p95,
+                    o.recorded_after_applied_ms.p50,
+                    o.recorded_after_applied_ms.p95
+                ),
+            );
+            row(
+                "",
+                "  request answered; saga finished (p50/p95)".into(),
+                format!(
+                    "{:.0} / {:.0} ms; {:.0} / {:.0} ms",
+                    o.answered_ms.p50, o.answered_ms.p95, o.completed_ms.p50, o.completed_ms.p95
+                ),
+            );
+            row(
+                "",
+                "  every saga finished".into(),
+                format!(
+                    "{:.1} s after the first request (requests {:.1} s); {} re-sent, {} stalled",
+                    o.all_completed_seconds, o.requests_seconds, o.resent, o.stalled
+                ),
+            );
+        }
+        if let Some(d) = &self.leaving_doctor {
+            row(
+                "11",
+                format!("doctor with {} future appointments offboarded", d.appointments),
+                format!(
+                    "finished, every event published {:.2} s after the request ({} reassigned, {} cancelled)",
+                    d.seconds, d.reassigned, d.cancelled
+                ),
+            );
+            row(
+                "",
+                "  receipts / command / last resolved / finished".into(),
+                format!(
+                    "{:.2} / {:.2} / {:.2} / {:.2} s; last event published {:.2} s",
+                    d.receipts_seconds,
+                    d.command_sent_seconds,
+                    d.last_resolved_seconds,
+                    d.finished_seconds,
+                    d.last_published_seconds
+                ),
+            );
+        }
         if let Some(cpu) = &self.broker_cpu {
             let _ = writeln!(out, "cpu during (1): {}", cpu.summary());
         }
@@ -603,6 +754,9 @@ impl Report {
         }
         if let Some(h) = &self.http {
             let _ = writeln!(out, "cpu during (8): {}", h.cpu.summary());
+        }
+        if let Some(o) = &self.offboarding {
+            let _ = writeln!(out, "cpu during (10): {}", o.cpu.summary());
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "targets:");

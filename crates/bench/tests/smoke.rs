@@ -126,7 +126,9 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
         stdout.contains("every step ended with portal verify: in sync"),
         "{stdout}"
     );
-    for row in ["1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ", "9 "] {
+    for row in [
+        "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "7 ", "8 ", "9 ", "10 ", "11 ",
+    ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(row)),
             "row {row}missing from the table:\n{stdout}"
@@ -153,6 +155,24 @@ fn a_quick_bench_runs_every_row_ends_in_sync_and_cleans_up() {
     assert!(json["http"]["requests"].as_u64().unwrap() > 0);
     assert_eq!(json["import"]["users"], 1000);
     assert!(json["import"]["applied_seconds"].as_f64().unwrap() > 0.0);
+    // Rows 10 and 11: every offboarding got both receipts, the leaving doctor's appointments
+    // were reassigned where a doctor was free and cancelled where none was, and both copies
+    // verified in sync afterwards (the line checked above).
+    let offboarding = &json["offboarding"];
+    assert_eq!(offboarding["offboardings"], 50);
+    assert!(offboarding["receipts_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(
+        offboarding["receipts_ms"]["p95"].as_f64().unwrap()
+            >= offboarding["consumers_applied_ms"]["p50"].as_f64().unwrap()
+    );
+    let doctor = &json["leaving_doctor"];
+    assert_eq!(doctor["appointments"], 10);
+    assert_eq!(
+        (&doctor["reassigned"], &doctor["cancelled"]),
+        (&8.into(), &2.into())
+    );
+    assert_eq!(doctor["state"], "needs_attention");
+    assert!(doctor["seconds"].as_f64().unwrap() > 0.0);
 
     // The install's queues saw nothing of the benchmark's 100,000s of events.
     let install_depths = runtime.block_on(async {
