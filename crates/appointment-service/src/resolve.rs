@@ -83,6 +83,9 @@ impl Resolver {
             queue: ControlQueue::of(topology::APPOINTMENT_SERVICE).main,
             declarations,
             prefetch: 1,
+            // One command at a time: two leaving doctors' appointments would compete for the
+            // same free doctors.
+            concurrency: 1,
         };
         control::run(queue, self, shutdown).await
     }

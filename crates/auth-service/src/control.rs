@@ -97,6 +97,9 @@ impl Control {
             queue: ControlQueue::of(topology::AUTH_SERVICE).main,
             declarations,
             prefetch: 64,
+            // Receipts come one per consumer batch, each a transaction here: several at once
+            // keep up with consumers that commit small batches quickly.
+            concurrency: 8,
         };
         control::run(queue, self, shutdown).await
     }
@@ -227,6 +230,11 @@ impl Control {
         match sagas::record_reply(&self.db, message_id, reply).await {
             Ok(_) => Ok(Disposition::Ack),
             Err(sagas::SagaError::Store(crate::store::StoreError::Db(e))) => Err(e),
+            // The saga kept changing under it (its timer, a cancel): tried again, as for an
+            // outage, never set aside.
+            Err(sagas::SagaError::Conflict) => Err(sqlx::Error::Protocol(
+                "the offboarding changed while its reply was recorded".into(),
+            )),
             Err(e) => Ok(Disposition::Reject("invalid", e.to_string())),
         }
     }

@@ -107,6 +107,9 @@ pub struct AuthServiceArgs {
     /// when the answer comes).
     #[arg(long, env = "OFFBOARDING_RESENDS", default_value_t = OffboardingConfig::DEFAULT_RESENDS, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub offboarding_resends: u32,
+    /// While an offboarding is stalled, how often it sends again what it waits for.
+    #[arg(long, env = "OFFBOARDING_STALLED_EVERY", default_value_t = Interval(OffboardingConfig::DEFAULT_STALLED_EVERY))]
+    pub offboarding_stalled_every: Interval,
     /// Finished offboardings and their steps are deleted this many days after they ended.
     #[arg(long, env = "OFFBOARDING_RETENTION_DAYS", default_value_t = OffboardingConfig::DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u64).range(1..))]
     pub offboarding_retention_days: u64,
@@ -153,6 +156,7 @@ impl AuthServiceArgs {
             offboarding: OffboardingConfig {
                 timeout: self.offboarding_timeout.0,
                 resends: self.offboarding_resends,
+                stalled_every: self.offboarding_stalled_every.0,
                 retention: std::time::Duration::from_secs(self.offboarding_retention_days * 86_400),
                 ..OffboardingConfig::default()
             },

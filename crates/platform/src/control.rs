@@ -9,6 +9,7 @@ use crate::amqp;
 use crate::backoff::{Backoff, OutageLog};
 use crate::shutdown::sleep_unless_cancelled;
 use contract::topology::Declaration;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
@@ -47,6 +48,8 @@ pub struct Queue {
     /// Declared on connecting (empty under the setup, which declared them).
     pub declarations: Vec<Declaration>,
     pub prefetch: u16,
+    /// Messages handled at once (each in its own transaction).
+    pub concurrency: usize,
 }
 
 /// Consumes `queue` with `handler` until `shutdown`.
@@ -73,29 +76,31 @@ pub async fn run<H: Handler>(queue: Queue, handler: H, shutdown: CancellationTok
                 .await?;
             broker.recovered();
             backoff.reset();
+            // Up to `concurrency` messages in hand at once, each acked on its own when its
+            // transaction is done (what the handlers do commutes: versions only rise, and
+            // commands and replies are idempotent by message id).
+            let mut in_hand = FuturesUnordered::new();
+            let mut stopping = false;
             loop {
-                let delivery = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = deliveries.next() => match next {
-                        Some(d) => d?,
-                        None => break,
-                    },
-                };
-                let Some(disposition) =
-                    handle_until_done(&queue.queue, &handler, &delivery, &shutdown).await
-                else {
-                    break; // shut down while the database was down: redelivered later
-                };
-                match disposition {
-                    Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await?,
-                    Disposition::Reject(reason, detail) => {
-                        tracing::warn!(queue = %queue.queue, reason, detail, "control message set aside");
-                        handler.rejected(reason);
-                        delivery
-                            .acker
-                            .reject(BasicRejectOptions { requeue: false })
-                            .await?;
+                tokio::select! {
+                    _ = shutdown.cancelled(), if !stopping => stopping = true,
+                    done = in_hand.next(), if !in_hand.is_empty() => {
+                        if let Some(done) = done {
+                            let handled: Result<bool, lapin::Error> = done;
+                            if !handled? {
+                                stopping = true;
+                            }
+                        }
                     }
+                    next = deliveries.next(), if !stopping && in_hand.len() < queue.concurrency.max(1) => {
+                        match next {
+                            Some(d) => in_hand.push(settle(&queue.queue, &handler, d?, &shutdown)),
+                            None => stopping = true,
+                        }
+                    }
+                }
+                if stopping && in_hand.is_empty() {
+                    break;
                 }
             }
             conn.close(200, "stopping").await.ok();
@@ -107,6 +112,31 @@ pub async fn run<H: Handler>(queue: Queue, handler: H, shutdown: CancellationTok
             sleep_unless_cancelled(backoff.next_delay(), &shutdown).await;
         }
     }
+}
+
+/// Handles `delivery` and acks or rejects it; false when shutdown came while its database was
+/// down (nothing acked: the broker delivers it again later).
+async fn settle<H: Handler>(
+    queue: &str,
+    handler: &H,
+    delivery: Delivery,
+    shutdown: &CancellationToken,
+) -> Result<bool, lapin::Error> {
+    let Some(disposition) = handle_until_done(queue, handler, &delivery, shutdown).await else {
+        return Ok(false);
+    };
+    match disposition {
+        Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await?,
+        Disposition::Reject(reason, detail) => {
+            tracing::warn!(queue = %queue, reason, detail, "control message set aside");
+            handler.rejected(reason);
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await?;
+        }
+    }
+    Ok(true)
 }
 
 /// Handles `delivery`, waiting out an outage of the database; `None` on shutdown meanwhile.

@@ -53,6 +53,7 @@ pub struct OffboardingConfig {
 impl OffboardingConfig {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_RESENDS: u32 = 3;
+    pub const DEFAULT_STALLED_EVERY: Duration = Duration::from_secs(60);
     pub const DEFAULT_RETENTION_DAYS: u64 = 365;
 }
 
@@ -61,7 +62,7 @@ impl Default for OffboardingConfig {
         Self {
             timeout: Self::DEFAULT_TIMEOUT,
             resends: Self::DEFAULT_RESENDS,
-            stalled_every: Duration::from_secs(60),
+            stalled_every: Self::DEFAULT_STALLED_EVERY,
             poll: Duration::from_millis(250),
             retention: Duration::from_secs(Self::DEFAULT_RETENTION_DAYS * 86_400),
         }

@@ -84,7 +84,7 @@ impl From<sqlx::Error> for SagaError {
 pub enum Started {
     /// A new saga, the person deactivated in the same transaction.
     New(Saga),
-    /// One was running already: that one.
+    /// One was running already, or had offboarded the person (still inactive): that one.
     Running(Saga),
 }
 
@@ -132,6 +132,21 @@ pub async fn start(
     if let Some(running) = running_of(&mut tx, user).await? {
         tx.rollback().await?;
         return Ok(Started::Running(running));
+    }
+    // Offboarded already and still inactive (a request sent again after its answer was lost):
+    // that offboarding is the answer, not a second one.
+    let done: Option<Saga> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM offboardings o WHERE user_id = $1 \
+           AND state IN ('completed', 'needs_attention') \
+           AND NOT (SELECT is_active FROM users WHERE id = o.user_id) \
+         ORDER BY created_at DESC LIMIT 1"
+    ))
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(done) = done {
+        tx.rollback().await?;
+        return Ok(Started::Running(done));
     }
     // Locks the user: a concurrent request waits here, then finds this saga above... or, when
     // it passed that check before this commit, meets the unique index below.
