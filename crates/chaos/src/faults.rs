@@ -1,7 +1,9 @@
-//! The fault injector: at random intervals, one of kill -9 and restart the user-service, kill -9
-//! and restart the relay, close every broker connection of the run's vhost, or terminate every
-//! backend of the run's `user_db`. Faults are drawn from a shuffled bag of all four kinds, so
-//! even a short run sees each kind; one log line per fault.
+//! The fault injector: at random intervals, one fault of the run's set. The user-synchronisation
+//! run's ([`USER_SYNC`]): kill -9 and restart the user-service, kill -9 and restart the relay,
+//! close every broker connection of the run's vhost, or terminate every backend of the run's
+//! `user_db`. The offboarding run's ([`OFFBOARDING`]): kill -9 and restart the auth-service,
+//! the relay, the user-service or the appointment-service. Faults are drawn from a shuffled bag
+//! of the whole set, so even a short run sees each kind; one log line per fault.
 
 use super::env::ChaosEnv;
 use super::fleet::{Fleet, Part};
@@ -15,26 +17,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    KillUserService,
-    KillRelay,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `kill -9` the part, restart it after a random downtime.
+    Kill(Part),
     CutConnections,
     TerminateBackends,
 }
 
-const ALL: [Fault; 4] = [
-    Fault::KillUserService,
-    Fault::KillRelay,
+/// The faults of the user-synchronisation run.
+pub const USER_SYNC: [Fault; 4] = [
+    Fault::Kill(Part::UserService),
+    Fault::Kill(Part::Relay),
     Fault::CutConnections,
     Fault::TerminateBackends,
+];
+
+/// The faults of the offboarding run: every part killed in turn.
+pub const OFFBOARDING: [Fault; 4] = [
+    Fault::Kill(Part::AuthService),
+    Fault::Kill(Part::Relay),
+    Fault::Kill(Part::UserService),
+    Fault::Kill(Part::AppointmentService),
 ];
 
 /// What was injected (read by the progress display while the injector runs).
 #[derive(Debug, Default)]
 pub struct FaultCounts {
+    pub auth_service_kills: AtomicU64,
     pub user_service_kills: AtomicU64,
     pub relay_kills: AtomicU64,
+    pub appointment_service_kills: AtomicU64,
     /// Cuts that closed at least one connection.
     pub connection_cuts: AtomicU64,
     pub connections_closed: AtomicU64,
@@ -45,7 +58,29 @@ pub struct FaultCounts {
 
 impl FaultCounts {
     pub fn kills(&self) -> u64 {
-        self.user_service_kills.load(Ordering::Relaxed) + self.relay_kills.load(Ordering::Relaxed)
+        [
+            Part::AuthService,
+            Part::UserService,
+            Part::Relay,
+            Part::AppointmentService,
+        ]
+        .into_iter()
+        .map(|part| self.kills_of(part))
+        .sum()
+    }
+
+    /// The kill counter of `part`.
+    pub fn kill_counter(&self, part: Part) -> &AtomicU64 {
+        match part {
+            Part::AuthService => &self.auth_service_kills,
+            Part::UserService => &self.user_service_kills,
+            Part::Relay => &self.relay_kills,
+            Part::AppointmentService => &self.appointment_service_kills,
+        }
+    }
+
+    pub fn kills_of(&self, part: Part) -> u64 {
+        self.kill_counter(part).load(Ordering::Relaxed)
     }
 }
 
@@ -56,6 +91,11 @@ pub struct Injector<'a> {
     pub min_interval: Duration,
     pub max_interval: Duration,
     pub max_downtime: Duration,
+    /// The faults drawn from ([`USER_SYNC`], [`OFFBOARDING`]).
+    pub faults: &'a [Fault],
+    /// A part the first fault kills, and for how long, so every run shows what a long outage
+    /// of it does (the offboarding run: sagas that stall, then complete).
+    pub first_long_kill: Option<(Part, Duration)>,
     pub counts: &'a FaultCounts,
     pub progress: &'a Progress,
 }
@@ -77,6 +117,7 @@ impl Injector<'_> {
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut bag: Vec<Fault> = Vec::new();
+        let mut first_long_kill = self.first_long_kill;
         loop {
             // The random gap between faults is the workload, not a wait for anything.
             let gap = uniform(rng, self.min_interval, self.max_interval);
@@ -88,24 +129,19 @@ impl Injector<'_> {
                 self.progress
                     .log(format_args!("UNEXPECTED: {exit}; restarted"));
             }
+            if let Some((part, downtime)) = first_long_kill.take() {
+                self.kill(fleet, part, downtime).await?;
+                continue;
+            }
             if bag.is_empty() {
-                bag = ALL.to_vec();
+                bag = self.faults.to_vec();
                 bag.shuffle(rng);
             }
             let Some(fault) = bag.pop() else { continue };
             match fault {
-                Fault::KillUserService => {
-                    self.kill(
-                        fleet,
-                        rng,
-                        Part::UserService,
-                        &self.counts.user_service_kills,
-                    )
-                    .await?
-                }
-                Fault::KillRelay => {
-                    self.kill(fleet, rng, Part::Relay, &self.counts.relay_kills)
-                        .await?
+                Fault::Kill(part) => {
+                    let downtime = uniform(rng, Duration::ZERO, self.max_downtime);
+                    self.kill(fleet, part, downtime).await?
                 }
                 Fault::CutConnections => self.cut_connections().await,
                 Fault::TerminateBackends => self.terminate_backends().await,
@@ -113,16 +149,11 @@ impl Injector<'_> {
         }
     }
 
-    async fn kill(
-        &self,
-        fleet: &mut Fleet,
-        rng: &mut StdRng,
-        part: Part,
-        counter: &AtomicU64,
-    ) -> anyhow::Result<()> {
-        let downtime = uniform(rng, Duration::ZERO, self.max_downtime);
+    async fn kill(&self, fleet: &mut Fleet, part: Part, downtime: Duration) -> anyhow::Result<()> {
         let r = fleet.kill_and_restart(part, downtime).await?;
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .kill_counter(part)
+            .fetch_add(1, Ordering::Relaxed);
         self.progress.log(format_args!(
             "kill -9 {} (pid {}); down {:.1}s; restarted as pid {}",
             part.name(),

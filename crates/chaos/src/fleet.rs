@@ -1,22 +1,42 @@
 //! The services under test as child processes of the `portal` binary (`portal auth-service
-//! --no-relay`, `portal user-service`, `portal relay`), each on a free port with the run's
-//! databases, vhost and keys, logging to a file in the run's directory
-//! ([`sandbox::process`]). The chaos comes from killing them with SIGKILL, exactly what a crash
-//! or an OOM kill does; every child is also killed when the fleet is dropped, on any exit path.
+//! --no-relay`, which still runs the offboarding saga with its control queue and message relay;
+//! `portal user-service`; `portal relay`, the user events' relay; `portal appointment-service`
+//! in the offboarding run), each with the run's databases, vhost and keys, logging to a file in
+//! the run's directory ([`sandbox::process`]). Each HTTP part keeps the port it was given first
+//! across restarts, so the other parts (which fetch the auth-service's keys from
+//! AUTH_SERVICE_URL) and the run's own clients find it again. The chaos comes from killing them
+//! with SIGKILL, exactly what a crash or an OOM kill does; every child is also killed when the
+//! fleet is dropped, on any exit path.
 
-use anyhow::Context;
-use sandbox::process::{Process, Spec};
+use anyhow::{anyhow, bail, Context};
+use sandbox::process::{free_port, tail, Process, Spec};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     AuthService,
     UserService,
     Relay,
+    AppointmentService,
 }
+
+/// The parts of the user-synchronisation run, in start order.
+pub const USER_SYNC: [Part; 3] = [Part::AuthService, Part::UserService, Part::Relay];
+/// The parts of the offboarding run, in start order.
+pub const OFFBOARDING: [Part; 4] = [
+    Part::AuthService,
+    Part::UserService,
+    Part::Relay,
+    Part::AppointmentService,
+];
+
+/// How long a (re)started HTTP part may take to answer `/health/live`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starts of one part tried before a restart counts as failed (its port may be briefly taken).
+const START_ATTEMPTS: u32 = 3;
 
 impl Part {
     pub fn name(self) -> &'static str {
@@ -24,15 +44,16 @@ impl Part {
             Part::AuthService => "auth-service",
             Part::UserService => "user-service",
             Part::Relay => "relay",
+            Part::AppointmentService => "appointment-service",
         }
     }
 
-    /// How to start it with the run's environment.
-    fn spec(self, vars: &[(&'static str, OsString)]) -> Spec {
+    /// How to start it with the run's environment, listening on `port` if it serves HTTP.
+    fn spec(self, vars: &[(&'static str, OsString)], port: Option<u16>) -> Spec {
         let spec = Spec::new(self.name(), self.args()).envs(vars.iter().cloned());
-        match self.addr_var() {
-            Some(var) => spec.http(var),
-            None => spec,
+        match (self.addr_var(), port) {
+            (Some(var), Some(port)) => spec.env(var, format!("127.0.0.1:{port}")),
+            _ => spec,
         }
     }
 
@@ -42,6 +63,7 @@ impl Part {
             Part::AuthService => &["auth-service", "--no-relay"],
             Part::UserService => &["user-service"],
             Part::Relay => &["relay"],
+            Part::AppointmentService => &["appointment-service"],
         }
     }
 
@@ -50,6 +72,7 @@ impl Part {
         match self {
             Part::AuthService => Some("AUTH_ADDR"),
             Part::UserService => Some("USER_ADDR"),
+            Part::AppointmentService => Some("APPOINTMENT_ADDR"),
             Part::Relay => None,
         }
     }
@@ -85,14 +108,20 @@ pub struct Restart {
     pub downtime: Duration,
 }
 
+/// One part as it runs now.
+struct Member {
+    part: Part,
+    /// Where it listens, kept across restarts (HTTP parts only).
+    port: Option<u16>,
+    process: Process,
+}
+
 pub struct Fleet {
     exe: PathBuf,
     vars: Vec<(&'static str, OsString)>,
     log_dir: PathBuf,
     http: reqwest::Client,
-    auth: Process,
-    users: Process,
-    relay: Process,
+    members: Vec<Member>,
     /// Counters of user-service processes that are gone, each read just before its kill.
     retired: SyncCounters,
     /// Children that exited without being killed by the run: a crash is a finding.
@@ -100,49 +129,141 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts the auth-service, the user-service and the relay, each answering before the next
-    /// starts (the user-service needs the key pair the auth-service finds in place).
+    /// Starts `parts` in order, each answering before the next starts (the consumers need the
+    /// key pair the auth-service finds in place). Every HTTP part gets a free port it keeps;
+    /// the others are told the auth-service's (AUTH_SERVICE_URL).
     pub async fn start(
         exe: &Path,
-        vars: Vec<(&'static str, OsString)>,
+        mut vars: Vec<(&'static str, OsString)>,
         log_dir: &Path,
+        parts: &[Part],
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .context("HTTP client")?;
-        let auth = Process::start(exe, &Part::AuthService.spec(&vars), log_dir).await?;
-        let users = Process::start(exe, &Part::UserService.spec(&vars), log_dir).await?;
-        let relay = Process::start(exe, &Part::Relay.spec(&vars), log_dir).await?;
-        Ok(Self {
+        let mut ports = Vec::new();
+        for part in parts {
+            ports.push(match part.addr_var() {
+                Some(_) => Some(free_port()?),
+                None => None,
+            });
+        }
+        if let Some(Some(port)) = parts
+            .iter()
+            .position(|p| *p == Part::AuthService)
+            .map(|i| ports[i])
+        {
+            vars.push((
+                "AUTH_SERVICE_URL",
+                format!("http://127.0.0.1:{port}").into(),
+            ));
+        }
+        let mut fleet = Self {
             exe: exe.to_owned(),
             vars,
             log_dir: log_dir.to_owned(),
             http,
-            auth,
-            users,
-            relay,
+            members: Vec::new(),
             retired: SyncCounters::default(),
             unexpected_exits: Vec::new(),
-        })
+        };
+        for (part, port) in parts.iter().zip(ports) {
+            let process = fleet.launch(*part, port).await?;
+            fleet.members.push(Member {
+                part: *part,
+                port,
+                process,
+            });
+        }
+        Ok(fleet)
     }
 
-    pub fn auth_url(&self) -> anyhow::Result<String> {
-        self.auth.url()
+    /// Starts `part` on `port`, waiting until an HTTP part answers `/health/live`; a few tries
+    /// (a port just freed may still be held for a moment).
+    async fn launch(&self, part: Part, port: Option<u16>) -> anyhow::Result<Process> {
+        let spec = part.spec(&self.vars, port);
+        let mut last_error = None;
+        for attempt in 0..START_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut process = Process::start(&self.exe, &spec, &self.log_dir).await?;
+            let Some(port) = port else {
+                return Ok(process);
+            };
+            process.port = Some(port);
+            match self.wait_live(&mut process, port).await {
+                Ok(()) => return Ok(process),
+                Err(e) => {
+                    process.kill().await.ok();
+                    last_error = Some(e);
+                }
+            }
+        }
+        let e = last_error.unwrap_or_else(|| anyhow!("no attempt made"));
+        Err(e.context(format!(
+            "{} did not start; see {}",
+            part.name(),
+            self.log_dir.join(format!("{}.log", part.name())).display()
+        )))
     }
 
-    fn proc_mut(&mut self, part: Part) -> &mut Process {
-        match part {
-            Part::AuthService => &mut self.auth,
-            Part::UserService => &mut self.users,
-            Part::Relay => &mut self.relay,
+    /// Polls `/health/live` until it answers 200; fails early when the child exits.
+    async fn wait_live(&self, process: &mut Process, port: u16) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let url = format!("http://127.0.0.1:{port}/health/live");
+        loop {
+            if let Some(status) = process.exited()? {
+                bail!(
+                    "exited during start ({status}); its log ends with:\n{}",
+                    tail(&process.log_path, 10)
+                );
+            }
+            if let Ok(resp) = self.http.get(&url).send().await {
+                if resp.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("not answering {url} after {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    fn member(&self, part: Part) -> anyhow::Result<&Member> {
+        self.members
+            .iter()
+            .find(|m| m.part == part)
+            .ok_or_else(|| anyhow!("this run has no {}", part.name()))
+    }
+
+    fn member_mut(&mut self, part: Part) -> anyhow::Result<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.part == part)
+            .ok_or_else(|| anyhow!("this run has no {}", part.name()))
+    }
+
+    /// `http://127.0.0.1:<port>` of an HTTP part (the same across its restarts).
+    pub fn url(&self, part: Part) -> anyhow::Result<String> {
+        let port = self
+            .member(part)?
+            .port
+            .ok_or_else(|| anyhow!("{} serves no HTTP", part.name()))?;
+        Ok(format!("http://127.0.0.1:{port}"))
+    }
+
+    pub fn auth_url(&self) -> anyhow::Result<String> {
+        self.url(Part::AuthService)
+    }
+
     async fn respawn(&mut self, part: Part) -> anyhow::Result<u32> {
-        let proc = Process::start(&self.exe, &part.spec(&self.vars), &self.log_dir).await?;
-        let pid = proc.pid;
-        *self.proc_mut(part) = proc;
+        let port = self.member(part)?.port;
+        let process = self.launch(part, port).await?;
+        let pid = process.pid;
+        self.member_mut(part)?.process = process;
         Ok(pid)
     }
 
@@ -161,9 +282,9 @@ impl Fleet {
                 self.retired.add(c);
             }
         }
-        let proc = self.proc_mut(part);
-        let old_pid = proc.pid;
-        proc.kill().await?;
+        let process = &mut self.member_mut(part)?.process;
+        let old_pid = process.pid;
+        process.kill().await?;
         tokio::time::sleep(downtime).await;
         let new_pid = self.respawn(part).await?;
         Ok(Restart {
@@ -177,14 +298,15 @@ impl Fleet {
     /// their descriptions.
     pub async fn restart_exited(&mut self) -> anyhow::Result<Vec<String>> {
         let mut found = Vec::new();
-        for part in [Part::AuthService, Part::UserService, Part::Relay] {
-            let proc = self.proc_mut(part);
-            if let Some(status) = proc.exited()? {
+        let parts: Vec<Part> = self.members.iter().map(|m| m.part).collect();
+        for part in parts {
+            let process = &mut self.member_mut(part)?.process;
+            if let Some(status) = process.exited()? {
                 let what = format!(
                     "{} (pid {}) exited by itself ({status}); see {}",
                     part.name(),
-                    proc.pid,
-                    proc.log_path.display()
+                    process.pid,
+                    process.log_path.display()
                 );
                 self.unexpected_exits.push(what.clone());
                 found.push(what);
@@ -194,20 +316,25 @@ impl Fleet {
         Ok(found)
     }
 
-    /// The running user-service's counters, or `None` when it does not answer.
-    pub async fn user_counters(&self) -> Option<SyncCounters> {
-        let port = self.users.port?;
-        // Readiness answers 503 while user_db or the broker is down, with the counters still in
-        // the body, so the status is not checked.
-        let body: Value = self
+    /// The readiness answer of an HTTP part (`GET /health/ready`, whatever its status), or
+    /// `None` when it does not answer.
+    pub async fn readiness(&self, part: Part) -> Option<(u16, Value)> {
+        let url = self.url(part).ok()?;
+        let resp = self
             .http
-            .get(format!("http://127.0.0.1:{port}/health/ready"))
+            .get(format!("{url}/health/ready"))
             .send()
             .await
-            .ok()?
-            .json()
-            .await
             .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.json().await.ok()?))
+    }
+
+    /// The running user-service's counters, or `None` when it does not answer.
+    pub async fn user_counters(&self) -> Option<SyncCounters> {
+        // Readiness answers 503 while user_db or the broker is down, with the counters still in
+        // the body, so the status is not checked.
+        let (_, body) = self.readiness(Part::UserService).await?;
         let sync = &body["sync"];
         Some(SyncCounters {
             applied: sync["applied"].as_u64()?,
@@ -225,10 +352,10 @@ impl Fleet {
         total
     }
 
-    /// Kills every child and waits for them.
+    /// Kills every child (the last started first) and waits for them.
     pub async fn shutdown(mut self) {
-        for part in [Part::Relay, Part::UserService, Part::AuthService] {
-            self.proc_mut(part).kill().await.ok();
+        for member in self.members.iter_mut().rev() {
+            member.process.kill().await.ok();
         }
     }
 }

@@ -6,10 +6,15 @@
 //! dead-letter queue. `--inject-drift` deletes a `user_db` row before the check, to show the
 //! run does fail when the copies differ.
 //!
+//! `portal-chaos offboarding` ([`offboarding`]) is the offboarding saga's fault run: every part
+//! (the auth-service with its saga, the relay, the user-service, the appointment-service) is
+//! `kill -9`ed at random during hundreds of offboardings; every saga must end completed or
+//! needs-attention, no appointment resolved or announced twice, every copy in sync.
+//!
 //! Layout: [`args`] the flags; [`env`] the private databases, vhost and key pair; [`fleet`] the
 //! services as child processes; [`load`] the HTTP workload; [`faults`] the injector;
 //! [`malformed`] the bad messages; [`broker`] the RabbitMQ look-ups; [`progress`] the display;
-//! [`report`] the verdict and summary line.
+//! [`report`] the verdict and summary line; [`offboarding`] the offboarding run.
 
 pub mod args;
 pub mod broker;
@@ -18,6 +23,7 @@ pub mod faults;
 pub mod fleet;
 pub mod load;
 pub mod malformed;
+pub mod offboarding;
 pub mod progress;
 pub mod report;
 
@@ -48,14 +54,17 @@ use tokio_util::sync::CancellationToken;
 /// messages has been refreshed at least once while everything looked quiet.
 const QUIET_FOR: Duration = Duration::from_secs(6);
 
-pub async fn run(args: ChaosArgs) -> Result<(), Failure> {
+pub async fn run(mut args: ChaosArgs) -> Result<(), Failure> {
+    if let Some(args::Mode::Offboarding(offboarding)) = args.mode.take() {
+        return offboarding::run(&offboarding).await;
+    }
     if args.min_fault_interval > args.max_fault_interval {
         return Err(anyhow!("--min-fault-interval is longer than --max-fault-interval").into());
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let shutdown = platform::shutdown::on_signal();
     let exe = args.servers.portal_bin()?;
-    let mut env = ChaosEnv::create(&args)
+    let mut env = ChaosEnv::create(&args.servers)
         .await
         .map_err(Failure::unreachable)?;
     eprintln!(
@@ -80,30 +89,35 @@ pub async fn run(args: ChaosArgs) -> Result<(), Failure> {
         _ = shutdown.cancelled() => Err(anyhow!("interrupted").into()),
     };
     let passed = matches!(&outcome, Ok(summary) if summary.passed());
-    if args.keep {
-        env.keep();
-        eprintln!(
-            "chaos: kept databases {} / {}, vhost {} and {}",
-            env.auth_db_url,
-            env.user_db_url,
-            env.vhost,
-            env.dir.display()
-        );
-    } else {
-        // A failed run keeps its logs: they are what there is to look at.
-        for problem in env.cleanup(!passed).await {
-            eprintln!("chaos: cleanup: {problem}");
-        }
-        if !passed {
-            eprintln!("chaos: service logs kept in {}", env.dir.display());
-        }
-    }
+    let databases = [env.auth_db_url.clone(), env.user_db_url.clone()];
+    wrap_up(&mut env, &databases, args.keep, passed).await;
     let summary = outcome?;
     println!("{}", summary.line());
     if passed {
         Ok(())
     } else {
         Err(anyhow!("chaos run failed: {}", summary.failures().join("; ")).into())
+    }
+}
+
+/// Removes the run's world (a failed run keeps its service logs, what there is to look at), or
+/// with `--keep` leaves all of it in place and says where.
+pub(crate) async fn wrap_up(env: &mut ChaosEnv, databases: &[String], keep: bool, passed: bool) {
+    if keep {
+        env.keep();
+        eprintln!(
+            "chaos: kept databases {}, vhost {} and {}",
+            databases.join(" / "),
+            env.vhost,
+            env.dir.display()
+        );
+    } else {
+        for problem in env.cleanup(!passed).await {
+            eprintln!("chaos: cleanup: {problem}");
+        }
+        if !passed {
+            eprintln!("chaos: service logs kept in {}", env.dir.display());
+        }
     }
 }
 
@@ -168,7 +182,7 @@ async fn execute(
     let admin_password = auth_service::password::temporary();
     create_admin(&auth_pool, &admin_email, &admin_password).await?;
 
-    let mut fleet = Fleet::start(exe, service_env(args, env), &env.dir).await?;
+    let mut fleet = Fleet::start(exe, service_env(args, env), &env.dir, &fleet::USER_SYNC).await?;
     let auth_url = fleet.auth_url()?;
     let api = ApiClient::new(&auth_url)
         .context("API client")?
@@ -191,6 +205,8 @@ async fn execute(
         min_interval: args.min_fault_interval,
         max_interval: args.max_fault_interval,
         max_downtime: args.max_downtime,
+        faults: &faults::USER_SYNC,
+        first_long_kill: None,
         counts: &counts,
         progress: &progress,
     };

@@ -1,5 +1,5 @@
-//! What the run shows while it runs, on stderr: a progress bar of accepted operations with the
-//! fault counts when stderr is a terminal, a plain progress line every few seconds otherwise
+//! What the run shows while it runs, on stderr: a progress bar of accepted operations (or
+//! started offboardings) with the fault counts when stderr is a terminal, a plain progress line every few seconds otherwise
 //! (CI logs), and one timestamped line per injected fault either way.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,10 +16,15 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total: u64) -> Self {
+        Self::counting(total, "operations")
+    }
+
+    /// A bar of `total` things named `unit` ("offboardings started").
+    pub fn counting(total: u64, unit: &str) -> Self {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} operations {msg}",
-        )
+        let style = ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}}"
+        ))
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         bar.set_style(style);

@@ -76,24 +76,7 @@ impl Summary {
     }
 
     fn verify_text(&self) -> String {
-        match &self.verify {
-            Err(_) => "error".to_owned(),
-            Ok(r) if r.is_in_sync() => format!("in sync ({} users)", r.checked),
-            Ok(r) => {
-                let n = r.total_differences();
-                let parts: Vec<String> = [
-                    ("missing", r.missing),
-                    ("stale", r.stale),
-                    ("mismatched", r.mismatched),
-                    ("extra", r.extra),
-                ]
-                .iter()
-                .filter(|(_, count)| *count > 0)
-                .map(|(name, count)| format!("{name} {count}"))
-                .collect();
-                format!("{n} difference{} ({})", plural(n), parts.join(", "))
-            }
-        }
+        verify_text(&self.verify)
     }
 
     /// The one line the run ends with.
@@ -132,7 +115,30 @@ impl Summary {
     }
 }
 
-fn plural(n: usize) -> &'static str {
+/// What verify said, in a few words: `in sync (N users)`, `N differences (missing …)` or
+/// `error`.
+pub fn verify_text(verify: &Result<Report, String>) -> String {
+    match verify {
+        Err(_) => "error".to_owned(),
+        Ok(r) if r.is_in_sync() => format!("in sync ({} users)", r.checked),
+        Ok(r) => {
+            let n = r.total_differences();
+            let parts: Vec<String> = [
+                ("missing", r.missing),
+                ("stale", r.stale),
+                ("mismatched", r.mismatched),
+                ("extra", r.extra),
+            ]
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect();
+            format!("{n} difference{} ({})", plural(n), parts.join(", "))
+        }
+    }
+}
+
+pub(crate) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
