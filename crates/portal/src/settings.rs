@@ -319,6 +319,15 @@ mod tests {
                 "events" => vec!["portal", "events", "--user", "u"],
                 "dlq" => vec!["portal", "dlq", "list"],
                 "healthcheck" => vec!["portal", "healthcheck", "relay"],
+                "offboard" => vec![
+                    "portal",
+                    "offboard",
+                    "a@clinic.test",
+                    "--policy",
+                    "cancel",
+                    "--reason",
+                    "left",
+                ],
                 _ => vec!["portal", name.as_str()],
             };
             if let Err(e) = s.parse_from(&args) {

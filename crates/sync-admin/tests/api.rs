@@ -117,6 +117,15 @@ async fn an_admin_reads_the_backlog_queues_and_dead_letters_as_the_test_arranged
         .sync_admin()
         .start()
         .await;
+    // Registered, as the setup registers it, though it does not run here.
+    auth_service::consumers::register(
+        &sys.auth_db,
+        APPOINTMENT_SERVICE,
+        true,
+        &platform::amqp::broker_user(&sb.amqp_url),
+    )
+    .await
+    .unwrap();
     let token = sys.admin_token().await;
     for role in [Role::Doctor, Role::Nurse, Role::Pharmacist] {
         auth::create_user(
