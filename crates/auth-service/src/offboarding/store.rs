@@ -148,11 +148,11 @@ pub async fn start(
         tx.rollback().await?;
         return Ok(Started::Running(done));
     }
-    // Locks the user: a concurrent request waits here, then finds this saga above... or, when
-    // it passed that check before this commit, meets the unique index below.
+    // Locks the user: a concurrent request that passed the checks above waits here, and its
+    // insert then meets this saga in the unique index below and answers it.
     let outcome = users::change_user_by_admin(&mut tx, admin, user, UserChange::Deactivate).await?;
-    // A new deactivation's receipts wake the saga when the last is in; one already inactive
-    // may have all its receipts already, so it is looked at now.
+    // A new deactivation's receipts wake the saga; one already inactive may have all its
+    // receipts already (none will come), so it is looked at now.
     let (version, detail, look_now) = match &outcome {
         Outcome::Changed(u) => (
             u.version(),
