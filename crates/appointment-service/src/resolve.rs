@@ -45,6 +45,9 @@ pub fn outbox_table() -> Table {
     .with_connection_name("appointment-service outbox")
 }
 
+/// [`outbox_table`], built once: where appointment events and replies are written.
+static OUTBOX: std::sync::LazyLock<Table> = std::sync::LazyLock::new(outbox_table);
+
 /// Reads the command queue (see the module).
 pub struct Resolver {
     db: PgPool,
@@ -198,34 +201,15 @@ async fn send_reply(
     reply_id: Uuid,
     reply: &DoctorResolved,
 ) -> Result<(), sqlx::Error> {
-    enqueue(
-        conn,
-        reply_id,
-        topology::CONTROL_EXCHANGE,
-        topology::DOCTOR_RESOLVED_KEY,
-        DOCTOR_RESOLVED_TYPE,
-        &serde_json::to_value(reply).unwrap_or_default(),
-    )
-    .await
-}
-
-async fn enqueue(
-    conn: &mut PgConnection,
-    message_id: Uuid,
-    exchange: &str,
-    routing_key: &str,
-    message_type: &str,
-    body: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    outbox_table()
+    OUTBOX
         .enqueue(
             conn,
             &outbox::Message {
-                id: message_id,
-                exchange,
-                routing_key,
-                kind: message_type,
-                body,
+                id: reply_id,
+                exchange: topology::CONTROL_EXCHANGE,
+                routing_key: topology::DOCTOR_RESOLVED_KEY,
+                kind: DOCTOR_RESOLVED_TYPE,
+                body: &serde_json::to_value(reply).unwrap_or_default(),
             },
         )
         .await
@@ -348,15 +332,18 @@ async fn resolve_in(
             offboarding_id: Some(command.offboarding_id),
         },
     };
-    enqueue(
-        &mut tx,
-        event.event_id,
-        topology::APPOINTMENT_EXCHANGE,
-        event.event_type.as_str(),
-        event.event_type.as_str(),
-        &serde_json::to_value(&event).unwrap_or_default(),
-    )
-    .await?;
+    OUTBOX
+        .enqueue(
+            &mut tx,
+            &outbox::Message {
+                id: event.event_id,
+                exchange: topology::APPOINTMENT_EXCHANGE,
+                routing_key: event.event_type.as_str(),
+                kind: event.event_type.as_str(),
+                body: &serde_json::to_value(&event).unwrap_or_default(),
+            },
+        )
+        .await?;
     let resolution_name = serde_json::to_value(resolution)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -59,6 +59,9 @@ pub fn messages() -> Table {
     .with_connection_name("auth-service messages")
 }
 
+/// [`messages`], built once: where the saga writes its messages.
+pub static MESSAGES: std::sync::LazyLock<Table> = std::sync::LazyLock::new(messages);
+
 /// The relay of user events.
 pub fn relay(pool: PgPool, amqp_url: String, config: RelayConfig) -> Relay {
     Relay::new(user_events(), pool, amqp_url, config)

@@ -81,6 +81,10 @@ impl Runner {
     /// Advances every saga due now, [`WORKERS`] at a time (each in its own transaction; `SKIP
     /// LOCKED` keeps them apart); returns how many were advanced.
     pub async fn advance_due(&self) -> Result<usize, SagaError> {
+        // One cheap look first: idle, the poll costs one statement, not a transaction per worker.
+        if !store::any_due(&self.db).await? {
+            return Ok(0);
+        }
         let workers = futures::future::join_all((0..WORKERS).map(|_| self.advance_some())).await;
         let mut advanced = 0;
         for worker in workers {

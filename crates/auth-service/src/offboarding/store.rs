@@ -210,29 +210,6 @@ pub async fn start(
     Ok(Started::New(saga))
 }
 
-/// Writes a message to `auth_db.message_outbox`, published by the relay after the commit.
-pub async fn enqueue(
-    conn: &mut PgConnection,
-    message_id: Uuid,
-    exchange: &str,
-    routing_key: &str,
-    message_type: &str,
-    body: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    crate::relay::messages()
-        .enqueue(
-            conn,
-            &outbox::Message {
-                id: message_id,
-                exchange,
-                routing_key,
-                kind: message_type,
-                body,
-            },
-        )
-        .await
-}
-
 /// Sends the user's current state again to `consumer`'s queue alone, as a `user.snapshot`
 /// (applied at an equal version, so it also makes good a receipt that was lost).
 pub async fn resend_snapshot(
@@ -249,15 +226,18 @@ pub async fn resend_snapshot(
         envelope.timestamp = changed.into();
     }
     let body = serde_json::to_value(&envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    enqueue(
-        conn,
-        envelope.event_id,
-        topology::EXCHANGE,
-        &topology::resend_key(consumer),
-        EventType::Snapshot.as_str(),
-        &body,
-    )
-    .await?;
+    crate::relay::MESSAGES
+        .enqueue(
+            conn,
+            &outbox::Message {
+                id: envelope.event_id,
+                exchange: topology::EXCHANGE,
+                routing_key: &topology::resend_key(consumer),
+                kind: EventType::Snapshot.as_str(),
+                body: &body,
+            },
+        )
+        .await?;
     Ok(())
 }
 
@@ -275,15 +255,18 @@ pub async fn send_command(
         reason: saga.reason.clone(),
     };
     let body = serde_json::to_value(&command).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    enqueue(
-        conn,
-        command_id,
-        topology::CONTROL_EXCHANGE,
-        topology::RESOLVE_DOCTOR_KEY,
-        contract::control::RESOLVE_DOCTOR_TYPE,
-        &body,
-    )
-    .await?;
+    crate::relay::MESSAGES
+        .enqueue(
+            conn,
+            &outbox::Message {
+                id: command_id,
+                exchange: topology::CONTROL_EXCHANGE,
+                routing_key: topology::RESOLVE_DOCTOR_KEY,
+                kind: contract::control::RESOLVE_DOCTOR_TYPE,
+                body: &body,
+            },
+        )
+        .await?;
     Ok(())
 }
 
@@ -509,6 +492,13 @@ pub async fn latest_of(db: &PgPool, user: Uuid) -> Result<Option<Saga>, sqlx::Er
     .bind(user)
     .fetch_optional(db)
     .await
+}
+
+/// True when some saga is due now (held by a runner or not).
+pub async fn any_due(db: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM offboardings WHERE due_at <= now())")
+        .fetch_one(db)
+        .await
 }
 
 /// Claims the saga due first that no other runner holds, in `tx` (locked until it commits).
