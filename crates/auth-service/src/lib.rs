@@ -34,6 +34,7 @@ pub mod offboarding;
 pub mod password;
 pub mod registrations;
 pub mod relay;
+pub mod scim;
 pub mod seed;
 pub mod sessions;
 pub mod settings;
@@ -127,6 +128,8 @@ pub struct SecurityConfig {
     /// Who must sign in with a second factor. The default here (tests and tools) is
     /// `optional`; ADMIN_MFA's default for an install is `required`.
     pub mfa: mfa::MfaPolicy,
+    /// How SCIM maps a directory's users onto the portal's.
+    pub scim: scim::ScimConfig,
 }
 
 impl Default for SecurityConfig {
@@ -139,6 +142,7 @@ impl Default for SecurityConfig {
             temporary_password_ttl: password::temporary::DEFAULT_TTL,
             trusted_proxies: Vec::new(),
             mfa: mfa::MfaPolicy::Optional,
+            scim: scim::ScimConfig::default(),
         }
     }
 }
@@ -189,6 +193,10 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
              offboardings, offboarding_steps, processed_messages TO \"{service}\""
         ),
         format!("GRANT SELECT, UPDATE ON message_relay_wakeup TO \"{service}\""),
+        // SCIM: its clients' tokens and what it keeps of users.
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON scim_tokens, scim_users TO \"{service}\""
+        ),
         format!(
             "GRANT USAGE, SELECT ON SEQUENCE message_outbox_seq_seq, offboarding_steps_id_seq \
              TO \"{service}\""

@@ -336,7 +336,8 @@ pub async fn record(
     record_with(db, kind, user_id, by, None).await
 }
 
-async fn record_with(
+/// [`record`] with details.
+pub async fn record_with(
     db: impl sqlx::PgExecutor<'_>,
     kind: &str,
     user_id: Uuid,

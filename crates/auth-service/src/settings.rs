@@ -50,12 +50,42 @@ impl KeyDirArgs {
     }
 }
 
+/// SCIM provisioning (`/scim/v2`): how a directory's users map onto the portal's.
+#[derive(Args, Debug, Clone)]
+pub struct ScimArgs {
+    /// Which SCIM `roles` values give which portal role: `value=role` pairs, comma-separated,
+    /// values compared without regard to case (e.g. `Doctors=doctor,Nursing=nurse`). A role
+    /// the map does not name (admin, by default) is never given or taken through SCIM.
+    #[arg(long, env = "SCIM_ROLE_MAP", default_value = crate::scim::DEFAULT_ROLE_MAP, value_parser = crate::scim::parse_role_map)]
+    pub scim_role_map: std::collections::BTreeMap<String, contract::Role>,
+    /// The role of a user a directory creates without a `roles` value; unset: such a create
+    /// is refused (400) naming the missing attribute.
+    #[arg(long, env = "SCIM_DEFAULT_ROLE")]
+    pub scim_default_role: Option<contract::Role>,
+    /// The public URL of `/scim/v2` (e.g. `https://portal.hospital.example/scim/v2`), for the
+    /// `meta.location` of each resource; unset: from the host the client asked for.
+    #[arg(long, env = "SCIM_BASE_URL")]
+    pub scim_base_url: Option<String>,
+}
+
+impl ScimArgs {
+    pub fn config(&self) -> crate::scim::ScimConfig {
+        crate::scim::ScimConfig {
+            role_map: self.scim_role_map.clone(),
+            default_role: self.scim_default_role,
+            base_url: self.scim_base_url.clone(),
+        }
+    }
+}
+
 /// The auth-service's own settings: where it listens, tokens, sessions, login protection.
 #[derive(Args, Debug, Clone)]
 pub struct AuthServiceArgs {
     /// Where the auth-service listens.
     #[arg(long, env = "AUTH_ADDR", default_value = DEFAULT_ADDR)]
     pub auth_addr: SocketAddr,
+    #[command(flatten)]
+    pub scim: ScimArgs,
     /// TOKEN_TTL_SECONDS: shared with every part that checks the tokens, which refuse longer.
     #[command(flatten)]
     pub tokens: TokenLifetimeArgs,
@@ -151,6 +181,7 @@ impl AuthServiceArgs {
                 mfa: self.admin_mfa.unwrap_or(crate::mfa::MfaPolicy::Required),
                 hash_queue_limit: self.hash_queue_limit.map(|n| n as usize),
                 temporary_password_ttl: self.temporary_password_ttl.0,
+                scim: self.scim.config(),
             },
             run_relay,
             offboarding: OffboardingConfig {

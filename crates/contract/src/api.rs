@@ -587,3 +587,40 @@ pub struct Offboarding {
     /// patients to inform.
     pub appointments: Vec<crate::control::ResolvedAppointment>,
 }
+
+/// `POST /api/v1/auth/admin/scim-tokens`: a bearer token for one SCIM client (a directory such
+/// as Microsoft Entra ID or Okta that provisions staff through `/scim/v2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScimTokenRequest {
+    /// Who holds the token, 1 to 100 characters (e.g. `entra-production`); unique among the
+    /// tokens not revoked. Every use is logged under this name.
+    pub name: String,
+}
+
+/// A SCIM client's bearer token as the admin API shows it: never the token itself, which only
+/// [`CreatedScimToken`] carries, once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimToken {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: Timestamp,
+    /// The admin who created it.
+    pub created_by: UserId,
+    /// The last request it authenticated (kept to the minute).
+    pub last_used_at: Option<Timestamp>,
+    /// Set once revoked: the token is refused from then on.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A new SCIM token: its record and the secret, shown in this answer only (it is stored as a
+/// hash and cannot be shown again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedScimToken {
+    #[serde(flatten)]
+    pub token: ScimToken,
+    /// The bearer token to give the SCIM client (`Authorization: Bearer …`).
+    pub secret: String,
+}

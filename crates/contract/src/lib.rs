@@ -17,11 +17,14 @@
 //!   queues and dead letters, the last verify).
 //! - [`openapi`]: the HTTP API as an OpenAPI 3.1 document (bodies from [`api`]), checked in as
 //!   `contracts/openapi.json` and served by the gateway.
+//! - [`compat`]: which changes of the JSON Schemas and the AsyncAPI document break consumers,
+//!   checked against the last release's copy under `contracts/released/`.
 //!
 //! Version policy: `1.x` only adds optional fields; readers ignore unknown fields; a new major
 //! version is published beside the old one; a reader dead-letters a major version it does not know.
 
 pub mod api;
+pub mod compat;
 pub mod control;
 pub mod domain;
 pub mod event;

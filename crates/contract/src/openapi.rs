@@ -9,11 +9,11 @@
 use crate::api::{
     Appointment, AppointmentStatus, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest,
     BulkCreateResponse, ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest,
-    CreateUserResponse, DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse,
-    NewAppointment, Offboarding, OffboardingRequest, Page, Propagation, ReassignRequest,
-    RecoveryCodes, RefreshRequest, RegisterRequest, Registration, RegistrationReceived,
-    RoleRequest, SecondFactorChallenge, SecondFactorEnrolment, SecondFactorRequest,
-    SecondFactorStatus, UpdateUserRequest,
+    CreateUserResponse, CreatedScimToken, DirectoryEntry, EnrolmentRequest, ErrorBody,
+    LoginRequest, LoginResponse, NewAppointment, Offboarding, OffboardingRequest, Page,
+    Propagation, ReassignRequest, RecoveryCodes, RefreshRequest, RegisterRequest, Registration,
+    RegistrationReceived, RoleRequest, ScimToken, ScimTokenRequest, SecondFactorChallenge,
+    SecondFactorEnrolment, SecondFactorRequest, SecondFactorStatus, UpdateUserRequest,
 };
 use crate::domain::Role;
 use crate::event::UserSnapshot;
@@ -222,6 +222,10 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
     };
     let with_offboarding_id = |mut o: Operation| {
         o.params.push(offboarding_id_param());
+        o
+    };
+    let with_scim_token_id = |mut o: Operation| {
+        o.params.push(id_param("The SCIM token's id."));
         o
     };
     let offboarding = schema(|g| g.subschema_for::<Offboarding>());
@@ -660,6 +664,46 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             None,
             ok(&offboarding),
             &[401, 403, 404, 409, 422],
+        )),
+        op(
+            "post",
+            "/api/v1/auth/admin/scim-tokens",
+            "createScimToken",
+            "admin",
+            "Creates a bearer token for one SCIM client (a directory provisioning staff through \
+             `/scim/v2`); the secret is in this answer only. The token is good for SCIM and \
+             nothing else; every use is logged under its name.",
+            true,
+            Some(schema(|g| g.subschema_for::<ScimTokenRequest>())),
+            Success::Json(
+                201,
+                "Created",
+                schema(|g| g.subschema_for::<CreatedScimToken>()),
+            ),
+            &[400, 401, 403, 409, 413, 415, 422],
+        ),
+        op(
+            "get",
+            "/api/v1/auth/admin/scim-tokens",
+            "listScimTokens",
+            "admin",
+            "Every SCIM token, newest first, revoked ones included (never the secrets).",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<Vec<ScimToken>>())),
+            &[401, 403],
+        ),
+        with_scim_token_id(op(
+            "post",
+            "/api/v1/auth/admin/scim-tokens/{id}/revoke",
+            "revokeScimToken",
+            "admin",
+            "Revokes a SCIM token: refused from the next request on. Revoking a revoked token \
+             answers it unchanged.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<ScimToken>())),
+            &[401, 403, 404, 422],
         )),
         op(
             "get",

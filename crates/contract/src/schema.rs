@@ -35,6 +35,8 @@ const VHOST: &str = "/";
 const CONSUMERS: [&str; 2] = [USER_SERVICE, APPOINTMENT_SERVICE];
 /// The parameter of the receipts' channel: the consumer named in the routing key.
 const CONSUMER_PARAMETER: &str = "consumer";
+/// The parameter of a set-aside exchange's channel: the queue named by the routing key.
+const QUEUE_PARAMETER: &str = "queue";
 
 /// The schema file of a message, named after its AMQP `type` (for an event, its eventType).
 pub fn message_file(amqp_type: &str) -> String {
@@ -130,6 +132,8 @@ pub struct ControlMessage {
     published: &'static str,
     /// Published `mandatory` (returned when no queue takes it).
     mandatory: bool,
+    /// Published by an outbox relay, which sets `traceparent` when the change has a trace.
+    relayed: bool,
 }
 
 /// The receipt, the offboarding saga's command and its reply, in that order.
@@ -153,6 +157,7 @@ pub fn control_messages() -> [ControlMessage; 3] {
                 consumer. Every consumer built on the shared consumer crate (any added with \
                 `portal consumer add`) does the same.",
             mandatory: false,
+            relayed: false,
         },
         ControlMessage {
             amqp_type: RESOLVE_DOCTOR_TYPE,
@@ -169,6 +174,7 @@ pub fn control_messages() -> [ControlMessage; 3] {
                 (the same in every copy sent again), user-id = the relay's broker user, a \
                 trusted publisher.",
             mandatory: true,
+            relayed: true,
         },
         ControlMessage {
             amqp_type: DOCTOR_RESOLVED_TYPE,
@@ -185,6 +191,7 @@ pub fn control_messages() -> [ControlMessage; 3] {
                 mandatory, with publisher confirms. A copy of an answered command gets the same \
                 reply, with the same message id.",
             mandatory: true,
+            relayed: true,
         },
     ]
 }
@@ -330,8 +337,8 @@ pub fn asyncapi() -> Value {
     doc.user_events();
     for (consumer, queues) in CONSUMERS.iter().zip(&consumers) {
         doc.consumer_queue(consumer, queues);
+        doc.retries_and_dead_letters(consumer, queues);
     }
-    doc.retries_and_dead_letters(USER_SERVICE, &ConsumerQueues::for_consumer(USER_SERVICE));
     doc.control();
     doc.appointment_events();
 
@@ -373,23 +380,31 @@ pub fn asyncapi() -> Value {
 }
 
 impl Document {
-    /// A message of the components, whose body has the schema `file` under `schemas/`.
-    fn typed_message(&mut self, amqp_type: &str, summary: &str, file: &str) -> String {
+    /// A message of the components, whose body has the schema `file` under `schemas/`, with
+    /// the schema of the headers it may carry.
+    fn typed_message(
+        &mut self,
+        amqp_type: &str,
+        summary: &str,
+        file: &str,
+        headers: Option<Value>,
+    ) -> String {
         let id = ident(amqp_type);
-        self.messages.insert(
-            id.clone(),
-            json!({
-                "name": amqp_type,
-                "title": amqp_type,
-                "summary": summary,
-                "contentType": CONTENT_TYPE,
-                "payload": {"$ref": format!("./schemas/{file}")},
-                "bindings": {"amqp": {
-                    "messageType": amqp_type,
-                    "bindingVersion": AMQP_BINDING_VERSION,
-                }},
-            }),
-        );
+        let mut message = json!({
+            "name": amqp_type,
+            "title": amqp_type,
+            "summary": summary,
+            "contentType": CONTENT_TYPE,
+            "payload": {"$ref": format!("./schemas/{file}")},
+            "bindings": {"amqp": {
+                "messageType": amqp_type,
+                "bindingVersion": AMQP_BINDING_VERSION,
+            }},
+        });
+        if let Some(headers) = headers {
+            message["headers"] = headers;
+        }
+        self.messages.insert(id.clone(), message);
         id
     }
 
@@ -463,7 +478,12 @@ impl Document {
     /// operation; the messages of the queues where events of every type wait; the unrouted queue.
     fn user_events(&mut self) {
         for t in EventType::ALL {
-            let id = self.typed_message(t.as_str(), summary(t), &schema_file(t));
+            let id = self.typed_message(
+                t.as_str(),
+                summary(t),
+                &schema_file(t),
+                Some(user_event_headers()),
+            );
             let channel = self.routing_key_channel(
                 EXCHANGE,
                 t.as_str(),
@@ -498,6 +518,7 @@ impl Document {
                 "summary": "An event of any type, as found where events of all types wait.",
                 "contentType": CONTENT_TYPE,
                 "payload": {"$ref": format!("./schemas/{ENVELOPE_FILE}")},
+                "headers": user_event_headers(),
             }),
         );
         self.messages.insert(
@@ -547,13 +568,25 @@ impl Document {
             }),
         );
 
-        self.queue_channel(
+        let unrouted = self.queue_channel(
             UNROUTED_QUEUE,
             format!(
                 "Events no queue was bound for. {UNROUTED_EXCHANGE} is the fanout alternate \
                  exchange of {EXCHANGE}, so such an event is kept here instead of dropped."
             ),
             &["user-event".to_owned()],
+        );
+        self.operation(
+            format!("{OPERATOR_USER}-receive-unrouted-user-events"),
+            "receive",
+            "The operator inspects unrouted user events".to_owned(),
+            "`portal dlq --queue user.events.unrouted` reads them like dead letters; a requeue \
+             publishes each back to the user events' exchange with its own routing key, once a \
+             queue is bound for it.",
+            &unrouted,
+            &["user-event".to_owned()],
+            &[OPERATOR_USER],
+            json!({"ack": true}),
         );
     }
 
@@ -564,30 +597,18 @@ impl Document {
         let mark = ident(HISTORY_COMPLETE_TYPE);
         let mut messages: Vec<String> = EventType::ALL.iter().map(|t| ident(t.as_str())).collect();
         messages.push(mark.clone());
-        let (extra, applies) = if consumer == USER_SERVICE {
-            (
-                String::new(),
-                "Applies each snapshot if its userVersion is newer than the stored one (or equal, \
-                 for user.snapshot), else acks and ignores it. A message that can never be \
-                 applied is copied to the dead-letter queue; one that fails for a reason of its \
-                 own goes through the retry queues first. Records the end-of-history mark. After \
-                 each committed batch it publishes a receipt.",
-            )
+        let applies = if consumer == USER_SERVICE {
+            "Applies each snapshot if its userVersion is newer than the stored one (or equal, for \
+             user.snapshot), else acks and ignores it. A message that can never be applied is \
+             copied to the dead-letter queue; one that fails for a reason of its own goes through \
+             the retry queues first. Records the end-of-history mark. After each committed batch \
+             it publishes a receipt."
         } else {
-            let retries: Vec<&str> = queues.retries.iter().map(|r| r.name.as_str()).collect();
-            (
-                format!(
-                    " Its retry queues ({}) and its dead-letter queue ({}) are declared and \
-                     work as the {USER_SERVICE}'s.",
-                    retries.join(", "),
-                    queues.dead_letter
-                ),
-                "Keeps the service's copy of the users by the same rule (a snapshot applies if \
-                 its userVersion is newer, or equal for a repair; retries, then the dead-letter \
-                 queue). The appointment-service answers bookings 503 until it has the \
-                 end-of-history mark and holds at least the users the mark counts. After each \
-                 committed batch it publishes a receipt.",
-            )
+            "Keeps the service's copy of the users by the same rule (a snapshot applies if its \
+             userVersion is newer, or equal for a repair; retries, then the dead-letter queue). \
+             The appointment-service answers bookings 503 until it has the end-of-history mark \
+             and holds at least the users the mark counts. After each committed batch it \
+             publishes a receipt."
         };
         let main = self.queue_channel(
             &queues.main,
@@ -595,9 +616,12 @@ impl Document {
                 "The {consumer}'s quorum queue, bound to {EXCHANGE} with {ALL_USER_EVENTS} (every user event) \
                  and with {} (a {} the offboarding saga sends again to this consumer alone). A \
                  backfill also sends it the end-of-history mark, through the default exchange. \
-                 Several replicas may consume it; userVersion keeps the order right.{extra}",
+                 Several replicas may consume it; userVersion keeps the order right. Its retry \
+                 queues and dead-letter queue are {}.retry.<delay> and {}.",
                 queues.resend,
                 EventType::Snapshot.as_str(),
+                queues.main,
+                queues.dead_letter,
             ),
             &messages,
         );
@@ -622,6 +646,27 @@ impl Document {
              operator's broker user.",
             &main,
             std::slice::from_ref(&mark),
+            &[OPERATOR_USER],
+            json!({"deliveryMode": PERSISTENT, "mandatory": true}),
+        );
+        let events: Vec<String> = EventType::ALL.iter().map(|t| ident(t.as_str())).collect();
+        self.operation(
+            format!("{OPERATOR_USER}-send-user-events-to-{consumer}"),
+            "send",
+            format!("The operator sends events to {consumer} alone"),
+            &format!(
+                "`portal replay` (stored events from the event store) and `portal dlq requeue` \
+                 (messages from {}) publish to this queue alone, through the default exchange \
+                 (routing key = the queue's name), never to the user events' exchange: \
+                 persistent, mandatory, with publisher confirms, user-id = the operator's broker \
+                 user. A requeued copy keeps its headers except {}, and names its first \
+                 publisher in {}, which the consumer must trust too.",
+                queues.dead_letter,
+                header::CLEARED_ON_REQUEUE.join(", "),
+                header::ORIGINAL_USER_ID,
+            ),
+            &main,
+            &events,
             &[OPERATOR_USER],
             json!({"deliveryMode": PERSISTENT, "mandatory": true}),
         );
@@ -672,10 +717,85 @@ impl Document {
                 &["retried-user-event".to_owned()],
             );
         }
-        self.queue_channel(
+        let dead = self.queue_channel(
             &queues.dead_letter,
-            format!("Messages the {consumer} can never apply, with the reason in their headers."),
+            format!(
+                "Messages the {consumer} can never apply, with the reason in their headers. The \
+                 consumer puts them here through {}; `portal dlq` reads them.",
+                queues.set_aside
+            ),
             &["dead-letter".to_owned()],
+        );
+        self.operation(
+            format!("{OPERATOR_USER}-receive-dead-letters-of-{consumer}"),
+            "receive",
+            format!("The operator inspects {consumer}'s dead letters"),
+            "`portal dlq list|show|requeue|purge` (and the sync admin API) read this queue with \
+             basic.get, putting back every message it does not act on; a requeue publishes a \
+             copy to the consumer's main queue with confirms before it acks the original. An \
+             untrusted publisher's message is never requeued, only discarded.",
+            &dead,
+            &["dead-letter".to_owned()],
+            &[OPERATOR_USER],
+            json!({"ack": true}),
+        );
+
+        // The consumer's own direct exchange: the only way its broker user may write to its
+        // retry and dead-letter queues (routing key = the queue's name).
+        let mut targets: Vec<String> = queues.retries.iter().map(|r| r.name.clone()).collect();
+        targets.push(queues.dead_letter.clone());
+        let set_aside = ident(&queues.set_aside);
+        let retried = "retried-user-event".to_owned();
+        let dead_letter = "dead-letter".to_owned();
+        self.channels.insert(
+            set_aside.clone(),
+            json!({
+                "address": format!("{{{QUEUE_PARAMETER}}}"),
+                "title": queues.set_aside,
+                "description": format!(
+                    "The {consumer}'s direct exchange {}: it sets a message aside by \
+                     publishing a copy there with the name of one of its retry queues or of its \
+                     dead-letter queue as the routing key, each queue bound by its own name. \
+                     Its own exchange, not the default one, so its broker user may write to its \
+                     own queues and nowhere else.",
+                    queues.set_aside
+                ),
+                "parameters": {QUEUE_PARAMETER: {
+                    "description": "The queue the copy goes to: a retry queue (the next delay) \
+                        or the dead-letter queue.",
+                    "enum": targets,
+                }},
+                "messages": channel_messages(&[retried.clone(), dead_letter.clone()]),
+                "bindings": {"amqp": self.exchange_binding(&queues.set_aside)},
+            }),
+        );
+        self.operation(
+            format!("{consumer}-retry-later"),
+            "send",
+            format!("{consumer} sends an event to its next retry queue"),
+            "When applying fails for a reason of its own (its database unreachable or \
+             refusing), the consumer publishes a copy to the retry queue of the next delay \
+             (x-retry-count = the attempts so far), waits for the broker's confirm, then acks \
+             the original. Once every delay is spent the copy goes to the dead-letter queue as \
+             retries-exhausted. The copy carries the consumer's own broker user as user-id; who \
+             first published it is in x-original-user-id.",
+            &set_aside,
+            std::slice::from_ref(&retried),
+            &[consumer],
+            json!({"deliveryMode": PERSISTENT, "mandatory": true}),
+        );
+        self.operation(
+            format!("{consumer}-dead-letter"),
+            "send",
+            format!("{consumer} sets a message aside for good"),
+            "A message that can never be applied (see x-error-reason) is published, body and \
+             properties unchanged plus the failure headers, to the dead-letter queue with \
+             confirms, then the original is acked: it never blocks the main queue and is never \
+             dropped silently.",
+            &set_aside,
+            std::slice::from_ref(&dead_letter),
+            &[consumer],
+            json!({"deliveryMode": PERSISTENT, "mandatory": true}),
         );
     }
 
@@ -688,6 +808,7 @@ impl Document {
                 message.amqp_type,
                 message.summary,
                 &message_file(message.amqp_type),
+                message.relayed.then(relay_headers),
             );
             let channel = self.routing_key_channel(
                 CONTROL_EXCHANGE,
@@ -785,10 +906,21 @@ impl Document {
                 &[service],
                 json!({"ack": true}),
             );
-            self.queue_channel(
+            let dead = self.queue_channel(
                 &queue.dead_letter,
                 format!("Control messages {} rejected.", queue.main),
                 &["rejected-control-message".to_owned()],
+            );
+            self.operation(
+                format!("{OPERATOR_USER}-receive-rejected-control-messages-of-{service}"),
+                "receive",
+                format!("The operator inspects what the {service} rejected"),
+                "`portal dlq --queue <this queue>` reads them (basic.get, putting back what it \
+                 does not act on); a requeue sends one back to the control queue it came from.",
+                &dead,
+                &["rejected-control-message".to_owned()],
+                &[OPERATOR_USER],
+                json!({"ack": true}),
             );
         }
     }
@@ -802,6 +934,7 @@ impl Document {
                 t.as_str(),
                 appointment_summary(t),
                 &appointment_schema_file(t),
+                Some(relay_headers()),
             );
             let channel = self.routing_key_channel(
                 APPOINTMENT_EXCHANGE,
@@ -1046,6 +1179,74 @@ fn failure_headers(dead: bool) -> Value {
     }
     required.sort_unstable();
     json!({"type": "object", "required": required, "properties": properties})
+}
+
+/// The `traceparent` header as the outbox relays write it.
+fn traceparent_header() -> Value {
+    json!({
+        "type": "string",
+        "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        "description": "W3C trace context: the trace of the HTTP request that made the change, \
+            set by the outbox relay when the change has one (absent otherwise, e.g. a change \
+            made by the seed). For logs and tracing only: it never changes what a message \
+            means. Readers should accept any valid W3C traceparent (a later version too).",
+    })
+}
+
+/// The headers of a message an outbox relay publishes (commands, replies, appointment events).
+fn relay_headers() -> Value {
+    json!({
+        "type": "object",
+        "description": "Optional; readers ignore headers they do not know.",
+        "properties": {header::TRACEPARENT: traceparent_header()},
+    })
+}
+
+/// The headers a user event may carry where a consumer reads it, none of them required: the
+/// relay's `traceparent`, and on a copy that comes back from a retry queue (or that the operator
+/// sent back) the headers the consumer added when it set the message aside, so a consumer in
+/// another language knows every name it may meet and which ones it must read.
+fn user_event_headers() -> Value {
+    let mut properties = match failure_headers(true).get("properties") {
+        Some(Value::Object(p)) => p.clone(),
+        _ => Map::new(),
+    };
+    // Only a dead letter carries why it died; a requeue removes both (CLEARED_ON_REQUEUE).
+    properties.remove(header::ERROR_REASON);
+    properties.remove(header::ERROR_DETAIL);
+    properties.insert(header::TRACEPARENT.to_owned(), traceparent_header());
+    properties.insert(
+        header::DEATH.to_owned(),
+        json!({
+            "type": "array",
+            "description": "Added by RabbitMQ when a retry queue's TTL sent the copy back: \
+                where and why it was dead-lettered. Informational; no consumer of the portal \
+                reads it.",
+        }),
+    );
+    json!({
+        "type": "object",
+        "description": format!(
+            "None required; readers ignore headers they do not know. As published by the \
+             relay an event carries at most {tp}. A copy coming back from a retry queue also \
+             carries {retry} (the attempts so far: a consumer reads it to choose the next retry \
+             queue), {exchange}, {key}, {first}, {last} and {original} (who first published \
+             it: a consumer must trust it as well as the AMQP user-id), and RabbitMQ's {death}. \
+             A copy the operator sent back (`portal dlq requeue`) keeps them except {cleared}, \
+             so it may still carry {consumer}.",
+            tp = header::TRACEPARENT,
+            retry = header::RETRY_COUNT,
+            exchange = header::ORIGINAL_EXCHANGE,
+            key = header::ORIGINAL_ROUTING_KEY,
+            first = header::FIRST_FAILURE_TIME,
+            last = header::LAST_ERROR,
+            original = header::ORIGINAL_USER_ID,
+            death = header::DEATH,
+            cleared = header::CLEARED_ON_REQUEUE.join(", "),
+            consumer = header::CONSUMER,
+        ),
+        "properties": properties,
+    })
 }
 
 /// An AsyncAPI identifier for a name: channel and message keys allow no dots (nor the braces of

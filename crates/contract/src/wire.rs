@@ -181,6 +181,15 @@ pub mod header {
     /// requeue. Believed only from a trusted publisher, and must name one itself (see
     /// [`super::TrustedPublishers`]); absent from a dead letter whose publisher named no one.
     pub const ORIGINAL_USER_ID: &str = "x-original-user-id";
+    /// The W3C trace context (`00-<trace id>-<parent id>-<flags>`) an outbox relay sets on a
+    /// message whose change has a trace, so one trace id follows it from the HTTP request to
+    /// each consumer's apply. The same name as `platform::trace::TRACEPARENT`, which HTTP uses
+    /// too; here because it is part of what travels on the wire.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Added by RabbitMQ itself when a queue dead-letters a message (a retry queue's TTL ran
+    /// out, a control queue rejected it): an array of where and why, newest first. No
+    /// consumer of the portal reads it.
+    pub const DEATH: &str = "x-death";
 
     /// Dropped when an operator requeues a dead letter, so it starts over with a fresh retry
     /// budget; where it first came from and when it first failed stay.

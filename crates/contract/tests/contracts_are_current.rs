@@ -12,8 +12,8 @@ use contract::control::{
     APPOINTMENT_EVENT_VERSION, APPOINTMENT_SOURCE,
 };
 use contract::schema::{self, ENVELOPE_FILE};
-use contract::topology::{self, ConsumerQueues, ControlQueue};
-use contract::wire::HistoryComplete;
+use contract::topology::{self, ConsumerQueues, ControlQueue, Declaration};
+use contract::wire::{header, HistoryComplete};
 use contract::{Email, Envelope, EventType, Role, Timestamp, UserId, UserSnapshot};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -153,10 +153,21 @@ fn every_event_type_has_a_channel_and_a_message() {
         ]
         .map(String::from),
     );
-    assert_eq!(received, all);
+    // The operator reads what waits in the dead-letter and unrouted queues.
+    let mut read = all.clone();
+    read.extend(["dead letter", "rejected control message", "user event"].map(String::from));
+    assert_eq!(received, read);
     // Appointment events are sent; nobody in the portal reads them (they wait for whoever
-    // informs patients).
-    all.extend(["appointment.reassigned", "appointment.cancelled"].map(String::from));
+    // informs patients). Consumers send the copies they set aside.
+    all.extend(
+        [
+            "appointment.reassigned",
+            "appointment.cancelled",
+            "retried user event",
+            "dead letter",
+        ]
+        .map(String::from),
+    );
     assert_eq!(sent, all);
 }
 
@@ -358,6 +369,160 @@ fn every_channel_names_a_declared_queue_or_exchange() {
             ),
         }
     }
+}
+
+/// The other way round: every queue the services declare has its channel, and every exchange
+/// is named by one (as the exchange of a routing key, or in a queue's bindings).
+#[test]
+fn every_declared_queue_and_exchange_is_in_the_document() {
+    let doc = schema::asyncapi();
+    let consumers: Vec<ConsumerQueues> = ["user-service", "appointment-service"]
+        .map(ConsumerQueues::for_consumer)
+        .to_vec();
+    let mut queues = BTreeSet::new();
+    let mut exchanges = BTreeSet::new();
+    for c in doc["channels"].as_object().unwrap().values() {
+        let amqp = &c["bindings"]["amqp"];
+        if let Some(q) = amqp["queue"]["name"].as_str() {
+            queues.insert(q.to_owned());
+        }
+        if let Some(e) = amqp["exchange"]["name"].as_str() {
+            exchanges.insert(e.to_owned());
+        }
+        for b in amqp["x-bound-to"].as_array().into_iter().flatten() {
+            exchanges.insert(b["exchange"].as_str().unwrap().to_owned());
+        }
+    }
+    for d in topology::declarations(&consumers) {
+        match d {
+            Declaration::Queue { name, .. } => assert!(queues.contains(&name), "queue {name}"),
+            Declaration::Exchange { name, .. } => {
+                assert!(exchanges.contains(&name), "exchange {name}")
+            }
+            Declaration::Binding { .. } => {}
+        }
+    }
+}
+
+/// Both consumers' retry and dead-letter queues are there, with the set-aside exchange that
+/// feeds them and who sends what through it.
+#[test]
+fn each_consumer_sets_messages_aside_through_its_own_exchange() {
+    let doc = schema::asyncapi();
+    for consumer in ["user-service", "appointment-service"] {
+        let queues = ConsumerQueues::for_consumer(consumer);
+        let mut targets: Vec<String> = queues.retries.iter().map(|r| r.name.clone()).collect();
+        for retry in &queues.retries {
+            let c = channel(&doc, &retry.name);
+            assert_eq!(message_names(&doc, c), names(&["retried user event"]));
+            assert_eq!(
+                c["bindings"]["amqp"]["x-arguments"]["x-dead-letter-routing-key"],
+                queues.main
+            );
+        }
+        let dlq = channel(&doc, &queues.dead_letter);
+        assert_eq!(message_names(&doc, dlq), names(&["dead letter"]));
+        targets.push(queues.dead_letter.clone());
+
+        let id = queues.set_aside.replace('.', "-");
+        let set_aside = &doc["channels"][&id];
+        assert_eq!(set_aside["address"], "{queue}", "{consumer}");
+        assert_eq!(set_aside["parameters"]["queue"]["enum"], json!(targets));
+        assert_eq!(
+            set_aside["bindings"]["amqp"]["exchange"],
+            json!({
+                "name": queues.set_aside, "type": "direct", "durable": true,
+                "autoDelete": false, "vhost": "/",
+            })
+        );
+        for (op, message) in [
+            ("retry-later", "retried-user-event"),
+            ("dead-letter", "dead-letter"),
+        ] {
+            let op = &doc["operations"][format!("{consumer}-{op}")];
+            assert_eq!(op["action"], "send");
+            assert_eq!(op["channel"]["$ref"], format!("#/channels/{id}"));
+            assert_eq!(
+                op["messages"],
+                json!([{"$ref": format!("#/channels/{id}/messages/{message}")}])
+            );
+        }
+    }
+}
+
+/// Every header a consumer, the relay or the operator's tools write is documented on the
+/// messages it can appear on; which ones each kind of copy must carry is required there.
+#[test]
+fn every_header_on_the_wire_is_documented() {
+    let doc = schema::asyncapi();
+    let messages = &doc["components"]["messages"];
+    let all = [
+        header::ERROR_REASON,
+        header::ERROR_DETAIL,
+        header::CONSUMER,
+        header::ORIGINAL_EXCHANGE,
+        header::ORIGINAL_ROUTING_KEY,
+        header::FIRST_FAILURE_TIME,
+        header::LAST_ERROR,
+        header::RETRY_COUNT,
+        header::ORIGINAL_USER_ID,
+    ];
+    for name in all {
+        assert!(
+            messages["dead-letter"]["headers"]["properties"][name].is_object(),
+            "dead letter: {name}"
+        );
+    }
+    // A copy back in a main queue may carry any of them but why it died (a retry copy never
+    // had it, a requeue removes it).
+    let on_events = all
+        .iter()
+        .filter(|h| ![header::ERROR_REASON, header::ERROR_DETAIL].contains(h))
+        .chain(&[header::TRACEPARENT, header::DEATH]);
+    for name in on_events {
+        for t in EventType::ALL {
+            let headers = &messages[t.as_str().replace('.', "-")]["headers"];
+            assert!(headers["properties"][name].is_object(), "{t:?}: {name}");
+            assert!(headers.get("required").is_none(), "{t:?}: none required");
+        }
+        assert!(messages["user-event"]["headers"]["properties"][name].is_object());
+    }
+    let retried: BTreeSet<&str> = messages["retried-user-event"]["headers"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(retried.contains(header::RETRY_COUNT));
+    let dead: BTreeSet<&str> = messages["dead-letter"]["headers"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for name in [header::ERROR_REASON, header::ERROR_DETAIL, header::CONSUMER] {
+        assert!(dead.contains(name), "{name}");
+    }
+    // The relays' other messages may carry the trace; a receipt carries nothing.
+    for id in [
+        "portal-command-resolve-doctor",
+        "portal-reply-doctor-resolved",
+        "appointment-reassigned",
+        "appointment-cancelled",
+    ] {
+        assert!(
+            messages[id]["headers"]["properties"][header::TRACEPARENT].is_object(),
+            "{id}"
+        );
+    }
+    assert!(messages["portal-receipt"].get("headers").is_none());
+    // The pattern matches what the relay writes.
+    let pattern = &messages["user-created"]["headers"]["properties"]["traceparent"];
+    let validator = jsonschema::validator_for(pattern).unwrap();
+    assert!(validator.is_valid(&json!(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    )));
+    assert!(!validator.is_valid(&json!("not-a-trace")));
 }
 
 fn validator(file: &str) -> jsonschema::Validator {

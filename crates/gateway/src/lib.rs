@@ -1,5 +1,5 @@
-//! The gateway: the portal's single HTTP entry point. `/api/v1/auth/*` goes to the
-//! auth-service, `/api/v1/users*` to the user-service, `/api/v1/appointments*` to the
+//! The gateway: the portal's single HTTP entry point. `/api/v1/auth/*` and `/scim/v2*` (SCIM
+//! provisioning) go to the auth-service, `/api/v1/users*` to the user-service, `/api/v1/appointments*` to the
 //! appointment-service, `/api/v1/admin/sync*` to the sync admin API; status, headers and bodies pass through
 //! (answers streamed), hop-by-hop headers excepted. Each service may have several replicas,
 //! spread and checked as [`upstream`] says. An unreachable upstream answers 502 with JSON, a
@@ -300,7 +300,14 @@ async fn forward(
         .map_or("/", |pq| pq.as_str())
         .to_owned();
     let method = req.method().clone();
+    let host = req.headers().get(header::HOST).cloned();
     let mut headers = forwardable(req.headers());
+    // The host the client asked for, so an upstream can say where its resources are (SCIM's
+    // `meta.location`); replaced, never appended.
+    headers.remove("x-forwarded-host");
+    if let Some(host) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
@@ -556,6 +563,9 @@ impl Application {
         }
         let router = router
             .route("/api/v1/auth/{*rest}", any(to_auth))
+            // SCIM provisioning is the auth-service's (its own bearer tokens, its own errors).
+            .route("/scim/v2", any(to_auth))
+            .route("/scim/v2/{*rest}", any(to_auth))
             .route("/api/v1/users", any(to_users))
             .route("/api/v1/users/{*rest}", any(to_users))
             .route("/api-docs/openapi.json", get(openapi))

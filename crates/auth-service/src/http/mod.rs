@@ -6,6 +6,7 @@ mod auth;
 mod health;
 mod offboarding;
 mod registrations;
+mod scim_tokens;
 mod second_factor;
 
 use crate::password::HashError;
@@ -72,8 +73,10 @@ pub fn router(state: AppState) -> Router {
                 .merge(admin::router())
                 .merge(offboarding::router())
                 .merge(registrations::router())
+                .merge(scim_tokens::router())
                 .merge(second_factor::router()),
         )
+        .nest("/scim/v2", crate::scim::router())
         .merge(health::router())
         .fallback(platform::http::fallback_not_found)
         .layer(TimeoutLayer::with_status_code(
