@@ -6,10 +6,11 @@
 use contract::api::{
     Appointment, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest, BulkCreateResponse,
     ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest, CreateUserResponse,
-    DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse, NewAppointment,
-    Offboarding, OffboardingRequest, Page, Propagation, RecoveryCodes, RefreshRequest,
-    RegisterRequest, Registration, RegistrationReceived, RoleRequest, SecondFactorChallenge,
-    SecondFactorEnrolment, SecondFactorRequest, SecondFactorStatus, UpdateUserRequest,
+    CreatedScimToken, DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse,
+    NewAppointment, Offboarding, OffboardingRequest, Page, Propagation, RecoveryCodes,
+    RefreshRequest, RegisterRequest, Registration, RegistrationReceived, RoleRequest, ScimToken,
+    ScimTokenRequest, SecondFactorChallenge, SecondFactorEnrolment, SecondFactorRequest,
+    SecondFactorStatus, UpdateUserRequest,
 };
 use contract::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
 use contract::UserSnapshot;
@@ -604,6 +605,29 @@ impl ApiClient {
         self.send(Method::POST, &path, None::<&()>).await
     }
 
+    /// A new bearer token for a SCIM client (a directory such as Microsoft Entra ID or Okta)
+    /// named `name`: its record and the secret, which this answer alone carries (409 when a
+    /// token not revoked has that name).
+    pub async fn create_scim_token(&self, name: &str) -> Result<CreatedScimToken> {
+        let body = ScimTokenRequest {
+            name: name.to_owned(),
+        };
+        self.send(Method::POST, &SCIM_TOKENS, Some(&body)).await
+    }
+
+    /// Every SCIM token, newest first, revoked ones included (never their secrets).
+    pub async fn scim_tokens(&self) -> Result<Vec<ScimToken>> {
+        self.get(&SCIM_TOKENS, &[]).await
+    }
+
+    /// Revokes a SCIM token: the directory holding it is refused from then on (revoking one
+    /// already revoked answers it as it was; 404 for an unknown id).
+    pub async fn revoke_scim_token(&self, id: Uuid) -> Result<ScimToken> {
+        let id = id.to_string();
+        self.send(Method::POST, &scim_token_revoke(&id), None::<&()>)
+            .await
+    }
+
     /// The id of a user named by id or by email (looked up in the admin list).
     pub async fn resolve(&self, user: &str) -> Result<Uuid> {
         if let Ok(id) = Uuid::parse_str(user) {
@@ -695,11 +719,16 @@ const APPOINTMENTS: [&str; 3] = ["api", "v1", "appointments"];
 const SYNC: [&str; 4] = ["api", "v1", "admin", "sync"];
 
 const OFFBOARDINGS: [&str; 5] = ["api", "v1", "auth", "admin", "offboardings"];
+const SCIM_TOKENS: [&str; 5] = ["api", "v1", "auth", "admin", "scim-tokens"];
 const AUTH_LOGIN: [&str; 4] = ["api", "v1", "auth", "login"];
 const ADMIN_USERS: [&str; 5] = ["api", "v1", "auth", "admin", "users"];
 
 fn admin_user(id: &str) -> [&str; 6] {
     ["api", "v1", "auth", "admin", "users", id]
+}
+
+fn scim_token_revoke(id: &str) -> [&str; 7] {
+    ["api", "v1", "auth", "admin", "scim-tokens", id, "revoke"]
 }
 
 #[cfg(test)]
@@ -721,5 +750,19 @@ mod tests {
         );
         let url = client.url(&["api", "v1", "users", "x/y"], &[]);
         assert_eq!(url.as_str(), "http://127.0.0.1:3000/api/v1/users/x%2Fy");
+    }
+
+    #[test]
+    fn scim_token_paths_are_the_admin_apis() {
+        let client = ApiClient::new("http://127.0.0.1:3000").unwrap();
+        assert_eq!(
+            client.url(&SCIM_TOKENS, &[]).as_str(),
+            "http://127.0.0.1:3000/api/v1/auth/admin/scim-tokens"
+        );
+        let id = Uuid::nil().to_string();
+        assert_eq!(
+            client.url(&scim_token_revoke(&id), &[]).as_str(),
+            format!("http://127.0.0.1:3000/api/v1/auth/admin/scim-tokens/{id}/revoke")
+        );
     }
 }

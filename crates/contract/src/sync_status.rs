@@ -61,6 +61,14 @@ pub struct ConsumerFigures {
     /// an older sync admin API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required: Option<bool>,
+    /// When the batch of its last receipt was applied: absent before its first receipt (and
+    /// from an older sync admin API). A consumer outside the repository has no readiness to ask
+    /// for its lag; its receipts tell it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_receipt_at: Option<Timestamp>,
+    /// The largest delay in that batch from a change in `auth_db` to its apply, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_receipt_lag_ms: Option<u64>,
 }
 
 /// What an operator needs to decide about one dead-lettered message.

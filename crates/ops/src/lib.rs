@@ -5,6 +5,8 @@
 //! Layout:
 //! - [`verify`]: the streaming comparison of `auth_db` with each consumer's copy (`user_db`'s
 //!   `users`, `appointment_db`'s `clinicians`) (`portal verify`).
+//! - [`receipts`]: `portal verify` for every other registered consumer, whose database the
+//!   operator does not read: `auth_db` against the versions it confirmed in its receipts.
 //! - [`reconcile`]: finds drift the same way and repairs it with `user.snapshot` events written
 //!   to the outbox, once or on a schedule (`portal reconcile`, `RECONCILE_INTERVAL`).
 //! - [`settings`]: the operator's identity (databases, broker) as a `clap` group.
@@ -13,11 +15,15 @@
 //! - [`dlq`]: dead-letter queues looked at without loss and requeued with confirms (`portal
 //!   dlq`, the sync admin API).
 //! - [`status`]: the figures of the synchronisation an operator watches: the outbox backlog,
-//!   each consumer's queue and dead letters (the sync admin API, `/admin/sync`).
+//!   each consumer's queue, dead letters and last receipt (the sync admin API, `/admin/sync`).
 //! - [`replay`]: stored events to one consumer's queue; a new consumer's queues and backfill
 //!   with its end-of-history mark (`portal replay`, `portal consumer add`, `portal up`).
+//! - [`consumer`]: a further consumer's own broker user, its rights and its settings
+//!   (`portal consumer add`, `portal consumer remove`).
 
+pub mod consumer;
 pub mod dlq;
+pub mod receipts;
 pub mod reconcile;
 pub mod replay;
 pub mod settings;

@@ -392,7 +392,7 @@ fn secret_key(kind: &str, name: &str) -> String {
 }
 
 /// A new password: 32 letters and digits (about 190 bits), safe inside SQL and URLs.
-fn new_password() -> String {
+pub(crate) fn new_password() -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(32)
@@ -417,7 +417,12 @@ fn check_name(name: &str) -> anyhow::Result<&str> {
 /// `url` logging in as `user` with `password` to `path` (a database or a vhost).
 /// `base` logging in as `user`, with `path` when given; each URL of a list (a broker cluster's
 /// nodes) alike.
-fn url_as(base: &str, user: &str, password: &str, path: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn url_as(
+    base: &str,
+    user: &str,
+    password: &str,
+    path: Option<&str>,
+) -> anyhow::Result<String> {
     platform::addresses::map(base, |base| {
         let mut url =
             Url::parse(base).with_context(|| format!("bad URL {}", secret::redact_url(base)))?;
@@ -746,40 +751,12 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
         )
         .await?;
     for (queues, user) in &consumers {
-        let name = queues.main.trim_end_matches(".user-events");
-        // Its receipts; the appointment-service also replies to the saga, reads its commands
-        // and publishes appointment events.
-        let appointments = name == APPOINTMENT_SERVICE;
-        let control = ControlQueue::of(name);
-        let (write, read, control_keys) = match appointments {
-            true => (
-                either(&[&queues.set_aside, CONTROL_EXCHANGE, APPOINTMENT_EXCHANGE]),
-                either(&[&queues.main, &control.main]),
-                format!(
-                    "^({}|reply\\.{}\\..+)$",
-                    regex_escape(&receipt_key(name)),
-                    regex_escape(AUTH_SERVICE)
-                ),
-            ),
-            false => (
-                either(&[&queues.set_aside, CONTROL_EXCHANGE]),
-                exact(&queues.main),
-                exact(&receipt_key(name)),
-            ),
-        };
+        let rights = consumer_rights(queues);
         management
-            .set_permissions(
-                &vhost,
-                user,
-                &Permissions {
-                    configure: nothing.clone(),
-                    write,
-                    read,
-                },
-            )
+            .set_permissions(&vhost, user, &rights.permissions)
             .await?;
         management
-            .set_topic_permissions(&vhost, user, CONTROL_EXCHANGE, &control_keys, "^$")
+            .set_topic_permissions(&vhost, user, CONTROL_EXCHANGE, &rights.control_keys, "^$")
             .await?;
     }
     management
@@ -919,6 +896,59 @@ async fn own_everything(admin_url: &str, db: &str, owner: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// What a consumer's broker user may do: the same shape for the setup's consumers and for
+/// those `portal consumer add` creates (`ops::consumer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRights {
+    /// Configure nothing; write to its set-aside exchange (its retry and dead-letter queues)
+    /// and `portal.control`; read its own queue. The appointment-service also writes
+    /// appointment events and reads its control queue (the saga's commands).
+    pub permissions: Permissions,
+    /// The routing keys it may publish with on `portal.control` (a topic permission): its own
+    /// receipts (`receipt.<name>`); the appointment-service also its replies to the saga.
+    pub control_keys: String,
+}
+
+/// The rights of the consumer whose queues are `queues` (its name is the queues' prefix).
+pub fn consumer_rights(queues: &ConsumerQueues) -> ConsumerRights {
+    let name = queues
+        .main
+        .strip_suffix(".user-events")
+        .unwrap_or(&queues.main);
+    let exact = |name: &str| format!("^{}$", regex_escape(name));
+    let either = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();
+        format!("^({})$", names.join("|"))
+    };
+    let control = ControlQueue::of(name);
+    let (write, read, control_keys) = match name == APPOINTMENT_SERVICE {
+        // Its receipts; it also replies to the saga, reads its commands and publishes
+        // appointment events.
+        true => (
+            either(&[&queues.set_aside, CONTROL_EXCHANGE, APPOINTMENT_EXCHANGE]),
+            either(&[&queues.main, &control.main]),
+            format!(
+                "^({}|reply\\.{}\\..+)$",
+                regex_escape(&receipt_key(name)),
+                regex_escape(AUTH_SERVICE)
+            ),
+        ),
+        false => (
+            either(&[&queues.set_aside, CONTROL_EXCHANGE]),
+            exact(&queues.main),
+            exact(&receipt_key(name)),
+        ),
+    };
+    ConsumerRights {
+        permissions: Permissions {
+            configure: String::new(),
+            write,
+            read,
+        },
+        control_keys,
+    }
+}
+
 /// `name` with the characters that mean something in a regular expression escaped.
 fn regex_escape(name: &str) -> String {
     name.chars()
@@ -950,6 +980,27 @@ mod tests {
         );
         let url = url_as("postgres://h/postgres?PASSWORD=x", "a", "p", Some("d")).unwrap();
         assert_eq!(url, "postgres://a:p@h/d");
+    }
+
+    /// A further consumer's broker user (`portal consumer add`) has the user-service's shape:
+    /// it configures nothing, reads its own queue, writes through its set-aside exchange and to
+    /// `portal.control`, and there only its own receipts.
+    #[test]
+    fn a_further_consumer_may_read_its_queue_and_send_its_copies_and_receipts_only() {
+        let rights = consumer_rights(&ConsumerQueues::for_consumer("pharmacy"));
+        assert_eq!(rights.permissions.configure, "");
+        assert_eq!(rights.permissions.read, "^pharmacy\\.user\\-events$");
+        assert_eq!(
+            rights.permissions.write,
+            "^(pharmacy\\.user\\-events\\.set\\-aside|portal\\.control)$"
+        );
+        assert_eq!(rights.control_keys, "^receipt\\.pharmacy$");
+        let appointments = consumer_rights(&ConsumerQueues::for_consumer(APPOINTMENT_SERVICE));
+        assert!(appointments.control_keys.contains("reply"));
+        assert!(appointments
+            .permissions
+            .read
+            .contains("appointment\\-service\\.control"));
     }
 
     #[test]

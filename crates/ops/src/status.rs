@@ -1,9 +1,11 @@
 //! The figures of the synchronisation an operator watches: what waits in the outbox and how
 //! old it is, and for each consumer its queue (messages ready, consumers attached), what waits
-//! in its retry queues and what is dead-lettered. Read-only and cheap (one indexed query, one
-//! passive declare per queue), so a page may ask for them on every load.
+//! in its retry queues and what is dead-lettered, and its last receipt (when, and its lag).
+//! Read-only and cheap enough for every load of a page (one indexed query for the outbox, one
+//! passive declare per queue, one pass over the receipts' table for the last receipts).
 
 use crate::OpsError;
+use chrono::{DateTime, Utc};
 use contract::sync_status::{ConsumerFigures, OutboxFigures, QueueCounts};
 use contract::topology::ConsumerQueues;
 use lapin::Connection;
@@ -94,8 +96,53 @@ pub async fn consumers(
             retrying,
             dead_letter: counts(&conn, &c.dead_letter).await,
             required: Some(*required),
+            last_receipt_at: None,
+            last_receipt_lag_ms: None,
         });
     }
     conn.close(200, "done").await.ok();
     Ok(out)
+}
+
+/// A consumer's last receipt as `auth_db` recorded it: when that batch was applied, and the
+/// largest delay in it from a change in `auth_db` to its apply in the copy. The same figure a
+/// consumer of this repository reports in its readiness (`lastBatchLagMs`), here for every
+/// registered consumer, those that have no readiness an operator can ask included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReceipt {
+    pub consumer: String,
+    pub applied_at: DateTime<Utc>,
+    pub lag_ms: u64,
+}
+
+/// The last receipt of each registered consumer that has sent one (`auth_db.consumer_versions`:
+/// each user's row holds the batch that last raised its version, so the rows of the newest
+/// `applied_at` are the last receipt that changed anything).
+pub async fn last_receipts(auth: &PgPool) -> Result<Vec<LastReceipt>, OpsError> {
+    let rows: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
+        "WITH last AS ( \
+             SELECT v.consumer, max(v.applied_at) AS at FROM consumer_versions v \
+             JOIN consumers c ON c.name = v.consumer GROUP BY v.consumer) \
+         SELECT l.consumer, l.at, \
+             max(greatest(extract(epoch FROM v.applied_at - v.changed_at), 0) * 1000)::int8 \
+         FROM last l JOIN consumer_versions v ON v.consumer = l.consumer AND v.applied_at = l.at \
+         GROUP BY l.consumer, l.at ORDER BY l.consumer",
+    )
+    .fetch_all(auth)
+    .await
+    .map_err(|e| {
+        if platform::db::is_unavailable(&e) {
+            OpsError::Unreachable(format!("auth_db: {e}"))
+        } else {
+            OpsError::Failed(anyhow::anyhow!("cannot read the receipts: {e}"))
+        }
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(consumer, applied_at, lag_ms)| LastReceipt {
+            consumer,
+            applied_at,
+            lag_ms: u64::try_from(lag_ms).unwrap_or(0),
+        })
+        .collect())
 }

@@ -81,6 +81,12 @@ pub enum Command {
     /// time; with --wait follows the saga to its end. Exit 0 completed (or started, without
     /// --wait), 1 needs attention, stalled or refused, 2 when the API cannot be reached.
     Offboard(Box<OffboardArgs>),
+    /// SCIM provisioning: the bearer tokens a directory (Microsoft Entra ID, Okta) presents at
+    /// the gateway's /scim/v2 to create, update and deactivate users (`portal scim token
+    /// create|list|revoke`), through the admin API as an admin: PORTAL_TOKEN, or PORTAL_EMAIL
+    /// and PORTAL_PASSWORD. Exit 0 done, 1 refused, 2 when the API cannot be reached.
+    #[command(subcommand)]
+    Scim(Box<ScimCommand>),
     /// Inspect and recover dead-lettered (or unrouted) messages.
     Dlq(DlqArgs),
     /// Find users that differ between auth_db and any consumer's copy (user_db,
@@ -99,9 +105,10 @@ pub enum Command {
     /// PORTAL_TOKEN or PORTAL_EMAIL / PORTAL_PASSWORD). Exit 0 healthy, 1 degraded, 2 when the
     /// gateway or the sync admin API cannot be reached.
     Status(Box<StatusArgs>),
-    /// Compare every user of auth_db with every consumer's copy (user_db, appointment_db) and
-    /// report per service; exit 0 all in sync, 1 on differences in any copy, 2 when a database
-    /// cannot be reached.
+    /// Compare every user of auth_db with every registered consumer and report per consumer:
+    /// the copies the operator reads (user_db, appointment_db) row by row, every other consumer
+    /// (another team's database) by the versions its receipts confirmed (behind, unconfirmed);
+    /// exit 0 all in sync, 1 on differences in any, 2 when a database cannot be reached.
     Verify(VerifyCommand),
     /// Where each database's schema stands against this binary's migrations
     /// (`portal migrate status`), for an operator before and after an upgrade.
@@ -881,6 +888,59 @@ pub enum UsersCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ScimCommand {
+    /// The bearer tokens SCIM clients present: create one per directory, list them, revoke one.
+    #[command(subcommand)]
+    Token(ScimTokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScimTokenCommand {
+    /// Create a token for one directory and print its secret, once.
+    ///
+    /// The secret goes alone on stdout, so `TOKEN=$(portal scim token create NAME --quiet)`
+    /// captures it; stderr says where to paste it: the directory's SCIM "Secret Token" field
+    /// (Microsoft Entra ID) or "API token" (Okta), with the tenant URL PORTAL_URL/scim/v2 (or
+    /// the gateway's address as the directory reaches it, followed by /scim/v2). The portal keeps
+    /// only a hash: the secret cannot be shown again; if it is lost, revoke the token and create
+    /// another. Exit 1 when a token not revoked has that name already.
+    #[command(
+        after_help = "Examples:\n  portal scim token create entra-production\n  \
+                      TOKEN=$(portal scim token create okta --quiet)"
+    )]
+    Create {
+        /// Who holds the token, e.g. entra-production: 1 to 100 characters, unique among the
+        /// tokens not revoked; every request it authenticates is logged under it.
+        name: String,
+        /// Print only the secret (no explanation on stderr), for scripts.
+        #[arg(long, short)]
+        quiet: bool,
+        #[command(flatten)]
+        api: ApiClientArgs,
+    },
+    /// List every token: name, id, created, last used, revoked.
+    ///
+    /// Newest first, revoked ones included; last used is kept to the minute. Never a secret:
+    /// none is kept.
+    List {
+        #[command(flatten)]
+        api: ApiClientArgs,
+    },
+    /// Revoke a token by name or id: the directory holding it is refused from then on.
+    ///
+    /// A name means the token not revoked of that name. Revoking a token already revoked
+    /// changes nothing (exit 0); exit 1 when no token has that name or id.
+    Revoke {
+        /// The token not revoked of this name, or a token's id (`portal scim token list` shows
+        /// both).
+        #[arg(value_name = "NAME_OR_ID")]
+        name_or_id: String,
+        #[command(flatten)]
+        api: ApiClientArgs,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct DlqArgs {
     /// The queue to work on: a consumer's dead-letter queue, or `user.events.unrouted`.
@@ -990,10 +1050,28 @@ pub struct ReplayArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ConsumerCommand {
-    /// Register a consumer, create and bind `<name>.user-events` (with its retry and
-    /// dead-letter queues) and backfill it with the whole stored history; live events follow.
-    /// Registered, its receipts are believed (from its broker user only), and every operator
-    /// view and the offboarding saga know it.
+    /// Add a consumer: its own broker user with only its rights, its queues, its registration
+    /// and the whole stored history.
+    ///
+    /// Its broker user may read its queue, write through its set-aside exchange to its retry
+    /// and dead-letter queues and to portal.control with the key receipt.<name> only, and
+    /// configure nothing. Its queue `<name>.user-events` is bound to user.#, with its retry and
+    /// dead-letter queues. Registered, its receipts are believed from that broker user only,
+    /// and every operator view and the offboarding saga know it. Then the backfill: every
+    /// stored event and the end-of-history mark; live events follow.
+    ///
+    /// Under the least-privilege setup (MANAGED_BY_SETUP, as `portal setup` and `portal up` leave
+    /// it), the broker user is `<prefix><name>` (portal-<name>), made with a generated password
+    /// that is shown ONCE: printed on stdout as the consumer's settings (CONSUMER_NAME, AMQP_URL with
+    /// the password, TRUSTED_PUBLISHERS), or with --credentials-file written to that file
+    /// (owner-only, 0600) and not printed. Nothing else keeps it and it is never logged. Run
+    /// again, it keeps the user's password (shows none, leaves the file as it is) and sets its
+    /// rights, queues and registration again; --new-password replaces the password (the
+    /// consumer must then be given the new settings). With --broker-user, a broker user that
+    /// exists already is registered instead, and left as it is (no user, password or rights are
+    /// made: the command prints the rights it needs). Needs ADMIN_AMQP_URL and
+    /// RABBITMQ_MANAGEMENT_URL (an administrator) to make the user. Without the setup (every part
+    /// under one broker user) no broker user is made, and `<prefix><name>` is registered.
     Add {
         /// Lower-case letters, digits and dashes.
         name: String,
@@ -1001,10 +1079,25 @@ pub enum ConsumerCommand {
         /// an offboarding waits until it confirms).
         #[arg(long)]
         optional: bool,
-        /// The broker user it consumes and sends its receipts as [default: portal-<name>].
-        #[arg(long)]
+        /// An existing broker user it consumes and sends its receipts as, made and managed
+        /// elsewhere: registered, never created, changed or removed here.
+        #[arg(long, conflicts_with_all = ["new_password", "credentials_file"])]
         broker_user: Option<String>,
-        /// Under the least-privilege setup, the queues are declared as the administrator.
+        /// Give its broker user a new password (shown once, or written to --credentials-file).
+        #[arg(long)]
+        new_password: bool,
+        /// Write the consumer's settings (CONSUMER_NAME, AMQP_URL with the new password,
+        /// TRUSTED_PUBLISHERS) to this file, owner-only (0600), instead of printing them.
+        #[arg(long, value_name = "PATH")]
+        credentials_file: Option<PathBuf>,
+        #[command(flatten)]
+        prefix: BrokerUserPrefixArgs,
+        /// Whom the consumer must trust besides the system's own publishers and the operator's
+        /// broker user (its backfill): written into its settings.
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// The administrator: makes the broker user and its rights, and under the
+        /// least-privilege setup declares the queues.
         #[command(flatten)]
         admin: AdminArgs,
         #[command(flatten)]
@@ -1019,12 +1112,33 @@ pub enum ConsumerCommand {
         #[command(flatten)]
         operator: OperatorArgs,
     },
-    /// Unregister a consumer (its receipts go; its queues stay until removed on the broker).
+    /// Remove a consumer: unregister it (its receipts go) and, under the least-privilege setup,
+    /// delete the broker user `portal consumer add` made for it (`<prefix><name>`; a broker user
+    /// it was registered with by --broker-user is left as it is, and so are the setup's own
+    /// consumers' identities). Its queues stay on the broker, with what they hold.
     Remove {
         name: String,
         #[command(flatten)]
+        prefix: BrokerUserPrefixArgs,
+        /// The administrator, who deletes the broker user.
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
         operator: OperatorArgs,
+        #[command(flatten)]
+        setup: SetupStateArgs,
+        #[command(flatten)]
+        network: NetworkArgs,
     },
+}
+
+/// How the broker users `portal consumer add` makes are named.
+#[derive(Args, Debug, Clone)]
+pub struct BrokerUserPrefixArgs {
+    /// The broker user `portal consumer add` makes for a consumer is this prefix and its name
+    /// (brokers shared by several installs, tests).
+    #[arg(long, env = "CONSUMER_BROKER_USER_PREFIX", default_value = ops::consumer::DEFAULT_PREFIX)]
+    pub broker_user_prefix: String,
 }
 
 #[derive(Args, Debug)]

@@ -64,6 +64,7 @@ async fn run(cli: Cli, sources: &Sources) -> Result<(), Failure> {
         Command::Seed(c) => commands::seed::run(&c).await,
         Command::Users(command) => commands::users::run(*command).await,
         Command::Offboard(args) => commands::offboard::run(*args).await,
+        Command::Scim(command) => commands::scim::run(*command).await,
         Command::Dlq(args) => commands::dlq::run(args).await,
         Command::Reconcile(c) => commands::reconcile::run(&c).await,
         Command::Replay(c) => commands::replay::run(&c.operator, &c.args, &c.network).await,

@@ -334,6 +334,81 @@ mod tests {
                 panic!("`{}` with the setup's file: {e}", args.join(" "));
             }
         }
+        // Commands under a group, each with its required arguments (the loop above skips the
+        // groups).
+        for args in [
+            &["portal", "scim", "token", "create", "entra-production"][..],
+            &["portal", "scim", "token", "create", "okta", "--quiet"],
+            &["portal", "scim", "token", "list"],
+            &["portal", "scim", "token", "list", "--json"],
+            &["portal", "scim", "token", "revoke", "entra-production"],
+        ] {
+            if let Err(e) = s.parse_from(args) {
+                panic!("`{}` with the setup's file: {e}", args.join(" "));
+            }
+        }
+        let (cli, _) = s
+            .parse_from(["portal", "scim", "token", "create", "okta", "-q"])
+            .unwrap();
+        let crate::cli::Command::Scim(scim) = cli.command else {
+            panic!("not scim")
+        };
+        let crate::cli::ScimCommand::Token(crate::cli::ScimTokenCommand::Create {
+            name,
+            quiet,
+            ..
+        }) = *scim
+        else {
+            panic!("not scim token create")
+        };
+        assert_eq!((name.as_str(), quiet), ("okta", true));
+        // `consumer add` and `remove` read the operator's identities from it too.
+        for args in [
+            &[
+                "portal",
+                "consumer",
+                "add",
+                "pharmacy",
+                "--credentials-file",
+                "p.env",
+            ][..],
+            &["portal", "consumer", "remove", "pharmacy"],
+        ] {
+            let (cli, _) = s
+                .parse_from(args)
+                .unwrap_or_else(|e| panic!("`{}` with the setup's file: {e}", args.join(" ")));
+            let crate::cli::Command::Consumer(consumer) = cli.command else {
+                panic!("not consumer")
+            };
+            let operator = match consumer {
+                crate::cli::ConsumerCommand::Add {
+                    operator,
+                    setup,
+                    trust,
+                    prefix,
+                    ..
+                } => {
+                    assert!(setup.managed_by_setup);
+                    assert_eq!(
+                        trust.trusted_publishers,
+                        ["portal-relay", "portal-operator"]
+                    );
+                    assert_eq!(prefix.broker_user_prefix, "portal-");
+                    operator
+                }
+                crate::cli::ConsumerCommand::Remove {
+                    operator, setup, ..
+                } => {
+                    assert!(setup.managed_by_setup, "it deletes the broker user it made");
+                    operator
+                }
+                crate::cli::ConsumerCommand::List { operator } => operator,
+            };
+            assert_eq!(
+                operator.operator_amqp_url,
+                "amqp://portal-operator:pw@127.0.0.1:5672/%2f"
+            );
+        }
         let (cli, _) = s.parse_from(["portal", "user-service"]).unwrap();
         let crate::cli::Command::UserService(users) = cli.command else {
             panic!("not user-service")

@@ -7,7 +7,9 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use contract::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
+use contract::sync_status::{
+    ConsumerFigures, DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun,
+};
 use contract::topology::{self, ConsumerQueues};
 use contract::Timestamp;
 use ops::OpsError;
@@ -121,26 +123,35 @@ async fn registered(state: &AppState) -> Result<Vec<(ConsumerQueues, bool)>, Ops
     ops::status::registered(&state.auth).await
 }
 
-/// `GET /api/v1/admin/sync`: every figure that can be read now; what cannot is named.
+/// `GET /api/v1/admin/sync`: every figure that can be read now; what cannot is named. Each
+/// consumer also carries its last receipt ([`attach_receipts`]).
 async fn status(_: Admin, State(state): State<AppState>) -> Json<SyncStatus> {
     // Bounded: a broker that accepts connections and never answers must not hold the page.
-    let (outbox, consumers) = tokio::join!(
+    let (outbox, consumers, receipts) = tokio::join!(
         tokio::time::timeout(FIGURES_TIMEOUT, ops::status::outbox(&state.auth)),
         tokio::time::timeout(FIGURES_TIMEOUT, async {
             let registered = registered(&state).await?;
             ops::status::consumers(&state.amqp_url, &registered).await
-        })
+        }),
+        tokio::time::timeout(FIGURES_TIMEOUT, ops::status::last_receipts(&state.auth)),
     );
     let late = |what: &str| OpsError::Unreachable(format!("{what} did not answer in time"));
     let outbox = outbox.unwrap_or_else(|_| Err(late("auth_db")));
     let consumers = consumers.unwrap_or_else(|_| Err(late("RabbitMQ")));
+    let receipts = receipts.unwrap_or_else(|_| Err(late("auth_db")));
     let mut unavailable = Vec::new();
     let outbox = outbox
         .map_err(|e| unavailable.push(format!("outbox: {e}")))
         .ok();
-    let consumers = consumers
+    let mut consumers = consumers
         .map_err(|e| unavailable.push(format!("queues: {e}")))
         .ok();
+    let receipts = receipts
+        .map_err(|e| unavailable.push(format!("receipts: {e}")))
+        .unwrap_or_default();
+    if let Some(consumers) = consumers.as_mut() {
+        attach_receipts(consumers, &receipts);
+    }
     Json(SyncStatus {
         at: Timestamp::now(),
         outbox,
@@ -148,6 +159,16 @@ async fn status(_: Admin, State(state): State<AppState>) -> Json<SyncStatus> {
         verify: state.verify.snapshot(),
         unavailable,
     })
+}
+
+/// Each consumer's figures with its last receipt, when it sent one.
+pub fn attach_receipts(consumers: &mut [ConsumerFigures], receipts: &[ops::status::LastReceipt]) {
+    for figures in consumers {
+        if let Some(last) = receipts.iter().find(|r| r.consumer == figures.consumer) {
+            figures.last_receipt_at = Some(Timestamp::from(last.applied_at));
+            figures.last_receipt_lag_ms = Some(last.lag_ms);
+        }
+    }
 }
 
 /// `POST /api/v1/admin/sync/verify`: 202 with the run started, or with the run already going.
@@ -269,4 +290,50 @@ async fn discard(
         discarded: u32::try_from(gone.len()).unwrap_or(u32::MAX),
         of,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contract::sync_status::QueueCounts;
+
+    fn figures(consumer: &str) -> ConsumerFigures {
+        let queue = |name: String| QueueCounts {
+            name,
+            messages: Some(0),
+            consumers: Some(1),
+            problem: None,
+        };
+        ConsumerFigures {
+            consumer: consumer.into(),
+            queue: queue(format!("{consumer}.user-events")),
+            retrying: 0,
+            dead_letter: queue(format!("{consumer}.user-events.dlq")),
+            required: Some(true),
+            last_receipt_at: None,
+            last_receipt_lag_ms: None,
+        }
+    }
+
+    /// Each consumer carries its last receipt; one that sent none yet carries none.
+    #[test]
+    fn each_consumer_carries_its_last_receipt() {
+        let mut consumers = vec![figures("pharmacy"), figures("user-service")];
+        let applied_at = chrono::Utc::now();
+        let receipts = [ops::status::LastReceipt {
+            consumer: "pharmacy".into(),
+            applied_at,
+            lag_ms: 42,
+        }];
+        attach_receipts(&mut consumers, &receipts);
+        assert_eq!(consumers[0].last_receipt_lag_ms, Some(42));
+        assert_eq!(
+            consumers[0].last_receipt_at,
+            Some(Timestamp::from(applied_at))
+        );
+        assert_eq!(consumers[1].last_receipt_lag_ms, None);
+        let body = serde_json::to_value(&consumers).unwrap();
+        assert_eq!(body[0]["lastReceiptLagMs"], 42);
+        assert!(body[1].get("lastReceiptLagMs").is_none());
+    }
 }

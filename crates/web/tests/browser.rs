@@ -839,3 +839,153 @@ async fn an_admin_enrols_and_signs_in_with_a_second_factor() {
     })
     .await;
 }
+
+/// axe-core's WCAG 2.1 A and AA rules, run on the page the browser shows. Its `axe.min.js` is
+/// the one `scripts/prepare-tests` installs from the npm registry (`PORTAL_AXE_DIR`, by default
+/// /var/tmp/portal-axe): the project vendors no JavaScript and downloads nothing at test time.
+/// Fails naming each rule broken and the elements that break it.
+async fn audit(browser: &Client, page: &str) -> anyhow::Result<()> {
+    let dir = std::env::var_os("PORTAL_AXE_DIR").map_or_else(
+        || std::path::PathBuf::from("/var/tmp/portal-axe"),
+        std::path::PathBuf::from,
+    );
+    let path = dir.join("node_modules/axe-core/axe.min.js");
+    let source = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e} (run scripts/prepare-tests)", path.display()))?;
+    // Through WebDriver, so the page's content security policy (scripts from the portal only)
+    // does not apply.
+    browser.execute(&source, vec![]).await?;
+    let violations = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag',
+                                            values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+               .then(r => done(r.violations.map(v => v.id + ' (' + v.help + '): '
+                                 + v.nodes.map(n => n.target.join(' ')).join(', '))),
+                     e => done(['axe did not run: ' + e]));",
+            vec![],
+        )
+        .await?;
+    let violations: Vec<String> = serde_json::from_value(violations)?;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "{page} at {}: {violations:#?}",
+        browser.current_url().await?
+    );
+    Ok(())
+}
+
+/// `/admin/scim` in a browser: reached from `/admin/users` by its link; a new token's page
+/// shows the secret in a read-only field with its "Copy" button (shown by the script) and the
+/// tenant URL; the list's "Revoke" for that token asks first, then says it is revoked; a taken
+/// name comes back by the field. Each page passes the accessibility audit ([`audit`]).
+#[tokio::test]
+async fn an_admin_creates_and_revokes_a_scim_token_in_the_browser() {
+    let portal = Portal::start().await;
+    let driver = Driver::start().await;
+    in_browser("scim", &driver, |browser| async {
+        let outcome = async {
+            log_in(&browser, &portal, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+            browser.goto(&portal.url("/admin/users")).await?;
+            browser
+                .find(Locator::LinkText("SCIM tokens"))
+                .await?
+                .click()
+                .await?;
+            arrives(&browser, "/admin/scim").await?;
+            anyhow::ensure!(heading(&browser).await? == "SCIM tokens");
+            audit(&browser, "no token").await?;
+
+            let create = |name: &'static str| {
+                let browser = &browser;
+                async move {
+                    // Found by its label, as a person finds it.
+                    let label = browser
+                        .find(Locator::XPath("//label[normalize-space()='Name']"))
+                        .await?;
+                    let id = label.attr("for").await?.unwrap_or_default();
+                    browser
+                        .find(Locator::Id(&id))
+                        .await?
+                        .send_keys(name)
+                        .await?;
+                    browser
+                        .find(Locator::XPath(
+                            "//button[normalize-space()='Create SCIM token']",
+                        ))
+                        .await?
+                        .click()
+                        .await?;
+                    anyhow::Ok(())
+                }
+            };
+            create("entra-browser").await?;
+            let secret = appears(&browser, Locator::Id("scimSecret")).await?;
+            anyhow::ensure!(heading(&browser).await? == "SCIM token created");
+            let value = secret.prop("value").await?.unwrap_or_default();
+            anyhow::ensure!(value.starts_with("scim_"), "{value:?}");
+            anyhow::ensure!(secret.attr("readonly").await?.is_some(), "read-only");
+            let copy = browser
+                .find(Locator::XPath(
+                    "//button[@data-copy='scimSecret' and normalize-space()='Copy']",
+                ))
+                .await?;
+            anyhow::ensure!(copy.is_displayed().await?, "the script shows Copy");
+            let tenant = browser.find(Locator::Id("scimTenantUrl")).await?;
+            let tenant = tenant.prop("value").await?.unwrap_or_default();
+            anyhow::ensure!(tenant.ends_with("/scim/v2"), "{tenant:?}");
+            audit(&browser, "secret").await?;
+            keep(&browser, "scim", "secret").await;
+
+            browser
+                .find(Locator::LinkText("Back to the SCIM tokens"))
+                .await?
+                .click()
+                .await?;
+            let revoke = appears(
+                &browser,
+                Locator::XPath("//button[@aria-label='Revoke entra-browser']"),
+            )
+            .await?;
+            let page = browser.source().await?;
+            anyhow::ensure!(!page.contains(&value), "the list never shows the secret");
+            audit(&browser, "one live token").await?;
+            keep(&browser, "scim", "list").await;
+            revoke.click().await?;
+            let yes = appears(
+                &browser,
+                Locator::XPath("//button[normalize-space()='Yes, revoke entra-browser']"),
+            )
+            .await?;
+            audit(&browser, "confirmation").await?;
+            keep(&browser, "scim", "confirmation").await;
+            yes.click().await?;
+            let notice = appears(&browser, Locator::Css("p.notice[role='status']")).await?;
+            let said = notice.text().await?;
+            anyhow::ensure!(said.contains("entra-browser is revoked"), "{said}");
+            anyhow::ensure!(
+                browser
+                    .find(Locator::XPath(
+                        "//button[@aria-label='Revoke entra-browser']"
+                    ))
+                    .await
+                    .is_err(),
+                "no Revoke for a revoked token"
+            );
+            audit(&browser, "revoked").await?;
+
+            create("okta-browser").await?;
+            appears(&browser, Locator::Id("scimSecret")).await?;
+            browser.goto(&portal.url("/admin/scim")).await?;
+            create("okta-browser").await?;
+            let problem = appears(&browser, Locator::Id("scimName-error")).await?;
+            let said = problem.text().await?;
+            anyhow::ensure!(said.contains("exists already"), "{said}");
+            audit(&browser, "name taken").await?;
+            Ok(())
+        }
+        .await;
+        (browser, outcome)
+    })
+    .await;
+}

@@ -182,6 +182,18 @@ const FORMS: &[Form] = &[
         fields: &[("confirm", "yes")],
     },
     Form {
+        route: "/admin/scim",
+        path: "/admin/scim",
+        who: Who::Admin,
+        fields: &[("name", "csrf-directory")],
+    },
+    Form {
+        route: "/admin/scim/{id}/revoke",
+        path: "/admin/scim/<scim-token>/revoke",
+        who: Who::Admin,
+        fields: &[("confirm", "yes")],
+    },
+    Form {
         route: "/admin/sync/verify",
         path: "/admin/sync/verify",
         who: Who::Admin,
@@ -243,6 +255,8 @@ struct World {
     requests: i64,
     /// Second factors: all, confirmed.
     factors: (i64, i64),
+    /// SCIM tokens: all, revoked.
+    scim_tokens: (i64, i64),
 }
 
 async fn world(portal: &Portal, sync_token: &str) -> World {
@@ -284,6 +298,10 @@ async fn world(portal: &Portal, sync_token: &str) -> World {
             .fetch_one(&portal.auth_db)
             .await
             .unwrap(),
+        scim_tokens: sqlx::query_as("SELECT count(*), count(revoked_at) FROM scim_tokens")
+            .fetch_one(&portal.auth_db)
+            .await
+            .unwrap(),
     }
 }
 
@@ -306,7 +324,8 @@ async fn seeded(auth_db: &PgPool, role: Role, nth: i64) -> String {
 }
 
 /// What the forms need: a doctor to book with, users to edit, demote, deactivate, activate
-/// (deactivated beforehand), reset and offboard, an offboarding to cancel, and in the user-service's dead-letter queue a valid
+/// (deactivated beforehand), reset and offboard, an offboarding to cancel, a SCIM token to
+/// revoke, and in the user-service's dead-letter queue a valid
 /// event (requeued, it is applied, so the queue shrinks: a requeue that happened cannot hide)
 /// and an untrusted publisher's (kept back by the requeue; discarded, the queue shrinks).
 /// Returns the values of the `<name>`s.
@@ -440,6 +459,9 @@ async fn arrange(portal: &Portal) -> Vec<(&'static str, String)> {
         .await
         .unwrap();
     values.push(("saga", saga.id.to_string()));
+    // A live SCIM token to revoke.
+    let scim = admin.create_scim_token("csrf-revoked").await.unwrap();
+    values.push(("scim-token", scim.token.id.to_string()));
     let date = chrono::Utc::now() + chrono::Duration::days(3);
     values.push(("date", date.format("%Y-%m-%d").to_string()));
     values

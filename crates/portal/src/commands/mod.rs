@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod consumer;
 pub mod dlq;
 pub mod docs;
 pub mod healthcheck;
@@ -10,6 +11,7 @@ pub mod migrate;
 pub mod offboard;
 pub mod reconcile;
 pub mod replay;
+pub mod scim;
 pub mod seed;
 pub mod serve;
 pub mod setup;

@@ -1,5 +1,5 @@
-//! `portal replay` and `portal consumer add`: the arguments, a progress bar and the report
-//! around [`ops::replay`].
+//! `portal replay`, and the backfill of `portal consumer add` (`super::consumer`) and `portal
+//! up`: the arguments, a progress bar and the report around [`ops::replay`].
 
 use super::{check_links, failure, Failure};
 use crate::cli::{ConsumerCommand, ReplayArgs};
@@ -7,9 +7,9 @@ use anyhow::{anyhow, Context};
 use auth_service::event_store::{self, EventFilter};
 use contract::{topology, Email, EventType};
 use indicatif::{ProgressBar, ProgressStyle};
-use ops::replay::{create_consumer_queues, replay_to, Sent};
+use ops::replay::{replay_to, Sent};
 use ops::settings::OperatorArgs;
-use platform::settings::{Link, NetworkArgs};
+use platform::settings::NetworkArgs;
 use sqlx::PgPool;
 
 fn parse_time(field: &str, raw: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
@@ -67,7 +67,8 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-fn describe(sent: &Sent, queue: &str) -> String {
+/// What a replay sent, in words.
+pub fn describe(sent: &Sent, queue: &str) -> String {
     match (sent.first_seq, sent.last_seq) {
         (Some(a), Some(b)) => format!("sent {} events (seq {a}..{b}) to {queue}", sent.events),
         _ => format!("sent 0 events to {queue}"),
@@ -105,88 +106,9 @@ pub async fn run(
     Ok(())
 }
 
+/// `portal consumer`: see [`super::consumer`].
 pub async fn consumer(command: ConsumerCommand) -> Result<(), Failure> {
-    let (name, optional, broker_user, admin, operator, setup, network) = match command {
-        ConsumerCommand::Add {
-            name,
-            optional,
-            broker_user,
-            admin,
-            operator,
-            setup,
-            network,
-        } => (name, optional, broker_user, admin, operator, setup, network),
-        ConsumerCommand::List { operator } => return list_consumers(&operator).await,
-        ConsumerCommand::Remove { name, operator } => {
-            let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
-            let removed = auth_service::consumers::unregister(&pool, &name)
-                .await
-                .map_err(|e| Failure::unreachable(anyhow!("auth_db: {e}")))?;
-            return match removed {
-                true => {
-                    println!("{name}: unregistered (its queues stay on the broker)");
-                    Ok(())
-                }
-                false => Err(anyhow!("{name} is not a registered consumer").into()),
-            };
-        }
-    };
-    // Declaring and binding queues is the setup's right when it manages the topology.
-    let (declare_as, mut links) = if setup.managed_by_setup {
-        let url = admin.admin_amqp_url.as_str();
-        (url, vec![Link::amqp("ADMIN_AMQP_URL", url)])
-    } else {
-        (operator.operator_amqp_url.as_str(), Vec::new())
-    };
-    links.push(operator.broker_link());
-    check_links(&network, &links)?;
-    let queues = create_consumer_queues(declare_as, &name)
-        .await
-        .map_err(failure)?;
-    println!(
-        "created {} (bound to user.# on user.events), {} and {} retry queues",
-        queues.main,
-        queues.dead_letter,
-        queues.retries.len()
-    );
-    let broker_user = broker_user.unwrap_or_else(|| format!("portal-{name}"));
-    let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
-    auth_service::consumers::register(&pool, &name, !optional, &broker_user)
-        .await
-        .map_err(|e| Failure::unreachable(anyhow!("registering {name} in auth_db: {e}")))?;
-    println!(
-        "registered {name} ({}; its receipts believed from broker user {broker_user})",
-        if optional { "optional" } else { "required" }
-    );
-    let sent = backfill(&operator, &queues.main).await?;
-    println!(
-        "backfilled: {}, then the end-of-history mark",
-        describe(&sent, &queues.main)
-    );
-    Ok(())
-}
-
-/// `portal consumer list`: the registry.
-async fn list_consumers(operator: &OperatorArgs) -> Result<(), Failure> {
-    let pool = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
-    let registered = auth_service::consumers::registered(&pool)
-        .await
-        .map_err(|e| Failure::unreachable(anyhow!("auth_db: {e}")))?;
-    println!(
-        "{:<28} {:<9} {:<32} REGISTERED",
-        "NAME", "REQUIRED", "BROKER USER"
-    );
-    for c in &registered {
-        println!(
-            "{:<28} {:<9} {:<32} {}",
-            c.name,
-            if c.required { "yes" } else { "no" },
-            c.broker_user,
-            contract::Timestamp::from(c.registered_at)
-        );
-    }
-    println!("{} consumers", registered.len());
-    Ok(())
+    super::consumer::run(command).await
 }
 
 /// Every stored event to `queue`, with a progress bar, then the history-complete marker.

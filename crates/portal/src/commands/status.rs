@@ -1,12 +1,15 @@
 //! `portal status`: one screen for an operator. Each part's readiness (`/health/ready`), the
-//! outbox backlog, each consumer's queue (messages, consumers, retrying, dead letters) with the
-//! lag of its last batch, and the last verify — the synchronisation's figures come from the
-//! same sync admin API the web portal's `/admin/sync` page reads (through the gateway, as an
-//! admin), so the two always agree.
+//! outbox backlog, each registered consumer's queue (messages, consumers, retrying, dead
+//! letters) with the lag of its last batch (from its readiness, for the parts this system runs)
+//! and of its last receipt (for every consumer, one in another team's service included), and
+//! the last verify — the synchronisation's figures come from the same sync admin API the web
+//! portal's `/admin/sync` page reads (through the gateway, as an admin), so the two always
+//! agree.
 //!
 //! Exit 0 healthy; 1 degraded (each problem is listed); 2 when the gateway or the sync admin
-//! API cannot be reached. `--json` prints the same figures (`sync` is the API's answer as it
-//! came); `--watch` redraws every few seconds until Ctrl-C.
+//! API cannot be reached. `--json` prints the same figures (`sync` is the API's answer read as
+//! the contract's `SyncStatus`, each consumer with its last receipt); `--watch` redraws
+//! every few seconds until Ctrl-C.
 
 use super::api::{api_failure, connect};
 use super::Failure;
@@ -162,7 +165,15 @@ async fn gather(
     args: &StatusArgs,
     http: &reqwest::Client,
 ) -> Result<Snapshot, Failure> {
-    let sync = match api.sync_status().await {
+    let answer = api
+        .call::<SyncStatus>(
+            reqwest::Method::GET,
+            &["api", "v1", "admin", "sync"],
+            &[],
+            None::<&()>,
+        )
+        .await;
+    let sync = match answer {
         Ok(sync) => sync,
         // The gateway could not reach it (502), or it did not answer in time (504).
         Err(api_client::Error::Refused { status, body })
@@ -199,6 +210,29 @@ fn lag(parts: &[Part], consumer: &str) -> String {
         .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"))
 }
 
+/// A consumer's last receipt: its lag, and how long before these figures it came.
+fn receipt(snap: &Snapshot, consumer: &str) -> String {
+    let Some(last) = snap
+        .sync
+        .consumers
+        .iter()
+        .flatten()
+        .find(|c| c.consumer == consumer)
+    else {
+        return "-".to_owned();
+    };
+    match (last.last_receipt_lag_ms, last.last_receipt_at) {
+        (Some(lag), Some(at)) => {
+            let ago = auth_service::consumers::seconds_between(
+                at.as_datetime(),
+                snap.sync.at.as_datetime(),
+            );
+            format!("{lag} ms, {ago:.0} s ago")
+        }
+        _ => "-".to_owned(),
+    }
+}
+
 fn count(n: Option<u32>) -> String {
     n.map_or_else(|| "?".to_owned(), |n| n.to_string())
 }
@@ -231,16 +265,18 @@ fn screen(snap: &Snapshot) -> String {
         }
         None => out += "outbox: not readable\n\n",
     }
-    out += "CONSUMER             MESSAGES  CONSUMERS  RETRYING  DEAD LETTERS  LAST BATCH LAG\n";
+    out += "CONSUMER             MESSAGES  CONSUMERS  RETRYING  DEAD LETTERS  LAST BATCH LAG  \
+            LAST RECEIPT (LAG, AGE)\n";
     for c in snap.sync.consumers.iter().flatten() {
         out += &format!(
-            "{:<20} {:>8}  {:>9}  {:>8}  {:>12}  {:>14}\n",
+            "{:<20} {:>8}  {:>9}  {:>8}  {:>12}  {:>14}  {}\n",
             c.consumer,
             count(c.queue.messages),
             count(c.queue.consumers),
             c.retrying,
             count(c.dead_letter.messages),
             lag(&snap.parts, &c.consumer),
+            receipt(snap, &c.consumer),
         );
     }
     out += "\n";
@@ -332,5 +368,45 @@ pub async fn run(args: StatusArgs) -> Result<(), Failure> {
             _ = tokio::signal::ctrl_c() => return verdict(&snap),
             _ = tokio::time::sleep(Duration::from_secs(every.max(1))) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A consumer with no readiness of its own (another team's service) shows the lag of its
+    /// last receipt, which the sync admin API adds beside its figures; its dead letters count.
+    #[test]
+    fn a_consumer_without_readiness_shows_its_last_receipts_lag() {
+        let at = contract::Timestamp::now();
+        let queue = |name: &str, messages: u32| json!({"name": name, "messages": messages, "consumers": 1, "problem": null});
+        let raw = json!({
+            "at": at, "outbox": null, "verify": null, "unavailable": [],
+            "consumers": [{
+                "consumer": "pharmacy", "queue": queue("pharmacy.user-events", 0), "retrying": 0,
+                "deadLetter": queue("pharmacy.user-events.dlq", 1), "required": true,
+                "lastReceiptAt": at, "lastReceiptLagMs": 42
+            }]
+        });
+        let sync: SyncStatus = serde_json::from_value(raw.clone()).unwrap();
+        let snap = Snapshot {
+            parts: Vec::new(),
+            problems: problems(&[], &sync, 60.0),
+            sync,
+        };
+        assert_eq!(receipt(&snap, "pharmacy"), "42 ms, 0 s ago");
+        assert_eq!(receipt(&snap, "user-service"), "-");
+        let shown = screen(&snap);
+        let row = shown.lines().find(|l| l.starts_with("pharmacy")).unwrap();
+        assert!(row.ends_with("1               -  42 ms, 0 s ago"), "{row}");
+        assert!(
+            shown.contains("pharmacy: 1 messages in pharmacy.user-events.dlq"),
+            "{shown}"
+        );
+        assert_eq!(
+            as_json(&snap)["sync"]["consumers"][0]["lastReceiptLagMs"],
+            42
+        );
     }
 }

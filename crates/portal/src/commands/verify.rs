@@ -1,11 +1,14 @@
-//! `portal verify`: compares `auth_db` with every consumer's copy (`user_db`, `appointment_db`)
-//! and prints one section per service: `<service> (<database>): in sync: N users`, or the
-//! summary of its differences followed by the first of them. Exits 0 when every copy is in
-//! sync, 1 on differences in any copy, 2 when a database cannot be reached (the copies it could
-//! reach are still reported).
+//! `portal verify`: compares `auth_db` with every registered consumer and prints one section per
+//! consumer: `<service> (<database>): in sync: N users`, or the summary of its differences
+//! followed by the first of them. The copies the operator reads (`user_db`, `appointment_db`)
+//! are compared row by row; every other registered consumer, whose database belongs to its own
+//! team, by the versions its receipts confirmed (`ops::receipts`: `<name> (receipts)`). Exits 0
+//! when every consumer is in sync, 1 on differences in any, 2 when a database cannot be reached
+//! (the consumers it could reach are still reported).
 
 use super::Failure;
 use anyhow::anyhow;
+use ops::receipts;
 use ops::settings::OperatorArgs;
 use ops::verify::{self, CopySpec, Report, VerifyError};
 
@@ -44,9 +47,35 @@ pub fn and_list(items: &[&str]) -> String {
     }
 }
 
+/// The lines `verify` prints for a consumer judged by its receipts.
+pub fn receipt_lines(consumer: &str, report: &receipts::Report) -> Vec<String> {
+    let heading = format!("{consumer} (receipts)");
+    if report.is_in_sync() {
+        return vec![format!(
+            "{heading}: in sync: {} users confirmed",
+            report.checked
+        )];
+    }
+    let mut lines = vec![format!("{heading}: {}", report.summary())];
+    lines.extend(report.listed.iter().map(|d| format!("  {d}")));
+    let unlisted = report.total_differences() - report.listed.len();
+    if unlisted > 0 {
+        lines.push(format!("  ... and {unlisted} more"));
+    }
+    lines
+}
+
+/// Exit 2 for `auth_db` out of reach, else 1.
+fn authority_failure(e: VerifyError) -> Failure {
+    match e {
+        VerifyError::Unreachable { .. } => Failure::unreachable(e),
+        other => Failure::from(anyhow::Error::from(other)),
+    }
+}
+
 pub async fn run(operator: &OperatorArgs, max_listed: usize) -> Result<(), Failure> {
     let auth = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
-    let mut differ = Vec::new();
+    let mut differ: Vec<String> = Vec::new();
     let mut unreachable = Vec::new();
     let mut failed = Vec::new();
     for (copy, url) in copies(operator) {
@@ -57,16 +86,11 @@ pub async fn run(operator: &OperatorArgs, max_listed: usize) -> Result<(), Failu
                     println!("{line}");
                 }
                 if !report.is_in_sync() {
-                    differ.push(copy.database);
+                    differ.push(copy.database.to_owned());
                 }
             }
             // Without the authority no copy can be compared: stop at once.
-            Err(e) if e.database() == "auth_db" => {
-                return Err(match e {
-                    VerifyError::Unreachable { .. } => Failure::unreachable(e),
-                    other => Failure::from(anyhow::Error::from(other)),
-                });
-            }
+            Err(e) if e.database() == "auth_db" => return Err(authority_failure(e)),
             // The other copies are still worth comparing.
             Err(e) => {
                 println!("{} ({}): not compared: {e}", copy.service, copy.database);
@@ -75,6 +99,36 @@ pub async fn run(operator: &OperatorArgs, max_listed: usize) -> Result<(), Failu
                     VerifyError::Query { database, .. } => failed.push(database),
                 }
             }
+        }
+    }
+    // Every other registered consumer: its database is its own team's, so by its receipts.
+    let registered = auth_service::consumers::registered(&auth)
+        .await
+        .map_err(|source| {
+            authority_failure(match platform::db::is_unavailable(&source) {
+                true => VerifyError::Unreachable {
+                    database: "auth_db",
+                    source,
+                },
+                false => VerifyError::Query {
+                    database: "auth_db",
+                    source,
+                },
+            })
+        })?;
+    let by_copy: Vec<&str> = copies(operator).iter().map(|(c, _)| c.service).collect();
+    for consumer in registered
+        .iter()
+        .filter(|c| !by_copy.contains(&c.name.as_str()))
+    {
+        let report = receipts::compare(&auth, &consumer.name, max_listed)
+            .await
+            .map_err(authority_failure)?;
+        for line in receipt_lines(&consumer.name, &report) {
+            println!("{line}");
+        }
+        if !report.is_in_sync() {
+            differ.push(format!("{}'s receipts", consumer.name));
         }
     }
     if !unreachable.is_empty() {
@@ -89,6 +143,7 @@ pub async fn run(operator: &OperatorArgs, max_listed: usize) -> Result<(), Failu
     if differ.is_empty() {
         return Ok(());
     }
+    let differ: Vec<&str> = differ.iter().map(String::as_str).collect();
     Err(anyhow!(
         "out of sync: {} {} from auth_db",
         and_list(&differ),
@@ -138,6 +193,41 @@ mod tests {
                  stale 0, mismatched 0, extra 0)",
                 "  missing  00000000-0000-0000-0000-000000000000 a@b.co: in auth_db, not in user_db",
                 "  ... and 1 more"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_consumer_judged_by_its_receipts_is_reported_under_its_name() {
+        let in_sync = receipts::Report {
+            checked: 4,
+            ..receipts::Report::default()
+        };
+        assert_eq!(
+            receipt_lines("pharmacy", &in_sync),
+            ["pharmacy (receipts): in sync: 4 users confirmed"]
+        );
+        let behind = receipts::Report {
+            checked: 4,
+            behind: 1,
+            listed: vec![receipts::Difference {
+                id: uuid::Uuid::nil(),
+                label: "a@b.co".into(),
+                consumer: "pharmacy".into(),
+                kind: receipts::Kind::Behind {
+                    auth_version: 3,
+                    confirmed: 2,
+                },
+            }],
+            ..receipts::Report::default()
+        };
+        assert_eq!(
+            receipt_lines("pharmacy", &behind),
+            [
+                "pharmacy (receipts): out of sync: 1 differences among 4 users (unconfirmed 0, \
+                 behind 1, ahead 0)",
+                "  behind   00000000-0000-0000-0000-000000000000 a@b.co: pharmacy confirmed \
+                 version 2, auth_db has 3"
             ]
         );
     }

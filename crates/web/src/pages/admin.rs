@@ -281,6 +281,10 @@ pub async fn users(
     let selected_role = query.role.clone().unwrap_or_default();
     let selected_active = query.active.clone().unwrap_or_default();
     let body = html! {
+        p {
+            "Directories that provision users (Microsoft Entra ID, Okta) sign in with "
+            a href="/admin/scim" { "SCIM tokens" } "."
+        }
         form class="filters" method="get" action="/admin/users" {
             div {
                 label for="role" { "Role" }

@@ -7,6 +7,7 @@ mod appointments;
 mod home;
 mod login;
 mod offboarding;
+mod scim;
 mod second_factor;
 mod sync;
 mod user_edit;
@@ -56,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/offboarding", get(offboarding::list))
         .route("/admin/offboarding/{id}", get(offboarding::show))
         .route("/admin/offboarding/{id}/cancel", post(offboarding::cancel))
+        .route("/admin/scim", get(scim::list).post(scim::create))
+        .route("/admin/scim/{id}/revoke", post(scim::revoke))
         .route("/admin/sync", get(sync::show))
         .route("/admin/sync/verify", post(sync::verify))
         .route("/admin/sync/requeue/{queue}", post(sync::requeue))
