@@ -9,24 +9,16 @@
 //! (title, addresses, the enterprise extension, …) are accepted and ignored.
 
 use super::{ScimConfig, ScimError, USER_SCHEMA};
-use chrono::{DateTime, Utc};
 use contract::{Email, PersonName, PhoneNumber, Role};
+use directory::record::{UserRecord, RECORD_COLUMNS};
 use serde_json::{json, Map, Value};
-use uuid::Uuid;
 
-/// A user and what SCIM keeps of them: one row of the SCIM view.
+/// A user and what SCIM keeps of them: one row of the SCIM view. Reads of the record's fields
+/// go through to it (`row.email`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScimRow {
-    pub id: Uuid,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub role: String,
-    pub phone_number: Option<String>,
-    pub is_active: bool,
-    pub user_version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    pub user: UserRecord,
     pub user_name: Option<String>,
     pub external_id: Option<String>,
     pub emails: Option<Value>,
@@ -36,11 +28,29 @@ pub struct ScimRow {
 
 /// The SQL of the SCIM view: every user, with what SCIM keeps; `u` and `s` are the aliases
 /// filters and sorting use. A user deleted through SCIM is not in it while inactive.
-pub const VIEW: &str = "SELECT u.id, u.email, u.first_name, u.last_name, u.role, u.phone_number, \
-            u.is_active, u.user_version, u.created_at, u.updated_at, s.user_name, s.external_id, \
-            s.emails, s.phone_numbers, s.roles \
-     FROM users u LEFT JOIN scim_users s ON s.user_id = u.id \
-     WHERE NOT (s.deleted_at IS NOT NULL AND NOT u.is_active)";
+pub static VIEW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    // The record's columns are the users table's alone (scim_users names none of them).
+    format!(
+        "SELECT {RECORD_COLUMNS}, s.user_name, s.external_id, s.emails, s.phone_numbers, s.roles \
+         FROM users u LEFT JOIN scim_users s ON s.user_id = u.id \
+         WHERE NOT (s.deleted_at IS NOT NULL AND NOT u.is_active)"
+    )
+});
+
+impl std::ops::Deref for ScimRow {
+    type Target = UserRecord;
+
+    fn deref(&self) -> &UserRecord {
+        &self.user
+    }
+}
+
+impl ScimRow {
+    /// The user's version (every `auth_db` row has one).
+    pub fn version(&self) -> i64 {
+        self.user.user_version.unwrap_or_default()
+    }
+}
 
 /// The weak ETag of a user's version.
 pub fn etag(version: i64) -> String {
@@ -65,7 +75,7 @@ pub fn to_scim(row: &ScimRow, config: &ScimConfig, base: &str) -> Value {
             "lastModified": row.updated_at.unwrap_or(row.created_at)
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "location": format!("{base}/Users/{}", row.id),
-            "version": etag(row.user_version),
+            "version": etag(row.version()),
         },
     });
     if let Some(phone) = &row.phone_number {
@@ -358,16 +368,19 @@ mod tests {
         let config = ScimConfig::default();
         let sent = json!([{"value": "a@b.example", "type": "work", "primary": false}]);
         let mut row = ScimRow {
-            id: Uuid::nil(),
-            email: "a@b.example".into(),
-            first_name: "A".into(),
-            last_name: "B".into(),
-            role: "nurse".into(),
-            phone_number: None,
-            is_active: true,
-            user_version: 3,
-            created_at: Utc::now(),
-            updated_at: None,
+            user: UserRecord {
+                id: uuid::Uuid::nil(),
+                email: "a@b.example".into(),
+                first_name: "A".into(),
+                last_name: "B".into(),
+                role: "nurse".into(),
+                phone_number: None,
+                is_active: true,
+                must_change_password: false,
+                created_at: chrono::Utc::now(),
+                updated_at: None,
+                user_version: Some(3),
+            },
             user_name: Some("ab".into()),
             external_id: None,
             emails: Some(sent.clone()),
@@ -379,8 +392,8 @@ mod tests {
         assert_eq!(user["roles"], json!([{"value": "Nurse"}]));
         assert_eq!(user["meta"]["version"], json!("W/\"3\""));
         // Changed through the portal since: the record wins.
-        row.email = "new@b.example".into();
-        row.role = "doctor".into();
+        row.user.email = "new@b.example".into();
+        row.user.role = "doctor".into();
         let user = to_scim(&row, &config, "http://x/scim/v2");
         assert_eq!(user["emails"][0]["value"], json!("new@b.example"));
         assert_eq!(user["roles"][0]["value"], json!("doctor"));

@@ -186,11 +186,12 @@ async fn run_list(
         Some(sql) => (format!(" AND {}", sql.condition), sql.binds),
         None => (String::new(), Vec::new()),
     };
+    let view = &*VIEW;
     let page_sql = format!(
-        "{VIEW}{where_sql} ORDER BY {order} LIMIT {count} OFFSET {}",
+        "{view}{where_sql} ORDER BY {order} LIMIT {count} OFFSET {}",
         start - 1
     );
-    let count_sql = format!("SELECT count(*) FROM ({VIEW}{where_sql}) matched");
+    let count_sql = format!("SELECT count(*) FROM ({view}{where_sql}) matched");
     let mut page = sqlx::query_as::<_, ScimRow>(&page_sql);
     let mut total = sqlx::query_scalar::<_, i64>(&count_sql);
     for b in binds {
@@ -284,8 +285,9 @@ async fn load(
     id: Uuid,
     lock: bool,
 ) -> Result<Option<ScimRow>, ScimError> {
+    let view = &*VIEW;
     let sql = format!(
-        "{VIEW} AND u.id = $1{}",
+        "{view} AND u.id = $1{}",
         if lock { " FOR UPDATE OF u" } else { "" }
     );
     Ok(sqlx::query_as(&sql).bind(id).fetch_optional(db).await?)
@@ -310,7 +312,7 @@ fn user_response(
         .unwrap_or_default()
         .to_owned();
     let mut response = scim_json(status, &user);
-    if let Ok(tag) = HeaderValue::from_str(&etag(row.user_version)) {
+    if let Ok(tag) = HeaderValue::from_str(&etag(row.version())) {
         response.headers_mut().insert(header::ETAG, tag);
     }
     if status == StatusCode::CREATED {
@@ -353,7 +355,7 @@ async fn show(
     let row = load(&state.db, parse_id(&id)?, false)
         .await?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    let tag = etag(row.user_version);
+    let tag = etag(row.version());
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -465,7 +467,7 @@ async fn create(
         .await?
         .ok_or_else(|| ScimError::internal("the new user is not in the SCIM view"))?;
     tx.commit().await?;
-    tracing::info!(user_id = %row.id, version = row.user_version, token = %client.0.name, "user created through SCIM");
+    tracing::info!(user_id = %row.id, version = row.version(), token = %client.0.name, "user created through SCIM");
     Ok(user_response(StatusCode::CREATED, &row, config, &headers))
 }
 
@@ -522,7 +524,7 @@ async fn update(
     let before = load(&mut *tx, id, true)
         .await?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    check_if_match(headers, before.user_version)?;
+    check_if_match(headers, before.version())?;
     let base = base_url(config, headers);
     let wanted = change(to_scim(&before, config, &base))?;
     let desired = Desired::parse(&wanted, config)?;
@@ -573,7 +575,7 @@ async fn delete(
     let before = load(&mut *tx, id, true)
         .await?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    check_if_match(&headers, before.user_version)?;
+    check_if_match(&headers, before.version())?;
     if before.is_active {
         store::change_user(&mut tx, id, UserChange::Deactivate).await?;
     }
