@@ -547,6 +547,7 @@ async fn the_sync_page_shows_the_figures_requeues_dead_letters_and_verifies() {
         "not-json",
         "No verify has run",
         r#"<label for="user">Email or user id</label>"#,
+        "Last receipt",
     ] {
         assert!(page.body.contains(needle), "{needle}: {}", page.body);
     }

@@ -78,7 +78,21 @@ fn queue_cell(q: &QueueCounts) -> Markup {
     }
 }
 
-fn consumers_section(consumers: Option<&[ConsumerFigures]>) -> Markup {
+/// A consumer's last receipt: the lag of its batch, and how long before `now` it came.
+fn last_receipt(c: &ConsumerFigures, now: &contract::Timestamp) -> String {
+    match (c.last_receipt_lag_ms, &c.last_receipt_at) {
+        (Some(lag), Some(at)) => {
+            let ago = (now.as_datetime() - at.as_datetime())
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0;
+            format!("lag {}, {} ago", age(lag as f64 / 1000.0), age(ago))
+        }
+        _ => "none yet".to_owned(),
+    }
+}
+
+fn consumers_section(consumers: Option<&[ConsumerFigures]>, now: &contract::Timestamp) -> Markup {
     html! {
         section aria-labelledby="queues" {
             h2 id="queues" { "Consumer queues (RabbitMQ)" }
@@ -89,6 +103,7 @@ fn consumers_section(consumers: Option<&[ConsumerFigures]>) -> Markup {
                         th scope="col" { "Consumer" } th scope="col" { "Queue" }
                         th scope="col" { "Messages" } th scope="col" { "Consumers" }
                         th scope="col" { "Retrying" } th scope="col" { "Dead letters" }
+                        th scope="col" { "Last receipt" }
                     } }
                     tbody { @for c in consumers { tr {
                         td { (c.consumer) }
@@ -103,6 +118,7 @@ fn consumers_section(consumers: Option<&[ConsumerFigures]>) -> Markup {
                             (queue_cell(&c.dead_letter))
                             @if c.dead_letter.messages.is_some_and(|n| n > 0) { " " span class="badge bad" { "needs attention" } }
                         }
+                        td { (last_receipt(c, now)) }
                     } } }
                 } },
             }
@@ -338,7 +354,7 @@ pub async fn show(
             }
         }
         (outbox_section(status.outbox.as_ref()))
-        (consumers_section(status.consumers.as_deref()))
+        (consumers_section(status.consumers.as_deref(), &status.at))
         @for letters in &dead_letters { (dead_letter_section(&staff, letters)) }
         (verify_section(&staff, status.verify.as_ref(), state.utc_offset))
         (trail_section(user, trail, state.utc_offset))
