@@ -287,6 +287,8 @@ enum ConsumeError {
     Broker(#[from] lapin::Error),
     #[error("delivery stream ended")]
     StreamEnded,
+    #[error("the connection to RabbitMQ was lost")]
+    ConnectionLost,
     #[error("the broker refused to take a copy for the retry or dead-letter queue")]
     RepublishRefused,
     #[error("cannot record that the history is complete: {0}")]
@@ -352,7 +354,15 @@ impl<A: Apply> Consumer<A> {
             backoff.reset();
             self.stats.broker_up.store(true, Ordering::Relaxed);
             tracing::info!(queue = %self.queues.main, prefetch = self.config.prefetch, node = %node, "consumer connected");
-            let result = self.consume(&channel, &side, &shutdown).await;
+            // The connection's own error, not only the end of the delivery stream: once (a
+            // chaos run's connection cut), the stream never ended after the broker closed the
+            // connection, and the consumer waited on it for ever with messages in its queue.
+            let lost = CancellationToken::new();
+            conn.on_error({
+                let lost = lost.clone();
+                move |_| lost.cancel()
+            });
+            let result = self.consume(&channel, &side, &shutdown, &lost).await;
             self.stats.broker_up.store(false, Ordering::Relaxed);
             conn.close(200, "consumer stopping").await.ok();
             if let Err(e) = result {
@@ -480,6 +490,7 @@ impl<A: Apply> Consumer<A> {
         channel: &Channel,
         side: &Side,
         shutdown: &CancellationToken,
+        lost: &CancellationToken,
     ) -> Result<(), ConsumeError> {
         let mut deliveries = channel
             .basic_consume(
@@ -492,6 +503,7 @@ impl<A: Apply> Consumer<A> {
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = lost.cancelled() => return Err(ConsumeError::ConnectionLost),
                 next = deliveries.next() => next.ok_or(ConsumeError::StreamEnded)??,
             };
             let mut batch = vec![first];

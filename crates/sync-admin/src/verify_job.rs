@@ -173,6 +173,7 @@ impl VerifyJobs {
                 }
             });
         }
+        failed |= self.by_receipts().await;
         self.update(|run| {
             run.state = if failed {
                 VerifyState::Failed
@@ -181,6 +182,65 @@ impl VerifyJobs {
             };
             run.finished_at = Some(Timestamp::now());
         });
+    }
+}
+
+impl VerifyJobs {
+    /// Every other registered consumer (another team's, whose database the operator does not
+    /// read), judged by its receipts as `portal verify` judges it; each is one more entry of the
+    /// run (database `receipts`). True when they could not be read.
+    async fn by_receipts(&self) -> bool {
+        let registered = match ops::status::registered(&self.auth).await {
+            Ok(registered) => registered,
+            Err(e) => {
+                tracing::warn!("verify: the registered consumers not read: {e}");
+                return true;
+            }
+        };
+        let mut failed = false;
+        for (queues, _) in registered {
+            let name = queues
+                .main
+                .strip_suffix(".user-events")
+                .unwrap_or(&queues.main)
+                .to_owned();
+            if self.copies.iter().any(|(spec, _)| spec.service == name) {
+                continue;
+            }
+            let result = ops::receipts::compare(&self.auth, &name, MAX_LISTED).await;
+            let mut entry = CopyVerify {
+                service: name.clone(),
+                database: "receipts".to_owned(),
+                checked: 0,
+                in_sync: None,
+                summary: None,
+                differences: Vec::new(),
+                error: None,
+            };
+            match result {
+                Ok(report) => {
+                    entry.checked = report.checked;
+                    entry.in_sync = Some(report.is_in_sync());
+                    entry.summary = Some(if report.is_in_sync() {
+                        format!("in sync: {} users confirmed", report.checked)
+                    } else {
+                        report.summary()
+                    });
+                    entry.differences = report.listed.iter().map(|d| d.to_string()).collect();
+                    tracing::info!(
+                        "verify: {name} (receipts) {}",
+                        entry.summary.as_deref().unwrap_or_default()
+                    );
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!("verify: {name} (receipts) not compared: {e}");
+                    entry.error = Some(e.to_string());
+                }
+            }
+            self.update(|run| run.copies.push(entry));
+        }
+        failed
     }
 }
 

@@ -421,6 +421,28 @@ async fn a_python_consumer_added_by_portal_keeps_its_copy_and_is_verified_by_its
     )
     .await;
     assert!(out.contains("user-service (user_db): in sync"), "{out}");
+    // So does "Verify now" (the sync admin API's background verify).
+    let (s, _) = post(
+        &format!("{gw}/api/v1/admin/sync/verify"),
+        Some(&token),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let run = poll_until(SETTLE, "the background verify finished", || async {
+        let (_, body) = get(&format!("{gw}/api/v1/admin/sync"), Some(&token)).await;
+        (body["verify"]["state"] == "finished").then(|| body["verify"].clone())
+    })
+    .await;
+    let pharmacy_run = run["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "pharmacy")
+        .unwrap_or_else(|| panic!("the pharmacy is in the run: {run}"));
+    assert_eq!(pharmacy_run["database"], "receipts", "{run}");
+    assert_eq!(pharmacy_run["inSync"], true, "{run}");
+    assert_eq!(pharmacy_run["checked"], users, "{run}");
 
     // Running `consumer add` again keeps the password and the file.
     let (code, out) = consumer(&sb, &["add", "pharmacy", "--credentials-file", file_arg]).await;
