@@ -23,10 +23,16 @@ CREATE UNIQUE INDEX scim_tokens_live_name ON scim_tokens (name) WHERE revoked_at
 CREATE TABLE scim_users (
     user_id       uuid PRIMARY KEY REFERENCES users (id),
     user_name     text NOT NULL,
-    external_id   text,
+    external_id   text CHECK (length(external_id) <= 255),
     emails        jsonb,
     phone_numbers jsonb,
     roles         jsonb,
+    -- Changes of the fields above that changed nothing of the record, since the record's last
+    -- version: the ETag is W/"<user_version>.<scim_version>" while it is not 0, so a client
+    -- that changed only a userName or an externalId is not answered 304 for it, nor its old
+    -- ETag taken by If-Match.
+    scim_version  integer NOT NULL DEFAULT 0,
+    changed_at    timestamptz NOT NULL DEFAULT now(),
     -- Set by a SCIM DELETE: the person is deactivated (a clinical system keeps the record) and,
     -- while inactive, no longer seen through SCIM (RFC 7644 §3.6).
     deleted_at    timestamptz

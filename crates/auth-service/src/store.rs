@@ -352,7 +352,7 @@ impl Outcome {
 
 /// Key of the advisory lock that serialises changes which could remove an active admin, so two
 /// admins demoting each other at once cannot both succeed.
-const ADMIN_GUARD_LOCK: i64 = 0x706f_7274_616c_0001;
+pub(crate) const ADMIN_GUARD_LOCK: i64 = 0x706f_7274_616c_0001;
 
 /// Marks the temporary password `stored` of user `id` used ([`password::temporary::spent`]);
 /// false when the user's hash is no longer `stored` (another login used it first, or it was

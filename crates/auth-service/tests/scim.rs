@@ -556,6 +556,100 @@ async fn lists_page_sort_and_shape_their_answer() {
     );
 }
 
+#[tokio::test]
+async fn admins_stay_in_the_portals_hands() {
+    let sb = Sandbox::for_test().await;
+    let (c, _running) = start(&sb).await;
+    use reqwest::Method as M;
+    let admin: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE role = 'admin'")
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+    let url = format!("{}/Users/{admin}", c.base);
+    // Seen (a directory may match it), never changed: no re-email, no deactivation, no delete.
+    let (s, shown, _) = scim(M::GET, &url, &c.token, None, None).await;
+    assert_eq!(s, 200, "{shown}");
+    let mut replaced = shown.clone();
+    replaced["emails"] = json!([{"value": "taken-over@evil.test", "primary": true}]);
+    let (s, b, _) = scim(M::PUT, &url, &c.token, Some(&replaced), None).await;
+    assert_scim_error(s, &b, 400, Some("mutability"));
+    let off = json!({"Operations": [{"op": "replace", "path": "active", "value": false}]});
+    let (s, b, _) = scim(M::PATCH, &url, &c.token, Some(&off), None).await;
+    assert_scim_error(s, &b, 400, Some("mutability"));
+    let (s, b, _) = scim(M::DELETE, &url, &c.token, None, None).await;
+    assert_scim_error(s, &b, 400, Some("mutability"));
+    let (email, _, role, _, active, version) = stored(&c.pool, admin).await;
+    assert!(!email.contains("evil"));
+    assert_eq!((role.as_str(), active, version), ("admin", true, 1));
+}
+
+#[tokio::test]
+async fn a_deleted_person_provisioned_again_is_the_same_record() {
+    let sb = Sandbox::for_test().await;
+    let (c, _running) = start(&sb).await;
+    use reqwest::Method as M;
+    let users = format!("{}/Users", c.base);
+    let body = json!({"userName": "rehire@clinic.test", "externalId": "e-1",
+                      "name": {"givenName": "Re", "familyName": "Hire"},
+                      "roles": [{"value": "nurse"}]});
+    let (s, first, _) = scim(M::POST, &users, &c.token, Some(&body), None).await;
+    assert_eq!(s, 201, "{first}");
+    let url = format!("{users}/{}", first["id"].as_str().unwrap());
+    let (s, _, _) = scim(M::DELETE, &url, &c.token, None, None).await;
+    assert_eq!(s, 204);
+    let (s, again, _) = scim(M::POST, &users, &c.token, Some(&body), None).await;
+    assert_eq!(s, 201, "{again}");
+    assert_eq!(again["id"], first["id"], "the same record");
+    assert_eq!(again["active"], json!(true));
+    let (s, b, _) = scim(M::GET, &url, &c.token, None, None).await;
+    assert_eq!((s, b["active"].clone()), (200, json!(true)), "{b}");
+}
+
+#[tokio::test]
+async fn scim_only_changes_move_the_etag_and_odd_input_gets_scim_errors() {
+    let sb = Sandbox::for_test().await;
+    let (c, _running) = start(&sb).await;
+    use reqwest::Method as M;
+    let users = format!("{}/Users", c.base);
+    let body = json!({"userName": "etag@clinic.test", "name": {"givenName": "E", "familyName": "Tag"},
+                      "roles": [{"value": "nurse"}]});
+    let (s, created, etag) = scim(M::POST, &users, &c.token, Some(&body), None).await;
+    assert_eq!((s, etag.as_deref()), (201, Some("W/\"1\"")), "{created}");
+    let url = format!("{users}/{}", created["id"].as_str().unwrap());
+    // Only the externalId: no new version of the record, but a new ETag.
+    let patch = json!({"Operations": [{"op": "add", "path": "externalId", "value": "x-9"}]});
+    let (s, b, etag) = scim(M::PATCH, &url, &c.token, Some(&patch), Some("W/\"1\"")).await;
+    assert_eq!((s, etag.as_deref()), (200, Some("W/\"1.1\"")), "{b}");
+    let (s, b, _) = scim(M::PATCH, &url, &c.token, Some(&patch), Some("W/\"1\"")).await;
+    assert_scim_error(s, &b, 412, None);
+    // `name` with one sub-attribute keeps the other; a record change starts the count again.
+    let patch =
+        json!({"Operations": [{"op": "replace", "path": "name", "value": {"familyName": "Moyo"}}]});
+    let (s, b, etag) = scim(M::PATCH, &url, &c.token, Some(&patch), None).await;
+    assert_eq!((s, etag.as_deref()), (200, Some("W/\"2\"")), "{b}");
+    assert_eq!(b["name"], json!({"givenName": "E", "familyName": "Moyo"}));
+    // Numbers that are not, a filter nested beyond reason, an externalId past its limit.
+    let (s, b, _) = scim(M::GET, &format!("{users}?count=abc"), &c.token, None, None).await;
+    assert_scim_error(s, &b, 400, Some("invalidValue"));
+    let deep = format!("{}userName eq \"a\"{}", "(".repeat(3000), ")".repeat(3000));
+    let (s, b, _) = scim(
+        M::POST,
+        &format!("{users}/.search"),
+        &c.token,
+        Some(&json!({"filter": deep})),
+        None,
+    )
+    .await;
+    assert_scim_error(s, &b, 400, Some("invalidFilter"));
+    let long =
+        json!({"Operations": [{"op": "replace", "path": "externalId", "value": "x".repeat(300)}]});
+    let (s, b, _) = scim(M::PATCH, &url, &c.token, Some(&long), None).await;
+    assert_scim_error(s, &b, 400, Some("invalidValue"));
+    // The service is still there.
+    let (s, _, _) = scim(M::GET, &url, &c.token, None, None).await;
+    assert_eq!(s, 200);
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -8,6 +8,13 @@
 use super::{ScimError, USER_SCHEMA};
 use chrono::{DateTime, Utc};
 
+/// The longest filter taken: a directory's filters are a few dozen characters.
+pub const MAX_LENGTH: usize = 4096;
+/// The deepest nesting of parentheses and `not` taken (the parser recurses once per level).
+pub const MAX_DEPTH: usize = 16;
+/// The most comparisons in one filter.
+pub const MAX_TERMS: usize = 64;
+
 /// A value bound to the SQL a filter becomes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bind {
@@ -126,6 +133,8 @@ struct Parser {
     at: usize,
     first: usize,
     binds: Vec<Bind>,
+    depth: usize,
+    terms: usize,
 }
 
 impl Parser {
@@ -166,6 +175,18 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<String, ScimError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ScimError::invalid_filter(format!(
+                "the filter nests deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        let sql = self.unary_at_depth();
+        self.depth -= 1;
+        sql
+    }
+
+    fn unary_at_depth(&mut self) -> Result<String, ScimError> {
         if self.peek_word().as_deref() == Some("not") {
             self.at += 1;
             if self.next() != Some(Token::Open) {
@@ -192,6 +213,12 @@ impl Parser {
     }
 
     fn comparison(&mut self, attr: &str) -> Result<String, ScimError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(ScimError::invalid_filter(format!(
+                "the filter has more than {MAX_TERMS} comparisons"
+            )));
+        }
         let (col, kind) = column(attr)?;
         let op = self
             .next()
@@ -298,11 +325,18 @@ enum Value {
 
 /// `filter` as a SQL condition whose values are `$first`, `$first + 1`, ….
 pub fn to_sql(filter: &str, first: usize) -> Result<Sql, ScimError> {
+    if filter.len() > MAX_LENGTH {
+        return Err(ScimError::invalid_filter(format!(
+            "the filter is longer than {MAX_LENGTH} bytes"
+        )));
+    }
     let mut parser = Parser {
         tokens: tokenize(filter)?,
         at: 0,
         first,
         binds: Vec::new(),
+        depth: 0,
+        terms: 0,
     };
     let condition = parser.or()?;
     if parser.at != parser.tokens.len() {
@@ -373,6 +407,19 @@ mod tests {
                 .unwrap_or_else(|| panic!("{bad} was accepted"));
             assert_eq!(e.scim_type, Some("invalidFilter"), "{bad}");
         }
+    }
+
+    #[test]
+    fn deep_long_or_wide_filters_are_refused_before_they_cost_anything() {
+        let deep = format!("{}userName eq \"a\"{}", "(".repeat(5000), ")".repeat(5000));
+        let wide = vec!["userName eq \"a\""; 100].join(" or ");
+        let nots = format!("{}userName eq \"a\"{}", "not (".repeat(40), ")".repeat(40));
+        for bad in [deep, wide, nots, "x".repeat(MAX_LENGTH + 1)] {
+            let e = to_sql(&bad, 1).err().expect("refused");
+            assert_eq!(e.scim_type, Some("invalidFilter"), "{}", e.detail);
+        }
+        let nested = format!("{}userName eq \"a\"{}", "(".repeat(10), ")".repeat(10));
+        assert!(to_sql(&nested, 1).is_ok());
     }
 
     #[test]

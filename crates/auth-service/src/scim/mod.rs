@@ -155,11 +155,16 @@ impl ScimError {
 impl From<sqlx::Error> for ScimError {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!(error = %e, "SCIM request failed in the database");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "the user database is unavailable; try again",
-        )
+        // Only an outage is worth the client's retry; anything else would fail again.
+        if platform::db::is_unavailable(&e) {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "the user database is unavailable; try again",
+            )
+        } else {
+            Self::internal("the change could not be stored (the service's log says why)")
+        }
     }
 }
 

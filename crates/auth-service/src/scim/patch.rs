@@ -299,7 +299,20 @@ fn apply_at(
             }
         }
         (None, _) => {
-            user.insert(key, needs_value()?);
+            let v = needs_value()?;
+            match (user.get_mut(&key), v) {
+                // A complex attribute's given sub-attributes replace those there; the others
+                // stay (RFC 7644 §3.5.2.1 and §3.5.2.3).
+                (Some(Value::Object(there)), Value::Object(given)) => {
+                    for (sub, sv) in given {
+                        let k = key_of(there, &sub);
+                        there.insert(k, sv);
+                    }
+                }
+                (_, v) => {
+                    user.insert(key, v);
+                }
+            }
         }
         (Some(sub), Op::Remove) => {
             if let Some(Value::Object(o)) = user.get_mut(&key) {
@@ -398,6 +411,22 @@ mod tests {
         );
         assert_eq!(u["name"]["familyName"], json!("Smith"));
         assert!(u.get("displayName").is_none());
+    }
+
+    #[test]
+    fn a_complex_value_at_a_path_keeps_the_sub_attributes_it_does_not_name() {
+        let mut u = user();
+        apply(
+            &mut u,
+            &json!({"Operations": [
+                {"op": "replace", "path": "name", "value": {"familyName": "Moyo"}}
+            ]}),
+        )
+        .expect("applies");
+        assert_eq!(
+            u["name"],
+            json!({"givenName": "Jane", "familyName": "Moyo"})
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! (title, addresses, the enterprise extension, …) are accepted and ignored.
 
 use super::{ScimConfig, ScimError, USER_SCHEMA};
+use chrono::{DateTime, Utc};
 use contract::{Email, PersonName, PhoneNumber, Role};
 use directory::record::{UserRecord, RECORD_COLUMNS};
 use serde_json::{json, Map, Value};
@@ -24,18 +25,34 @@ pub struct ScimRow {
     pub emails: Option<Value>,
     pub phone_numbers: Option<Value>,
     pub roles: Option<Value>,
+    /// SCIM-only changes since the record's version (see the migration); 0 without a row.
+    pub scim_version: i32,
+    pub scim_updated_at: Option<DateTime<Utc>>,
 }
 
 /// The SQL of the SCIM view: every user, with what SCIM keeps; `u` and `s` are the aliases
 /// filters and sorting use. A user deleted through SCIM is not in it while inactive.
-pub static VIEW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub static VIEW: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} WHERE NOT {HIDDEN}", ALL.as_str()));
+
+/// Deleted through SCIM and still inactive: not in the view.
+const HIDDEN: &str = "(s.deleted_at IS NOT NULL AND NOT u.is_active)";
+
+/// Every user, those deleted through SCIM included (`WHERE` follows): what a re-provisioning
+/// of a deleted person looks in.
+pub static ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     // The record's columns are the users table's alone (scim_users names none of them).
     format!(
-        "SELECT {RECORD_COLUMNS}, s.user_name, s.external_id, s.emails, s.phone_numbers, s.roles \
-         FROM users u LEFT JOIN scim_users s ON s.user_id = u.id \
-         WHERE NOT (s.deleted_at IS NOT NULL AND NOT u.is_active)"
+        "SELECT {RECORD_COLUMNS}, s.user_name, s.external_id, s.emails, s.phone_numbers, s.roles, \
+                coalesce(s.scim_version, 0) AS scim_version, s.changed_at AS scim_updated_at \
+         FROM users u LEFT JOIN scim_users s ON s.user_id = u.id"
     )
 });
+
+/// The condition that picks a user deleted through SCIM by its userName or email (`$1`, `$2`).
+pub fn hidden_by_name() -> String {
+    format!("{HIDDEN} AND (lower(s.user_name) = lower($1) OR u.email = $2)")
+}
 
 impl std::ops::Deref for ScimRow {
     type Target = UserRecord;
@@ -50,11 +67,20 @@ impl ScimRow {
     pub fn version(&self) -> i64 {
         self.user.user_version.unwrap_or_default()
     }
-}
 
-/// The weak ETag of a user's version.
-pub fn etag(version: i64) -> String {
-    format!("W/\"{version}\"")
+    /// Its weak ETag: the record's version, and the SCIM-only changes since, if any.
+    pub fn etag(&self) -> String {
+        match self.scim_version {
+            0 => format!("W/\"{}\"", self.version()),
+            n => format!("W/\"{}.{n}\"", self.version()),
+        }
+    }
+
+    /// When the record or what SCIM keeps of it last changed.
+    fn last_modified(&self) -> DateTime<Utc> {
+        let record = self.user.updated_at.unwrap_or(self.user.created_at);
+        self.scim_updated_at.map_or(record, |s| s.max(record))
+    }
 }
 
 /// The user as SCIM shows it.
@@ -72,10 +98,10 @@ pub fn to_scim(row: &ScimRow, config: &ScimConfig, base: &str) -> Value {
         "meta": {
             "resourceType": "User",
             "created": row.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "lastModified": row.updated_at.unwrap_or(row.created_at)
+            "lastModified": row.last_modified()
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "location": format!("{base}/Users/{}", row.id),
-            "version": etag(row.version()),
+            "version": row.etag(),
         },
     });
     if let Some(phone) = &row.phone_number {
@@ -228,6 +254,14 @@ impl Desired {
             ));
         }
         let external_id = text("externalId", attr("externalId"))?;
+        if external_id
+            .as_ref()
+            .is_some_and(|x| x.chars().count() > 255 || x.chars().any(char::is_control))
+        {
+            return Err(ScimError::invalid_value(
+                "externalId must be at most 255 characters, without control characters",
+            ));
+        }
         let name = match attr("name") {
             Some(Value::Object(n)) => n.clone(),
             None | Some(Value::Null) => Map::new(),
@@ -386,6 +420,8 @@ mod tests {
             emails: Some(sent.clone()),
             phone_numbers: None,
             roles: Some(json!([{"value": "Nurse"}])),
+            scim_version: 0,
+            scim_updated_at: None,
         };
         let user = to_scim(&row, &config, "http://x/scim/v2");
         assert_eq!(user["emails"], sent);

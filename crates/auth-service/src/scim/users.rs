@@ -7,7 +7,7 @@
 
 use super::discovery::MAX_RESULTS;
 use super::filter::{self, Bind};
-use super::resource::{etag, get_ci, to_scim, Desired, ScimRow, VIEW};
+use super::resource::{get_ci, hidden_by_name, to_scim, Desired, ScimRow, ALL, VIEW};
 use super::{base_url, scim_json, ScimClient, ScimConfig, ScimError, LIST_SCHEMA, USER_SCHEMA};
 use crate::http::AppState;
 use crate::store::{self, NewUser, Outcome, ProfileChange, UserChange};
@@ -39,8 +39,9 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
     filter: Option<String>,
-    start_index: Option<i64>,
-    count: Option<i64>,
+    // Numbers as text, read here: a bad one is SCIM's `invalidValue`, not axum's plain 400.
+    start_index: Option<String>,
+    count: Option<String>,
     sort_by: Option<String>,
     sort_order: Option<String>,
     attributes: Option<String>,
@@ -166,8 +167,15 @@ async fn run_list(
         Some(f) => Some(filter::to_sql(f, 1)?),
         None => None,
     };
-    let start = q.start_index.unwrap_or(1).max(1);
-    let count = q.count.unwrap_or(100).clamp(0, MAX_RESULTS);
+    let number =
+        |name: &str, raw: &Option<String>, default: i64| match raw.as_deref().map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(n) => n.parse::<i64>().map_err(|_| {
+                ScimError::invalid_value(format!("{name} must be an integer, not {n:?}"))
+            }),
+        };
+    let start = number("startIndex", &q.start_index, 1)?.max(1);
+    let count = number("count", &q.count, 100)?.clamp(0, MAX_RESULTS);
     let order = match &q.sort_by {
         Some(by) => {
             let desc = q
@@ -248,7 +256,12 @@ async fn search(
         .as_object()
         .ok_or_else(|| ScimError::invalid_syntax("a SearchRequest must be an object"))?;
     let text = |name: &str| get_ci(obj, name).and_then(Value::as_str).map(str::to_owned);
-    let int = |name: &str| get_ci(obj, name).and_then(Value::as_i64);
+    let int = |name: &str| {
+        get_ci(obj, name).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
     let joined = |name: &str| {
         get_ci(obj, name).and_then(Value::as_array).map(|a| {
             a.iter()
@@ -312,7 +325,7 @@ fn user_response(
         .unwrap_or_default()
         .to_owned();
     let mut response = scim_json(status, &user);
-    if let Ok(tag) = HeaderValue::from_str(&etag(row.version())) {
+    if let Ok(tag) = HeaderValue::from_str(&row.etag()) {
         response.headers_mut().insert(header::ETAG, tag);
     }
     if status == StatusCode::CREATED {
@@ -323,12 +336,12 @@ fn user_response(
     response
 }
 
-/// `If-Match` (RFC 7644 §3.14): the user's version, or `*`.
-fn check_if_match(headers: &HeaderMap, version: i64) -> Result<(), ScimError> {
+/// `If-Match` (RFC 7644 §3.14): the user's ETag, or `*`.
+fn check_if_match(headers: &HeaderMap, row: &ScimRow) -> Result<(), ScimError> {
     let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
-    let current = etag(version);
+    let current = row.etag();
     let strong = current.trim_start_matches("W/");
     let ok = wanted
         .split(',')
@@ -355,7 +368,7 @@ async fn show(
     let row = load(&state.db, parse_id(&id)?, false)
         .await?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    let tag = etag(row.version());
+    let tag = row.etag();
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -402,13 +415,29 @@ async fn check_user_name(
     }
 }
 
-/// Keeps what SCIM said of user `id` beside the record.
-async fn keep(tx: &mut Transaction<'_, Postgres>, id: Uuid, d: &Desired) -> Result<(), ScimError> {
+/// Keeps what SCIM said of user `id` beside the record. `record_changed`: this write gave
+/// the record a new version (which starts the SCIM-only count again); else a change of what is
+/// kept here counts one more SCIM-only change (the ETag moves with it).
+async fn keep(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    d: &Desired,
+    record_changed: bool,
+) -> Result<(), ScimError> {
     sqlx::query(
         "INSERT INTO scim_users (user_id, user_name, external_id, emails, phone_numbers, roles) \
          VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (user_id) DO UPDATE SET user_name = $2, external_id = $3, emails = $4, \
-           phone_numbers = $5, roles = $6, deleted_at = NULL",
+           phone_numbers = $5, roles = $6, deleted_at = NULL, \
+           scim_version = CASE WHEN $7 THEN 0 \
+             WHEN (scim_users.user_name, scim_users.external_id, scim_users.emails, \
+                   scim_users.phone_numbers, scim_users.roles) \
+                  IS DISTINCT FROM ($2, $3, $4, $5, $6) \
+             THEN scim_users.scim_version + 1 ELSE scim_users.scim_version END, \
+           changed_at = CASE WHEN (scim_users.user_name, scim_users.external_id, \
+                   scim_users.emails, scim_users.phone_numbers, scim_users.roles) \
+                  IS DISTINCT FROM ($2, $3, $4, $5, $6) \
+             THEN now() ELSE scim_users.changed_at END",
     )
     .bind(id)
     .bind(&d.user_name)
@@ -416,6 +445,7 @@ async fn keep(tx: &mut Transaction<'_, Postgres>, id: Uuid, d: &Desired) -> Resu
     .bind(&d.emails)
     .bind(&d.phone_numbers)
     .bind(&d.roles)
+    .bind(record_changed)
     .execute(&mut **tx)
     .await
     .map_err(|e| match &e {
@@ -447,6 +477,29 @@ async fn create(
         .temporary_password()
         .map_err(|e| ScimError::internal(e.message))?;
     let mut tx = state.db.begin().await?;
+    guard_admins(&mut tx).await?;
+    // A person deleted through SCIM (deactivated, hidden) and provisioned again: the same
+    // record, active again, rather than a conflict on a name nobody can see.
+    let hidden: Option<ScimRow> = sqlx::query_as(&format!(
+        "{} WHERE {} ORDER BY u.created_at LIMIT 1 FOR UPDATE OF u",
+        ALL.as_str(),
+        hidden_by_name()
+    ))
+    .bind(&desired.user_name)
+    .bind(desired.email.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(before) = hidden {
+        let mut desired = desired;
+        desired.active = Some(desired.active.unwrap_or(true));
+        write(&mut tx, config, &before, &desired).await?;
+        let row = load(&mut *tx, before.id, false)
+            .await?
+            .ok_or_else(|| ScimError::internal("the user is not in the SCIM view"))?;
+        tx.commit().await?;
+        tracing::info!(user_id = %row.id, version = row.version(), token = %client.0.name, "user deleted through SCIM provisioned again: the same record");
+        return Ok(user_response(StatusCode::CREATED, &row, config, &headers));
+    }
     check_user_name(&mut tx, &desired.user_name, None).await?;
     let created = store::create_user(
         &mut tx,
@@ -462,7 +515,7 @@ async fn create(
         },
     )
     .await?;
-    keep(&mut tx, created.id, &desired).await?;
+    keep(&mut tx, created.id, &desired, true).await?;
     let row = load(&mut *tx, created.id, false)
         .await?
         .ok_or_else(|| ScimError::internal("the new user is not in the SCIM view"))?;
@@ -478,6 +531,7 @@ async fn write(
     before: &ScimRow,
     desired: &Desired,
 ) -> Result<(), ScimError> {
+    refuse_unmanaged(config, before)?;
     check_user_name(tx, &desired.user_name, Some(before.id)).await?;
     let mut changes = vec![UserChange::Profile(ProfileChange {
         email: Some(desired.email.clone()),
@@ -485,30 +539,47 @@ async fn write(
         last_name: Some(desired.last_name.clone()),
         phone_number: Some(desired.phone.clone()),
     })];
-    let current: Option<Role> = before.role.parse().ok();
-    if let (Some(role), Some(current)) = (desired.role, current) {
-        if role != current {
-            if config.manages(current) {
-                changes.push(UserChange::SetRole(role));
-            } else {
-                // An admin is not made or unmade by a directory unless SCIM_ROLE_MAP names
-                // admin: the portal's admins stay in the portal's hands.
-                tracing::warn!(user_id = %before.id, role = current.as_str(), wanted = role.as_str(), "SCIM asked to change a role it does not manage; the role is kept");
-            }
-        }
+    if let Some(role) = desired.role.filter(|r| r.as_str() != before.role) {
+        changes.push(UserChange::SetRole(role));
     }
     match desired.active {
         Some(true) if !before.is_active => changes.push(UserChange::Activate),
         Some(false) if before.is_active => changes.push(UserChange::Deactivate),
         _ => {}
     }
+    let mut record_changed = false;
     for change in changes {
         let kind = change.event_type();
         if let Outcome::Changed(user) = store::change_user(tx, before.id, change).await? {
+            record_changed = true;
             tracing::info!(user_id = %user.id, version = user.version(), event = kind.as_str(), "user changed through SCIM");
         }
     }
-    keep(tx, before.id, desired).await
+    keep(tx, before.id, desired, record_changed).await
+}
+
+/// Refuses any SCIM write to a user whose role SCIM does not manage (an admin, unless
+/// SCIM_ROLE_MAP names admin): the portal's admins are changed in the portal, so a directory —
+/// or whoever holds its token — can neither deactivate, re-email nor reactivate one.
+fn refuse_unmanaged(config: &ScimConfig, user: &ScimRow) -> Result<(), ScimError> {
+    match user.role.parse::<Role>() {
+        Ok(role) if config.manages(role) => Ok(()),
+        _ => Err(ScimError::mutability(format!(
+            "this user is a portal {}: SCIM does not change them (SCIM_ROLE_MAP does not name \
+             that role); change them in the portal",
+            user.role
+        ))),
+    }
+}
+
+/// Takes the lock that serialises changes which could remove an active admin, before any
+/// user's row lock: the store takes it in that order too, so the two cannot deadlock.
+async fn guard_admins(tx: &mut Transaction<'_, Postgres>) -> Result<(), ScimError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(store::ADMIN_GUARD_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Locks user `id`, checks `If-Match`, applies `change` to its SCIM form and stores the result.
@@ -521,10 +592,13 @@ async fn update(
     let config = &state.security.scim;
     let id = parse_id(id)?;
     let mut tx = state.db.begin().await?;
+    guard_admins(&mut tx).await?;
     let before = load(&mut *tx, id, true)
         .await?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    check_if_match(headers, before.version())?;
+    check_if_match(headers, &before)?;
+    // Before the body is read: an admin's own form names a role SCIM does not map.
+    refuse_unmanaged(config, &before)?;
     let base = base_url(config, headers);
     let wanted = change(to_scim(&before, config, &base))?;
     let desired = Desired::parse(&wanted, config)?;
@@ -572,10 +646,12 @@ async fn delete(
 ) -> Result<Response, ScimError> {
     let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
+    guard_admins(&mut tx).await?;
     let before = load(&mut *tx, id, true)
         .await?
         .ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
-    check_if_match(&headers, before.version())?;
+    check_if_match(&headers, &before)?;
+    refuse_unmanaged(&state.security.scim, &before)?;
     if before.is_active {
         store::change_user(&mut tx, id, UserChange::Deactivate).await?;
     }
@@ -586,7 +662,13 @@ async fn delete(
     .bind(id)
     .bind(before.user_name.as_deref().unwrap_or(&before.email))
     .execute(&mut *tx)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("scim_users_user_name") => {
+            ScimError::uniqueness("another user's userName is this user's email")
+        }
+        _ => e.into(),
+    })?;
     tx.commit().await?;
     tracing::info!(user_id = %id, token = %client.0.name, "user deleted through SCIM: deactivated, the record kept");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -616,14 +698,39 @@ mod tests {
     }
 
     #[test]
-    fn if_match_takes_the_version_weak_or_strong() {
+    fn if_match_takes_the_etag_weak_or_strong() {
+        let row = |version: i64, scim_version: i32| ScimRow {
+            user: directory::record::UserRecord {
+                id: Uuid::nil(),
+                email: "a@b.example".into(),
+                first_name: "A".into(),
+                last_name: "B".into(),
+                role: "nurse".into(),
+                phone_number: None,
+                is_active: true,
+                must_change_password: false,
+                created_at: chrono::Utc::now(),
+                updated_at: None,
+                user_version: Some(version),
+            },
+            user_name: None,
+            external_id: None,
+            emails: None,
+            phone_numbers: None,
+            roles: None,
+            scim_version,
+            scim_updated_at: None,
+        };
         let mut h = HeaderMap::new();
-        assert!(check_if_match(&h, 3).is_ok());
+        assert!(check_if_match(&h, &row(3, 0)).is_ok());
         h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"3\""));
-        assert!(check_if_match(&h, 3).is_ok());
+        assert!(check_if_match(&h, &row(3, 0)).is_ok());
         h.insert(header::IF_MATCH, HeaderValue::from_static("\"3\""));
-        assert!(check_if_match(&h, 3).is_ok());
-        let e = check_if_match(&h, 4).expect_err("stale");
+        assert!(check_if_match(&h, &row(3, 0)).is_ok());
+        let e = check_if_match(&h, &row(4, 0)).expect_err("stale");
         assert_eq!(e.status, StatusCode::PRECONDITION_FAILED);
+        // A SCIM-only change since (a new userName) moves the ETag too.
+        assert!(check_if_match(&h, &row(3, 1)).is_err());
+        assert_eq!(row(3, 1).etag(), "W/\"3.1\"");
     }
 }
