@@ -63,6 +63,34 @@ impl std::ops::Deref for ScimRow {
 }
 
 impl ScimRow {
+    /// A nurse `a@b.example` at `version`, nothing kept by SCIM but its count of SCIM-only
+    /// changes: what unit tests start from.
+    #[cfg(test)]
+    pub(crate) fn sample(version: i64, scim_version: i32) -> Self {
+        ScimRow {
+            user: UserRecord {
+                id: uuid::Uuid::nil(),
+                email: "a@b.example".into(),
+                first_name: "A".into(),
+                last_name: "B".into(),
+                role: "nurse".into(),
+                phone_number: None,
+                is_active: true,
+                must_change_password: false,
+                created_at: Utc::now(),
+                updated_at: None,
+                user_version: Some(version),
+            },
+            user_name: None,
+            external_id: None,
+            emails: None,
+            phone_numbers: None,
+            roles: None,
+            scim_version,
+            scim_updated_at: None,
+        }
+    }
+
     /// The user's version (every `auth_db` row has one).
     pub fn version(&self) -> i64 {
         self.user.user_version.unwrap_or_default()
@@ -402,26 +430,10 @@ mod tests {
         let config = ScimConfig::default();
         let sent = json!([{"value": "a@b.example", "type": "work", "primary": false}]);
         let mut row = ScimRow {
-            user: UserRecord {
-                id: uuid::Uuid::nil(),
-                email: "a@b.example".into(),
-                first_name: "A".into(),
-                last_name: "B".into(),
-                role: "nurse".into(),
-                phone_number: None,
-                is_active: true,
-                must_change_password: false,
-                created_at: chrono::Utc::now(),
-                updated_at: None,
-                user_version: Some(3),
-            },
             user_name: Some("ab".into()),
-            external_id: None,
             emails: Some(sent.clone()),
-            phone_numbers: None,
             roles: Some(json!([{"value": "Nurse"}])),
-            scim_version: 0,
-            scim_updated_at: None,
+            ..ScimRow::sample(3, 0)
         };
         let user = to_scim(&row, &config, "http://x/scim/v2");
         assert_eq!(user["emails"], sent);

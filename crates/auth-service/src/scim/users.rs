@@ -699,28 +699,7 @@ mod tests {
 
     #[test]
     fn if_match_takes_the_etag_weak_or_strong() {
-        let row = |version: i64, scim_version: i32| ScimRow {
-            user: directory::record::UserRecord {
-                id: Uuid::nil(),
-                email: "a@b.example".into(),
-                first_name: "A".into(),
-                last_name: "B".into(),
-                role: "nurse".into(),
-                phone_number: None,
-                is_active: true,
-                must_change_password: false,
-                created_at: chrono::Utc::now(),
-                updated_at: None,
-                user_version: Some(version),
-            },
-            user_name: None,
-            external_id: None,
-            emails: None,
-            phone_numbers: None,
-            roles: None,
-            scim_version,
-            scim_updated_at: None,
-        };
+        let row = ScimRow::sample;
         let mut h = HeaderMap::new();
         assert!(check_if_match(&h, &row(3, 0)).is_ok());
         h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"3\""));
