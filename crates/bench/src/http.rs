@@ -96,62 +96,25 @@ impl Stack {
                     .with_context(|| format!("register {name}"))?;
             }
         }
-        let (auth_port, user_port, gateway_port) = (free_port()?, free_port()?, free_port()?);
-        let auth_addr = format!("127.0.0.1:{auth_port}");
-        let user_addr = format!("127.0.0.1:{user_port}");
-        let gateway_addr = format!("127.0.0.1:{gateway_port}");
-        let addresses = [
-            ("AUTH_ADDR", auth_addr.clone()),
-            ("USER_ADDR", user_addr.clone()),
-            ("GATEWAY_ADDR", gateway_addr.clone()),
-            ("AUTH_SERVICE_URL", format!("http://{auth_addr}")),
-            ("USER_SERVICE_URL", format!("http://{user_addr}")),
-        ];
-        let with = |extra: &[(&'static str, String)]| {
-            let mut all = addresses.to_vec();
-            all.extend_from_slice(extra);
-            all
-        };
-        let mut auth_service = env
-            .spawn(
-                "auth-service",
-                "auth-service",
-                &with(&crate::env::relay_env(setting)),
-            )
-            .await?;
-        let mut user_service = env
-            .spawn(
-                "user-service",
-                "user-service",
-                &with(&[("CONSUMER_PREFETCH", setting.prefetch.to_string())]),
-            )
-            .await?;
-        let mut gateway = env.spawn("gateway", "gateway", &addresses).await?;
-        let gateway_url = format!("http://{gateway_addr}");
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(clients)
             .build()?;
-
         let spin = super::spinner(format!("{label}: starting services"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            for s in [&mut auth_service, &mut user_service, &mut gateway] {
-                s.check_alive()?;
+        // Ports free a moment ago: another test's process may take one before a service binds
+        // it; then the three start again on others (the services name each other's addresses,
+        // so one cannot move alone).
+        let mut attempt = 0;
+        let (mut auth_service, mut user_service, gateway, auth_addr, gateway_url) = loop {
+            attempt += 1;
+            match start_services(env, setting, &http).await {
+                Ok(started) => break started,
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                    tracing::warn!("{label}: a port was taken meanwhile; starting again: {e:#}");
+                }
+                Err(e) => return Err(e),
             }
-            let ready = http
-                .get(format!("{gateway_url}/health/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("the gateway was not ready within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
         // The admin is written through the store with the precomputed hash of PASSWORD; being
         // synced to user_db it is also the probe that the relay and consumer are up.
         let admin_email = "bench.admin@bench.example";
@@ -210,6 +173,67 @@ impl Stack {
         self.user.close().await;
         Ok(())
     }
+}
+
+/// The auth-service, user-service and gateway of one HTTP row on ports free a moment ago,
+/// once the gateway is ready: the three, the auth-service's address and the gateway's URL. A
+/// service that exits meanwhile (its port taken) fails it, and the others are stopped.
+async fn start_services(
+    env: &BenchEnv,
+    setting: Setting,
+    http: &reqwest::Client,
+) -> anyhow::Result<(Process, Process, Process, String, String)> {
+    let (auth_port, user_port, gateway_port) = (free_port()?, free_port()?, free_port()?);
+    let auth_addr = format!("127.0.0.1:{auth_port}");
+    let user_addr = format!("127.0.0.1:{user_port}");
+    let gateway_addr = format!("127.0.0.1:{gateway_port}");
+    let addresses = [
+        ("AUTH_ADDR", auth_addr.clone()),
+        ("USER_ADDR", user_addr.clone()),
+        ("GATEWAY_ADDR", gateway_addr.clone()),
+        ("AUTH_SERVICE_URL", format!("http://{auth_addr}")),
+        ("USER_SERVICE_URL", format!("http://{user_addr}")),
+    ];
+    let with = |extra: &[(&'static str, String)]| {
+        let mut all = addresses.to_vec();
+        all.extend_from_slice(extra);
+        all
+    };
+    let mut auth_service = env
+        .spawn(
+            "auth-service",
+            "auth-service",
+            &with(&crate::env::relay_env(setting)),
+        )
+        .await?;
+    let mut user_service = env
+        .spawn(
+            "user-service",
+            "user-service",
+            &with(&[("CONSUMER_PREFETCH", setting.prefetch.to_string())]),
+        )
+        .await?;
+    let mut gateway = env.spawn("gateway", "gateway", &addresses).await?;
+    let gateway_url = format!("http://{gateway_addr}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for s in [&mut auth_service, &mut user_service, &mut gateway] {
+            s.check_alive()?;
+        }
+        let ready = http
+            .get(format!("{gateway_url}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway was not ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((auth_service, user_service, gateway, auth_addr, gateway_url))
 }
 
 pub async fn through_gateway(
