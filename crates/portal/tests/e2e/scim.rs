@@ -1,5 +1,5 @@
 //! SCIM through the gateway, as a directory reaches it: the scim2-tester compliance checks
-//! (PyPI) pass with a token an admin created, and a user created, deactivated and deleted
+//! (PyPI) pass with a token from `portal scim token create`, and a user created, deactivated and deleted
 //! through SCIM reaches `user_db` and `appointment_db` like any other change (the time each
 //! copy took is printed, not asserted: the polls' deadline bounds it).
 
@@ -39,7 +39,17 @@ async fn the_scim_compliance_checker_reports_no_failure() {
     let sb = Sandbox::for_test().await;
     let sys = System::builder(&sb).users().gateway().start().await;
     let admin = sys.admin_token().await;
-    let token = scim_token(&sys, &admin).await;
+    // The token as an admin makes one: `portal scim token create NAME --quiet`.
+    let out = crate::cli::portal(&sb)
+        .args(["scim", "token", "create", "compliance", "--quiet"])
+        .env("PORTAL_URL", sys.gateway().url())
+        .env("PORTAL_TOKEN", &admin)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("scim_"), "{token}");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/scim-compliance");
     // Exactly the settings it needs: the token, and nothing of this process's environment.
     let out = tokio::process::Command::new(scim_python())
