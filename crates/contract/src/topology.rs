@@ -111,6 +111,11 @@ pub struct ConsumerQueues {
 }
 
 impl ConsumerQueues {
+    /// The consumer these queues belong to (`main` without `.user-events`).
+    pub fn consumer(&self) -> &str {
+        self.main.strip_suffix(".user-events").unwrap_or(&self.main)
+    }
+
     /// The queues of `name` with the standard retry delays.
     pub fn for_consumer(name: &str) -> Self {
         Self::with_retry_delays(name, &RETRY_DELAYS)

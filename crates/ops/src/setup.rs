@@ -911,10 +911,7 @@ pub struct ConsumerRights {
 
 /// The rights of the consumer whose queues are `queues` (its name is the queues' prefix).
 pub fn consumer_rights(queues: &ConsumerQueues) -> ConsumerRights {
-    let name = queues
-        .main
-        .strip_suffix(".user-events")
-        .unwrap_or(&queues.main);
+    let name = queues.consumer();
     let exact = |name: &str| format!("^{}$", regex_escape(name));
     let either = |names: &[&str]| {
         let names: Vec<String> = names.iter().map(|n| regex_escape(n)).collect();

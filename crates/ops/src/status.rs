@@ -87,11 +87,7 @@ pub async fn consumers(
             retrying += counts(&conn, &retry.name).await.messages.unwrap_or(0);
         }
         out.push(ConsumerFigures {
-            consumer: c
-                .main
-                .strip_suffix(".user-events")
-                .unwrap_or(&c.main)
-                .to_owned(),
+            consumer: c.consumer().to_owned(),
             queue: counts(&conn, &c.main).await,
             retrying,
             dead_letter: counts(&conn, &c.dead_letter).await,

@@ -199,11 +199,7 @@ impl VerifyJobs {
         };
         let mut failed = false;
         for (queues, _) in registered {
-            let name = queues
-                .main
-                .strip_suffix(".user-events")
-                .unwrap_or(&queues.main)
-                .to_owned();
+            let name = queues.consumer().to_owned();
             if self.copies.iter().any(|(spec, _)| spec.service == name) {
                 continue;
             }

@@ -318,13 +318,25 @@ fn user_response(
     config: &ScimConfig,
     headers: &HeaderMap,
 ) -> Response {
+    shaped_user_response(status, row, config, headers, &[], &[])
+}
+
+/// [`user_response`] with only the `include`d attributes, or without the `exclude`d ones.
+fn shaped_user_response(
+    status: StatusCode,
+    row: &ScimRow,
+    config: &ScimConfig,
+    headers: &HeaderMap,
+    include: &[String],
+    exclude: &[String],
+) -> Response {
     let base = base_url(config, headers);
     let user = to_scim(row, config, &base);
     let location = user["meta"]["location"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let mut response = scim_json(status, &user);
+    let mut response = scim_json(status, &project(user, include, exclude));
     if let Ok(tag) = HeaderValue::from_str(&row.etag()) {
         response.headers_mut().insert(header::ETAG, tag);
     }
@@ -376,20 +388,14 @@ async fn show(
     {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let config = &state.security.scim;
-    let mut response = user_response(StatusCode::OK, &row, config, &headers);
-    let include = list_of(&q.attributes);
-    let exclude = list_of(&q.excluded_attributes);
-    if !include.is_empty() || !exclude.is_empty() {
-        let base = base_url(config, &headers);
-        let projected = project(to_scim(&row, config, &base), &include, &exclude);
-        let etag_header = response.headers().get(header::ETAG).cloned();
-        response = scim_json(StatusCode::OK, &projected);
-        if let Some(tag) = etag_header {
-            response.headers_mut().insert(header::ETAG, tag);
-        }
-    }
-    Ok(response)
+    Ok(shaped_user_response(
+        StatusCode::OK,
+        &row,
+        &state.security.scim,
+        &headers,
+        &list_of(&q.attributes),
+        &list_of(&q.excluded_attributes),
+    ))
 }
 
 /// Refuses a `userName` another user has (its own, or its email when it has none).

@@ -26,12 +26,27 @@ pub fn copies(operator: &OperatorArgs) -> [(&'static CopySpec, &str); 2] {
 /// The lines `verify` prints for one copy.
 pub fn report_lines(copy: &CopySpec, report: &Report) -> Vec<String> {
     let heading = format!("{} ({})", copy.service, copy.database);
-    if report.is_in_sync() {
-        return vec![format!("{heading}: in sync: {} users", report.checked)];
+    match report.is_in_sync() {
+        true => vec![format!("{heading}: in sync: {} users", report.checked)],
+        false => differences(
+            &heading,
+            &report.summary(),
+            &report.listed,
+            report.total_differences(),
+        ),
     }
-    let mut lines = vec![format!("{heading}: {}", report.summary())];
-    lines.extend(report.listed.iter().map(|d| format!("  {d}")));
-    let unlisted = report.total_differences() - report.listed.len();
+}
+
+/// A heading with the summary, each listed difference, and how many more there are.
+fn differences<D: std::fmt::Display>(
+    heading: &str,
+    summary: &str,
+    listed: &[D],
+    total: usize,
+) -> Vec<String> {
+    let mut lines = vec![format!("{heading}: {summary}")];
+    lines.extend(listed.iter().map(|d| format!("  {d}")));
+    let unlisted = total - listed.len();
     if unlisted > 0 {
         lines.push(format!("  ... and {unlisted} more"));
     }
@@ -50,19 +65,18 @@ pub fn and_list(items: &[&str]) -> String {
 /// The lines `verify` prints for a consumer judged by its receipts.
 pub fn receipt_lines(consumer: &str, report: &receipts::Report) -> Vec<String> {
     let heading = format!("{consumer} (receipts)");
-    if report.is_in_sync() {
-        return vec![format!(
+    match report.is_in_sync() {
+        true => vec![format!(
             "{heading}: in sync: {} users confirmed",
             report.checked
-        )];
+        )],
+        false => differences(
+            &heading,
+            &report.summary(),
+            &report.listed,
+            report.total_differences(),
+        ),
     }
-    let mut lines = vec![format!("{heading}: {}", report.summary())];
-    lines.extend(report.listed.iter().map(|d| format!("  {d}")));
-    let unlisted = report.total_differences() - report.listed.len();
-    if unlisted > 0 {
-        lines.push(format!("  ... and {unlisted} more"));
-    }
-    lines
 }
 
 /// Exit 2 for `auth_db` out of reach, else 1.
