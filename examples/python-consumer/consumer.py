@@ -3,7 +3,8 @@
 PostgreSQL database by the rules every consumer follows (docs/consumers.md): trust by AMQP
 user_id, the envelope's major version, the version rule, one transaction per batch acked after
 its commit, retries and dead letters with the portal's headers, the end-of-history mark of a
-backfill, and a portal.receipt after each committed batch."""
+backfill, a portal.receipt after each committed batch, and erasure (nothing personal is kept of an
+erased person, and nothing is applied over them again)."""
 import argparse
 import contextlib
 import copy
@@ -26,7 +27,8 @@ HISTORY_TYPE = "portal.history.complete"
 RETRY_DELAYS = ["1s", "5s", "30s", "2m", "10m"]  # <queue>.retry.<delay>, shortest first
 MAX_BYTES = 256 * 1024
 EVENT_TYPES = {"user.created", "user.updated", "user.activated", "user.deactivated",
-               "user.role.changed", "user.snapshot"}
+               "user.role.changed", "user.snapshot", "user.erased"}
+ERASED_NAMES = ("Erased", "User")  # an erased person's first and last name (contract::erasure)
 ROLES = {"admin", "doctor", "nurse", "pharmacist", "consultant"}
 UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 SETTINGS = """settings (environment):
@@ -42,18 +44,27 @@ SETTINGS = """settings (environment):
 # consumer's back at the same version is put right. A copy AHEAD of auth_db (forged, or auth_db
 # restored from an older backup) needs nothing else here: its repair comes with a version one past
 # the copy's (the auth-service's version fence), which this same rule applies.
+# Nothing is applied over an erased row (u.erased_at IS NULL), whatever its type or version.
 UPSERT = """INSERT INTO users AS u (id, email, first_name, last_name, role, phone_number,
-    is_active, must_change_password, created_at, updated_at, user_version, event_timestamp)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    is_active, must_change_password, created_at, updated_at, user_version, event_timestamp, erased_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, first_name = EXCLUDED.first_name,
     last_name = EXCLUDED.last_name, role = EXCLUDED.role, phone_number = EXCLUDED.phone_number,
     is_active = EXCLUDED.is_active, must_change_password = EXCLUDED.must_change_password,
     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-    user_version = EXCLUDED.user_version, event_timestamp = EXCLUDED.event_timestamp, applied_at = now()
-WHERE (EXCLUDED.user_version IS NOT NULL
-       AND (u.user_version IS NULL OR EXCLUDED.user_version {newer} u.user_version))
-   OR (EXCLUDED.user_version IS NULL AND u.user_version IS NULL
-       AND EXCLUDED.event_timestamp > u.event_timestamp)"""
+    user_version = EXCLUDED.user_version, event_timestamp = EXCLUDED.event_timestamp,
+    erased_at = EXCLUDED.erased_at, applied_at = now()
+WHERE u.erased_at IS NULL
+  AND ((EXCLUDED.user_version IS NOT NULL
+        AND (u.user_version IS NULL OR EXCLUDED.user_version {newer} u.user_version))
+    OR (EXCLUDED.user_version IS NULL AND u.user_version IS NULL
+        AND EXCLUDED.event_timestamp > u.event_timestamp))"""
+# The erasure rule, after UPSERT has applied an erasure like any change (creating the tombstone
+# row if absent): a row it could not replace (its version as high or higher) still forgets the
+# person now, keeping the greater version.
+FORGET = """UPDATE users SET email = %s, first_name = %s, last_name = %s, phone_number = NULL,
+    erased_at = %s, user_version = GREATEST(user_version, %s), applied_at = now()
+WHERE id = %s AND erased_at IS NULL"""
 log = logging.getLogger("consumer")
 
 
@@ -106,17 +117,21 @@ def decode(body):
     need(p.get("phoneNumber") is None or isinstance(p["phoneNumber"], str), "payload.phoneNumber")
     v = p.get("userVersion")
     need(v is None or (type(v) is int and v >= 1), "payload.userVersion must be 1 or more")
+    need(kind != "user.erased" or p.get("erasedAt") is not None, "payload.erasedAt is required")
     env["at"] = instant("timestamp", env.get("timestamp"))
     instant("payload.createdAt", p.get("createdAt"))
+    if p.get("erasedAt") is not None:
+        env["erased"] = instant("payload.erasedAt", p["erasedAt"])
     return env
 
 
 def newest_per_user(events):
-    """The newest event of each user: a versioned one beats an unversioned one, a higher version
-    a lower, a repair a change at the same version; unversioned ones go by timestamp."""
+    """The newest event of each user: an erasure beats everything, a versioned one an
+    unversioned one, a higher version a lower, a repair a change at the same version; unversioned
+    ones go by timestamp."""
     def newness(e):
         v = e["payload"].get("userVersion")
-        return (v is not None, v or 0, e["eventType"] == "user.snapshot", e["at"])
+        return ("erased" in e, v is not None, v or 0, e["eventType"] == "user.snapshot", e["at"])
     newest = {}
     for e in events:
         kept = newest.get(e["payload"]["userId"])
@@ -265,6 +280,13 @@ class Consumer:
                         part = [e for e in events if (e["eventType"] == "user.snapshot") == repairs]
                         if part:
                             cur.executemany(UPSERT.format(newer=newer), [row(e) for e in part])
+                    erased = [row(e) for e in events if "erased" in e]
+                    if erased:
+                        cur.executemany(FORGET, [(*r[1:4], r[12], r[10], r[0]) for r in erased])
+                    # What the copy holds now: an event refused over an erased row confirms nothing.
+                    cur.execute("SELECT id::text, user_version FROM users WHERE id = ANY(%s::uuid[])",
+                                ([e["payload"]["userId"] for e in events],))
+                    held = {i.lower(): v for i, v in cur.fetchall()}
                     if mark is not None:
                         cur.execute("INSERT INTO history_complete (consumer, users) VALUES (%s, %s) "
                                     "ON CONFLICT (consumer) DO UPDATE SET users = EXCLUDED.users, "
@@ -273,7 +295,8 @@ class Consumer:
                 if mark is not None:
                     log.info("end-of-history mark applied: %d users", mark)
                 for e in events:  # applied, or older than the copy: it holds this version at least
-                    if e["payload"].get("userVersion"):
+                    v = e["payload"].get("userVersion")
+                    if v and v <= (held.get(e["payload"]["userId"].lower()) or 0):
                         receipts.append({"userId": e["payload"]["userId"], "changedAt": stamp(e["at"]),
                                          "userVersion": e["payload"]["userVersion"]})
                 return True
@@ -336,10 +359,16 @@ class Consumer:
 
 
 def row(e):
-    p = e["payload"]
-    return (p["userId"], p["email"], p["firstName"], p["lastName"], p["role"], p.get("phoneNumber"),
-            p["isActive"], bool(p.get("mustChangePassword", False)), p["createdAt"], p.get("updatedAt"),
-            p.get("userVersion"), e["at"])
+    """The users row an event writes; an erased person's with the placeholders, whatever the
+    payload holds (contract::erasure: erased-<userId>@erased.invalid, Erased User, no phone)."""
+    p, erased = e["payload"], e.get("erased")
+    if erased:
+        email, first, last, phone = f"erased-{p['userId'].lower()}@erased.invalid", *ERASED_NAMES, None
+    else:
+        email, first, last, phone = p["email"], p["firstName"], p["lastName"], p.get("phoneNumber")
+    return (p["userId"], email, first, last, p["role"], phone, p["isActive"],
+            bool(p.get("mustChangePassword", False)), p["createdAt"], p.get("updatedAt"),
+            p.get("userVersion"), e["at"], erased)
 
 
 def main():

@@ -19,8 +19,13 @@ CREATE TABLE IF NOT EXISTS users (
     user_version         bigint,
     event_timestamp      timestamptz NOT NULL,
     -- When this copy last changed the row (this consumer's own clock).
-    applied_at           timestamptz NOT NULL DEFAULT now()
+    applied_at           timestamptz NOT NULL DEFAULT now(),
+    -- Set when the person was erased: the row keeps id and version (so no late event brings them
+    -- back), holds placeholders instead of personal data, and never changes again.
+    erased_at            timestamptz
 );
+-- A copy made before erasure existed (contract 1.1) gets the column too.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS erased_at timestamptz;
 
 -- The end-of-history mark of a backfill (`portal consumer add`): once it is here and the copy
 -- holds at least `users` rows, the copy knows every user that existed when the backfill began.

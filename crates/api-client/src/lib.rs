@@ -6,13 +6,15 @@
 use contract::api::{
     Appointment, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest, BulkCreateResponse,
     ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest, CreateUserResponse,
-    CreatedScimToken, DirectoryEntry, EnrolmentRequest, ErrorBody, LoginRequest, LoginResponse,
-    NewAppointment, Offboarding, OffboardingRequest, Page, Propagation, RecoveryCodes,
-    RefreshRequest, RegisterRequest, Registration, RegistrationReceived, RoleRequest, ScimToken,
-    ScimTokenRequest, SecondFactorChallenge, SecondFactorEnrolment, SecondFactorRequest,
-    SecondFactorStatus, UpdateUserRequest,
+    CreatedScimToken, DirectoryEntry, EnrolmentRequest, Erasure, ErasureRequest, ErrorBody,
+    LoginRequest, LoginResponse, NewAppointment, Offboarding, OffboardingRequest, Page,
+    Propagation, RecoveryCodes, RefreshRequest, RegisterRequest, Registration,
+    RegistrationReceived, RoleRequest, ScimToken, ScimTokenRequest, SecondFactorChallenge,
+    SecondFactorEnrolment, SecondFactorRequest, SecondFactorStatus, UpdateUserRequest,
 };
-use contract::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
+use contract::sync_status::{
+    DeadLetters, Discarded, ErasurePurge, Requeued, SyncStatus, VerifyRun,
+};
 use contract::UserSnapshot;
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -571,6 +573,23 @@ impl ApiClient {
         self.send(Method::POST, &path, Some(request)).await
     }
 
+    /// Erases a deactivated person's personal data (answers the earlier erasure when there is
+    /// one).
+    pub async fn erase(&self, id: Uuid, request: &ErasureRequest) -> Result<Erasure> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("erasure");
+        self.send(Method::POST, &path, Some(request)).await
+    }
+
+    /// The person's erasure record.
+    pub async fn erasure_of(&self, id: Uuid) -> Result<Erasure> {
+        let id = id.to_string();
+        let mut path = admin_user(&id).to_vec();
+        path.push("erasure");
+        self.get(&path, &[]).await
+    }
+
     /// The user's latest offboarding.
     pub async fn offboarding_of(&self, id: Uuid) -> Result<Offboarding> {
         let id = id.to_string();
@@ -695,6 +714,16 @@ impl ApiClient {
     pub async fn discard_untrusted_dead_letters(&self, queue: &str) -> Result<Discarded> {
         let mut path = SYNC.to_vec();
         path.extend(["dead-letters", queue, "discard"]);
+        self.send(Method::POST, &path, None::<&()>).await
+    }
+
+    /// Removes an erased person's messages from every registered consumer's retry and
+    /// dead-letter queues and from the unrouted queue (the sync admin API's purge, run right
+    /// after the erasure).
+    pub async fn purge_erasure(&self, user_id: Uuid) -> Result<ErasurePurge> {
+        let id = user_id.to_string();
+        let mut path = SYNC.to_vec();
+        path.extend(["erasures", id.as_str(), "purge"]);
         self.send(Method::POST, &path, None::<&()>).await
     }
 

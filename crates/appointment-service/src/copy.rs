@@ -6,7 +6,8 @@
 //! is no longer an active doctor become `needs_reassignment`; when they are an active doctor
 //! again (an offboarding cancelled, a deactivation undone), those still flagged are booked with
 //! them again (staff may have moved or cancelled some meanwhile: those stay as they are).
-//! The end-of-history mark is kept with the number of users a complete copy holds.
+//! The end-of-history mark is kept with the number of users a complete copy holds. An erased
+//! person stays a tombstone under their id; their appointments show "former clinician".
 
 use consumer::{Apply, Changed, Comparison};
 use contract::wire::HistoryComplete;
@@ -100,6 +101,81 @@ impl Apply for ClinicianCopy {
                 tracing::info!(flagged, "appointments need reassignment: their doctor left");
             }
         }
+        Ok(changed)
+    }
+
+    /// Keeps each erased person as a tombstone (id, the greater version, `erased_at`, the
+    /// placeholders), and rewrites what this service derived from their name: the doctor of a
+    /// saga's result, the replies and appointment events that named them, now "former
+    /// clinician". Their appointments stay (a clinical record) under the id.
+    async fn erase(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[&Envelope],
+    ) -> Result<Vec<Changed>, sqlx::Error> {
+        let id: Vec<_> = events.iter().map(|e| e.payload.user_id.0).collect();
+        let named: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT id, first_name || ' ' || last_name FROM clinicians \
+             WHERE id = ANY($1) AND erased_at IS NULL FOR UPDATE",
+        )
+        .bind(&id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let column = |f: fn(&Envelope) -> String| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let version: Vec<_> = events.iter().map(|e| e.payload.user_version).collect();
+        let stamp: Vec<_> = events.iter().map(|e| e.timestamp.as_datetime()).collect();
+        let erased_at: Vec<_> = events
+            .iter()
+            .map(|e| e.payload.erased_at.unwrap_or(e.timestamp).as_datetime())
+            .collect();
+        let changed: Vec<Changed> = sqlx::query_as(
+            "INSERT INTO clinicians AS c (id, first_name, last_name, role, is_active, \
+                 user_version, event_timestamp, erased_at) \
+             SELECT id, first_name, last_name, role, false, user_version, event_timestamp, \
+                 erased_at \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+                 $6::timestamptz[], $7::timestamptz[]) \
+                 AS e(id, first_name, last_name, role, user_version, event_timestamp, erased_at) \
+             ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name, \
+                 last_name = EXCLUDED.last_name, is_active = false, \
+                 user_version = greatest(c.user_version, EXCLUDED.user_version), \
+                 event_timestamp = greatest(c.event_timestamp, EXCLUDED.event_timestamp), \
+                 erased_at = coalesce(c.erased_at, EXCLUDED.erased_at), synced_at = now() \
+             WHERE c.erased_at IS NULL OR EXCLUDED.user_version > c.user_version \
+             RETURNING id, $8 AS label",
+        )
+        .bind(&id)
+        .bind(column(|e| e.payload.first_name.clone()))
+        .bind(column(|e| e.payload.last_name.clone()))
+        .bind(column(|e| e.payload.role.as_str().to_owned()))
+        .bind(&version)
+        .bind(&stamp)
+        .bind(&erased_at)
+        .bind(contract::erasure::FORMER_CLINICIAN)
+        .fetch_all(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE command_results SET doctor_name = $2 WHERE doctor_id = ANY($1)")
+            .bind(&id)
+            .bind(contract::erasure::FORMER_CLINICIAN)
+            .execute(&mut *conn)
+            .await?;
+        for (_, name) in &named {
+            for (table, column) in [("processed_commands", "reply"), ("outbox", "body")] {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {column} = replace({column}::text, $1, $2)::jsonb \
+                     WHERE strpos({column}::text, $1) > 0"
+                ))
+                .bind(name)
+                .bind(contract::erasure::FORMER_CLINICIAN)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        // An erased doctor left long ago; any future booking still with them needs another.
+        sqlx::query(FLAG_APPOINTMENTS_OF)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
         Ok(changed)
     }
 

@@ -48,6 +48,8 @@ pub struct Config {
     /// Roles besides nurses and admins that read every appointment (`APPOINTMENTS_VISIBLE_TO`:
     /// pharmacists, consultants); empty, they see none.
     pub visible_to: Vec<contract::Role>,
+    /// How the outbox's published rows are removed (OUTBOX_KEEP_PUBLISHED_SECS).
+    pub outbox_cleanup: outbox::CleanupConfig,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             managed_by_setup: false,
             consumer: consumer_config(ConsumerConfig::default()),
             visible_to: Vec::new(),
+            outbox_cleanup: outbox::CleanupConfig::default(),
         }
     }
 }
@@ -165,6 +168,7 @@ impl Application {
             &config.consumer.trusted_publishers,
         );
         let (amqp_url, managed_by_setup) = (config.amqp_url.clone(), config.managed_by_setup);
+        let outbox_cleanup = config.outbox_cleanup.clone();
         let service = ConsumerService::build(Spec {
             name: Self::NAME,
             database: "appointment_db",
@@ -200,7 +204,7 @@ impl Application {
             amqp_url.clone(),
             outbox::RelayConfig {
                 batch_size: 100,
-                retention: Some(std::time::Duration::from_secs(7 * 86_400)),
+                cleanup: outbox_cleanup,
                 declare_topology: !managed_by_setup,
                 ..outbox::RelayConfig::default()
             },
@@ -209,7 +213,12 @@ impl Application {
             service.metrics(),
             &table,
             service.db().clone(),
-        )?);
+        )?)
+        .with_cleanup_metrics(outbox::CleanupMetrics::register(service.metrics())?);
+        // The table of this service that grows with the traffic (the retention alerts).
+        service
+            .metrics()
+            .watch_tables(service.db().clone(), "appointment_db", &["outbox"])?;
         let resolver =
             resolve::Resolver::new(service.db().clone(), amqp_url, !managed_by_setup, trusted);
         Ok(Self {

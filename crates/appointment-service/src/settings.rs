@@ -118,6 +118,9 @@ impl AppointmentServiceArgs {
             managed_by_setup: setup.managed_by_setup,
             consumer: crate::consumer_config(consumer.into_config()),
             visible_to: self.appointments_visible_to.clone().unwrap_or_default().0,
+            // OUTBOX_KEEP_PUBLISHED_SECS is the command's (shared with the auth-service's
+            // relays under `portal up`): the caller sets it.
+            outbox_cleanup: outbox::CleanupConfig::default(),
         })
     }
 }

@@ -49,8 +49,12 @@ impl Row {
     }
 }
 
+/// An appointment with its doctor's name; an erased doctor is `contract::erasure::
+/// FORMER_CLINICIAN` (the clinical record keeps the appointment, not the person's name).
 const SELECT: &str = "SELECT a.id, a.patient_name, a.doctor_id, \
-        coalesce(c.first_name || ' ' || c.last_name, '') AS doctor_name, a.starts_at, a.ends_at, \
+        CASE WHEN c.erased_at IS NOT NULL THEN 'former clinician' \
+             ELSE coalesce(c.first_name || ' ' || c.last_name, '') END AS doctor_name, \
+        a.starts_at, a.ends_at, \
         a.duration_minutes, a.reason, a.status, a.created_by, a.created_at, a.updated_at \
     FROM appointments a LEFT JOIN clinicians c ON c.id = a.doctor_id";
 

@@ -614,3 +614,73 @@ async fn a_booking_committed_while_the_doctor_is_deactivated_is_flagged() {
         .unwrap();
     assert_eq!(status, "needs_reassignment");
 }
+
+/// An erased doctor (contract 1.1's tombstone) keeps their appointments, shown with "former
+/// clinician" and no name; the saga's result naming them forgets the name; a late event with
+/// their name changes nothing.
+#[tokio::test]
+async fn an_erased_doctors_appointments_stay_under_a_former_clinician() {
+    let clinic = Clinic::open().await;
+    let (status, booked) = clinic
+        .book(&clinic.nurse_token(), &booking(clinic.doctor, 30, 30))
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().unwrap().to_owned();
+    assert_eq!(booked["doctorName"], "Farai Moyo");
+    // A saga's result that named them (as a doctor appointments went to).
+    sqlx::query(
+        "INSERT INTO command_results (command_id, appointment_id, resolution, patient_name, \
+             starts_at, doctor_id, doctor_name) VALUES ($1, $2, 'reassigned', 'P', now(), $3, \
+             'Farai Moyo')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .bind(clinic.doctor)
+    .execute(&clinic.pool)
+    .await
+    .unwrap();
+
+    let mut erased = clinician_event(clinic.doctor, 2, "User", "doctor", false);
+    erased["eventType"] = json!("user.erased");
+    erased["version"] = json!("1.1");
+    erased["payload"]["firstName"] = json!("Erased");
+    erased["payload"]["email"] = json!(format!("erased-{}@erased.invalid", clinic.doctor));
+    erased["payload"]["erasedAt"] = json!("2026-12-01T10:00:00.000Z");
+    appointments::publish_events(&clinic.sb, &[erased]).await;
+    appointments::wait_for_clinician(&clinic.pool, clinic.doctor, 2).await;
+    // A late snapshot with their name, after.
+    appointments::publish_events(
+        &clinic.sb,
+        &[clinician_event(clinic.doctor, 7, "Moyo", "doctor", true)],
+    )
+    .await;
+    let marker = Uuid::new_v4();
+    appointments::publish_events(
+        &clinic.sb,
+        &[clinician_event(marker, 1, "Marker", "nurse", true)],
+    )
+    .await;
+    appointments::wait_for_clinician(&clinic.pool, marker, 1).await;
+
+    let (status, shown) = get(&clinic.url(&format!("/{id}")), Some(&clinic.nurse_token())).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["doctorId"], clinic.doctor.to_string());
+    assert_eq!(shown["doctorName"], "former clinician", "{shown}");
+    let (first, last, version, active): (String, String, i64, bool) = sqlx::query_as(
+        "SELECT first_name, last_name, user_version, is_active FROM clinicians WHERE id = $1",
+    )
+    .bind(clinic.doctor)
+    .fetch_one(&clinic.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (first.as_str(), last.as_str(), version, active),
+        ("Erased", "User", 2, false)
+    );
+    let named: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM command_results WHERE doctor_name LIKE '%Moyo%'")
+            .fetch_one(&clinic.pool)
+            .await
+            .unwrap();
+    assert_eq!(named, 0);
+}

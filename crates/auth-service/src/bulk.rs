@@ -100,6 +100,7 @@ fn rows_of(users: Vec<NewUser>) -> Vec<UserRow> {
                 is_active: u.is_active,
                 must_change_password: u.must_change_password,
                 user_version: Some(1),
+                erased_at: None,
                 created_at: now,
                 updated_at: Some(now),
             },
@@ -133,7 +134,7 @@ async fn insert(
     sqlx::query_scalar(&format!(
         "INSERT INTO users ({USER_COLUMNS}) \
          SELECT id, email, password_hash, first_name, last_name, role, phone_number, is_active, \
-                must_change_password, 1, $10, $10 \
+                must_change_password, 1, $10, $10, NULL \
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::bool[], $9::bool[]) \
              AS t(id, email, password_hash, first_name, last_name, role, phone_number, \

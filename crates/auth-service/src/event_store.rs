@@ -1,6 +1,9 @@
-//! The event store: the outbox read as an append-only history. Every event is kept (published
-//! or not) with its global sequence, so one user's audit trail can be listed and any range can
-//! be replayed into a consumer's queue.
+//! The event store: `event_store`, the append-only history of every user event, written in the
+//! same statement as the event's outbox row (`store`) with the same global sequence, bytes and
+//! transaction id. One user's audit trail can be listed and any range replayed into a
+//! consumer's queue. The relay never reads it; the outbox's published rows are removed a
+//! minute after publishing (`outbox::cleanup`), the store's only as whole monthly partitions
+//! past `EVENT_RETENTION_DAYS` ([`crate::retention`]).
 //!
 //! Reading "from sequence N onward" must not skip an event whose transaction took a lower
 //! sequence but committed later. [`read_page`] therefore pages by (transaction id, sequence) and
@@ -9,7 +12,7 @@
 //! page is therefore not the end when [`held_back`] says newer rows wait behind the horizon.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// One stored event.
@@ -24,13 +27,24 @@ pub struct StoredEvent {
     /// The exact published bytes.
     pub body: String,
     pub created_at: DateTime<Utc>,
-    pub published_at: Option<DateTime<Utc>>,
     /// The trace of the request that wrote it, if one did.
     pub trace_id: Option<String>,
 }
 
+/// One event of a user's audit trail, and whether it has left the outbox.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryEntry {
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
+    /// When the relay published it, while its outbox row is kept (a minute by default).
+    pub published_at: Option<DateTime<Utc>>,
+    /// True once the broker confirmed it: its outbox row is marked, or already removed (only
+    /// published rows are removed).
+    pub published: bool,
+}
+
 const COLUMNS: &str = "seq, tx_id::text::int8 AS tx_id, event_id, event_type, user_id, \
-     user_version, body::text AS body, created_at, published_at, trace_id";
+     user_version, body::text AS body, created_at, trace_id";
 
 /// Which events to read; `None` means "any".
 #[derive(Debug, Clone, Default)]
@@ -103,7 +117,7 @@ async fn after(
         ""
     };
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE {FILTER} \
+        "SELECT {COLUMNS} FROM event_store WHERE {FILTER} \
            AND (tx_id::text::int8, seq) > ($6, $7) {horizon} \
          ORDER BY tx_id, seq LIMIT $8"
     ))
@@ -121,7 +135,7 @@ async fn after(
 
 /// How many events match `filter` (for progress bars; may grow while a reader runs).
 pub async fn count(db: impl PgExecutor<'_>, filter: &EventFilter) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM outbox WHERE {FILTER}"))
+    sqlx::query_scalar(&format!("SELECT count(*) FROM event_store WHERE {FILTER}"))
         .bind(filter.from_seq)
         .bind(filter.since)
         .bind(filter.until)
@@ -132,32 +146,28 @@ pub async fn count(db: impl PgExecutor<'_>, filter: &EventFilter) -> Result<i64,
 }
 
 /// One user's audit trail, oldest first. A user's changes serialise on its row lock, so their
-/// sequence order is their version order.
+/// sequence order is their version order. Whether each event was published is read from the
+/// outbox, by its primary key: the store does not keep it (marking both tables would write
+/// every event twice more and leave a dead tuple per event in the store).
 pub async fn user_history(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     since: Option<DateTime<Utc>>,
     event_type: Option<&str>,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE user_id = $1 \
-           AND ($2::timestamptz IS NULL OR created_at >= $2) \
-           AND ($3::text IS NULL OR event_type = $3) \
-         ORDER BY seq"
-    ))
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.seq, e.tx_id::text::int8 AS tx_id, e.event_id, e.event_type, e.user_id, \
+                e.user_version, e.body::text AS body, e.created_at, e.trace_id, \
+                o.published_at, (o.seq IS NULL OR o.published_at IS NOT NULL) AS published \
+         FROM event_store e LEFT JOIN outbox o ON o.seq = e.seq \
+         WHERE e.user_id = $1 \
+           AND ($2::timestamptz IS NULL OR e.created_at >= $2) \
+           AND ($3::text IS NULL OR e.event_type = $3) \
+         ORDER BY e.seq",
+    )
     .bind(user_id)
     .bind(since)
     .bind(event_type)
     .fetch_all(db)
     .await
-}
-
-/// Deletes published events created before `cutoff` (the retention policy); unpublished ones are
-/// always kept. Returns how many were removed.
-pub async fn prune(db: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND created_at < $1")
-        .bind(cutoff)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected())
 }

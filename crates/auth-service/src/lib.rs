@@ -5,13 +5,16 @@
 //! - [`store`]: users and outbox rows; every user write takes the open transaction and appends
 //!   its event, so a change and its event commit together.
 //! - [`bulk`]: many users and their events in two statements (imports, the benchmark).
-//! - [`event_store`]: the outbox read as history: audit trails, replay pages, retention.
+//! - [`event_store`]: the history (`event_store`, written with each outbox row): audit trails,
+//!   replay pages; [`retention`]: its monthly partitions, created ahead and dropped past
+//!   `EVENT_RETENTION_DAYS`.
 //! - [`http`]: the API (`/api/v1/auth/*`) and health endpoints.
 //! - [`relay`]: outbox → `user.events`, batched, with pipelined publisher confirms (the shared
 //!   `outbox` crate), and the saga's message outbox.
 //! - [`consumers`]: the consumer registry and the receipts (per consumer and user, the highest
 //!   version applied); [`control`]: the queue receipts and replies arrive on.
 //! - [`offboarding`]: the offboarding saga (state, steps, timer).
+//! - [`erasure`]: erasing a person's data: the record, its history, the texts naming them.
 //! - [`password`]: the password policy; argon2id hashing on a few dedicated threads, off the
 //!   async runtime, behind a bounded queue.
 //! - [`sessions`]: refresh-token families: rotation, reuse detection, revocation.
@@ -27,6 +30,7 @@
 pub mod bulk;
 pub mod consumers;
 pub mod control;
+pub mod erasure;
 pub mod event_store;
 pub mod http;
 pub mod mfa;
@@ -34,6 +38,7 @@ pub mod offboarding;
 pub mod password;
 pub mod registrations;
 pub mod relay;
+pub mod retention;
 pub mod scim;
 pub mod seed;
 pub mod sessions;
@@ -46,7 +51,7 @@ use platform::jwt::{JwtVerifier, KeyDir, KeyRing, LOCAL_ACCESS_TTL_SECONDS};
 use platform::metrics::Metrics;
 use platform::privilege::{self, Identity};
 use platform::service::Service;
-use relay::{Relay, RelayConfig, RelayMetrics};
+use relay::{CleanupMetrics, Relay, RelayConfig, RelayMetrics};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,6 +86,9 @@ pub struct Config {
     /// instead of migrating, and declares nothing.
     pub managed_by_setup: bool,
     pub relay: RelayConfig,
+    /// Monthly partitions of the event store that end this long ago are dropped
+    /// (EVENT_RETENTION_DAYS); `None` keeps every event.
+    pub event_retention: Option<Duration>,
 }
 
 impl Config {
@@ -100,6 +108,7 @@ impl Config {
             max_db_connections: 6,
             managed_by_setup: false,
             relay: RelayConfig::default(),
+            event_retention: None,
         }
     }
 }
@@ -157,13 +166,14 @@ pub async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result
 }
 
 /// The table rights of `auth_db` the least-privilege setup grants, as SQL run by the schema's
-/// owner: the auth-service's role (`service`: users and their outbox events, relaying and
-/// pruning them) and the operator's (`operator`: verify and replay read; reconcile appends
-/// repair events and moves a version past a forged copy).
+/// owner: the auth-service's role (`service`: users and their events in the outbox and the event
+/// store, relaying and cleaning up the outbox, the store's partitions through the owner's
+/// functions) and the operator's (`operator`: verify and replay read; reconcile appends repair
+/// events and moves a version past a forged copy).
 /// What a relay of its own (`portal relay`, role `relay`) may do in auth_db: claim unpublished
 /// rows of the outbox (`FOR UPDATE SKIP LOCKED` needs an UPDATE right), mark them published,
-/// prune published ones past the retention (`EVENT_RETENTION_DAYS`), declare itself waiting
-/// (`relay_wakeup`), and read the schema's version. No right on `users` or any other table.
+/// remove published ones (its cleanup), declare itself waiting (`relay_wakeup`), and read the
+/// schema's version. No right on `users`, the event store or any other table.
 pub fn relay_grants(relay: &str) -> Vec<String> {
     vec![
         format!("GRANT SELECT, UPDATE (published_at), DELETE ON outbox TO \"{relay}\""),
@@ -177,6 +187,13 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("GRANT SELECT, INSERT, UPDATE ON users TO \"{service}\""),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO \"{service}\""),
         format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{service}\""),
+        // The history: written with each outbox row, read for audit trails; its partitions are
+        // made and dropped only through the schema owner's functions (`retention`).
+        format!("GRANT SELECT, INSERT, UPDATE ON event_store TO \"{service}\""),
+        format!(
+            "GRANT EXECUTE ON FUNCTION event_store_maintain(integer), \
+             event_store_expire(timestamptz) TO \"{service}\""
+        ),
         format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
         format!("GRANT SELECT, UPDATE ON relay_wakeup TO \"{service}\""),
         format!("GRANT SELECT ON relay_wakeup TO \"{operator}\""),
@@ -185,6 +202,11 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
              second_factors, recovery_codes, login_challenges TO \"{service}\""
         ),
         format!("GRANT SELECT, INSERT ON security_events TO \"{service}\""),
+        // Erasure: its record, and the details of security events that named the person.
+        format!("GRANT UPDATE (detail) ON security_events TO \"{service}\""),
+        format!("GRANT SELECT, INSERT ON erasures TO \"{service}\""),
+        // `portal erasure verify` reads the record's fingerprints; `purge` says when it ran.
+        format!("GRANT SELECT, UPDATE (queues_purged_at) ON erasures TO \"{operator}\""),
         // Receipts, the saga and its message outbox; the registry is written by the setup and
         // the operator (`portal consumer add`), read here.
         format!("GRANT SELECT ON consumers TO \"{service}\""),
@@ -212,11 +234,14 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("REVOKE SELECT ON users FROM \"{operator}\""),
         format!(
             "GRANT SELECT (id, email, first_name, last_name, role, phone_number, is_active, \
-             must_change_password, user_version, created_at, updated_at) ON users TO \"{operator}\""
+             must_change_password, user_version, created_at, updated_at, erased_at) ON users \
+             TO \"{operator}\""
         ),
         format!("GRANT SELECT ON outbox, _sqlx_migrations TO \"{operator}\""),
         format!("GRANT UPDATE (user_version) ON users TO \"{operator}\""),
         format!("GRANT INSERT ON outbox TO \"{operator}\""),
+        // Replays and backfills read the history; repairs are appended to it.
+        format!("GRANT SELECT, INSERT ON event_store TO \"{operator}\""),
         format!("GRANT USAGE, SELECT ON SEQUENCE outbox_seq_seq TO \"{operator}\""),
     ]
 }
@@ -247,6 +272,8 @@ pub struct Application {
     control: control::Control,
     runner: offboarding::runner::Runner,
     metrics: Arc<Metrics>,
+    /// EVENT_RETENTION_DAYS, for the event store's maintenance.
+    event_retention: Option<Duration>,
 }
 
 impl Application {
@@ -281,6 +308,14 @@ impl Application {
                 .chain(broker),
         )?;
         let runner = offboarding::runner::Runner::new(db.clone(), config.offboarding.clone());
+        // The tables this service owns that grow with the traffic; their sizes and dead tuples
+        // are what the retention alerts watch.
+        metrics.watch_tables(
+            db.clone(),
+            "auth_db",
+            &["outbox", "message_outbox", "event_store"],
+        )?;
+        let cleanup = CleanupMetrics::register(&metrics)?;
         let relay = match config.run_relay {
             true => Some(
                 Relay::new(
@@ -293,11 +328,13 @@ impl Application {
                     &metrics,
                     &relay::user_events(),
                     db.clone(),
-                )?),
+                )?)
+                .with_cleanup_metrics(cleanup.clone()),
             ),
             false => None,
         };
-        // Saga messages are few: small batches, kept a week once published.
+        // Saga messages are few: small batches; published ones are cleaned up as the user
+        // outbox's are (they are no history: the saga's steps are).
         let messages = Relay::new(
             relay::messages(),
             db.clone(),
@@ -305,10 +342,10 @@ impl Application {
             RelayConfig {
                 batch_size: 100,
                 in_flight: 1,
-                retention: Some(Duration::from_secs(7 * 86_400)),
                 ..relay_config
             },
-        );
+        )
+        .with_cleanup_metrics(cleanup);
         let control = control::Control::new(
             db.clone(),
             config.amqp_url.clone(),
@@ -351,6 +388,7 @@ impl Application {
             control,
             runner,
             metrics,
+            event_retention: config.event_retention,
         })
     }
 
@@ -385,6 +423,11 @@ impl Service for Application {
             }
         };
         tokio::spawn(housekeeping(self.state.clone(), shutdown.clone()));
+        tokio::spawn(retention::run(
+            self.state.db.clone(),
+            self.event_retention,
+            shutdown.clone(),
+        ));
         let router = platform::metrics::instrument(http::router(self.state.clone()), &self.metrics);
         platform::http::serve_with_worker(
             Self::NAME,

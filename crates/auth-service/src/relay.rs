@@ -1,11 +1,12 @@
-//! The auth-service's two outboxes, published by the shared relay (`crates/outbox`):
-//! [`user_events`], the event store (`outbox`) to `user.events`, and [`messages`], the saga's
-//! commands and re-sent snapshots (`message_outbox`) to wherever each row says.
+//! The auth-service's two outboxes, published by the shared relay (`crates/outbox`), which also
+//! removes their published rows: [`user_events`] (`outbox`, each row written with its copy in
+//! the event store) to `user.events`, and [`messages`], the saga's commands and re-sent
+//! snapshots (`message_outbox`) to wherever each row says.
 
 use contract::topology::{self, ConsumerQueues};
 pub use outbox::{
-    batch, claim_and_send, pace, Backlog, InFlight, Relay, RelayConfig, RelayError, RelayMetrics,
-    Table,
+    batch, claim_and_send, pace, Backlog, Cleaner, CleanupConfig, CleanupMetrics, InFlight, Relay,
+    RelayConfig, RelayError, RelayMetrics, Table,
 };
 use sqlx::PgPool;
 

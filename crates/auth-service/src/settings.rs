@@ -147,6 +147,11 @@ pub struct AuthServiceArgs {
     /// `portal_unconfirmed_deactivations` (the alert `DeactivationNotConfirmed`).
     #[arg(long, env = "RECEIPT_ALERT_AFTER", default_value_t = Interval(crate::DEFAULT_RECEIPT_ALERT_AFTER))]
     pub receipt_alert_after: Interval,
+    /// Keep this many days of the event store: monthly partitions that end longer ago are
+    /// dropped whole (checked hourly) [default: keep every event]. The users table, the
+    /// security log and the erasure records are never expired.
+    #[arg(long, env = "EVENT_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub event_retention_days: Option<u32>,
 }
 
 impl AuthServiceArgs {
@@ -195,6 +200,9 @@ impl AuthServiceArgs {
             max_db_connections: 16,
             managed_by_setup,
             relay: relay.into_config(managed_by_setup),
+            event_retention: self
+                .event_retention_days
+                .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
         }
     }
 }
@@ -207,9 +215,9 @@ pub struct RelayArgs {
     pub relay_amqp_url: Option<String>,
     #[command(flatten)]
     pub tuning: RelayTuningArgs,
-    /// Keep published events this many days in the event store [default: keep everything].
-    #[arg(long, env = "EVENT_RETENTION_DAYS")]
-    pub event_retention_days: Option<u32>,
+    /// OUTBOX_KEEP_PUBLISHED_SECS: also read by the appointment-service's relay.
+    #[command(flatten)]
+    pub outbox: outbox::settings::OutboxArgs,
 }
 
 /// How the relay batches: also what the chaos run gives the relays it starts.
@@ -252,9 +260,7 @@ impl RelayArgs {
         RelayConfig {
             batch_size: self.tuning.relay_batch_size,
             in_flight: usize::from(self.tuning.relay_in_flight),
-            retention: self
-                .event_retention_days
-                .map(|days| Duration::from_secs(u64::from(days) * 86_400)),
+            cleanup: self.outbox.cleanup(),
             declare_topology: !managed_by_setup,
             ..RelayConfig::default()
         }

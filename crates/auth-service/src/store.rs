@@ -1,7 +1,8 @@
 //! The auth-service's data access. Every function that writes a user takes the open transaction
-//! (`&mut Transaction`, never a bare connection) and writes the user's event to the outbox in it,
-//! so a change and its event commit together or not at all: there is no way to write one without
-//! the other. What changed decides the event's type ([`UserChange::event_type`]).
+//! (`&mut Transaction`, never a bare connection) and writes the user's event to the outbox (for
+//! the relay) and the event store (the history) in it, in the same statement, so a change and
+//! its event commit together or not at all: there is no way to write one without the other.
+//! What changed decides the event's type ([`UserChange::event_type`]).
 
 use contract::{
     Email, Envelope, EventType, PersonName, PhoneNumber, Role, Timestamp, UserId, UserSnapshot,
@@ -29,7 +30,7 @@ impl std::ops::Deref for UserRow {
 
 pub(crate) const USER_COLUMNS: &str =
     "id, email, password_hash, first_name, last_name, role, phone_number, \
-     is_active, must_change_password, user_version, created_at, updated_at";
+     is_active, must_change_password, user_version, created_at, updated_at, erased_at";
 
 impl UserRow {
     pub fn role(&self) -> Result<Role, StoreError> {
@@ -101,6 +102,8 @@ pub enum StoreError {
     LastActiveAdmin,
     #[error("this account is no longer an active admin")]
     NotAdmin,
+    #[error("this person was erased: their record can no longer change")]
+    Erased,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -136,6 +139,7 @@ pub async fn create_user(
             created_at: now,
             updated_at: Some(now),
             user_version: Some(1),
+            erased_at: None,
         },
         password_hash: new.password_hash,
     };
@@ -143,7 +147,7 @@ pub async fn create_user(
     let sql = with_event(
         &format!(
             "INSERT INTO users ({USER_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, NULL)"
         ),
         12,
     );
@@ -167,18 +171,56 @@ pub async fn create_user(
     Ok(row)
 }
 
+/// Writes `after` (the next version of the user, erased: `contract::erasure`'s placeholders,
+/// `erased_at` set) over the stored row with its `user.erased` event, in the caller's
+/// transaction, which holds the row's lock.
+pub(crate) async fn write_erased(
+    tx: &mut Transaction<'_, Postgres>,
+    after: &UserRow,
+    event: &Envelope,
+) -> Result<(), StoreError> {
+    let sql = with_event(
+        "UPDATE users SET email = $2, first_name = $3, last_name = $4, phone_number = NULL, \
+             password_hash = $5, must_change_password = false, is_active = false, \
+             user_version = $6, updated_at = $7, erased_at = $7 \
+         WHERE id = $1 AND erased_at IS NULL",
+        8,
+    );
+    let query = sqlx::query(&sql)
+        .bind(after.id)
+        .bind(&after.email)
+        .bind(&after.first_name)
+        .bind(&after.last_name)
+        .bind(&after.password_hash)
+        .bind(after.version())
+        .bind(after.erased_at);
+    let done = bind_event(query, event)?.execute(&mut **tx).await?;
+    expect_one(done.rows_affected(), after, "was erased")
+}
+
 /// One statement that runs `write` (an INSERT or UPDATE of one `users` row, with parameters
-/// `$1`…`$(first - 1)`) and adds the outbox row of that write's event, bound from `$first` on by
-/// [`bind_event`]: the change and its event are written together or not at all, in one round
-/// trip. The event row is written only if `write` wrote the user.
+/// `$1`…`$(first - 1)`) and adds that write's event to the outbox and the event store, bound
+/// from `$first` on by [`bind_event`]: the change and its event are written together or not at
+/// all, in one round trip. The event rows are written only if `write` wrote the user.
 fn with_event(write: &str, first: usize) -> String {
     let [id, kind, version, body, trace] = std::array::from_fn(|i| first + i);
     format!(
-        "WITH written AS ({write} RETURNING id) \
-         INSERT INTO outbox (event_id, event_type, user_id, user_version, body, trace_id) \
-         SELECT ${id}, ${kind}, id, ${version}, ${body}::json, ${trace} FROM written"
+        "WITH written AS ({write} RETURNING id), \
+         queued AS (INSERT INTO outbox (event_id, event_type, user_id, user_version, body, trace_id) \
+                    SELECT ${id}, ${kind}, id, ${version}, ${body}::json, ${trace} FROM written \
+                    RETURNING {STORED}) \
+         {INTO_STORE} SELECT {STORED} FROM queued"
     )
 }
+
+/// The columns an event has in both the outbox and the event store.
+const STORED: &str =
+    "seq, event_id, event_type, user_id, user_version, body, created_at, trace_id, tx_id";
+/// Every user event goes to the event store as the outbox row it was written as (returned by
+/// the outbox's INSERT in the same statement): the same `seq` (the outbox's bigserial), bytes,
+/// `created_at` and `tx_id`, so the store's (tx_id, seq) horizon is the outbox's.
+const INTO_STORE: &str = "INSERT INTO event_store (seq, event_id, event_type, user_id, \
+     user_version, body, created_at, trace_id, tx_id)";
 
 type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
@@ -459,6 +501,8 @@ async fn change_user_as(
     .await?;
     let before = match (locked, admin) {
         (Some(l), Some(_)) if l.by_active_admin != Some(true) => return Err(StoreError::NotAdmin),
+        // Erasure is final: no change (and so no event) ever follows the tombstone.
+        (Some(l), _) if l.row.erased_at.is_some() => return Err(StoreError::Erased),
         (Some(l), _) => l.row,
         // No such user; a caller who is no longer an admin is told that first, as for any id.
         (None, Some(admin)) if !is_active_admin(&mut **tx, admin).await? => {
@@ -509,7 +553,7 @@ async fn change_user_as(
 }
 
 /// Writes `after` over the locked row it was computed from (one version further) and its event
-/// to the outbox, in one statement.
+/// to the outbox and the event store, in one statement.
 async fn write_change(
     tx: &mut Transaction<'_, Postgres>,
     after: &UserRow,
@@ -580,8 +624,8 @@ pub async fn write_repairs(
     Ok(events.len())
 }
 
-/// Appends events to the outbox in one statement (the caller's transaction decides when they
-/// become visible to the relay).
+/// Appends events to the outbox and the event store in one statement (the caller's
+/// transaction decides when they become visible to the relay and to readers of history).
 pub async fn append_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Envelope],
@@ -598,11 +642,14 @@ pub async fn append_events(
         versions.push(e.payload.user_version);
         bodies.push(serde_json::to_string(e).map_err(|err| StoreError::Corrupt(err.to_string()))?);
     }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, user_id, user_version, body, trace_id) \
-         SELECT e.*, $6 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], \
-                                    $5::text[]::json[]) AS e",
-    )
+    sqlx::query(&format!(
+        "WITH queued AS ( \
+             INSERT INTO outbox (event_id, event_type, user_id, user_version, body, trace_id) \
+             SELECT e.*, $6 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], \
+                                        $5::text[]::json[]) AS e \
+             RETURNING {STORED}) \
+         {INTO_STORE} SELECT {STORED} FROM queued"
+    ))
     .bind(&ids)
     .bind(&types)
     .bind(&users)

@@ -43,7 +43,7 @@ async fn bulk_users_get_their_created_events_in_order_and_duplicates_fail_the_ba
     assert_eq!(rows[1].email, "b@bulk.example");
 
     let events: Vec<(String, String)> =
-        sqlx::query_as("SELECT event_type, body::text FROM outbox ORDER BY seq")
+        sqlx::query_as("SELECT event_type, body::text FROM event_store ORDER BY seq")
             .fetch_all(&pool)
             .await
             .unwrap();

@@ -26,7 +26,7 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
     let token = auth::admin_token(&pool, &base).await;
     let existing = auth::create_user(&pool, "already@clinic.test", Role::Nurse).await;
     let bulk = format!("{base}/api/v1/auth/admin/users/bulk");
-    let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await;
+    let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM event_store").await;
 
     let list = json!({"users": [
         person("new.one@clinic.test", "doctor"),
@@ -61,7 +61,7 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
     assert_eq!(items[4]["userId"], json!(existing.to_string()));
     assert!(items[4].get("temporaryPassword").is_none());
     assert_eq!(
-        sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await,
+        sandbox::db::count(&pool, "SELECT count(*) FROM event_store").await,
         events_before + 2,
         "one user.created event per account created, none for the others"
     );
@@ -117,7 +117,7 @@ async fn a_bulk_request_creates_the_valid_items_answers_every_one_and_is_idempot
     );
     assert_eq!(again["items"][0]["userId"], items[0]["userId"]);
     assert_eq!(
-        sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await,
+        sandbox::db::count(&pool, "SELECT count(*) FROM event_store").await,
         events_before + 3,
         "the two creations and the password change; spending the temporary password is none"
     );
@@ -161,7 +161,7 @@ async fn two_imports_of_the_same_list_at_once_create_each_account_once() {
     assert_eq!(
         sandbox::db::count(
             &pool,
-            "SELECT count(*) FROM outbox WHERE event_type = 'user.created' \
+            "SELECT count(*) FROM event_store WHERE event_type = 'user.created' \
              AND body->'payload'->>'email' LIKE 'race%'"
         )
         .await,

@@ -1,6 +1,6 @@
-//! The event store (the outbox read as history): a reader paging from a cursor never skips an
-//! event whose transaction took a lower sequence but committed later, and retention removes only
-//! events that were published.
+//! The event store (`event_store`, written with each outbox row): a reader paging from a cursor
+//! never skips an event whose transaction took a lower sequence but committed later, and the
+//! history outlives the outbox's published rows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use auth_service::event_store::{self, Cursor, EventFilter};
@@ -61,17 +61,96 @@ async fn uncommitted_user(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, email:
     store::create_user(tx, new).await.unwrap().id
 }
 
+/// The history is the event store's: the outbox's published rows are removed, and the audit
+/// trail still lists every event, saying it was published (with its time while the outbox kept
+/// the row) or that it waits.
 #[tokio::test]
-async fn retention_prunes_only_published_events() {
+async fn the_audit_trail_outlives_the_outbox_rows_and_says_what_was_published() {
     let sb = Sandbox::for_test().await;
     let auth = auth::pool(&sb).await;
-    auth::create_user(&auth, "kept@clinic.test", Role::Doctor).await;
-    auth::create_user(&auth, "published@clinic.test", Role::Doctor).await;
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE body::jsonb #>> '{payload,email}' = 'published@clinic.test'")
-        .execute(&auth).await.unwrap();
-    let removed = event_store::prune(&auth, chrono::Utc::now() + chrono::Duration::seconds(1))
+    let user = auth::create_user(&auth, "trail@clinic.test", Role::Doctor).await;
+    let mut tx = auth.begin().await.unwrap();
+    store::change_user(&mut tx, user, store::UserChange::Deactivate)
         .await
         .unwrap();
-    assert_eq!(removed, 1);
-    assert_eq!(auth::unpublished(&auth).await, 1);
+    tx.commit().await.unwrap();
+    // The first event published an hour ago, the second not yet.
+    sqlx::query(
+        "UPDATE outbox SET published_at = now() - interval '1 hour' \
+         WHERE seq = (SELECT min(seq) FROM outbox WHERE user_id = $1)",
+    )
+    .bind(user)
+    .execute(&auth)
+    .await
+    .unwrap();
+    let trail = event_store::user_history(&auth, user, None, None)
+        .await
+        .unwrap();
+    let seen: Vec<(String, bool, bool)> = trail
+        .iter()
+        .map(|e| {
+            (
+                e.event.event_type.clone(),
+                e.published,
+                e.published_at.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("user.created".to_owned(), true, true),
+            ("user.deactivated".to_owned(), false, false)
+        ]
+    );
+
+    let cleaner = auth_service::relay::Cleaner::new(
+        std::sync::Arc::new(auth_service::relay::user_events()),
+        auth.clone(),
+        auth_service::relay::CleanupConfig::default(),
+    );
+    let round = cleaner
+        .round(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        round.removed, 1,
+        "the published row past a minute: {round:?}"
+    );
+    assert_eq!(
+        auth::unpublished(&auth).await,
+        1,
+        "the unpublished row stays"
+    );
+    let trail = event_store::user_history(&auth, user, None, None)
+        .await
+        .unwrap();
+    let seen: Vec<(String, bool, bool)> = trail
+        .iter()
+        .map(|e| {
+            (
+                e.event.event_type.clone(),
+                e.published,
+                e.published_at.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("user.created".to_owned(), true, false),
+            ("user.deactivated".to_owned(), false, false)
+        ],
+        "both events are still in the history; the removed one was published"
+    );
+    let bytes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.body::text, o.body::text FROM event_store e JOIN outbox o USING (seq)",
+    )
+    .fetch_all(&auth)
+    .await
+    .unwrap();
+    assert!(
+        bytes.iter().all(|(stored, queued)| stored == queued),
+        "the store holds the exact bytes the relay publishes"
+    );
 }

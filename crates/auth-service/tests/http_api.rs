@@ -143,7 +143,7 @@ async fn admin_changes_answer_401_403_404_409_and_422_in_json() {
     auth::create_user(&pool, "taken@clinic.test", Role::Nurse).await;
     let nurse_token = auth::login(&base, "nurse@clinic.test", TEST_PASSWORD).await;
     let user = format!("{base}/api/v1/auth/admin/users/{nurse}");
-    let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await;
+    let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM event_store").await;
 
     let (s, _) = post(&format!("{user}/deactivate"), None, &json!({})).await;
     assert_eq!(s, 401);
@@ -203,7 +203,7 @@ async fn admin_changes_answer_401_403_404_409_and_422_in_json() {
     .await;
     assert_eq!((s, b["field"].clone()), (422, json!("isActive")));
     assert_eq!(
-        sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await,
+        sandbox::db::count(&pool, "SELECT count(*) FROM event_store").await,
         events_before,
         "refused changes write no event"
     );
@@ -250,7 +250,7 @@ async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
 
     // Nor may it change anyone: a change reads the caller's standing with the user's lock. An
     // existing user, an unknown one and a malformed id all answer 403, and nothing is written.
-    let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await;
+    let events_before = sandbox::db::count(&pool, "SELECT count(*) FROM event_store").await;
     let unknown = uuid::Uuid::new_v4().to_string();
     for target in [second.to_string(), unknown, "not-a-uuid".to_owned()] {
         let (s, b) = send(
@@ -281,7 +281,7 @@ async fn the_last_active_admin_cannot_be_deactivated_or_demoted() {
     .await;
     assert_eq!(s, 403, "a reset is a change like the others");
     assert_eq!(
-        sandbox::db::count(&pool, "SELECT count(*) FROM outbox").await,
+        sandbox::db::count(&pool, "SELECT count(*) FROM event_store").await,
         events_before,
         "a refused change writes no event"
     );

@@ -351,7 +351,7 @@ async fn a_registration_is_a_request_an_admin_approves_with_a_role_and_a_tempora
         json!({"email": email, "password": "the squatter's own password",
                "firstName": "Dr", "lastName": "X", "requestedRole": "doctor"})
     };
-    let events = || sandbox::db::count(&pool, "SELECT count(*) FROM outbox");
+    let events = || sandbox::db::count(&pool, "SELECT count(*) FROM event_store");
     let before = events().await;
     let taken = post(&register, None, &body("TAKEN@clinic.test")).await;
     let fresh = post(&register, None, &body("dr.x@clinic.test")).await;
@@ -618,7 +618,7 @@ async fn a_login_rehashes_a_password_hashed_with_older_parameters() {
         .unwrap();
     let state = || async {
         sqlx::query_as::<_, (String, i64, i64)>(
-            "SELECT password_hash, user_version, (SELECT count(*) FROM outbox) FROM users \
+            "SELECT password_hash, user_version, (SELECT count(*) FROM event_store) FROM users \
              WHERE id = $1",
         )
         .bind(id)

@@ -117,7 +117,7 @@ async fn the_published_envelope_matches_the_contract_field_by_field() {
     );
     assert_eq!(body["eventType"], "user.created");
     assert_eq!(body["source"], "auth-service");
-    assert_eq!(body["version"], "1.0");
+    assert_eq!(body["version"], contract::event::VERSION);
     assert_eq!(
         props.message_id().as_ref().map(|m| m.to_string()),
         body["eventId"].as_str().map(str::to_owned)

@@ -132,7 +132,7 @@ async fn a_relay_without_a_fallback_poll_publishes_idle_and_flowing_events_promp
         })
         .await;
     }
-    let published: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+    let published: i64 = sqlx::query_scalar("SELECT count(*) FROM event_store")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -67,13 +67,15 @@ fn assert_scim_error(status: u16, body: &Value, expected: u16, scim_type: Option
     }
 }
 
-/// The user's events in the outbox, oldest first: (type, version).
+/// The user's events in the event store, oldest first: (type, version).
 async fn events(pool: &PgPool, id: Uuid) -> Vec<(String, i64)> {
-    sqlx::query_as("SELECT event_type, user_version FROM outbox WHERE user_id = $1 ORDER BY seq")
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT event_type, user_version FROM event_store WHERE user_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 async fn stored(pool: &PgPool, id: Uuid) -> (String, String, String, Option<String>, bool, i64) {

@@ -258,7 +258,7 @@ async fn an_admin_reset_gives_a_temporary_password_ends_sessions_and_writes_its_
     let (s, _) = refresh(&base, &session["refreshToken"]).await;
     assert_eq!(s, 401, "the user's sessions ended");
     let (event_type, body): (String, String) = sqlx::query_as(
-        "SELECT event_type, body::text FROM outbox WHERE user_id = $1 ORDER BY seq DESC LIMIT 1",
+        "SELECT event_type, body::text FROM event_store WHERE user_id = $1 ORDER BY seq DESC LIMIT 1",
     )
     .bind(id)
     .fetch_one(&pool)

@@ -42,6 +42,7 @@ pub fn sample_body() -> anyhow::Result<Vec<u8>> {
         user_version: Some(1),
         previous_role: None,
         changed_fields: None,
+        erased_at: None,
     };
     Ok(serde_json::to_vec(&Envelope::new(
         EventType::Created,

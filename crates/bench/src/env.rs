@@ -4,7 +4,6 @@
 //! whose peak memory `/proc` can tell). Nothing here touches `auth_db`, `user_db` or the default
 //! vhost.
 
-use super::BenchArgs;
 use crate::report::Setting;
 use sandbox::process::{self, Process, Spec};
 use sandbox::Sandbox;
@@ -25,13 +24,17 @@ pub struct BenchEnv {
     /// The `portal` binary the services run from.
     exe: PathBuf,
     pub password_hash: String,
+    /// OUTBOX_KEEP_PUBLISHED_SECS of every service started: a day for the rows, which read
+    /// when each event was published from the outboxes after their load; the soak's own.
+    pub keep_published_secs: u64,
 }
 
 impl BenchEnv {
-    /// Creates the sandbox (vhost, key pair) and the password hash. Databases are made per step.
-    pub async fn create(args: &BenchArgs) -> anyhow::Result<Self> {
-        let exe = args.servers.portal_bin()?;
-        let sandbox = Sandbox::create(args.servers.servers(), &args.id, &args.id).await?;
+    /// Creates the sandbox named `id` on `servers` (vhost, key pair) and the password hash.
+    /// Databases are made per step.
+    pub async fn create(servers: &sandbox::ServerArgs, id: &str) -> anyhow::Result<Self> {
+        let exe = servers.portal_bin()?;
+        let sandbox = Sandbox::create(servers.servers(), id, id).await?;
         let password_hash = auth_service::password::hash(PASSWORD.into()).await?;
         Ok(Self {
             auth_db_url: sandbox.database_url("auth"),
@@ -39,6 +42,7 @@ impl BenchEnv {
             sandbox,
             exe,
             password_hash,
+            keep_published_secs: 86_400,
         })
     }
 
@@ -89,6 +93,10 @@ impl BenchEnv {
             // second consumer of the import.
             .env("APPOINTMENT_SERVICE_URL", "none")
             .env("SYNC_ADMIN_URL", "none")
+            .env(
+                "OUTBOX_KEEP_PUBLISHED_SECS",
+                self.keep_published_secs.to_string(),
+            )
             .env("RUST_LOG", "warn")
     }
 

@@ -13,7 +13,9 @@
 //! waiting for `user_db`; [`latency`] the fixed-rate runs; [`http`] load through the gateway;
 //! [`import`] the onboarding of a CSV file; [`offboarding`] the offboarding saga (receipts
 //! of both consumers, a leaving doctor's appointments);
-//! [`profile`] CPU time per process; [`report`] the table and the JSON file.
+//! [`profile`] CPU time per process; [`report`] the table and the JSON file. [`soak`] is the
+//! `soak` subcommand: the whole system for minutes at ten times the usual change rate, watching
+//! the outbox and the event store (retention without bloat).
 
 mod broker;
 mod env;
@@ -23,6 +25,7 @@ mod latency;
 mod offboarding;
 mod profile;
 mod report;
+pub mod soak;
 mod sync;
 
 use anyhow::Context;
@@ -83,9 +86,14 @@ const QUICK: Sizes = Sizes {
         and its own vhost (<ID> with _ as -), all removed at the end. Exit 0 when every step ran and every copy \
         verified in sync (targets missed are reported, not failures); 1 otherwise; 2 when \
         PostgreSQL or RabbitMQ cannot be reached. The services run from the `portal` binary \
-        beside this one (or PORTAL_BIN)."
+        beside this one (or PORTAL_BIN).\n\n\
+        `portal-bench soak` is the retention soak run (see its --help).",
+    args_conflicts_with_subcommands = true
 )]
 pub struct BenchArgs {
+    /// Another run than the benchmark's rows.
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
     #[command(flatten)]
     pub servers: sandbox::ServerArgs,
     /// Where to write the JSON results.
@@ -158,6 +166,17 @@ pub struct BenchArgs {
     pub id: String,
 }
 
+/// The runs beside the benchmark's rows.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Mode {
+    /// The whole system (auth-service with its relay and cleanup, user-service,
+    /// appointment-service, gateway) for `--minutes` at ten times the usual change rate,
+    /// printing every minute the outbox's and the event store's rows, bytes and dead tuples and
+    /// the cleanup's longest batch; fails when the outbox outgrows its bound or the event store
+    /// did not grow by exactly the events written.
+    Soak(soak::SoakArgs),
+}
+
 fn parse_id(raw: &str) -> Result<String, String> {
     let ok = !raw.is_empty()
         && raw.len() <= 40
@@ -204,8 +223,11 @@ impl BenchArgs {
 /// Runs every row, prints the table, writes the JSON (also after a failure, with what was
 /// measured and the error), and removes the databases and the vhost.
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+    if let Some(Mode::Soak(soak)) = args.mode {
+        return soak::run(soak).await;
+    }
     let sizes = args.sizes();
-    let mut env = BenchEnv::create(&args)
+    let mut env = BenchEnv::create(&args.servers, &args.id)
         .await
         .map_err(Failure::unreachable)?;
     let mut report = Report::new(&args, sizes, env.describe_machine().await);

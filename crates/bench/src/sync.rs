@@ -203,7 +203,7 @@ pub async fn wait_applied(
 /// The server-clock span from the first outbox transaction after `seq0` to the last apply.
 async fn server_span(auth: &PgPool, user: &PgPool, seq0: i64) -> anyhow::Result<f64> {
     let first: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT min(created_at) FROM outbox WHERE seq > $1")
+        sqlx::query_scalar("SELECT min(created_at) FROM event_store WHERE seq > $1")
             .bind(seq0)
             .fetch_one(auth)
             .await?;
@@ -216,7 +216,7 @@ async fn server_span(auth: &PgPool, user: &PgPool, seq0: i64) -> anyhow::Result<
 
 pub async fn max_seq(auth: &PgPool) -> anyhow::Result<i64> {
     Ok(
-        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM outbox")
+        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM event_store")
             .fetch_one(auth)
             .await?,
     )

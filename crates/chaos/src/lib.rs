@@ -263,7 +263,7 @@ async fn execute(
     if let Ok(took) = &quiescence {
         progress.log(format_args!("quiescent after {:.1}s", took.as_secs_f64()));
     }
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM event_store")
         .fetch_one(&auth_pool)
         .await
         .context("counting outbox events")?;

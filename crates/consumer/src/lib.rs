@@ -59,12 +59,27 @@ use tokio_util::sync::CancellationToken;
 /// [`version_rule`]`(alias, newer)`, returning the users whose copy changed, plus anything else
 /// the event changes in that service, in statements of their own after the upsert (a CTE of the
 /// upsert would read with the snapshot taken before the upsert waited for a concurrent writer).
+///
+/// Erasures ([`erasures`]: a `user.erased` tombstone, or any snapshot carrying `erasedAt`) go
+/// to [`Apply::erase`] instead, after the other parts. There is no default: every copy must say
+/// how it forgets a person.
 pub trait Apply: Send + Sync + 'static {
     fn apply(
         &self,
         conn: &mut sqlx::PgConnection,
         events: &[&Envelope],
         newer: Comparison,
+    ) -> impl Future<Output = Result<Vec<Changed>, sqlx::Error>> + Send;
+
+    /// Forgets each erased person of `events` (at most one event per user), whatever the
+    /// stored version: keeps (or writes) a row with the id, the greater of the stored and the
+    /// event's version, `erased_at` and the payload's placeholders in place of every personal
+    /// field, and removes whatever else the service derived from the person. Erasing again
+    /// changes nothing; [`version_rule`] never lets another event over an erased row.
+    fn erase(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[&Envelope],
     ) -> impl Future<Output = Result<Vec<Changed>, sqlx::Error>> + Send;
 
     /// Records, in the transaction of the batch that carried it, the end-of-history mark a
@@ -146,28 +161,43 @@ impl Comparison {
 /// The batch split by how the version rule compares each snapshot with the stored one:
 /// changes, then repairs (either part may be empty). The consumer applies each non-empty part
 /// with one [`Apply::apply`].
+/// Erasures are in neither part ([`erasures`]).
 pub fn by_comparison(events: &[Envelope]) -> [(Comparison, Vec<&Envelope>); 2] {
-    let (repairs, changes): (Vec<&Envelope>, Vec<&Envelope>) =
-        events.iter().partition(|e| e.event_type.is_repair());
+    let (repairs, changes): (Vec<&Envelope>, Vec<&Envelope>) = events
+        .iter()
+        .filter(|e| !is_erasure(e))
+        .partition(|e| e.event_type.is_repair());
     [
         (Comparison::Newer, changes),
         (Comparison::NewerOrEqual, repairs),
     ]
 }
 
+/// True for an event that says its person was erased: the `user.erased` tombstone, or any
+/// event with `erasedAt` (a stored event rewritten by the erasure, replayed or backfilled).
+pub fn is_erasure(e: &Envelope) -> bool {
+    e.event_type.is_erasure() || e.payload.is_erased()
+}
+
+/// The events of the batch that erase their person ([`Apply::erase`]).
+pub fn erasures(events: &[Envelope]) -> Vec<&Envelope> {
+    events.iter().filter(|e| is_erasure(e)).collect()
+}
+
 /// The version rule as the `WHERE` of an `INSERT INTO <table> AS <stored> ... ON CONFLICT (id)
 /// DO UPDATE SET ...`, the one place every copy takes it from: a versioned snapshot replaces a
 /// row whose version it beats by `newer` ([`Comparison`]) or an unversioned row; an
 /// unversioned one (the portal's original producer) replaces only an unversioned row with an
-/// older event timestamp. Both tables need `user_version bigint` and `event_timestamp
-/// timestamptz` columns.
+/// older event timestamp. Nothing replaces an erased row. Every table needs `user_version
+/// bigint`, `event_timestamp timestamptz` and `erased_at timestamptz` columns.
 pub fn version_rule(stored: &str, newer: Comparison) -> String {
     let newer = newer.operator();
     format!(
-        "(EXCLUDED.user_version IS NOT NULL \
-           AND ({stored}.user_version IS NULL OR EXCLUDED.user_version {newer} {stored}.user_version)) \
-         OR (EXCLUDED.user_version IS NULL AND {stored}.user_version IS NULL \
-           AND EXCLUDED.event_timestamp > {stored}.event_timestamp)"
+        "{stored}.erased_at IS NULL AND (\
+           (EXCLUDED.user_version IS NOT NULL \
+             AND ({stored}.user_version IS NULL OR EXCLUDED.user_version {newer} {stored}.user_version)) \
+           OR (EXCLUDED.user_version IS NULL AND {stored}.user_version IS NULL \
+             AND EXCLUDED.event_timestamp > {stored}.event_timestamp))"
     )
 }
 
@@ -756,6 +786,10 @@ impl<A: Apply> Consumer<A> {
                 applied.extend(self.copy.apply(&mut tx, &part, newer).await?);
             }
         }
+        let erased = erasures(events);
+        if !erased.is_empty() {
+            applied.extend(self.copy.erase(&mut tx, &erased).await?);
+        }
         if let Some(mark) = history_complete {
             self.copy.history_complete(&mut tx, mark).await?;
         }
@@ -927,6 +961,7 @@ mod tests {
                 user_version: version,
                 previous_role: None,
                 changed_fields: None,
+                erased_at: None,
             },
         )
     }

@@ -324,8 +324,15 @@ pub struct AuditEntry {
     pub event_type: String,
     pub user_version: Option<i64>,
     pub created_at: Timestamp,
-    /// When the relay published it; `null` while it waits in the outbox.
+    /// When the relay published it, while the outbox keeps the published row
+    /// (`OUTBOX_KEEP_PUBLISHED_SECS`, a minute by default); `null` while it waits in the
+    /// outbox, and once the published row is removed (see `published`).
     pub published_at: Option<Timestamp>,
+    /// True once the broker confirmed it (the event store keeps the event; the time of
+    /// publishing is kept only while the outbox keeps the row). Read as false when absent (a
+    /// server older than this field).
+    #[serde(default)]
+    pub published: bool,
     /// The W3C trace id of the request that wrote it (`null` for the seed, imports and
     /// repairs): the same id is in the relay's `traceparent` and each consumer's log line.
     #[serde(default)]
@@ -494,6 +501,33 @@ pub struct ConsumerPropagation {
     pub delay_seconds: Option<f64>,
     /// True when it holds the user's current version (or a newer one).
     pub current: bool,
+}
+
+/// `POST /api/v1/auth/admin/users/{id}/erasure`: erase a deactivated person's personal data.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureRequest {
+    /// Why (1 to 500 characters; kept with the erasure record, so write no personal data here:
+    /// "erasure request of 2026-12-01, ticket 4711").
+    #[schemars(length(min = 1, max = 500))]
+    pub reason: String,
+}
+
+/// An erasure: the record that a person's data was erased, under their pseudonymous id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Erasure {
+    pub user_id: UserId,
+    /// The version of the `user.erased` event: every copy holds it once the erasure reached it.
+    pub user_version: i64,
+    pub erased_at: Timestamp,
+    /// The admin who erased.
+    pub requested_by: uuid::Uuid,
+    pub reason: String,
+    /// When the person's messages were last removed from every dead-letter and retry queue
+    /// (`portal erasure purge`, or the portal's erase button); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues_purged_at: Option<Timestamp>,
 }
 
 /// `POST /api/v1/auth/admin/users/{id}/offboarding`.

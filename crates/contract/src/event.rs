@@ -14,7 +14,7 @@ use uuid::Uuid;
 /// The only `source` this producer writes.
 pub const SOURCE: &str = "auth-service";
 /// The contract version this producer writes.
-pub const VERSION: &str = "1.0";
+pub const VERSION: &str = "1.1";
 /// The major version readers of this crate understand.
 pub const SUPPORTED_MAJOR: &str = "1";
 /// Bodies above this size are dead-lettered unread (a user snapshot is well under 2 KiB).
@@ -56,16 +56,23 @@ pub enum EventType {
     /// so a row altered behind the system's back at the same version is put right.
     #[serde(rename = "user.snapshot")]
     Snapshot,
+    /// The person was erased (contract 1.1): a tombstone whose payload holds the user's id,
+    /// version, role and the placeholders of [`crate::erasure`] instead of any personal data,
+    /// with `erasedAt`. A copy keeps the id and version (so no older event brings the person
+    /// back) and forgets everything else; nothing is applied over an erased copy again.
+    #[serde(rename = "user.erased")]
+    Erased,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::Created,
         EventType::Updated,
         EventType::Activated,
         EventType::Deactivated,
         EventType::RoleChanged,
         EventType::Snapshot,
+        EventType::Erased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +83,7 @@ impl EventType {
             EventType::Deactivated => "user.deactivated",
             EventType::RoleChanged => "user.role.changed",
             EventType::Snapshot => "user.snapshot",
+            EventType::Erased => "user.erased",
         }
     }
 
@@ -86,6 +94,11 @@ impl EventType {
     /// True for repair snapshots, which also apply at an equal version.
     pub fn is_repair(self) -> bool {
         self == EventType::Snapshot
+    }
+
+    /// True for the tombstone of an erased person.
+    pub fn is_erasure(self) -> bool {
+        self == EventType::Erased
     }
 }
 
@@ -181,6 +194,18 @@ pub struct UserSnapshot {
     /// name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_fields: Option<Vec<String>>,
+    /// Contract 1.1: set when the person was erased (every `user.erased`, and any later
+    /// snapshot of an erased user). The personal fields then hold [`crate::erasure`]'s
+    /// placeholders; a copy forgets the person and applies nothing over them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<Timestamp>,
+}
+
+impl UserSnapshot {
+    /// True when this snapshot says the person was erased.
+    pub fn is_erased(&self) -> bool {
+        self.erased_at.is_some()
+    }
 }
 
 /// Why a message body can never become a valid event. `reason()` is the stable code put in the
@@ -228,6 +253,11 @@ pub fn decode(body: &[u8]) -> Result<Envelope, DecodeError> {
         Ok(envelope) => {
             check_version(&envelope.version)?;
             check_payload(&envelope.payload)?;
+            if envelope.event_type.is_erasure() && !envelope.payload.is_erased() {
+                return Err(DecodeError::InvalidPayload(
+                    "payload.erasedAt: required in user.erased".into(),
+                ));
+            }
             Ok(envelope)
         }
         Err(typed_error) => Err(diagnose(text, typed_error)),
@@ -421,7 +451,7 @@ mod tests {
             assert!(keys.contains(&k.to_owned()), "{k}");
         }
         assert_eq!(out["source"], "auth-service");
-        assert_eq!(out["version"], "1.0");
+        assert_eq!(out["version"], "1.1");
         assert_eq!(out["payload"]["userVersion"], 1);
         assert!(out["payload"]["phoneNumber"].is_string());
     }

@@ -5,6 +5,7 @@
 //! - [`time`]: the timestamp format of the contract (ISO-8601 UTC, milliseconds, `Z`).
 //! - [`event`]: the envelope, the user snapshot payload, the event types, and decoding of
 //!   untrusted bytes into a validated event (with a dead-letter reason when that fails).
+//! - [`erasure`]: the placeholders an erased person's record and `user.erased` event hold.
 //! - [`topology`]: exchange, queue and routing names, which other teams' programs rely on, and
 //!   the declarations (with their arguments) that make them exist.
 //! - [`wire`]: the AMQP properties of a published event and the headers of a message set aside
@@ -27,6 +28,7 @@ pub mod api;
 pub mod compat;
 pub mod control;
 pub mod domain;
+pub mod erasure;
 pub mod event;
 pub mod openapi;
 pub mod schema;

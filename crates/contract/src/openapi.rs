@@ -9,15 +9,16 @@
 use crate::api::{
     Appointment, AppointmentStatus, ApproveRegistrationRequest, AuditEntry, BulkCreateRequest,
     BulkCreateResponse, ChangePasswordRequest, ConfirmSecondFactorRequest, CreateUserRequest,
-    CreateUserResponse, CreatedScimToken, DirectoryEntry, EnrolmentRequest, ErrorBody,
-    LoginRequest, LoginResponse, NewAppointment, Offboarding, OffboardingRequest, Page,
-    Propagation, ReassignRequest, RecoveryCodes, RefreshRequest, RegisterRequest, Registration,
-    RegistrationReceived, RoleRequest, ScimToken, ScimTokenRequest, SecondFactorChallenge,
-    SecondFactorEnrolment, SecondFactorRequest, SecondFactorStatus, UpdateUserRequest,
+    CreateUserResponse, CreatedScimToken, DirectoryEntry, EnrolmentRequest, Erasure,
+    ErasureRequest, ErrorBody, LoginRequest, LoginResponse, NewAppointment, Offboarding,
+    OffboardingRequest, Page, Propagation, ReassignRequest, RecoveryCodes, RefreshRequest,
+    RegisterRequest, Registration, RegistrationReceived, RoleRequest, ScimToken, ScimTokenRequest,
+    SecondFactorChallenge, SecondFactorEnrolment, SecondFactorRequest, SecondFactorStatus,
+    UpdateUserRequest,
 };
 use crate::domain::Role;
 use crate::event::UserSnapshot;
-use crate::sync_status::{DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun};
+use crate::sync_status::{DeadLetters, Discarded, ErasurePurge, Requeued, SyncStatus, VerifyRun};
 use schemars::gen::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
 
@@ -74,8 +75,8 @@ fn error_words(status: u16) -> &'static str {
                 `change-password` accept its token)."
         }
         404 => {
-            "No such user, offboarding, appointment or dead-letter queue (or not visible to the \
-                caller)."
+            "No such user, offboarding, appointment, dead-letter queue or erasure (or not visible \
+                to the caller)."
         }
         409 => {
             "Conflicts with the current state: a taken email, the last active admin, an \
@@ -229,6 +230,7 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
         o
     };
     let offboarding = schema(|g| g.subschema_for::<Offboarding>());
+    let erasure = schema(|g| g.subschema_for::<Erasure>());
     let mut offboardings = op(
         "get",
         "/api/v1/auth/admin/offboardings",
@@ -639,6 +641,35 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             ok(&offboarding),
             &[401, 403, 404, 422],
         )),
+        with_id(op(
+            "post",
+            "/api/v1/auth/admin/users/{id}/erasure",
+            "eraseUser",
+            "admin",
+            "Erase a deactivated person's personal data (UK GDPR art. 17): the record keeps its \
+             id with placeholders for the name, email and phone, every stored event of theirs is \
+             rewritten without them, texts naming them are rewritten, their sessions and second \
+             factor go, and `user.erased` tells every copy to forget them. `reason`: 1 to 500 \
+             characters, kept with the erasure (write no personal data in it). Asked again: the \
+             earlier erasure, nothing done twice. 409 while the person is active or their \
+             offboarding runs. Nothing changes an erased person afterwards (409).",
+            true,
+            Some(schema(|g| g.subschema_for::<ErasureRequest>())),
+            ok(&erasure),
+            &[400, 401, 403, 404, 409, 413, 415, 422],
+        )),
+        with_id(op(
+            "get",
+            "/api/v1/auth/admin/users/{id}/erasure",
+            "userErasure",
+            "admin",
+            "The person's erasure: who erased, why, when, the version of its `user.erased`, and \
+             when their messages left the queues; 404 when they were not erased.",
+            true,
+            None,
+            ok(&erasure),
+            &[401, 403, 404, 422],
+        )),
         offboardings,
         with_offboarding_id(op(
             "get",
@@ -858,6 +889,22 @@ fn operations(g: &mut SchemaGenerator) -> Vec<Operation> {
             None,
             ok(&schema(|g| g.subschema_for::<Discarded>())),
             &[401, 403, 404, 503],
+        )),
+        with_id(op(
+            "post",
+            "/api/v1/admin/sync/erasures/{id}/purge",
+            "purgeErasure",
+            "sync",
+            "Remove an erased person's messages from every registered consumer's retry and \
+             dead-letter queues and from the unrouted queue (admins; one security log line per \
+             queue, naming who asked); every other message stays, in its order, and so does a \
+             tombstone that holds none of their data. Records when every queue was purged \
+             (queuesPurgedAt); a queue that could not be purged is named in failed. 404 when the \
+             person is not erased.",
+            true,
+            None,
+            ok(&schema(|g| g.subschema_for::<ErasurePurge>())),
+            &[401, 403, 404, 422, 503],
         )),
         op(
             "get",

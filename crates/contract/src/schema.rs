@@ -99,6 +99,14 @@ pub fn summary(t: EventType) -> &'static str {
              wrote (forged or corrupt, ahead of it) is passed first: the producer moves the \
              user's `userVersion` beyond it, so this repair and every later event apply."
         }
+        EventType::Erased => {
+            "The person was erased (contract 1.1): a tombstone. The payload keeps the id, role, \
+             activation, times and `userVersion`, carries `erasedAt`, and holds placeholders \
+             instead of personal data (email `erased-<userId>@erased.invalid`, names `Erased` \
+             `User`, no phone). A copy keeps the id and version so no older event brings the \
+             person back, forgets every personal field, and applies nothing over the record \
+             again; it is the user's last event."
+        }
     }
 }
 
@@ -239,6 +247,10 @@ fn event_schema(envelope: &Value, t: EventType) -> Value {
         EventType::RoleChanged => Some(json!({
             "required": ["previousRole"],
             "properties": {"previousRole": {"$ref": "#/definitions/Role"}},
+        })),
+        EventType::Erased => Some(json!({
+            "required": ["erasedAt"],
+            "properties": {"erasedAt": {"type": "string"}},
         })),
         EventType::Created
         | EventType::Activated

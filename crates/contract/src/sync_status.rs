@@ -129,6 +129,36 @@ pub struct Discarded {
     pub of: u32,
 }
 
+/// `POST /api/v1/admin/sync/erasures/{id}/purge`: an erased person's messages removed from
+/// every registered consumer's retry and dead-letter queues and from the unrouted queue (the
+/// other messages stay, in their order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasurePurge {
+    pub user_id: crate::UserId,
+    /// Each queue that exists, in the order purged.
+    pub queues: Vec<PurgedQueue>,
+    /// The person's messages removed, in all.
+    pub removed: u32,
+    /// Queues that could not be purged, and why: `queuesPurgedAt` then stays as it was (try
+    /// again).
+    pub failed: Vec<String>,
+    /// When every queue was last purged (now, unless some failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues_purged_at: Option<Timestamp>,
+}
+
+/// One queue of an [`ErasurePurge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PurgedQueue {
+    pub queue: String,
+    /// The person's messages removed.
+    pub removed: u32,
+    /// How many the queue held when the purge began.
+    pub of: u32,
+}
+
 /// Where a verify run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

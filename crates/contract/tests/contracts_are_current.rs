@@ -589,6 +589,7 @@ fn produced(event_type: EventType, edit: impl FnOnce(&mut UserSnapshot)) -> Valu
         user_version: Some(3),
         previous_role: None,
         changed_fields: None,
+        erased_at: None,
     };
     edit(&mut snapshot);
     serde_json::to_value(Envelope::new(event_type, snapshot)).unwrap()
@@ -623,10 +624,17 @@ fn produced_events_validate_with_their_type_requirements() {
     assert_valid("user.updated.json", &updated);
     assert_invalid("user.updated.json", &produced(EventType::Updated, |_| {}));
 
+    let erased = produced(EventType::Erased, |s| {
+        *s = contract::erasure::erase(s, Timestamp::now());
+    });
+    assert_valid("user.erased.json", &erased);
+    assert_invalid("user.erased.json", &produced(EventType::Erased, |_| {}));
+
     for t in EventType::ALL {
         let event = produced(t, |s| {
             s.previous_role = Some(Role::Admin);
             s.changed_fields = Some(vec!["role".into()]);
+            s.erased_at = Some(Timestamp::now());
         });
         assert_valid(&schema::schema_file(t), &event);
     }

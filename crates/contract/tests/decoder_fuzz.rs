@@ -27,6 +27,7 @@ fn valid_event(t: EventType) -> Value {
         user_version: Some(3),
         previous_role: (t == EventType::RoleChanged).then_some(Role::Nurse),
         changed_fields: (t == EventType::Updated).then(|| vec!["firstName".to_owned()]),
+        erased_at: (t == EventType::Erased).then(Timestamp::now),
     };
     serde_json::to_value(Envelope::new(t, snapshot)).unwrap()
 }

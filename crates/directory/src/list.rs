@@ -127,7 +127,7 @@ impl ListQuery {
 }
 
 /// The filter over `users`, with the parameters of [`ListQuery::binds`] as `$1..$4`.
-const WHERE_SQL: &str = "WHERE ($1::text IS NULL OR role = $1) \
+const WHERE_SQL: &str = "WHERE erased_at IS NULL AND ($1::text IS NULL OR role = $1) \
        AND ($2::bool IS NULL OR is_active = $2) \
        AND ($3::text IS NULL OR first_name ILIKE $3 OR last_name ILIKE $3 \
             OR (first_name || ' ' || last_name) ILIKE $3 OR (NOT $4 AND email ILIKE $3)) \

@@ -21,11 +21,14 @@ pub struct UserRecord {
     pub updated_at: Option<DateTime<Utc>>,
     /// Always set in `auth_db`; absent in a copy written from an older producer's event.
     pub user_version: Option<i64>,
+    /// When the person was erased: the personal fields then hold `contract::erasure`'s
+    /// placeholders, and the record is no one's to look up.
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`UserRecord`], in its order, for `SELECT`s.
 pub const RECORD_COLUMNS: &str = "id, email, first_name, last_name, role, phone_number, \
-     is_active, must_change_password, created_at, updated_at, user_version";
+     is_active, must_change_password, created_at, updated_at, user_version, erased_at";
 
 /// A stored row that no longer satisfies the contract (written behind the system's back).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +41,7 @@ pub struct CorruptRow {
 impl UserRecord {
     /// True for the staff a colleague may look up: active, and not an admin.
     pub fn is_colleague(&self) -> bool {
-        self.is_active && self.role != Role::Admin.as_str()
+        self.is_active && self.role != Role::Admin.as_str() && self.erased_at.is_none()
     }
 
     /// The row as a colleague sees it: who they are and how to reach them.
@@ -76,6 +79,7 @@ impl UserRecord {
             user_version: self.user_version,
             previous_role: None,
             changed_fields: None,
+            erased_at: self.erased_at.map(Into::into),
         })
     }
 }

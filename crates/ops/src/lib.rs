@@ -20,9 +20,13 @@
 //!   with its end-of-history mark (`portal replay`, `portal consumer add`, `portal up`).
 //! - [`consumer`]: a further consumer's own broker user, its rights and its settings
 //!   (`portal consumer add`, `portal consumer remove`).
+//! - [`erasure`]: after an erasure, the search of every database and queue for the person's
+//!   data, and the purge of their messages from retry and dead-letter queues (`portal erasure
+//!   verify|purge`, the sync admin API).
 
 pub mod consumer;
 pub mod dlq;
+pub mod erasure;
 pub mod receipts;
 pub mod reconcile;
 pub mod replay;

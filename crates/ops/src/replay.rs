@@ -3,6 +3,13 @@
 //! with publisher confirms. Replaying twice is harmless: consumers apply by `userVersion`.
 //! `portal replay` and `portal consumer add` (a new queue backfilled with the whole history, then
 //! marked complete: [`backfill`]) are built on it.
+//!
+//! Under `EVENT_RETENTION_DAYS` the event store keeps only the recent months, so the history
+//! alone would leave a new consumer without the users who have not changed since. A backfill
+//! therefore also sends, for each user with no event left in the store, a `user.snapshot` of
+//! the user's current record (the state every copy converges to anyway); a user with any event
+//! left has its latest one in the store (partitions expire oldest first, and the latest event
+//! is the full current state), so the replay gives it already.
 
 use crate::OpsError;
 use anyhow::{anyhow, Context};
@@ -22,6 +29,8 @@ const HORIZON_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120
 #[derive(Debug, Default)]
 pub struct Sent {
     pub events: u64,
+    /// Snapshots of current records sent by a backfill for users whose history expired.
+    pub snapshots: u64,
     pub first_seq: Option<i64>,
     pub last_seq: Option<i64>,
 }
@@ -124,12 +133,13 @@ pub async fn backfill(
     queue: &str,
     progress: impl FnMut(u64),
 ) -> Result<Sent, OpsError> {
-    // Counted first: every one of these users has an event in the store (or, under
-    // EVENT_RETENTION_DAYS, had one), so a complete copy holds at least this many.
+    // Counted first: each of these users is sent, by its stored events or, when every one of
+    // them expired (EVENT_RETENTION_DAYS), by a snapshot, so a complete copy holds at least
+    // this many.
     let users = auth_service::store::count_users(pool)
         .await
         .map_err(|e| OpsError::Unreachable(format!("auth_db: {e}")))?;
-    let sent = replay_to(pool, amqp_url, queue, &EventFilter::default(), progress).await?;
+    let mut sent = replay_to(pool, amqp_url, queue, &EventFilter::default(), progress).await?;
     let conn = amqp::connect(amqp_url, "portal backfill")
         .await
         .map_err(|e| OpsError::Unreachable(format!("RabbitMQ at {}: {e}", redact_url(amqp_url))))?;
@@ -138,6 +148,7 @@ pub async fn backfill(
         .await
         .map_err(|e| anyhow!(e))?;
     let publisher = amqp::broker_user_of(amqp_url).map_err(anyhow::Error::from)?;
+    sent.snapshots = send_expired_users(pool, &ch, queue, &publisher).await?;
     let body = serde_json::to_vec(&contract::wire::HistoryComplete { users })
         .map_err(|e| anyhow!("encoding the end-of-history mark: {e}"))?;
     let marker = Outgoing {
@@ -158,6 +169,76 @@ pub async fn backfill(
         })?;
     conn.close(200, "backfill done").await.ok();
     Ok(sent)
+}
+
+/// Sends to `queue` a `user.snapshot` of the current record of every user with no event left
+/// in the event store (all expired); returns how many. Cheap when nothing expired: only when
+/// some user is older than the store's oldest event are the users looked up one page at a
+/// time, each page against the store's user index.
+async fn send_expired_users(
+    pool: &PgPool,
+    ch: &lapin::Channel,
+    queue: &str,
+    publisher: &str,
+) -> Result<u64, OpsError> {
+    let some_expired: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE created_at < \
+             coalesce((SELECT min(created_at) FROM event_store), 'infinity'))",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading auth_db")?;
+    if !some_expired {
+        return Ok(0);
+    }
+    let mut sent = 0;
+    let mut after = uuid::Uuid::nil();
+    loop {
+        let records: Vec<directory::record::UserRecord> = sqlx::query_as(&format!(
+            "SELECT {} FROM users u WHERE u.id > $1 \
+               AND NOT EXISTS (SELECT 1 FROM event_store e WHERE e.user_id = u.id) \
+             ORDER BY u.id LIMIT $2",
+            directory::record::RECORD_COLUMNS
+        ))
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(pool)
+        .await
+        .context("reading auth_db")?;
+        let Some(last) = records.last() else {
+            return Ok(sent);
+        };
+        after = last.id;
+        let bodies = records
+            .iter()
+            .map(|record| {
+                let snapshot = record
+                    .snapshot()
+                    .map_err(|e| anyhow!("user {}: {e}", record.id))?;
+                let event = contract::Envelope::new(contract::EventType::Snapshot, snapshot);
+                let body = serde_json::to_vec(&event).map_err(|e| anyhow!(e))?;
+                Ok((event.event_id.to_string(), body))
+            })
+            .collect::<Result<Vec<_>, anyhow::Error>>()?;
+        let messages = bodies
+            .iter()
+            .map(|(id, body)| Outgoing {
+                exchange: "",
+                routing_key: queue,
+                body,
+                properties: amqp::event_properties(
+                    id,
+                    contract::EventType::Snapshot.as_str(),
+                    publisher,
+                ),
+            })
+            .collect();
+        amqp::publish_confirmed(ch, messages)
+            .await
+            .require_all()
+            .map_err(|e| anyhow!("{e}; backfill stopped (safe to run again)"))?;
+        sent += bodies.len() as u64;
+    }
 }
 
 /// True for a consumer name `portal consumer add` accepts: lower-case letters, digits, dashes.

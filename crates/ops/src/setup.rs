@@ -768,10 +768,11 @@ async fn run_locked(config: &SetupConfig, admin: &mut PgConnection) -> anyhow::R
                 // Replays and requeues go to one consumer's queue through the default exchange;
                 // unrouted events go back to the exchange. It reads what the control queues set
                 // aside (`portal dlq --queue auth-service.control.dlq`) and the appointment
-                // events no one has taken yet.
+                // events no one has taken yet, and the retry queues, from which an erasure's
+                // purge removes the person's messages (`ops::erasure`).
                 write: format!("^(amq\\.default|{})$", regex_escape(EXCHANGE)),
                 read: format!(
-                    "^(.+\\.user-events(\\.dlq)?|.+\\.control\\.dlq|{}|{})$",
+                    "^(.+\\.user-events(\\.dlq|\\.retry\\.[0-9a-z]+)?|.+\\.control\\.dlq|{}|{})$",
                     regex_escape(UNROUTED_QUEUE),
                     regex_escape(APPOINTMENT_UNROUTED)
                 ),

@@ -26,11 +26,13 @@ pub enum Field {
     IsActive,
     MustChangePassword,
     CreatedAt,
+    /// Whether the person was erased (compared by presence: the copy keeps the event's time).
+    ErasedAt,
 }
 
 impl Field {
     /// Every field, in the order a mismatch is looked for.
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 10] = [
         Field::UserVersion,
         Field::Email,
         Field::FirstName,
@@ -40,6 +42,7 @@ impl Field {
         Field::IsActive,
         Field::MustChangePassword,
         Field::CreatedAt,
+        Field::ErasedAt,
     ];
 
     /// The name the differences show (the contract's).
@@ -54,6 +57,7 @@ impl Field {
             Field::IsActive => "isActive",
             Field::MustChangePassword => "mustChangePassword",
             Field::CreatedAt => "createdAt",
+            Field::ErasedAt => "erasedAt",
         }
     }
 
@@ -69,6 +73,7 @@ impl Field {
             Field::IsActive => "is_active",
             Field::MustChangePassword => "must_change_password",
             Field::CreatedAt => "created_at",
+            Field::ErasedAt => "erased_at",
         }
     }
 
@@ -81,6 +86,7 @@ impl Field {
             Field::PhoneNumber => "NULL::text",
             Field::IsActive | Field::MustChangePassword => "false",
             Field::CreatedAt => "'epoch'::timestamptz",
+            Field::ErasedAt => "NULL::timestamptz",
         }
     }
 
@@ -99,6 +105,7 @@ impl Field {
             Field::IsActive => pair(&a.is_active, &b.is_active),
             Field::MustChangePassword => pair(&a.must_change_password, &b.must_change_password),
             Field::CreatedAt => pair(&a.created_at, &b.created_at),
+            Field::ErasedAt => pair(&a.erased_at.is_some(), &b.erased_at.is_some()),
         }
     }
 }
@@ -162,6 +169,7 @@ pub const APPOINTMENT_SERVICE: CopySpec = CopySpec {
         Field::LastName,
         Field::Role,
         Field::IsActive,
+        Field::ErasedAt,
     ],
     label: Label::Name,
     // A doctor no longer known is one who left: their future appointments need another doctor
@@ -575,6 +583,7 @@ mod tests {
         UserRecord {
             id: Uuid::nil(),
             user_version: Some(version),
+            erased_at: None,
             email: "a@b.co".into(),
             first_name: "A".into(),
             last_name: "B".into(),
@@ -684,7 +693,7 @@ mod tests {
             ),
             "SELECT id, user_version, ''::text AS email, first_name, last_name, role, \
              NULL::text AS phone_number, is_active, false AS must_change_password, \
-             'epoch'::timestamptz AS created_at, NULL::timestamptz AS updated_at \
+             'epoch'::timestamptz AS created_at, erased_at, NULL::timestamptz AS updated_at \
              FROM clinicians WHERE id = ANY($1) ORDER BY id"
         );
         let users = USER_SERVICE.select_list();

@@ -14,6 +14,9 @@
 //! writers not to notify; idle, it sleeps on `LISTEN outbox_events` with a fallback poll
 //! ([`pace`]). With `batch_size = 1` and `in_flight = 1` the same code is the naive
 //! one-confirm-per-event relay used as the benchmark baseline.
+//!
+//! Beside its loop each relay runs the [`cleanup`] of its table: published rows are removed a
+//! minute after publishing, in small batches, by one cleaner per table at a time.
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
@@ -29,11 +32,14 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 pub mod batch;
+pub mod cleanup;
 mod metrics;
 pub mod pace;
+pub mod settings;
 mod table;
 
 pub use batch::{claim_and_send, publish_batch, InFlight};
+pub use cleanup::{Cleaner, CleanupConfig, CleanupMetrics};
 pub use metrics::{backlog, Backlog, RelayMetrics};
 use pace::{Next, Pace};
 pub use table::{Message, Table};
@@ -47,9 +53,8 @@ pub struct RelayConfig {
     pub in_flight: usize,
     /// Fallback poll interval for when a notification was missed (listener reconnecting).
     pub poll_interval: Duration,
-    /// Keep published rows this long (the auth-service's event store: `EVENT_RETENTION_DAYS`);
-    /// `None` keeps everything.
-    pub retention: Option<Duration>,
+    /// How the relay's table is cleaned of published rows (`OUTBOX_KEEP_PUBLISHED_SECS`).
+    pub cleanup: CleanupConfig,
     /// Declare the topology when connecting (off when the least-privilege setup declared it
     /// and the relay's broker user may not).
     pub declare_topology: bool,
@@ -68,7 +73,7 @@ impl Default for RelayConfig {
             batch_size: Self::DEFAULT_BATCH_SIZE,
             in_flight: usize::from(Self::DEFAULT_IN_FLIGHT),
             poll_interval: Duration::from_secs(1),
-            retention: None,
+            cleanup: CleanupConfig::default(),
             declare_topology: true,
         }
     }
@@ -105,6 +110,7 @@ pub struct Relay {
     config: RelayConfig,
     broker_up: Arc<AtomicBool>,
     metrics: Option<RelayMetrics>,
+    cleanup_metrics: Option<CleanupMetrics>,
 }
 
 impl Relay {
@@ -118,6 +124,7 @@ impl Relay {
             config,
             broker_up: Arc::new(AtomicBool::new(false)),
             metrics: None,
+            cleanup_metrics: None,
         }
     }
 
@@ -125,6 +132,26 @@ impl Relay {
     pub fn with_metrics(mut self, metrics: RelayMetrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The relay's cleanup, counting what it does in `metrics` (shared by every cleaner of
+    /// the service: its families are labelled by table).
+    pub fn with_cleanup_metrics(mut self, metrics: CleanupMetrics) -> Self {
+        self.cleanup_metrics = Some(metrics);
+        self
+    }
+
+    /// The cleaner of the relay's table.
+    fn cleaner(&self) -> Cleaner {
+        let cleaner = Cleaner::new(
+            self.table.clone(),
+            self.pool.clone(),
+            self.config.cleanup.clone(),
+        );
+        match &self.cleanup_metrics {
+            Some(m) => cleaner.with_metrics(m.clone()),
+            None => cleaner,
+        }
     }
 
     fn error(&self, kind: &str) {
@@ -138,13 +165,22 @@ impl Relay {
         self.broker_up.clone()
     }
 
-    /// Runs until `shutdown`, reconnecting to RabbitMQ and PostgreSQL with backoff. A batch in
-    /// flight when shutdown comes is finished (confirmed and marked) before returning.
+    /// Runs until `shutdown`, reconnecting to RabbitMQ and PostgreSQL with backoff, with the
+    /// table's cleanup beside it. A batch in flight when shutdown comes is finished (confirmed
+    /// and marked) before returning.
     pub async fn run(self, shutdown: CancellationToken) {
+        let cleanup = tokio::spawn(self.cleaner().run(shutdown.clone()));
+        self.publish(&shutdown).await;
+        if let Err(e) = cleanup.await {
+            tracing::error!(outbox = self.table.name, error = %e, "the outbox cleanup failed");
+        }
+    }
+
+    async fn publish(&self, shutdown: &CancellationToken) {
+        let shutdown = shutdown.clone();
         let mut broker = OutageLog::new(format!("relay {}: RabbitMQ", self.table.name));
         let mut database = OutageLog::new(format!("relay {}: database", self.table.name));
         let mut backoff = Backoff::reconnect();
-        let mut last_prune: Option<std::time::Instant> = None;
         // Batches accepted before the broker refused events, while it refuses them.
         let mut refused_since: Option<u64> = None;
         // Every batch in flight is finished before the relay reconnects.
@@ -244,12 +280,6 @@ impl Relay {
                         continue;
                     }
                 };
-                if let Some(retention) = self.config.retention {
-                    if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-                        last_prune = Some(std::time::Instant::now());
-                        self.prune(retention).await;
-                    }
-                }
                 match pace.after_claim(claimed) {
                     Next::Claim => continue,
                     Next::DeclareFlowing | Next::DeclareWaiting => {
@@ -377,34 +407,6 @@ fn keep_first(
         // A panic in a batch rolls its transaction back: its rows are published again.
         Err(e) => {
             tracing::error!(error = %e, "relay: a batch failed; its events will be sent again")
-        }
-    }
-}
-
-/// How often the retention policy runs (it is cheap; once an hour keeps the store bounded).
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-impl Relay {
-    async fn prune(&self, retention: Duration) {
-        let Ok(age) = chrono::Duration::from_std(retention) else {
-            return;
-        };
-        let pruned = sqlx::query(&self.table.prune)
-            .bind(chrono::Utc::now() - age)
-            .execute(&self.pool)
-            .await;
-        match pruned.map(|done| done.rows_affected()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                outbox = self.table.name,
-                removed = n,
-                "pruned published rows past retention"
-            ),
-            Err(e) => tracing::warn!(
-                outbox = self.table.name,
-                error = %e,
-                "pruning published rows failed; will try again"
-            ),
         }
     }
 }

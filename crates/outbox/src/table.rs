@@ -28,8 +28,8 @@ pub struct Table {
     pub(crate) mark: String,
     /// Returns `(count, oldest created_at)` of unpublished rows.
     pub(crate) backlog: String,
-    /// `$1` = cutoff: deletes published rows written before it.
-    pub(crate) prune: String,
+    /// The table's SQL name (its cleanup: `crate::cleanup`).
+    pub(crate) relation: String,
     /// `$1` = waiting.
     pub(crate) declare_waiting: String,
     /// Writes one message (a table of [`Table::messages`]' shape only).
@@ -137,9 +137,7 @@ impl Table {
                         (SELECT created_at FROM {table} WHERE published_at IS NULL \
                          ORDER BY seq LIMIT 1)"
             ),
-            prune: format!(
-                "DELETE FROM {table} WHERE published_at IS NOT NULL AND created_at < $1"
-            ),
+            relation: table.to_owned(),
             declare_waiting: format!(
                 "UPDATE {wakeup} SET waiting = $1 WHERE waiting IS DISTINCT FROM $1"
             ),

@@ -7,6 +7,7 @@
 //! - [`exit`]: exit codes every binary shares (0, 1 failed, 2 unreachable, 64 usage), and
 //!   command-line parsing that keeps to them.
 //! - [`db`]: create a database if absent, open a pool with timeouts.
+//! - [`erasure`]: keyed fingerprints of an erased person's data, and the search for them.
 //! - [`migrations`]: where a database's schema stands against a binary's migrations (pending,
 //!   unknown to it, edited after they ran).
 //! - [`build`]: the version and git commit of this build.
@@ -44,6 +45,7 @@ mod connections;
 pub mod control;
 pub mod db;
 pub mod duration;
+pub mod erasure;
 pub mod exit;
 pub mod hardening;
 pub mod http;

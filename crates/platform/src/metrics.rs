@@ -277,6 +277,64 @@ impl Metrics {
         Ok(())
     }
 
+    /// The size on disk and the dead-tuple ratio of `tables` of `database`:
+    /// `portal_table_size_bytes{database, table}` (`pg_total_relation_size`: heap, indexes and
+    /// TOAST; a partitioned table's is the sum of its partitions) and
+    /// `portal_table_dead_tuple_ratio{database, table}` (`n_dead_tup / (n_live_tup +
+    /// n_dead_tup)` of `pg_stat_user_tables`, partitions summed; 0 for an empty table). Read at
+    /// a scrape at most every [`TABLE_FIGURES_EVERY`] (sizing every partition is not free, and
+    /// the figures move slowly); a scrape in between serves the last figures. A table that
+    /// does not exist is left out.
+    pub fn watch_tables(
+        &self,
+        pool: sqlx::PgPool,
+        database: &'static str,
+        tables: &[&'static str],
+    ) -> prometheus::Result<()> {
+        let size = self.int_gauge_vec(
+            "portal_table_size_bytes",
+            "Size on disk of a table with its indexes and TOAST (a partitioned table: all its partitions), read every 30 s.",
+            &["database", "table"],
+        )?;
+        let dead = self.register(prometheus::GaugeVec::new(
+            Opts::new(
+                "portal_table_dead_tuple_ratio",
+                "Dead tuples / (live + dead) of a table (partitions summed), from pg_stat_user_tables, read every 30 s.",
+            ),
+            &["database", "table"],
+        )?)?;
+        let tables: Vec<String> = tables.iter().map(|t| (*t).to_owned()).collect();
+        let last: Arc<Mutex<Option<Instant>>> = Arc::default();
+        self.on_scrape(move || {
+            let (size, dead, tables, pool, last) = (
+                size.clone(),
+                dead.clone(),
+                tables.clone(),
+                pool.clone(),
+                last.clone(),
+            );
+            async move {
+                {
+                    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+                    if last.is_some_and(|t| t.elapsed() < TABLE_FIGURES_EVERY) {
+                        return;
+                    }
+                    *last = Some(Instant::now());
+                }
+                let Ok(rows) = table_figures(&pool, &tables).await else {
+                    return;
+                };
+                for figures in rows {
+                    size.with_label_values(&[database, &figures.table])
+                        .set(figures.bytes);
+                    dead.with_label_values(&[database, &figures.table])
+                        .set(figures.dead_ratio());
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Every family in the text format, after the probes have run.
     pub async fn render(&self) -> String {
         // One scrape at a time: probes bring counters up to totals kept elsewhere
@@ -308,6 +366,54 @@ impl Metrics {
             .with_label_values(&[route, method])
             .observe(took.as_secs_f64());
     }
+}
+
+/// How often [`Metrics::watch_tables`] reads its figures at most.
+pub const TABLE_FIGURES_EVERY: Duration = Duration::from_secs(30);
+
+/// A table's size and tuple counts, its partitions summed.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TableFigures {
+    pub table: String,
+    /// `pg_total_relation_size`, summed over the partitions of a partitioned table.
+    pub bytes: i64,
+    pub live_tuples: i64,
+    pub dead_tuples: i64,
+}
+
+impl TableFigures {
+    /// Dead tuples / (live + dead); 0 for a table without tuples.
+    pub fn dead_ratio(&self) -> f64 {
+        let all = self.live_tuples + self.dead_tuples;
+        if all <= 0 {
+            return 0.0;
+        }
+        self.dead_tuples as f64 / all as f64
+    }
+}
+
+/// The figures of each of `tables` that exists, in one query: a partitioned table's are its
+/// partitions' (`pg_partition_tree`, which lists nothing for a plain table: the table itself
+/// is added).
+pub async fn table_figures(
+    pool: &sqlx::PgPool,
+    tables: &[String],
+) -> Result<Vec<TableFigures>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.name AS table, \
+                coalesce(sum(pg_total_relation_size(p.relid)), 0)::int8 AS bytes, \
+                coalesce(sum(s.n_live_tup), 0)::int8 AS live_tuples, \
+                coalesce(sum(s.n_dead_tup), 0)::int8 AS dead_tuples \
+         FROM unnest($1::text[]) AS t(name) \
+         CROSS JOIN LATERAL (SELECT relid FROM pg_partition_tree(to_regclass(t.name)) \
+                             UNION SELECT to_regclass(t.name)) AS p(relid) \
+         LEFT JOIN pg_stat_user_tables s ON s.relid = p.relid \
+         WHERE to_regclass(t.name) IS NOT NULL \
+         GROUP BY t.name",
+    )
+    .bind(tables)
+    .fetch_all(pool)
+    .await
 }
 
 /// Brings `counter` up to `total`, a count kept elsewhere that only grows (a service's own

@@ -241,6 +241,23 @@ impl Management {
         Ok(closed)
     }
 
+    /// The names of every queue of `vhost`.
+    pub async fn queues(&self, vhost: &str) -> anyhow::Result<Vec<String>> {
+        let qs: Vec<Value> = self
+            .send_ok(
+                self.http.get(self.api(&["queues", vhost])?),
+                &format!("queues of {vhost}"),
+            )
+            .await?
+            .json()
+            .await
+            .context("queues JSON")?;
+        Ok(qs
+            .iter()
+            .filter_map(|q| q["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// The queue's `messages` (ready plus unacked) as the management API last sampled it;
     /// `None` until the first sample exists. Sampled every `collect_statistics_interval`
     /// (5 s by default), so a 0 is only trusted once it has held for longer than that.

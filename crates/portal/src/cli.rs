@@ -89,6 +89,11 @@ pub enum Command {
     Scim(Box<ScimCommand>),
     /// Inspect and recover dead-lettered (or unrouted) messages.
     Dlq(DlqArgs),
+    /// After an erasure (`portal users erase`): search every database and queue for the
+    /// person's data (`verify`), remove their messages from the retry and dead-letter queues
+    /// (`purge`).
+    #[command(subcommand)]
+    Erasure(ErasureCommand),
     /// Find users that differ between auth_db and any consumer's copy (user_db,
     /// appointment_db) and repair them by publishing one `user.snapshot` event per user through
     /// the normal pipeline; reports one line per service.
@@ -474,6 +479,9 @@ pub struct AppointmentServiceCommand {
     pub db: AppointmentDbArgs,
     #[command(flatten)]
     pub service: AppointmentServiceArgs,
+    /// OUTBOX_KEEP_PUBLISHED_SECS, for its outbox (under `portal up`, the relay's group has it).
+    #[command(flatten)]
+    pub outbox: outbox::settings::OutboxArgs,
     #[command(flatten)]
     pub consumer: ConsumerArgs,
     #[command(flatten)]
@@ -864,6 +872,33 @@ pub enum UsersCommand {
         api: ApiClientArgs,
         user: UserRef,
     },
+    /// Erase a deactivated person's personal data (UK GDPR art. 17), then purge their messages
+    /// from the queues.
+    ///
+    /// Through the admin API: the person's record keeps only their id, role and dates, with
+    /// placeholders for their email, names and phone; their stored events are redacted and a
+    /// `user.erased` event tells every copy to forget them (appointments stay, under "former
+    /// clinician"). Refused for an active person or a running offboarding; erasing twice shows
+    /// the first erasure. Then, as the operator (`portal erasure purge`), their messages leave
+    /// every retry and dead-letter queue. Asks for confirmation on a terminal; without a
+    /// terminal (a script) it needs --yes (exit 64 otherwise). Cannot be undone. Check the
+    /// result with `portal erasure verify USER_ID`.
+    Erase {
+        #[command(flatten)]
+        api: ApiClientArgs,
+        /// The person (id or email).
+        user: UserRef,
+        /// Why (1 to 500 characters, kept with the erasure record: no personal data, e.g.
+        /// "erasure request of 2026-12-01, ticket 4711").
+        #[arg(long)]
+        reason: String,
+        /// Erase without asking.
+        #[arg(long)]
+        yes: bool,
+        /// The operator's auth_db and broker, for the purge of the queues.
+        #[command(flatten, next_help_heading = "Operator (the purge of the queues)")]
+        operator: OperatorArgs,
+    },
     /// Create many users from a CSV file (header row: email, firstName, lastName, role and
     /// optionally phoneNumber). Invalid rows are listed with their line number and the others
     /// imported; rows whose email exists are left alone, so importing again creates nothing.
@@ -1001,6 +1036,65 @@ pub enum DlqAction {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ErasureCommand {
+    /// Search every database and queue for an erased person's email, names and phone.
+    ///
+    /// Reads the erasure's fingerprints from auth_db (keyed hashes: the data itself is not
+    /// kept) and searches, as the operator: every row of every table (all schemas but the
+    /// catalogs, each row as text, json and arrays included) of auth_db, user_db and
+    /// appointment_db, of each --database, or with --all-databases of every database on
+    /// auth_db's server the operator may connect to; then every message (body and headers) of
+    /// every registered consumer's queue, retry queues and dead-letter queue and of
+    /// user.events.unrouted, each left in place and in order. Prints each hit
+    /// (`db.schema.table (ctid …): email, name`, `queue Q message N (message-id …): phone`),
+    /// what the operator's role could not read (not searched), and a final line. It cannot see
+    /// backups, the servers' logs, WAL, or the messages a running consumer holds in flight.
+    /// Exit 0 no hit, 1 hits, 2 a database or the broker out of reach (and no hit elsewhere),
+    /// 64 the user is not erased.
+    Verify(ErasureVerifyArgs),
+    /// Remove an erased person's messages from every registered consumer's retry and
+    /// dead-letter queues and from user.events.unrouted.
+    ///
+    /// A message is theirs when its body's payload.userId is their id; every other message
+    /// stays, in its order, and so do a body that cannot be decoded and a tombstone
+    /// (user.erased) that holds none of their data. One security log line per queue (who, how
+    /// many). Records the time in auth_db (erasures.queues_purged_at) when every queue was
+    /// purged. `portal users erase` runs it after the erasure. Exit 0 done, 1 a queue could not
+    /// be purged, 2 auth_db or the broker out of reach, 64 the user is not erased.
+    Purge(ErasurePurgeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ErasureVerifyArgs {
+    /// The erased person's id.
+    pub user_id: uuid::Uuid,
+    /// Also search this database (a PostgreSQL URL, e.g. a reporting copy's); repeatable.
+    #[arg(long = "database", value_name = "URL")]
+    pub databases: Vec<String>,
+    /// Search every database on auth_db's server that the operator's role may connect to,
+    /// instead of auth_db, user_db and appointment_db (--database adds others).
+    #[arg(long)]
+    pub all_databases: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ErasurePurgeArgs {
+    /// The erased person's id.
+    pub user_id: uuid::Uuid,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 /// What `portal reconcile` may do.

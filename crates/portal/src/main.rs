@@ -66,6 +66,7 @@ async fn run(cli: Cli, sources: &Sources) -> Result<(), Failure> {
         Command::Offboard(args) => commands::offboard::run(*args).await,
         Command::Scim(command) => commands::scim::run(*command).await,
         Command::Dlq(args) => commands::dlq::run(args).await,
+        Command::Erasure(command) => commands::erasure::run(command).await,
         Command::Reconcile(c) => commands::reconcile::run(&c).await,
         Command::Replay(c) => commands::replay::run(&c.operator, &c.args, &c.network).await,
         Command::Consumer(command) => commands::replay::consumer(command).await,

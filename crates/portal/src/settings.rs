@@ -409,6 +409,80 @@ mod tests {
                 "amqp://portal-operator:pw@127.0.0.1:5672/%2f"
             );
         }
+        // The erasure's commands read the operator's identities from it too: the search and
+        // the purge run as the operator, `users erase` calls the API and then purges.
+        let user = "00000000-0000-0000-0000-000000000001";
+        for args in [
+            &["portal", "erasure", "verify", user][..],
+            &[
+                "portal",
+                "erasure",
+                "verify",
+                user,
+                "--database",
+                "postgres://postgres@127.0.0.1:5432/reporting",
+                "--database",
+                "postgres://postgres@127.0.0.1:5432/archive",
+                "--json",
+            ],
+            &["portal", "erasure", "verify", user, "--all-databases"],
+            &["portal", "erasure", "purge", user],
+            &[
+                "portal",
+                "users",
+                "erase",
+                "a@clinic.test",
+                "--reason",
+                "ticket 4711",
+                "--yes",
+            ],
+        ] {
+            let (cli, _) = s
+                .parse_from(args)
+                .unwrap_or_else(|e| panic!("`{}` with the setup's file: {e}", args.join(" ")));
+            let operator = match cli.command {
+                crate::cli::Command::Erasure(crate::cli::ErasureCommand::Verify(v)) => {
+                    assert_eq!(v.user_id.to_string(), user);
+                    if v.json {
+                        assert_eq!(v.databases.len(), 2);
+                    }
+                    v.operator
+                }
+                crate::cli::Command::Erasure(crate::cli::ErasureCommand::Purge(p)) => p.operator,
+                crate::cli::Command::Users(users) => match *users {
+                    crate::cli::UsersCommand::Erase {
+                        operator,
+                        yes,
+                        reason,
+                        ..
+                    } => {
+                        assert!(yes);
+                        assert_eq!(reason, "ticket 4711");
+                        operator
+                    }
+                    other => panic!("not users erase: {other:?}"),
+                },
+                other => panic!("not an erasure command: {other:?}"),
+            };
+            assert_eq!(
+                operator.operator_auth_database_url,
+                "postgres://portal_operator:pw@127.0.0.1:5432/auth_db"
+            );
+            assert_eq!(
+                operator.operator_amqp_url,
+                "amqp://portal-operator:pw@127.0.0.1:5672/%2f"
+            );
+        }
+        assert!(
+            s.parse_from(["portal", "erasure", "verify", "not-a-uuid"])
+                .is_err(),
+            "the id is a UUID"
+        );
+        assert!(
+            s.parse_from(["portal", "users", "erase", "a@clinic.test"])
+                .is_err(),
+            "a reason is required"
+        );
         let (cli, _) = s.parse_from(["portal", "user-service"]).unwrap();
         let crate::cli::Command::UserService(users) = cli.command else {
             panic!("not user-service")

@@ -1,5 +1,6 @@
 //! `/api/v1/admin/sync` (an admin's bearer token, the account active and an admin in `auth_db`
-//! now, not only when the token was issued) and health.
+//! now, not only when the token was issued) and health; the purge of an erased person's
+//! messages from the queues (`/api/v1/admin/sync/erasures/{id}/purge`) too.
 
 use crate::verify_job::VerifyJobs;
 use axum::extract::{FromRef, FromRequestParts, Path, State};
@@ -8,7 +9,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use contract::sync_status::{
-    ConsumerFigures, DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun,
+    ConsumerFigures, DeadLetters, Discarded, ErasurePurge, PurgedQueue, Requeued, SyncStatus,
+    VerifyRun,
 };
 use contract::topology::{self, ConsumerQueues};
 use contract::Timestamp;
@@ -95,9 +97,9 @@ pub fn router(state: AppState) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(15),
         ));
-    // A requeue or a discard is not cut short: a large dead-letter queue takes as long as it
-    // takes, and an answer cut off midway would hide how many moved (each is confirmed before
-    // it is removed).
+    // A requeue, a discard or an erasure's purge is not cut short: a large dead-letter queue
+    // takes as long as it takes, and an answer cut off midway would hide how many moved (each is
+    // confirmed before it is removed) or were removed.
     Router::new()
         .route(
             "/api/v1/admin/sync/dead-letters/{queue}/requeue",
@@ -106,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/admin/sync/dead-letters/{queue}/discard",
             post(discard),
+        )
+        .route(
+            "/api/v1/admin/sync/erasures/{id}/purge",
+            post(purge_erasure),
         )
         .merge(bounded)
         .fallback(platform::http::fallback_not_found)
@@ -289,6 +295,45 @@ async fn discard(
         queue,
         discarded: u32::try_from(gone.len()).unwrap_or(u32::MAX),
         of,
+    }))
+}
+
+/// `POST /api/v1/admin/sync/erasures/{id}/purge`: the erased person's messages removed from
+/// every registered consumer's retry and dead-letter queues and the unrouted queue
+/// (`ops::erasure::purge`: one security log line per queue, naming the admin), the others left
+/// in their order. 404 when `auth_db` holds no erasure of them; the web portal's erase button
+/// calls it right after the erasure.
+async fn purge_erasure(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ErasurePurge>, ApiError> {
+    let user: uuid::Uuid = id
+        .parse()
+        .map_err(|_| contract::ValidationError::new("id", "must be a UUID"))?;
+    let done = ops::erasure::purge(&state.auth, &state.amqp_url, user, &admin.who())
+        .await
+        .map_err(|e| match e {
+            ops::erasure::ErasureError::NotErased(_) => ApiError::not_found(e.to_string()),
+            ops::erasure::ErasureError::Unreachable(what) => {
+                ApiError::unavailable(format!("cannot reach {what}"))
+            }
+            ops::erasure::ErasureError::Failed(e) => ApiError::internal(e),
+        })?;
+    Ok(Json(ErasurePurge {
+        user_id: contract::UserId(user),
+        removed: done.removed(),
+        queues: done
+            .queues
+            .into_iter()
+            .map(|q| PurgedQueue {
+                queue: q.queue,
+                removed: q.removed,
+                of: q.of,
+            })
+            .collect(),
+        failed: done.failed,
+        queues_purged_at: done.queues_purged_at.map(Timestamp::from),
     }))
 }
 

@@ -9,7 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use contract::sync_status::{
-    ConsumerFigures, DeadLetters, Discarded, Requeued, SyncStatus, VerifyRun, VerifyState,
+    ConsumerFigures, DeadLetters, Discarded, ErasurePurge, Requeued, SyncStatus, VerifyRun,
+    VerifyState,
 };
 use contract::topology::{APPOINTMENT_SERVICE, USER_SERVICE};
 use contract::Role;
@@ -90,6 +91,10 @@ fn routes() -> Vec<(Method, String)> {
         (
             Method::POST,
             format!("/api/v1/admin/sync/dead-letters/{dlq}/discard"),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/admin/sync/erasures/{}/purge", Uuid::nil()),
         ),
     ]
 }
@@ -791,4 +796,76 @@ async fn the_scheduled_reconcile_repairs_a_copy_changed_behind_the_systems_back(
         .await
         .unwrap();
     assert_eq!(first_name, "Test", "the copy holds auth_db's name again");
+}
+
+/// A body of a user event about `user` (what the purge reads: `payload.userId`, `erasedAt`).
+fn event_about(user: Uuid, erased: bool) -> Vec<u8> {
+    let mut payload = serde_json::json!({"userId": user, "email": "zebulon.quix@example.org",
+        "firstName": "Zebulon", "lastName": "Quixwort"});
+    if erased {
+        payload = serde_json::json!({"userId": user, "email": "erased@erased.invalid",
+            "firstName": "Erased", "lastName": "User", "erasedAt": "2026-01-01T00:00:00.000Z"});
+    }
+    serde_json::to_vec(&serde_json::json!({"eventId": Uuid::new_v4(), "payload": payload})).unwrap()
+}
+
+/// An admin purges an erased person's messages from the dead-letter queue through the API (the
+/// web portal's erase button does right after the erasure): their message goes, someone else's
+/// and their tombstone stay, and the time is recorded. A person not erased is 404, an id that is
+/// no UUID 422, and nothing moves.
+#[tokio::test]
+async fn an_admin_purges_an_erased_persons_dead_letters_and_nothing_else() {
+    let sb = Sandbox::for_test().await;
+    let sys = with_dead_letters(&sb, &[event_about(Uuid::new_v4(), false)]).await;
+    let email = format!("leaver-{}@clinic.test", Uuid::new_v4().simple());
+    let person = auth::create_user(&sys.auth_db, &email, Role::Doctor).await;
+    sandbox::amqp::publish_to_queue(
+        &sb.amqp_url,
+        &user_dlq(),
+        &[event_about(person, false), event_about(person, true)],
+    )
+    .await
+    .unwrap();
+    let prints = platform::erasure::Fingerprints::new(
+        "zebulon.quix@example.org",
+        "Zebulon",
+        "Quixwort",
+        None,
+    )
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO erasures (user_id, requested_by, reason, user_version, fingerprints) \
+         VALUES ($1, $2, 'a test', 2, $3::jsonb)",
+    )
+    .bind(person)
+    .bind(Uuid::new_v4())
+    .bind(serde_json::to_string(&prints).unwrap())
+    .execute(&sys.auth_db)
+    .await
+    .unwrap();
+    let token = sys.admin_token().await;
+
+    for (id, status) in [(Uuid::new_v4().to_string(), 404), ("nope".to_owned(), 422)] {
+        let path = format!("/api/v1/admin/sync/erasures/{id}/purge");
+        let (code, body) = http::send(Method::POST, &url(&sys, &path), Some(&token), None).await;
+        assert_json_error(code, &body, status);
+    }
+    assert_eq!(users::depth(&sb, &user_dlq()).await, 3, "nothing moved");
+
+    let path = format!("/api/v1/admin/sync/erasures/{person}/purge");
+    let (code, body) = http::send(Method::POST, &url(&sys, &path), Some(&token), None).await;
+    assert_eq!(code, 200, "{body}");
+    let done: ErasurePurge = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(done.user_id, contract::UserId(person));
+    assert_eq!(done.removed, 1, "{body}");
+    assert!(done.failed.is_empty(), "{body}");
+    assert!(done.queues_purged_at.is_some(), "{body}");
+    let dlq = done.queues.iter().find(|q| q.queue == user_dlq()).unwrap();
+    assert_eq!((dlq.removed, dlq.of), (1, 3), "{body}");
+    poll_until(
+        SETTLE,
+        "the two other messages back in the queue",
+        || async { (users::depth(&sb, &user_dlq()).await == 2).then_some(()) },
+    )
+    .await;
 }

@@ -176,6 +176,15 @@ const FORMS: &[Form] = &[
         ],
     },
     Form {
+        route: "/admin/users/{id}/erasure",
+        path: "/admin/users/<erased>/erasure",
+        who: Who::Admin,
+        fields: &[
+            ("reason", "Erasure request, ticket 4711"),
+            ("confirm", "yes"),
+        ],
+    },
+    Form {
         route: "/admin/offboarding/{id}/cancel",
         path: "/admin/offboarding/<saga>/cancel",
         who: Who::Admin,
@@ -324,8 +333,8 @@ async fn seeded(auth_db: &PgPool, role: Role, nth: i64) -> String {
 }
 
 /// What the forms need: a doctor to book with, users to edit, demote, deactivate, activate
-/// (deactivated beforehand), reset and offboard, an offboarding to cancel, a SCIM token to
-/// revoke, and in the user-service's dead-letter queue a valid
+/// (deactivated beforehand), reset, offboard and erase (deactivated beforehand), an offboarding
+/// to cancel, a SCIM token to revoke, and in the user-service's dead-letter queue a valid
 /// event (requeued, it is applied, so the queue shrinks: a requeue that happened cannot hide)
 /// and an untrusted publisher's (kept back by the requeue; discarded, the queue shrinks).
 /// Returns the values of the `<name>`s.
@@ -459,6 +468,10 @@ async fn arrange(portal: &Portal) -> Vec<(&'static str, String)> {
         .await
         .unwrap();
     values.push(("saga", saga.id.to_string()));
+    // A deactivated user to erase (no offboarding: erasure needs none).
+    let erased = sandbox::auth::create_user(db, "zz.erased@clinic.test", Role::Nurse).await;
+    admin.deactivate(erased).await.unwrap();
+    values.push(("erased", erased.to_string()));
     // A live SCIM token to revoke.
     let scim = admin.create_scim_token("csrf-revoked").await.unwrap();
     values.push(("scim-token", scim.token.id.to_string()));

@@ -345,14 +345,15 @@ async fn user_events(
     let items = events
         .into_iter()
         .map(|e| AuditEntry {
-            seq: e.seq,
-            event_id: e.event_id,
-            event_type: e.event_type,
-            user_version: e.user_version,
-            created_at: e.created_at.into(),
+            seq: e.event.seq,
+            event_id: e.event.event_id,
+            event_type: e.event.event_type,
+            user_version: e.event.user_version,
+            created_at: e.event.created_at.into(),
             published_at: e.published_at.map(Into::into),
-            trace_id: e.trace_id,
-            event: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
+            published: e.published,
+            trace_id: e.event.trace_id,
+            event: serde_json::from_str(&e.event.body).unwrap_or(serde_json::Value::Null),
         })
         .collect::<Vec<_>>();
     let total = items.len() as i64;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod erasure;
 mod health;
 mod offboarding;
 mod registrations;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
             auth::router()
                 .merge(admin::router())
                 .merge(offboarding::router())
+                .merge(erasure::router())
                 .merge(registrations::router())
                 .merge(scim_tokens::router())
                 .merge(second_factor::router()),
@@ -96,6 +98,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found("no such user"),
             e @ StoreError::LastActiveAdmin => ApiError::conflict(e.to_string()),
             e @ StoreError::NotAdmin => ApiError::forbidden(e.to_string()),
+            e @ StoreError::Erased => ApiError::conflict(e.to_string()),
             StoreError::Db(e) => e.into(),
             StoreError::Corrupt(detail) => ApiError::internal(detail),
         }

@@ -174,7 +174,7 @@ impl From<crate::store::StoreError> for ScimError {
         match e {
             StoreError::DuplicateEmail => Self::uniqueness("another user has this email address"),
             StoreError::NotFound => Self::not_found("no such user"),
-            e @ (StoreError::LastActiveAdmin | StoreError::NotAdmin) => {
+            e @ (StoreError::LastActiveAdmin | StoreError::NotAdmin | StoreError::Erased) => {
                 Self::new(StatusCode::CONFLICT, None, e.to_string())
             }
             StoreError::Db(e) => e.into(),

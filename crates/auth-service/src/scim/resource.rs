@@ -80,6 +80,7 @@ impl ScimRow {
                 created_at: Utc::now(),
                 updated_at: None,
                 user_version: Some(version),
+                erased_at: None,
             },
             user_name: None,
             external_id: None,

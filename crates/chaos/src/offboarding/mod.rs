@@ -111,6 +111,9 @@ fn service_env(args: &OffboardingArgs, env: &ChaosEnv) -> Vec<(&'static str, OsS
             ("APPOINTMENT_ADDR", any_port),
             ("RELAY_HTTP_PORT", OsString::from("0")),
             ("RUST_LOG", "warn".into()),
+            // The checks (and --inject-duplicate) read the appointment events the run published
+            // from appointment_db.outbox: published rows are kept past the run.
+            ("OUTBOX_KEEP_PUBLISHED_SECS", "86400".into()),
             (
                 "OFFBOARDING_TIMEOUT",
                 Interval(args.offboarding_timeout).to_string().into(),

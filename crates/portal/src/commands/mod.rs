@@ -5,6 +5,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod docs;
+pub mod erasure;
 pub mod healthcheck;
 pub mod import;
 pub mod migrate;

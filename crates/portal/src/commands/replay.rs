@@ -69,9 +69,13 @@ fn progress_bar(total: u64) -> ProgressBar {
 
 /// What a replay sent, in words.
 pub fn describe(sent: &Sent, queue: &str) -> String {
-    match (sent.first_seq, sent.last_seq) {
+    let events = match (sent.first_seq, sent.last_seq) {
         (Some(a), Some(b)) => format!("sent {} events (seq {a}..{b}) to {queue}", sent.events),
         _ => format!("sent 0 events to {queue}"),
+    };
+    match sent.snapshots {
+        0 => events,
+        n => format!("{events}, and {n} snapshots of users whose events expired"),
     }
 }
 
@@ -142,9 +146,13 @@ pub async fn backfill_new_copy(
     let queue = topology::ConsumerQueues::for_consumer(topology::APPOINTMENT_SERVICE).main;
     match backfill(operator, &queue).await {
         Ok(sent) => println!(
-            "appointment-service: {} stored events and the end-of-history mark sent to \
+            "appointment-service: {} stored events{} and the end-of-history mark sent to \
              {queue}; it is ready once it has applied them",
-            sent.events
+            sent.events,
+            match sent.snapshots {
+                0 => String::new(),
+                n => format!(", {n} snapshots of users whose events expired"),
+            }
         ),
         Err(e) => tracing::warn!(
             "appointment-service: backfill not sent ({}); it stays not ready until \

@@ -55,7 +55,7 @@ pub async fn user_service(c: &UserServiceCommand) -> Result<(), Failure> {
 
 pub async fn appointment_service(c: &AppointmentServiceCommand) -> Result<(), Failure> {
     check_links(&c.network, &c.links())?;
-    let config = c
+    let mut config = c
         .service
         .into_config(
             &c.db,
@@ -66,6 +66,7 @@ pub async fn appointment_service(c: &AppointmentServiceCommand) -> Result<(), Fa
             DEFAULT_AUTH_SERVICE_URL,
         )
         .map_err(Failure::usage)?;
+    config.outbox_cleanup = c.outbox.cleanup();
     let app = appointment_service::Application::build(config)
         .await
         .map_err(|e| start_failure(e, Failure::unreachable))?;
@@ -127,6 +128,8 @@ pub async fn relay(c: &RelayCommand) -> Result<(), Failure> {
     let counted =
         RelayMetrics::register(&metrics, &auth_service::relay::user_events(), pool.clone())
             .map_err(anyhow::Error::from)?;
+    let cleanup =
+        auth_service::relay::CleanupMetrics::register(&metrics).map_err(anyhow::Error::from)?;
     let broker = c.relay.broker_link(&c.broker.amqp_url);
     let identities = [
         Identity::postgres("AUTH_DATABASE_URL", &pool),
@@ -140,7 +143,8 @@ pub async fn relay(c: &RelayCommand) -> Result<(), Failure> {
         c.relay.amqp_url_or(&c.broker.amqp_url).to_owned(),
         c.relay.into_config(managed_by_setup),
     )
-    .with_metrics(counted);
+    .with_metrics(counted)
+    .with_cleanup_metrics(cleanup);
     let broker_up = relay.broker_up();
     let addr = c.http.addr();
     let listener = tokio::net::TcpListener::bind(addr)

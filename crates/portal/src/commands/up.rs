@@ -74,7 +74,7 @@ async fn run_services(s: &UpArgs) -> Result<(), Failure> {
             true,
         )
         .map_err(Failure::usage)?;
-    let appointment_config = s
+    let mut appointment_config = s
         .appointment
         .into_config(
             &s.appointment_db,
@@ -85,6 +85,7 @@ async fn run_services(s: &UpArgs) -> Result<(), Failure> {
             &auth_url,
         )
         .map_err(Failure::usage)?;
+    appointment_config.outbox_cleanup = s.auth.relay.outbox.cleanup();
     // The consumers' broker users, whose receipts are believed: the setup registers them on
     // an install; without it, `portal up` does.
     let consumers = [

@@ -1,13 +1,16 @@
 //! `portal users …`: a thin client of the admin API. It logs in with PORTAL_EMAIL /
 //! PORTAL_PASSWORD (or uses PORTAL_TOKEN), sends one request, and prints the answer. Exit codes:
 //! 0 done, 1 the API refused (its JSON message is printed), 2 the API could not be reached.
+//! `erase` also purges the queues as the operator afterwards (`portal erasure purge`).
 
 use super::api::{api_failure, connect};
 use super::Failure;
-use crate::cli::UsersCommand;
+use crate::cli::{ApiClientArgs, UsersCommand};
+use anyhow::anyhow;
 use api_client::ListFilter;
-use contract::api::{CreateUserRequest, UpdateUserRequest};
+use contract::api::{CreateUserRequest, Erasure, ErasureRequest, UpdateUserRequest};
 use serde_json::Value;
+use std::io::{BufRead, IsTerminal, Write};
 
 /// The answer as JSON, for `--json` and the printers.
 fn json(value: &impl serde::Serialize) -> Value {
@@ -180,6 +183,13 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
             let u = client.set_role(id, &role).await.map_err(api_failure)?;
             output(api.json, &json(&u), print_user);
         }
+        UsersCommand::Erase {
+            api,
+            user,
+            reason,
+            yes,
+            operator,
+        } => erase(api, &user, reason, yes, &operator).await?,
         UsersCommand::Import {
             api,
             file,
@@ -212,6 +222,96 @@ pub async fn run(command: UsersCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `portal users erase USER --reason TEXT [--yes]`: asks (on a terminal, unless --yes), erases
+/// through the API, prints the erasure, then purges the person's messages from the queues as
+/// the operator (`portal erasure purge`) and says how to verify.
+async fn erase(
+    api: ApiClientArgs,
+    user: &str,
+    reason: String,
+    yes: bool,
+    operator: &ops::settings::OperatorArgs,
+) -> Result<(), Failure> {
+    // A script must say --yes: nothing is erased on a guess (exit 64, before anything runs).
+    let ask = !yes;
+    if ask && !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(anyhow!(
+            "not erased: erasure cannot be undone; add --yes to erase without a terminal"
+        )));
+    }
+    let client = connect(&api).await?;
+    let id = client.resolve(user).await.map_err(api_failure)?;
+    if ask {
+        let u = json(&client.user(id).await.map_err(api_failure)?);
+        print_user(&u);
+        print!(
+            "erase the personal data of this person (email, names, phone, and their history's \
+             copies of them)? This cannot be undone. [y/N] "
+        );
+        std::io::stdout().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(anyhow!("not erased").into());
+        }
+    }
+    let erased = client
+        .erase(id, &ErasureRequest { reason })
+        .await
+        .map_err(api_failure)?;
+    if !api.json {
+        print_erasure(&erased);
+    }
+    // The erasure is done whatever happens next: a purge that fails says how to finish it.
+    let purged =
+        super::erasure::purge_queues(operator, &api.network, id, "portal users erase").await;
+    if api.json {
+        let purge = purged.as_ref().ok().map(|p| {
+            serde_json::json!({
+                "removed": p.removed(),
+                "queues": p.queues.iter().map(|q| serde_json::json!({
+                    "queue": q.queue, "removed": q.removed, "of": q.of,
+                })).collect::<Vec<_>>(),
+                "failed": p.failed,
+                "queuesPurgedAt": p.queues_purged_at.map(contract::Timestamp::from),
+            })
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "erasure": json(&erased),
+                "purge": purge,
+            }))
+            .unwrap_or_default()
+        );
+    }
+    let purged = purged.map_err(|f| Failure {
+        code: f.code,
+        error: f.error.context(format!(
+            "{id} is erased, but its messages were not purged from the queues: run `portal \
+             erasure purge {id}`"
+        )),
+    })?;
+    if !api.json {
+        for line in super::erasure::purge_lines(&purged) {
+            println!("{line}");
+        }
+        println!("check that no trace is left: portal erasure verify {id}");
+    }
+    super::erasure::purge_outcome(&purged)
+}
+
+fn print_erasure(e: &Erasure) {
+    println!("erased                {}", e.user_id);
+    println!("at                    {}", e.erased_at);
+    println!("by                    {}", e.requested_by);
+    println!("reason                {}", e.reason);
+    println!(
+        "version               {} (its user.erased event)",
+        e.user_version
+    );
 }
 
 /// `portal events --user <id|email> [--since] [--type]`: the user's audit trail.
@@ -260,10 +360,10 @@ pub async fn events(args: crate::cli::EventsArgs) -> Result<(), Failure> {
             e["createdAt"].as_str().unwrap_or(""),
             e["eventType"].as_str().unwrap_or(""),
             e["userVersion"],
-            if e["publishedAt"].is_null() {
-                "no"
-            } else {
+            if e["published"] == true || !e["publishedAt"].is_null() {
                 "yes"
+            } else {
+                "no"
             },
             e["traceId"].as_str().unwrap_or("-"),
         );

@@ -87,7 +87,7 @@ async fn seed_is_idempotent_and_verify_exit_codes_tell_sync_drift_and_outage_apa
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("seed: 0 created, 10 already present"), "{out}");
     assert_eq!(
-        count(&auth, "SELECT count(*) FROM outbox").await,
+        count(&auth, "SELECT count(*) FROM event_store").await,
         10,
         "a second seed writes no event"
     );

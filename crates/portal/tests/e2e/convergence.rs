@@ -67,7 +67,7 @@ async fn perform(pool: &PgPool, user: Uuid, op: &Op) {
 
 /// The outbox bodies in sequence order, as the relay would publish them.
 async fn outbox_bodies(pool: &PgPool) -> Vec<Vec<u8>> {
-    let rows: Vec<String> = sqlx::query_scalar("SELECT body::text FROM outbox ORDER BY seq")
+    let rows: Vec<String> = sqlx::query_scalar("SELECT body::text FROM event_store ORDER BY seq")
         .fetch_all(pool)
         .await
         .unwrap();
@@ -229,7 +229,7 @@ async fn two_user_services_on_one_queue_converge_during_a_burst_of_changes() {
         t.unwrap();
     }
     assert_eq!(
-        sandbox::db::count(&auth, "SELECT count(*) FROM outbox").await,
+        sandbox::db::count(&auth, "SELECT count(*) FROM event_store").await,
         40 * 9
     );
     eventually_in_sync(&auth, &user_db).await;

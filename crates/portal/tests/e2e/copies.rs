@@ -92,7 +92,7 @@ async fn drift_in_clinicians_only_is_reported_under_its_service_and_repaired() {
     let snapshots = |auth: PgPool| async move {
         count(
             &auth,
-            "SELECT count(*) FROM outbox WHERE event_type = 'user.snapshot'",
+            "SELECT count(*) FROM event_store WHERE event_type = 'user.snapshot'",
         )
         .await
     };

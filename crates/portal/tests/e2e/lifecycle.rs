@@ -17,7 +17,7 @@ async fn send(method: Method, url: &str, token: &str, body: Option<Value>) -> (u
 /// The events of one user, oldest first: (type, userVersion, payload).
 async fn events(pool: &PgPool, user: &str) -> Vec<(String, i64, Value)> {
     let rows: Vec<(String, i64, sqlx::types::Json<Value>)> = sqlx::query_as(
-        "SELECT event_type, user_version, body::jsonb FROM outbox WHERE user_id = $1::uuid ORDER BY seq",
+        "SELECT event_type, user_version, body::jsonb FROM event_store WHERE user_id = $1::uuid ORDER BY seq",
     )
     .bind(user)
     .fetch_all(pool)

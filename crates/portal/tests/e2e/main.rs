@@ -16,6 +16,7 @@ mod cli;
 mod convergence;
 mod copies;
 mod deploy;
+mod erasure;
 mod faults;
 mod healthcheck;
 mod identities;

@@ -150,6 +150,10 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
                 "portal_relay_batch_size_bucket",
                 "portal_db_pool_connections{database=\"auth_db\",state=\"max\"}",
                 "portal_db_pool_acquire_wait_seconds{database=\"auth_db\"}",
+                "portal_outbox_cleanup_batch_seconds_bucket{table=\"auth_db.outbox\"",
+                "portal_outbox_cleanup_deleted_total{table=\"auth_db.message_outbox\"}",
+                "portal_table_size_bytes{database=\"auth_db\",table=\"event_store\"}",
+                "portal_table_dead_tuple_ratio{database=\"auth_db\",table=\"outbox\"}",
             ],
         ),
         (
@@ -167,7 +171,11 @@ async fn every_service_serves_metrics_that_promtool_accepts_and_that_count_the_c
         (
             "appointment-service",
             appointments,
-            &["portal_consumer_lag_seconds_bucket", APPLIED_CLINICIANS],
+            &[
+                "portal_consumer_lag_seconds_bucket",
+                APPLIED_CLINICIANS,
+                "portal_table_size_bytes{database=\"appointment_db\",table=\"outbox\"}",
+            ],
         ),
         ("sync-admin", sync_admin, &["portal_http_requests_total"]),
         (

@@ -34,7 +34,7 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
     .await;
     assert_eq!(status, 202);
     assert_eq!(
-        count(&auth, "SELECT count(*) FROM outbox").await,
+        count(&auth, "SELECT count(*) FROM event_store").await,
         1,
         "the test admin's only"
     );
@@ -72,13 +72,13 @@ async fn register_admin_create_and_seed_each_emit_one_user_created_that_is_appli
     assert_eq!(
         count(
             &auth,
-            "SELECT count(*) FROM outbox WHERE event_type = 'user.created'"
+            "SELECT count(*) FROM event_store WHERE event_type = 'user.created'"
         )
         .await,
         13
     );
     assert_eq!(
-        count(&auth, "SELECT count(*) FROM (SELECT user_id FROM outbox GROUP BY user_id HAVING count(*) <> 1) x").await,
+        count(&auth, "SELECT count(*) FROM (SELECT user_id FROM event_store GROUP BY user_id HAVING count(*) <> 1) x").await,
         0
     );
     let users = sys.user_db().clone();

@@ -175,6 +175,138 @@ async fn copy_in_sync(auth: &PgPool, pharmacy: &PgPool, what: &str, python: &Pyt
     }
 }
 
+/// The erasure rule in the Python consumer's copy. A person with unmistakable name, email and
+/// phone, changed and deactivated, is erased through the API: their row in `pharmacy_db` then
+/// holds the placeholders only, at the erasure's version, as `auth_db`'s does. A late
+/// `user.updated` from a trusted publisher (a replay of an old backup) with a lower version and
+/// one with a higher version are both acknowledged and not applied, and confirm nothing.
+async fn erasure_is_applied_and_final(
+    auth: &PgPool,
+    pharmacy: &PgPool,
+    sb: &Sandbox,
+    admin: &str,
+    token: &str,
+    python: &PythonConsumer,
+) {
+    const PERSONAL: [&str; 4] = ["zebulon", "quixwort", "900 1234", "clinic.test"];
+    let email = "zebulon.quixwort@clinic.test";
+    let (s, created) = post(
+        admin,
+        Some(token),
+        &json!({"email": email, "firstName": "Zebulon", "lastName": "Quixwort",
+                "role": "pharmacist", "phoneNumber": "+263 77 900 1234"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["user"]["userId"].as_str().unwrap().to_owned();
+    let user = format!("{admin}/{id}");
+    let (s, body) = send(
+        Method::PATCH,
+        &user,
+        Some(token),
+        Some(&json!({"lastName": "Quixwort-Vane"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = post(&format!("{user}/deactivate"), Some(token), &json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    copy_in_sync(auth, pharmacy, "the person's changes", python).await;
+    let leaks = || async {
+        // Every column of every row as text, so a new column cannot hide a leak.
+        let patterns: Vec<String> = PERSONAL.iter().map(|p| format!("%{p}%")).collect();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM users u WHERE id = $1::uuid AND lower(u::text) LIKE ANY($2)",
+        )
+        .bind(&id)
+        .bind(&patterns)
+        .fetch_one(pharmacy)
+        .await
+        .unwrap()
+    };
+    assert_eq!(leaks().await, 1, "the copy held the person's data");
+
+    let (s, erasure) = post(
+        &format!("{user}/erasure"),
+        Some(token),
+        &json!({"reason": "erasure request, ticket 4711"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{erasure}");
+    let version = erasure["userVersion"].as_i64().unwrap();
+    type Held = (String, String, String, Option<String>, Option<i64>, bool);
+    let held = || async {
+        sqlx::query_as::<_, Held>(
+            "SELECT email, first_name, last_name, phone_number, user_version, \
+                    erased_at IS NOT NULL FROM users WHERE id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(pharmacy)
+        .await
+        .unwrap()
+    };
+    let tombstone: Held = (
+        format!("erased-{id}@erased.invalid"),
+        "Erased".into(),
+        "User".into(),
+        None,
+        Some(version),
+        true,
+    );
+    poll_until(SETTLE, "the erasure applied in pharmacy_db", || async {
+        (held().await == tombstone).then_some(())
+    })
+    .await;
+    assert_eq!(leaks().await, 0, "no personal data left in the row");
+    copy_in_sync(auth, pharmacy, "the erasure", python).await;
+
+    // Late snapshots with the old data, as a replay of an old backup would send them.
+    let late = |v: i64| {
+        json!({"eventId": uuid::Uuid::now_v7(), "eventType": "user.updated",
+            "timestamp": "2026-02-07T10:00:00.000Z", "source": "auth-service", "version": "1.1",
+            "payload": {"userId": id, "email": email, "firstName": "Zebulon",
+                "lastName": "Quixwort", "role": "pharmacist", "phoneNumber": "+263 77 900 1234",
+                "isActive": true, "mustChangePassword": false,
+                "createdAt": "2026-02-07T10:00:00.000Z", "userVersion": v,
+                "changedFields": ["isActive"]}})
+        .to_string()
+        .into_bytes()
+    };
+    sandbox::amqp::publish_to_queue(
+        &sb.amqp_url,
+        "pharmacy.user-events",
+        &[late(version - 1), late(version + 5)],
+    )
+    .await
+    .unwrap();
+    // A user created after them reaches the copy through the same queue behind them: once it
+    // is there, both late events were handled.
+    let (s, after) = post(
+        admin,
+        Some(token),
+        &json!({"email": "after.erasure@example.org", "firstName": "Tendai",
+                "lastName": "Moyo", "role": "nurse"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{after}");
+    let after = after["user"]["userId"].as_str().unwrap().to_owned();
+    poll_until(SETTLE, "the user created after the late events", || async {
+        let n = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE id = $1::uuid")
+            .bind(&after)
+            .fetch_one(pharmacy)
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        held().await,
+        tombstone,
+        "late events applied over the erased"
+    );
+    assert_eq!(leaks().await, 0, "no personal data came back");
+    copy_in_sync(auth, pharmacy, "late events for the erased", python).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_consumer_added_by_portal_keeps_its_copy_and_is_verified_by_its_receipts() {
     python(); // before anything starts: fails at once without the environment
@@ -409,6 +541,11 @@ async fn a_python_consumer_added_by_portal_keeps_its_copy_and_is_verified_by_its
     assert_eq!(s, 404, "deleted: no longer seen through SCIM");
     reached(false, "deleted (deactivated, kept)").await;
     copy_in_sync(&auth, &pharmacy, "SCIM's changes", &python).await;
+
+    // Erasure: a deactivated person with unmistakable data is erased; the copy keeps the row's
+    // id and version, holds only the placeholders, and late events — older or newer — change
+    // nothing. Checked before `verify` below, which must not find the copy ahead.
+    erasure_is_applied_and_final(&auth, &pharmacy, &sb, &admin, &token, &python).await;
 
     // Receipts: `portal verify` finds every consumer in sync, the pharmacy by its receipts.
     let users = count(&auth, "SELECT count(*) FROM users").await;

@@ -54,7 +54,7 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
     let (code, out) = verify_exit(&sb).await;
     assert_eq!(code, 1, "{out}");
     // A dry run reports and changes nothing.
-    let outbox_before = count(&auth, "SELECT count(*) FROM outbox").await;
+    let outbox_before = count(&auth, "SELECT count(*) FROM event_store").await;
     let (code, out) = portal_output(&sb, &["reconcile", "--dry-run"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -62,7 +62,7 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
         "{out}"
     );
     assert_eq!(
-        count(&auth, "SELECT count(*) FROM outbox").await,
+        count(&auth, "SELECT count(*) FROM event_store").await,
         outbox_before
     );
     assert_eq!(count(&users, "SELECT count(*) FROM users").await, 9);
@@ -70,7 +70,7 @@ async fn drift_injected_four_ways_is_found_by_verify_and_repaired_by_reconcile()
     let (code, out) = portal_output(&sb, &["reconcile"]).await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(
-        count(&auth, "SELECT count(*) FROM outbox").await,
+        count(&auth, "SELECT count(*) FROM event_store").await,
         outbox_before
     );
     reconcile_and_resync(
@@ -249,6 +249,53 @@ async fn a_consumer_added_late_receives_the_whole_history_then_live_events() {
     .await;
     let (code, out) = portal_output(&sb, &["consumer", "add", "Bad Name"]).await;
     assert_eq!(code, 1, "{out}");
+}
+
+/// Under EVENT_RETENTION_DAYS the history of users who have not changed since is gone with its
+/// months: a late consumer's backfill sends what is left and a snapshot of each such user's
+/// current record, so it still learns every user.
+#[tokio::test]
+async fn a_consumer_added_after_old_months_expired_still_receives_every_user() {
+    let sb = Sandbox::for_test().await;
+    let sys = System::builder(&sb).start().await;
+    let auth = sys.auth_db.clone();
+    let mut old = Vec::new();
+    for i in 0..3 {
+        old.push(auth::create_user(&auth, &format!("old{i}@clinic.test"), Role::Doctor).await);
+    }
+    // Their events belong to a month four months back (as if written then), which a retention
+    // of 60 days expires: maintenance makes its partition, moves them in, and drops it.
+    sqlx::query(
+        "UPDATE event_store SET created_at = now() - interval '120 days' WHERE user_id = ANY($1)",
+    )
+    .bind(&old)
+    .execute(&auth)
+    .await
+    .unwrap();
+    let done = auth_service::retention::maintain(
+        &auth,
+        Some(std::time::Duration::from_secs(60 * 86_400)),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.dropped.len(), 1, "{done:?}");
+    let recent = auth::create_user(&auth, "recent@clinic.test", Role::Doctor).await;
+    change_role(&auth, recent, Role::Nurse).await;
+    all_published(&auth).await;
+    assert_eq!(count(&auth, "SELECT count(*) FROM event_store").await, 2);
+
+    let (code, out) = portal_output(&sb, &["consumer", "add", "audit"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("sent 2 events")
+            && out.contains("and 3 snapshots of users whose events expired"),
+        "{out}"
+    );
+    // The 2 stored events, the 3 snapshots, the end-of-history mark (counting 4 users).
+    assert_eq!(users::depth(&sb, "audit.user-events").await, 6);
+    let mark = last_message_type(&sb, "audit.user-events").await;
+    assert_eq!(mark.as_deref(), Some(contract::wire::HISTORY_COMPLETE_TYPE));
 }
 
 #[tokio::test]

@@ -337,7 +337,7 @@ pub async fn users(
                             a href=(format!("/admin/users/{id}/edit")) aria-label=(format!("Edit {name}")) { "Edit" }
                             form method="post" action=(format!("/admin/users/{id}/reset-password")) {
                                 input type="hidden" name="csrf" value=(staff.session.csrf);
-                                button type="submit" aria-label=(format!("Reset the password of {name}")) { "Reset password" }
+                                button type="submit" aria-label=(format!("Reset password of {name}")) { "Reset password" }
                             }
                             @if id != staff.signed.user.user_id.0 {
                                 form method="post" action=(format!("/admin/users/{id}/reset-second-factor")) {

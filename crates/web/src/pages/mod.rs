@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod appointments;
+mod erasure;
 mod home;
 mod login;
 mod offboarding;
@@ -51,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/users/{id}/role", post(user_edit::role))
         .route("/admin/users/{id}/offboard", post(offboarding::start))
+        .route(
+            "/admin/users/{id}/erasure",
+            get(erasure::show).post(erasure::erase),
+        )
         .route("/admin/users/{id}/{action}", post(admin::action))
         .route("/admin/registrations/{id}/approve", post(admin::approve))
         .route("/admin/registrations/{id}/decline", post(admin::decline))

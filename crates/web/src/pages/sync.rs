@@ -249,9 +249,10 @@ fn trail_section(
                             td { (when(e.created_at.as_datetime(), offset)) }
                             td { (e.event_type) }
                             td { (e.user_version.map_or("-".to_owned(), |v| v.to_string())) }
-                            td { @match e.published_at {
-                                Some(t) => (when(t.as_datetime(), offset)),
-                                None => span class="badge wait" { "waiting in the outbox" },
+                            td { @match (e.published_at, e.published) {
+                                (Some(t), _) => (when(t.as_datetime(), offset)),
+                                (None, true) => "yes",
+                                (None, false) => span class="badge wait" { "waiting in the outbox" },
                             } }
                             td { code { (e.trace_id.as_deref().unwrap_or("-")) } }
                         } } }

@@ -1,8 +1,9 @@
 //! `/admin/users/{id}` (also at `/admin/users/{id}/edit`; admins only): one user's page — the
-//! propagation line and the offboarding section ([`super::offboarding`]), the profile (email,
-//! names, phone) and role, each saved through the admin API as its own versioned change. A
-//! refused change comes back with the values as typed and the API's words; the last active
-//! admin cannot be demoted.
+//! propagation line, the offboarding section ([`super::offboarding`]) and the erasure section
+//! ([`super::erasure`]), the profile (email, names, phone) and role, each saved through the
+//! admin API as its own versioned change. A refused change comes back with the values as typed
+//! and the API's words; the last active admin cannot be demoted. An erased person's page shows
+//! only when they were erased and how far that has reached: there is nothing left to change.
 
 use super::admin::{admin_only, refuse_admin_post};
 use super::offboarding::{user_sections, UserSections};
@@ -79,6 +80,17 @@ fn page(
 ) -> Markup {
     let id = user.user_id.0;
     let name = format!("{} {}", user.first_name, user.last_name);
+    if user.is_erased() {
+        let body = html! {
+            @if let Some(problem) = problem { p class="problem" role="alert" { (problem) } }
+            p { "User " code { (id) } " · version "
+                (user.user_version.map_or("-".to_owned(), |v| v.to_string())) }
+            (sections.propagation)
+            (sections.erasure)
+            p { a href="/admin/users" { "Back to the users" } }
+        };
+        return layout("Erased user", Some((&staff.signed, &staff.session)), body);
+    }
     let body = html! {
         @if let Some(notice) = notice { p class="notice" role="status" { (notice) } }
         @if let Some(problem) = problem { p class="problem" role="alert" { (problem) } }
@@ -110,6 +122,7 @@ fn page(
             div { button type="submit" { "Change role" } }
         }
         (sections.offboarding)
+        (sections.erasure)
         p { a href=(format!("/admin/users?q={}", crate::staff::url_encode(user.email.as_str()))) { "Back to the users" } }
     };
     layout(&name, Some((&staff.signed, &staff.session)), body)

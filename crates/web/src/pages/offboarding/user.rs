@@ -125,6 +125,9 @@ pub(crate) struct UserSections {
     pub propagation: Markup,
     /// The latest offboarding and the "Offboard…" form.
     pub offboarding: Markup,
+    /// Erasure: the way to it, why not yet, or when the person was erased
+    /// ([`crate::pages::erasure::section`]; it needs to know whether an offboarding runs).
+    pub erasure: Markup,
 }
 
 /// A form coming back with its problems.
@@ -156,10 +159,16 @@ pub(crate) async fn user_sections(
             Err(cannot_read("Offboardings", e))
         }
     };
+    let running = match &latest {
+        Ok(saga) => Some(saga.as_ref().is_some_and(|s| !s.state.is_terminal())),
+        Err(_) => None,
+    };
+    let erasure = crate::pages::erasure::section(user, running, state.utc_offset);
     let offboarding = offboarding_section(staff, user, latest, returned, state.utc_offset);
     UserSections {
         propagation,
         offboarding,
+        erasure,
     }
 }
 
