@@ -4,7 +4,7 @@
 //! In one transaction, under the user's row lock: the record takes `contract::erasure`'s
 //! placeholders at its next version with its `user.erased` event (the tombstone, published by
 //! the relay like any change); every stored event of the user is rewritten with the placeholders
-//! (redaction: see ARCHITECTURE.md §5e for why not crypto-shredding); texts elsewhere that name
+//! (redaction: see ARCHITECTURE.md §5f for why not crypto-shredding); texts elsewhere that name
 //! the person (saga steps and outcomes, security details, queued messages) have the name, email
 //! and phone replaced; what exists only because of the person (sessions, second factor, login
 //! throttle rows, a registration request, SCIM's copy of the directory's record) is deleted.
