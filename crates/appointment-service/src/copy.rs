@@ -138,10 +138,13 @@ impl Apply for ClinicianCopy {
                  AS e(id, first_name, last_name, role, user_version, event_timestamp, erased_at) \
              ON CONFLICT (id) DO UPDATE SET first_name = EXCLUDED.first_name, \
                  last_name = EXCLUDED.last_name, is_active = false, \
+                 role = CASE WHEN coalesce(EXCLUDED.user_version, 0) >= \
+                     coalesce(c.user_version, 0) THEN EXCLUDED.role ELSE c.role END, \
                  user_version = greatest(c.user_version, EXCLUDED.user_version), \
                  event_timestamp = greatest(c.event_timestamp, EXCLUDED.event_timestamp), \
                  erased_at = coalesce(c.erased_at, EXCLUDED.erased_at), synced_at = now() \
-             WHERE c.erased_at IS NULL OR EXCLUDED.user_version > c.user_version \
+             WHERE c.erased_at IS NULL \
+                OR coalesce(EXCLUDED.user_version, 0) >= coalesce(c.user_version, 0) \
              RETURNING id, $8 AS label",
         )
         .bind(&id)

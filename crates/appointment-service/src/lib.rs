@@ -122,6 +122,11 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("GRANT SELECT ON _sqlx_migrations TO \"{service}\""),
         format!("GRANT SELECT, DELETE ON clinicians TO \"{operator}\""),
         format!("GRANT SELECT ON history, _sqlx_migrations TO \"{operator}\""),
+        // `portal erasure verify` searches what may name an erased clinician: saga results,
+        // replies, appointment events waiting in the outbox.
+        format!(
+            "GRANT SELECT ON command_results, processed_commands, outbox TO \"{operator}\""
+        ),
         format!(
             "GRANT SELECT (doctor_id, status, starts_at, version), UPDATE (status, updated_at, version) \
              ON appointments TO \"{operator}\""

@@ -86,7 +86,6 @@ pub async fn erase(
         return Err(ErasureError::OffboardingRunning);
     }
 
-    let personal = Personal::of(&before);
     let fingerprints = Fingerprints::new(
         &before.email,
         &before.first_name,
@@ -99,11 +98,15 @@ pub async fn erase(
     let event = Envelope::new(EventType::Erased, after.snapshot()?);
     store::write_erased(&mut tx, &after, &event).await?;
 
-    let redacted = redact_events(&mut tx, id, now).await?;
+    // Every value the person ever had (an email changed at v3 is still in texts written
+    // before), from their stored events, then the history rewritten.
+    let (redacted, mut personal) = redact_events(&mut tx, id, now).await?;
+    personal.add(&before.snapshot()?);
+    redact_queued_snapshots(&mut tx, id, now).await?;
     let scrubbed = personal.scrub(&mut tx).await?;
-    forget(&mut tx, id, &before.email).await?;
+    forget(&mut tx, id, &personal.emails).await?;
 
-    let reason = personal.scrub_text(reason);
+    let reason: String = personal.scrub_text(reason).chars().take(500).collect();
     sqlx::query(
         "INSERT INTO erasures (user_id, requested_by, reason, user_version, erased_at, \
              fingerprints) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -208,7 +211,7 @@ async fn redact_events(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
     erased_at: Timestamp,
-) -> Result<u64, ErasureError> {
+) -> Result<(u64, Personal), ErasureError> {
     // The history is the event store's (the outbox keeps a row only until a minute after it
     // is published); each rewritten event is rewritten in the outbox too while it is there.
     let stored: Vec<(i64, String)> =
@@ -218,9 +221,12 @@ async fn redact_events(
             .await?;
     let mut seqs = Vec::with_capacity(stored.len());
     let mut bodies = Vec::with_capacity(stored.len());
+    let mut personal = Personal::default();
     for (seq, body) in stored {
         seqs.push(seq);
-        bodies.push(redacted_body(&body, erased_at)?);
+        let (was, redacted) = redacted_body(&body, erased_at)?;
+        personal.add(&was);
+        bodies.push(redacted);
     }
     let done = sqlx::query(
         "WITH r AS (SELECT * FROM UNNEST($1::int8[], $2::text[]) AS r(seq, body)), \
@@ -233,82 +239,158 @@ async fn redact_events(
     .bind(id)
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok((done.rows_affected(), personal))
 }
 
-/// One stored event body with the placeholders in its payload; a body this producer could not
-/// have written is refused rather than kept as it was.
-fn redacted_body(body: &str, erased_at: Timestamp) -> Result<String, ErasureError> {
+/// One stored event body with the placeholders in its payload, and the payload it held; a body
+/// this producer could not have written is refused rather than kept as it was.
+fn redacted_body(
+    body: &str,
+    erased_at: Timestamp,
+) -> Result<(contract::UserSnapshot, String), ErasureError> {
     let mut event: Envelope = serde_json::from_str(body).map_err(|e| {
         ErasureError::Invalid(format!(
             "a stored event cannot be read ({e}): the erasure was not done"
         ))
     })?;
+    let was = event.payload.clone();
     let changed = event.payload.changed_fields.take();
     event.payload = contract::erasure::erase(&event.payload, erased_at);
     event.payload.changed_fields = changed;
-    serde_json::to_string(&event).map_err(|e| ErasureError::Invalid(e.to_string()))
+    let body = serde_json::to_string(&event).map_err(|e| ErasureError::Invalid(e.to_string()))?;
+    Ok((was, body))
 }
 
-/// The person's name, email and phone as texts elsewhere may hold them, and what each becomes.
+/// The saga's messages still queued that carry the person's snapshot (a snapshot sent again to
+/// a late consumer) get the placeholders and `erasedAt`, like the stored events: sent after the
+/// erasure, such a message is one more tombstone.
+async fn redact_queued_snapshots(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    erased_at: Timestamp,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE message_outbox SET body = jsonb_set(jsonb_set(jsonb_set(jsonb_set(jsonb_set( \
+             body, '{payload,email}', to_jsonb($2::text)), \
+             '{payload,firstName}', to_jsonb($3::text)), '{payload,lastName}', to_jsonb($4::text)), \
+             '{payload,phoneNumber}', 'null'::jsonb), '{payload,erasedAt}', to_jsonb($5::text)) \
+         WHERE body -> 'payload' ->> 'userId' = $1::text",
+    )
+    .bind(id)
+    .bind(contract::erasure::email(UserId(id)).as_str())
+    .bind(contract::erasure::FIRST_NAME)
+    .bind(contract::erasure::LAST_NAME)
+    .bind(erased_at.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Every email, full name and phone the person had, as texts elsewhere may hold them.
+#[derive(Default)]
 struct Personal {
-    replacements: Vec<(String, String)>,
+    emails: Vec<String>,
+    names: Vec<String>,
+    phones: Vec<String>,
 }
 
 /// Free-text and JSON columns of `auth_db` that may name a person: saga outcomes (the doctors
-/// appointments went to) and steps, reasons, security details, queued messages.
-const TEXTS: [(&str, &str, &str); 5] = [
-    ("offboardings", "outcome", "jsonb"),
-    ("offboardings", "reason", "text"),
-    ("offboarding_steps", "detail", "text"),
-    ("security_events", "detail", "jsonb"),
-    ("message_outbox", "body", "jsonb"),
+/// appointments went to) and steps, reasons, security details, queued messages; with the
+/// longest text each may hold.
+const TEXTS: [(&str, &str, Kind); 5] = [
+    ("offboardings", "outcome", Kind::Json),
+    ("offboardings", "reason", Kind::Text(500)),
+    ("offboarding_steps", "detail", Kind::Text(10_000)),
+    ("security_events", "detail", Kind::Json),
+    ("message_outbox", "body", Kind::Json),
 ];
 
+#[derive(Clone, Copy)]
+enum Kind {
+    /// jsonb: only whole JSON string values equal to a value are replaced (`"a@b.co"`, never
+    /// the `a@b.co` inside `"ana@b.com"`).
+    Json,
+    /// Free text, replaced wherever the value occurs, then cut to its column's limit.
+    Text(usize),
+}
+
 impl Personal {
-    fn of(row: &UserRow) -> Self {
-        let mut replacements = vec![
-            (
-                format!("{} {}", row.first_name, row.last_name),
-                contract::erasure::FORMER_CLINICIAN.to_owned(),
-            ),
-            (
-                row.email.clone(),
-                contract::erasure::email(UserId(row.id)).as_str().to_owned(),
-            ),
-        ];
-        if let Some(phone) = row.phone_number.as_ref().filter(|p| !p.is_empty()) {
-            replacements.push((phone.clone(), "(erased)".to_owned()));
+    fn add(&mut self, p: &contract::UserSnapshot) {
+        if contract::erasure::is_placeholder_email(p.email.as_str()) {
+            return;
         }
-        Self { replacements }
+        let push = |list: &mut Vec<String>, value: String| {
+            if !value.is_empty() && !list.contains(&value) {
+                list.push(value);
+            }
+        };
+        push(&mut self.emails, p.email.as_str().to_owned());
+        push(&mut self.names, format!("{} {}", p.first_name, p.last_name));
+        if let Some(phone) = &p.phone_number {
+            push(&mut self.phones, phone.clone());
+        }
+    }
+
+    /// (value, what replaces it), longest first so a full name goes before a part of it.
+    fn replacements(&self, placeholder_email: &str) -> Vec<(String, String)> {
+        let mut r: Vec<(String, String)> = self
+            .names
+            .iter()
+            .map(|n| (n.clone(), contract::erasure::FORMER_CLINICIAN.to_owned()))
+            .chain(
+                self.emails
+                    .iter()
+                    .map(|e| (e.clone(), placeholder_email.to_owned())),
+            )
+            .chain(
+                self.phones
+                    .iter()
+                    .map(|p| (p.clone(), "(erased)".to_owned())),
+            )
+            .collect();
+        r.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        r
     }
 
     fn scrub_text(&self, text: &str) -> String {
-        self.replacements
+        self.replacements("(erased)")
             .iter()
-            .fold(text.to_owned(), |t, (from, to)| t.replace(from, to))
+            .fold(text.to_owned(), |t, (from, to)| {
+                t.replace(from.as_str(), to)
+            })
     }
 
     /// Replaces the person's texts in every column of [`TEXTS`]; returns the rows changed.
     async fn scrub(&self, tx: &mut Transaction<'_, Postgres>) -> Result<u64, sqlx::Error> {
+        let replacements = self.replacements("(erased)");
+        if replacements.is_empty() {
+            return Ok(0);
+        }
         let mut changed = 0;
         for (table, column, kind) in TEXTS {
             let mut value = format!("{column}::text");
             let mut found = Vec::new();
-            for i in 0..self.replacements.len() {
+            for i in 0..replacements.len() {
                 let (from, to) = (2 * i + 1, 2 * i + 2);
                 value = format!("replace({value}, ${from}, ${to})");
                 found.push(format!("strpos({column}::text, ${from}) > 0"));
             }
+            let set = match kind {
+                Kind::Json => format!("({value})::jsonb"),
+                Kind::Text(limit) => format!("left({value}, {limit})"),
+            };
             let sql = format!(
-                "UPDATE {table} SET {column} = ({value})::{kind} WHERE {}",
+                "UPDATE {table} SET {column} = {set} WHERE {}",
                 found.join(" OR ")
             );
             let mut query = sqlx::query(&sql);
-            for (from, to) in &self.replacements {
-                // In JSON a value is written escaped; the names, emails and phone numbers the
-                // contract accepts contain nothing JSON escapes.
-                query = query.bind(from).bind(to);
+            for (from, to) in &replacements {
+                query = match kind {
+                    // A JSON string value, quoted; the names, emails and phone numbers the
+                    // contract accepts contain nothing JSON escapes.
+                    Kind::Json => query.bind(format!("\"{from}\"")).bind(format!("\"{to}\"")),
+                    Kind::Text(_) => query.bind(from.clone()).bind(to.clone()),
+                };
             }
             changed += query.execute(&mut **tx).await?.rows_affected();
         }
@@ -322,7 +404,7 @@ impl Personal {
 async fn forget(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
-    email: &str,
+    emails: &[String],
 ) -> Result<(), sqlx::Error> {
     for table in [
         "refresh_tokens",
@@ -336,19 +418,26 @@ async fn forget(
             .execute(&mut **tx)
             .await?;
     }
-    let account = crate::throttle::account_key(email);
-    sqlx::query("DELETE FROM login_throttle WHERE strpos(key, $1) > 0")
+    for email in emails {
+        // The throttle's keys of this account exactly (`acct:<account>`,
+        // `pair:<account>|<address>`): another account's never.
+        let account = crate::throttle::account_key(email);
+        sqlx::query(
+            "DELETE FROM login_throttle \
+             WHERE key = 'acct:' || $1 OR starts_with(key, 'pair:' || $1 || '|')",
+        )
         .bind(&account)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("DELETE FROM login_known_sources WHERE account = $1")
-        .bind(&account)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM registration_requests WHERE lower(email) = lower($1)")
-        .bind(email)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("DELETE FROM login_known_sources WHERE account = $1")
+            .bind(&account)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM registration_requests WHERE lower(email) = lower($1)")
+            .bind(email)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -377,7 +466,8 @@ mod tests {
         };
         let event = Envelope::new(EventType::Updated, snapshot);
         let body = serde_json::to_string(&event).expect("json");
-        let redacted = redacted_body(&body, Timestamp::now()).expect("redacts");
+        let (was, redacted) = redacted_body(&body, Timestamp::now()).expect("redacts");
+        assert_eq!(was.first_name, "Zebulon");
         for personal in ["Zebulon", "Quixwort", "7700", "example.org"] {
             assert!(!redacted.contains(personal), "{personal} in {redacted}");
         }

@@ -207,6 +207,11 @@ pub fn grants(service: &str, operator: &str) -> Vec<String> {
         format!("GRANT SELECT, INSERT ON erasures TO \"{service}\""),
         // `portal erasure verify` reads the record's fingerprints; `purge` says when it ran.
         format!("GRANT SELECT, UPDATE (queues_purged_at) ON erasures TO \"{operator}\""),
+        // ... and searches every table that may name the person.
+        format!(
+            "GRANT SELECT ON message_outbox, security_events, scim_users, registration_requests, \
+             login_throttle, login_known_sources TO \"{operator}\""
+        ),
         // Receipts, the saga and its message outbox; the registry is written by the setup and
         // the operator (`portal consumer add`), read here.
         format!("GRANT SELECT ON consumers TO \"{service}\""),

@@ -610,6 +610,13 @@ pub async fn write_repairs(
         .await?;
     }
     let ids: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
+    // Read under the rows' share lock: an erasure (which takes the row `FOR UPDATE`) either
+    // committed before, and the repair is its tombstone, or waits and then redacts this repair
+    // with the rest of the history. Never a repair with the data written after the redaction.
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR SHARE")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
     let records = find_records_by_ids(&mut **tx, &ids).await?;
     let events = records
         .iter()

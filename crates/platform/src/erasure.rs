@@ -159,7 +159,8 @@ fn digit_runs(text: &str) -> impl Iterator<Item = String> + '_ {
         if c.is_ascii_digit() {
             current.push(c);
             gap = 0;
-        } else if !current.is_empty() && matches!(c, ' ' | '-' | '.' | '(' | ')') && gap == 0 {
+        } else if !current.is_empty() && matches!(c, ' ' | '-' | '.' | '(' | ')') && gap < 2 {
+            // "(020) 7946", "+44 (0)20": up to two separators between digits.
             gap += 1;
         } else if current.is_empty() && matches!(c, '(' | '+') {
         } else {
@@ -214,6 +215,11 @@ mod tests {
         );
         assert!(m.scan(["Dr Zebulon Quixwort-Amberley."]).name);
         assert!(m.scan(["mailto:ZEBULON.QUIX@example.org."]).email);
+        let london = Fingerprints::new("a@b.co", "A", "B", Some("+44 (0)20 7946 0000"))
+            .expect("fingerprints");
+        let m = london.matcher().expect("matcher");
+        assert!(m.scan(["call +44 (0)20 7946 0000 now"]).phone);
+        assert!(m.scan(["440207946 0000"]).phone);
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl Apply for UserCopy {
             .map(|e| e.payload.erased_at.unwrap_or(e.timestamp).as_datetime())
             .collect();
         columns
-            .bind(sqlx::query_as(
+            .bind(sqlx::query_as(&format!(
                 "INSERT INTO users AS u (id, email, first_name, last_name, role, phone_number, \
                      is_active, must_change_password, created_at, updated_at, user_version, \
                      event_timestamp, erased_at) \
@@ -57,19 +57,26 @@ impl Apply for UserCopy {
                      email = EXCLUDED.email, first_name = EXCLUDED.first_name, \
                      last_name = EXCLUDED.last_name, phone_number = NULL, is_active = false, \
                      must_change_password = false, \
+                     role = CASE WHEN {newer} THEN EXCLUDED.role ELSE u.role END, \
+                     created_at = CASE WHEN {newer} THEN EXCLUDED.created_at ELSE u.created_at END, \
                      updated_at = greatest(u.updated_at, EXCLUDED.updated_at), \
                      user_version = greatest(u.user_version, EXCLUDED.user_version), \
                      event_timestamp = greatest(u.event_timestamp, EXCLUDED.event_timestamp), \
                      erased_at = coalesce(u.erased_at, EXCLUDED.erased_at), synced_at = now() \
-                 WHERE u.erased_at IS NULL \
-                    OR EXCLUDED.user_version > u.user_version \
+                 WHERE u.erased_at IS NULL OR {newer} \
                  RETURNING id, email AS label",
-            ))
+                newer = ERASURE_NEWER
+            )))
             .bind(&erased_at)
             .fetch_all(conn)
             .await
     }
 }
+
+/// When an erasure's snapshot also replaces what is not personal (role, creation time): it is
+/// at least as new as the stored row (a repair at the same version included; a stored row
+/// without a version is older than any versioned one).
+const ERASURE_NEWER: &str = "coalesce(EXCLUDED.user_version, 0) >= coalesce(u.user_version, 0)";
 
 /// A batch's snapshots as one array per column, bound as `$1`…`$12` of an `UNNEST`.
 struct Columns<'a> {

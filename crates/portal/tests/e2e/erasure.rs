@@ -16,13 +16,20 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const EMAIL: &str = "zebulonia.quixwortham@erasure.test";
+/// Their email before a change: texts written then must lose it too.
+const OLD_EMAIL: &str = "z.quixwortham@erasure.test";
 const FIRST: &str = "Zebulonia";
 const LAST: &str = "Quixwortham";
 const PHONES: [&str; 2] = ["+44 7700 900481", "+44 7700 900482"];
 
 /// Every form in which the person's data could be written down.
 fn traces() -> Vec<String> {
-    let mut t = vec![EMAIL.to_owned(), FIRST.to_owned(), LAST.to_owned()];
+    let mut t = vec![
+        EMAIL.to_owned(),
+        OLD_EMAIL.to_owned(),
+        FIRST.to_owned(),
+        LAST.to_owned(),
+    ];
     for phone in PHONES {
         t.push(phone.to_owned());
         t.push(phone.chars().filter(char::is_ascii_digit).collect());
@@ -145,7 +152,7 @@ async fn an_erased_clinician_leaves_no_personal_data_in_any_database_or_queue() 
     // The person, changed a few times.
     let created = admin
         .create_user(&CreateUserRequest {
-            email: EMAIL.into(),
+            email: OLD_EMAIL.into(),
             first_name: FIRST.into(),
             last_name: LAST.into(),
             role: "doctor".into(),
@@ -154,10 +161,19 @@ async fn an_erased_clinician_leaves_no_personal_data_in_any_database_or_queue() 
         .await
         .unwrap();
     let id = created.user.user_id.0;
+    // A wrong password under the old email: the login throttle keeps rows keyed by it.
+    let (status, _) = post(
+        &format!("{url}/api/v1/auth/login"),
+        None,
+        &json!({"email": OLD_EMAIL, "password": "not their password"}),
+    )
+    .await;
+    assert_eq!(status, 401);
     admin
         .update_user(
             id,
             &UpdateUserRequest {
+                email: Some(EMAIL.into()),
                 phone_number: Some(Some(PHONES[1].into())),
                 ..UpdateUserRequest::default()
             },
