@@ -209,3 +209,11 @@ pub async fn list(conn: &mut PgConnection, f: &Filter) -> Result<(Vec<Row>, i64)
     .await?;
     Ok((rows, total))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_erased_doctor_is_named_as_the_contract_says() {
+        assert!(super::SELECT.contains(&format!("'{}'", contract::erasure::FORMER_CLINICIAN)));
+    }
+}

@@ -83,19 +83,7 @@ async fn the_audit_trail_outlives_the_outbox_rows_and_says_what_was_published() 
     .execute(&auth)
     .await
     .unwrap();
-    let trail = event_store::user_history(&auth, user, None, None)
-        .await
-        .unwrap();
-    let seen: Vec<(String, bool, bool)> = trail
-        .iter()
-        .map(|e| {
-            (
-                e.event.event_type.clone(),
-                e.published,
-                e.published_at.is_some(),
-            )
-        })
-        .collect();
+    let seen = published_marks(&auth, user).await;
     assert_eq!(
         seen,
         [
@@ -122,19 +110,7 @@ async fn the_audit_trail_outlives_the_outbox_rows_and_says_what_was_published() 
         1,
         "the unpublished row stays"
     );
-    let trail = event_store::user_history(&auth, user, None, None)
-        .await
-        .unwrap();
-    let seen: Vec<(String, bool, bool)> = trail
-        .iter()
-        .map(|e| {
-            (
-                e.event.event_type.clone(),
-                e.published,
-                e.published_at.is_some(),
-            )
-        })
-        .collect();
+    let seen = published_marks(&auth, user).await;
     assert_eq!(
         seen,
         [
@@ -153,4 +129,21 @@ async fn the_audit_trail_outlives_the_outbox_rows_and_says_what_was_published() 
         bytes.iter().all(|(stored, queued)| stored == queued),
         "the store holds the exact bytes the relay publishes"
     );
+}
+
+/// Each event of `user`'s audit trail: its type, whether it was published, whether the time of
+/// publishing is still known.
+async fn published_marks(auth: &sqlx::PgPool, user: uuid::Uuid) -> Vec<(String, bool, bool)> {
+    event_store::user_history(auth, user, None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.event.event_type.clone(),
+                e.published,
+                e.published_at.is_some(),
+            )
+        })
+        .collect()
 }

@@ -42,6 +42,23 @@ pub(crate) struct Appointments {
     pub url: String,
 }
 
+/// Every service of a row that runs the stack and the appointment-service, alive, or the first
+/// that exited.
+pub(crate) fn check_alive(
+    stack: &mut Stack,
+    appointments: &mut Appointments,
+) -> anyhow::Result<()> {
+    for s in [
+        &mut stack.auth_service,
+        &mut stack.user_service,
+        &mut stack.gateway,
+        &mut appointments.process,
+    ] {
+        s.check_alive()?;
+    }
+    Ok(())
+}
+
 /// The appointment-service on a fresh database of its own, joined as `portal up` joins it: once
 /// its consumer holds its broker connection (its queue declared and bound), the history is sent
 /// to its queue (`portal consumer add`'s backfill) and awaited in `clinicians`, then its

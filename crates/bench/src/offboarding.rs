@@ -22,7 +22,7 @@
 
 use super::env::{BenchEnv, PASSWORD};
 use super::http::Stack;
-use super::import::{start_appointments, stop_and_verify_appointments, Appointments};
+use super::import::{check_alive, start_appointments, stop_and_verify_appointments, Appointments};
 use super::profile;
 use super::report::{LeavingDoctorRun, OffboardingRun, Percentiles, Setting};
 use anyhow::{bail, Context};
@@ -60,19 +60,6 @@ fn micros(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     micros(from, to) as f64 / 1e6
-}
-
-/// Every service of the row, alive, or the first that exited.
-fn check_alive(stack: &mut Stack, appointments: &mut Appointments) -> anyhow::Result<()> {
-    for s in [
-        &mut stack.auth_service,
-        &mut stack.user_service,
-        &mut stack.gateway,
-        &mut appointments.process,
-    ] {
-        s.check_alive()?;
-    }
-    Ok(())
 }
 
 /// Waits until `user_db` holds every user of `auth_db` and both consumers' receipts of

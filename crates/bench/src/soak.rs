@@ -20,7 +20,7 @@
 
 use super::env::BenchEnv;
 use super::http::Stack;
-use super::import::{start_appointments, stop_and_verify_appointments, Appointments};
+use super::import::{check_alive, start_appointments, stop_and_verify_appointments, Appointments};
 use super::report::Setting;
 use super::sync;
 use anyhow::{bail, Context};
@@ -240,19 +240,6 @@ fn cleanup_figures(text: &str, table: &str) -> (f64, Vec<(f64, f64)>) {
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     (longest, buckets)
-}
-
-/// Every part of the soak alive, or the first that exited.
-fn check_alive(stack: &mut Stack, appointments: &mut Appointments) -> anyhow::Result<()> {
-    for s in [
-        &mut stack.auth_service,
-        &mut stack.user_service,
-        &mut stack.gateway,
-        &mut appointments.process,
-    ] {
-        s.check_alive()?;
-    }
-    Ok(())
 }
 
 /// Commits `rate` profile changes a second over `users` until `end`, each a new phone number

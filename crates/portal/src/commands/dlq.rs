@@ -34,24 +34,9 @@ pub async fn run(args: DlqArgs) -> Result<(), Failure> {
     result
 }
 
-/// Who is at the keyboard, for the security log: the OS user (its name as the session says,
-/// and the uid, which the session cannot change) and the broker user.
+/// Who is at the keyboard, for the security log ([`super::who`]).
 fn who(opened: &Opened) -> String {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "?".to_owned());
-    // /proc/self belongs to the process's user.
-    #[cfg(unix)]
-    let uid = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").map_or_else(|_| "?".to_owned(), |m| m.uid().to_string())
-    };
-    #[cfg(not(unix))]
-    let uid = "?";
-    format!(
-        "OS user {name} (uid {uid}) as broker user {} (portal dlq)",
-        opened.publisher
-    )
+    super::who("portal dlq", &opened.publisher)
 }
 
 async fn act(opened: &Opened, action: DlqAction) -> Result<(), Failure> {

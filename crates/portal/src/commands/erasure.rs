@@ -31,24 +31,6 @@ fn failure(e: ErasureError) -> Failure {
     }
 }
 
-/// Who is at the keyboard, for the security log: the OS user (its name as the session says,
-/// and the uid, which the session cannot change) and the broker user, as `portal dlq` names
-/// them.
-pub fn who(tool: &str, broker_user: &str) -> String {
-    let name = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "?".to_owned());
-    // /proc/self belongs to the process's user.
-    #[cfg(unix)]
-    let uid = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").map_or_else(|_| "?".to_owned(), |m| m.uid().to_string())
-    };
-    #[cfg(not(unix))]
-    let uid = "?";
-    format!("OS user {name} (uid {uid}) as broker user {broker_user} ({tool})")
-}
-
 /// The databases `verify` searches: auth_db, user_db and appointment_db as the operator
 /// reaches them (or every database of auth_db's server), then each `--database`, each once.
 async fn databases(
@@ -271,7 +253,7 @@ pub async fn purge_queues(
 ) -> Result<Purged, Failure> {
     check_links(network, &[operator.broker_link()])?;
     let amqp_url = &operator.operator_amqp_url;
-    let by = who(tool, &platform::amqp::broker_user(amqp_url));
+    let by = super::who(tool, &platform::amqp::broker_user(amqp_url));
     let auth = platform::db::lazy_pool(&operator.operator_auth_database_url, 1)?;
     let done = erasure::purge(&auth, amqp_url, user, &by).await;
     auth.close().await;

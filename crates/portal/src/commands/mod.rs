@@ -58,3 +58,20 @@ pub fn check_links(
 pub fn require_broker_user(url: &str) -> Result<String, Failure> {
     platform::amqp::broker_user_of(url).map_err(Failure::usage)
 }
+
+/// Who is at the keyboard, for the security log: the OS user (its name as the session says,
+/// and the uid, which the session cannot change) and the broker user.
+pub fn who(tool: &str, broker_user: &str) -> String {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "?".to_owned());
+    // /proc/self belongs to the process's user.
+    #[cfg(unix)]
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or_else(|_| "?".to_owned(), |m| m.uid().to_string())
+    };
+    #[cfg(not(unix))]
+    let uid = "?";
+    format!("OS user {name} (uid {uid}) as broker user {broker_user} ({tool})")
+}

@@ -6,6 +6,7 @@
 //! nothing.
 
 use crate::cli::{portal_cli, portal_output};
+use crate::offboarding::book;
 use contract::api::{CreateUserRequest, UpdateUserRequest};
 use contract::{Role, UserId};
 use lapin::options::BasicGetOptions;
@@ -87,24 +88,6 @@ async fn every_message(sb: &Sandbox) -> Vec<(String, String)> {
     }
     let _ = conn.close(200, "read").await;
     out
-}
-
-/// Books `doctor` `days` from now at 09:00 UTC, as a nurse.
-async fn book(sb: &Sandbox, sys: &System, doctor: Uuid, patient: &str, days: i64) -> Uuid {
-    let nurse = appointments::token_for(sb, Uuid::now_v7(), Role::Nurse);
-    let day = (chrono::Utc::now() + chrono::Duration::days(days)).date_naive();
-    let starts = day.and_hms_opt(9, 0, 0).unwrap().and_utc();
-    let (status, body) = post(
-        &format!("{}/api/v1/appointments", sys.appointments().url()),
-        Some(&nurse),
-        &json!({
-            "patientName": patient, "doctorId": doctor, "startsAt": starts.to_rfc3339(),
-            "durationMinutes": 30, "reason": "review",
-        }),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().parse().unwrap()
 }
 
 /// Waits until both copies hold `id` at `version` or later.

@@ -26,7 +26,13 @@ fn quick(config: &mut auth_service::Config) {
 }
 
 /// Books `doctor` for `patient` `days` from now at 10:00 UTC for 30 minutes, as a nurse.
-async fn book(sb: &Sandbox, sys: &System, doctor: Uuid, patient: &str, days: i64) -> Uuid {
+pub(crate) async fn book(
+    sb: &Sandbox,
+    sys: &System,
+    doctor: Uuid,
+    patient: &str,
+    days: i64,
+) -> Uuid {
     let nurse = appointments::token_for(sb, Uuid::now_v7(), Role::Nurse);
     let day = (chrono::Utc::now() + chrono::Duration::days(days)).date_naive();
     let starts = day.and_hms_opt(10, 0, 0).unwrap().and_utc();

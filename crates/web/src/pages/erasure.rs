@@ -15,7 +15,7 @@
 use super::admin::{admin_only, refuse_admin_post};
 use super::appointments::when;
 use super::user_edit;
-use super::PageForm;
+use super::{field_error, PageForm};
 use crate::page::{layout, PageError};
 use crate::staff::Staff;
 use crate::AppState;
@@ -116,12 +116,6 @@ impl EraseForm {
         Ok(ErasureRequest {
             reason: reason.to_owned(),
         })
-    }
-}
-
-fn field_error(id: &str, problem: Option<&String>) -> Markup {
-    html! {
-        @if let Some(problem) = problem { p class="field-error" id=(format!("{id}-error")) { (problem) } }
     }
 }
 

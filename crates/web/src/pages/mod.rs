@@ -143,3 +143,10 @@ where
             .map_err(|e| PageError::bad_request(format!("The form could not be read: {e}")))
     }
 }
+
+/// A form field's problem, under the field, with the id its `aria-describedby` names.
+pub(crate) fn field_error(id: &str, problem: Option<&String>) -> maud::Markup {
+    maud::html! {
+        @if let Some(problem) = problem { p class="field-error" id=(format!("{id}-error")) { (problem) } }
+    }
+}

@@ -4,6 +4,7 @@
 use super::{at, delay, policy_words, state_badge};
 use crate::page::PageError;
 use crate::pages::admin::refuse_admin_post;
+use crate::pages::field_error;
 use crate::pages::user_edit;
 use crate::pages::PageForm;
 use crate::staff::Staff;
@@ -169,12 +170,6 @@ pub(crate) async fn user_sections(
         propagation,
         offboarding,
         erasure,
-    }
-}
-
-fn field_error(id: &str, problem: Option<&String>) -> Markup {
-    html! {
-        @if let Some(problem) = problem { p class="field-error" id=(format!("{id}-error")) { (problem) } }
     }
 }
 
